@@ -1,0 +1,1 @@
+//! Ninsho Gateway server library.

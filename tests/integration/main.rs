@@ -1,0 +1,1 @@
+//! The one integration test binary: starts the real gateway with real mTLS.
