@@ -71,22 +71,24 @@ impl Config {
 }
 
 fn default_origin() -> Url {
-    #[allow(clippy::expect_used)] // a constant that parses; `defaults_parse` tests it
+    #[allow(clippy::expect_used)]
+    // a constant that parses (the `config_from_toml_shape` test builds it)
     Url::parse("https://localhost:8443").expect("constant URL")
 }
 
 /// Attestation requirement at registration (`[fido.attestation]`, key `policy`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+// `None {}` and `Any {}` are struct variants (not unit variants) because serde rejects unknown
+// keys of an internally tagged enum only for struct variants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "policy", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum AttestationPolicy {
     /// Ask for no attestation and accept any authenticator, including synced passkeys. The
     /// AAGUID reported is the authenticator's unverified claim (often all zeros).
-    #[default]
-    None,
+    None {},
     /// Ask for direct attestation and require a certificate-based attestation statement whose
     /// signature verifies. No trust anchor is checked, so this proves the authenticator holds an
     /// attestation key, not who made it; "none" and self attestation are refused.
-    Any,
+    Any {},
     /// Ask for direct attestation; the attestation certificate must chain to one of `roots` and
     /// its AAGUID must be one of `aaguids`. Synced (backup-eligible) passkeys cannot attest and
     /// are refused.
@@ -97,6 +99,12 @@ pub enum AttestationPolicy {
         /// Metadata Service). Read once by [`Service::new`](crate::Service::new).
         roots: Vec<PathBuf>,
     },
+}
+
+impl Default for AttestationPolicy {
+    fn default() -> Self {
+        Self::None {}
+    }
 }
 
 /// What to do when an assertion's signature counter is not greater than the stored one.

@@ -121,6 +121,19 @@ pub(crate) fn attestation_auth_data(attestation_object: &[u8]) -> Result<Vec<u8>
     }
 }
 
+/// The credential ID inside attested credential data (WebAuthn §6.5.1: AAGUID[16] ‖
+/// credentialIdLength[2, big-endian] ‖ credentialId, after the 37-byte head).
+pub(crate) fn attested_credential_id(auth_data: &[u8]) -> Option<CredentialId> {
+    let flags = *auth_data.get(32)?;
+    if flags & FLAG_AT == 0 {
+        return None;
+    }
+    let len = u16::from_be_bytes(auth_data.get(53..55)?.try_into().ok()?) as usize;
+    Some(CredentialId::from_bytes(
+        auth_data.get(55..55 + len)?.to_vec(),
+    ))
+}
+
 /// The AAGUID claimed in attested credential data (WebAuthn §6.5.1: it follows the 37-byte head
 /// when the AT flag is set). Unverified: whoever made the response chose it.
 pub(crate) fn claimed_aaguid(auth_data: &[u8]) -> Option<Uuid> {

@@ -26,7 +26,8 @@ use webauthn_rs_proto::{AllowCredentials, AttestationConveyancePreference};
 
 use crate::config::{AttestationPolicy, BackupEligiblePolicy, Config, CounterPolicy};
 use crate::response::{
-    attestation_auth_data, auth_data_head, claimed_aaguid, parse_assertion, parse_registration,
+    attestation_auth_data, attested_credential_id, auth_data_head, claimed_aaguid, parse_assertion,
+    parse_registration,
 };
 use crate::types::{RegistrationCeremony, STATE_VERSION};
 use crate::{
@@ -99,8 +100,8 @@ impl Service {
             .map_err(|e| Error::Config(e.to_string()))?;
 
         let attestation = match &config.attestation {
-            AttestationPolicy::None => Attestation::None,
-            AttestationPolicy::Any => Attestation::Any,
+            AttestationPolicy::None {} => Attestation::None,
+            AttestationPolicy::Any {} => Attestation::Any,
             AttestationPolicy::AaguidAllowlist { aaguids, roots } => {
                 if aaguids.is_empty() || roots.is_empty() {
                     return Err(Error::Config(
@@ -225,6 +226,13 @@ impl Service {
         let auth_data = attestation_auth_data(&reg.response.attestation_object)?;
         auth_data_head(&auth_data)?;
         let claimed = claimed_aaguid(&auth_data);
+        // webauthn-rs registers the ID inside the signed authenticator data and ignores `rawId`;
+        // the gateway looks credentials up by `rawId`, so the two must agree.
+        if attested_credential_id(&auth_data).as_ref() != Some(&credential_id) {
+            return Err(Error::InvalidResponse(
+                "rawId differs from the attested credential ID".to_owned(),
+            ));
+        }
 
         if state.exclude.contains(&credential_id) {
             return Err(Error::CredentialAlreadyRegistered);

@@ -169,7 +169,9 @@ pub struct NewCredential {
     pub counter: u32,
     /// User verification was performed (always true: it is required).
     pub user_verified: bool,
-    /// Transports the browser reported (`usb`, `nfc`, `ble`, `internal`, `hybrid`).
+    /// Transports (`usb`, `nfc`, `ble`, `internal`, `hybrid`) as kept by webauthn-rs: the
+    /// browser's report is unsigned, so webauthn-rs keeps it only alongside a verified
+    /// attestation statement; otherwise empty. Used as a hint in later `allowCredentials`.
     pub transports: Vec<String>,
 }
 
