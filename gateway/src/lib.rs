@@ -1,1 +1,28 @@
-//! Ninsho Gateway server library.
+//! Ninsho Gateway: the authentication server in front of remote signing for electronic
+//! prescriptions. It admits clinic devices by TLS client certificate, signs doctors in, checks
+//! their presence with an HPKI card, a My Number card or FIDO, and opens short-lived signing
+//! sessions for the EMR backend.
+//!
+//! `main.rs` is thin: configuration and the CLI live in [`cli`], the server in [`server`].
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod metrics;
+pub mod password;
+pub mod pki;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod tls;
+
+pub use server::Application;
+
+/// Installs aws-lc-rs as the process-wide rustls provider. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,286 @@
+//! Operator actions behind `gateway admin …`. Each validates its input completely before it
+//! writes, so a refused command changes nothing, and each successful change is audited.
+
+use std::io::Write;
+
+use anyhow::{Context as _, bail};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+use zeroize::Zeroizing;
+
+use crate::password::PasswordHasher;
+use crate::pki;
+use crate::store::{self, AnchorKind, AuditEvent, NewClinicCert, NewUser, RevocationPolicy, Store, TrustAnchor, UserKind};
+use crate::tls::{PeerCert, fingerprint};
+
+/// What admin actions need.
+pub struct Admin<'a> {
+    /// The database.
+    pub store: &'a Store,
+    /// Unix seconds to stamp changes with.
+    pub now: i64,
+}
+
+fn conflict_or<T>(r: store::Result<T>, what: impl FnOnce() -> String) -> anyhow::Result<T> {
+    match r {
+        Err(store::Error::Conflict(_)) => bail!("{}", what()),
+        other => Ok(other?),
+    }
+}
+
+/// Reads one certificate from PEM or DER bytes.
+pub fn parse_certificate(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let der = if bytes.starts_with(b"-----BEGIN") {
+        CertificateDer::from_pem_slice(bytes).map_err(|e| anyhow::anyhow!("no PEM certificate found: {e}"))?.to_vec()
+    } else {
+        bytes.to_vec()
+    };
+    PeerCert::from_der(&der)?;
+    Ok(der)
+}
+
+/// Reads a CRL from PEM or DER bytes and checks that it parses.
+pub fn parse_crl(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let der = if bytes.starts_with(b"-----BEGIN") {
+        CertificateRevocationListDer::from_pem_slice(bytes)
+            .map_err(|e| anyhow::anyhow!("no PEM CRL found: {e}"))?
+            .to_vec()
+    } else {
+        bytes.to_vec()
+    };
+    x509_parser::parse_x509_crl(&der).map_err(|e| anyhow::anyhow!("not a valid CRL: {e}"))?;
+    Ok(der)
+}
+
+fn is_pkcs12(path: &std::path::Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("p12" | "pfx"))
+}
+
+impl Admin<'_> {
+    async fn audit(&self, action: &'static str, target: impl Into<String>) -> anyhow::Result<()> {
+        Ok(self.store.audit(&AuditEvent::Admin { action, target: target.into() }, self.now).await?)
+    }
+
+    /// `clinic add`.
+    pub async fn clinic_add(&self, id: &str, name: &str) -> anyhow::Result<()> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || id.len() > 32 {
+            bail!("clinic id must be 1–32 letters, digits or '-', got {id:?}");
+        }
+        if name.trim().is_empty() {
+            bail!("clinic name must not be empty");
+        }
+        conflict_or(self.store.add_clinic(id, name.trim(), self.now).await, || format!("clinic {id} already exists"))?;
+        self.audit("clinic.add", id).await
+    }
+
+    /// `clinic disable` / `clinic enable`.
+    pub async fn clinic_set_enabled(&self, id: &str, enabled: bool) -> anyhow::Result<()> {
+        match self.store.set_clinic_enabled(id, enabled, self.now).await {
+            Err(store::Error::NotFound) => bail!("no clinic {id}"),
+            r => r?,
+        }
+        self.audit(if enabled { "clinic.enable" } else { "clinic.disable" }, id).await
+    }
+
+    /// `clinic-cert add`: registers a certificate file (PEM, DER, or PKCS#12 with `p12_password`).
+    pub async fn clinic_cert_add(
+        &self,
+        clinic_id: &str,
+        file: &std::path::Path,
+        p12_password: Option<&str>,
+    ) -> anyhow::Result<PeerCert> {
+        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let der = if is_pkcs12(file) {
+            let password = p12_password.context("a .p12 file needs its password (--password-stdin)")?;
+            pki::pkcs12_leaf(&bytes, password)?
+        } else {
+            parse_certificate(&bytes).with_context(|| format!("{}", file.display()))?
+        };
+        let cert = PeerCert::from_der(&der)?;
+        match self.store.clinic(clinic_id).await {
+            Err(store::Error::NotFound) => bail!("no clinic {clinic_id}: add it first with `gateway admin clinic add`"),
+            r => r?,
+        };
+        let new = NewClinicCert {
+            fingerprint: &cert.fingerprint,
+            clinic_id,
+            subject: &cert.subject,
+            serial: &cert.serial,
+            not_after: cert.not_after,
+        };
+        conflict_or(self.store.add_clinic_cert(&new, self.now).await, || {
+            format!("certificate {} is already registered", cert.fingerprint)
+        })?;
+        self.audit("clinic_cert.add", format!("{clinic_id}/{}", cert.fingerprint)).await?;
+        Ok(cert)
+    }
+
+    /// `clinic-cert revoke`.
+    pub async fn clinic_cert_revoke(&self, fingerprint: &str) -> anyhow::Result<()> {
+        let fp = normalise_fingerprint(fingerprint)?;
+        match self.store.revoke_clinic_cert(&fp, self.now).await {
+            Err(store::Error::NotFound) => bail!("no registered, unrevoked certificate {fp}"),
+            r => r?,
+        }
+        self.audit("clinic_cert.revoke", fp).await
+    }
+
+    /// `user add`. Returns the new user's id.
+    #[allow(clippy::too_many_arguments, reason = "one argument per CLI flag")]
+    pub async fn user_add(
+        &self,
+        hasher: &PasswordHasher,
+        clinic_id: &str,
+        login_id: &str,
+        kind: UserKind,
+        name: &str,
+        medical_reg_no: Option<&str>,
+        password: &Zeroizing<String>,
+    ) -> anyhow::Result<String> {
+        validate_login_id(login_id)?;
+        if name.trim().is_empty() {
+            bail!("name must not be empty");
+        }
+        match (kind, medical_reg_no) {
+            (UserKind::Doctor, None) => bail!("a doctor needs --medical-reg-no (医籍番号)"),
+            (UserKind::Doctor, Some(n)) if n.is_empty() || n.len() > 16 || !n.chars().all(|c| c.is_ascii_digit()) => {
+                bail!("--medical-reg-no must be 1–16 digits, got {n:?}")
+            }
+            (UserKind::Staff, Some(_)) => bail!("only doctors have a medical registration number"),
+            _ => {}
+        }
+        validate_password(password)?;
+        match self.store.clinic(clinic_id).await {
+            Err(store::Error::NotFound) => bail!("no clinic {clinic_id}"),
+            r => r?,
+        };
+        let hash = hasher.hash(password.clone()).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let user = NewUser { id: &id, clinic_id, login_id, kind, name: name.trim(), medical_reg_no, password_hash: &hash };
+        conflict_or(self.store.add_user(&user, self.now).await, || {
+            format!("login ID {login_id} already exists in clinic {clinic_id}")
+        })?;
+        self.audit("user.add", id.clone()).await?;
+        Ok(id)
+    }
+
+    /// `user disable` / `user enable`.
+    pub async fn user_set_enabled(&self, clinic_id: &str, login_id: &str, enabled: bool) -> anyhow::Result<()> {
+        let user = match self.store.set_user_enabled(clinic_id, login_id, enabled, self.now).await {
+            Err(store::Error::NotFound) => bail!("no user {login_id} in clinic {clinic_id}"),
+            r => r?,
+        };
+        self.audit(if enabled { "user.enable" } else { "user.disable" }, user.id).await
+    }
+
+    /// `user set-password`.
+    pub async fn user_set_password(
+        &self,
+        hasher: &PasswordHasher,
+        clinic_id: &str,
+        login_id: &str,
+        password: &Zeroizing<String>,
+    ) -> anyhow::Result<()> {
+        validate_password(password)?;
+        let hash = hasher.hash(password.clone()).await?;
+        let user = match self.store.set_user_password(clinic_id, login_id, &hash, self.now).await {
+            Err(store::Error::NotFound) => bail!("no user {login_id} in clinic {clinic_id}"),
+            r => r?,
+        };
+        self.audit("user.set_password", user.id).await
+    }
+
+    /// `anchor add`.
+    pub async fn anchor_add(
+        &self,
+        kind: AnchorKind,
+        cert_bytes: &[u8],
+        crl_bytes: Option<&[u8]>,
+        revocation: RevocationPolicy,
+    ) -> anyhow::Result<TrustAnchor> {
+        let der = parse_certificate(cert_bytes)?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !parsed.is_ca() {
+            bail!("{} is not a CA certificate (basicConstraints CA:TRUE missing)", parsed.subject());
+        }
+        let crl_der = crl_bytes.map(parse_crl).transpose()?;
+        if let Some(crl) = &crl_der {
+            let (_, crl_parsed) = x509_parser::parse_x509_crl(crl).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if crl_parsed.issuer() != parsed.subject() {
+                bail!("the CRL was issued by {}, not by {}", crl_parsed.issuer(), parsed.subject());
+            }
+        }
+        if revocation == RevocationPolicy::Crl && crl_der.is_none() {
+            bail!("revocation policy crl needs --crl FILE (or choose --revocation none)");
+        }
+        let anchor = TrustAnchor {
+            kind,
+            fingerprint: fingerprint(&der),
+            subject: parsed.subject().to_string(),
+            cert_der: der.clone(),
+            revocation,
+            crl_der,
+            updated_at: self.now,
+        };
+        conflict_or(self.store.add_anchor(&anchor, self.now).await, || {
+            format!("{} anchor {} already exists", kind.as_str(), anchor.fingerprint)
+        })?;
+        self.audit("anchor.add", format!("{}/{}", kind.as_str(), anchor.fingerprint)).await?;
+        Ok(anchor)
+    }
+
+    /// `anchor set-crl`.
+    pub async fn anchor_set_crl(&self, kind: AnchorKind, fp: &str, crl_bytes: &[u8]) -> anyhow::Result<()> {
+        let fp = normalise_fingerprint(fp)?;
+        let crl = parse_crl(crl_bytes)?;
+        match self.store.set_anchor_crl(kind, &fp, &crl, self.now).await {
+            Err(store::Error::NotFound) => bail!("no {} anchor {fp}", kind.as_str()),
+            r => r?,
+        }
+        self.audit("anchor.set_crl", format!("{}/{fp}", kind.as_str())).await
+    }
+
+    /// `audit export` as JSON Lines.
+    pub async fn audit_export(&self, out: &mut dyn Write) -> anyhow::Result<i64> {
+        Ok(self
+            .store
+            .audit_export(|record| {
+                serde_json::to_writer(&mut *out, &record)?;
+                out.write_all(b"\n")
+            })
+            .await?)
+    }
+}
+
+/// Accepts `AA:BB:…` or `aabb…`, returns lowercase hex.
+pub fn normalise_fingerprint(fp: &str) -> anyhow::Result<String> {
+    let hex: String = fp.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("a fingerprint is 64 hex digits (SHA-256), got {fp:?}");
+    }
+    Ok(hex)
+}
+
+fn validate_login_id(login_id: &str) -> anyhow::Result<()> {
+    if login_id.is_empty() || login_id.len() > 128 || login_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        bail!("login ID must be 1–128 characters without spaces or control characters");
+    }
+    Ok(())
+}
+
+fn validate_password(password: &str) -> anyhow::Result<()> {
+    // NIST SP 800-63B §5.1.1.2: at least 8 characters, long passphrases allowed.
+    let n = password.chars().count();
+    if !(8..=256).contains(&n) {
+        bail!("password must be 8–256 characters");
+    }
+    Ok(())
+}
+
+/// A random password for generated accounts and files: 20 characters from an unambiguous alphabet.
+pub fn generate_password() -> Zeroizing<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    use rand::seq::IndexedRandom as _;
+    let mut rng = rand::rng();
+    Zeroizing::new((0..20).map(|_| char::from(ALPHABET.choose(&mut rng).copied().unwrap_or(b'x'))).collect())
+}

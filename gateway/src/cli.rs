@@ -1,0 +1,494 @@
+//! The `gateway` command line: `serve`, `demo`, `migrate` and `admin …`.
+//!
+//! [`run`] takes its output and input streams as arguments so tests drive the real CLI
+//! in-process.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::admin::{self, Admin};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::password::PasswordHasher;
+use crate::store::{AnchorKind, AuditVerification, RevocationPolicy, Store, UserKind};
+
+/// Ninsho Gateway — authentication for remote signing of electronic prescriptions.
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, defaults and GATEWAY_* variables apply.
+    #[arg(long, global = true, env = "GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Create a development PKI, a demo clinic, doctor and staff user, and serve on https://localhost:8443.
+    Demo(DemoArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage clinics, certificates, users, trust anchors and the audit log.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// `gateway demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo keeps its PKI, configuration and database; reused when it exists.
+    #[arg(long, default_value = "ninsho-demo")]
+    pub dir: PathBuf,
+    /// HTTPS port on localhost.
+    #[arg(long, default_value_t = 8443)]
+    pub port: u16,
+    /// Ops (health, metrics) port on localhost.
+    #[arg(long, default_value_t = 9090)]
+    pub ops_port: u16,
+    /// Set everything up and print the instructions, but do not serve.
+    #[arg(long)]
+    pub no_serve: bool,
+}
+
+/// `gateway admin …`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Clinics.
+    #[command(subcommand)]
+    Clinic(ClinicCommand),
+    /// Clinic TLS client certificates (the clinic's client.p12).
+    #[command(subcommand, name = "clinic-cert")]
+    ClinicCert(ClinicCertCommand),
+    /// Users: doctors and staff.
+    #[command(subcommand, visible_alias = "doctor")]
+    User(UserCommand),
+    /// Trust anchors (CA certificates) for clinic and service TLS, HPKI and JPKI cards.
+    #[command(subcommand)]
+    Anchor(AnchorCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `admin clinic …`.
+#[derive(Debug, Subcommand)]
+pub enum ClinicCommand {
+    /// Add a clinic.
+    Add {
+        /// Clinic code (e.g. 21234).
+        #[arg(long)]
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+    },
+    /// List clinics.
+    List,
+    /// Disable a clinic: its devices get a refusal page.
+    Disable {
+        /// Clinic code.
+        #[arg(long)]
+        id: String,
+    },
+    /// Enable a disabled clinic.
+    Enable {
+        /// Clinic code.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// `admin clinic-cert …`.
+#[derive(Debug, Subcommand)]
+pub enum ClinicCertCommand {
+    /// Register a clinic client certificate (PEM, DER, or .p12 with --password-stdin).
+    Add {
+        /// Clinic code.
+        #[arg(long)]
+        clinic: String,
+        /// Certificate file.
+        file: PathBuf,
+        /// Read the .p12 password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List registered certificates.
+    List {
+        /// Only this clinic.
+        #[arg(long)]
+        clinic: Option<String>,
+    },
+    /// Revoke a registered certificate by SHA-256 fingerprint.
+    Revoke {
+        /// Fingerprint (hex, colons allowed).
+        fingerprint: String,
+    },
+}
+
+/// `admin user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user. Without --password-stdin a password is generated and printed once.
+    Add {
+        /// Clinic code.
+        #[arg(long)]
+        clinic: String,
+        /// Login ID (unique within the clinic).
+        #[arg(long)]
+        login_id: String,
+        /// User type.
+        #[arg(long = "type", value_parser = parse_kind, default_value = "doctor")]
+        kind: UserKind,
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// Medical registration number (医籍番号), doctors only.
+        #[arg(long)]
+        medical_reg_no: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List {
+        /// Only this clinic.
+        #[arg(long)]
+        clinic: Option<String>,
+    },
+    /// Disable a user.
+    Disable {
+        /// Clinic code.
+        #[arg(long)]
+        clinic: String,
+        /// Login ID.
+        #[arg(long)]
+        login_id: String,
+    },
+    /// Enable a user.
+    Enable {
+        /// Clinic code.
+        #[arg(long)]
+        clinic: String,
+        /// Login ID.
+        #[arg(long)]
+        login_id: String,
+    },
+    /// Set a user's password (first line of standard input, or generated and printed).
+    SetPassword {
+        /// Clinic code.
+        #[arg(long)]
+        clinic: String,
+        /// Login ID.
+        #[arg(long)]
+        login_id: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<UserKind, String> {
+    s.parse()
+}
+
+/// `admin anchor …`.
+#[derive(Debug, Subcommand)]
+pub enum AnchorCommand {
+    /// Add a CA certificate as a trust anchor.
+    Add {
+        /// What the anchor vouches for.
+        #[arg(long, value_enum)]
+        kind: AnchorKind,
+        /// CA certificate (PEM or DER).
+        file: PathBuf,
+        /// Its CRL (PEM or DER).
+        #[arg(long)]
+        crl: Option<PathBuf>,
+        /// Revocation checking: crl (needs --crl) or none (logged on every use).
+        #[arg(long, value_enum, default_value = "crl")]
+        revocation: RevocationPolicy,
+    },
+    /// List trust anchors.
+    List {
+        /// Only this kind.
+        #[arg(long, value_enum)]
+        kind: Option<AnchorKind>,
+    },
+    /// Replace an anchor's CRL.
+    SetCrl {
+        /// Anchor kind.
+        #[arg(long, value_enum)]
+        kind: AnchorKind,
+        /// Anchor fingerprint.
+        #[arg(long)]
+        fingerprint: String,
+        /// CRL file (PEM or DER).
+        file: PathBuf,
+    },
+}
+
+/// `admin audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; exits non-zero and names the first bad row if it was tampered with.
+    Verify,
+    /// Write every audit row as JSON Lines.
+    Export {
+        /// Output file (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn read_secret(input: &mut dyn BufRead, what: &str) -> anyhow::Result<Zeroizing<String>> {
+    let mut line = Zeroizing::new(String::new());
+    input.read_line(&mut line).with_context(|| format!("reading {what} from standard input"))?;
+    let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+    if trimmed.is_empty() {
+        bail!("no {what} on standard input");
+    }
+    Ok(trimmed)
+}
+
+/// Runs an `admin` command against `config`'s database.
+pub async fn run_admin(
+    config: &Config,
+    command: AdminCommand,
+    out: &mut dyn Write,
+    input: &mut dyn BufRead,
+    clock: &dyn Clock,
+) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database_url(), 2).await?;
+    store.migrate().await?;
+    let result = admin_on(&store, config, command, out, input, clock).await;
+    store.close().await;
+    result
+}
+
+async fn admin_on(
+    store: &Store,
+    config: &Config,
+    command: AdminCommand,
+    out: &mut dyn Write,
+    input: &mut dyn BufRead,
+    clock: &dyn Clock,
+) -> anyhow::Result<()> {
+    let admin = Admin { store, now: clock.unix() };
+    let hasher = || PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations);
+    match command {
+        AdminCommand::Clinic(c) => match c {
+            ClinicCommand::Add { id, name } => {
+                admin.clinic_add(&id, &name).await?;
+                writeln!(out, "added clinic {id}")?;
+            }
+            ClinicCommand::List => {
+                for c in store.list_clinics().await? {
+                    writeln!(out, "{}\t{}\t{}", c.id, if c.enabled { "enabled" } else { "disabled" }, c.name)?;
+                }
+            }
+            ClinicCommand::Disable { id } => {
+                admin.clinic_set_enabled(&id, false).await?;
+                writeln!(out, "disabled clinic {id}")?;
+            }
+            ClinicCommand::Enable { id } => {
+                admin.clinic_set_enabled(&id, true).await?;
+                writeln!(out, "enabled clinic {id}")?;
+            }
+        },
+        AdminCommand::ClinicCert(c) => match c {
+            ClinicCertCommand::Add { clinic, file, password_stdin } => {
+                let password = if password_stdin { Some(read_secret(input, "the .p12 password")?) } else { None };
+                let cert = admin.clinic_cert_add(&clinic, &file, password.as_deref().map(String::as_str)).await?;
+                writeln!(out, "registered {} for clinic {clinic}: {}", cert.fingerprint, cert.subject)?;
+            }
+            ClinicCertCommand::List { clinic } => {
+                for c in store.list_clinic_certs(clinic.as_deref()).await? {
+                    let state = if c.revoked_at.is_some() { "revoked" } else { "active" };
+                    writeln!(out, "{}\t{}\t{state}\t{}", c.clinic_id, c.fingerprint, c.subject)?;
+                }
+            }
+            ClinicCertCommand::Revoke { fingerprint } => {
+                admin.clinic_cert_revoke(&fingerprint).await?;
+                writeln!(out, "revoked {fingerprint}")?;
+            }
+        },
+        AdminCommand::User(c) => match c {
+            UserCommand::Add { clinic, login_id, kind, name, medical_reg_no, password_stdin } => {
+                let (password, generated) = if password_stdin {
+                    (read_secret(input, "the password")?, false)
+                } else {
+                    (admin::generate_password(), true)
+                };
+                let id = admin
+                    .user_add(&hasher()?, &clinic, &login_id, kind, &name, medical_reg_no.as_deref(), &password)
+                    .await?;
+                writeln!(out, "added {} {login_id} ({id}) to clinic {clinic}", kind.as_str())?;
+                if generated {
+                    writeln!(out, "password: {}", password.as_str())?;
+                }
+            }
+            UserCommand::List { clinic } => {
+                for u in store.list_users(clinic.as_deref()).await? {
+                    let state = if u.enabled { "enabled" } else { "disabled" };
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{state}\t{}\t{}",
+                        u.clinic_id,
+                        u.login_id,
+                        u.kind.as_str(),
+                        u.medical_reg_no.as_deref().unwrap_or("-"),
+                        u.name
+                    )?;
+                }
+            }
+            UserCommand::Disable { clinic, login_id } => {
+                admin.user_set_enabled(&clinic, &login_id, false).await?;
+                writeln!(out, "disabled {login_id}")?;
+            }
+            UserCommand::Enable { clinic, login_id } => {
+                admin.user_set_enabled(&clinic, &login_id, true).await?;
+                writeln!(out, "enabled {login_id}")?;
+            }
+            UserCommand::SetPassword { clinic, login_id, password_stdin } => {
+                let (password, generated) = if password_stdin {
+                    (read_secret(input, "the password")?, false)
+                } else {
+                    (admin::generate_password(), true)
+                };
+                admin.user_set_password(&hasher()?, &clinic, &login_id, &password).await?;
+                writeln!(out, "password of {login_id} changed")?;
+                if generated {
+                    writeln!(out, "password: {}", password.as_str())?;
+                }
+            }
+        },
+        AdminCommand::Anchor(c) => match c {
+            AnchorCommand::Add { kind, file, crl, revocation } => {
+                let cert = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                let crl = crl.map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))).transpose()?;
+                let anchor = admin.anchor_add(kind, &cert, crl.as_deref(), revocation).await?;
+                writeln!(out, "added {} anchor {}: {}", kind.as_str(), anchor.fingerprint, anchor.subject)?;
+                if matches!(kind, AnchorKind::Clinic | AnchorKind::Service) {
+                    writeln!(out, "restart the gateway instances to apply TLS trust changes")?;
+                }
+            }
+            AnchorCommand::List { kind } => {
+                for a in store.list_anchors(kind).await? {
+                    let crl = if a.crl_der.is_some() { "crl present" } else { "no crl" };
+                    writeln!(out, "{}\t{}\t{}\t{crl}\t{}", a.kind.as_str(), a.fingerprint, a.revocation.as_str(), a.subject)?;
+                }
+            }
+            AnchorCommand::SetCrl { kind, fingerprint, file } => {
+                let crl = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                admin.anchor_set_crl(kind, &fingerprint, &crl).await?;
+                writeln!(out, "CRL of {} anchor {fingerprint} replaced", kind.as_str())?;
+            }
+        },
+        AdminCommand::Audit(c) => match c {
+            AuditCommand::Verify => match store.audit_verify().await? {
+                AuditVerification::Intact { rows } => writeln!(out, "audit log intact: {rows} rows")?,
+                broken => bail!("audit log TAMPERED: {}", describe(&broken)),
+            },
+            AuditCommand::Export { output } => {
+                let rows = match output {
+                    Some(path) => {
+                        let mut f = std::io::BufWriter::new(
+                            std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?,
+                        );
+                        let n = admin.audit_export(&mut f).await?;
+                        f.flush()?;
+                        n
+                    }
+                    None => admin.audit_export(out).await?,
+                };
+                tracing::info!(rows, "audit exported");
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Explains a failed verification.
+pub fn describe(v: &AuditVerification) -> String {
+    match v {
+        AuditVerification::Intact { rows } => format!("intact ({rows} rows)"),
+        AuditVerification::Modified { seq } => format!("row {seq} was modified"),
+        AuditVerification::Missing { seq, expected } => format!("row {expected} is missing (next row is {seq})"),
+        AuditVerification::BrokenLink { seq } => format!("row {seq} does not link to the row before it (inserted or reordered)"),
+        AuditVerification::Truncated { last_seq, head_seq } => {
+            format!("rows after {last_seq} were removed (the chain head is at {head_seq})")
+        }
+    }
+}
+
+/// Parses `args` and runs the command. Returns the process exit code.
+pub async fn run(args: Vec<String>, out: &mut dyn Write, input: &mut dyn BufRead) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = write!(out, "{e}");
+            return e.exit_code();
+        }
+    };
+    match dispatch(cli, out, input).await {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(out, "error: {e:#}");
+            1
+        }
+    }
+}
+
+async fn dispatch(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> anyhow::Result<()> {
+    crate::install_crypto_provider();
+    let config = || Config::load(cli.config.as_deref());
+    match cli.command {
+        Command::Demo(ref args) => crate::demo::run(args, out).await,
+        Command::Serve => {
+            let config = config()?;
+            crate::telemetry::init(&config.log);
+            let app = crate::Application::build(config, std::sync::Arc::new(SystemClock)).await?;
+            app.run_until(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let config = config()?;
+            let store = Store::connect(&config.database_url(), 1).await?;
+            store.migrate().await?;
+            writeln!(out, "migrations applied ({})", store.backend_name())?;
+            Ok(())
+        }
+        Command::Admin(cmd) => run_admin(&config()?, cmd, out, input, &SystemClock).await,
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM (what container runtimes send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

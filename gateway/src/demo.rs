@@ -1,0 +1,194 @@
+//! `gateway demo`: a complete development installation in one directory — PKI, configuration,
+//! database with a demo clinic, doctor and staff user — then the server on localhost.
+//! A second run reuses everything and prints the same instructions.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::admin::{self, Admin};
+use crate::cli::DemoArgs;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, LogFormat};
+use crate::password::PasswordHasher;
+use crate::pki::{Authority, KeyAlg, LeafSpec, LeafUsage, pkcs12};
+use crate::store::{AnchorKind, RevocationPolicy, Store, UserKind};
+
+/// The demo clinic's code.
+pub const CLINIC_ID: &str = "21234";
+
+/// Secrets the demo generated, kept (mode 0600) so a second run can print them again.
+#[derive(Serialize, Deserialize)]
+struct DemoSecrets {
+    p12_password: String,
+    doctor_login: String,
+    doctor_password: String,
+    staff_login: String,
+    staff_password: String,
+    port: u16,
+}
+
+fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Paths of the demo installation.
+pub struct DemoPaths {
+    /// Root directory.
+    pub dir: PathBuf,
+}
+
+impl DemoPaths {
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+    /// The generated configuration file.
+    pub fn config(&self) -> PathBuf {
+        self.p("gateway.toml")
+    }
+}
+
+/// Sets up (or reuses) the demo in `args.dir`, prints instructions to `out` and, unless
+/// `--no-serve`, serves until Ctrl-C.
+pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let dir = if args.dir.is_absolute() { args.dir.clone() } else { std::env::current_dir()?.join(&args.dir) };
+    let paths = DemoPaths { dir };
+    let secrets_path = paths.p("demo-secrets.json");
+    let fresh = !secrets_path.exists();
+    let secrets = if fresh {
+        setup(&paths, args).await.context("setting up the demo")?
+    } else {
+        serde_json::from_slice(&std::fs::read(&secrets_path)?).context("reading demo-secrets.json")?
+    };
+    let config = Config::load(Some(&paths.config()))?;
+    print_instructions(out, &paths, &secrets, fresh)?;
+    out.flush()?;
+    if args.no_serve {
+        return Ok(());
+    }
+    crate::telemetry::init(&config.log);
+    let app = crate::Application::build(config, Arc::new(SystemClock)).await?;
+    app.run_until(crate::cli::shutdown_signal()).await
+}
+
+async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets> {
+    let now = SystemClock.now();
+    std::fs::create_dir_all(&paths.dir)?;
+
+    // Server: a demo CA the browser may trust, and a localhost certificate.
+    let server_ca = Authority::new("Ninsho Demo Server CA", "Ninsho Demo", KeyAlg::EcP256, now)?;
+    let server = server_ca.issue(&LeafSpec::new(
+        "localhost",
+        LeafUsage::TlsServer { dns_names: vec!["localhost".into()] },
+        now,
+        825,
+    ))?;
+    write_file(&paths.p("tls/server-ca.pem"), server_ca.cert_pem().as_bytes(), false)?;
+    write_file(&paths.p("tls/server.pem"), format!("{}{}", server.cert_pem, server_ca.cert_pem()).as_bytes(), false)?;
+    write_file(&paths.p("tls/server.key"), server.key_pem.as_bytes(), true)?;
+
+    // Clinic: CA, CRL, and the client certificate as PEM and .p12.
+    let clinic_ca = Authority::new("Ninsho Demo Clinic CA", "Ninsho Demo", KeyAlg::EcP256, now)?;
+    let client = clinic_ca
+        .issue(&LeafSpec::new(&format!("clinic-{CLINIC_ID}"), LeafUsage::TlsClient, now, 365).organization("Demo Clinic"))?;
+    let clinic_crl = clinic_ca.crl(&[], now - time::Duration::hours(1), now + time::Duration::days(365))?;
+    let p12_password = admin::generate_password();
+    let p12 = pkcs12(&client, &[clinic_ca.cert_der()], &format!("clinic-{CLINIC_ID}"), &p12_password)?;
+    write_file(&paths.p("clinic/ca.pem"), clinic_ca.cert_pem().as_bytes(), false)?;
+    write_file(&paths.p("clinic/ca.key"), clinic_ca.key_pem().as_bytes(), true)?;
+    write_file(&paths.p("clinic/crl.der"), &clinic_crl, false)?;
+    write_file(&paths.p("clinic/client.pem"), client.cert_pem.as_bytes(), false)?;
+    write_file(&paths.p("clinic/client.key"), client.key_pem.as_bytes(), true)?;
+    write_file(&paths.p("clinic/client.p12"), &p12, true)?;
+
+    // Cards: HPKI-like and JPKI-like CAs and the demo doctor's authentication certificates,
+    // laid out for `card-sim` (card/README.md).
+    let hpki_ca = Authority::new("Ninsho Demo HPKI CA", "Ninsho Demo HPKI", KeyAlg::Rsa2048, now)?;
+    let hpki = hpki_ca.issue(
+        &LeafSpec::new("YAMADA TARO", LeafUsage::CardAuth { hc_role: Some("Medical Doctor".into()) }, now, 1825)
+            .organization("Demo Clinic"),
+    )?;
+    let jpki_ca = Authority::new("Ninsho Demo JPKI CA", "JPKI", KeyAlg::Rsa2048, now)?;
+    let jpki = jpki_ca.issue(&LeafSpec::new("DEMO0000000000000000001", LeafUsage::CardAuth { hc_role: None }, now, 1825))?;
+    for (kind, ca, leaf) in [("hpki", &hpki_ca, &hpki), ("jpki", &jpki_ca, &jpki)] {
+        write_file(&paths.p(&format!("cards/{kind}/ca-cert.pem")), ca.cert_pem().as_bytes(), false)?;
+        write_file(&paths.p(&format!("cards/{kind}/auth-cert.pem")), leaf.cert_pem.as_bytes(), false)?;
+        write_file(&paths.p(&format!("cards/{kind}/auth-key.pem")), leaf.key_pem.as_bytes(), true)?;
+    }
+
+    // Configuration.
+    let config_text = format!(
+        "# Generated by `gateway demo`. See deploy/gateway.example.toml for every key.\n\
+         data_dir = {dir:?}\n\n[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://localhost:{port}\"\n\n\
+         [tls]\ncert = {cert:?}\nkey = {key:?}\n\n[ops]\nlisten = \"127.0.0.1:{ops}\"\n\n[log]\nformat = \"pretty\"\nlevel = \"info\"\n",
+        dir = paths.dir.display().to_string(),
+        port = args.port,
+        ops = args.ops_port,
+        cert = paths.p("tls/server.pem").display().to_string(),
+        key = paths.p("tls/server.key").display().to_string(),
+    );
+    write_file(&paths.config(), config_text.as_bytes(), false)?;
+    let config = Config::load(Some(&paths.config()))?;
+    debug_assert_eq!(config.log.format, LogFormat::Pretty);
+
+    // Database content.
+    let store = Store::connect(&config.database_url(), 2).await?;
+    store.migrate().await?;
+    let admin = Admin { store: &store, now: now.unix_timestamp() };
+    admin.clinic_add(CLINIC_ID, "ニンショウ内科クリニック").await?;
+    admin.anchor_add(AnchorKind::Clinic, clinic_ca.cert_pem().as_bytes(), Some(&clinic_crl), RevocationPolicy::Crl).await?;
+    admin.anchor_add(AnchorKind::Hpki, hpki_ca.cert_pem().as_bytes(), None, RevocationPolicy::None).await?;
+    admin.anchor_add(AnchorKind::Jpki, jpki_ca.cert_pem().as_bytes(), None, RevocationPolicy::None).await?;
+    admin.clinic_cert_add(CLINIC_ID, &paths.p("clinic/client.pem"), None).await?;
+    let hasher = PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations)?;
+    let doctor_password = admin::generate_password();
+    let staff_password = admin::generate_password();
+    admin
+        .user_add(&hasher, CLINIC_ID, "doctor1", UserKind::Doctor, "山田 太郎", Some("123456"), &doctor_password)
+        .await?;
+    admin.user_add(&hasher, CLINIC_ID, "staff1", UserKind::Staff, "佐藤 花子", None, &staff_password).await?;
+    store.close().await;
+
+    let secrets = DemoSecrets {
+        p12_password: p12_password.to_string(),
+        doctor_login: "doctor1".into(),
+        doctor_password: doctor_password.to_string(),
+        staff_login: "staff1".into(),
+        staff_password: staff_password.to_string(),
+        port: args.port,
+    };
+    write_file(&paths.p("demo-secrets.json"), &serde_json::to_vec_pretty(&secrets)?, true)?;
+    Ok(secrets)
+}
+
+fn print_instructions(out: &mut dyn Write, paths: &DemoPaths, s: &DemoSecrets, fresh: bool) -> anyhow::Result<()> {
+    let d = paths.dir.display();
+    let port = s.port;
+    writeln!(out, "Ninsho Gateway demo {} in {d}", if fresh { "created" } else { "reused" })?;
+    writeln!(out)?;
+    writeln!(out, "1. Import into your browser (Chrome: Settings → Privacy and security → Security → Manage certificates):")?;
+    writeln!(out, "   - client certificate (Your certificates → Import): {d}/clinic/client.p12")?;
+    writeln!(out, "     PKCS#12 password: {}", s.p12_password)?;
+    writeln!(out, "   - server CA (Authorities → Import, trust for websites): {d}/tls/server-ca.pem")?;
+    writeln!(out, "2. Open https://localhost:{port}/ and choose the certificate clinic-{CLINIC_ID} when asked.")?;
+    writeln!(out, "3. Sign in (clinic {CLINIC_ID}):")?;
+    writeln!(out, "   - doctor: login ID {}  password {}", s.doctor_login, s.doctor_password)?;
+    writeln!(out, "   - staff (refused, not a doctor): login ID {}  password {}", s.staff_login, s.staff_password)?;
+    writeln!(out)?;
+    writeln!(out, "Command line: curl --cert-type P12 --cert '{d}/clinic/client.p12:{}' --cacert {d}/tls/server-ca.pem https://localhost:{port}/login", s.p12_password)?;
+    writeln!(out, "Card simulator files: {d}/cards/hpki and {d}/cards/jpki")?;
+    writeln!(out, "Admin: gateway --config {d}/gateway.toml admin --help")?;
+    Ok(())
+}

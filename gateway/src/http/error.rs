@@ -1,0 +1,61 @@
+//! The browser-facing error type: the only place (with the API error type) that picks status
+//! codes. Internal errors are logged once here and shown as a fixed message.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::i18n::{Lang, Msg};
+use super::pages;
+
+/// An error a browser request ends with.
+#[derive(Debug)]
+pub enum AppError {
+    /// A refusal the person should read.
+    Page { status: StatusCode, lang: Lang, title: Msg, text: String },
+    /// Not signed in (or no longer): back to the login page.
+    LoginRequired,
+    /// A bug or an outage; details go to the log, never to the client.
+    Internal(anyhow::Error),
+}
+
+/// Result of browser handlers.
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+impl AppError {
+    /// A refusal page with a fixed message.
+    pub fn page(status: StatusCode, lang: Lang, title: Msg, msg: Msg) -> Self {
+        AppError::Page { status, lang, title, text: msg.text(lang).to_owned() }
+    }
+
+    /// An internal error with a description.
+    pub fn internal(what: impl Into<String>) -> Self {
+        AppError::Internal(anyhow::anyhow!(what.into()))
+    }
+}
+
+impl From<crate::store::Error> for AppError {
+    fn from(e: crate::store::Error) -> Self {
+        AppError::Internal(e.into())
+    }
+}
+
+impl From<crate::password::HashError> for AppError {
+    fn from(e: crate::password::HashError) -> Self {
+        AppError::Internal(e.into())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            AppError::Page { status, lang, title, text } => (status, pages::message(lang, title, &text)).into_response(),
+            AppError::LoginRequired => Redirect::to("/login").into_response(),
+            AppError::Internal(e) => {
+                tracing::error!(error = %format!("{e:#}"), "internal error");
+                let lang = Lang::Ja;
+                (StatusCode::INTERNAL_SERVER_ERROR, pages::message(lang, Msg::ErrorTitle, Msg::InternalError.text(lang)))
+                    .into_response()
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Japanese-first user interface text. Every message a person sees exists in Japanese and
+//! English; the language comes from `?lang=`, then the `lang` cookie, then `Accept-Language`.
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use time::{OffsetDateTime, UtcOffset};
+
+/// A UI language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lang {
+    /// 日本語 (default).
+    #[default]
+    Ja,
+    /// English.
+    En,
+}
+
+impl Lang {
+    /// `ja` or `en`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Ja => "ja",
+            Lang::En => "en",
+        }
+    }
+
+    /// The other language (for the switch link).
+    pub fn other(self) -> Lang {
+        match self {
+            Lang::Ja => Lang::En,
+            Lang::En => Lang::Ja,
+        }
+    }
+
+    fn parse(s: &str) -> Option<Lang> {
+        match s.trim().get(..2)?.to_ascii_lowercase().as_str() {
+            "ja" => Some(Lang::Ja),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+
+    /// Picks the language of a request.
+    pub fn from_request(headers: &HeaderMap, query: Option<&str>) -> Lang {
+        let from_query = query.and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "lang").and_then(|(_, v)| Lang::parse(&v))
+        });
+        let from_cookie = || {
+            headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|c| {
+                c.split(';').find_map(|kv| kv.trim().strip_prefix("lang=").and_then(Lang::parse))
+            })
+        };
+        // Accept-Language: the first supported tag in the client's order of preference.
+        let from_accept = || {
+            headers
+                .get(axum::http::header::ACCEPT_LANGUAGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').find_map(|tag| Lang::parse(tag.split(';').next().unwrap_or(""))))
+        };
+        from_query.or_else(from_cookie).or_else(from_accept).unwrap_or_default()
+    }
+
+    /// A time as doctors read it: Japan Standard Time.
+    pub fn format_time(self, unix: i64) -> String {
+        let jst = UtcOffset::from_hms(9, 0, 0).unwrap_or(UtcOffset::UTC);
+        let t = OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH).to_offset(jst);
+        let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+        let text = t.format(fmt).unwrap_or_default();
+        match self {
+            Lang::Ja => format!("{text}（日本時間）"),
+            Lang::En => format!("{text} JST"),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Lang {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Lang::from_request(&parts.headers, parts.uri.query()))
+    }
+}
+
+/// Every fixed message of the browser UI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Msg {
+    ProductName,
+    LoginTitle,
+    LoginLead,
+    LoginId,
+    Password,
+    SignIn,
+    InvalidCredentials,
+    LoginLocked,
+    DoctorOnly,
+    MissingFields,
+    MethodsTitle,
+    MethodsLead,
+    Hpki,
+    Fido,
+    MyNumber,
+    MethodNotReady,
+    Linked,
+    NoneLinked,
+    SignOut,
+    SignedInAs,
+    Clinic,
+    GateTitle,
+    CertNotRegistered,
+    CertRevoked,
+    ClinicDisabled,
+    BadOrigin,
+    ErrorTitle,
+    InternalError,
+    NotFound,
+    SignedOut,
+}
+
+impl Msg {
+    /// The message in `lang`.
+    pub fn text(self, lang: Lang) -> &'static str {
+        use Msg::*;
+        let (ja, en) = match self {
+            ProductName => ("電子処方箋 認証ゲートウェイ", "E-prescription authentication gateway"),
+            LoginTitle => ("ログイン", "Sign in"),
+            LoginLead => (
+                "電子カルテのログインIDとパスワードを入力してください。",
+                "Enter your EMR login ID and password.",
+            ),
+            LoginId => ("ログインID", "Login ID"),
+            Password => ("パスワード", "Password"),
+            SignIn => ("ログイン", "Sign in"),
+            InvalidCredentials => (
+                "ログインIDまたはパスワードが正しくありません。",
+                "The login ID or password is incorrect.",
+            ),
+            LoginLocked => (
+                "ログインに続けて失敗したため、このログインIDはロックされています。次の時刻以降に再度お試しください：",
+                "Too many failed sign-in attempts: this login ID is locked. Try again after",
+            ),
+            DoctorOnly => (
+                "電子処方箋の認証を行えるのはユーザ区分が医師のユーザのみです",
+                "Only users of type doctor can authenticate for electronic prescriptions.",
+            ),
+            MissingFields => ("ログインIDとパスワードを入力してください。", "Enter both login ID and password."),
+            MethodsTitle => ("認証方法の選択", "Choose how to authenticate"),
+            MethodsLead => (
+                "電子署名のため、本人確認の方法を選んでください。",
+                "To sign prescriptions, confirm that it is you with one of these methods.",
+            ),
+            Hpki => ("HPKIカード", "HPKI card"),
+            Fido => ("FIDO認証", "FIDO"),
+            MyNumber => ("マイナンバーカード", "My Number card"),
+            MethodNotReady => (
+                "この認証方法はこのゲートウェイではまだ有効になっていません。",
+                "This method is not enabled on this gateway yet.",
+            ),
+            Linked => ("登録済みの認証手段", "Linked authenticators"),
+            NoneLinked => ("まだ登録されていません。", "None linked yet."),
+            SignOut => ("ログアウト", "Sign out"),
+            SignedInAs => ("ログイン中：", "Signed in as"),
+            Clinic => ("医療機関", "Clinic"),
+            GateTitle => ("この端末からは利用できません", "This device cannot use the gateway"),
+            CertNotRegistered => (
+                "この端末のクライアント証明書は登録されていません。証明書の配置を運用担当者に依頼してください。",
+                "This device's client certificate is not registered. Ask your operator to register it.",
+            ),
+            CertRevoked => (
+                "この端末のクライアント証明書は無効化されています。",
+                "This device's client certificate has been revoked.",
+            ),
+            ClinicDisabled => (
+                "この医療機関は現在ゲートウェイを利用できません。",
+                "This clinic is currently disabled on the gateway.",
+            ),
+            BadOrigin => (
+                "このページ以外から送信されたため、リクエストを拒否しました。",
+                "The request was refused because it did not come from this site.",
+            ),
+            ErrorTitle => ("エラー", "Error"),
+            InternalError => (
+                "内部エラーが発生しました。時間をおいて再度お試しください。",
+                "Something went wrong on our side. Please try again later.",
+            ),
+            NotFound => ("ページが見つかりません。", "Page not found."),
+            SignedOut => ("ログアウトしました。", "You have signed out."),
+        };
+        match lang {
+            Lang::Ja => ja,
+            Lang::En => en,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn query_beats_cookie_beats_accept_language() {
+        let mut h = HeaderMap::new();
+        h.insert("accept-language", HeaderValue::from_static("en-US,en;q=0.9,ja;q=0.8"));
+        assert_eq!(Lang::from_request(&h, None), Lang::En);
+        h.insert("cookie", HeaderValue::from_static("a=b; lang=ja"));
+        assert_eq!(Lang::from_request(&h, None), Lang::Ja);
+        assert_eq!(Lang::from_request(&h, Some("lang=en")), Lang::En);
+        assert_eq!(Lang::from_request(&HeaderMap::new(), None), Lang::Ja);
+    }
+
+    #[test]
+    fn times_are_shown_in_jst() {
+        assert_eq!(Lang::Ja.format_time(0), "1970-01-01 09:00（日本時間）");
+        assert_eq!(Lang::En.format_time(0), "1970-01-01 09:00 JST");
+    }
+}

@@ -1,0 +1,190 @@
+//! HTTP: the main (mTLS) router with its middleware stack, and the ops router.
+//!
+//! Request path on the main listener, outermost first:
+//! request id → trace span → metrics → security headers → **clinic gate** → same-origin check
+//! → session → route. The gate runs for every route, so no handler can skip the clinic check.
+
+mod error;
+mod extract;
+mod i18n;
+mod login;
+pub mod ops;
+mod pages;
+mod session;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+pub use error::AppError;
+pub use extract::{ClinicContext, CurrentDoctor};
+pub use i18n::{Lang, Msg};
+pub use session::{DbSessionStore, LOGIN_KEY, LoginState};
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::password::PasswordHasher;
+use crate::store::{self, AuditEvent, Store};
+use crate::tls::PeerCert;
+
+/// Name of the browser-session cookie. The `__Host-` prefix makes browsers insist on Secure,
+/// Path=/ and no Domain, so no sibling host can set or read it.
+pub const SESSION_COOKIE: &str = "__Host-ninsho";
+
+/// Everything handlers share.
+pub struct App {
+    /// Configuration, checked at start-up.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// The injected clock.
+    pub clock: SharedClock,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Password hashing.
+    pub passwords: PasswordHasher,
+}
+
+/// Cheap-to-clone handle to [`App`].
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// The main router, with every layer.
+pub fn router(state: AppState) -> Router {
+    let sessions = SessionManagerLayer::new(DbSessionStore::new(state.store.clone(), state.clock.clone()))
+        .with_name(SESSION_COOKIE)
+        .with_secure(true)
+        .with_http_only(true)
+        .with_same_site(SameSite::Strict)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(time::Duration::seconds(state.config.login.session_idle_secs)));
+
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(login::router())
+        .route_layer(middleware::from_fn(tag_route))
+        .layer(sessions)
+        .layer(middleware::from_fn_with_state(state.clone(), same_origin))
+        .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], pages::CSS) }))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), clinic_gate))
+        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                // Method and path only: headers and bodies may carry secrets (docs/LOGGING.md).
+                tracing::info_span!("request", request_id, method = %req.method(), path = req.uri().path())
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found(lang: Lang) -> Response {
+    AppError::page(StatusCode::NOT_FOUND, lang, Msg::ErrorTitle, Msg::NotFound).into_response()
+}
+
+/// Maps the verified client certificate to its clinic, or refuses with a page that names the
+/// reason. Runs before every route of the main listener.
+async fn clinic_gate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let lang = Lang::from_request(req.headers(), req.uri().query());
+    let Some(peer) = req.extensions().get::<PeerCert>().cloned() else {
+        // The accept loop always inserts it; without it nothing is known about the client.
+        return AppError::internal("request without a verified client certificate").into_response();
+    };
+    let refusal = match state.store.clinic_cert(&peer.fingerprint).await {
+        Ok(binding) if binding.revoked => Some(("revoked", Msg::CertRevoked)),
+        Ok(binding) if !binding.clinic_enabled => Some(("clinic_disabled", Msg::ClinicDisabled)),
+        Ok(binding) => {
+            req.extensions_mut().insert(ClinicContext {
+                clinic_id: binding.clinic_id,
+                clinic_name: binding.clinic_name,
+                fingerprint: binding.fingerprint,
+            });
+            None
+        }
+        Err(store::Error::NotFound) => Some(("not_registered", Msg::CertNotRegistered)),
+        Err(e) => return AppError::from(e).into_response(),
+    };
+    match refusal {
+        None => next.run(req).await,
+        Some((reason, msg)) => {
+            let event = AuditEvent::GateRefused { fingerprint: peer.fingerprint.clone(), reason };
+            if let Err(e) = state.store.audit(&event, state.clock.unix()).await {
+                return AppError::from(e).into_response();
+            }
+            tracing::info!(tls.fingerprint = %peer.fingerprint, reason, "clinic gate refused certificate");
+            AppError::page(StatusCode::FORBIDDEN, lang, Msg::GateTitle, msg).into_response()
+        }
+    }
+}
+
+/// Refuses state-changing requests that do not carry this gateway's origin (CSRF defence in
+/// depth on top of SameSite=Strict cookies). A missing Origin is refused too: browsers send it
+/// on every POST.
+async fn same_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let expected = state.config.public_origin();
+    let ok = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|o| o == expected);
+    if ok {
+        next.run(req).await
+    } else {
+        let lang = Lang::from_request(req.headers(), req.uri().query());
+        AppError::page(StatusCode::FORBIDDEN, lang, Msg::ErrorTitle, Msg::BadOrigin).into_response()
+    }
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, k: HeaderName, v: &'static str| {
+        h.entry(k).or_insert(HeaderValue::from_static(v));
+    };
+    set(h, header::CONTENT_SECURITY_POLICY, "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'");
+    set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(h, header::CACHE_CONTROL, "no-store");
+    res
+}
+
+/// The matched route, carried out on the response so the outer metrics layer can label it
+/// (outer layers run before routing and cannot see `MatchedPath` on the request).
+#[derive(Clone)]
+struct RouteTag(MatchedPath);
+
+async fn tag_route(path: MatchedPath, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    res.extensions_mut().insert(RouteTag(path));
+    res
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let route = res.extensions().get::<RouteTag>().map_or("other", |t| t.0.as_str());
+    state.metrics.request(route, res.status().as_u16());
+    res
+}

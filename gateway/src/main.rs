@@ -1,0 +1,11 @@
+//! `gateway` binary: everything lives in the library; see `gateway::cli`.
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut out = std::io::stdout();
+    let code = gateway::cli::run(args, &mut out, &mut input).await;
+    std::process::exit(code);
+}

@@ -1,0 +1,193 @@
+//! The running gateway: binds both listeners, runs the TLS accept loop that feeds axum, and
+//! shuts down gracefully.
+//!
+//! The accept loop is ours (not `axum::serve`) so that every connection gets a handshake
+//! timeout, the verified client certificate is attached to each request as [`PeerCert`], and
+//! handshake failures are counted by reason.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::http::{self, App, AppState};
+use crate::metrics::Metrics;
+use crate::password::PasswordHasher;
+use crate::store::Store;
+use crate::tls::{self, PeerCert};
+
+/// A gateway ready to serve: listeners bound, database migrated, TLS configured.
+pub struct Application {
+    main: TcpListener,
+    ops: TcpListener,
+    acceptor: TlsAcceptor,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the database, migrates it, builds TLS from the configured server certificate
+    /// and the stored trust anchors, and binds both listeners.
+    pub async fn build(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database_url(), config.database.max_connections)
+            .await
+            .with_context(|| format!("database {}", crate::config::redact_url(&config.database_url())))?;
+        store.migrate().await.context("migrations")?;
+        let main = TcpListener::bind(config.server.listen).await.with_context(|| format!("bind {}", config.server.listen))?;
+        Self::with_parts(config, store, clock, main).await
+    }
+
+    /// Like [`Application::build`], with an already connected and migrated store and a bound
+    /// main listener (tests bind port 0 first to learn the public URL).
+    pub async fn with_parts(config: Config, store: Store, clock: SharedClock, main: TcpListener) -> anyhow::Result<Self> {
+        let anchors = store.list_anchors(None).await?;
+        let tls = tls::server_config(&config.tls.cert, &config.tls.key, &anchors, clock.clone())?;
+        let ops = TcpListener::bind(config.ops.listen).await.with_context(|| format!("bind {}", config.ops.listen))?;
+        let passwords = PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations)?;
+        let state = AppState(Arc::new(App { config, store, clock, metrics: Metrics::new(), passwords }));
+        Ok(Self { main, ops, acceptor: TlsAcceptor::from(Arc::new(tls)), state })
+    }
+
+    /// Address of the mTLS listener.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.main.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Address of the ops listener.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The shared state (tests reach the store and clock through it).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets open requests finish
+    /// (up to 30 s).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { main, ops, acceptor, state } = self;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let ops_router = http::ops::router(state.clone());
+        let mut ops_stop = stop_rx.clone();
+        let ops_task = tokio::spawn(async move {
+            axum::serve(ops, ops_router)
+                .with_graceful_shutdown(async move {
+                    let _ = ops_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let purge = tokio::spawn(purge_loop(state.clone(), stop_rx.clone()));
+        tracing::info!(addr = %main.local_addr()?, ops = %ops_task_addr(&state), db = state.store.backend_name(), "gateway listening");
+
+        let router = http::router(state.clone());
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, remote) = tokio::select! {
+                accepted = main.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let conn = Connection { acceptor: acceptor.clone(), router: router.clone(), state: state.clone() };
+            let watcher = graceful.watcher();
+            tokio::spawn(async move { conn.serve(tcp, remote, watcher).await });
+        }
+        drop(main);
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+            tracing::warn!("connections still open after 30 s; closing");
+        }
+        let _ = ops_task.await;
+        let _ = purge.await;
+        state.store.close().await;
+        Ok(())
+    }
+}
+
+fn ops_task_addr(state: &AppState) -> SocketAddr {
+    state.config.ops.listen
+}
+
+struct Connection {
+    acceptor: TlsAcceptor,
+    router: Router,
+    state: AppState,
+}
+
+impl Connection {
+    async fn serve(self, tcp: tokio::net::TcpStream, remote: SocketAddr, watcher: hyper_util::server::graceful::Watcher) {
+        let timeouts = &self.state.config.server;
+        let handshake = tokio::time::timeout(Duration::from_secs(timeouts.handshake_timeout_secs), self.acceptor.accept(tcp));
+        let stream = match handshake.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                let reason = tls::handshake_failure_reason(&e);
+                self.state.metrics.handshake_failure(reason);
+                tracing::info!(%remote, reason, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.state.metrics.handshake_failure("timeout");
+                tracing::info!(%remote, "TLS handshake timed out");
+                return;
+            }
+        };
+        // The verifier made a certificate mandatory, so a missing one here is a bug: drop the
+        // connection rather than serve it unidentified.
+        let Some(peer) = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|der| PeerCert::from_der(der).ok())
+        else {
+            tracing::error!(%remote, "handshake completed without a usable client certificate");
+            return;
+        };
+        let router = self.router;
+        let service = tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer.clone());
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(timeouts.header_timeout_secs));
+        builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+        if let Err(e) = watcher.watch(conn.into_owned()).await {
+            tracing::debug!(%remote, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Deletes expired sessions and stale lockout counters once a minute.
+async fn purge_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let horizon = state.config.login.failure_window_secs.max(state.config.login.lockout_secs);
+        if let Err(e) = state.store.purge_expired(state.clock.unix(), horizon).await {
+            tracing::warn!(error = %e, "purging expired sessions failed");
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The append-only, hash-chained audit log (DESIGN §3.9).
+//!
+//! Row `n` stores `hash_n = SHA-256(hash_{n-1} || canonical(row_n))`, and the single-row
+//! `audit_head` holds the last sequence number and hash. Appends update the head in the same
+//! transaction, so appends from several instances serialise and the chain stays linear.
+//! Verification recomputes the chain and names the first row that does not fit: a changed row
+//! breaks its own hash, a deleted row leaves a gap, an inserted row breaks the links, and a cut
+//! tail disagrees with the head.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{Backend, Result, Store, with_pool};
+
+/// Outcome of an audited action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// It happened.
+    Success,
+    /// It was refused.
+    Failure,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// Everything that is audited. Personal data is limited to ids; reasons are fixed codes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// A doctor logged in.
+    LoginSucceeded { clinic_id: String, user_id: String },
+    /// A login was refused; `user_id` is known when the login ID exists.
+    LoginFailed { clinic_id: String, user_id: Option<String>, reason: &'static str },
+    /// A login ID got locked by this failure, or a login was tried while locked.
+    LoginLocked { clinic_id: String, user_id: Option<String>, locked_until: i64 },
+    /// A doctor logged out.
+    Logout { clinic_id: String, user_id: String },
+    /// The clinic gate refused a verified TLS client certificate.
+    GateRefused { fingerprint: String, reason: &'static str },
+    /// An operator changed something with `gateway admin`.
+    Admin { action: &'static str, target: String },
+}
+
+impl AuditEvent {
+    fn parts(&self) -> (&'static str, Outcome, Option<&str>, Option<&str>, serde_json::Value) {
+        use serde_json::json;
+        match self {
+            AuditEvent::LoginSucceeded { clinic_id, user_id } => {
+                ("login", Outcome::Success, Some(clinic_id), Some(user_id), json!({}))
+            }
+            AuditEvent::LoginFailed { clinic_id, user_id, reason } => {
+                ("login", Outcome::Failure, Some(clinic_id), user_id.as_deref(), json!({ "reason": reason }))
+            }
+            AuditEvent::LoginLocked { clinic_id, user_id, locked_until } => (
+                "login_locked",
+                Outcome::Failure,
+                Some(clinic_id),
+                user_id.as_deref(),
+                json!({ "locked_until": locked_until }),
+            ),
+            AuditEvent::Logout { clinic_id, user_id } => {
+                ("logout", Outcome::Success, Some(clinic_id), Some(user_id), json!({}))
+            }
+            AuditEvent::GateRefused { fingerprint, reason } => (
+                "clinic_gate",
+                Outcome::Failure,
+                None,
+                None,
+                json!({ "fingerprint": fingerprint, "reason": reason }),
+            ),
+            AuditEvent::Admin { action, target } => {
+                ("admin", Outcome::Success, None, None, json!({ "action": action, "target": target }))
+            }
+        }
+    }
+}
+
+/// One stored audit row.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Event name.
+    pub event: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// Clinic id, if any.
+    pub clinic_id: Option<String>,
+    /// User id, if any.
+    pub user_id: Option<String>,
+    /// Event details (JSON text as stored).
+    pub detail: serde_json::Value,
+    /// Hex hash of this row.
+    pub hash: String,
+}
+
+/// Result of `audit verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditVerification {
+    /// The whole chain is intact.
+    Intact { rows: i64 },
+    /// Row `seq` was changed after it was written.
+    Modified { seq: i64 },
+    /// Rows before `seq` are missing (expected `expected`).
+    Missing { seq: i64, expected: i64 },
+    /// Row `seq` does not link to its predecessor: inserted or reordered.
+    BrokenLink { seq: i64 },
+    /// The last rows were removed: the head says `head_seq`, the log ends at `last_seq`.
+    Truncated { last_seq: i64, head_seq: i64 },
+}
+
+type AuditRow = (i64, i64, String, String, Option<String>, Option<String>, String, Vec<u8>, Vec<u8>);
+
+fn chain_hash(prev: &[u8], row: (i64, i64, &str, &str, Option<&str>, Option<&str>, &str)) -> Vec<u8> {
+    // serde_json of a tuple of integers and strings is deterministic: a stable canonical form.
+    let canonical = serde_json::to_vec(&row).unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(&canonical);
+    h.finalize().to_vec()
+}
+
+const PAGE: i64 = 1000;
+
+impl Store {
+    /// Appends an event at `now` and mirrors it to the `audit` tracing target.
+    pub async fn audit(&self, event: &AuditEvent, now: i64) -> Result<()> {
+        let (name, outcome, clinic_id, user_id, detail) = event.parts();
+        let detail = detail.to_string();
+        tracing::info!(target: "audit", event = name, outcome = outcome.as_str(), clinic.id = clinic_id, principal.id = user_id, detail = %detail);
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            // Taking the head row first locks it: concurrent appends queue here.
+            let (seq, prev): (i64, Vec<u8>) =
+                sqlx::query_as("UPDATE audit_head SET seq = seq + 1, updated_at = $1 WHERE id = 1 RETURNING seq, hash")
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let hash = chain_hash(&prev, (seq, now, name, outcome.as_str(), clinic_id, user_id, &detail));
+            sqlx::query(
+                "INSERT INTO audit_log (seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(seq)
+            .bind(now)
+            .bind(name)
+            .bind(outcome.as_str())
+            .bind(clinic_id)
+            .bind(user_id)
+            .bind(&detail)
+            .bind(&prev)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *tx).await?;
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    async fn audit_page(&self, after: i64) -> Result<Vec<AuditRow>> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash
+                 FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after)
+            .bind(PAGE)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// Recomputes the chain and reports the first inconsistency.
+    pub async fn audit_verify(&self) -> Result<AuditVerification> {
+        let mut expected_seq = 1;
+        let mut prev = vec![0u8; 32];
+        loop {
+            let rows = self.audit_page(expected_seq - 1).await?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in rows {
+                let (seq, at, event, outcome, clinic_id, user_id, detail, prev_hash, hash) = r;
+                if seq != expected_seq {
+                    return Ok(AuditVerification::Missing { seq, expected: expected_seq });
+                }
+                let recomputed =
+                    chain_hash(&prev_hash, (seq, at, &event, &outcome, clinic_id.as_deref(), user_id.as_deref(), &detail));
+                if recomputed != hash {
+                    return Ok(AuditVerification::Modified { seq });
+                }
+                if prev_hash != prev {
+                    return Ok(AuditVerification::BrokenLink { seq });
+                }
+                prev = hash;
+                expected_seq += 1;
+            }
+        }
+        let last_seq = expected_seq - 1;
+        let (head_seq, head_hash): (i64, Vec<u8>) =
+            with_pool!(self, |pool| sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(pool).await)?;
+        if head_seq != last_seq || head_hash != prev {
+            return Ok(AuditVerification::Truncated { last_seq, head_seq });
+        }
+        Ok(AuditVerification::Intact { rows: last_seq })
+    }
+
+    /// Calls `each` for every audit row in order.
+    pub async fn audit_export(&self, mut each: impl FnMut(AuditRecord) -> std::io::Result<()>) -> Result<i64> {
+        let mut after = 0;
+        loop {
+            let rows = self.audit_page(after).await?;
+            if rows.is_empty() {
+                return Ok(after);
+            }
+            for (seq, at, event, outcome, clinic_id, user_id, detail, _prev, hash) in rows {
+                after = seq;
+                let detail = serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail));
+                each(AuditRecord { seq, at, event, outcome, clinic_id, user_id, detail, hash: hex::encode(hash) })
+                    .map_err(|e| super::Error::Database(sqlx::Error::Io(e)))?;
+            }
+        }
+    }
+
+    /// The most recent audit rows, newest first (for tests and operators).
+    pub async fn audit_tail(&self, limit: i64) -> Result<Vec<AuditRecord>> {
+        let rows: Vec<AuditRow> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash
+                 FROM audit_log ORDER BY seq DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, at, event, outcome, clinic_id, user_id, detail, _prev, hash)| AuditRecord {
+                seq,
+                at,
+                event,
+                outcome,
+                clinic_id,
+                user_id,
+                detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+                hash: hex::encode(hash),
+            })
+            .collect())
+    }
+
+    /// Runs raw SQL; only for tests that tamper with the audit log on purpose.
+    #[doc(hidden)]
+    pub async fn execute_unchecked(&self, sql: &str) -> Result<u64> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        Ok(done)
+    }
+}

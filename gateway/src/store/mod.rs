@@ -1,0 +1,794 @@
+//! Persistence: one [`Store`] over SQLite or PostgreSQL.
+//!
+//! Each query is written once and runs on both backends: the SQL sticks to what both dialects
+//! share (`$N` parameters, `ON CONFLICT`, `RETURNING`, integer Unix times), and [`with_pool!`]
+//! expands a body once per concrete pool type so each copy is type-checked against its driver.
+//! See `docs/decisions/0001-one-store-two-backends.md`.
+
+mod audit;
+mod sessions;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use audit::{AuditEvent, AuditRecord, AuditVerification, Outcome};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The row asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A unique or foreign-key constraint refused the write; carries the constraint or table.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Anything else the database reported.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => Error::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => {
+                Error::Conflict(db.constraint().or(db.table()).unwrap_or("unique").to_owned())
+            }
+            _ => Error::Database(e),
+        }
+    }
+}
+
+/// Result of store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool. The body is compiled once per backend.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($pool) => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// The database, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+}
+
+/// Migrations, embedded in the binary: (version, description, SQLite SQL, PostgreSQL SQL).
+/// Built by hand rather than with `sqlx::migrate!`, whose macro feature compiles both database
+/// drivers a second time for the host; the result is the same `Migrator`.
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("../../../migrations/sqlite/0001_foundation.sql"),
+    include_str!("../../../migrations/postgres/0001_foundation.sql"),
+)];
+
+fn migrator(postgres: bool) -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use std::borrow::Cow;
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|&(version, description, sqlite, pg)| {
+            let sql: &'static str = if postgres { pg } else { sqlite };
+            Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, sqlx::SqlSafeStr::into_sql_str(sql), false)
+        })
+        .collect::<Vec<_>>();
+    Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path` or `postgres://...`). A SQLite file is created if missing
+    /// and runs in WAL mode.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let backend = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .min_connections(1)
+                .connect_with(options)
+                .await?;
+            Backend::Sqlite(pool)
+        } else {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Backend::Postgres(pool)
+        };
+        Ok(Self { backend })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(pool) => migrator(false).run(pool).await?,
+            Backend::Postgres(pool) => migrator(true).run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        with_pool!(self, |pool| pool.close().await)
+    }
+
+    /// Names of all tables and their columns, sorted; lets a test compare the two schemas.
+    pub async fn schema_columns(&self) -> Result<Vec<(String, String)>> {
+        let mut rows: Vec<(String, String)> = match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
+                     WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE '_sqlx%'",
+                )
+                .fetch_all(pool)
+                .await?
+            }
+            Backend::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT table_name::text, column_name::text FROM information_schema.columns
+                     WHERE table_schema = current_schema() AND table_name NOT LIKE '_sqlx%'",
+                )
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        rows.sort();
+        Ok(rows)
+    }
+
+    // ---- clinics -------------------------------------------------------------------------
+
+    /// Adds a clinic.
+    pub async fn add_clinic(&self, id: &str, name: &str, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("INSERT INTO clinics (id, name, enabled, created_at, updated_at) VALUES ($1, $2, TRUE, $3, $3)")
+                .bind(id)
+                .bind(name)
+                .bind(now)
+                .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// All clinics, by id.
+    pub async fn list_clinics(&self) -> Result<Vec<Clinic>> {
+        let rows: Vec<(String, String, bool, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT id, name, enabled, created_at FROM clinics ORDER BY id")
+                .fetch_all(pool)
+                .await
+        })?;
+        Ok(rows.into_iter().map(Clinic::from).collect())
+    }
+
+    /// One clinic.
+    pub async fn clinic(&self, id: &str) -> Result<Clinic> {
+        let row: (String, String, bool, i64) = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT id, name, enabled, created_at FROM clinics WHERE id = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok(row.into())
+    }
+
+    /// Enables or disables a clinic; `NotFound` if there is none.
+    pub async fn set_clinic_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE clinics SET enabled = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(enabled)
+                .bind(now)
+                .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
+    // ---- clinic certificates ----------------------------------------------------------------
+
+    /// Registers a clinic certificate by fingerprint.
+    pub async fn add_clinic_cert(&self, cert: &NewClinicCert<'_>, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO clinic_certs (fingerprint, clinic_id, subject, serial, not_after, revoked_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, NULL, $6)",
+            )
+            .bind(cert.fingerprint)
+            .bind(cert.clinic_id)
+            .bind(cert.subject)
+            .bind(cert.serial)
+            .bind(cert.not_after)
+            .bind(now)
+            .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// The registration of a certificate fingerprint, joined with its clinic.
+    pub async fn clinic_cert(&self, fingerprint: &str) -> Result<ClinicCertBinding> {
+        let row: (String, String, Option<i64>, String, bool) = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT c.fingerprint, c.clinic_id, c.revoked_at, k.name, k.enabled
+                 FROM clinic_certs c JOIN clinics k ON k.id = c.clinic_id WHERE c.fingerprint = $1",
+            )
+            .bind(fingerprint)
+            .fetch_one(pool)
+            .await
+        })?;
+        Ok(ClinicCertBinding {
+            fingerprint: row.0,
+            clinic_id: row.1,
+            revoked: row.2.is_some(),
+            clinic_name: row.3,
+            clinic_enabled: row.4,
+        })
+    }
+
+    /// Registered certificates, optionally of one clinic.
+    pub async fn list_clinic_certs(&self, clinic_id: Option<&str>) -> Result<Vec<ClinicCert>> {
+        let rows: Vec<(String, String, String, String, i64, Option<i64>, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT fingerprint, clinic_id, subject, serial, not_after, revoked_at, created_at FROM clinic_certs
+                 WHERE ($1 IS NULL OR clinic_id = $1) ORDER BY clinic_id, created_at",
+            )
+            .bind(clinic_id)
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ClinicCert {
+                fingerprint: r.0,
+                clinic_id: r.1,
+                subject: r.2,
+                serial: r.3,
+                not_after: r.4,
+                revoked_at: r.5,
+                created_at: r.6,
+            })
+            .collect())
+    }
+
+    /// Marks a registered certificate revoked; `NotFound` if it is not registered or already revoked.
+    pub async fn revoke_clinic_cert(&self, fingerprint: &str, now: i64) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE clinic_certs SET revoked_at = $2 WHERE fingerprint = $1 AND revoked_at IS NULL")
+                .bind(fingerprint)
+                .bind(now)
+                .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
+    // ---- users ------------------------------------------------------------------------------
+
+    /// Adds a user.
+    pub async fn add_user(&self, user: &NewUser<'_>, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO users (id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8)",
+            )
+            .bind(user.id)
+            .bind(user.clinic_id)
+            .bind(user.login_id)
+            .bind(user.kind.as_str())
+            .bind(user.name)
+            .bind(user.medical_reg_no)
+            .bind(user.password_hash)
+            .bind(now)
+            .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// A user by clinic and login ID.
+    pub async fn user_by_login(&self, clinic_id: &str, login_id: &str) -> Result<User> {
+        let row: UserRow = with_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE clinic_id = $1 AND login_id = $2"
+            ))
+            .bind(clinic_id)
+            .bind(login_id)
+            .fetch_one(pool)
+            .await
+        })?;
+        User::try_from(row)
+    }
+
+    /// A user by id.
+    pub async fn user(&self, id: &str) -> Result<User> {
+        let row: UserRow = with_pool!(self, |pool| {
+            sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+                .bind(id)
+                .fetch_one(pool)
+                .await
+        })?;
+        User::try_from(row)
+    }
+
+    /// Users, optionally of one clinic.
+    pub async fn list_users(&self, clinic_id: Option<&str>) -> Result<Vec<User>> {
+        let rows: Vec<UserRow> = with_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE ($1 IS NULL OR clinic_id = $1) ORDER BY clinic_id, login_id"
+            ))
+            .bind(clinic_id)
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter().map(User::try_from).collect()
+    }
+
+    /// Enables or disables a user.
+    pub async fn set_user_enabled(&self, clinic_id: &str, login_id: &str, enabled: bool, now: i64) -> Result<User> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE users SET enabled = $3, updated_at = $4 WHERE clinic_id = $1 AND login_id = $2")
+                .bind(clinic_id)
+                .bind(login_id)
+                .bind(enabled)
+                .bind(now)
+                .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        if done == 0 {
+            return Err(Error::NotFound);
+        }
+        self.user_by_login(clinic_id, login_id).await
+    }
+
+    /// Replaces a user's password hash.
+    pub async fn set_user_password(&self, clinic_id: &str, login_id: &str, hash: &str, now: i64) -> Result<User> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE users SET password_hash = $3, updated_at = $4 WHERE clinic_id = $1 AND login_id = $2")
+                .bind(clinic_id)
+                .bind(login_id)
+                .bind(hash)
+                .bind(now)
+                .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        if done == 0 {
+            return Err(Error::NotFound);
+        }
+        self.user_by_login(clinic_id, login_id).await
+    }
+
+    // ---- trust anchors -----------------------------------------------------------------------
+
+    /// Adds a trust anchor.
+    pub async fn add_anchor(&self, anchor: &TrustAnchor, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO trust_anchors (kind, fingerprint, subject, cert_der, revocation, crl_der, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            )
+            .bind(anchor.kind.as_str())
+            .bind(&anchor.fingerprint)
+            .bind(&anchor.subject)
+            .bind(&anchor.cert_der)
+            .bind(anchor.revocation.as_str())
+            .bind(&anchor.crl_der)
+            .bind(now)
+            .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Replaces the CRL of an anchor.
+    pub async fn set_anchor_crl(&self, kind: AnchorKind, fingerprint: &str, crl_der: &[u8], now: i64) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE trust_anchors SET crl_der = $3, revocation = 'crl', updated_at = $4 WHERE kind = $1 AND fingerprint = $2",
+            )
+            .bind(kind.as_str())
+            .bind(fingerprint)
+            .bind(crl_der)
+            .bind(now)
+            .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
+    /// Trust anchors, optionally of one kind.
+    pub async fn list_anchors(&self, kind: Option<AnchorKind>) -> Result<Vec<TrustAnchor>> {
+        let rows: Vec<(String, String, String, Vec<u8>, String, Option<Vec<u8>>, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT kind, fingerprint, subject, cert_der, revocation, crl_der, updated_at FROM trust_anchors
+                 WHERE ($1 IS NULL OR kind = $1) ORDER BY kind, created_at",
+            )
+            .bind(kind.map(AnchorKind::as_str))
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(TrustAnchor {
+                    kind: r.0.parse().map_err(|_| corrupt("trust_anchors.kind"))?,
+                    fingerprint: r.1,
+                    subject: r.2,
+                    cert_der: r.3,
+                    revocation: r.4.parse().map_err(|_| corrupt("trust_anchors.revocation"))?,
+                    crl_der: r.5,
+                    updated_at: r.6,
+                })
+            })
+            .collect()
+    }
+
+    // ---- login lockout -------------------------------------------------------------------------
+
+    /// Until when `login_key` is locked, if it is locked at `now`.
+    pub async fn login_locked_until(&self, login_key: &str, now: i64) -> Result<Option<i64>> {
+        let row: Option<(Option<i64>,)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT locked_until FROM login_attempts WHERE login_key = $1")
+                .bind(login_key)
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.and_then(|(until,)| until).filter(|&until| until > now))
+    }
+
+    /// Counts a failed login in one atomic statement (several instances may count at once) and
+    /// returns the lock time if this failure locked the key. A window or lock that has run out
+    /// starts a fresh count.
+    pub async fn record_login_failure(&self, login_key: &str, now: i64, rules: &LockoutRules) -> Result<Option<i64>> {
+        // `fresh` is true when the previous window or lock has expired: the count restarts at 1.
+        const SQL: &str = "
+            INSERT INTO login_attempts (login_key, failures, window_start, locked_until, created_at, updated_at)
+            VALUES ($1, 1, $2, CASE WHEN 1 >= $3 THEN $2 + $5 ELSE NULL END, $2, $2)
+            ON CONFLICT (login_key) DO UPDATE SET
+                failures = CASE WHEN login_attempts.window_start <= $2 - $4
+                                  OR (login_attempts.locked_until IS NOT NULL AND login_attempts.locked_until <= $2)
+                           THEN 1 ELSE login_attempts.failures + 1 END,
+                window_start = CASE WHEN login_attempts.window_start <= $2 - $4
+                                  OR (login_attempts.locked_until IS NOT NULL AND login_attempts.locked_until <= $2)
+                           THEN $2 ELSE login_attempts.window_start END,
+                locked_until = CASE
+                    WHEN login_attempts.window_start <= $2 - $4
+                      OR (login_attempts.locked_until IS NOT NULL AND login_attempts.locked_until <= $2)
+                    THEN CASE WHEN 1 >= $3 THEN $2 + $5 ELSE NULL END
+                    WHEN login_attempts.failures + 1 >= $3 THEN $2 + $5
+                    ELSE login_attempts.locked_until END,
+                updated_at = $2
+            RETURNING locked_until";
+        let (locked_until,): (Option<i64>,) = with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(login_key)
+                .bind(now)
+                .bind(i64::from(rules.max_failures))
+                .bind(rules.window_secs)
+                .bind(rules.lockout_secs)
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok(locked_until.filter(|&until| until > now))
+    }
+
+    /// Forgets failures after a successful login.
+    pub async fn clear_login_failures(&self, login_key: &str) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM login_attempts WHERE login_key = $1").bind(login_key).execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Database(sqlx::Error::Decode(format!("unexpected value in {what}").into()))
+}
+
+/// Lockout parameters, from [`crate::config::LoginConfig`].
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutRules {
+    /// Failures that lock.
+    pub max_failures: u32,
+    /// Counting window.
+    pub window_secs: i64,
+    /// Lock duration.
+    pub lockout_secs: i64,
+}
+
+/// A clinic.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Clinic {
+    /// Clinic code.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Disabled clinics get nothing.
+    pub enabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl From<(String, String, bool, i64)> for Clinic {
+    fn from(r: (String, String, bool, i64)) -> Self {
+        Self { id: r.0, name: r.1, enabled: r.2, created_at: r.3 }
+    }
+}
+
+/// A certificate to register for a clinic.
+#[derive(Debug)]
+pub struct NewClinicCert<'a> {
+    /// Lowercase hex SHA-256 of the DER.
+    pub fingerprint: &'a str,
+    /// Owning clinic.
+    pub clinic_id: &'a str,
+    /// Subject DN, for operators.
+    pub subject: &'a str,
+    /// Serial number, hex.
+    pub serial: &'a str,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+/// A registered clinic certificate.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClinicCert {
+    /// Lowercase hex SHA-256 of the DER.
+    pub fingerprint: String,
+    /// Owning clinic.
+    pub clinic_id: String,
+    /// Subject DN.
+    pub subject: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// When an operator revoked it.
+    pub revoked_at: Option<i64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// What the gate needs to know about a presented certificate.
+#[derive(Debug, Clone)]
+pub struct ClinicCertBinding {
+    /// Fingerprint.
+    pub fingerprint: String,
+    /// The clinic it is registered to.
+    pub clinic_id: String,
+    /// Revoked by an operator.
+    pub revoked: bool,
+    /// The clinic's name.
+    pub clinic_name: String,
+    /// Whether the clinic is enabled.
+    pub clinic_enabled: bool,
+}
+
+/// User types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserKind {
+    /// 医師: may authenticate for e-prescription signing.
+    Doctor,
+    /// Any other EMR user type.
+    Staff,
+}
+
+impl UserKind {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserKind::Doctor => "doctor",
+            UserKind::Staff => "staff",
+        }
+    }
+}
+
+impl FromStr for UserKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "doctor" => Ok(UserKind::Doctor),
+            "staff" => Ok(UserKind::Staff),
+            other => Err(format!("unknown user type {other:?} (expected doctor or staff)")),
+        }
+    }
+}
+
+/// A user to add.
+#[derive(Debug)]
+pub struct NewUser<'a> {
+    /// UUID.
+    pub id: &'a str,
+    /// Clinic.
+    pub clinic_id: &'a str,
+    /// Login ID, unique within the clinic.
+    pub login_id: &'a str,
+    /// Type.
+    pub kind: UserKind,
+    /// Name.
+    pub name: &'a str,
+    /// 医籍番号 (doctors).
+    pub medical_reg_no: Option<&'a str>,
+    /// argon2id PHC string.
+    pub password_hash: &'a str,
+}
+
+macro_rules! user_columns {
+    () => {
+        "id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at"
+    };
+}
+use user_columns;
+
+type UserRow = (String, String, String, String, String, Option<String>, String, bool, i64);
+
+/// A user account.
+#[derive(Clone, serde::Serialize)]
+pub struct User {
+    /// UUID.
+    pub id: String,
+    /// Clinic.
+    pub clinic_id: String,
+    /// Login ID.
+    pub login_id: String,
+    /// Type.
+    pub kind: UserKind,
+    /// Name.
+    pub name: String,
+    /// 医籍番号.
+    pub medical_reg_no: Option<String>,
+    /// argon2id PHC string; never printed.
+    #[serde(skip)]
+    pub password_hash: String,
+    /// Disabled users cannot log in.
+    pub enabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User").field("id", &self.id).field("clinic_id", &self.clinic_id).finish_non_exhaustive()
+    }
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = Error;
+    fn try_from(r: UserRow) -> Result<Self> {
+        Ok(Self {
+            id: r.0,
+            clinic_id: r.1,
+            login_id: r.2,
+            kind: r.3.parse().map_err(|_| corrupt("users.kind"))?,
+            name: r.4,
+            medical_reg_no: r.5,
+            password_hash: r.6,
+            enabled: r.7,
+            created_at: r.8,
+        })
+    }
+}
+
+/// What a trust anchor vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AnchorKind {
+    /// Issuer of clinic TLS client certificates.
+    Clinic,
+    /// Issuer of EMR service-client TLS certificates.
+    Service,
+    /// HPKI authentication certificate issuer.
+    Hpki,
+    /// JPKI (My Number card) user-authentication certificate issuer.
+    Jpki,
+}
+
+impl AnchorKind {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnchorKind::Clinic => "clinic",
+            AnchorKind::Service => "service",
+            AnchorKind::Hpki => "hpki",
+            AnchorKind::Jpki => "jpki",
+        }
+    }
+}
+
+impl FromStr for AnchorKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "clinic" => Ok(AnchorKind::Clinic),
+            "service" => Ok(AnchorKind::Service),
+            "hpki" => Ok(AnchorKind::Hpki),
+            "jpki" => Ok(AnchorKind::Jpki),
+            _ => Err(()),
+        }
+    }
+}
+
+/// How revocation is checked for certificates under an anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationPolicy {
+    /// A CRL must be present (and current); certificates are checked against it.
+    Crl,
+    /// No revocation data exists for this issuer; every use is logged.
+    None,
+}
+
+impl RevocationPolicy {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationPolicy::Crl => "crl",
+            RevocationPolicy::None => "none",
+        }
+    }
+}
+
+impl FromStr for RevocationPolicy {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "crl" => Ok(RevocationPolicy::Crl),
+            "none" => Ok(RevocationPolicy::None),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A trusted CA certificate.
+#[derive(Debug, Clone)]
+pub struct TrustAnchor {
+    /// What it vouches for.
+    pub kind: AnchorKind,
+    /// Lowercase hex SHA-256 of the DER.
+    pub fingerprint: String,
+    /// Subject DN.
+    pub subject: String,
+    /// The certificate.
+    pub cert_der: Vec<u8>,
+    /// Revocation policy.
+    pub revocation: RevocationPolicy,
+    /// The current CRL, if any.
+    pub crl_der: Option<Vec<u8>>,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
