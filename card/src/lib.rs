@@ -1,2 +1,108 @@
-//! Smart-card protocol for My Number (JPKI) and HPKI cards: no HTTP, no SQL, no tokio.
+//! Smart-card protocol for My Number (JPKI) and HPKI cards: APDUs, status words, the two card
+//! applications, a PC/SC transport (feature `pcsc`) and a card simulator on the real PC/SC stack
+//! (feature `sim`). No HTTP, no SQL, no tokio: everything here is blocking and runs on the caller's thread.
+//!
+//! The card agent calls [`detect`], [`pin_status`] and [`authenticate`] over a [`CardTransport`];
+//! with the `pcsc` feature, [`pcsc::PcscCard`] provides that transport inside a PC/SC transaction.
+//!
+//! Never logged, never put in an error: PINs and the data of VERIFY commands. [`Pin`] and
+//! [`apdu::Command`] keep their bytes in zeroizing buffers and redact them in `Debug`.
 #![cfg_attr(not(feature = "pcsc"), forbid(unsafe_code))]
+
+pub mod apdu;
+mod auth;
+pub mod crypto;
+mod error;
+pub mod hpki;
+mod iso;
+pub mod jpki;
+#[cfg(feature = "pcsc")]
+pub mod pcsc;
+mod pin;
+#[cfg(feature = "sim")]
+pub mod sim;
+mod transport;
+
+#[cfg(test)]
+mod testutil;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use auth::{AuthOptions, CardSignature, authenticate, authenticate_with, detect, pin_status};
+pub use error::{Error, Result};
+pub use pin::{Pin, PinStatus};
+pub use transport::CardTransport;
+
+/// The two card kinds the gateway accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CardKind {
+    /// My Number card, JPKI user-authentication certificate (4-digit PIN, 3 tries).
+    Jpki,
+    /// HPKI card (医師資格証 etc.), authentication application (4–16 character PIN, 15 tries).
+    Hpki,
+}
+
+impl CardKind {
+    /// The lowercase name used in JSON and on the command line: `jpki` or `hpki`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardKind::Jpki => "jpki",
+            CardKind::Hpki => "hpki",
+        }
+    }
+
+    /// The PIN rule, for messages.
+    pub fn pin_rule(self) -> &'static str {
+        match self {
+            CardKind::Jpki => "exactly 4 digits",
+            CardKind::Hpki => "4 to 16 printable ASCII characters",
+        }
+    }
+
+    /// Tries a fresh PIN of this kind has.
+    pub fn pin_max_tries(self) -> u8 {
+        match self {
+            CardKind::Jpki => jpki::AUTH_PIN_MAX_TRIES,
+            CardKind::Hpki => hpki::PIN_MAX_TRIES,
+        }
+    }
+}
+
+impl fmt::Display for CardKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error for [`CardKind::from_str`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown card kind (expected \"jpki\" or \"hpki\")")]
+pub struct UnknownCardKind;
+
+impl FromStr for CardKind {
+    type Err = UnknownCardKind;
+
+    fn from_str(s: &str) -> std::result::Result<CardKind, UnknownCardKind> {
+        match s {
+            "jpki" => Ok(CardKind::Jpki),
+            "hpki" => Ok(CardKind::Hpki),
+            _ => Err(UnknownCardKind),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_round_trip() {
+        for kind in [CardKind::Jpki, CardKind::Hpki] {
+            assert_eq!(kind.as_str().parse::<CardKind>().unwrap(), kind);
+        }
+        assert!("JPKI".parse::<CardKind>().is_err());
+        assert_eq!(CardKind::Hpki.pin_max_tries(), 15);
+        assert_eq!(CardKind::Jpki.pin_max_tries(), 3);
+    }
+}

@@ -1,0 +1,16 @@
+//! The card simulator (feature `sim`): a JPKI or HPKI card ([`card`]) loaded from PEM files
+//! ([`files`]) and attached to pcscd through vsmartcard's vpcd reader ([`vpcd`]); the `card-sim`
+//! binary wires these together. With the `pcsc` feature too, [`harness`] runs an isolated pcscd with
+//! simulated cards for tests.
+//!
+//! The simulator is a test device. Its keys are test keys, its PIN comparison is not constant-time, and
+//! its RSA operations use the `rsa` crate without blinding (RUSTSEC-2023-0071 is irrelevant here).
+
+pub mod card;
+pub mod files;
+#[cfg(feature = "pcsc")]
+pub mod harness;
+pub mod vpcd;
+
+pub use card::{Profile, SimCard, SimConfig};
+pub use files::SimFiles;
