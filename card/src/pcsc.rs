@@ -268,7 +268,46 @@ impl Drop for PcscTransaction<'_> {
 impl CardTransport for PcscTransaction<'_> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>> {
         let tx = self.tx.as_ref().ok_or(Error::CardRemoved)?;
-        let response = tx.transmit(command, &mut self.buffer)?;
-        Ok(response.to_vec())
+        match tx.transmit(command, &mut self.buffer) {
+            Ok(response) if response.len() >= 2 => Ok(response.to_vec()),
+            Ok(_) => Err(removed_or(
+                tx,
+                Error::Malformed("reader returned no status word"),
+            )),
+            Err(e) => match Error::from(e) {
+                Error::Transport(e) => Err(removed_or(tx, Error::Transport(e))),
+                e => Err(e),
+            },
+        }
+    }
+}
+
+/// How long a failed exchange waits for pcscd to notice that the card is gone.
+const REMOVAL_GRACE: Duration = Duration::from_secs(2);
+const REMOVAL_POLL: Duration = Duration::from_millis(10);
+
+/// Decides whether a failed exchange means the card was pulled.
+///
+/// Some IFD handlers (vpcd among them) report a card that vanished mid-command as a *successful*
+/// exchange with no data, or as a generic communication error; pcscd only marks the card absent at its
+/// next presence poll (every few hundred ms). So, on this error path only, the card's status is polled
+/// for a bounded time: gone → [`Error::CardRemoved`], still there → `otherwise`.
+fn removed_or(card: &pcsc::Card, otherwise: Error) -> Error {
+    let deadline = Instant::now() + REMOVAL_GRACE;
+    loop {
+        match card.status2_owned() {
+            Ok(status) if status.status().contains(pcsc::Status::PRESENT) => {}
+            Ok(_) => return Error::CardRemoved,
+            Err(e) => {
+                return match Error::from(e) {
+                    Error::CardRemoved | Error::NoCard | Error::CardReset => Error::CardRemoved,
+                    _ => otherwise,
+                };
+            }
+        }
+        if Instant::now() >= deadline {
+            return otherwise;
+        }
+        std::thread::sleep(REMOVAL_POLL);
     }
 }
