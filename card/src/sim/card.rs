@@ -414,14 +414,13 @@ impl SimCard {
     fn sign(&mut self, apdu: &Apdu<'_>) -> Result<Vec<u8>, Sw> {
         let (index, app) = self.app().map_err(|_| 0x6985u16)?;
         let header = (apdu.cla, apdu.p1, apdu.p2);
-        let (key_fid, payload) = match (app.kind, header) {
+        let (key_fid, host_padded) = match (app.kind, header) {
             (AppKind::Jpki | AppKind::Hpki(SignStyle::CardPadded), (0x80, 0x00, 0x80)) => {
-                (self.current_ef.ok_or(0x6985u16)?, apdu.data.to_vec())
+                (self.current_ef.ok_or(0x6985u16)?, false)
             }
-            (AppKind::Hpki(SignStyle::HostPadded), (0x00, 0x9E, 0x9A)) => (
-                self.mse_key.ok_or(0x6985u16)?,
-                strip_type1_padding(apdu.data)?,
-            ),
+            (AppKind::Hpki(SignStyle::HostPadded), (0x00, 0x9E, 0x9A)) => {
+                (self.mse_key.ok_or(0x6985u16)?, true)
+            }
             // A host-padded card does not know the proprietary class; the others do not know PSO.
             (AppKind::Hpki(SignStyle::HostPadded), (0x80, _, _)) => return Err(0x6E00),
             (_, (0x00, _, _)) => return Err(0x6D00),
@@ -430,12 +429,18 @@ impl SimCard {
         let Some(Ef::Key { key, pin }) = app.efs.get(&key_fid) else {
             return Err(0x6985);
         };
+        // Like a card, check the access condition before looking at the data.
         if !self.verified.contains(&(index, *pin)) {
             return Err(0x6982);
         }
-        if app.kind == AppKind::Hpki(SignStyle::HostPadded) && apdu.data.len() != key.size() {
-            return Err(0x6700);
-        }
+        let payload = if host_padded {
+            if apdu.data.len() != key.size() {
+                return Err(0x6700);
+            }
+            strip_type1_padding(apdu.data)?
+        } else {
+            apdu.data.to_vec()
+        };
         if payload.is_empty() || payload.len() + 11 > key.size() {
             return Err(0x6700);
         }

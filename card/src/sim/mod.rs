@@ -12,5 +12,8 @@ pub mod files;
 pub mod harness;
 pub mod vpcd;
 
+#[cfg(test)]
+mod tests;
+
 pub use card::{Profile, SimCard, SimConfig};
 pub use files::SimFiles;
