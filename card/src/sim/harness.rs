@@ -38,12 +38,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Polling interval while waiting for a file to appear.
 const POLL: Duration = Duration::from_millis(10);
 
-const SANDBOX_SCRIPT: &str = r#"set -e
-ip link set lo up
-mkdir -p /run/pcscd
-mount --bind "$1" /run/pcscd
-exec pcscd --foreground --debug
-"#;
+/// The namespace-side script: loopback up, private /run/pcscd, exec pcscd (`card/scripts/pcscd-sandbox.sh`).
+const SANDBOX_SCRIPT: &str = include_str!("../../scripts/pcscd-sandbox.sh");
 
 /// Harness failures.
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +71,11 @@ pub enum HarnessError {
     #[error("card-sim control: {0}")]
     Control(String),
     /// The re-executed test failed or did not run.
-    #[error("isolated test {0}")]
+    #[error("{0}")]
     Isolated(String),
+    /// A needed program was not found.
+    #[error("{0}")]
+    NotFound(String),
     /// `PCSCLITE_CSOCK_NAME` does not point at this sandbox.
     #[error("{SOCKET_ENV} must be {0} in this process (use run_isolated)")]
     WrongSocketEnv(String),
@@ -93,6 +92,32 @@ type Result<T, E = HarnessError> = std::result::Result<T, E>;
 /// Name of the vpcd reader for `slot` (0 or 1).
 pub fn reader_name(slot: u8) -> String {
     format!("Virtual PCD 00 {slot:02}")
+}
+
+/// Overrides where [`locate_card_sim`] looks for the simulator binary.
+pub const CARD_SIM_ENV: &str = "CARD_SIM";
+
+/// Finds the `card-sim` binary for tests outside the `card` package (inside it, use
+/// `env!("CARGO_BIN_EXE_card-sim")`): `$CARD_SIM` if set, else `card-sim` in the target directory the
+/// current test executable runs from (`target/<profile>/deps/..`). Cargo builds it for
+/// `cargo test --workspace --all-features`, or explicitly with
+/// `cargo build -p card --features sim --bin card-sim`.
+pub fn locate_card_sim() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(CARD_SIM_ENV) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let candidate = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile_dir| profile_dir.join("card-sim"))
+        .filter(|p| p.exists());
+    candidate.ok_or_else(|| {
+        HarnessError::NotFound(format!(
+            "card-sim not found next to {}: set {CARD_SIM_ENV} or run `cargo build -p card --features sim --bin card-sim`",
+            exe.display()
+        ))
+    })
 }
 
 /// An isolated pcscd. Dropping it kills pcscd (and the run directory, if the sandbox made it).
@@ -413,7 +438,7 @@ pub fn run_isolated(
         std::fs::write(dir.join("ran"), test_name)?;
         let sandbox = Sandbox::start_in(&dir)?;
         return body(&sandbox)
-            .map_err(|e| HarnessError::Isolated(format!("{test_name} failed: {e}")));
+            .map_err(|e| HarnessError::Isolated(format!("isolated test {test_name} failed: {e}")));
     }
     let temp = tempfile::Builder::new().prefix("card-pcscd-").tempdir()?;
     let output = Command::new(std::env::current_exe()?)
@@ -432,7 +457,7 @@ pub fn run_isolated(
     if !output.status.success() {
         let pcscd = log_tail(&temp.path().join("pcscd.log"));
         return Err(HarnessError::Isolated(format!(
-            "{test_name} failed ({}); pcscd log tail:\n{pcscd}",
+            "isolated test {test_name} failed ({}); pcscd log tail:\n{pcscd}",
             output.status
         )));
     }
