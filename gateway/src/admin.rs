@@ -241,7 +241,7 @@ impl Admin<'_> {
     }
 
     /// `audit export` as JSON Lines.
-    pub async fn audit_export(&self, out: &mut dyn Write) -> anyhow::Result<i64> {
+    pub async fn audit_export(&self, out: &mut (dyn Write + Send)) -> anyhow::Result<i64> {
         Ok(self
             .store
             .audit_export(|record| {

@@ -249,7 +249,7 @@ pub enum AuditCommand {
     },
 }
 
-fn read_secret(input: &mut dyn BufRead, what: &str) -> anyhow::Result<Zeroizing<String>> {
+fn read_secret(input: &mut (dyn BufRead + Send), what: &str) -> anyhow::Result<Zeroizing<String>> {
     let mut line = Zeroizing::new(String::new());
     input.read_line(&mut line).with_context(|| format!("reading {what} from standard input"))?;
     let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
@@ -263,8 +263,8 @@ fn read_secret(input: &mut dyn BufRead, what: &str) -> anyhow::Result<Zeroizing<
 pub async fn run_admin(
     config: &Config,
     command: AdminCommand,
-    out: &mut dyn Write,
-    input: &mut dyn BufRead,
+    out: &mut (dyn Write + Send),
+    input: &mut (dyn BufRead + Send),
     clock: &dyn Clock,
 ) -> anyhow::Result<()> {
     let store = Store::connect(&config.database_url(), 2).await?;
@@ -278,8 +278,8 @@ async fn admin_on(
     store: &Store,
     config: &Config,
     command: AdminCommand,
-    out: &mut dyn Write,
-    input: &mut dyn BufRead,
+    out: &mut (dyn Write + Send),
+    input: &mut (dyn BufRead + Send),
     clock: &dyn Clock,
 ) -> anyhow::Result<()> {
     let admin = Admin { store, now: clock.unix() };
@@ -375,7 +375,10 @@ async fn admin_on(
             AnchorCommand::Add { kind, file, crl, revocation } => {
                 let cert = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
                 let crl = crl.map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))).transpose()?;
-                let anchor = admin.anchor_add(kind, &cert, crl.as_deref(), revocation).await?;
+                let anchor = admin
+                    .anchor_add(kind, &cert, crl.as_deref(), revocation)
+                    .await
+                    .with_context(|| file.display().to_string())?;
                 writeln!(out, "added {} anchor {}: {}", kind.as_str(), anchor.fingerprint, anchor.subject)?;
                 if matches!(kind, AnchorKind::Clinic | AnchorKind::Service) {
                     writeln!(out, "restart the gateway instances to apply TLS trust changes")?;
@@ -431,7 +434,7 @@ pub fn describe(v: &AuditVerification) -> String {
 }
 
 /// Parses `args` and runs the command. Returns the process exit code.
-pub async fn run(args: Vec<String>, out: &mut dyn Write, input: &mut dyn BufRead) -> i32 {
+pub async fn run(args: Vec<String>, out: &mut (dyn Write + Send), input: &mut (dyn BufRead + Send)) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -448,7 +451,7 @@ pub async fn run(args: Vec<String>, out: &mut dyn Write, input: &mut dyn BufRead
     }
 }
 
-async fn dispatch(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> anyhow::Result<()> {
+async fn dispatch(cli: Cli, out: &mut (dyn Write + Send), input: &mut (dyn BufRead + Send)) -> anyhow::Result<()> {
     crate::install_crypto_provider();
     let config = || Config::load(cli.config.as_deref());
     match cli.command {

@@ -62,7 +62,7 @@ impl DemoPaths {
 
 /// Sets up (or reuses) the demo in `args.dir`, prints instructions to `out` and, unless
 /// `--no-serve`, serves until Ctrl-C.
-pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let dir = if args.dir.is_absolute() { args.dir.clone() } else { std::env::current_dir()?.join(&args.dir) };
     let paths = DemoPaths { dir };
     let secrets_path = paths.p("demo-secrets.json");

@@ -1,1 +1,11 @@
-//! The one integration test binary: starts the real gateway with real mTLS.
+//! The one integration test binary: starts the real gateway in-process on a random port with
+//! certificates generated per run and talks real mTLS to it, on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod admin_cli;
+mod audit;
+mod demo;
+mod login;
+mod schema;
+mod tls_gate;

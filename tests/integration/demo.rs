@@ -1,0 +1,102 @@
+//! `gateway demo` on a fresh directory: the printed client.p12 and password work with an
+//! independent HTTPS client (curl with OpenSSL), and a second run reuses everything.
+
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_sets_up_a_working_installation_and_reuses_it() {
+    gateway::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let ops_port = free_port();
+    let demo_dir = dir.path().join("demo");
+    let args = |extra: &[&str]| {
+        let mut a: Vec<String> = ["gateway", "demo", "--dir"].iter().map(|s| (*s).to_owned()).collect();
+        a.push(demo_dir.display().to_string());
+        a.extend(["--port".to_owned(), port.to_string(), "--ops-port".to_owned(), ops_port.to_string()]);
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+
+    let mut out = Vec::new();
+    let code = gateway::cli::run(args(&["--no-serve"]), &mut out, &mut std::io::empty()).await;
+    let printed = String::from_utf8(out).unwrap();
+    assert_eq!(code, 0, "{printed}");
+    let p12_password = printed.lines().find_map(|l| l.trim().strip_prefix("PKCS#12 password: ")).unwrap().to_owned();
+    let doctor = printed.lines().find(|l| l.contains("doctor: login ID doctor1")).unwrap();
+    let doctor_password = doctor.rsplit("password ").next().unwrap().trim().to_owned();
+
+    // Serve the demo in this process.
+    let serve = tokio::spawn({
+        let args = args(&[]);
+        async move {
+            let mut sink = Vec::new();
+            gateway::cli::run(args, &mut sink, &mut std::io::empty()).await
+        }
+    });
+    wait_for_port(port).await;
+
+    let p12 = demo_dir.join("clinic/client.p12");
+    let ca = demo_dir.join("tls/server-ca.pem");
+    let curl = |path: &str, extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cert-type", "P12", "--cert"])
+            .arg(format!("{}:{p12_password}", p12.display()))
+            .arg("--cacert")
+            .arg(&ca)
+            .args(["-w", "\n%{http_code}"])
+            .args(extra)
+            .arg(format!("https://localhost:{port}{path}"))
+            .output()
+            .expect("curl is installed by tests/run.sh");
+        assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let page = curl("/login", &[]);
+    assert!(page.ends_with("\n200"), "{page}");
+    assert!(page.contains("ニンショウ内科クリニック") && page.contains("ログイン"));
+
+    // The printed doctor credentials log in.
+    let cookie_jar = dir.path().join("jar");
+    let jar = cookie_jar.display().to_string();
+    let origin = format!("Origin: https://localhost:{port}");
+    let login = curl(
+        "/login",
+        &["-c", &jar, "-H", &origin, "--data-urlencode", "login_id=doctor1", "--data-urlencode", &format!("password={doctor_password}")],
+    );
+    assert!(login.ends_with("\n303"), "{login}");
+    let methods = curl("/methods", &["-b", &jar]);
+    assert!(methods.contains("マイナンバーカード") && methods.ends_with("\n200"), "{methods}");
+
+    // Without the client certificate the server refuses the handshake.
+    let bare = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&ca)
+        .arg(format!("https://localhost:{port}/login"))
+        .output()
+        .unwrap();
+    assert!(!bare.status.success());
+
+    serve.abort();
+    let _ = serve.await;
+
+    // A second run reuses the PKI and prints the same secrets.
+    let mut out = Vec::new();
+    assert_eq!(gateway::cli::run(args(&["--no-serve"]), &mut out, &mut std::io::empty()).await, 0);
+    let again = String::from_utf8(out).unwrap();
+    assert!(again.contains("reused") && again.contains(&p12_password) && again.contains(&doctor_password));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls until the port accepts connections (no fixed sleep).
+async fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "demo did not start listening");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,343 @@
+//! `TestApp`: a gateway on `127.0.0.1:0` with a fresh database (SQLite file, or a new
+//! PostgreSQL database when the test runs on PostgreSQL), a fresh PKI, seeded clinics and users,
+//! and a clock the test controls.
+
+use std::sync::Arc;
+
+use gateway::admin::Admin;
+pub use gateway::clock::Clock;
+use gateway::clock::ManualClock;
+use gateway::config::Config;
+use gateway::http::AppState;
+use gateway::password::PasswordHasher;
+use gateway::pki::{Authority, KeyAlg, Leaf, LeafSpec, LeafUsage};
+use gateway::store::{AnchorKind, RevocationPolicy, Store, UserKind};
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Declares each listed `async fn name(db: Db)` twice: `sqlite::name` and `postgres::name`.
+macro_rules! db_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(crate::helpers::Db::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(crate::helpers::Db::Postgres).await } )*
+        }
+    };
+}
+pub(crate) use db_tests;
+
+pub const CLINIC: &str = "21234";
+pub const OTHER_CLINIC: &str = "99999";
+pub const DISABLED_CLINIC: &str = "55555";
+pub const DOCTOR_LOGIN: &str = "doctor1";
+pub const DOCTOR_PASSWORD: &str = "correct horse battery";
+pub const STAFF_LOGIN: &str = "staff1";
+pub const STAFF_PASSWORD: &str = "staff password 1";
+pub const OTHER_DOCTOR_LOGIN: &str = "doctor-other";
+pub const OTHER_DOCTOR_PASSWORD: &str = "other doctor pass";
+
+/// Certificates of one test run.
+pub struct TestPki {
+    pub server_ca: Authority,
+    /// `localhost`, issued by `server_ca`.
+    pub server: Leaf,
+    pub clinic_ca: Authority,
+    /// Registered to [`CLINIC`].
+    pub clinic_client: Leaf,
+    /// Registered to [`OTHER_CLINIC`].
+    pub other_clinic_client: Leaf,
+    /// Registered to [`DISABLED_CLINIC`].
+    pub disabled_clinic_client: Leaf,
+    /// Valid chain, never registered.
+    pub unregistered_client: Leaf,
+    /// Expired yesterday.
+    pub expired_client: Leaf,
+    /// On the clinic CA's CRL.
+    pub revoked_client: Leaf,
+    /// Issued by a CA nobody trusts.
+    pub rogue_client: Leaf,
+    pub crl_der: Vec<u8>,
+}
+
+impl TestPki {
+    pub fn new(now: OffsetDateTime) -> Self {
+        let server_ca = Authority::new("Test Server CA", "", KeyAlg::EcP256, now).unwrap();
+        let clinic_ca = Authority::new("Test Clinic CA", "", KeyAlg::EcP256, now).unwrap();
+        let rogue_ca = Authority::new("Rogue CA", "", KeyAlg::EcP256, now).unwrap();
+        let client = |ca: &Authority, cn: &str| ca.issue(&LeafSpec::new(cn, LeafUsage::TlsClient, now, 30)).unwrap();
+        let mut expired = LeafSpec::new("expired", LeafUsage::TlsClient, now, 30);
+        expired.not_before = now - time::Duration::days(30);
+        expired.not_after = now - time::Duration::days(1);
+        let revoked_client = client(&clinic_ca, "revoked");
+        let crl_der = clinic_ca
+            .crl(&[&revoked_client.serial], now - time::Duration::hours(1), now + time::Duration::days(7))
+            .unwrap();
+        let server = server_ca
+            .issue(&LeafSpec::new("localhost", LeafUsage::TlsServer { dns_names: vec!["localhost".into()] }, now, 30))
+            .unwrap();
+        Self {
+            server,
+            clinic_client: client(&clinic_ca, "clinic-21234"),
+            other_clinic_client: client(&clinic_ca, "clinic-99999"),
+            disabled_clinic_client: client(&clinic_ca, "clinic-55555"),
+            unregistered_client: client(&clinic_ca, "unregistered"),
+            expired_client: clinic_ca.issue(&expired).unwrap(),
+            revoked_client,
+            rogue_client: client(&rogue_ca, "clinic-21234"),
+            crl_der,
+            server_ca,
+            clinic_ca,
+        }
+    }
+}
+
+/// A running gateway.
+pub struct TestApp {
+    pub port: u16,
+    pub ops_port: u16,
+    pub state: AppState,
+    pub clock: ManualClock,
+    pub pki: Arc<TestPki>,
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+    pub db: Db,
+    pg_database: Option<(String, String)>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A fresh database URL for `db` (a new PostgreSQL database per test).
+pub async fn fresh_database(db: Db, dir: &std::path::Path) -> (String, Option<(String, String)>) {
+    match db {
+        Db::Sqlite => (format!("sqlite://{}", dir.join("gateway.db").display()), None),
+        Db::Postgres => {
+            let admin_url = std::env::var("TEST_DATABASE_URL").expect(
+                "TEST_DATABASE_URL must point at a PostgreSQL server for the postgres tests (tests/run.sh sets it)",
+            );
+            let name = format!("ninsho_t_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+            (url_with_db(&admin_url, &name), Some((admin_url, name)))
+        }
+    }
+}
+
+fn url_with_db(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// Drops a per-test PostgreSQL database.
+pub async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(admin_url).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
+/// Builder for [`TestApp`].
+pub struct TestAppBuilder {
+    db: Db,
+    configure: Vec<Box<dyn FnOnce(&mut Config) + Send>>,
+}
+
+impl TestApp {
+    pub fn builder(db: Db) -> TestAppBuilder {
+        TestAppBuilder { db, configure: Vec::new() }
+    }
+
+    pub async fn spawn(db: Db) -> TestApp {
+        Self::builder(db).spawn().await
+    }
+
+    pub fn clock_now(&self) -> i64 {
+        self.clock.unix()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    pub fn origin(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    /// A client presenting `identity` (or none), trusting only the test server CA, keeping
+    /// cookies, not following redirects.
+    pub fn client(&self, identity: Option<&Leaf>) -> reqwest::Client {
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(self.pki.server_ca.cert_pem().as_bytes()).unwrap()])
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve("localhost", std::net::SocketAddr::from(([127, 0, 0, 1], self.port)));
+        if let Some(leaf) = identity {
+            let pem = format!("{}{}", leaf.cert_pem, leaf.key_pem);
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    }
+
+    /// A client for the registered clinic device.
+    pub fn clinic_client(&self) -> reqwest::Client {
+        self.client(Some(&self.pki.clinic_client))
+    }
+
+    /// Posts the login form with this gateway's Origin.
+    pub async fn login(&self, client: &reqwest::Client, login_id: &str, password: &str) -> reqwest::Response {
+        client
+            .post(self.url("/login"))
+            .header("origin", self.origin())
+            .form(&[("login_id", login_id), ("password", password)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The ops listener's /metrics text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.ops_port)).await.unwrap().text().await.unwrap()
+    }
+
+    /// Stops the server and drops a PostgreSQL test database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some((admin, name)) = self.pg_database.take() {
+            drop_database(&admin, &name).await;
+        }
+    }
+}
+
+impl TestAppBuilder {
+    pub fn with_config(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.configure.push(Box::new(f));
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        gateway::install_crypto_provider();
+        let clock = ManualClock::starting_now();
+        let now = clock.now();
+        let pki = Arc::new(TestPki::new(now));
+        let dir = tempfile::tempdir().unwrap();
+
+        std::fs::write(dir.path().join("server.pem"), format!("{}{}", pki.server.cert_pem, pki.server_ca.cert_pem()))
+            .unwrap();
+        std::fs::write(dir.path().join("server.key"), &pki.server.key_pem).unwrap();
+
+        let (db_url, pg_database) = fresh_database(self.db, dir.path()).await;
+        let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = main.local_addr().unwrap().port();
+
+        let mut config = Config::default();
+        config.data_dir = dir.path().to_owned();
+        config.database.url = db_url.clone();
+        config.database.max_connections = 8;
+        config.server.public_url = format!("https://localhost:{port}").parse().unwrap();
+        config.tls.cert = dir.path().join("server.pem");
+        config.tls.key = dir.path().join("server.key");
+        config.ops.listen = "127.0.0.1:0".parse().unwrap();
+        // The cheapest argon2id parameters the gateway accepts: tests exercise the logic, not the cost.
+        config.login.argon2_memory_kib = 8 * 1024;
+        config.login.argon2_iterations = 1;
+        for f in self.configure {
+            f(&mut config);
+        }
+        config.validate().unwrap();
+
+        let store = Store::connect(&db_url, 8).await.unwrap();
+        store.migrate().await.unwrap();
+        seed(&store, &pki, &config, now.unix_timestamp()).await;
+
+        let app = gateway::Application::with_parts(config.clone(), store, Arc::new(clock.clone()), main).await.unwrap();
+        let ops_port = app.ops_addr().port();
+        let state = app.state();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run_until(async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestApp {
+            port,
+            ops_port,
+            state,
+            clock,
+            pki,
+            config,
+            dir,
+            db: self.db,
+            pg_database,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+}
+
+async fn seed(store: &Store, pki: &TestPki, config: &Config, now: i64) {
+    let admin = Admin { store, now };
+    admin.clinic_add(CLINIC, "テスト内科クリニック").await.unwrap();
+    admin.clinic_add(OTHER_CLINIC, "Other Clinic").await.unwrap();
+    admin.clinic_add(DISABLED_CLINIC, "Disabled Clinic").await.unwrap();
+    admin
+        .anchor_add(AnchorKind::Clinic, pki.clinic_ca.cert_pem().as_bytes(), Some(&pki.crl_der), RevocationPolicy::Crl)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (clinic, leaf) in [
+        (CLINIC, &pki.clinic_client),
+        (OTHER_CLINIC, &pki.other_clinic_client),
+        (DISABLED_CLINIC, &pki.disabled_clinic_client),
+        (CLINIC, &pki.revoked_client),
+    ] {
+        let path = dir.path().join("c.pem");
+        std::fs::write(&path, &leaf.cert_pem).unwrap();
+        admin.clinic_cert_add(clinic, &path, None).await.unwrap();
+    }
+    admin.clinic_set_enabled(DISABLED_CLINIC, false).await.unwrap();
+    let hasher = PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations).unwrap();
+    let pw = |s: &str| zeroize::Zeroizing::new(s.to_owned());
+    admin
+        .user_add(&hasher, CLINIC, DOCTOR_LOGIN, UserKind::Doctor, "山田 太郎", Some("123456"), &pw(DOCTOR_PASSWORD))
+        .await
+        .unwrap();
+    admin.user_add(&hasher, CLINIC, STAFF_LOGIN, UserKind::Staff, "佐藤 花子", None, &pw(STAFF_PASSWORD)).await.unwrap();
+    admin
+        .user_add(
+            &hasher,
+            OTHER_CLINIC,
+            OTHER_DOCTOR_LOGIN,
+            UserKind::Doctor,
+            "鈴木 一郎",
+            Some("654321"),
+            &pw(OTHER_DOCTOR_PASSWORD),
+        )
+        .await
+        .unwrap();
+}

@@ -1,0 +1,247 @@
+//! Doctor login (DESIGN §3.2): passwords, lockout, user types, clinics, cookies, CSRF.
+
+use crate::helpers::*;
+
+fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("__Host-ninsho="))
+        .map(str::to_owned)
+}
+
+fn cookie_value(set_cookie: &str) -> &str {
+    set_cookie.split(';').next().unwrap().trim_start_matches("__Host-ninsho=")
+}
+
+async fn doctor_logs_in_and_sees_the_three_methods(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    let res = app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/methods");
+
+    let page = client.get(app.url("/methods")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    for label in ["HPKIカード", "FIDO認証", "マイナンバーカード", "山田 太郎", "まだ登録されていません", "ログアウト"] {
+        assert!(body.contains(label), "missing {label} in {body}");
+    }
+    let en = client.get(app.url("/methods?lang=en")).send().await.unwrap().text().await.unwrap();
+    assert!(en.contains("HPKI card") && en.contains("My Number card") && en.contains("Sign out"));
+
+    let audit = app.store().audit_tail(1).await.unwrap();
+    assert_eq!((audit[0].event.as_str(), audit[0].outcome.as_str()), ("login", "success"));
+    assert!(app.metrics().await.contains(r#"ninsho_logins_total{outcome="success"} 1"#));
+    app.stop().await;
+}
+
+async fn methods_page_requires_a_login(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let res = app.clinic_client().get(app.url("/methods")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/login");
+    app.stop().await;
+}
+
+async fn wrong_password_and_unknown_login_get_the_same_answer(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    let wrong = app.login(&client, DOCTOR_LOGIN, "not the password").await;
+    assert_eq!(wrong.status(), 403);
+    let wrong = wrong.text().await.unwrap();
+    let unknown = app.login(&client, "nobody", "not the password").await.text().await.unwrap();
+    let msg = "ログインIDまたはパスワードが正しくありません";
+    assert!(wrong.contains(msg) && unknown.contains(msg));
+    // Apart from the echoed login ID, the two pages are identical.
+    assert_eq!(wrong.replace(DOCTOR_LOGIN, "X"), unknown.replace("nobody", "X"));
+    assert!(client.get(app.url("/methods")).send().await.unwrap().status() == 303);
+    app.stop().await;
+}
+
+async fn five_failures_lock_the_login_id_until_the_shown_time(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    for _ in 0..4 {
+        let body = app.login(&client, DOCTOR_LOGIN, "wrong password").await.text().await.unwrap();
+        assert!(body.contains("正しくありません"));
+    }
+    let fifth = app.login(&client, DOCTOR_LOGIN, "wrong password").await;
+    assert_eq!(fifth.status(), 403);
+    let until = app.clock.unix() + 15 * 60;
+    let shown = gateway::http::Lang::Ja.format_time(until);
+    let body = fifth.text().await.unwrap();
+    assert!(body.contains("ロックされています") && body.contains(&shown), "{body}");
+
+    // Locked: even the right password is refused, and nothing is verified.
+    let body = app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await.text().await.unwrap();
+    assert!(body.contains("ロックされています"));
+    assert!(client.get(app.url("/methods")).send().await.unwrap().status() == 303);
+
+    // The lock is in the database: a second gateway on the same database sees it too.
+    let key = format!("{CLINIC}/{DOCTOR_LOGIN}");
+    assert_eq!(app.store().login_locked_until(&key, app.clock.unix()).await.unwrap(), Some(until));
+
+    // After the lock time, the right password works.
+    app.clock.advance(time::Duration::minutes(15));
+    assert_eq!(app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await.status(), 303);
+    let events: Vec<String> = app.store().audit_tail(20).await.unwrap().into_iter().map(|r| r.event).collect();
+    assert!(events.contains(&"login_locked".to_owned()));
+    app.stop().await;
+}
+
+async fn failures_outside_the_window_do_not_add_up(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    for _ in 0..4 {
+        app.login(&client, DOCTOR_LOGIN, "wrong password").await;
+    }
+    app.clock.advance(time::Duration::minutes(16));
+    let body = app.login(&client, DOCTOR_LOGIN, "wrong password").await.text().await.unwrap();
+    assert!(!body.contains("ロック"), "a fresh window starts at one failure");
+    app.stop().await;
+}
+
+async fn staff_users_are_refused_with_the_doctor_only_message(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    let res = app.login(&client, STAFF_LOGIN, STAFF_PASSWORD).await;
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("電子処方箋の認証を行えるのはユーザ区分が医師のユーザのみです"));
+    assert_eq!(client.get(app.url("/methods")).send().await.unwrap().status(), 303);
+    let audit = app.store().audit_tail(1).await.unwrap();
+    assert_eq!(audit[0].detail["reason"], "not_doctor");
+    app.stop().await;
+}
+
+async fn doctor_of_another_clinic_is_refused(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    let res = app.login(&client, OTHER_DOCTOR_LOGIN, OTHER_DOCTOR_PASSWORD).await;
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("ログインIDまたはパスワードが正しくありません"));
+    // Through their own clinic's device, the same account works.
+    let own = app.client(Some(&app.pki.other_clinic_client));
+    assert_eq!(app.login(&own, OTHER_DOCTOR_LOGIN, OTHER_DOCTOR_PASSWORD).await.status(), 303);
+    app.stop().await;
+}
+
+async fn session_opened_at_one_clinic_is_not_valid_at_another(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let a = app.clinic_client();
+    let res = app.login(&a, DOCTOR_LOGIN, DOCTOR_PASSWORD).await;
+    let cookie = cookie_value(&session_cookie(&res).unwrap()).to_owned();
+    // Replay the cookie from another clinic's device.
+    let b = app.client(Some(&app.pki.other_clinic_client));
+    let res = b
+        .get(app.url("/methods"))
+        .header("cookie", format!("__Host-ninsho={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    app.stop().await;
+}
+
+async fn session_cookie_has_the_secure_attributes(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let res = app.login(&app.clinic_client(), DOCTOR_LOGIN, DOCTOR_PASSWORD).await;
+    let cookie = session_cookie(&res).expect("a session cookie");
+    let attrs: Vec<String> = cookie.split(';').map(|a| a.trim().to_ascii_lowercase()).collect();
+    for want in ["secure", "httponly", "samesite=strict", "path=/"] {
+        assert!(attrs.iter().any(|a| a == want), "{want} missing in {cookie}");
+    }
+    assert!(!attrs.iter().any(|a| a.starts_with("domain")), "__Host- cookies carry no Domain");
+    app.stop().await;
+}
+
+async fn session_id_rotates_at_login_and_logout(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    // A pre-login session (the lang cookie is not a session; make one by failing a login after
+    // a successful one is not possible, so plant a session id the attacker knows).
+    let first = app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await;
+    let first_id = cookie_value(&session_cookie(&first).unwrap()).to_owned();
+    // Logging in again in the same session rotates the id.
+    let again = app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await;
+    let second_id = cookie_value(&session_cookie(&again).unwrap()).to_owned();
+    assert_ne!(first_id, second_id);
+    // The old id no longer works.
+    let stale = app.client(Some(&app.pki.clinic_client));
+    let res = stale.get(app.url("/methods")).header("cookie", format!("__Host-ninsho={first_id}")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+
+    let out = client.post(app.url("/logout")).header("origin", app.origin()).send().await.unwrap();
+    assert_eq!(out.status(), 303);
+    let cleared = session_cookie(&out).expect("logout clears the cookie");
+    assert!(cleared.to_ascii_lowercase().contains("max-age=0") || cleared.contains("1970"), "{cleared}");
+    let res = stale.get(app.url("/methods")).header("cookie", format!("__Host-ninsho={second_id}")).send().await.unwrap();
+    assert_eq!(res.status(), 303, "the session is gone from the database");
+    let events: Vec<String> = app.store().audit_tail(1).await.unwrap().into_iter().map(|r| r.event).collect();
+    assert_eq!(events, ["logout"]);
+    app.stop().await;
+}
+
+async fn posts_without_this_origin_are_refused(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    for origin in [Some("https://evil.example"), Some("null"), None] {
+        let mut req = client.post(app.url("/login")).form(&[("login_id", DOCTOR_LOGIN), ("password", DOCTOR_PASSWORD)]);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 403, "origin {origin:?}");
+        assert!(res.text().await.unwrap().contains("このページ以外から送信された"));
+    }
+    assert!(app.store().audit_tail(10).await.unwrap().iter().all(|r| r.event != "login"), "nothing was attempted");
+    app.stop().await;
+}
+
+async fn malformed_login_forms_get_a_clear_error(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    let res = client
+        .post(app.url("/login"))
+        .header("origin", app.origin())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("login_id=doctor1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("ログインIDとパスワードを入力してください"));
+    let res = app.login(&client, "", "").await;
+    assert_eq!(res.status(), 400);
+    assert!(app.store().audit_tail(10).await.unwrap().iter().all(|r| r.event != "login"));
+    app.stop().await;
+}
+
+async fn disabled_doctor_cannot_log_in_and_loses_the_session(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    assert_eq!(app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await.status(), 303);
+    let admin = gateway::admin::Admin { store: app.store(), now: app.clock_now() };
+    admin.user_set_enabled(CLINIC, DOCTOR_LOGIN, false).await.unwrap();
+    assert_eq!(client.get(app.url("/methods")).send().await.unwrap().status(), 303);
+    let body = app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await.text().await.unwrap();
+    assert!(body.contains("正しくありません"));
+    app.stop().await;
+}
+
+db_tests!(
+    doctor_logs_in_and_sees_the_three_methods,
+    methods_page_requires_a_login,
+    wrong_password_and_unknown_login_get_the_same_answer,
+    five_failures_lock_the_login_id_until_the_shown_time,
+    failures_outside_the_window_do_not_add_up,
+    staff_users_are_refused_with_the_doctor_only_message,
+    doctor_of_another_clinic_is_refused,
+    session_opened_at_one_clinic_is_not_valid_at_another,
+    session_cookie_has_the_secure_attributes,
+    session_id_rotates_at_login_and_logout,
+    posts_without_this_origin_are_refused,
+    malformed_login_forms_get_a_clear_error,
+    disabled_doctor_cannot_log_in_and_loses_the_session,
+);

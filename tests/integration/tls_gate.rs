@@ -1,0 +1,123 @@
+//! The clinic gate (DESIGN §3.1): who gets a TLS connection, and who gets a page.
+
+use crate::helpers::{Db, TestApp, db_tests};
+
+/// A request whose TLS handshake the server refuses. With TLS 1.3 the client learns of the
+/// refusal on its first read, so the request itself fails.
+async fn refused(app: &TestApp, identity: Option<&gateway::pki::Leaf>) -> reqwest::Error {
+    app.client(identity).get(app.url("/login")).send().await.expect_err("the handshake must fail")
+}
+
+async fn no_certificate_fails_the_handshake(db: Db) {
+    let app = TestApp::spawn(db).await;
+    refused(&app, None).await;
+    assert!(app.metrics().await.contains(r#"ninsho_tls_handshake_failures_total{reason="no_certificate"} 1"#));
+    app.stop().await;
+}
+
+async fn unknown_ca_fails_the_handshake(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let rogue = app.pki.rogue_client.clone();
+    refused(&app, Some(&rogue)).await;
+    assert!(app.metrics().await.contains(r#"reason="unknown_ca"} 1"#), "{}", app.metrics().await);
+    app.stop().await;
+}
+
+async fn expired_certificate_fails_the_handshake(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let expired = app.pki.expired_client.clone();
+    refused(&app, Some(&expired)).await;
+    assert!(app.metrics().await.contains(r#"reason="expired"} 1"#), "{}", app.metrics().await);
+    app.stop().await;
+}
+
+async fn certificate_on_the_crl_fails_the_handshake(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let revoked = app.pki.revoked_client.clone();
+    refused(&app, Some(&revoked)).await;
+    assert!(app.metrics().await.contains(r#"reason="revoked"} 1"#), "{}", app.metrics().await);
+    app.stop().await;
+}
+
+async fn expiry_follows_the_gateway_clock(db: Db) {
+    // The clinic certificate is valid for 30 days: 31 days later the same client is refused.
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    assert_eq!(client.get(app.url("/login")).send().await.unwrap().status(), 200);
+    app.clock.advance(time::Duration::days(31));
+    refused(&app, Some(&app.pki.clinic_client.clone())).await;
+    app.stop().await;
+}
+
+async fn unregistered_certificate_gets_a_refusal_page(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.client(Some(&app.pki.unregistered_client));
+    let res = client.get(app.url("/login")).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("クライアント証明書は登録されていません"), "{body}");
+    assert!(!body.contains("name=\"password\""), "no login form for an unregistered device");
+
+    let res = client.get(app.url("/login?lang=en")).send().await.unwrap();
+    assert!(res.text().await.unwrap().contains("client certificate is not registered"));
+
+    let audit = app.store().audit_tail(1).await.unwrap();
+    assert_eq!(audit[0].event, "clinic_gate");
+    assert_eq!(audit[0].detail["reason"], "not_registered");
+    app.stop().await;
+}
+
+async fn disabled_clinic_gets_a_refusal_page(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let res = app.client(Some(&app.pki.disabled_clinic_client)).get(app.url("/login")).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("この医療機関は現在ゲートウェイを利用できません"));
+    app.stop().await;
+}
+
+async fn operator_revoked_certificate_gets_a_refusal_page(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let fp = gateway::tls::fingerprint(&app.pki.clinic_client.cert_der);
+    let admin = gateway::admin::Admin { store: app.store(), now: app.clock_now() };
+    admin.clinic_cert_revoke(&fp).await.unwrap();
+    let res = app.clinic_client().get(app.url("/login")).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("無効化されています"));
+    app.stop().await;
+}
+
+async fn registered_certificate_reaches_the_login_page(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let res = app.clinic_client().get(app.url("/login")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
+    assert!(res.headers().contains_key("x-request-id"));
+    let body = res.text().await.unwrap();
+    assert!(body.contains("テスト内科クリニック"), "the page names the certificate's clinic");
+    assert!(body.contains("ログインID") && body.contains("パスワード"));
+    app.stop().await;
+}
+
+async fn ops_listener_answers_health_and_readiness(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let base = format!("http://127.0.0.1:{}", app.ops_port);
+    assert_eq!(reqwest::get(format!("{base}/healthz")).await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(reqwest::get(format!("{base}/readyz")).await.unwrap().status(), 200);
+    app.clinic_client().get(app.url("/login")).send().await.unwrap();
+    let metrics = app.metrics().await;
+    assert!(metrics.contains(r#"ninsho_http_requests_total{route="/login",status="200"} 1"#), "{metrics}");
+    app.stop().await;
+}
+
+db_tests!(
+    no_certificate_fails_the_handshake,
+    unknown_ca_fails_the_handshake,
+    expired_certificate_fails_the_handshake,
+    certificate_on_the_crl_fails_the_handshake,
+    expiry_follows_the_gateway_clock,
+    unregistered_certificate_gets_a_refusal_page,
+    disabled_clinic_gets_a_refusal_page,
+    operator_revoked_certificate_gets_a_refusal_page,
+    registered_certificate_reaches_the_login_page,
+    ops_listener_answers_health_and_readiness,
+);

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): installs what is missing, builds, and runs every test
+# on SQLite and PostgreSQL. Run as root on Debian 12 (apt installs); safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+log() { printf '\n== %s\n' "$*"; }
+
+# --- system packages --------------------------------------------------------------------------
+# libpcsclite-dev, pkg-config: the pcsc crate. pcscd, vsmartcard-vpcd, pcsc-tools, opensc: the
+# real PC/SC stack with a virtual reader and an independent card oracle. curl: the demo smoke
+# test's independent HTTPS client. postgresql: only when no server answers on 127.0.0.1:5432.
+PKGS=(libpcsclite-dev pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux)
+pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
+pg_up || PKGS+=(postgresql)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then echo "tests/run.sh: run as root to install: ${missing[*]}" >&2; exit 1; fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+if pg_up; then
+  export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+else
+  log "starting a throwaway PostgreSQL cluster"
+  PGDIR=$ROOT/target/pg; PGPORT=54329; BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  if ! pg_isready -q -h 127.0.0.1 -p $PGPORT 2>/dev/null; then
+    rm -rf "$PGDIR"; mkdir -p "$PGDIR"; chown postgres:postgres "$PGDIR"
+    su postgres -c "$BIN/initdb -D '$PGDIR/data' -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8" >/dev/null
+    su postgres -c "$BIN/pg_ctl -D '$PGDIR/data' -l '$PGDIR/pg.log' -w -o \"-p $PGPORT -k '$PGDIR' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300\" start" >/dev/null
+  fi
+  export TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$PGPORT/postgres
+fi
+# Databases left behind by interrupted runs.
+psql "$TEST_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'ninsho_t_%'" 2>/dev/null |
+  while read -r db; do psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true; done
+
+# --- Rust tests ---------------------------------------------------------------------------------
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+log "building"
+cargo build --workspace --all-features --all-targets --locked
+log "Rust tests (unit, card stack, integration on SQLite and PostgreSQL)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-features --locked --no-fail-fast
+else
+  cargo test --workspace --all-features --locked --no-fail-fast
+fi
+
+log "all tests passed"
