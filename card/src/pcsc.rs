@@ -143,7 +143,8 @@ pub struct ReaderStatus {
     pub card: ReaderCard,
 }
 
-/// Lists readers and detects the card in each (SELECT commands only; no PIN is touched).
+/// Lists readers and detects the card in each (SELECT commands only; no PIN is touched). Each present
+/// card is reset afterwards, like after every [`with_card`].
 pub fn reader_status(ctx: &Context) -> Result<Vec<ReaderStatus>> {
     list_readers(ctx)?
         .into_iter()
@@ -223,11 +224,14 @@ impl PcscCard {
     ///
     /// If another application reset the card since we connected, the handle is reconnected once.
     pub fn transaction(&mut self) -> Result<PcscTransaction<'_>> {
-        if let Err(pcsc::Error::ResetCard) = self.card.transaction().map(drop) {
-            self.card
-                .reconnect(ShareMode::Shared, Protocols::ANY, Disposition::LeaveCard)?;
-        }
-        let tx = self.card.transaction()?;
+        let tx = match self.card.transaction2() {
+            Ok(tx) => tx,
+            Err((card, pcsc::Error::ResetCard)) => {
+                card.reconnect(ShareMode::Shared, Protocols::ANY, Disposition::LeaveCard)?;
+                card.transaction()?
+            }
+            Err((_, e)) => return Err(e.into()),
+        };
         Ok(PcscTransaction {
             tx: Some(tx),
             buffer: vec![0; pcsc::MAX_BUFFER_SIZE_EXTENDED],
