@@ -3,7 +3,7 @@
 //! (feature `sim`). No HTTP, no SQL, no tokio: everything here is blocking and runs on the caller's thread.
 //!
 //! The card agent calls [`detect`], [`pin_status`] and [`authenticate`] over a [`CardTransport`];
-//! with the `pcsc` feature, [`pcsc::PcscCard`] provides that transport inside a PC/SC transaction.
+//! with the `pcsc` feature, `pcsc::with_card` runs them inside one PC/SC transaction.
 //!
 //! Never logged, never put in an error: PINs and the data of VERIFY commands. [`Pin`] and
 //! [`apdu::Command`] keep their bytes in zeroizing buffers and redact them in `Debug`.
