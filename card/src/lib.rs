@@ -3,7 +3,8 @@
 //! (feature `sim`). No HTTP, no SQL, no tokio: everything here is blocking and runs on the caller's thread.
 //!
 //! The card agent calls [`detect`], [`pin_status`] and [`authenticate`] over a [`CardTransport`];
-//! with the `pcsc` feature, `pcsc::with_card` runs them inside one PC/SC transaction.
+//! with the `pcsc` feature, `pcsc::with_card` runs them inside one PC/SC transaction. [`ClientData`] is the
+//! exact message a card signs to log in; the gateway checks a signed login with `verify` (feature `verify`).
 //!
 //! Never logged, never put in an error: PINs and the data of VERIFY commands. [`Pin`] and
 //! [`apdu::Command`] keep their bytes in zeroizing buffers and redact them in `Debug`.
@@ -11,6 +12,7 @@
 
 pub mod apdu;
 mod auth;
+pub mod client_data;
 pub mod crypto;
 mod error;
 pub mod hpki;
@@ -22,6 +24,8 @@ mod pin;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod transport;
+#[cfg(feature = "verify")]
+pub mod verify;
 
 #[cfg(test)]
 mod testutil;
@@ -30,6 +34,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use auth::{AuthOptions, CardSignature, authenticate, authenticate_with, detect, pin_status};
+pub use client_data::{ClientData, ClientDataError};
 pub use error::{Error, Result};
 pub use pin::{Pin, PinStatus};
 pub use transport::CardTransport;

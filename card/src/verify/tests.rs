@@ -1,0 +1,826 @@
+//! Tests with generated HPKI-like (root → intermediate → card) and JPKI-like (CA → card) PKIs,
+//! RSA-2048 throughout, hcRole encoded byte for byte like the real MEDIS certificate.
+
+use std::sync::OnceLock;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair,
+    KeyUsagePurpose, PKCS_RSA_SHA256, RevokedCertParams, RsaKeySize, SerialNumber, SigningKey,
+};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+use super::*;
+use crate::CardKind;
+
+const NOW: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+const ORIGIN: &str = "https://gateway.clinic.example:8443";
+const CHALLENGE: [u8; 32] = [7; 32];
+
+fn rsa() -> KeyPair {
+    KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).unwrap()
+}
+
+/// The extnValue of subjectDirectoryAttributes with one hcRole, laid out exactly as on the real
+/// MEDIS certificate (cards.md §2.5); short-form lengths, so roles up to 89 bytes.
+fn hc_role_ext(role: &str) -> Vec<u8> {
+    let n = role.len();
+    assert!(n + 38 < 0x80);
+    let mut v = vec![0x30, (n + 38) as u8, 0x30, (n + 36) as u8];
+    v.extend([0x06, 0x06, 0x28, 0x81, 0x85, 0x42, 0x00, 0x01]);
+    v.extend([
+        0x31,
+        (n + 26) as u8,
+        0x31,
+        (n + 24) as u8,
+        0x30,
+        (n + 22) as u8,
+    ]);
+    v.extend([0xA0, (n + 20) as u8, 0x31, (n + 18) as u8]);
+    v.extend([
+        0xA0, 0x0C, 0x06, 0x0A, 0x2A, 0x83, 0x08, 0x86, 0x91, 0x0F, 0x01, 0x06, 0x01, 0x01,
+    ]);
+    v.extend([0xA2, (n + 2) as u8, 0x0C, n as u8]);
+    v.extend(role.as_bytes());
+    v
+}
+
+struct Ca {
+    der: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str, serial: u64, parent: Option<&Ca>, key: KeyPair) -> Ca {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = DistinguishedName::new();
+    p.serial_number = Some(SerialNumber::from(serial));
+    p.distinguished_name.push(DnType::CountryName, "JP");
+    p.distinguished_name.push(DnType::OrganizationName, name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = NOW - Duration::days(3650);
+    p.not_after = NOW + Duration::days(3650);
+    p.key_identifier_method = KeyIdMethod::Sha256;
+    let der = match parent {
+        None => p.self_signed(&key).unwrap().der().to_vec(),
+        Some(parent) => p.signed_by(&key, &parent.issuer).unwrap().der().to_vec(),
+    };
+    Ca {
+        der,
+        issuer: Issuer::new(p, key),
+    }
+}
+
+/// How an end-entity certificate differs from a good card certificate.
+#[derive(Clone)]
+struct Leaf {
+    role: Option<&'static str>,
+    serial: u64,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    key_usages: Vec<KeyUsagePurpose>,
+    eku: Vec<ExtendedKeyUsagePurpose>,
+}
+
+impl Leaf {
+    fn good(serial: u64) -> Leaf {
+        Leaf {
+            role: None,
+            serial,
+            not_before: NOW - Duration::days(30),
+            not_after: NOW + Duration::days(365),
+            key_usages: vec![KeyUsagePurpose::DigitalSignature],
+            eku: Vec::new(),
+        }
+    }
+    fn role(mut self, role: &'static str) -> Leaf {
+        self.role = Some(role);
+        self
+    }
+    fn issue(&self, by: &Ca) -> Vec<u8> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::CountryName, "JP");
+        p.distinguished_name
+            .push(DnType::CommonName, format!("CARD-{:04}", self.serial));
+        p.serial_number = Some(SerialNumber::from(self.serial));
+        p.not_before = self.not_before;
+        p.not_after = self.not_after;
+        p.key_usages = self.key_usages.clone();
+        p.extended_key_usages = self.eku.clone();
+        p.use_authority_key_identifier_extension = true;
+        if let Some(role) = self.role {
+            p.custom_extensions = vec![CustomExtension::from_oid_content(
+                &[2, 5, 29, 9],
+                hc_role_ext(role),
+            )];
+        }
+        p.signed_by(&pki().card_key, &by.issuer)
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+}
+
+struct Pki {
+    card_key: KeyPair,
+    hpki_root: Ca,
+    hpki_int: Ca,
+    jpki_ca: Ca,
+    other_root: Ca,
+}
+
+/// Key generation is the slow part: one PKI for all tests.
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let hpki_root = ca("MHLW-like HPKI Root", 1, None, rsa());
+        let hpki_int = ca("MEDIS-like HPKI Auth CA", 2, Some(&hpki_root), rsa());
+        Pki {
+            card_key: rsa(),
+            jpki_ca: ca("JPKI-like auth CA", 3, None, rsa()),
+            other_root: ca("Someone else", 4, None, rsa()),
+            hpki_root,
+            hpki_int,
+        }
+    })
+}
+
+fn crl(by: &Ca, revoked: &[u64], next_update: OffsetDateTime) -> Vec<u8> {
+    CertificateRevocationListParams {
+        this_update: NOW - Duration::days(1),
+        next_update,
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|s| RevokedCertParams {
+                serial_number: SerialNumber::from(*s),
+                revocation_time: NOW - Duration::days(1),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&by.issuer)
+    .unwrap()
+    .der()
+    .to_vec()
+}
+
+fn fresh() -> OffsetDateTime {
+    NOW + Duration::days(6)
+}
+
+/// HPKI anchors: the root, with the root's ARL and the intermediate's CRL.
+fn hpki_store(
+    revoked_cards: &[u64],
+    revoked_cas: &[u64],
+    next_update: OffsetDateTime,
+) -> TrustStore {
+    let p = pki();
+    TrustStore::new(
+        CardKind::Hpki,
+        [Anchor {
+            certificate: p.hpki_root.der.clone(),
+            revocation: Revocation::Crl(vec![
+                crl(&p.hpki_root, revoked_cas, fresh()),
+                crl(&p.hpki_int, revoked_cards, next_update),
+            ]),
+        }],
+    )
+    .unwrap()
+}
+
+fn jpki_store() -> TrustStore {
+    TrustStore::new(
+        CardKind::Jpki,
+        [Anchor {
+            certificate: pki().jpki_ca.der.clone(),
+            revocation: Revocation::None,
+        }],
+    )
+    .unwrap()
+}
+
+fn client_data(kind: &str, challenge: &[u8], origin: &str) -> Vec<u8> {
+    format!(
+        r#"{{"type":"ninsho.card.auth","card":"{kind}","challenge":"{}","origin":"{origin}"}}"#,
+        URL_SAFE_NO_PAD.encode(challenge)
+    )
+    .into_bytes()
+}
+
+fn response(cert: Vec<u8>, chain: Vec<Vec<u8>>, client_data: Vec<u8>) -> CardResponse {
+    CardResponse {
+        signature: pki().card_key.sign(&client_data).unwrap(),
+        client_data,
+        certificate: cert,
+        chain,
+    }
+}
+
+fn expected(kind: CardKind) -> Expected<'static> {
+    Expected {
+        kind,
+        challenge: &CHALLENGE,
+        origin: ORIGIN,
+    }
+}
+
+fn hpki_login(
+    leaf: &Leaf,
+    store: &TrustStore,
+    policy: &Policy,
+) -> Result<VerifiedCard, VerifyError> {
+    let p = pki();
+    let r = response(
+        leaf.issue(&p.hpki_int),
+        vec![p.hpki_int.der.clone()],
+        client_data("hpki", &CHALLENGE, ORIGIN),
+    );
+    verify(&r, &expected(CardKind::Hpki), store, policy, NOW)
+}
+
+fn doctor() -> Leaf {
+    Leaf::good(101).role(MEDICAL_DOCTOR)
+}
+
+#[test]
+fn hpki_doctor_through_intermediate_with_crls() {
+    let leaf = doctor();
+    let cert = leaf.issue(&pki().hpki_int);
+    let v = hpki_login(
+        &leaf,
+        &hpki_store(&[999], &[998], fresh()),
+        &Policy::default(),
+    )
+    .unwrap();
+    assert_eq!(v.kind, CardKind::Hpki);
+    assert_eq!(v.hc_role.as_deref(), Some("Medical Doctor"));
+    assert!(v.revocation_checked);
+    assert_eq!(v.serial_hex, "65");
+    assert_eq!(v.cert_sha256, sha256_hex(&cert));
+    assert_eq!(v.anchor_sha256, sha256_hex(&pki().hpki_root.der));
+    let (_, parsed) = X509Certificate::from_der(&cert).unwrap();
+    assert_eq!(v.spki_sha256, sha256_hex(parsed.public_key().raw));
+    assert_eq!(v.issuer, "C=JP, O=MEDIS-like HPKI Auth CA");
+    assert_eq!(v.issuer_sha256, sha256_hex(parsed.issuer().as_raw()));
+    assert_eq!(v.not_after, leaf.not_after.replace_nanosecond(0).unwrap());
+    // The role extension is byte for byte the real card's.
+    let ext = parsed
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == "2.5.29.9")
+        .unwrap();
+    assert_eq!(ext.value, hc_role_ext("Medical Doctor"));
+    assert_eq!(ext.value.len(), 54);
+}
+
+#[test]
+fn hpki_intermediate_missing_or_wrong_anchor_is_untrusted() {
+    let p = pki();
+    let cert = doctor().issue(&p.hpki_int);
+    let store = hpki_store(&[], &[], fresh());
+    let r = response(
+        cert.clone(),
+        Vec::new(),
+        client_data("hpki", &CHALLENGE, ORIGIN),
+    );
+    let err = verify(
+        &r,
+        &expected(CardKind::Hpki),
+        &store,
+        &Policy::default(),
+        NOW,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, VerifyError::UntrustedIssuer { .. }),
+        "{err:?}"
+    );
+
+    let other = TrustStore::new(
+        CardKind::Hpki,
+        [Anchor {
+            certificate: p.other_root.der.clone(),
+            revocation: Revocation::None,
+        }],
+    )
+    .unwrap();
+    let r = response(
+        cert,
+        vec![p.hpki_int.der.clone()],
+        client_data("hpki", &CHALLENGE, ORIGIN),
+    );
+    let err = verify(
+        &r,
+        &expected(CardKind::Hpki),
+        &other,
+        &Policy::default(),
+        NOW,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "untrusted_issuer");
+    // No anchors at all.
+    let empty = TrustStore::new(CardKind::Hpki, []).unwrap();
+    let err = verify(
+        &r,
+        &expected(CardKind::Hpki),
+        &empty,
+        &Policy::default(),
+        NOW,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "untrusted_issuer");
+    // A JPKI store for an HPKI login.
+    let err = verify(
+        &r,
+        &expected(CardKind::Hpki),
+        &jpki_store(),
+        &Policy::default(),
+        NOW,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "untrusted_issuer");
+}
+
+#[test]
+fn intermediate_as_anchor_also_works() {
+    let p = pki();
+    let store = TrustStore::new(
+        CardKind::Hpki,
+        [Anchor {
+            certificate: p.hpki_int.der.clone(),
+            revocation: Revocation::Crl(vec![crl(&p.hpki_int, &[], fresh())]),
+        }],
+    )
+    .unwrap();
+    let r = response(
+        doctor().issue(&p.hpki_int),
+        Vec::new(),
+        client_data("hpki", &CHALLENGE, ORIGIN),
+    );
+    let v = verify(
+        &r,
+        &expected(CardKind::Hpki),
+        &store,
+        &Policy::default(),
+        NOW,
+    )
+    .unwrap();
+    assert!(v.revocation_checked);
+}
+
+#[test]
+fn hpki_roles() {
+    let store = hpki_store(&[], &[], fresh());
+    let pharmacist = Leaf::good(102).role("Pharmacist");
+    assert_eq!(
+        hpki_login(&pharmacist, &store, &Policy::default()).unwrap_err(),
+        VerifyError::RoleNotAccepted {
+            role: "Pharmacist".into()
+        }
+    );
+    let both = Policy {
+        accepted_roles: vec!["Medical Doctor".into(), "Pharmacist".into()],
+        require_role: true,
+    };
+    assert_eq!(
+        hpki_login(&pharmacist, &store, &both)
+            .unwrap()
+            .hc_role
+            .as_deref(),
+        Some("Pharmacist")
+    );
+    let none = Leaf::good(103);
+    assert_eq!(
+        hpki_login(&none, &store, &Policy::default()).unwrap_err(),
+        VerifyError::RoleMissing
+    );
+    let lax = Policy {
+        require_role: false,
+        ..Policy::default()
+    };
+    assert_eq!(hpki_login(&none, &store, &lax).unwrap().hc_role, None);
+    // require_role = false does not let another profession in.
+    assert_eq!(
+        hpki_login(&pharmacist, &store, &lax).unwrap_err().code(),
+        "role_not_accepted"
+    );
+}
+
+#[test]
+fn validity_period() {
+    let store = hpki_store(&[], &[], fresh());
+    let mut expired = doctor();
+    expired.not_before = NOW - Duration::days(400);
+    expired.not_after = NOW - Duration::days(1);
+    match hpki_login(&expired, &store, &Policy::default()).unwrap_err() {
+        VerifyError::Expired { not_after } => assert_eq!(not_after, NOW - Duration::days(1)),
+        e => panic!("{e:?}"),
+    }
+    let mut early = doctor();
+    early.not_before = NOW + Duration::days(1);
+    match hpki_login(&early, &store, &Policy::default()).unwrap_err() {
+        VerifyError::NotYetValid { not_before } => assert_eq!(not_before, NOW + Duration::days(1)),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn revocation() {
+    let leaf = doctor();
+    // The card itself on the intermediate's CRL.
+    assert_eq!(
+        hpki_login(&leaf, &hpki_store(&[101], &[], fresh()), &Policy::default()).unwrap_err(),
+        VerifyError::Revoked
+    );
+    // The intermediate on the root's ARL.
+    assert_eq!(
+        hpki_login(&leaf, &hpki_store(&[], &[2], fresh()), &Policy::default()).unwrap_err(),
+        VerifyError::Revoked
+    );
+    // A CRL past nextUpdate fails closed.
+    let stale = NOW - Duration::hours(1);
+    assert_eq!(
+        hpki_login(&leaf, &hpki_store(&[], &[], stale), &Policy::default()).unwrap_err(),
+        VerifyError::CrlStale { next_update: stale }
+    );
+    // Policy crl, but no CRL for the card's issuer: refused.
+    let p = pki();
+    let only_arl = TrustStore::new(
+        CardKind::Hpki,
+        [Anchor {
+            certificate: p.hpki_root.der.clone(),
+            revocation: Revocation::Crl(vec![crl(&p.hpki_root, &[], fresh())]),
+        }],
+    )
+    .unwrap();
+    assert_eq!(
+        hpki_login(&leaf, &only_arl, &Policy::default()).unwrap_err(),
+        VerifyError::NoCrl
+    );
+    // A CRL signed by someone else is not authoritative: also no CRL.
+    let forged = TrustStore::new(
+        CardKind::Hpki,
+        [Anchor {
+            certificate: p.hpki_root.der.clone(),
+            revocation: Revocation::Crl(vec![crl(&p.other_root, &[], fresh())]),
+        }],
+    )
+    .unwrap();
+    assert_eq!(
+        hpki_login(&leaf, &forged, &Policy::default()).unwrap_err(),
+        VerifyError::NoCrl
+    );
+}
+
+#[test]
+fn jpki_with_card_chain_and_policy_none() {
+    let p = pki();
+    let cert = Leaf::good(201).issue(&p.jpki_ca);
+    // The card returns its CA (EF 000B) as chain; it is only a path candidate.
+    let r = response(
+        cert.clone(),
+        vec![p.jpki_ca.der.clone()],
+        client_data("jpki", &CHALLENGE, ORIGIN),
+    );
+    let v = verify(
+        &r,
+        &expected(CardKind::Jpki),
+        &jpki_store(),
+        &Policy::default(),
+        NOW,
+    )
+    .unwrap();
+    assert!(!v.revocation_checked);
+    assert_eq!(v.hc_role, None);
+    // A role-less policy does not matter for JPKI, nor does a role extension.
+    let r = response(cert, Vec::new(), client_data("jpki", &CHALLENGE, ORIGIN));
+    assert!(
+        verify(
+            &r,
+            &expected(CardKind::Jpki),
+            &jpki_store(),
+            &Policy::default(),
+            NOW
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_card_ca_is_never_an_anchor() {
+    let p = pki();
+    // A self-made CA passed in the chain does not make its certificate trusted.
+    let cert = Leaf::good(202).issue(&p.other_root);
+    let r = response(
+        cert,
+        vec![p.other_root.der.clone()],
+        client_data("jpki", &CHALLENGE, ORIGIN),
+    );
+    let err = verify(
+        &r,
+        &expected(CardKind::Jpki),
+        &jpki_store(),
+        &Policy::default(),
+        NOW,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "untrusted_issuer");
+}
+
+#[test]
+fn client_data_checks() {
+    let p = pki();
+    let cert = Leaf::good(203).issue(&p.jpki_ca);
+    let run = |cd: Vec<u8>| {
+        let r = response(cert.clone(), Vec::new(), cd);
+        verify(
+            &r,
+            &expected(CardKind::Jpki),
+            &jpki_store(),
+            &Policy::default(),
+            NOW,
+        )
+    };
+    assert!(run(client_data("jpki", &CHALLENGE, ORIGIN)).is_ok());
+    assert_eq!(
+        run(client_data("jpki", &CHALLENGE, "https://evil.example")).unwrap_err(),
+        VerifyError::OriginMismatch {
+            expected: ORIGIN.into(),
+            found: "https://evil.example".into()
+        }
+    );
+    assert_eq!(
+        run(client_data("jpki", &[8; 32], ORIGIN)).unwrap_err(),
+        VerifyError::ChallengeMismatch
+    );
+    assert_eq!(
+        run(client_data("hpki", &CHALLENGE, ORIGIN)).unwrap_err(),
+        VerifyError::CardKindMismatch {
+            expected: CardKind::Jpki,
+            found: "hpki".into()
+        }
+    );
+    assert_eq!(
+        run(client_data("fido", &CHALLENGE, ORIGIN))
+            .unwrap_err()
+            .code(),
+        "card_kind_mismatch"
+    );
+    let c = URL_SAFE_NO_PAD.encode(CHALLENGE);
+    let typed =
+        format!(r#"{{"type":"webauthn.get","card":"jpki","challenge":"{c}","origin":"{ORIGIN}"}}"#);
+    assert_eq!(
+        run(typed.into_bytes()).unwrap_err(),
+        VerifyError::TypeMismatch
+    );
+    // Same meaning, other spelling: refused.
+    for bad in [
+        format!(
+            r#"{{"type": "ninsho.card.auth","card":"jpki","challenge":"{c}","origin":"{ORIGIN}"}}"#
+        ),
+        format!(
+            r#"{{"card":"jpki","type":"ninsho.card.auth","challenge":"{c}","origin":"{ORIGIN}"}}"#
+        ),
+        format!(
+            r#"{{"type":"ninsho.card.auth","card":"jpki","challenge":"{c}","origin":"{ORIGIN}"}} "#
+        ),
+        format!(
+            r#"{{"type":"ninsho.card.auth","card":"\u006apki","challenge":"{c}","origin":"{ORIGIN}"}}"#
+        ),
+        format!(
+            r#"{{"type":"ninsho.card.auth","card":"jpki","challenge":"{c}","origin":"{ORIGIN}","x":1}}"#
+        ),
+        format!(r#"{{"type":"ninsho.card.auth","card":"jpki","challenge":"{c}"}}"#),
+        format!(
+            r#"{{"type":"ninsho.card.auth","card":"jpki","challenge":"{c}=","origin":"{ORIGIN}"}}"#
+        ),
+        "[]".to_owned(),
+        String::new(),
+    ] {
+        assert_eq!(
+            run(bad.clone().into_bytes()).unwrap_err().code(),
+            "client_data_malformed",
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn signature_must_cover_these_client_data() {
+    let p = pki();
+    let cert = Leaf::good(204).issue(&p.jpki_ca);
+    let mut r = response(cert, Vec::new(), client_data("jpki", &[9; 32], ORIGIN));
+    // Signature over other client data, presented with the expected client data.
+    r.client_data = client_data("jpki", &CHALLENGE, ORIGIN);
+    assert_eq!(
+        verify(
+            &r,
+            &expected(CardKind::Jpki),
+            &jpki_store(),
+            &Policy::default(),
+            NOW
+        )
+        .unwrap_err(),
+        VerifyError::BadSignature
+    );
+    r.signature.clear();
+    assert_eq!(
+        verify(
+            &r,
+            &expected(CardKind::Jpki),
+            &jpki_store(),
+            &Policy::default(),
+            NOW
+        )
+        .unwrap_err(),
+        VerifyError::BadSignature
+    );
+    r.certificate.truncate(100);
+    assert_eq!(
+        verify(
+            &r,
+            &expected(CardKind::Jpki),
+            &jpki_store(),
+            &Policy::default(),
+            NOW
+        )
+        .unwrap_err()
+        .code(),
+        "cert_malformed"
+    );
+}
+
+#[test]
+fn key_usage_and_eku() {
+    let p = pki();
+    let run = |leaf: Leaf| {
+        let r = response(
+            leaf.issue(&p.jpki_ca),
+            Vec::new(),
+            client_data("jpki", &CHALLENGE, ORIGIN),
+        );
+        verify(
+            &r,
+            &expected(CardKind::Jpki),
+            &jpki_store(),
+            &Policy::default(),
+            NOW,
+        )
+    };
+    let mut signing_only = Leaf::good(205);
+    signing_only.key_usages = vec![KeyUsagePurpose::ContentCommitment];
+    assert_eq!(run(signing_only).unwrap_err().code(), "key_usage");
+    let mut no_ku = Leaf::good(206);
+    no_ku.key_usages.clear();
+    assert_eq!(run(no_ku).unwrap_err().code(), "key_usage");
+    let mut client_auth = Leaf::good(207);
+    client_auth.eku = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    assert!(run(client_auth).is_ok());
+    let mut any = Leaf::good(208);
+    any.eku = vec![
+        ExtendedKeyUsagePurpose::Any,
+        ExtendedKeyUsagePurpose::EmailProtection,
+    ];
+    assert!(run(any).is_ok());
+    let mut email = Leaf::good(209);
+    email.eku = vec![ExtendedKeyUsagePurpose::EmailProtection];
+    assert_eq!(run(email).unwrap_err().code(), "key_usage");
+}
+
+#[test]
+fn wire_form_decodes() {
+    let json = r#"{"client_data":"e30","signature":"AQID","certificate":"MAA","chain":["MAA"]}"#;
+    let r: CardResponse = serde_json::from_str(json).unwrap();
+    assert_eq!(r.client_data, b"{}");
+    assert_eq!(r.signature, [1, 2, 3]);
+    assert_eq!(r.chain, vec![vec![0x30, 0]]);
+    for bad in [
+        r#"{"client_data":"e30=","signature":"AQID","certificate":"MAA"}"#,
+        r#"{"client_data":"e30","signature":"AQ+D","certificate":"MAA"}"#,
+        r#"{"client_data":"e30","signature":"AQID","certificate":"MAA","pin":"1234"}"#,
+        r#"{"client_data":"e30","signature":"AQID","certificate":"MAA","chain":["MAA","MAA","MAA","MAA","MAA"]}"#,
+    ] {
+        assert!(serde_json::from_str::<CardResponse>(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn anchor_configuration_errors() {
+    assert!(matches!(
+        TrustStore::new(
+            CardKind::Jpki,
+            [Anchor {
+                certificate: vec![0x30, 0x00],
+                revocation: Revocation::None
+            }]
+        ),
+        Err(AnchorError::Certificate { index: 0, .. })
+    ));
+    let cert = pki().jpki_ca.der.clone();
+    assert!(matches!(
+        TrustStore::new(
+            CardKind::Jpki,
+            [Anchor {
+                certificate: cert.clone(),
+                revocation: Revocation::Crl(vec![])
+            }]
+        ),
+        Err(AnchorError::NoCrl { index: 0 })
+    ));
+    assert!(matches!(
+        TrustStore::new(
+            CardKind::Jpki,
+            [Anchor {
+                certificate: cert,
+                revocation: Revocation::Crl(vec![vec![0x30, 0x00]])
+            }]
+        ),
+        Err(AnchorError::Crl { index: 0, .. })
+    ));
+}
+
+#[test]
+fn explain_reports_every_problem() {
+    let p = pki();
+    // Expired *and* a pharmacist *and* revoked: each step says so; the verdict is the first failure.
+    let mut leaf = Leaf::good(301).role("Pharmacist");
+    leaf.not_before = NOW - Duration::days(400);
+    leaf.not_after = NOW - Duration::days(1);
+    let cert = leaf.issue(&p.hpki_int);
+    let store = hpki_store(&[301], &[], fresh());
+    let report = explain(
+        &cert,
+        std::slice::from_ref(&p.hpki_int.der),
+        &store,
+        &Policy::default(),
+        NOW,
+    );
+    let outcome = |name| {
+        report
+            .steps
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.outcome.clone())
+            .unwrap()
+    };
+    assert_eq!(outcome(StepName::Parse), Outcome::Pass);
+    assert_eq!(outcome(StepName::Chain), Outcome::Pass);
+    assert!(matches!(
+        outcome(StepName::Validity),
+        Outcome::Fail(VerifyError::Expired { .. })
+    ));
+    assert_eq!(outcome(StepName::KeyUsage), Outcome::Pass);
+    assert!(matches!(
+        outcome(StepName::Role),
+        Outcome::Fail(VerifyError::RoleNotAccepted { .. })
+    ));
+    assert_eq!(
+        outcome(StepName::Revocation),
+        Outcome::Fail(VerifyError::Revoked)
+    );
+    assert_eq!(report.verdict.as_ref().unwrap_err().code(), "expired");
+    let text = report.to_string();
+    assert!(text.contains("FAIL (role_not_accepted)"), "{text}");
+    assert!(text.contains("verdict: refused: expired"), "{text}");
+
+    // JPKI under policy none: a warning, accepted.
+    let cert = Leaf::good(302).issue(&p.jpki_ca);
+    let report = explain(&cert, &[], &jpki_store(), &Policy::default(), NOW);
+    assert!(report.verdict.is_ok());
+    assert!(
+        report
+            .steps
+            .iter()
+            .any(|s| s.name == StepName::Revocation && s.outcome == Outcome::Warn)
+    );
+    assert!(
+        report
+            .steps
+            .iter()
+            .any(|s| s.name == StepName::Role && s.outcome == Outcome::Skip)
+    );
+
+    // Untrusted: chain fails, revocation skipped; garbage: parse fails.
+    let report = explain(
+        &Leaf::good(303).issue(&p.other_root),
+        &[],
+        &jpki_store(),
+        &Policy::default(),
+        NOW,
+    );
+    assert!(matches!(
+        report.steps[1].outcome,
+        Outcome::Fail(VerifyError::UntrustedIssuer { .. })
+    ));
+    let report = explain(b"not a cert", &[], &jpki_store(), &Policy::default(), NOW);
+    assert_eq!(report.steps.len(), 1);
+    assert!(report.certificate.is_none());
+}
