@@ -10,8 +10,11 @@ log() { printf '\n== %s\n' "$*"; }
 # --- system packages --------------------------------------------------------------------------
 # libpcsclite-dev, pkg-config: the pcsc crate. pcscd, vsmartcard-vpcd, pcsc-tools, opensc: the
 # real PC/SC stack with a virtual reader and an independent card oracle. curl: the demo smoke
-# test's independent HTTPS client. postgresql: only when no server answers on 127.0.0.1:5432.
-PKGS=(libpcsclite-dev pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux)
+# test's independent HTTPS client. chromium: the browser tests (tests/e2e, driven by playwright-core;
+# never a downloaded browser). nodejs/npm: only when the machine has no Node.js.
+# postgresql: only when no server answers on 127.0.0.1:5432.
+PKGS=(libpcsclite-dev pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium)
+command -v npm >/dev/null || PKGS+=(nodejs npm)
 pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 pg_up || PKGS+=(postgresql)
 missing=()
@@ -40,11 +43,16 @@ fi
 psql "$TEST_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'ninsho_t_%'" 2>/dev/null |
   while read -r db; do psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true; done
 
+# --- browser-test packages ------------------------------------------------------------------------
+# playwright-core only (pinned in tests/e2e/package-lock.json); the tests use /usr/bin/chromium.
+log "npm ci (tests/e2e)"
+(cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+
 # --- Rust tests ---------------------------------------------------------------------------------
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 log "building"
 cargo build --workspace --all-features --all-targets --locked
-log "Rust tests (unit, card stack, integration on SQLite and PostgreSQL)"
+log "Rust tests (unit, card stack, integration and browser tests on SQLite and PostgreSQL)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast
 else

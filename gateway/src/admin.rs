@@ -10,7 +10,10 @@ use zeroize::Zeroizing;
 
 use crate::password::PasswordHasher;
 use crate::pki;
-use crate::store::{self, AnchorKind, AuditEvent, NewClinicCert, NewUser, RevocationPolicy, Store, TrustAnchor, UserKind};
+use crate::store::{
+    self, AnchorKind, AuditEvent, EndReason, NewClinicCert, NewUser, RevocationPolicy, SessionFilter, Store, TrustAnchor,
+    UserKind,
+};
 use crate::tls::{PeerCert, fingerprint};
 
 /// What admin actions need.
@@ -170,6 +173,13 @@ impl Admin<'_> {
             Err(store::Error::NotFound) => bail!("no user {login_id} in clinic {clinic_id}"),
             r => r?,
         };
+        if !enabled {
+            // DESIGN §3.7: disabling an account ends its signing sessions at once, everywhere.
+            let filter = SessionFilter::User { user_id: &user.id, clinic_id: None };
+            for s in self.store.end_signing_sessions(filter, EndReason::AccountDisabled, self.now).await? {
+                self.audit_session_end(&user, &s.id, EndReason::AccountDisabled).await?;
+            }
+        }
         self.audit(if enabled { "user.enable" } else { "user.disable" }, user.id).await
     }
 
@@ -188,6 +198,167 @@ impl Admin<'_> {
             r => r?,
         };
         self.audit("user.set_password", user.id).await
+    }
+
+    /// A doctor account by clinic and login ID, with a clear error when there is none.
+    async fn doctor(&self, clinic_id: &str, login_id: &str) -> anyhow::Result<store::User> {
+        let user = match self.store.user_by_login(clinic_id, login_id).await {
+            Err(store::Error::NotFound) => bail!("no user {login_id} in clinic {clinic_id}"),
+            r => r?,
+        };
+        if user.kind != UserKind::Doctor {
+            bail!("{login_id} is not a doctor: only doctors link authenticators");
+        }
+        Ok(user)
+    }
+
+    /// `enroll-code issue`: a new one-time registration code for a doctor, voiding any open one.
+    /// Returns the code (shown once, stored only as SHA-256) and its expiry.
+    pub async fn enroll_code_issue(
+        &self,
+        clinic_id: &str,
+        login_id: &str,
+        ttl_secs: i64,
+        max_failures: u32,
+    ) -> anyhow::Result<(Zeroizing<String>, store::IssuedCode)> {
+        if !(60..=30 * 24 * 3600).contains(&ttl_secs) {
+            bail!("the code lifetime must be between 1 minute and 30 days");
+        }
+        let user = self.doctor(clinic_id, login_id).await?;
+        if !user.enabled {
+            bail!("{login_id} is disabled: enable the account first");
+        }
+        let code = crate::enrollment::generate_code();
+        let normalised = crate::enrollment::normalise(&code).context("generated code does not normalise")?;
+        let issued = self
+            .store
+            .issue_enrollment_code(
+                &user.id,
+                &crate::enrollment::hash(&normalised),
+                self.now + ttl_secs,
+                i64::from(max_failures),
+                self.now,
+            )
+            .await?;
+        // Ids only: the code itself never reaches the audit log (DESIGN §6).
+        for old in &issued.replaced {
+            self.audit("enroll_code.replace", format!("{}/{old}", user.id)).await?;
+        }
+        self.audit("enroll_code.issue", format!("{}/{}", user.id, issued.id)).await?;
+        Ok((code, issued))
+    }
+
+    /// `enroll-code revoke`: voids the doctor's open code.
+    pub async fn enroll_code_revoke(&self, clinic_id: &str, login_id: &str) -> anyhow::Result<String> {
+        let user = self.doctor(clinic_id, login_id).await?;
+        let id = match self.store.revoke_enrollment_code(&user.id, self.now).await {
+            Err(store::Error::NotFound) => bail!("{login_id} has no open registration code"),
+            r => r?,
+        };
+        self.audit("enroll_code.revoke", format!("{}/{id}", user.id)).await?;
+        Ok(id)
+    }
+
+    /// `fido list`: the doctor's linked FIDO credentials.
+    pub async fn fido_list(&self, clinic_id: &str, login_id: &str) -> anyhow::Result<Vec<store::FidoCredential>> {
+        let user = self.doctor(clinic_id, login_id).await?;
+        Ok(self.store.fido_credentials_of(&user.id).await?)
+    }
+
+    /// `fido remove`: unlinks a credential and ends the signing sessions opened with it.
+    /// Returns the ids of the sessions ended.
+    pub async fn fido_remove(&self, clinic_id: &str, login_id: &str, id: &str) -> anyhow::Result<Vec<String>> {
+        let user = self.doctor(clinic_id, login_id).await?;
+        let ended = match self.store.remove_fido_credential(&user.id, id, self.now).await {
+            Err(store::Error::NotFound) => bail!("{login_id} has no FIDO credential {id} (see `gateway admin fido list`)"),
+            r => r?,
+        };
+        self.store
+            .audit(
+                &AuditEvent::AuthenticatorRemoved {
+                    clinic_id: user.clinic_id.clone(),
+                    user_id: user.id.clone(),
+                    kind: "fido",
+                    authenticator_id: id.to_owned(),
+                    by: "operator",
+                },
+                self.now,
+            )
+            .await?;
+        for session_id in &ended {
+            self.audit_session_end(&user, session_id, EndReason::AuthenticatorRemoved).await?;
+        }
+        Ok(ended)
+    }
+
+    async fn audit_session_end(&self, user: &store::User, session_id: &str, reason: EndReason) -> anyhow::Result<()> {
+        let event = AuditEvent::SigningSessionEnded {
+            clinic_id: user.clinic_id.clone(),
+            user_id: user.id.clone(),
+            session_id: session_id.to_owned(),
+            reason: reason.as_str(),
+        };
+        Ok(self.store.audit(&event, self.now).await?)
+    }
+
+    /// `session list`: signing sessions, optionally of one clinic or doctor.
+    pub async fn session_list(
+        &self,
+        clinic_id: Option<&str>,
+        login_id: Option<&str>,
+        all: bool,
+    ) -> anyhow::Result<Vec<store::SigningSession>> {
+        let user = match (clinic_id, login_id) {
+            (Some(c), Some(l)) => Some(self.doctor(c, l).await?),
+            (None, Some(_)) => bail!("--login-id needs --clinic"),
+            _ => None,
+        };
+        if let Some(c) = clinic_id {
+            match self.store.clinic(c).await {
+                Err(store::Error::NotFound) => bail!("no clinic {c}"),
+                r => r?,
+            };
+        }
+        Ok(self.store.list_signing_sessions(clinic_id, user.as_ref().map(|u| u.id.as_str()), !all).await?)
+    }
+
+    /// `session revoke`: ends one signing session by id, or every open one of a doctor.
+    pub async fn session_revoke(
+        &self,
+        id: Option<&str>,
+        clinic_id: Option<&str>,
+        login_id: Option<&str>,
+    ) -> anyhow::Result<Vec<store::SigningSession>> {
+        let ended = match (id, clinic_id, login_id) {
+            (Some(id), None, None) => {
+                let ended = self.store.end_signing_sessions(SessionFilter::Id(id), EndReason::Operator, self.now).await?;
+                if ended.is_empty() {
+                    bail!("no open signing session {id}");
+                }
+                ended
+            }
+            (None, Some(c), Some(l)) => {
+                let user = self.doctor(c, l).await?;
+                let filter = SessionFilter::User { user_id: &user.id, clinic_id: None };
+                let ended = self.store.end_signing_sessions(filter, EndReason::Operator, self.now).await?;
+                if ended.is_empty() {
+                    bail!("{l} has no open signing session");
+                }
+                ended
+            }
+            _ => bail!("give either --id, or --clinic and --login-id"),
+        };
+        for s in &ended {
+            let event = AuditEvent::SigningSessionEnded {
+                clinic_id: s.clinic_id.clone(),
+                user_id: s.user_id.clone(),
+                session_id: s.id.clone(),
+                reason: EndReason::Operator.as_str(),
+            };
+            self.store.audit(&event, self.now).await?;
+        }
+        self.audit("session.revoke", ended.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(",")).await?;
+        Ok(ended)
     }
 
     /// `anchor add`.

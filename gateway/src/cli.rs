@@ -77,6 +77,97 @@ pub enum AdminCommand {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// One-time registration codes that let a doctor link an authenticator.
+    #[command(subcommand, name = "enroll-code")]
+    EnrollCode(EnrollCodeCommand),
+    /// A doctor's linked FIDO credentials.
+    #[command(subcommand)]
+    Fido(FidoCommand),
+    /// Signing sessions.
+    #[command(subcommand)]
+    Session(SessionCommand),
+}
+
+/// `admin enroll-code …`.
+#[derive(Debug, Subcommand)]
+pub enum EnrollCodeCommand {
+    /// Issue a code for a doctor and print it once (it is stored only hashed). Voids the
+    /// doctor's previous open code.
+    Issue {
+        /// Clinic code.
+        #[arg(long)]
+        clinic: String,
+        /// The doctor's login ID.
+        #[arg(long)]
+        login_id: String,
+        /// Lifetime in hours (default: enrollment.code_ttl_secs, 24 h).
+        #[arg(long)]
+        expires_hours: Option<i64>,
+    },
+    /// Void the doctor's open code.
+    Revoke {
+        /// Clinic code.
+        #[arg(long)]
+        clinic: String,
+        /// The doctor's login ID.
+        #[arg(long)]
+        login_id: String,
+    },
+}
+
+/// `admin fido …`.
+#[derive(Debug, Subcommand)]
+pub enum FidoCommand {
+    /// List a doctor's FIDO credentials.
+    List {
+        /// Clinic code.
+        #[arg(long)]
+        clinic: String,
+        /// The doctor's login ID.
+        #[arg(long)]
+        login_id: String,
+    },
+    /// Remove a doctor's FIDO credential; ends the signing sessions opened with it.
+    Remove {
+        /// Clinic code.
+        #[arg(long)]
+        clinic: String,
+        /// The doctor's login ID.
+        #[arg(long)]
+        login_id: String,
+        /// Credential id (first column of `fido list`).
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// `admin session …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List open signing sessions (with --all, ended ones too).
+    List {
+        /// Only this clinic.
+        #[arg(long)]
+        clinic: Option<String>,
+        /// Only this doctor (needs --clinic).
+        #[arg(long)]
+        login_id: Option<String>,
+        /// Include ended sessions.
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a signing session (--id), or every open one of a doctor (--clinic, --login-id).
+    Revoke {
+        /// Session id.
+        #[arg(long, conflicts_with_all = ["clinic", "login_id"])]
+        id: Option<String>,
+        /// Clinic code.
+        #[arg(long)]
+        clinic: Option<String>,
+        /// The doctor's login ID.
+        #[arg(long)]
+        login_id: Option<String>,
+    },
 }
 
 /// `admin clinic …`.
@@ -394,6 +485,81 @@ async fn admin_on(
                 let crl = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
                 admin.anchor_set_crl(kind, &fingerprint, &crl).await?;
                 writeln!(out, "CRL of {} anchor {fingerprint} replaced", kind.as_str())?;
+            }
+        },
+        AdminCommand::EnrollCode(c) => match c {
+            EnrollCodeCommand::Issue { clinic, login_id, expires_hours } => {
+                let ttl = match expires_hours {
+                    Some(h) if !(1..=720).contains(&h) => bail!("--expires-hours must be between 1 and 720"),
+                    Some(h) => h * 3600,
+                    None => config.enrollment.code_ttl_secs,
+                };
+                let (code, issued) =
+                    admin.enroll_code_issue(&clinic, &login_id, ttl, config.enrollment.code_max_failures).await?;
+                if !issued.replaced.is_empty() {
+                    writeln!(out, "the previous open code of {login_id} is void")?;
+                }
+                writeln!(out, "registration code for {login_id} (clinic {clinic}), shown only now:")?;
+                writeln!(out, "    {}", code.as_str())?;
+                writeln!(
+                    out,
+                    "valid until {} ({} wrong entries void it)",
+                    crate::http::Lang::En.format_time(issued.expires_at),
+                    config.enrollment.code_max_failures
+                )?;
+            }
+            EnrollCodeCommand::Revoke { clinic, login_id } => {
+                let id = admin.enroll_code_revoke(&clinic, &login_id).await?;
+                writeln!(out, "registration code {id} of {login_id} revoked")?;
+            }
+        },
+        AdminCommand::Fido(c) => match c {
+            FidoCommand::List { clinic, login_id } => {
+                let fmt = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), |t| crate::http::Lang::En.format_time(t));
+                for c in admin.fido_list(&clinic, &login_id).await? {
+                    writeln!(
+                        out,
+                        "{}\t{}\tlinked {}\tlast used {}\taaguid {}{}\t{}",
+                        c.id,
+                        c.name,
+                        fmt(Some(c.created_at)),
+                        fmt(c.last_used_at),
+                        c.aaguid,
+                        if c.aaguid_attested { " (attested)" } else { "" },
+                        if c.backup_eligible { "synced" } else { "device-bound" },
+                    )?;
+                }
+            }
+            FidoCommand::Remove { clinic, login_id, id } => {
+                let ended = admin.fido_remove(&clinic, &login_id, &id).await?;
+                writeln!(out, "removed FIDO credential {id} of {login_id}; {} signing session(s) ended", ended.len())?;
+            }
+        },
+        AdminCommand::Session(c) => match c {
+            SessionCommand::List { clinic, login_id, all } => {
+                let now = clock.unix();
+                for s in admin.session_list(clinic.as_deref(), login_id.as_deref(), all).await? {
+                    let state = match s.state(now) {
+                        crate::store::SigningSessionState::Live => "live".to_owned(),
+                        crate::store::SigningSessionState::ExpiredAbsolute => "expired".to_owned(),
+                        crate::store::SigningSessionState::ExpiredIdle => "idle-expired".to_owned(),
+                        crate::store::SigningSessionState::Ended(r) => format!("ended:{r}"),
+                    };
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}\t{}\t{state}\tuntil {}",
+                        s.id,
+                        s.clinic_id,
+                        s.user_id,
+                        s.method.as_str(),
+                        s.acr,
+                        crate::http::Lang::En.format_time(s.effective_expires_at()),
+                    )?;
+                }
+            }
+            SessionCommand::Revoke { id, clinic, login_id } => {
+                let ended = admin.session_revoke(id.as_deref(), clinic.as_deref(), login_id.as_deref()).await?;
+                writeln!(out, "{} signing session(s) ended", ended.len())?;
             }
         },
         AdminCommand::Audit(c) => match c {

@@ -30,6 +30,12 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Doctor login rules.
     pub login: LoginConfig,
+    /// WebAuthn relying party and policies.
+    pub fido: FidoConfig,
+    /// One-time registration codes for linking authenticators.
+    pub enrollment: EnrollmentConfig,
+    /// Signing-session lifetimes (DESIGN §3.7).
+    pub signing_session: SigningSessionConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -98,6 +104,89 @@ pub struct LoginConfig {
     pub argon2_iterations: u32,
 }
 
+/// The `[fido]` section: `fido::Config` without the origin, which is always the origin of
+/// `server.public_url` (the same-origin check already requires browsers to be there), and with
+/// an RP ID that defaults to that URL's host. See [`Config::fido_config`] and
+/// `docs/decisions/0004-fido-config-derives-from-public-url.md`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FidoConfig {
+    /// WebAuthn RP ID: the host of `server.public_url` when unset, or a registrable parent
+    /// domain of it (credentials then work on sibling hosts too: set it only on purpose).
+    pub rp_id: Option<String>,
+    /// Name some authenticators show while registering.
+    pub rp_name: String,
+    /// What attestation registration requires (`docs/fido-policy.md`).
+    pub attestation: fido::AttestationPolicy,
+    /// `refuse` (default) or `allow` a signature counter that does not increase.
+    pub counter_policy: fido::CounterPolicy,
+    /// `allow` (default) or `refuse` synced (backup-eligible) passkeys.
+    pub backup_eligible: fido::BackupEligiblePolicy,
+    /// How long a WebAuthn ceremony may take (browser timeout and server-side state lifetime).
+    pub ceremony_timeout_secs: u64,
+}
+
+impl Default for FidoConfig {
+    fn default() -> Self {
+        let f = fido::Config::default();
+        Self {
+            rp_id: None,
+            rp_name: f.rp_name,
+            attestation: f.attestation,
+            counter_policy: f.counter_policy,
+            backup_eligible: f.backup_eligible,
+            ceremony_timeout_secs: f.ceremony_timeout_secs,
+        }
+    }
+}
+
+/// The `[enrollment]` section: one-time registration codes (DESIGN §3.6).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentConfig {
+    /// Lifetime of a newly issued code.
+    pub code_ttl_secs: i64,
+    /// Wrong entries that void a code.
+    pub code_max_failures: u32,
+}
+
+impl Default for EnrollmentConfig {
+    fn default() -> Self {
+        Self { code_ttl_secs: 24 * 3600, code_max_failures: 5 }
+    }
+}
+
+/// The `[signing_session]` section (DESIGN §3.7).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningSessionConfig {
+    /// Absolute lifetime from the presence check.
+    pub absolute_secs: i64,
+    /// Idle timeout; activity is a signing token issued for the session.
+    pub idle_secs: i64,
+    /// Allows lifetimes beyond the NIST SP 800-63B AAL3 re-authentication bounds (12 h absolute,
+    /// 15 min idle). Sessions then carry `acr = aal2`, and start-up logs a warning.
+    pub beyond_aal3: bool,
+}
+
+/// NIST SP 800-63B §4.3.3 (AAL3): re-authenticate at least every 12 hours…
+pub const AAL3_MAX_ABSOLUTE_SECS: i64 = 12 * 3600;
+/// …and after 15 minutes of inactivity.
+pub const AAL3_MAX_IDLE_SECS: i64 = 15 * 60;
+
+impl Default for SigningSessionConfig {
+    fn default() -> Self {
+        Self { absolute_secs: 8 * 3600, idle_secs: 15 * 60, beyond_aal3: false }
+    }
+}
+
+impl SigningSessionConfig {
+    /// Whether the configured lifetimes exceed the AAL3 bounds (only valid with `beyond_aal3`).
+    pub fn exceeds_aal3(&self) -> bool {
+        self.absolute_secs > AAL3_MAX_ABSOLUTE_SECS || self.idle_secs > AAL3_MAX_IDLE_SECS
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -127,6 +216,9 @@ impl Default for Config {
             ops: OpsConfig::default(),
             database: DatabaseConfig::default(),
             login: LoginConfig::default(),
+            fido: FidoConfig::default(),
+            enrollment: EnrollmentConfig::default(),
+            signing_session: SigningSessionConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -272,6 +364,29 @@ impl Config {
         if l.argon2_memory_kib < 8 * 1024 || l.argon2_iterations == 0 {
             return invalid("login.argon2_memory_kib must be at least 8192 and argon2_iterations at least 1");
         }
+        let s = &self.signing_session;
+        if s.absolute_secs <= 0 || s.idle_secs <= 0 {
+            return invalid("signing_session.absolute_secs and idle_secs must be positive");
+        }
+        if s.idle_secs > s.absolute_secs {
+            return invalid("signing_session.idle_secs must not exceed absolute_secs");
+        }
+        if s.exceeds_aal3() && !s.beyond_aal3 {
+            return Err(ConfigError::Invalid(format!(
+                "signing_session: absolute_secs = {} and idle_secs = {} exceed the AAL3 bounds ({} / {}); \
+                 set signing_session.beyond_aal3 = true to accept them (sessions are then AAL2)",
+                s.absolute_secs, s.idle_secs, AAL3_MAX_ABSOLUTE_SECS, AAL3_MAX_IDLE_SECS
+            )));
+        }
+        let e = &self.enrollment;
+        if e.code_ttl_secs < 60 || e.code_ttl_secs > 30 * 24 * 3600 {
+            return invalid("enrollment.code_ttl_secs must be between 60 and 2592000 (30 days)");
+        }
+        if !(1..=20).contains(&e.code_max_failures) {
+            return invalid("enrollment.code_max_failures must be between 1 and 20");
+        }
+        // Builds the relying party once, so a bad RP ID or attestation policy stops start-up.
+        fido::Service::new(&self.fido_config()).map_err(|e| ConfigError::Invalid(format!("fido: {e}")))?;
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
         }
@@ -291,6 +406,26 @@ impl Config {
             format!("sqlite://{}", self.data_dir.join("gateway.db").display())
         } else {
             self.database.url.clone()
+        }
+    }
+
+    /// The `fido` crate's configuration: origin = the public URL's origin, RP ID = `fido.rp_id`
+    /// or the public URL's host.
+    pub fn fido_config(&self) -> fido::Config {
+        let url = &self.server.public_url;
+        let mut origin = url.clone();
+        origin.set_path("/");
+        origin.set_query(None);
+        origin.set_fragment(None);
+        let f = &self.fido;
+        fido::Config {
+            rp_id: f.rp_id.clone().unwrap_or_else(|| url.host_str().unwrap_or_default().to_owned()),
+            origin,
+            rp_name: f.rp_name.clone(),
+            attestation: f.attestation.clone(),
+            counter_policy: f.counter_policy,
+            backup_eligible: f.backup_eligible,
+            ceremony_timeout_secs: f.ceremony_timeout_secs,
         }
     }
 
@@ -328,6 +463,48 @@ mod tests {
     fn plain_http_public_url_is_refused() {
         let err = Config::from_toml("[server]\npublic_url = \"http://clinic.example\"\n").unwrap_err();
         assert!(err.to_string().contains("https"), "{err}");
+    }
+
+    #[test]
+    fn fido_defaults_derive_from_the_public_url() {
+        let c = Config::from_toml("[server]\npublic_url = \"https://gw.clinic.example:9443/base\"\n").unwrap();
+        let f = c.fido_config();
+        assert_eq!(f.rp_id, "gw.clinic.example");
+        assert_eq!(f.origin.as_str(), "https://gw.clinic.example:9443/");
+        let c = Config::from_toml(
+            "[server]\npublic_url = \"https://gw.clinic.example\"\n[fido]\nrp_id = \"clinic.example\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.fido_config().rp_id, "clinic.example");
+        let err = Config::from_toml("[server]\npublic_url = \"https://gw.clinic.example\"\n[fido]\nrp_id = \"evil.example\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("rp_id"), "{err}");
+        let err = Config::from_toml("[fido]\norigin = \"https://x\"\n").unwrap_err();
+        assert!(err.to_string().contains("origin"), "{err}");
+    }
+
+    #[test]
+    fn signing_sessions_beyond_aal3_need_the_explicit_flag() {
+        let c = Config::default();
+        assert_eq!((c.signing_session.absolute_secs, c.signing_session.idle_secs), (8 * 3600, 900));
+        assert!(!c.signing_session.exceeds_aal3());
+        for toml in ["[signing_session]\nabsolute_secs = 43201\n", "[signing_session]\nidle_secs = 901\n"] {
+            let err = Config::from_toml(toml).unwrap_err();
+            assert!(err.to_string().contains("beyond_aal3"), "{err}");
+            let ok = Config::from_toml(&format!("{toml}beyond_aal3 = true\n")).unwrap();
+            assert!(ok.signing_session.exceeds_aal3());
+        }
+        // Exactly at the bounds is still AAL3.
+        let c = Config::from_toml("[signing_session]\nabsolute_secs = 43200\nidle_secs = 900\n").unwrap();
+        assert!(!c.signing_session.exceeds_aal3());
+        for bad in [
+            "[signing_session]\nidle_secs = 0\n",
+            "[signing_session]\nabsolute_secs = 600\nidle_secs = 900\n",
+            "[enrollment]\ncode_max_failures = 0\n",
+            "[enrollment]\ncode_ttl_secs = 1\n",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -55,7 +55,18 @@ impl Application {
         let tls = tls::server_config(&config.tls.cert, &config.tls.key, &anchors, clock.clone())?;
         let ops = TcpListener::bind(config.ops.listen).await.with_context(|| format!("bind {}", config.ops.listen))?;
         let passwords = PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations)?;
-        let state = AppState(Arc::new(App { config, store, clock, metrics: Metrics::new(), passwords }));
+        let fido = fido::Service::new(&config.fido_config()).context("fido")?;
+        let s = &config.signing_session;
+        if s.beyond_aal3 {
+            // DESIGN §3.7: longer lifetimes are an explicit, visible choice.
+            tracing::warn!(
+                absolute_secs = s.absolute_secs,
+                idle_secs = s.idle_secs,
+                aal3 = !s.exceeds_aal3(),
+                "signing_session.beyond_aal3 is set: signing sessions may outlive the AAL3 re-authentication bounds (12 h / 15 min) and are then issued as acr=aal2"
+            );
+        }
+        let state = AppState(Arc::new(App { config, store, clock, metrics: Metrics::new(), passwords, fido }));
         Ok(Self { main, ops, acceptor: TlsAcceptor::from(Arc::new(tls)), state })
     }
 
@@ -177,7 +188,7 @@ impl Connection {
     }
 }
 
-/// Deletes expired sessions and stale lockout counters once a minute.
+/// Deletes expired sessions, stale lockout counters and expired ceremony states once a minute.
 async fn purge_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -188,6 +199,9 @@ async fn purge_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
         let horizon = state.config.login.failure_window_secs.max(state.config.login.lockout_secs);
         if let Err(e) = state.store.purge_expired(state.clock.unix(), horizon).await {
             tracing::warn!(error = %e, "purging expired sessions failed");
+        }
+        if let Err(e) = state.store.purge_expired_ceremonies(state.clock.unix()).await {
+            tracing::warn!(error = %e, "purging expired WebAuthn ceremonies failed");
         }
     }
 }

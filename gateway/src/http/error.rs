@@ -12,6 +12,8 @@ use super::pages;
 pub enum AppError {
     /// A refusal the person should read.
     Page { status: StatusCode, lang: Lang, title: Msg, text: String },
+    /// A refusal of a JSON request (the WebAuthn endpoints): `{"error": code, "message": text}`.
+    Json { status: StatusCode, code: &'static str, message: String },
     /// Not signed in (or no longer): back to the login page.
     LoginRequired,
     /// A bug or an outage; details go to the log, never to the client.
@@ -25,6 +27,11 @@ impl AppError {
     /// A refusal page with a fixed message.
     pub fn page(status: StatusCode, lang: Lang, title: Msg, msg: Msg) -> Self {
         AppError::Page { status, lang, title, text: msg.text(lang).to_owned() }
+    }
+
+    /// A JSON refusal with a fixed code and a message in `lang`.
+    pub fn json(status: StatusCode, code: &'static str, lang: Lang, msg: Msg) -> Self {
+        AppError::Json { status, code, message: msg.text(lang).to_owned() }
     }
 
     /// An internal error with a description.
@@ -49,6 +56,9 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match self {
             AppError::Page { status, lang, title, text } => (status, pages::message(lang, title, &text)).into_response(),
+            AppError::Json { status, code, message } => {
+                (status, axum::Json(serde_json::json!({ "error": code, "message": message }))).into_response()
+            }
             AppError::LoginRequired => Redirect::to("/login").into_response(),
             AppError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "internal error");

@@ -16,7 +16,7 @@ use super::extract::{ClinicContext, CurrentDoctor};
 use super::i18n::{Lang, Msg};
 use super::pages;
 use super::session::{LOGIN_KEY, LoginState};
-use crate::store::{self, AuditEvent, LockoutRules, UserKind};
+use crate::store::{self, AuditEvent, EndReason, LockoutRules, SessionFilter, UserKind};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -143,16 +143,66 @@ async fn login(
 
 async fn logout(State(state): State<AppState>, doctor: std::result::Result<CurrentDoctor, AppError>, session: Session) -> Result<Response> {
     if let Ok(doctor) = doctor {
+        let now = state.clock.unix();
+        // DESIGN §3.7: signing out ends the doctor's signing session at this clinic, on every
+        // instance (it lives in the database).
+        let filter = SessionFilter::User { user_id: &doctor.user.id, clinic_id: Some(&doctor.clinic.clinic_id) };
+        for ended in state.store.end_signing_sessions(filter, EndReason::Logout, now).await? {
+            let event = AuditEvent::SigningSessionEnded {
+                clinic_id: ended.clinic_id,
+                user_id: ended.user_id,
+                session_id: ended.id,
+                reason: EndReason::Logout.as_str(),
+            };
+            state.store.audit(&event, now).await?;
+        }
         let event = AuditEvent::Logout { clinic_id: doctor.clinic.clinic_id, user_id: doctor.user.id };
-        state.store.audit(&event, state.clock.unix()).await?;
+        state.store.audit(&event, now).await?;
     }
     // Deletes the stored session and expires the cookie; the next visit gets a new id.
     session.flush().await.map_err(|e| AppError::internal(format!("session: {e}")))?;
     Ok(Redirect::to("/login?signed_out=1").into_response())
 }
 
-async fn methods_page(doctor: CurrentDoctor, lang: Lang) -> Result<Response> {
-    // Linked authenticators arrive with the FIDO and card modules.
-    let linked: Vec<String> = Vec::new();
-    Ok(pages::methods(lang, &doctor.clinic.clinic_name, &doctor.user, &linked).into_response())
+#[derive(Deserialize)]
+struct MethodsQuery {
+    done: Option<String>,
+}
+
+async fn methods_page(
+    State(state): State<AppState>,
+    doctor: CurrentDoctor,
+    lang: Lang,
+    Query(q): Query<MethodsQuery>,
+) -> Result<Response> {
+    let now = state.clock.unix();
+    let credentials = state
+        .store
+        .fido_credentials_of(&doctor.user.id)
+        .await?
+        .into_iter()
+        .map(|c| pages::LinkedView {
+            id: c.id,
+            name: c.name,
+            created_at: c.created_at,
+            last_used_at: c.last_used_at,
+            synced: c.backup_eligible,
+        })
+        .collect();
+    // Only this doctor's session at this clinic (DESIGN §3.7).
+    let signing = state
+        .store
+        .live_signing_session(&doctor.user.id, &doctor.clinic.clinic_id, now)
+        .await?
+        .map(|s| pages::SigningView { expires_at: s.expires_at, idle_expires_at: s.idle_expires_at() });
+    let notice = match q.done.as_deref() {
+        Some("linked") => Some(Msg::NoticeLinked),
+        Some("renamed") => Some(Msg::NoticeRenamed),
+        Some("removed") => Some(Msg::NoticeRemoved),
+        Some("ended") => Some(Msg::NoticeEnded),
+        Some("authenticated") => Some(Msg::NoticeAuthenticated),
+        _ => None,
+    };
+    let view = pages::MethodsView { credentials, signing, notice: notice.map(|m| m.text(lang)), error: None };
+    Ok(pages::methods(lang, &doctor.clinic.clinic_name, &doctor.user, &view).into_response())
 }

@@ -6,6 +6,7 @@
 
 mod error;
 mod extract;
+mod fido;
 mod i18n;
 mod login;
 pub mod ops;
@@ -54,6 +55,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Password hashing.
     pub passwords: PasswordHasher,
+    /// The WebAuthn relying party.
+    pub fido: ::fido::Service,
 }
 
 /// Cheap-to-clone handle to [`App`].
@@ -69,7 +72,11 @@ impl Deref for AppState {
 
 /// The main router, with every layer.
 pub fn router(state: AppState) -> Router {
-    let sessions = SessionManagerLayer::new(DbSessionStore::new(state.store.clone(), state.clock.clone()))
+    let sessions = SessionManagerLayer::new(DbSessionStore::new(
+        state.store.clone(),
+        state.clock.clone(),
+        state.config.login.session_idle_secs,
+    ))
         .with_name(SESSION_COOKIE)
         .with_secure(true)
         .with_http_only(true)
@@ -80,10 +87,12 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(login::router())
+        .merge(fido::router())
         .route_layer(middleware::from_fn(tag_route))
         .layer(sessions)
         .layer(middleware::from_fn_with_state(state.clone(), same_origin))
         .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], pages::CSS) }))
+        .route("/assets/fido.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::FIDO_JS) }))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), clinic_gate))
         .layer(middleware::from_fn(security_headers))
@@ -166,7 +175,10 @@ async fn security_headers(req: Request, next: Next) -> Response {
     set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::X_FRAME_OPTIONS, "DENY");
-    set(h, header::REFERRER_POLICY, "no-referrer");
+    // Not "no-referrer": under it browsers send `Origin: null` on POSTs (Fetch §3.1 "serializing a
+    // request origin"), which the same-origin check must refuse. "same-origin" still sends no
+    // referrer to any other site.
+    set(h, header::REFERRER_POLICY, "same-origin");
     set(h, header::CACHE_CONTROL, "no-store");
     res
 }

@@ -9,6 +9,10 @@ use crate::store::User;
 /// The stylesheet served at `/assets/app.css`.
 pub const CSS: &str = include_str!("../../assets/app.css");
 
+/// The WebAuthn page script served at `/assets/fido.js` (a file, so the CSP needs no
+/// `'unsafe-inline'`).
+pub const FIDO_JS: &str = include_str!("../../assets/fido.js");
+
 /// Wraps `body` in the common page frame.
 pub fn layout(lang: Lang, title: &str, body: Markup) -> Markup {
     let switch_label = match lang {
@@ -69,31 +73,139 @@ pub fn login(lang: Lang, clinic_name: &str, error: Option<&str>, notice: Option<
     )
 }
 
-/// The method page: three buttons, the doctor's linked authenticators, and sign-out.
-pub fn methods(lang: Lang, clinic_name: &str, user: &User, linked: &[String]) -> Markup {
+/// A linked authenticator as the method page lists it.
+#[derive(Debug, Clone)]
+pub struct LinkedView {
+    /// `fido_credentials.id`.
+    pub id: String,
+    /// Name the doctor gave it.
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub last_used_at: Option<i64>,
+    /// A synced passkey.
+    pub synced: bool,
+}
+
+/// The live signing session, as the method page shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct SigningView {
+    /// Absolute expiry (Unix seconds).
+    pub expires_at: i64,
+    /// When it ends if idle (Unix seconds).
+    pub idle_expires_at: i64,
+}
+
+/// What the method page shows besides the buttons.
+#[derive(Debug, Default)]
+pub struct MethodsView<'a> {
+    /// Linked FIDO credentials.
+    pub credentials: Vec<LinkedView>,
+    /// The doctor's live signing session at this clinic.
+    pub signing: Option<SigningView>,
+    /// A success message.
+    pub notice: Option<&'a str>,
+    /// A refusal message.
+    pub error: Option<&'a str>,
+}
+
+/// The method page: signing-session state, three buttons, the doctor's linked authenticators,
+/// linking, and sign-out. The FIDO flows run in `/assets/fido.js`; the messages it may show
+/// are handed to it in `data-msg-*` attributes so all text stays in [`Msg`].
+pub fn methods(lang: Lang, clinic_name: &str, user: &User, view: &MethodsView<'_>) -> Markup {
+    let has_fido = !view.credentials.is_empty();
+    let q = format!("?lang={}", lang.code());
     layout(
         lang,
         Msg::MethodsTitle.text(lang),
         html! {
             p.who { (Msg::SignedInAs.text(lang)) " " (user.name) "（" (clinic_name) "）" }
+            @if let Some(n) = view.notice { p.notice role="status" { (n) } }
+            @if let Some(e) = view.error { p.error role="alert" { (e) } }
+            @if let Some(s) = view.signing {
+                section #signing-session.signed-in {
+                    h2 #signing-state { (Msg::SigningActive.text(lang)) }
+                    p { (Msg::SigningExpiresAt.text(lang)) " " time #signing-expires { (lang.format_time(s.expires_at)) } }
+                    p { (Msg::SigningIdleAt.text(lang)) " " (lang.format_time(s.idle_expires_at)) }
+                    p.hint { (Msg::SigningIdleNote.text(lang)) }
+                    form method="post" action={ "/signing-session/end" (q) } {
+                        button #end-signing.secondary type="submit" { (Msg::SigningEnd.text(lang)) }
+                    }
+                }
+            } @else {
+                p #signing-none.hint { (Msg::SigningNone.text(lang)) }
+            }
             h1 { (Msg::MethodsTitle.text(lang)) }
             p { (Msg::MethodsLead.text(lang)) }
-            div.methods {
-                // Each method's flow is enabled by its own module; until then the button is shown
-                // disabled with the reason, so doctors see what exists.
-                button.method type="button" disabled title=(Msg::MethodNotReady.text(lang)) data-method="hpki" { (Msg::Hpki.text(lang)) }
-                button.method type="button" disabled title=(Msg::MethodNotReady.text(lang)) data-method="fido" { (Msg::Fido.text(lang)) }
-                button.method type="button" disabled title=(Msg::MethodNotReady.text(lang)) data-method="jpki" { (Msg::MyNumber.text(lang)) }
-            }
-            h2 { (Msg::Linked.text(lang)) }
-            @if linked.is_empty() {
-                p #linked-none { (Msg::NoneLinked.text(lang)) }
-            } @else {
-                ul #linked { @for l in linked { li { (l) } } }
+            div #fido
+                data-lang=(lang.code())
+                data-msg-cancelled=(Msg::FidoCancelled.text(lang))
+                data-msg-unsupported=(Msg::FidoUnsupported.text(lang))
+                data-msg-failed=(Msg::InternalError.text(lang))
+                data-msg-already=(Msg::FidoAlreadyLinked.text(lang))
+                data-msg-working=(Msg::Working.text(lang)) {
+                div.methods {
+                    // Card methods arrive with the card module; until then they are shown
+                    // disabled with the reason, so doctors see what exists.
+                    button.method type="button" disabled title=(Msg::MethodNotReady.text(lang)) data-method="hpki" { (Msg::Hpki.text(lang)) }
+                    @if has_fido {
+                        button #fido-auth.method type="button" data-method="fido" { (Msg::Fido.text(lang)) }
+                    } @else {
+                        button #fido-auth.method type="button" disabled title=(Msg::FidoNeedsLink.text(lang)) data-method="fido" { (Msg::Fido.text(lang)) }
+                    }
+                    button.method type="button" disabled title=(Msg::MethodNotReady.text(lang)) data-method="jpki" { (Msg::MyNumber.text(lang)) }
+                }
+                @if !has_fido { p.hint { (Msg::FidoNeedsLink.text(lang)) } }
+                p #fido-status.error role="alert" aria-live="assertive" {}
+                p #fido-working.notice role="status" hidden { (Msg::Working.text(lang)) }
+
+                h2 { (Msg::Linked.text(lang)) }
+                @if view.credentials.is_empty() {
+                    p #linked-none { (Msg::NoneLinked.text(lang)) }
+                } @else {
+                    ul #linked {
+                        @for c in &view.credentials {
+                            li.credential data-id=(c.id) {
+                                span.name { (c.name) }
+                                @if c.synced { " " small.tag { (Msg::SyncedPasskey.text(lang)) } }
+                                br;
+                                small.meta {
+                                    (Msg::CreatedAt.text(lang)) " " (lang.format_time(c.created_at)) " · "
+                                    (Msg::LastUsed.text(lang)) " "
+                                    @if let Some(t) = c.last_used_at { (lang.format_time(t)) } @else { (Msg::NeverUsed.text(lang)) }
+                                }
+                                form.inline method="post" action={ "/fido/credentials/" (c.id) "/rename" (q) } {
+                                    input name="name" type="text" maxlength="64" required value=(c.name) aria-label=(Msg::Rename.text(lang));
+                                    button.secondary type="submit" { (Msg::Rename.text(lang)) }
+                                }
+                                form.inline method="post" action={ "/fido/credentials/" (c.id) "/remove" (q) } {
+                                    button.danger type="submit" title=(Msg::RemoveConfirmNote.text(lang)) { (Msg::Remove.text(lang)) }
+                                }
+                            }
+                        }
+                    }
+                    p.hint { (Msg::RemoveConfirmNote.text(lang)) }
+                }
+
+                h2 { (Msg::LinkTitle.text(lang)) }
+                p { (Msg::LinkLead.text(lang)) }
+                form #link-code-form {
+                    label for="enroll-code" { (Msg::CodeLabel.text(lang)) }
+                    input #enroll-code name="code" type="text" autocomplete="off" autocapitalize="characters" spellcheck="false" required placeholder="XXXX-XXXX-XXXX-XXXX";
+                    label for="credential-name" { (Msg::CredentialNameLabel.text(lang)) }
+                    input #credential-name name="name" type="text" maxlength="64" autocomplete="off";
+                    button #link-code type="submit" { (Msg::LinkWithCode.text(lang)) }
+                }
+                @if has_fido {
+                    p.hint { (Msg::LinkWithExistingLead.text(lang)) }
+                    button #link-existing.secondary type="button" { (Msg::LinkWithExisting.text(lang)) }
+                }
             }
             form method="post" action="/logout" {
-                button.secondary type="submit" { (Msg::SignOut.text(lang)) }
+                button #sign-out.secondary type="submit" { (Msg::SignOut.text(lang)) }
             }
+            script src="/assets/fido.js" defer {}
         },
     )
 }

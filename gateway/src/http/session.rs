@@ -26,10 +26,15 @@ pub struct LoginState {
 }
 
 /// The tower-sessions store over [`Store`].
+///
+/// Expiry is computed here from the injected clock (`now + idle_secs`), not taken from the
+/// record: tower-sessions stamps `expiry_date` with the system clock, and mixing the two would
+/// let a test clock (or a skewed one) expire every new session at once.
 #[derive(Clone)]
 pub struct DbSessionStore {
     store: Store,
     clock: SharedClock,
+    idle_secs: i64,
 }
 
 impl std::fmt::Debug for DbSessionStore {
@@ -39,9 +44,9 @@ impl std::fmt::Debug for DbSessionStore {
 }
 
 impl DbSessionStore {
-    /// A store writing to `store`, judging expiry by `clock`.
-    pub fn new(store: Store, clock: SharedClock) -> Self {
-        Self { store, clock }
+    /// A store writing to `store`, expiring sessions `idle_secs` after their last save by `clock`.
+    pub fn new(store: Store, clock: SharedClock, idle_secs: i64) -> Self {
+        Self { store, clock, idle_secs }
     }
 }
 
@@ -61,7 +66,7 @@ impl SessionStore for DbSessionStore {
         // A collision of 128-bit random ids is practically impossible, but never overwrite one.
         while !self
             .store
-            .session_create(&id_hash(&record.id), &data, record.expiry_date.unix_timestamp(), now)
+            .session_create(&id_hash(&record.id), &data, now + self.idle_secs, now)
             .await
             .map_err(backend)?
         {
@@ -72,8 +77,9 @@ impl SessionStore for DbSessionStore {
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let data = serde_json::to_string(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let now = self.clock.unix();
         self.store
-            .session_save(&id_hash(&record.id), &data, record.expiry_date.unix_timestamp(), self.clock.unix())
+            .session_save(&id_hash(&record.id), &data, now + self.idle_secs, now)
             .await
             .map_err(backend)
     }

@@ -47,6 +47,29 @@ pub enum AuditEvent {
     GateRefused { fingerprint: String, reason: &'static str },
     /// An operator changed something with `gateway admin`.
     Admin { action: &'static str, target: String },
+    /// A presence check (`method`: `fido`, `hpki`, `jpki`) succeeded or failed. `purpose` is
+    /// `signing_session` or `link` (authorising a new authenticator); `reason` is a fixed code.
+    Authentication {
+        clinic_id: String,
+        user_id: String,
+        method: &'static str,
+        purpose: &'static str,
+        authenticator_id: Option<String>,
+        outcome: Outcome,
+        reason: Option<&'static str>,
+    },
+    /// An authenticator was linked to a doctor (`via`: `code` or `<kind>:<id>`).
+    AuthenticatorLinked { clinic_id: String, user_id: String, kind: &'static str, authenticator_id: String, via: String },
+    /// Linking an authenticator was refused (wrong code, policy, ...).
+    AuthenticatorLinkFailed { clinic_id: String, user_id: String, kind: &'static str, reason: &'static str, code_id: Option<String> },
+    /// A doctor (or operator: `by`) renamed an authenticator.
+    AuthenticatorRenamed { clinic_id: String, user_id: String, kind: &'static str, authenticator_id: String },
+    /// An authenticator was removed; `by` is `doctor` or `operator`.
+    AuthenticatorRemoved { clinic_id: String, user_id: String, kind: &'static str, authenticator_id: String, by: &'static str },
+    /// A signing session was opened.
+    SigningSessionOpened { clinic_id: String, user_id: String, session_id: String, method: &'static str, acr: String },
+    /// A signing session was ended (reason as in `signing_sessions.ended_reason`).
+    SigningSessionEnded { clinic_id: String, user_id: String, session_id: String, reason: &'static str },
 }
 
 impl AuditEvent {
@@ -79,6 +102,55 @@ impl AuditEvent {
             AuditEvent::Admin { action, target } => {
                 ("admin", Outcome::Success, None, None, json!({ "action": action, "target": target }))
             }
+            AuditEvent::Authentication { clinic_id, user_id, method, purpose, authenticator_id, outcome, reason } => (
+                "authentication",
+                *outcome,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "method": method, "purpose": purpose, "authenticator_id": authenticator_id, "reason": reason }),
+            ),
+            AuditEvent::AuthenticatorLinked { clinic_id, user_id, kind, authenticator_id, via } => (
+                "authenticator_linked",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "kind": kind, "authenticator_id": authenticator_id, "via": via }),
+            ),
+            AuditEvent::AuthenticatorLinkFailed { clinic_id, user_id, kind, reason, code_id } => (
+                "authenticator_linked",
+                Outcome::Failure,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "kind": kind, "reason": reason, "code_id": code_id }),
+            ),
+            AuditEvent::AuthenticatorRenamed { clinic_id, user_id, kind, authenticator_id } => (
+                "authenticator_renamed",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "kind": kind, "authenticator_id": authenticator_id }),
+            ),
+            AuditEvent::AuthenticatorRemoved { clinic_id, user_id, kind, authenticator_id, by } => (
+                "authenticator_removed",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "kind": kind, "authenticator_id": authenticator_id, "by": by }),
+            ),
+            AuditEvent::SigningSessionOpened { clinic_id, user_id, session_id, method, acr } => (
+                "signing_session_opened",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "session_id": session_id, "method": method, "acr": acr }),
+            ),
+            AuditEvent::SigningSessionEnded { clinic_id, user_id, session_id, reason } => (
+                "signing_session_ended",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "session_id": session_id, "reason": reason }),
+            ),
         }
     }
 }

@@ -6,7 +6,11 @@
 //! See `docs/decisions/0001-one-store-two-backends.md`.
 
 mod audit;
+mod ceremonies;
+mod enrollment;
+mod fido;
 mod sessions;
+mod signing;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,6 +19,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::{AuditEvent, AuditRecord, AuditVerification, Outcome};
+pub use ceremonies::{CeremonyPurpose, NewCeremony, TakenCeremony};
+pub use enrollment::{CodeCheck, EnrollmentCode, IssuedCode};
+pub use fido::{FidoCredential, LinkAuthorisation, NewFidoCredential};
+pub use signing::{
+    AuthMethod, EndReason, NewSigningSession, SessionFilter, SigningSession, SigningSessionState, TouchOutcome,
+};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +36,10 @@ pub enum Error {
     /// A unique or foreign-key constraint refused the write; carries the constraint or table.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A row the write depended on changed meanwhile (e.g. an enrollment code was used, voided
+    /// or expired by a concurrent request); names what.
+    #[error("precondition failed: {0}")]
+    Precondition(&'static str),
     /// Anything else the database reported.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -75,12 +89,20 @@ pub struct Store {
 /// Migrations, embedded in the binary: (version, description, SQLite SQL, PostgreSQL SQL).
 /// Built by hand rather than with `sqlx::migrate!`, whose macro feature compiles both database
 /// drivers a second time for the host; the result is the same `Migrator`.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../../../migrations/sqlite/0001_foundation.sql"),
-    include_str!("../../../migrations/postgres/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../../../migrations/sqlite/0001_foundation.sql"),
+        include_str!("../../../migrations/postgres/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "fido signing sessions",
+        include_str!("../../../migrations/sqlite/0002_fido_signing_sessions.sql"),
+        include_str!("../../../migrations/postgres/0002_fido_signing_sessions.sql"),
+    ),
+];
 
 fn migrator(postgres: bool) -> sqlx::migrate::Migrator {
     use sqlx::migrate::{Migration, MigrationType, Migrator};

@@ -1,0 +1,730 @@
+//! FIDO routes (DESIGN §3.4, §3.6, §3.7): linking an authenticator with a registration code or
+//! after confirming with a linked one, authenticating to open a signing session, managing linked
+//! authenticators, and ending the signing session.
+//!
+//! The ceremonies are JSON endpoints driven by `/assets/fido.js`:
+//!
+//! | step | request | answer |
+//! |---|---|---|
+//! | code → registration | `POST /fido/register/start {"code"}` | creation options |
+//! | confirm with a linked one | `POST /fido/link/start` → `get()` → `POST /fido/link/finish {"credential"}` | creation options |
+//! | registration | `create()` → `POST /fido/register/finish {"credential","name"?}` | `{"ok","redirect"}` |
+//! | authentication | `POST /fido/auth/start` → `get()` → `POST /fido/auth/finish {"credential"}` | `{"ok","redirect"}` |
+//! | browser cancelled | `POST /fido/cancel` | `{"ok"}` |
+//!
+//! Ceremony state lives in the database (`store::ceremonies`), keyed by a random id that only
+//! this browser session's server-side data holds, and is taken with one `DELETE … RETURNING`:
+//! a replayed or concurrent finish, on any instance, finds nothing. Refusals are
+//! `{"error": code, "message": text}` in the page's language, and every outcome is audited with
+//! ids only (never codes, never credential material).
+
+use axum::extract::rejection::{FormRejection, JsonRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::post;
+use axum::{Form, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{AppError, Result};
+use super::extract::CurrentDoctor;
+use super::i18n::{Lang, Msg};
+use crate::enrollment;
+use crate::store::{
+    self, AuditEvent, AuthMethod, CeremonyPurpose, CodeCheck, EndReason, FidoCredential, LinkAuthorisation, NewCeremony,
+    NewFidoCredential, NewSigningSession, Outcome, SessionFilter, TakenCeremony,
+};
+
+/// Browser-session key holding the pending ceremony (one at a time per browser session).
+const CEREMONY_KEY: &str = "webauthn";
+
+/// Authenticator kind recorded on links and signing sessions.
+const KIND: &str = "fido";
+
+pub(crate) fn router() -> axum::Router<AppState> {
+    Router::new()
+        .route("/fido/register/start", post(register_start))
+        .route("/fido/register/finish", post(register_finish))
+        .route("/fido/link/start", post(link_start))
+        .route("/fido/link/finish", post(link_finish))
+        .route("/fido/auth/start", post(auth_start))
+        .route("/fido/auth/finish", post(auth_finish))
+        .route("/fido/cancel", post(cancel))
+        .route("/fido/credentials/{id}/rename", post(rename))
+        .route("/fido/credentials/{id}/remove", post(remove))
+        .route("/signing-session/end", post(end_signing_session))
+}
+
+/// The pending ceremony, as the browser session remembers it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    id: String,
+    purpose: String,
+}
+
+/// A refusal: fixed code (JSON and audit), status, and the message for the doctor.
+struct Refusal {
+    code: &'static str,
+    status: StatusCode,
+    msg: Msg,
+    /// Appended to the message (e.g. tries left).
+    extra: Option<String>,
+}
+
+impl Refusal {
+    fn new(code: &'static str, status: StatusCode, msg: Msg) -> Self {
+        Self { code, status, msg, extra: None }
+    }
+}
+
+/// Which audit event a refusal becomes.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Linking a new authenticator.
+    Register,
+    /// A presence check; the purpose (`signing_session` or `link`).
+    Authenticate(&'static str),
+}
+
+impl Step {
+    fn of(purpose: CeremonyPurpose) -> Self {
+        match purpose {
+            CeremonyPurpose::Register => Step::Register,
+            CeremonyPurpose::Authenticate => Step::Authenticate("signing_session"),
+            CeremonyPurpose::Link => Step::Authenticate("link"),
+        }
+    }
+}
+
+/// Context of one request: who, where, when, in which language.
+struct Ctx<'a> {
+    state: &'a AppState,
+    doctor: &'a CurrentDoctor,
+    lang: Lang,
+    now: i64,
+}
+
+impl Ctx<'_> {
+    async fn audit(&self, event: AuditEvent) -> Result<()> {
+        Ok(self.state.store.audit(&event, self.now).await?)
+    }
+
+    /// Audits a refusal and turns it into the JSON error the page shows.
+    async fn refuse(&self, step: Step, r: Refusal, code_id: Option<String>, authenticator_id: Option<String>) -> AppError {
+        let (clinic_id, user_id) = (self.doctor.clinic.clinic_id.clone(), self.doctor.user.id.clone());
+        let event = match step {
+            Step::Register => AuditEvent::AuthenticatorLinkFailed { clinic_id, user_id, kind: KIND, reason: r.code, code_id },
+            Step::Authenticate(purpose) => AuditEvent::Authentication {
+                clinic_id,
+                user_id,
+                method: AuthMethod::Fido.as_str(),
+                purpose,
+                authenticator_id,
+                outcome: Outcome::Failure,
+                reason: Some(r.code),
+            },
+        };
+        if let Err(e) = self.audit(event).await {
+            return e;
+        }
+        tracing::info!(reason = r.code, "FIDO step refused");
+        let mut message = r.msg.text(self.lang).to_owned();
+        if let Some(extra) = r.extra {
+            message.push(' ');
+            message.push_str(&extra);
+        }
+        AppError::Json { status: r.status, code: r.code, message }
+    }
+
+    fn user_handle(&self) -> Result<Uuid> {
+        // Account ids are random v4 UUIDs: a stable, non-personal WebAuthn user handle.
+        Uuid::parse_str(&self.doctor.user.id).map_err(|e| AppError::internal(format!("user id is not a UUID: {e}")))
+    }
+
+    fn redirect(&self, done: &str) -> Json<Value> {
+        Json(json!({ "ok": true, "redirect": format!("/methods?done={done}&lang={}", self.lang.code()) }))
+    }
+}
+
+/// What the doctor sees for a `fido::Error`; `None` for our own failures (logged, 500).
+fn refusal_of(e: &fido::Error) -> Option<Refusal> {
+    use fido::Error as E;
+    let (code, status, msg) = match e {
+        E::UnknownCredential => ("unknown_credential", StatusCode::FORBIDDEN, Msg::FidoUnknownCredential),
+        E::CounterRegression { .. } => ("counter_regression", StatusCode::FORBIDDEN, Msg::FidoCounterRegression),
+        E::AttestationRefused { .. } | E::BackupEligibleRefused | E::BackupEligibilityChanged { .. } => {
+            ("policy_refused", StatusCode::FORBIDDEN, Msg::FidoPolicyRefused)
+        }
+        E::UserNotVerified | E::UserNotPresent => ("user_not_verified", StatusCode::FORBIDDEN, Msg::FidoUserNotVerified),
+        E::CredentialAlreadyRegistered => ("already_linked", StatusCode::CONFLICT, Msg::FidoAlreadyLinked),
+        E::NoCredentials => ("no_credentials", StatusCode::CONFLICT, Msg::FidoNoCredentials),
+        E::ChallengeMismatch | E::OriginMismatch | E::RpIdMismatch | E::InvalidSignature | E::InvalidResponse(_) => {
+            ("invalid_response", StatusCode::BAD_REQUEST, Msg::FidoFailed)
+        }
+        _ => return None,
+    };
+    Some(Refusal::new(code, status, msg))
+}
+
+fn internal(e: impl std::fmt::Display) -> AppError {
+    AppError::internal(e.to_string())
+}
+
+fn session_error(e: impl std::fmt::Display) -> AppError {
+    AppError::internal(format!("session: {e}"))
+}
+
+/// The signed-in doctor, or a JSON 401 (a JSON client cannot follow the login redirect).
+fn need_doctor(doctor: std::result::Result<CurrentDoctor, AppError>, lang: Lang) -> Result<CurrentDoctor> {
+    match doctor {
+        Ok(d) => Ok(d),
+        Err(AppError::LoginRequired) => {
+            Err(AppError::json(StatusCode::UNAUTHORIZED, "login_required", lang, Msg::LoginRequiredJson))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn bad_request(lang: Lang) -> AppError {
+    AppError::json(StatusCode::BAD_REQUEST, "bad_request", lang, Msg::FidoBadRequest)
+}
+
+/// A name for an authenticator: trimmed, 1–64 characters, no control characters.
+fn valid_name(name: &str) -> Option<String> {
+    let name = name.trim();
+    let n = name.chars().count();
+    ((1..=64).contains(&n) && !name.chars().any(char::is_control)).then(|| name.to_owned())
+}
+
+/// Stores a new ceremony and remembers it in the browser session, dropping any earlier one.
+async fn begin(
+    ctx: &Ctx<'_>,
+    purpose: CeremonyPurpose,
+    state_json: &str,
+    enrollment_code_id: Option<&str>,
+    linked_via: Option<&str>,
+) -> Result<()> {
+    let session = &ctx.doctor.session;
+    if let Some(prev) = session.remove::<Pending>(CEREMONY_KEY).await.map_err(session_error)? {
+        for p in [CeremonyPurpose::Register, CeremonyPurpose::Authenticate, CeremonyPurpose::Link] {
+            if p.as_str() == prev.purpose {
+                ctx.state.store.take_ceremony(&prev.id, &ctx.doctor.user.id, &ctx.doctor.clinic.clinic_id, p).await?;
+            }
+        }
+    }
+    let id = Uuid::new_v4().to_string();
+    let timeout = i64::try_from(ctx.state.fido.ceremony_timeout().as_secs()).unwrap_or(120);
+    let new = NewCeremony {
+        id: &id,
+        user_id: &ctx.doctor.user.id,
+        clinic_id: &ctx.doctor.clinic.clinic_id,
+        purpose,
+        state: state_json,
+        enrollment_code_id,
+        linked_via,
+        expires_at: ctx.now + timeout,
+    };
+    ctx.state.store.put_ceremony(&new, ctx.now).await?;
+    session
+        .insert(CEREMONY_KEY, Pending { id, purpose: purpose.as_str().to_owned() })
+        .await
+        .map_err(session_error)?;
+    Ok(())
+}
+
+/// Takes this browser session's pending ceremony of `purpose` out of the database (single use).
+async fn take(ctx: &Ctx<'_>, purpose: CeremonyPurpose) -> Result<TakenCeremony> {
+    let missing = || Refusal::new("ceremony_missing", StatusCode::BAD_REQUEST, Msg::FidoCeremonyMissing);
+    let pending = ctx.doctor.session.remove::<Pending>(CEREMONY_KEY).await.map_err(session_error)?;
+    let Some(pending) = pending.filter(|p| p.purpose == purpose.as_str()) else {
+        return Err(ctx.refuse(Step::of(purpose), missing(), None, None).await);
+    };
+    let taken =
+        ctx.state.store.take_ceremony(&pending.id, &ctx.doctor.user.id, &ctx.doctor.clinic.clinic_id, purpose).await?;
+    match taken {
+        // Taken already: a replayed or concurrent finish, on this or another instance.
+        None => Err(ctx.refuse(Step::of(purpose), missing(), None, None).await),
+        Some(t) if t.expires_at <= ctx.now => {
+            let r = Refusal::new("timed_out", StatusCode::BAD_REQUEST, Msg::FidoCancelled);
+            Err(ctx.refuse(Step::of(purpose), r, t.enrollment_code_id, None).await)
+        }
+        Some(t) => Ok(t),
+    }
+}
+
+/// The doctor's credentials, read back as the `fido` crate's records.
+async fn stored_credentials(ctx: &Ctx<'_>) -> Result<(Vec<FidoCredential>, Vec<fido::StoredCredential>)> {
+    let rows = ctx.state.store.fido_credentials_of(&ctx.doctor.user.id).await?;
+    let stored = rows.iter().map(|c| fido::StoredCredential::from_json(&c.stored)).collect::<Result<Vec<_>, _>>();
+    Ok((rows, stored.map_err(internal)?))
+}
+
+/// Starts a registration for the doctor (authorised by a code or a linked authenticator) and
+/// returns the creation options.
+async fn start_registration(ctx: &Ctx<'_>, code_id: Option<&str>, linked_via: Option<&str>) -> Result<Value> {
+    let (_, existing) = stored_credentials(ctx).await?;
+    let user = &ctx.doctor.user;
+    let info = fido::UserInfo {
+        user_handle: ctx.user_handle()?,
+        // DESIGN §3.4: the WebAuthn user name is the 医籍番号 (every doctor account has one).
+        name: user.medical_reg_no.clone().unwrap_or_else(|| user.login_id.clone()),
+        display_name: user.name.clone(),
+    };
+    let (options, state) = ctx.state.fido.start_registration(&info, &existing).map_err(internal)?;
+    begin(ctx, CeremonyPurpose::Register, &state.to_json().map_err(internal)?, code_id, linked_via).await?;
+    options.to_json().map_err(internal)
+}
+
+/// Starts an authentication offering all the doctor's credentials.
+async fn start_authentication(ctx: &Ctx<'_>, purpose: CeremonyPurpose) -> Result<Value> {
+    let (_, stored) = stored_credentials(ctx).await?;
+    if stored.is_empty() {
+        let r = Refusal::new("no_credentials", StatusCode::CONFLICT, Msg::FidoNoCredentials);
+        return Err(ctx.refuse(Step::of(purpose), r, None, None).await);
+    }
+    let (options, state) = ctx.state.fido.start_authentication(ctx.user_handle()?, &stored).map_err(internal)?;
+    begin(ctx, purpose, &state.to_json().map_err(internal)?, None, None).await?;
+    options.to_json().map_err(internal)
+}
+
+/// Verifies an assertion against a taken authentication ceremony: the credential must exist and
+/// be the doctor's, the `fido` policies must pass, and the counter is stored so it only goes up.
+async fn verify_assertion(
+    ctx: &Ctx<'_>,
+    purpose: CeremonyPurpose,
+    taken: TakenCeremony,
+    response: &str,
+) -> Result<(FidoCredential, fido::AuthenticationResult)> {
+    let step = Step::of(purpose);
+    let auth_state = fido::AuthenticationState::from_json(&taken.state).map_err(internal)?;
+    let raw_id = match fido::credential_id_from_response(response) {
+        Ok(id) => id,
+        Err(e) => return Err(match refusal_of(&e) { Some(r) => ctx.refuse(step, r, None, None).await, None => internal(e) }),
+    };
+    let cred = match ctx.state.store.fido_credential_by_credential_id(raw_id.as_bytes()).await {
+        Ok(c) => c,
+        Err(store::Error::NotFound) => {
+            let r = Refusal::new("unknown_credential", StatusCode::FORBIDDEN, Msg::FidoUnknownCredential);
+            return Err(ctx.refuse(step, r, None, None).await);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if cred.user_id != ctx.doctor.user.id {
+        let r = Refusal::new("credential_of_another_doctor", StatusCode::FORBIDDEN, Msg::FidoOtherDoctor);
+        return Err(ctx.refuse(step, r, None, Some(cred.id)).await);
+    }
+    let stored = fido::StoredCredential::from_json(&cred.stored).map_err(internal)?;
+    let result = match ctx.state.fido.finish_authentication(auth_state, response, &stored) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match refusal_of(&e) { Some(r) => ctx.refuse(step, r, None, Some(cred.id)).await, None => internal(e) });
+        }
+    };
+    let stored_counter = stored.counter();
+    // A strictly higher counter must still be higher when written: of two assertions with the
+    // same counter verified at once (a cloned authenticator, two instances), one loses here.
+    let strict = result.counter > stored_counter;
+    let new_counter = result.updated.as_ref().map_or(stored_counter, fido::StoredCredential::counter);
+    let blob = result.updated.as_ref().map(fido::StoredCredential::to_json).transpose().map_err(internal)?;
+    let written =
+        ctx.state.store.record_fido_use(&cred.id, blob.as_deref(), i64::from(new_counter), strict, ctx.now).await?;
+    if !written && strict && ctx.state.config.fido.counter_policy == fido::CounterPolicy::Refuse {
+        let r = Refusal::new("counter_regression", StatusCode::FORBIDDEN, Msg::FidoCounterRegression);
+        return Err(ctx.refuse(step, r, None, Some(cred.id)).await);
+    }
+    let reason = if result.counter_regression.is_some() {
+        // counter_policy = "allow": accepted, and the audit row says so (docs/fido-policy.md).
+        Some("counter_regression_allowed")
+    } else if result.backup_state_changed {
+        Some("backup_state_changed")
+    } else {
+        None
+    };
+    let Step::Authenticate(purpose_name) = step else { return Err(AppError::internal("assertion outside authentication")) };
+    ctx.audit(AuditEvent::Authentication {
+        clinic_id: ctx.doctor.clinic.clinic_id.clone(),
+        user_id: ctx.doctor.user.id.clone(),
+        method: AuthMethod::Fido.as_str(),
+        purpose: purpose_name,
+        authenticator_id: Some(cred.id.clone()),
+        outcome: Outcome::Success,
+        reason,
+    })
+    .await?;
+    Ok((cred, result))
+}
+
+#[derive(Deserialize)]
+struct CodeBody {
+    code: String,
+}
+
+#[derive(Deserialize)]
+struct CredentialBody {
+    credential: Value,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[tracing::instrument(name = "fido.register_start", skip_all, fields(principal.id))]
+async fn register_start(
+    State(state): State<AppState>,
+    lang: Lang,
+    doctor: std::result::Result<CurrentDoctor, AppError>,
+    body: std::result::Result<Json<CodeBody>, JsonRejection>,
+) -> Result<Json<Value>> {
+    let doctor = need_doctor(doctor, lang)?;
+    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
+    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
+    let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
+    let Some(code) = enrollment::normalise(&body.code) else {
+        // Not a guess at a valid code, so no failure is counted; still audited.
+        let r = Refusal::new("code_malformed", StatusCode::BAD_REQUEST, Msg::CodeMalformed);
+        return Err(ctx.refuse(Step::Register, r, None, None).await);
+    };
+    let check = state.store.check_enrollment_code(&doctor.user.id, &enrollment::hash(&code), ctx.now).await?;
+    let forbidden = |code, msg| Refusal::new(code, StatusCode::FORBIDDEN, msg);
+    let (refusal, code_id) = match check {
+        CodeCheck::Valid { code_id } => {
+            let options = start_registration(&ctx, Some(&code_id), None).await?;
+            return Ok(Json(options));
+        }
+        CodeCheck::Wrong { code_id, tries_left } => {
+            let mut r = forbidden("code_wrong", Msg::CodeWrong);
+            r.extra = Some(format!("{} {tries_left}", Msg::CodeTriesLeft.text(lang)));
+            (r, Some(code_id))
+        }
+        CodeCheck::NoCode => (forbidden("code_wrong", Msg::CodeWrong), None),
+        CodeCheck::Expired { code_id } => (forbidden("code_expired", Msg::CodeExpired), Some(code_id)),
+        CodeCheck::Used { code_id } => (forbidden("code_used", Msg::CodeUsedUp), Some(code_id)),
+        CodeCheck::Exhausted { code_id } => (forbidden("code_exhausted", Msg::CodeUsedUp), Some(code_id)),
+        CodeCheck::Voided { code_id } => (forbidden("code_voided", Msg::CodeUsedUp), Some(code_id)),
+    };
+    Err(ctx.refuse(Step::Register, refusal, code_id, None).await)
+}
+
+#[tracing::instrument(name = "fido.register_finish", skip_all, fields(principal.id))]
+async fn register_finish(
+    State(state): State<AppState>,
+    lang: Lang,
+    doctor: std::result::Result<CurrentDoctor, AppError>,
+    body: std::result::Result<Json<CredentialBody>, JsonRejection>,
+) -> Result<Json<Value>> {
+    let doctor = need_doctor(doctor, lang)?;
+    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
+    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
+    let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
+    // Checked before the ceremony is taken, so a bad name does not cost the doctor the ceremony.
+    let name = match body.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        None => None,
+        Some(n) => match valid_name(n) {
+            Some(n) => Some(n),
+            None => return Err(AppError::json(StatusCode::BAD_REQUEST, "name_invalid", lang, Msg::CredentialNameInvalid)),
+        },
+    };
+    let taken = take(&ctx, CeremonyPurpose::Register).await?;
+    let code_id = taken.enrollment_code_id.clone();
+    let reg_state = fido::RegistrationState::from_json(&taken.state).map_err(internal)?;
+    let new = match state.fido.finish_registration(&reg_state, &body.credential.to_string()) {
+        Ok(n) => n,
+        Err(e) => {
+            return Err(match refusal_of(&e) { Some(r) => ctx.refuse(Step::Register, r, code_id, None).await, None => internal(e) });
+        }
+    };
+    if new.user_handle != ctx.user_handle()? {
+        return Err(AppError::internal("registration state of another user"));
+    }
+    let (existing, _) = stored_credentials(&ctx).await?;
+    let name = name.unwrap_or_else(|| format!("{} {}", Msg::DefaultCredentialName.text(lang), existing.len() + 1));
+    let authorisation = match (&taken.enrollment_code_id, &taken.linked_via) {
+        (Some(code_id), _) => LinkAuthorisation::Code { code_id },
+        (None, Some(via)) => LinkAuthorisation::Authenticator { via },
+        (None, None) => return Err(AppError::internal("registration ceremony without authorisation")),
+    };
+    let id = Uuid::new_v4().to_string();
+    let stored = new.stored.to_json().map_err(internal)?;
+    let aaguid = new.aaguid.to_string();
+    let row = NewFidoCredential {
+        id: &id,
+        credential_id: new.credential_id.as_bytes(),
+        user_id: &doctor.user.id,
+        name: &name,
+        aaguid: &aaguid,
+        aaguid_attested: new.aaguid_attested,
+        backup_eligible: new.backup_eligible,
+        stored: &stored,
+        counter: i64::from(new.counter),
+    };
+    match state.store.link_fido_credential(&row, authorisation, ctx.now).await {
+        Ok(()) => {}
+        Err(store::Error::Precondition(_)) => {
+            // The code was used, voided or expired while the doctor was at the authenticator.
+            let expired = state
+                .store
+                .enrollment_code_of(&doctor.user.id)
+                .await?
+                .is_some_and(|c| Some(&c.id) == code_id.as_ref() && c.used_at.is_none() && c.expires_at <= ctx.now);
+            let r = if expired {
+                Refusal::new("code_expired", StatusCode::FORBIDDEN, Msg::CodeExpired)
+            } else {
+                Refusal::new("code_used", StatusCode::FORBIDDEN, Msg::CodeUsedUp)
+            };
+            return Err(ctx.refuse(Step::Register, r, code_id, None).await);
+        }
+        Err(store::Error::Conflict(_)) => {
+            // The credential ID is linked already (to this doctor or another).
+            let r = Refusal::new("already_linked", StatusCode::CONFLICT, Msg::FidoAlreadyLinked);
+            return Err(ctx.refuse(Step::Register, r, code_id, None).await);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let via = match authorisation {
+        LinkAuthorisation::Code { code_id } => format!("code:{code_id}"),
+        LinkAuthorisation::Authenticator { via } => via.to_owned(),
+    };
+    ctx.audit(AuditEvent::AuthenticatorLinked {
+        clinic_id: doctor.clinic.clinic_id.clone(),
+        user_id: doctor.user.id.clone(),
+        kind: KIND,
+        authenticator_id: id,
+        via,
+    })
+    .await?;
+    Ok(ctx.redirect("linked"))
+}
+
+#[tracing::instrument(name = "fido.link_start", skip_all, fields(principal.id))]
+async fn link_start(
+    State(state): State<AppState>,
+    lang: Lang,
+    doctor: std::result::Result<CurrentDoctor, AppError>,
+) -> Result<Json<Value>> {
+    let doctor = need_doctor(doctor, lang)?;
+    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
+    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
+    Ok(Json(start_authentication(&ctx, CeremonyPurpose::Link).await?))
+}
+
+#[tracing::instrument(name = "fido.link_finish", skip_all, fields(principal.id))]
+async fn link_finish(
+    State(state): State<AppState>,
+    lang: Lang,
+    doctor: std::result::Result<CurrentDoctor, AppError>,
+    body: std::result::Result<Json<CredentialBody>, JsonRejection>,
+) -> Result<Json<Value>> {
+    let doctor = need_doctor(doctor, lang)?;
+    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
+    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
+    let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
+    let taken = take(&ctx, CeremonyPurpose::Link).await?;
+    let (cred, _) = verify_assertion(&ctx, CeremonyPurpose::Link, taken, &body.credential.to_string()).await?;
+    // The registration ceremony itself is the permission: single use, 120 s, this session only.
+    let via = format!("{KIND}:{}", cred.id);
+    Ok(Json(start_registration(&ctx, None, Some(&via)).await?))
+}
+
+#[tracing::instrument(name = "fido.auth_start", skip_all, fields(principal.id))]
+async fn auth_start(
+    State(state): State<AppState>,
+    lang: Lang,
+    doctor: std::result::Result<CurrentDoctor, AppError>,
+) -> Result<Json<Value>> {
+    let doctor = need_doctor(doctor, lang)?;
+    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
+    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
+    Ok(Json(start_authentication(&ctx, CeremonyPurpose::Authenticate).await?))
+}
+
+#[tracing::instrument(name = "fido.auth_finish", skip_all, fields(principal.id))]
+async fn auth_finish(
+    State(state): State<AppState>,
+    lang: Lang,
+    doctor: std::result::Result<CurrentDoctor, AppError>,
+    body: std::result::Result<Json<CredentialBody>, JsonRejection>,
+) -> Result<Json<Value>> {
+    let doctor = need_doctor(doctor, lang)?;
+    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
+    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
+    let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
+    let taken = take(&ctx, CeremonyPurpose::Authenticate).await?;
+    let (cred, _) = verify_assertion(&ctx, CeremonyPurpose::Authenticate, taken, &body.credential.to_string()).await?;
+
+    let config = &state.config.signing_session;
+    // AAL3 needs a device-bound key (NIST SP 800-63B-4 does not count synced passkeys) and
+    // re-authentication within 12 h / 15 min; anything else is issued as AAL2.
+    let acr = if cred.backup_eligible || config.exceeds_aal3() { "aal2" } else { "aal3" };
+    // RFC 8176: password login, then a hardware (or, when synced, software) key with user
+    // verification: multi-factor.
+    let amr: [&str; 3] = ["pwd", if cred.backup_eligible { "swk" } else { "hwk" }, "mfa"];
+    let filter = SessionFilter::User { user_id: &doctor.user.id, clinic_id: Some(&doctor.clinic.clinic_id) };
+    for ended in state.store.end_signing_sessions(filter, EndReason::Superseded, ctx.now).await? {
+        ctx.audit(AuditEvent::SigningSessionEnded {
+            clinic_id: ended.clinic_id,
+            user_id: ended.user_id,
+            session_id: ended.id,
+            reason: EndReason::Superseded.as_str(),
+        })
+        .await?;
+    }
+    let session = state
+        .store
+        .open_signing_session(
+            &NewSigningSession {
+                user_id: &doctor.user.id,
+                clinic_id: &doctor.clinic.clinic_id,
+                method: AuthMethod::Fido,
+                authenticator_kind: KIND,
+                authenticator_id: &cred.id,
+                amr: &amr,
+                acr,
+                auth_time: ctx.now,
+                absolute_secs: config.absolute_secs,
+                idle_secs: config.idle_secs,
+            },
+            ctx.now,
+        )
+        .await?;
+    // DESIGN §3.2: a new privilege gets a new browser-session id.
+    doctor.session.cycle_id().await.map_err(session_error)?;
+    ctx.audit(AuditEvent::SigningSessionOpened {
+        clinic_id: session.clinic_id,
+        user_id: session.user_id,
+        session_id: session.id,
+        method: AuthMethod::Fido.as_str(),
+        acr: session.acr,
+    })
+    .await?;
+    Ok(ctx.redirect("authenticated"))
+}
+
+/// The browser reported a cancelled or timed-out ceremony: drop the state and audit it.
+#[tracing::instrument(name = "fido.cancel", skip_all, fields(principal.id))]
+async fn cancel(
+    State(state): State<AppState>,
+    lang: Lang,
+    doctor: std::result::Result<CurrentDoctor, AppError>,
+) -> Result<Json<Value>> {
+    let doctor = need_doctor(doctor, lang)?;
+    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
+    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
+    if let Some(pending) = doctor.session.remove::<Pending>(CEREMONY_KEY).await.map_err(session_error)? {
+        for purpose in [CeremonyPurpose::Register, CeremonyPurpose::Authenticate, CeremonyPurpose::Link] {
+            if purpose.as_str() != pending.purpose {
+                continue;
+            }
+            let taken = state.store.take_ceremony(&pending.id, &doctor.user.id, &doctor.clinic.clinic_id, purpose).await?;
+            if let Some(taken) = taken {
+                let r = Refusal::new("cancelled", StatusCode::OK, Msg::FidoCancelled);
+                // Audited like any other refusal; the JSON error is not what the page needs.
+                let _ = ctx.refuse(Step::of(purpose), r, taken.enrollment_code_id, None).await;
+            }
+        }
+    }
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct RenameForm {
+    name: String,
+}
+
+fn back(lang: Lang, done: &str) -> Response {
+    Redirect::to(&format!("/methods?done={done}&lang={}", lang.code())).into_response()
+}
+
+async fn rename(
+    State(state): State<AppState>,
+    lang: Lang,
+    doctor: CurrentDoctor,
+    Path(id): Path<String>,
+    form: std::result::Result<Form<RenameForm>, FormRejection>,
+) -> Result<Response> {
+    let name = form.ok().and_then(|Form(f)| valid_name(&f.name));
+    let Some(name) = name else {
+        return Err(AppError::page(StatusCode::BAD_REQUEST, lang, Msg::ErrorTitle, Msg::CredentialNameInvalid));
+    };
+    let now = state.clock.unix();
+    match state.store.rename_fido_credential(&doctor.user.id, &id, &name, now).await {
+        Ok(()) => {}
+        Err(store::Error::NotFound) => {
+            return Err(AppError::page(StatusCode::NOT_FOUND, lang, Msg::ErrorTitle, Msg::CredentialNotFound));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let event = AuditEvent::AuthenticatorRenamed {
+        clinic_id: doctor.clinic.clinic_id,
+        user_id: doctor.user.id,
+        kind: KIND,
+        authenticator_id: id,
+    };
+    state.store.audit(&event, now).await?;
+    Ok(back(lang, "renamed"))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    lang: Lang,
+    doctor: CurrentDoctor,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let now = state.clock.unix();
+    let ended = match state.store.remove_fido_credential(&doctor.user.id, &id, now).await {
+        Ok(ended) => ended,
+        Err(store::Error::NotFound) => {
+            return Err(AppError::page(StatusCode::NOT_FOUND, lang, Msg::ErrorTitle, Msg::CredentialNotFound));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    audit_removal(&state, &doctor.clinic.clinic_id, &doctor.user.id, &id, "doctor", &ended, now).await?;
+    Ok(back(lang, "removed"))
+}
+
+/// Audits a removed FIDO credential and the signing sessions its removal ended.
+pub(crate) async fn audit_removal(
+    state: &AppState,
+    clinic_id: &str,
+    user_id: &str,
+    credential: &str,
+    by: &'static str,
+    ended_sessions: &[String],
+    now: i64,
+) -> Result<()> {
+    let event = AuditEvent::AuthenticatorRemoved {
+        clinic_id: clinic_id.to_owned(),
+        user_id: user_id.to_owned(),
+        kind: KIND,
+        authenticator_id: credential.to_owned(),
+        by,
+    };
+    state.store.audit(&event, now).await?;
+    for session_id in ended_sessions {
+        let s = state.store.signing_session(session_id).await?;
+        let event = AuditEvent::SigningSessionEnded {
+            clinic_id: s.clinic_id,
+            user_id: s.user_id,
+            session_id: s.id,
+            reason: EndReason::AuthenticatorRemoved.as_str(),
+        };
+        state.store.audit(&event, now).await?;
+    }
+    Ok(())
+}
+
+async fn end_signing_session(State(state): State<AppState>, lang: Lang, doctor: CurrentDoctor) -> Result<Response> {
+    let now = state.clock.unix();
+    // Only this doctor's session at this clinic: another doctor's or clinic's is never touched.
+    let filter = SessionFilter::User { user_id: &doctor.user.id, clinic_id: Some(&doctor.clinic.clinic_id) };
+    for ended in state.store.end_signing_sessions(filter, EndReason::Doctor, now).await? {
+        let event = AuditEvent::SigningSessionEnded {
+            clinic_id: ended.clinic_id,
+            user_id: ended.user_id,
+            session_id: ended.id,
+            reason: EndReason::Doctor.as_str(),
+        };
+        state.store.audit(&event, now).await?;
+    }
+    Ok(back(lang, "ended"))
+}

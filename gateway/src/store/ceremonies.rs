@@ -1,0 +1,139 @@
+//! Server-side WebAuthn ceremony state (DESIGN §3.4, §4): written at start, taken at finish with
+//! one `DELETE … RETURNING`, so a replayed finish, on this or any other instance, finds nothing.
+//!
+//! The row id is random and kept only in the server-side data of the browser session that
+//! started the ceremony; the row also names the doctor and clinic, and taking it requires all
+//! three to match. Expiry is checked by the caller *after* taking, so an expired state is
+//! consumed too and the doctor is told "timed out" rather than "not found".
+
+use super::{Backend, Result, Store, with_pool};
+
+/// What a ceremony is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CeremonyPurpose {
+    /// Registration of a new credential (authorised by a code or an authenticator).
+    Register,
+    /// Authentication that opens a signing session.
+    Authenticate,
+    /// Authentication that authorises linking another authenticator.
+    Link,
+}
+
+impl CeremonyPurpose {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CeremonyPurpose::Register => "register",
+            CeremonyPurpose::Authenticate => "authenticate",
+            CeremonyPurpose::Link => "link",
+        }
+    }
+}
+
+/// A ceremony to store.
+#[derive(Debug)]
+pub struct NewCeremony<'a> {
+    /// Random UUID, kept in the browser session.
+    pub id: &'a str,
+    /// The doctor.
+    pub user_id: &'a str,
+    /// The clinic of the device.
+    pub clinic_id: &'a str,
+    /// What for.
+    pub purpose: CeremonyPurpose,
+    /// `fido::RegistrationState` or `fido::AuthenticationState` JSON.
+    pub state: &'a str,
+    /// A registration authorised by this enrollment code.
+    pub enrollment_code_id: Option<&'a str>,
+    /// A registration authorised by this authenticator (`<kind>:<id>`).
+    pub linked_via: Option<&'a str>,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// A ceremony taken out of storage.
+#[derive(Debug, Clone)]
+pub struct TakenCeremony {
+    /// The stored state JSON.
+    pub state: String,
+    /// See [`NewCeremony::enrollment_code_id`].
+    pub enrollment_code_id: Option<String>,
+    /// See [`NewCeremony::linked_via`].
+    pub linked_via: Option<String>,
+    /// Unix seconds; the caller refuses a state with `expires_at <= now`.
+    pub expires_at: i64,
+}
+
+impl Store {
+    /// Stores a ceremony's state.
+    pub async fn put_ceremony(&self, c: &NewCeremony<'_>, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO webauthn_ceremonies (id, user_id, clinic_id, purpose, state, enrollment_code_id, linked_via,
+                    expires_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(c.id)
+            .bind(c.user_id)
+            .bind(c.clinic_id)
+            .bind(c.purpose.as_str())
+            .bind(c.state)
+            .bind(c.enrollment_code_id)
+            .bind(c.linked_via)
+            .bind(c.expires_at)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Takes (deletes and returns) a ceremony, in one statement, if id, doctor, clinic and purpose
+    /// all match. `None` if there is no such row, e.g. because it was taken before.
+    pub async fn take_ceremony(
+        &self,
+        id: &str,
+        user_id: &str,
+        clinic_id: &str,
+        purpose: CeremonyPurpose,
+    ) -> Result<Option<TakenCeremony>> {
+        let row: Option<(String, Option<String>, Option<String>, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "DELETE FROM webauthn_ceremonies WHERE id = $1 AND user_id = $2 AND clinic_id = $3 AND purpose = $4
+                 RETURNING state, enrollment_code_id, linked_via, expires_at",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(clinic_id)
+            .bind(purpose.as_str())
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(row.map(|(state, enrollment_code_id, linked_via, expires_at)| TakenCeremony {
+            state,
+            enrollment_code_id,
+            linked_via,
+            expires_at,
+        }))
+    }
+
+    /// Deletes ceremony states that expired before `now`; returns how many.
+    pub async fn purge_expired_ceremonies(&self, now: i64) -> Result<u64> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM webauthn_ceremonies WHERE expires_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?)
+    }
+
+    /// Number of stored ceremony states (tests check that finishes consume them).
+    pub async fn count_ceremonies(&self) -> Result<i64> {
+        let (n,): (i64,) = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT COUNT(*) FROM webauthn_ceremonies").fetch_one(pool).await
+        })?;
+        Ok(n)
+    }
+}

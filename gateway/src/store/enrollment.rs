@@ -1,0 +1,257 @@
+//! One-time registration codes (DESIGN §3.6): the digital counterpart of the paper card with the
+//! initial-registration QR code. An operator issues one for a doctor account; the doctor enters it
+//! to link an authenticator of any kind. Only SHA-256 of a code is stored; the code itself is
+//! shown once, by `gateway admin enroll-code issue`, and never logged.
+//!
+//! Rules, all enforced in the database so they hold across instances: one open code per user
+//! (issuing voids the previous one in the same transaction, and a partial unique index backs it
+//! up); a code expires; `max_failures` wrong entries void it; it is used once (consumed in the
+//! same transaction that links the authenticator, see `store::fido`).
+
+use subtle::ConstantTimeEq as _;
+
+use super::{Backend, Error, Result, Store, with_pool};
+
+/// A code as stored (without the hash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EnrollmentCode {
+    /// UUID, for audit rows and operators.
+    pub id: String,
+    /// The doctor it was issued for.
+    pub user_id: String,
+    /// Wrong entries so far.
+    pub failures: i64,
+    /// Wrong entries that void it.
+    pub max_failures: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// When it was used to link an authenticator.
+    pub used_at: Option<i64>,
+    /// When it was voided (replaced, revoked or exhausted).
+    pub voided_at: Option<i64>,
+    /// `replaced`, `revoked` or `exhausted`.
+    pub void_reason: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl EnrollmentCode {
+    /// Not used, not voided and not expired at `now`.
+    pub fn is_usable(&self, now: i64) -> bool {
+        self.used_at.is_none() && self.voided_at.is_none() && self.expires_at > now
+    }
+}
+
+/// The result of issuing a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCode {
+    /// The new code's id.
+    pub id: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Ids of the open codes this one replaced (at most one).
+    pub replaced: Vec<String>,
+}
+
+/// What an entered code turned out to be. Every variant but `Valid` is a refusal; only
+/// `Wrong` and `Exhausted` (on the entry that used the last try) counted a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeCheck {
+    /// The doctor's open code; `code_id` must be consumed when the authenticator is linked.
+    Valid {
+        /// The code.
+        code_id: String,
+    },
+    /// Not the doctor's open code; a failure was counted and `tries_left` remain.
+    Wrong {
+        /// The open code the failure was counted against.
+        code_id: String,
+        /// Entries left before the code is voided.
+        tries_left: i64,
+    },
+    /// The doctor has no open code this entry could be counted against.
+    NoCode,
+    /// The doctor's code has expired.
+    Expired {
+        /// The code.
+        code_id: String,
+    },
+    /// The code was used already.
+    Used {
+        /// The code.
+        code_id: String,
+    },
+    /// The code was voided by too many wrong entries (possibly this one).
+    Exhausted {
+        /// The code.
+        code_id: String,
+    },
+    /// The entered code was replaced by a newer one or revoked by an operator.
+    Voided {
+        /// The code.
+        code_id: String,
+    },
+}
+
+type CodeRow = (String, String, Vec<u8>, i64, i64, i64, Option<i64>, Option<i64>, Option<String>, i64);
+
+macro_rules! code_columns {
+    () => {
+        "id, user_id, code_hash, failures, max_failures, expires_at, used_at, voided_at, void_reason, created_at"
+    };
+}
+
+fn code_from_row(r: CodeRow) -> (EnrollmentCode, Vec<u8>) {
+    (
+        EnrollmentCode {
+            id: r.0,
+            user_id: r.1,
+            failures: r.3,
+            max_failures: r.4,
+            expires_at: r.5,
+            used_at: r.6,
+            voided_at: r.7,
+            void_reason: r.8,
+            created_at: r.9,
+        },
+        r.2,
+    )
+}
+
+impl Store {
+    /// Issues a code for `user_id`, voiding any open one in the same transaction.
+    pub async fn issue_enrollment_code(
+        &self,
+        user_id: &str,
+        code_hash: &[u8; 32],
+        expires_at: i64,
+        max_failures: i64,
+        now: i64,
+    ) -> Result<IssuedCode> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let replaced: Vec<(String,)> = with_pool!(self, |pool| {
+            {
+                let mut tx = pool.begin().await?;
+                let replaced: Vec<(String,)> = sqlx::query_as(
+                    "UPDATE enrollment_codes SET voided_at = $2, void_reason = 'replaced', updated_at = $2
+                     WHERE user_id = $1 AND used_at IS NULL AND voided_at IS NULL RETURNING id",
+                )
+                .bind(user_id)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO enrollment_codes (id, user_id, code_hash, failures, max_failures, expires_at,
+                        used_at, voided_at, void_reason, created_at, updated_at)
+                     VALUES ($1, $2, $3, 0, $4, $5, NULL, NULL, NULL, $6, $6)",
+                )
+                .bind(&id)
+                .bind(user_id)
+                .bind(&code_hash[..])
+                .bind(max_failures)
+                .bind(expires_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                replaced
+            }
+        });
+        Ok(IssuedCode { id, expires_at, replaced: replaced.into_iter().map(|(id,)| id).collect() })
+    }
+
+    /// Voids the user's open code; returns its id, or `NotFound` if there was none.
+    pub async fn revoke_enrollment_code(&self, user_id: &str, now: i64) -> Result<String> {
+        let row: Option<(String,)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "UPDATE enrollment_codes SET voided_at = $2, void_reason = 'revoked', updated_at = $2
+                 WHERE user_id = $1 AND used_at IS NULL AND voided_at IS NULL RETURNING id",
+            )
+            .bind(user_id)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+        })?;
+        row.map(|(id,)| id).ok_or(Error::NotFound)
+    }
+
+    /// The user's most relevant code: the open one if any, else the newest.
+    pub async fn enrollment_code_of(&self, user_id: &str) -> Result<Option<EnrollmentCode>> {
+        Ok(self.latest_code(user_id).await?.map(|(code, _)| code))
+    }
+
+    async fn latest_code(&self, user_id: &str) -> Result<Option<(EnrollmentCode, Vec<u8>)>> {
+        // The open code first; otherwise the newest, so a doctor typing an old code hears why.
+        let row: Option<CodeRow> = with_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                code_columns!(),
+                " FROM enrollment_codes WHERE user_id = $1
+                 ORDER BY CASE WHEN used_at IS NULL AND voided_at IS NULL THEN 0 ELSE 1 END, created_at DESC, id
+                 LIMIT 1"
+            ))
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(row.map(code_from_row))
+    }
+
+    /// Checks an entered code (as its SHA-256) against the user's code. A wrong entry against an
+    /// open, unexpired code counts a failure in one atomic statement, voiding the code at its
+    /// `max_failures`-th failure, so concurrent guesses on several instances all count.
+    pub async fn check_enrollment_code(&self, user_id: &str, entered_hash: &[u8; 32], now: i64) -> Result<CodeCheck> {
+        let Some((code, hash)) = self.latest_code(user_id).await? else {
+            return Ok(CodeCheck::NoCode);
+        };
+        // Constant time, although an attacker who sees timing learns little from a hash.
+        let matches = bool::from(hash.as_slice().ct_eq(&entered_hash[..]));
+        let open = code.used_at.is_none() && code.voided_at.is_none();
+        let id = code.id.clone();
+        if matches {
+            return Ok(if code.used_at.is_some() {
+                CodeCheck::Used { code_id: id }
+            } else if code.void_reason.as_deref() == Some("exhausted") {
+                CodeCheck::Exhausted { code_id: id }
+            } else if code.voided_at.is_some() {
+                CodeCheck::Voided { code_id: id }
+            } else if code.expires_at <= now {
+                CodeCheck::Expired { code_id: id }
+            } else {
+                CodeCheck::Valid { code_id: id }
+            });
+        }
+        if !open {
+            return Ok(if code.void_reason.as_deref() == Some("exhausted") {
+                CodeCheck::Exhausted { code_id: id }
+            } else {
+                CodeCheck::NoCode
+            });
+        }
+        if code.expires_at <= now {
+            // Whatever was typed, the only code the doctor could have is no longer valid.
+            return Ok(CodeCheck::Expired { code_id: id });
+        }
+        let counted: Option<(i64, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "UPDATE enrollment_codes SET
+                    failures = failures + 1,
+                    voided_at = CASE WHEN failures + 1 >= max_failures THEN $2 ELSE voided_at END,
+                    void_reason = CASE WHEN failures + 1 >= max_failures THEN 'exhausted' ELSE void_reason END,
+                    updated_at = $2
+                 WHERE id = $1 AND used_at IS NULL AND voided_at IS NULL
+                 RETURNING failures, max_failures",
+            )
+            .bind(&id)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(match counted {
+            Some((failures, max)) if failures < max => CodeCheck::Wrong { code_id: id, tries_left: max - failures },
+            Some(_) => CodeCheck::Exhausted { code_id: id },
+            // Used, voided or exhausted by a concurrent request since we read it.
+            None => CodeCheck::NoCode,
+        })
+    }
+}

@@ -1,0 +1,421 @@
+//! Signing sessions (DESIGN §3.7): what a successful presence check opens, what the EMR token API
+//! reads, and what logout, account disable, authenticator removal and operators end.
+//!
+//! Every rule is decided in the database with the caller's `now`, so it holds across instances:
+//! a session is *live* while it is not ended, `now < expires_at` (absolute lifetime) and
+//! `now < last_activity_at + idle_secs` (idle timeout). [`Store::touch_signing_session`] checks
+//! both and records activity in one statement. The store is generic over the method (`fido`,
+//! `hpki`, `jpki`) and the authenticator, so card login uses the same functions.
+
+use std::str::FromStr;
+
+use super::{Backend, Error, Result, Store, corrupt, with_pool};
+
+/// How the doctor proved presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// WebAuthn (DESIGN §3.4).
+    Fido,
+    /// HPKI card (DESIGN §3.3).
+    Hpki,
+    /// My Number card, JPKI user authentication (DESIGN §3.3).
+    Jpki,
+}
+
+impl AuthMethod {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Fido => "fido",
+            AuthMethod::Hpki => "hpki",
+            AuthMethod::Jpki => "jpki",
+        }
+    }
+}
+
+impl FromStr for AuthMethod {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "fido" => Ok(AuthMethod::Fido),
+            "hpki" => Ok(AuthMethod::Hpki),
+            "jpki" => Ok(AuthMethod::Jpki),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Why a signing session ended (stored in `ended_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The doctor pressed the end button.
+    Doctor,
+    /// The doctor signed out.
+    Logout,
+    /// A new session for the same doctor and clinic replaced it.
+    Superseded,
+    /// Found expired when a new one was opened (recorded for the history only).
+    Expired,
+    /// The authenticator it was opened with was removed.
+    AuthenticatorRemoved,
+    /// The doctor's account was disabled.
+    AccountDisabled,
+    /// An operator ended it.
+    Operator,
+}
+
+impl EndReason {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Doctor => "ended_by_doctor",
+            EndReason::Logout => "logout",
+            EndReason::Superseded => "superseded",
+            EndReason::Expired => "expired",
+            EndReason::AuthenticatorRemoved => "authenticator_removed",
+            EndReason::AccountDisabled => "account_disabled",
+            EndReason::Operator => "operator",
+        }
+    }
+}
+
+/// A session to open.
+#[derive(Debug)]
+pub struct NewSigningSession<'a> {
+    /// The doctor.
+    pub user_id: &'a str,
+    /// The clinic whose device the presence check came through.
+    pub clinic_id: &'a str,
+    /// The method.
+    pub method: AuthMethod,
+    /// Kind of authenticator used (`fido`, `hpki`, `jpki`): removal of that authenticator ends
+    /// the session.
+    pub authenticator_kind: &'a str,
+    /// Its id (e.g. `fido_credentials.id`).
+    pub authenticator_id: &'a str,
+    /// RFC 8176 authentication method references.
+    pub amr: &'a [&'a str],
+    /// Authentication context class (`aal3` or `aal2`).
+    pub acr: &'a str,
+    /// When the presence check succeeded (Unix seconds).
+    pub auth_time: i64,
+    /// Absolute lifetime from `auth_time`.
+    pub absolute_secs: i64,
+    /// Idle timeout.
+    pub idle_secs: i64,
+}
+
+/// A stored signing session.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SigningSession {
+    /// UUID (the token's `sid`).
+    pub id: String,
+    /// The doctor.
+    pub user_id: String,
+    /// The clinic.
+    pub clinic_id: String,
+    /// The method.
+    pub method: AuthMethod,
+    /// Kind of authenticator used.
+    pub authenticator_kind: String,
+    /// Its id.
+    pub authenticator_id: String,
+    /// RFC 8176 values.
+    pub amr: Vec<String>,
+    /// `aal3` or `aal2`.
+    pub acr: String,
+    /// Unix seconds.
+    pub auth_time: i64,
+    /// Absolute expiry, Unix seconds.
+    pub expires_at: i64,
+    /// Idle timeout.
+    pub idle_secs: i64,
+    /// Last activity (opening, or a signing token issued), Unix seconds.
+    pub last_activity_at: i64,
+    /// When it was ended, if it was.
+    pub ended_at: Option<i64>,
+    /// Why ([`EndReason::as_str`]).
+    pub ended_reason: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Whether a session is usable at a given time, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningSessionState {
+    /// Usable.
+    Live,
+    /// Ended explicitly, with the reason.
+    Ended(String),
+    /// Past its absolute lifetime.
+    ExpiredAbsolute,
+    /// Idle for too long.
+    ExpiredIdle,
+}
+
+impl SigningSession {
+    /// When the idle timeout runs out if nothing happens.
+    pub fn idle_expires_at(&self) -> i64 {
+        self.last_activity_at.saturating_add(self.idle_secs)
+    }
+
+    /// The earlier of the absolute and the idle expiry.
+    pub fn effective_expires_at(&self) -> i64 {
+        self.expires_at.min(self.idle_expires_at())
+    }
+
+    /// The state at `now`. The same rule as the SQL in [`Store::touch_signing_session`].
+    pub fn state(&self, now: i64) -> SigningSessionState {
+        if self.ended_at.is_some() {
+            SigningSessionState::Ended(self.ended_reason.clone().unwrap_or_default())
+        } else if now >= self.expires_at {
+            SigningSessionState::ExpiredAbsolute
+        } else if now >= self.idle_expires_at() {
+            SigningSessionState::ExpiredIdle
+        } else {
+            SigningSessionState::Live
+        }
+    }
+
+    /// Live at `now`.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.state(now) == SigningSessionState::Live
+    }
+}
+
+/// Result of [`Store::touch_signing_session`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TouchOutcome {
+    /// The session was live; activity recorded. Carries the session after the update.
+    Live(SigningSession),
+    /// The session exists but is not live; [`SigningSession::state`] says why.
+    NotLive(SigningSession),
+    /// No such session.
+    NotFound,
+}
+
+type SessionRow =
+    (String, String, String, String, String, String, String, String, i64, i64, i64, i64, Option<i64>, Option<String>, i64);
+
+macro_rules! session_columns {
+    () => {
+        "id, user_id, clinic_id, method, authenticator_kind, authenticator_id, amr, acr, auth_time, expires_at,
+         idle_secs, last_activity_at, ended_at, ended_reason, created_at"
+    };
+}
+
+impl TryFrom<SessionRow> for SigningSession {
+    type Error = Error;
+    fn try_from(r: SessionRow) -> Result<Self> {
+        Ok(Self {
+            id: r.0,
+            user_id: r.1,
+            clinic_id: r.2,
+            method: r.3.parse().map_err(|()| corrupt("signing_sessions.method"))?,
+            authenticator_kind: r.4,
+            authenticator_id: r.5,
+            amr: serde_json::from_str(&r.6).map_err(|_| corrupt("signing_sessions.amr"))?,
+            acr: r.7,
+            auth_time: r.8,
+            expires_at: r.9,
+            idle_secs: r.10,
+            last_activity_at: r.11,
+            ended_at: r.12,
+            ended_reason: r.13,
+            created_at: r.14,
+        })
+    }
+}
+
+/// Which open sessions [`Store::end_signing_sessions`] ends.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionFilter<'a> {
+    /// One session.
+    Id(&'a str),
+    /// Every session of a doctor, optionally only at one clinic.
+    User {
+        /// The doctor.
+        user_id: &'a str,
+        /// Only this clinic.
+        clinic_id: Option<&'a str>,
+    },
+}
+
+impl Store {
+    /// Opens a signing session at `now` (normally `auth_time`). An open session of the same
+    /// doctor at the same clinic is ended first, in the same transaction, as `superseded` (or
+    /// `expired` if it was no longer live): there is at most one open session per doctor and
+    /// clinic, which a partial unique index enforces across instances.
+    pub async fn open_signing_session(&self, new: &NewSigningSession<'_>, now: i64) -> Result<SigningSession> {
+        let amr = serde_json::to_string(new.amr).map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))?;
+        // A concurrent open on another instance can win the unique index between our UPDATE
+        // and INSERT; the second attempt then ends that session like any other.
+        let mut attempt = 0;
+        loop {
+            let id = uuid::Uuid::new_v4().to_string();
+            let result = with_pool!(self, |pool| {
+                async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query(
+                        "UPDATE signing_sessions SET ended_at = $3, updated_at = $3,
+                            ended_reason = CASE WHEN expires_at <= $3 OR last_activity_at + idle_secs <= $3 THEN $4 ELSE $5 END
+                         WHERE user_id = $1 AND clinic_id = $2 AND ended_at IS NULL",
+                    )
+                    .bind(new.user_id)
+                    .bind(new.clinic_id)
+                    .bind(now)
+                    .bind(EndReason::Expired.as_str())
+                    .bind(EndReason::Superseded.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO signing_sessions (id, user_id, clinic_id, method, authenticator_kind, authenticator_id,
+                            amr, acr, auth_time, expires_at, idle_secs, last_activity_at, ended_at, ended_reason,
+                            created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, $12, $12)",
+                    )
+                    .bind(&id)
+                    .bind(new.user_id)
+                    .bind(new.clinic_id)
+                    .bind(new.method.as_str())
+                    .bind(new.authenticator_kind)
+                    .bind(new.authenticator_id)
+                    .bind(&amr)
+                    .bind(new.acr)
+                    .bind(new.auth_time)
+                    .bind(new.auth_time.saturating_add(new.absolute_secs))
+                    .bind(new.idle_secs)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await
+                }
+                .await
+            });
+            match result.map_err(Error::from) {
+                Ok(()) => return self.signing_session(&id).await,
+                Err(Error::Conflict(_)) if attempt == 0 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One session by id.
+    pub async fn signing_session(&self, id: &str) -> Result<SigningSession> {
+        let row: SessionRow = with_pool!(self, |pool| {
+            sqlx::query_as(concat!("SELECT ", session_columns!(), " FROM signing_sessions WHERE id = $1"))
+                .bind(id)
+                .fetch_one(pool)
+                .await
+        })?;
+        row.try_into()
+    }
+
+    /// The doctor's session at a clinic that matters now: the open one if any (it may have
+    /// expired: check [`SigningSession::state`]), else the most recent one. `None` if the doctor
+    /// never had one there. The token API uses this to tell `no_session` from `session_expired`.
+    pub async fn current_signing_session(&self, user_id: &str, clinic_id: &str) -> Result<Option<SigningSession>> {
+        let row: Option<SessionRow> = with_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                session_columns!(),
+                " FROM signing_sessions WHERE user_id = $1 AND clinic_id = $2
+                 ORDER BY CASE WHEN ended_at IS NULL THEN 0 ELSE 1 END, created_at DESC, id LIMIT 1"
+            ))
+            .bind(user_id)
+            .bind(clinic_id)
+            .fetch_optional(pool)
+            .await
+        })?;
+        row.map(SigningSession::try_from).transpose()
+    }
+
+    /// The doctor's live session at a clinic at `now`, if there is one.
+    pub async fn live_signing_session(&self, user_id: &str, clinic_id: &str, now: i64) -> Result<Option<SigningSession>> {
+        Ok(self.current_signing_session(user_id, clinic_id).await?.filter(|s| s.is_live(now)))
+    }
+
+    /// Records activity (a signing token issued) on a session, if and only if it is live at
+    /// `now`: not ended, before its absolute expiry, and within its idle timeout. The check and
+    /// the update are one statement, so two instances cannot both extend a session that one of
+    /// them saw expire.
+    pub async fn touch_signing_session(&self, id: &str, now: i64) -> Result<TouchOutcome> {
+        let row: Option<SessionRow> = with_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                "UPDATE signing_sessions SET last_activity_at = $2, updated_at = $2
+                 WHERE id = $1 AND ended_at IS NULL AND expires_at > $2 AND last_activity_at + idle_secs > $2
+                 RETURNING ",
+                session_columns!()
+            ))
+            .bind(id)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+        })?;
+        if let Some(row) = row {
+            return Ok(TouchOutcome::Live(row.try_into()?));
+        }
+        match self.signing_session(id).await {
+            Ok(s) => Ok(TouchOutcome::NotLive(s)),
+            Err(Error::NotFound) => Ok(TouchOutcome::NotFound),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the open sessions selected by `filter`; returns those it ended (empty if none was
+    /// open). Expired-but-open sessions are ended too, which only records the fact.
+    pub async fn end_signing_sessions(
+        &self,
+        filter: SessionFilter<'_>,
+        reason: EndReason,
+        now: i64,
+    ) -> Result<Vec<SigningSession>> {
+        let (id, user_id, clinic_id) = match filter {
+            SessionFilter::Id(id) => (Some(id), None, None),
+            SessionFilter::User { user_id, clinic_id } => (None, Some(user_id), clinic_id),
+        };
+        let rows: Vec<SessionRow> = with_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                "UPDATE signing_sessions SET ended_at = $4, ended_reason = $5, updated_at = $4
+                 WHERE ended_at IS NULL AND ($1 IS NULL OR id = $1) AND ($2 IS NULL OR user_id = $2)
+                   AND ($3 IS NULL OR clinic_id = $3) AND ($1 IS NOT NULL OR $2 IS NOT NULL)
+                 RETURNING ",
+                session_columns!()
+            ))
+            .bind(id)
+            .bind(user_id)
+            .bind(clinic_id)
+            .bind(now)
+            .bind(reason.as_str())
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter().map(SigningSession::try_from).collect()
+    }
+
+    /// Sessions, newest first, optionally of one clinic and/or doctor; `open_only` leaves out
+    /// ended ones (expired-but-open ones stay: check [`SigningSession::state`]).
+    pub async fn list_signing_sessions(
+        &self,
+        clinic_id: Option<&str>,
+        user_id: Option<&str>,
+        open_only: bool,
+    ) -> Result<Vec<SigningSession>> {
+        let rows: Vec<SessionRow> = with_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                session_columns!(),
+                " FROM signing_sessions WHERE ($1 IS NULL OR clinic_id = $1) AND ($2 IS NULL OR user_id = $2)
+                   AND (NOT $3 OR ended_at IS NULL)
+                 ORDER BY created_at DESC, id LIMIT 1000"
+            ))
+            .bind(clinic_id)
+            .bind(user_id)
+            .bind(open_only)
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter().map(SigningSession::try_from).collect()
+    }
+}
