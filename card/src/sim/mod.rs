@@ -7,6 +7,7 @@
 //! its RSA operations use the `rsa` crate without blinding (RUSTSEC-2023-0071 is irrelevant here).
 
 pub mod card;
+pub mod cli;
 pub mod files;
 #[cfg(feature = "pcsc")]
 pub mod harness;
