@@ -86,6 +86,12 @@ pub enum AdminCommand {
     /// Signing sessions.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// EMR backends and remote signers (TLS service clients).
+    #[command(subcommand, name = "service-client")]
+    ServiceClient(crate::tokens_admin::ServiceClientCommand),
+    /// Token signing keys.
+    #[command(subcommand)]
+    Keys(crate::tokens_admin::KeysCommand),
 }
 
 /// `admin enroll-code …`.
@@ -562,6 +568,8 @@ async fn admin_on(
                 writeln!(out, "{} signing session(s) ended", ended.len())?;
             }
         },
+        AdminCommand::ServiceClient(c) => crate::tokens_admin::service_client(&admin, c, out).await?,
+        AdminCommand::Keys(c) => crate::tokens_admin::keys(store, config, admin.now, c, out).await?,
         AdminCommand::Audit(c) => match c {
             AuditCommand::Verify => match store.audit_verify().await? {
                 AuditVerification::Intact { rows } => writeln!(out, "audit log intact: {rows} rows")?,

@@ -36,8 +36,62 @@ pub struct Config {
     pub enrollment: EnrollmentConfig,
     /// Signing-session lifetimes (DESIGN §3.7).
     pub signing_session: SigningSessionConfig,
+    /// EMR signing tokens (DESIGN §3.8).
+    pub tokens: TokensConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// The `[tokens]` section: signing tokens for the EMR backend.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// `iss` of tokens. Empty means the origin of `server.public_url`.
+    pub issuer: String,
+    /// `aud` of tokens: the remote signer.
+    pub audience: String,
+    /// Lifetime when the request names none.
+    pub default_ttl_secs: i64,
+    /// Longest lifetime a request may ask for (at most 300).
+    pub max_ttl_secs: i64,
+    /// The key-encryption key for token signing keys at rest, base64 of 32 bytes. Prefer the
+    /// environment (`GATEWAY_TOKENS__KEY_ENCRYPTION_KEY`) or `key_encryption_key_file`.
+    pub key_encryption_key: String,
+    /// File holding the base64 key-encryption key (mode 0600). Empty with no key above means
+    /// `<data_dir>/token-kek`, created on first start: fine for one instance, but several
+    /// instances must share the same key.
+    pub key_encryption_key_file: PathBuf,
+    /// How often each instance re-reads the signing keys (rotation takes effect within this).
+    pub key_refresh_secs: u64,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            audience: "urn:ninsho:remote-signer".to_owned(),
+            default_ttl_secs: 120,
+            max_ttl_secs: 300,
+            key_encryption_key: String::new(),
+            key_encryption_key_file: PathBuf::new(),
+            key_refresh_secs: 10,
+        }
+    }
+}
+
+impl fmt::Debug for TokensConfig {
+    // The key-encryption key is a secret: never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokensConfig")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("default_ttl_secs", &self.default_ttl_secs)
+            .field("max_ttl_secs", &self.max_ttl_secs)
+            .field("key_encryption_key", &if self.key_encryption_key.is_empty() { "" } else { "***" })
+            .field("key_encryption_key_file", &self.key_encryption_key_file)
+            .field("key_refresh_secs", &self.key_refresh_secs)
+            .finish()
+    }
 }
 
 /// The main listener.
@@ -219,6 +273,7 @@ impl Default for Config {
             fido: FidoConfig::default(),
             enrollment: EnrollmentConfig::default(),
             signing_session: SigningSessionConfig::default(),
+            tokens: TokensConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -338,6 +393,15 @@ impl Config {
 
     /// Checks values that types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.tokens;
+        if !(1..=300).contains(&t.max_ttl_secs) || !(1..=t.max_ttl_secs).contains(&t.default_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "tokens: max_ttl_secs must be 1..=300 and default_ttl_secs 1..=max_ttl_secs".into(),
+            ));
+        }
+        if t.audience.is_empty() || t.key_refresh_secs == 0 {
+            return Err(ConfigError::Invalid("tokens.audience must be set and key_refresh_secs positive".into()));
+        }
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.server.public_url.scheme() != "https" {
             return invalid("server.public_url must be an https:// URL");
@@ -432,6 +496,25 @@ impl Config {
     /// `scheme://host[:port]` of the public URL: what browsers send in `Origin`.
     pub fn public_origin(&self) -> String {
         self.server.public_url.origin().ascii_serialization()
+    }
+
+    /// The `iss` of signing tokens.
+    pub fn token_issuer(&self) -> String {
+        if self.tokens.issuer.is_empty() { self.public_origin() } else { self.tokens.issuer.clone() }
+    }
+
+    /// The key-encryption key for token signing keys: from the configuration value, else the
+    /// configured file, else `<data_dir>/token-kek` (created on first use).
+    pub fn token_kek(&self) -> anyhow::Result<crate::tokens::Kek> {
+        if !self.tokens.key_encryption_key.is_empty() {
+            return crate::tokens::Kek::from_base64(&self.tokens.key_encryption_key);
+        }
+        let path = if self.tokens.key_encryption_key_file.as_os_str().is_empty() {
+            self.data_dir.join("token-kek")
+        } else {
+            self.tokens.key_encryption_key_file.clone()
+        };
+        crate::tokens::Kek::from_file(&path)
     }
 }
 

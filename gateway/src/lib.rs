@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit_sink;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -20,10 +21,14 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod tokens;
+pub mod tokens_admin;
 
 pub use server::Application;
 
 /// Installs aws-lc-rs as the process-wide rustls provider. Idempotent.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // jsonwebtoken picks no backend on its own when more than one is compiled in; be explicit.
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
 }

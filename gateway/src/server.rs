@@ -66,7 +66,20 @@ impl Application {
                 "signing_session.beyond_aal3 is set: signing sessions may outlive the AAL3 re-authentication bounds (12 h / 15 min) and are then issued as acr=aal2"
             );
         }
-        let state = AppState(Arc::new(App { config, store, clock, metrics: Metrics::new(), passwords, fido }));
+        let kek = config.token_kek().context("token key-encryption key")?;
+        let publish_retired = config.tokens.max_ttl_secs + 2 * i64::try_from(config.tokens.key_refresh_secs).unwrap_or(60) + 60;
+        let token_keys = crate::tokens::TokenKeys::load(&store, kek, publish_retired, clock.unix()).await.context("token keys")?;
+        let audit_sink = crate::audit_sink::AuditSink::start(store.clone());
+        let state = AppState(Arc::new(App {
+            config,
+            store,
+            clock,
+            metrics: Metrics::new(),
+            passwords,
+            fido,
+            token_keys,
+            audit_sink,
+        }));
         Ok(Self { main, ops, acceptor: TlsAcceptor::from(Arc::new(tls)), state })
     }
 
@@ -100,6 +113,7 @@ impl Application {
                 .await
         });
         let purge = tokio::spawn(purge_loop(state.clone(), stop_rx.clone()));
+        let key_refresh = tokio::spawn(key_refresh_loop(state.clone(), stop_rx.clone()));
         tracing::info!(addr = %main.local_addr()?, ops = %ops_task_addr(&state), db = state.store.backend_name(), "gateway listening");
 
         let router = http::router(state.clone());
@@ -130,6 +144,8 @@ impl Application {
         }
         let _ = ops_task.await;
         let _ = purge.await;
+        let _ = key_refresh.await;
+        state.audit_sink.flush().await;
         state.store.close().await;
         Ok(())
     }
@@ -202,6 +218,25 @@ async fn purge_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
         }
         if let Err(e) = state.store.purge_expired_ceremonies(state.clock.unix()).await {
             tracing::warn!(error = %e, "purging expired WebAuthn ceremonies failed");
+        }
+        // Token ids are needed only until their token expires; keep a day for investigations.
+        if let Err(e) = state.store.purge_issued_tokens(state.clock.unix() - 86_400).await {
+            tracing::warn!(error = %e, "purging issued token ids failed");
+        }
+    }
+}
+
+/// Re-reads the token signing keys every `tokens.key_refresh_secs`, so a rotation made on any
+/// instance (or by `gateway admin keys rotate`) reaches this one.
+async fn key_refresh_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(state.config.tokens.key_refresh_secs));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = state.token_keys.refresh(&state.store, state.clock.unix()).await {
+            tracing::warn!(error = %format!("{e:#}"), "refreshing token keys failed; keeping the current ones");
         }
     }
 }

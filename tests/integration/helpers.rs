@@ -11,7 +11,7 @@ use gateway::config::Config;
 use gateway::http::AppState;
 use gateway::password::PasswordHasher;
 use gateway::pki::{Authority, KeyAlg, Leaf, LeafSpec, LeafUsage};
-use gateway::store::{AnchorKind, RevocationPolicy, Store, UserKind};
+use gateway::store::{AnchorKind, RevocationPolicy, ServiceRole, Store, UserKind};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
@@ -68,6 +68,16 @@ pub struct TestPki {
     /// Issued by a CA nobody trusts.
     pub rogue_client: Leaf,
     pub crl_der: Vec<u8>,
+    /// Issuer of service-client certificates (EMR backends, signers).
+    pub service_ca: Authority,
+    /// Service client `emr-a`, serving [`CLINIC`].
+    pub emr_a: Leaf,
+    /// Service client `emr-b`, serving [`CLINIC`] too.
+    pub emr_b: Leaf,
+    /// Service client `emr-other`, serving only [`OTHER_CLINIC`].
+    pub emr_other: Leaf,
+    /// Service client `signer`, role signer.
+    pub signer: Leaf,
 }
 
 impl TestPki {
@@ -86,7 +96,14 @@ impl TestPki {
         let server = server_ca
             .issue(&LeafSpec::new("localhost", LeafUsage::TlsServer { dns_names: vec!["localhost".into()] }, now, 30))
             .unwrap();
+        let service_ca = Authority::new("Test Service CA", "", KeyAlg::EcP256, now).unwrap();
+        let service = |cn: &str| service_ca.issue(&LeafSpec::new(cn, LeafUsage::TlsClient, now, 30)).unwrap();
         Self {
+            emr_a: service("emr-a"),
+            emr_b: service("emr-b"),
+            emr_other: service("emr-other"),
+            signer: service("signer"),
+            service_ca,
             server,
             clinic_client: client(&clinic_ca, "clinic-21234"),
             other_clinic_client: client(&clinic_ca, "clinic-99999"),
@@ -111,7 +128,6 @@ pub struct TestApp {
     pub pki: Arc<TestPki>,
     pub config: Config,
     pub dir: tempfile::TempDir,
-    pub db: Db,
     pg_database: Option<(String, String)>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -292,7 +308,6 @@ impl TestAppBuilder {
             pki,
             config,
             dir,
-            db: self.db,
             pg_database,
             shutdown: Some(tx),
             task: Some(task),
@@ -321,6 +336,25 @@ async fn seed(store: &Store, pki: &TestPki, config: &Config, now: i64) {
         admin.clinic_cert_add(clinic, &path, None).await.unwrap();
     }
     admin.clinic_set_enabled(DISABLED_CLINIC, false).await.unwrap();
+    admin.anchor_add(AnchorKind::Service, pki.service_ca.cert_pem().as_bytes(), None, RevocationPolicy::None).await.unwrap();
+    for (id, role, leaf, clinics) in [
+        ("emr-a", ServiceRole::Emr, &pki.emr_a, vec![CLINIC.to_owned()]),
+        ("emr-b", ServiceRole::Emr, &pki.emr_b, vec![CLINIC.to_owned()]),
+        ("emr-other", ServiceRole::Emr, &pki.emr_other, vec![OTHER_CLINIC.to_owned()]),
+        ("signer", ServiceRole::Signer, &pki.signer, vec![]),
+    ] {
+        let p = gateway::tls::PeerCert::from_der(&leaf.cert_der).unwrap();
+        let client = gateway::store::ServiceClient {
+            id: id.into(),
+            name: id.into(),
+            role,
+            fingerprint: p.fingerprint,
+            subject: p.subject,
+            enabled: true,
+            clinics,
+        };
+        store.add_service_client(&client, now).await.unwrap();
+    }
     let hasher = PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations).unwrap();
     let pw = |s: &str| zeroize::Zeroizing::new(s.to_owned());
     admin

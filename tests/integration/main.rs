@@ -12,3 +12,4 @@ mod login;
 mod schema;
 mod soft;
 mod tls_gate;
+mod tokens;

@@ -4,6 +4,7 @@
 //! request id → trace span → metrics → security headers → **clinic gate** → same-origin check
 //! → session → route. The gate runs for every route, so no handler can skip the clinic check.
 
+pub mod api;
 mod error;
 mod extract;
 mod fido;
@@ -57,6 +58,17 @@ pub struct App {
     pub passwords: PasswordHasher,
     /// The WebAuthn relying party.
     pub fido: ::fido::Service,
+    /// Signing-token keys.
+    pub token_keys: crate::tokens::TokenKeys,
+    /// Batched audit appends for hot paths.
+    pub audit_sink: crate::audit_sink::AuditSink,
+}
+
+impl App {
+    /// Queues an audit event stamped with the current time (hot paths; see `audit_sink`).
+    pub async fn audit(&self, event: AuditEvent) {
+        self.audit_sink.record(event, self.clock.unix()).await;
+    }
 }
 
 /// Cheap-to-clone handle to [`App`].
@@ -85,7 +97,8 @@ pub fn router(state: AppState) -> Router {
         .with_expiry(Expiry::OnInactivity(time::Duration::seconds(state.config.login.session_idle_secs)));
 
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    // Browser routes: every one behind the clinic gate.
+    let browser = Router::new()
         .merge(login::router())
         .merge(fido::router())
         .route_layer(middleware::from_fn(tag_route))
@@ -94,7 +107,12 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], pages::CSS) }))
         .route("/assets/fido.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::FIDO_JS) }))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), clinic_gate))
+        .layer(middleware::from_fn_with_state(state.clone(), clinic_gate));
+    // Service-client API: authenticated per handler by `api::ServiceAuth`, not by the clinic gate.
+    let api = api::router().route_layer(middleware::from_fn(tag_route));
+    Router::new()
+        .merge(api)
+        .merge(browser)
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(

@@ -70,6 +70,16 @@ pub enum AuditEvent {
     SigningSessionOpened { clinic_id: String, user_id: String, session_id: String, method: &'static str, acr: String },
     /// A signing session was ended (reason as in `signing_sessions.ended_reason`).
     SigningSessionEnded { clinic_id: String, user_id: String, session_id: String, reason: &'static str },
+    /// An EMR service client ended a signing session through the API.
+    SigningSessionEndedByClient { clinic_id: String, user_id: String, session_id: String, client_id: String },
+    /// A signing token was issued.
+    TokenIssued { clinic_id: String, user_id: String, session_id: String, client_id: String, jti: String },
+    /// A signing token was refused (`no_session`, `session_expired`, ...).
+    TokenRefused { clinic_id: String, user_id: String, client_id: String, reason: &'static str },
+    /// A signing token was consumed.
+    TokenConsumed { clinic_id: String, user_id: String, client_id: String, jti: String },
+    /// A token consumption was refused (`cnf_mismatch`, `already_consumed`).
+    TokenConsumeRefused { clinic_id: String, user_id: String, client_id: String, jti: String, reason: &'static str },
 }
 
 impl AuditEvent {
@@ -151,6 +161,41 @@ impl AuditEvent {
                 Some(user_id),
                 json!({ "session_id": session_id, "reason": reason }),
             ),
+            AuditEvent::SigningSessionEndedByClient { clinic_id, user_id, session_id, client_id } => (
+                "signing_session_ended",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "session_id": session_id, "reason": "service_client", "client_id": client_id }),
+            ),
+            AuditEvent::TokenIssued { clinic_id, user_id, session_id, client_id, jti } => (
+                "token_issued",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "session_id": session_id, "client_id": client_id, "jti": jti }),
+            ),
+            AuditEvent::TokenRefused { clinic_id, user_id, client_id, reason } => (
+                "token_issued",
+                Outcome::Failure,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "client_id": client_id, "reason": reason }),
+            ),
+            AuditEvent::TokenConsumed { clinic_id, user_id, client_id, jti } => (
+                "token_consumed",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "client_id": client_id, "jti": jti }),
+            ),
+            AuditEvent::TokenConsumeRefused { clinic_id, user_id, client_id, jti, reason } => (
+                "token_consumed",
+                Outcome::Failure,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "client_id": client_id, "jti": jti, "reason": reason }),
+            ),
         }
     }
 }
@@ -207,35 +252,62 @@ const PAGE: i64 = 1000;
 impl Store {
     /// Appends an event at `now` and mirrors it to the `audit` tracing target.
     pub async fn audit(&self, event: &AuditEvent, now: i64) -> Result<()> {
-        let (name, outcome, clinic_id, user_id, detail) = event.parts();
-        let detail = detail.to_string();
-        tracing::info!(target: "audit", event = name, outcome = outcome.as_str(), clinic.id = clinic_id, principal.id = user_id, detail = %detail);
+        self.audit_batch(&[(event.clone(), now)]).await
+    }
+
+    /// Appends events in order, in one transaction: the head row is taken once for the whole
+    /// batch, so a busy instance pays one serialisation point per batch, not per event.
+    pub async fn audit_batch(&self, events: &[(AuditEvent, i64)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<_> = events
+            .iter()
+            .map(|(event, at)| {
+                let (name, outcome, clinic_id, user_id, detail) = event.parts();
+                let detail = detail.to_string();
+                tracing::info!(target: "audit", event = name, outcome = outcome.as_str(), clinic.id = clinic_id, principal.id = user_id, detail = %detail);
+                (*at, name, outcome, clinic_id, user_id, detail)
+            })
+            .collect();
+        let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        let updated_at = rows.iter().map(|r| r.0).max().unwrap_or_default();
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            // Taking the head row first locks it: concurrent appends queue here.
-            let (seq, prev): (i64, Vec<u8>) =
-                sqlx::query_as("UPDATE audit_head SET seq = seq + 1, updated_at = $1 WHERE id = 1 RETURNING seq, hash")
-                    .bind(now)
-                    .fetch_one(&mut *tx)
+            async {
+                let mut tx = pool.begin().await?;
+                // Taking the head row first locks it: concurrent appends queue here.
+                let (last, mut prev): (i64, Vec<u8>) = sqlx::query_as(
+                    "UPDATE audit_head SET seq = seq + $1, updated_at = $2 WHERE id = 1 RETURNING seq, hash",
+                )
+                .bind(count)
+                .bind(updated_at)
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut seq = last - count;
+                for (at, name, outcome, clinic_id, user_id, detail) in &rows {
+                    seq += 1;
+                    let hash = chain_hash(&prev, (seq, *at, name, outcome.as_str(), *clinic_id, *user_id, detail));
+                    sqlx::query(
+                        "INSERT INTO audit_log (seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(seq)
+                    .bind(at)
+                    .bind(name)
+                    .bind(outcome.as_str())
+                    .bind(clinic_id)
+                    .bind(user_id)
+                    .bind(detail)
+                    .bind(&prev)
+                    .bind(&hash)
+                    .execute(&mut *tx)
                     .await?;
-            let hash = chain_hash(&prev, (seq, now, name, outcome.as_str(), clinic_id, user_id, &detail));
-            sqlx::query(
-                "INSERT INTO audit_log (seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(seq)
-            .bind(now)
-            .bind(name)
-            .bind(outcome.as_str())
-            .bind(clinic_id)
-            .bind(user_id)
-            .bind(&detail)
-            .bind(&prev)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *tx).await?;
-            tx.commit().await
+                    prev = hash;
+                }
+                sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&prev).execute(&mut *tx).await?;
+                tx.commit().await
+            }
+            .await
         })?;
         Ok(())
     }

@@ -11,6 +11,7 @@ mod enrollment;
 mod fido;
 mod sessions;
 mod signing;
+mod tokens;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -22,6 +23,9 @@ pub use audit::{AuditEvent, AuditRecord, AuditVerification, Outcome};
 pub use ceremonies::{CeremonyPurpose, NewCeremony, TakenCeremony};
 pub use enrollment::{CodeCheck, EnrollmentCode, IssuedCode};
 pub use fido::{FidoCredential, LinkAuthorisation, NewFidoCredential};
+pub use tokens::{
+    ConsumedToken, IssueContext, NewIssuedToken, OpenSession, ServiceClient, ServiceRole, SigningKeyRow,
+};
 pub use signing::{
     AuthMethod, EndReason, NewSigningSession, SessionFilter, SigningSession, SigningSessionState, TouchOutcome,
 };
@@ -101,6 +105,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "fido signing sessions",
         include_str!("../../../migrations/sqlite/0002_fido_signing_sessions.sql"),
         include_str!("../../../migrations/postgres/0002_fido_signing_sessions.sql"),
+    ),
+    (
+        3,
+        "signing tokens",
+        include_str!("../../../migrations/sqlite/0003_signing_tokens.sql"),
+        include_str!("../../../migrations/postgres/0003_signing_tokens.sql"),
     ),
 ];
 

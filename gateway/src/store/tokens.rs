@@ -1,0 +1,429 @@
+//! Service clients, token signing keys and issued token ids (DESIGN §3.8).
+//!
+//! Issuing a token costs one read (doctor, open signing session and client's clinic access in a
+//! single join) and one write: the token id is inserted by a statement that re-checks that the
+//! session is still live, so a session ended on another instance a moment earlier gets no token.
+//! Consumption is one conditional `UPDATE … RETURNING`: only one presentation, on any instance,
+//! can succeed.
+
+use super::{Backend, Error, Result, Store, corrupt, with_pool};
+
+/// What a service client may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceRole {
+    /// An EMR backend: reads signing-session state and obtains tokens for its clinics.
+    Emr,
+    /// A remote signer: consumes tokens.
+    Signer,
+}
+
+impl ServiceRole {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceRole::Emr => "emr",
+            ServiceRole::Signer => "signer",
+        }
+    }
+}
+
+impl std::str::FromStr for ServiceRole {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "emr" => Ok(ServiceRole::Emr),
+            "signer" => Ok(ServiceRole::Signer),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A registered service client.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceClient {
+    /// Operator-chosen id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: ServiceRole,
+    /// Certificate fingerprint (hex SHA-256).
+    pub fingerprint: String,
+    /// Certificate subject.
+    pub subject: String,
+    /// Disabled clients are refused.
+    pub enabled: bool,
+    /// Clinics served.
+    pub clinics: Vec<String>,
+}
+
+/// A stored signing key.
+#[derive(Debug, Clone)]
+pub struct SigningKeyRow {
+    /// Key id.
+    pub kid: String,
+    /// Public JWK JSON.
+    pub public_jwk: String,
+    /// Encrypted private key.
+    pub private_key: Vec<u8>,
+    /// When it stopped signing.
+    pub retired_at: Option<i64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// What token issuance needs to know about a doctor, in one read.
+#[derive(Debug, Clone)]
+pub struct IssueContext {
+    /// Gateway user id.
+    pub user_id: String,
+    /// Enabled.
+    pub enabled: bool,
+    /// `doctor` or `staff`.
+    pub is_doctor: bool,
+    /// 医籍番号.
+    pub medical_reg_no: Option<String>,
+    /// The open signing session, if any.
+    pub session: Option<OpenSession>,
+}
+
+/// The open signing session of a doctor at a clinic.
+#[derive(Debug, Clone)]
+pub struct OpenSession {
+    /// Session id.
+    pub id: String,
+    /// `fido`, `hpki`, `jpki`.
+    pub method: String,
+    /// JSON array.
+    pub amr: String,
+    /// ACR.
+    pub acr: String,
+    /// Authentication time.
+    pub auth_time: i64,
+    /// Absolute expiry.
+    pub expires_at: i64,
+    /// Idle timeout.
+    pub idle_secs: i64,
+    /// Last activity.
+    pub last_activity_at: i64,
+}
+
+/// A token id to record.
+#[derive(Debug)]
+pub struct NewIssuedToken<'a> {
+    /// Token id.
+    pub jti: &'a str,
+    /// Session.
+    pub session_id: &'a str,
+    /// Requesting service client.
+    pub client_id: &'a str,
+    /// Token expiry.
+    pub expires_at: i64,
+}
+
+/// A consumed token's record.
+#[derive(Debug, Clone)]
+pub struct ConsumedToken {
+    /// Session.
+    pub session_id: String,
+    /// Who requested it.
+    pub client_id: String,
+}
+
+type ClientRow = (String, String, String, String, String, bool);
+
+impl Store {
+    /// Registers a service client serving `clinics`, in one transaction.
+    pub async fn add_service_client(&self, client: &ServiceClient, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO service_clients (id, name, role, fingerprint, subject, enabled, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6)",
+                )
+                .bind(&client.id)
+                .bind(&client.name)
+                .bind(client.role.as_str())
+                .bind(&client.fingerprint)
+                .bind(&client.subject)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                for clinic in &client.clinics {
+                    sqlx::query("INSERT INTO service_client_clinics (client_id, clinic_id, created_at) VALUES ($1, $2, $3)")
+                        .bind(&client.id)
+                        .bind(clinic)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
+            }
+            .await
+        })?;
+        Ok(())
+    }
+
+    /// The enabled-or-not service client presenting `fingerprint`.
+    pub async fn service_client_by_fingerprint(&self, fingerprint: &str) -> Result<ServiceClient> {
+        let row: ClientRow = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT id, name, role, fingerprint, subject, enabled FROM service_clients WHERE fingerprint = $1")
+                .bind(fingerprint)
+                .fetch_one(pool)
+                .await
+        })?;
+        self.client_from_row(row).await
+    }
+
+    async fn client_from_row(&self, r: ClientRow) -> Result<ServiceClient> {
+        let clinics: Vec<(String,)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT clinic_id FROM service_client_clinics WHERE client_id = $1 ORDER BY clinic_id")
+                .bind(&r.0)
+                .fetch_all(pool)
+                .await
+        })?;
+        Ok(ServiceClient {
+            id: r.0,
+            name: r.1,
+            role: r.2.parse().map_err(|()| corrupt("service_clients.role"))?,
+            fingerprint: r.3,
+            subject: r.4,
+            enabled: r.5,
+            clinics: clinics.into_iter().map(|(c,)| c).collect(),
+        })
+    }
+
+    /// All service clients.
+    pub async fn list_service_clients(&self) -> Result<Vec<ServiceClient>> {
+        let rows: Vec<ClientRow> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT id, name, role, fingerprint, subject, enabled FROM service_clients ORDER BY id")
+                .fetch_all(pool)
+                .await
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(self.client_from_row(r).await?);
+        }
+        Ok(out)
+    }
+
+    /// Enables or disables a service client.
+    pub async fn set_service_client_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<()> {
+        let n = with_pool!(self, |pool| {
+            sqlx::query("UPDATE service_clients SET enabled = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(enabled)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if n == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
+    /// Doctor, account state and open signing session at `clinic_id`, in one query.
+    pub async fn issue_context(&self, clinic_id: &str, login_id: &str) -> Result<Option<IssueContext>> {
+        type Row = (
+            String,
+            bool,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let row: Option<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT u.id, u.enabled, u.kind, u.medical_reg_no,
+                        s.id, s.method, s.amr, s.acr, s.auth_time, s.expires_at, s.idle_secs, s.last_activity_at
+                 FROM users u
+                 LEFT JOIN signing_sessions s ON s.user_id = u.id AND s.clinic_id = u.clinic_id AND s.ended_at IS NULL
+                 WHERE u.clinic_id = $1 AND u.login_id = $2",
+            )
+            .bind(clinic_id)
+            .bind(login_id)
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(row.map(|r| {
+            let session = match (r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11) {
+                (Some(id), Some(method), Some(amr), Some(acr), Some(auth_time), Some(expires_at), Some(idle), Some(last)) => {
+                    Some(OpenSession { id, method, amr, acr, auth_time, expires_at, idle_secs: idle, last_activity_at: last })
+                }
+                _ => None,
+            };
+            IssueContext { user_id: r.0, enabled: r.1, is_doctor: r.2 == "doctor", medical_reg_no: r.3, session }
+        }))
+    }
+
+    /// Records an issued token id, but only if its session is still live at `now`; `false` if
+    /// the session ended or expired in the meantime. Optionally records activity in the same
+    /// transaction (callers do that only every few seconds, to keep one write per token).
+    pub async fn record_issued_token(&self, token: &NewIssuedToken<'_>, now: i64, touch: bool) -> Result<bool> {
+        let inserted = with_pool!(self, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                let n = sqlx::query(
+                    "INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
+                     SELECT $1, s.id, $3, $4, NULL, NULL, $5 FROM signing_sessions s
+                     WHERE s.id = $2 AND s.ended_at IS NULL AND s.expires_at > $5 AND s.last_activity_at + s.idle_secs > $5",
+                )
+                .bind(token.jti)
+                .bind(token.session_id)
+                .bind(token.client_id)
+                .bind(token.expires_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n == 1 && touch {
+                    sqlx::query(
+                        "UPDATE signing_sessions SET last_activity_at = $2, updated_at = $2 WHERE id = $1 AND last_activity_at < $2",
+                    )
+                    .bind(token.session_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(n == 1)
+            }
+            .await
+        })?;
+        Ok(inserted)
+    }
+
+    /// Marks a token consumed, once: `None` if it is unknown, already consumed or expired.
+    pub async fn consume_token(&self, jti: &str, consumer: &str, now: i64) -> Result<Option<ConsumedToken>> {
+        let row: Option<(String, String)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "UPDATE issued_tokens SET consumed_at = $3, consumed_by = $2
+                 WHERE jti = $1 AND consumed_at IS NULL AND expires_at > $3
+                 RETURNING session_id, client_id",
+            )
+            .bind(jti)
+            .bind(consumer)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(row.map(|(session_id, client_id)| ConsumedToken { session_id, client_id }))
+    }
+
+    /// Deletes token ids that expired before `before`.
+    pub async fn purge_issued_tokens(&self, before: i64) -> Result<u64> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM issued_tokens WHERE expires_at < $1")
+                .bind(before)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?)
+    }
+
+    // ---- signing keys ---------------------------------------------------------------------
+
+    /// The active ES256 key, if any.
+    pub async fn active_signing_key(&self) -> Result<Option<SigningKeyRow>> {
+        let row: Option<(String, String, Vec<u8>, Option<i64>, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT kid, public_jwk, private_key, retired_at, created_at FROM signing_keys
+                 WHERE alg = 'ES256' AND retired_at IS NULL",
+            )
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(row.map(key_row))
+    }
+
+    /// Inserts a key unless an active one exists (several instances may start at once).
+    pub async fn insert_signing_key_if_none_active(
+        &self,
+        kid: &str,
+        alg: &str,
+        public_jwk: &str,
+        private_key: &[u8],
+        now: i64,
+    ) -> Result<()> {
+        let r = with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, alg, public_jwk, private_key, retired_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, NULL, $5, $5)",
+            )
+            .bind(kid)
+            .bind(alg)
+            .bind(public_jwk)
+            .bind(private_key)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        });
+        match r {
+            Ok(_) => Ok(()),
+            // Another instance created the first key at the same moment: use that one.
+            Err(e) => match Error::from(e) {
+                Error::Conflict(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Retires the active key and activates a new one, atomically.
+    pub async fn rotate_signing_key(&self, kid: &str, alg: &str, public_jwk: &str, private_key: &[u8], now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                sqlx::query("UPDATE signing_keys SET retired_at = $2, updated_at = $2 WHERE alg = $1 AND retired_at IS NULL")
+                    .bind(alg)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, public_jwk, private_key, retired_at, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, NULL, $5, $5)",
+                )
+                .bind(kid)
+                .bind(alg)
+                .bind(public_jwk)
+                .bind(private_key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await
+            }
+            .await
+        })?;
+        Ok(())
+    }
+
+    /// Keys to publish: the active one and those retired after `retired_after`.
+    pub async fn published_signing_keys(&self, retired_after: i64) -> Result<Vec<SigningKeyRow>> {
+        let rows: Vec<(String, String, Vec<u8>, Option<i64>, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT kid, public_jwk, private_key, retired_at, created_at FROM signing_keys
+                 WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC",
+            )
+            .bind(retired_after)
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(rows.into_iter().map(key_row).collect())
+    }
+
+    /// Every key, newest first.
+    pub async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRow>> {
+        self.published_signing_keys(i64::MIN).await
+    }
+}
+
+fn key_row(r: (String, String, Vec<u8>, Option<i64>, i64)) -> SigningKeyRow {
+    SigningKeyRow { kid: r.0, public_jwk: r.1, private_key: r.2, retired_at: r.3, created_at: r.4 }
+}

@@ -1,0 +1,160 @@
+//! `gateway admin service-client …` and `gateway admin keys …`: the operator side of signing
+//! tokens. Input is checked completely before anything is written; every change is audited.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+
+use crate::admin::{Admin, parse_certificate};
+use crate::config::Config;
+use crate::store::{self, AuditEvent, ServiceClient, ServiceRole, Store};
+use crate::tls::PeerCert;
+
+/// `admin service-client …`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceClientCommand {
+    /// Register an EMR backend or remote signer by its TLS client certificate.
+    Add {
+        /// Client id, e.g. emr-acme (letters, digits, '-', '_').
+        #[arg(long)]
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// emr (obtains tokens) or signer (consumes tokens).
+        #[arg(long, value_enum, default_value = "emr")]
+        role: ServiceRole,
+        /// Its TLS client certificate (PEM or DER), issued under a `service` trust anchor.
+        #[arg(long)]
+        cert: PathBuf,
+        /// A clinic it serves; repeat for several.
+        #[arg(long = "clinic")]
+        clinics: Vec<String>,
+    },
+    /// List service clients.
+    List,
+    /// Disable a service client: its calls are refused at once.
+    Disable {
+        /// Client id.
+        #[arg(long)]
+        id: String,
+    },
+    /// Enable a disabled service client.
+    Enable {
+        /// Client id.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// `admin keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Start signing with a new key; the previous one stays in the JWKS until its tokens expire.
+    Rotate,
+    /// List token signing keys.
+    List,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Runs a `service-client` command.
+pub async fn service_client(admin: &Admin<'_>, cmd: ServiceClientCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let store = admin.store;
+    match cmd {
+        ServiceClientCommand::Add { id, name, role, cert, clinics } => {
+            if !valid_id(&id) {
+                bail!("service client id must be 1–64 letters, digits, '-' or '_', got {id:?}");
+            }
+            if name.trim().is_empty() {
+                bail!("name must not be empty");
+            }
+            if role == ServiceRole::Emr && clinics.is_empty() {
+                bail!("an emr client needs at least one --clinic");
+            }
+            let bytes = std::fs::read(&cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            let der = parse_certificate(&bytes).with_context(|| cert.display().to_string())?;
+            let peer = PeerCert::from_der(&der)?;
+            for clinic in &clinics {
+                match store.clinic(clinic).await {
+                    Err(store::Error::NotFound) => bail!("no clinic {clinic}"),
+                    r => {
+                        r?;
+                    }
+                }
+            }
+            let client = ServiceClient {
+                id: id.clone(),
+                name: name.trim().to_owned(),
+                role,
+                fingerprint: peer.fingerprint.clone(),
+                subject: peer.subject.clone(),
+                enabled: true,
+                clinics,
+            };
+            match store.add_service_client(&client, admin.now).await {
+                Err(store::Error::Conflict(_)) => {
+                    bail!("a service client with id {id} or certificate {} already exists", peer.fingerprint)
+                }
+                r => r?,
+            }
+            store.audit(&AuditEvent::Admin { action: "service_client.add", target: id.clone() }, admin.now).await?;
+            writeln!(out, "added {} client {id} ({}) for clinics {}", role.as_str(), peer.fingerprint, client.clinics.join(","))?;
+            if !store.list_anchors(Some(store::AnchorKind::Service)).await?.iter().any(|_| true) {
+                writeln!(out, "note: no `service` trust anchor exists yet: gateway admin anchor add --kind service CA.pem")?;
+            }
+        }
+        ServiceClientCommand::List => {
+            for c in store.list_service_clients().await? {
+                let state = if c.enabled { "enabled" } else { "disabled" };
+                writeln!(out, "{}\t{}\t{state}\t{}\t{}\t{}", c.id, c.role.as_str(), c.fingerprint, c.clinics.join(","), c.name)?;
+            }
+        }
+        ServiceClientCommand::Disable { id } | ServiceClientCommand::Enable { id } if !valid_id(&id) => {
+            bail!("no service client {id:?}")
+        }
+        ServiceClientCommand::Disable { id } => set_enabled(admin, &id, false, out).await?,
+        ServiceClientCommand::Enable { id } => set_enabled(admin, &id, true, out).await?,
+    }
+    Ok(())
+}
+
+async fn set_enabled(admin: &Admin<'_>, id: &str, enabled: bool, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    match admin.store.set_service_client_enabled(id, enabled, admin.now).await {
+        Err(store::Error::NotFound) => bail!("no service client {id}"),
+        r => r?,
+    }
+    let action = if enabled { "service_client.enable" } else { "service_client.disable" };
+    admin.store.audit(&AuditEvent::Admin { action, target: id.to_owned() }, admin.now).await?;
+    writeln!(out, "{} service client {id}", if enabled { "enabled" } else { "disabled" })?;
+    Ok(())
+}
+
+/// Runs a `keys` command.
+pub async fn keys(store: &Store, config: &Config, now: i64, cmd: KeysCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Rotate => {
+            let kek = config.token_kek()?;
+            if store.active_signing_key().await?.is_none() {
+                bail!("there is no key to rotate yet: start the gateway once to create the first key");
+            }
+            let kid = crate::tokens::rotate(store, &kek, now).await?;
+            store.audit(&AuditEvent::Admin { action: "keys.rotate", target: kid.clone() }, now).await?;
+            writeln!(out, "new signing key {kid}; instances switch within {} s", config.tokens.key_refresh_secs)?;
+        }
+        KeysCommand::List => {
+            for k in store.list_signing_keys().await? {
+                let state = match k.retired_at {
+                    None => "active".to_owned(),
+                    Some(t) => format!("retired at {t}"),
+                };
+                writeln!(out, "{}\t{state}\tcreated {}", k.kid, k.created_at)?;
+            }
+        }
+    }
+    Ok(())
+}

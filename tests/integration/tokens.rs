@@ -1,0 +1,362 @@
+//! EMR signing tokens (DESIGN §3.8): issue, verify with only the JWKS, consume once, every
+//! refusal, certificate binding, key rotation, and the signing-session rules they depend on.
+
+use base64::Engine as _;
+use gateway::store::{AuthMethod, NewSigningSession};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Opens a FIDO signing session for the demo doctor as a successful FIDO login would.
+/// (The FIDO ceremony itself is exercised in the fido tests; here it is the precondition.)
+async fn open_session(app: &TestApp) -> String {
+    let user = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap();
+    let now = app.clock_now();
+    let cfg = &app.config.signing_session;
+    let s = app
+        .store()
+        .open_signing_session(
+            &NewSigningSession {
+                user_id: &user.id,
+                clinic_id: CLINIC,
+                method: AuthMethod::Fido,
+                authenticator_kind: "fido",
+                authenticator_id: "test-credential",
+                amr: &["hwk", "user", "mfa"],
+                acr: "aal3",
+                auth_time: now,
+                absolute_secs: cfg.absolute_secs,
+                idle_secs: cfg.idle_secs,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    s.id
+}
+
+async fn issue(app: &TestApp, client: &reqwest::Client, body: Value) -> (u16, Value) {
+    let res = client.post(app.url("/api/v1/signing-tokens")).json(&body).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+async fn consume(app: &TestApp, client: &reqwest::Client, body: Value) -> (u16, Value) {
+    let res = client.post(app.url("/api/v1/signing-tokens/consume")).json(&body).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+fn doctor() -> Value {
+    json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN })
+}
+
+/// Verifies `token` with an independent JWT implementation (jsonwebtoken) using only the JWKS
+/// fetched from the gateway.
+async fn verify_with_jwks(app: &TestApp, token: &str) -> Value {
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        app.client(Some(&app.pki.signer)).get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let jwk = jwks.find(&kid).expect("token key is published");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_audience(&[&app.config.tokens.audience]);
+    v.set_issuer(&[&app.origin()]);
+    v.validate_exp = false; // the test clock may run ahead of the wall clock
+    jsonwebtoken::decode::<Value>(token, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &v).unwrap().claims
+}
+
+async fn token_carries_the_claims_and_verifies_with_the_jwks_alone(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let sid = open_session(&app).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32]);
+    let (status, body) = issue(&app, &emr, json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN, "hashes": [hash] })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["expires_in"], 120);
+    let token = body["token"].as_str().unwrap();
+    let claims = verify_with_jwks(&app, token).await;
+    let user = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap();
+    assert_eq!(claims["sub"], user.id.as_str());
+    assert_eq!(claims["clinic"], CLINIC);
+    assert_eq!(claims["sid"], sid.as_str());
+    assert_eq!(claims["amr"], json!(["hwk", "user", "mfa"]));
+    assert_eq!(claims["acr"], "aal3");
+    assert_eq!(claims["medical_reg_no"], "123456");
+    assert_eq!(claims["hashes"], json!([hash]));
+    assert_eq!(claims["hash_alg"], "2.16.840.1.101.3.4.2.1");
+    assert_eq!(claims["num_signatures"], 1);
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 120);
+    assert_eq!(claims["nbf"], claims["iat"]);
+    assert!(claims["jti"].as_str().unwrap().len() >= 22);
+    assert_eq!(claims["cnf"]["x5t#S256"], gateway::tokens::x5t_s256(&app.pki.emr_a.cert_der).as_str());
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    app.state.audit_sink.flush().await;
+    let events: Vec<String> = app.store().audit_tail(3).await.unwrap().into_iter().map(|r| r.event).collect();
+    assert!(events.contains(&"token_issued".to_owned()), "{events:?}");
+    app.stop().await;
+}
+
+async fn a_token_is_consumed_once(db: Db) {
+    let app = TestApp::spawn(db).await;
+    open_session(&app).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let (_, body) = issue(&app, &emr, doctor()).await;
+    let token = body["token"].as_str().unwrap();
+    let (status, first) = consume(&app, &emr, json!({ "token": token })).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["clinic_id"], CLINIC);
+    assert_eq!(first["medical_reg_no"], "123456");
+    let (status, second) = consume(&app, &emr, json!({ "token": token })).await;
+    assert_eq!((status, second["error"].as_str().unwrap()), (409, "token_already_used"));
+    // A signer presenting the same token (with the right binding) is refused too.
+    let x5t = gateway::tokens::x5t_s256(&app.pki.emr_a.cert_der);
+    let (status, _) = consume(&app, &app.client(Some(&app.pki.signer)), json!({ "token": token, "x5t#S256": x5t })).await;
+    assert_eq!(status, 409);
+    app.stop().await;
+}
+
+async fn consumption_is_single_use_across_instances(db: Db) {
+    // Two gateways on one database: the second instance sees the first one's consumption.
+    let app = TestApp::spawn(db).await;
+    open_session(&app).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let (_, body) = issue(&app, &emr, doctor()).await;
+    let jti = jsonwebtoken::dangerous::insecure_decode::<Value>(body["token"].as_str().unwrap()).unwrap().claims["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = gateway::store::Store::connect(&app.config.database.url, 2).await.unwrap();
+    let now = app.clock_now();
+    let (a, b) = tokio::join!(app.store().consume_token(&jti, "emr-a", now), other.consume_token(&jti, "emr-a", now));
+    assert_eq!(a.unwrap().is_some() as u8 + b.unwrap().is_some() as u8, 1, "exactly one consumption wins");
+    other.close().await;
+    app.stop().await;
+}
+
+async fn a_token_bound_to_one_client_is_refused_to_another(db: Db) {
+    let app = TestApp::spawn(db).await;
+    open_session(&app).await;
+    let (_, body) = issue(&app, &app.client(Some(&app.pki.emr_a)), doctor()).await;
+    let token = body["token"].as_str().unwrap();
+    let (status, err) = consume(&app, &app.client(Some(&app.pki.emr_b)), json!({ "token": token })).await;
+    assert_eq!((status, err["error"].as_str().unwrap()), (403, "cnf_mismatch"));
+    // A signer that saw emr-b's certificate is refused as well; with emr-a's it succeeds.
+    let signer = app.client(Some(&app.pki.signer));
+    let b = gateway::tokens::x5t_s256(&app.pki.emr_b.cert_der);
+    assert_eq!(consume(&app, &signer, json!({ "token": token, "x5t#S256": b })).await.0, 403);
+    let a = gateway::tokens::x5t_s256(&app.pki.emr_a.cert_der);
+    let (status, ok) = consume(&app, &signer, json!({ "token": token, "x5t#S256": a })).await;
+    assert_eq!(status, 200, "{ok}");
+    app.stop().await;
+}
+
+async fn every_refusal_has_its_code(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let code = |v: &Value| v["error"].as_str().unwrap().to_owned();
+
+    let (s, b) = issue(&app, &emr, doctor()).await;
+    assert_eq!((s, code(&b)), (409, "no_session".into()));
+    open_session(&app).await;
+
+    let cases = [
+        (json!({ "clinic_id": CLINIC, "doctor_id": "nobody" }), 404, "doctor_not_in_clinic"),
+        (json!({ "clinic_id": CLINIC, "doctor_id": STAFF_LOGIN }), 403, "not_a_doctor"),
+        (json!({ "clinic_id": OTHER_CLINIC, "doctor_id": OTHER_DOCTOR_LOGIN }), 403, "clinic_not_allowed"),
+        (json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN, "ttl": 301 }), 400, "ttl_too_long"),
+        (json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN, "ttl": 0 }), 400, "bad_ttl"),
+        (json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN, "hashes": ["not base64!"] }), 400, "bad_hashes"),
+        (json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN, "hashes": ["AAAA"] }), 400, "bad_hashes"),
+        (json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN, "hashes": [] }), 400, "bad_hashes"),
+        (json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN, "hash_alg": "2.16.840.1.101.3.4.2.1" }), 400, "bad_hashes"),
+        (
+            json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN, "hashes": [base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([1u8; 32])], "hash_alg": "1.2.3" }),
+            400,
+            "bad_hash_alg",
+        ),
+        (
+            json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN, "hashes": [base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([1u8; 32])], "num_signatures": 2 }),
+            400,
+            "bad_num_signatures",
+        ),
+        (json!({ "clinic_id": CLINIC }), 400, "bad_request"),
+        (json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN, "extra": 1 }), 400, "bad_request"),
+    ];
+    for (body, status, expected) in cases {
+        let (s, b) = issue(&app, &emr, body.clone()).await;
+        assert_eq!((s, code(&b)), (status, expected.to_owned()), "{body}");
+        assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // Refusals issue nothing.
+    let issued = app.store().execute_unchecked("UPDATE issued_tokens SET client_id = client_id").await.unwrap();
+    assert_eq!(issued, 0);
+
+    // Callers that are not EMR service clients.
+    let (s, b) = issue(&app, &app.clinic_client(), doctor()).await;
+    assert_eq!((s, code(&b)), (403, "client_not_registered".into()));
+    let (s, b) = issue(&app, &app.client(Some(&app.pki.signer)), doctor()).await;
+    assert_eq!((s, code(&b)), (403, "wrong_role".into()));
+
+    // A disabled doctor, a disabled client.
+    let admin = gateway::admin::Admin { store: app.store(), now: app.clock_now() };
+    admin.user_set_enabled(CLINIC, DOCTOR_LOGIN, false).await.unwrap();
+    assert_eq!(code(&issue(&app, &emr, doctor()).await.1), "doctor_disabled");
+    app.store().set_service_client_enabled("emr-a", false, app.clock_now()).await.unwrap();
+    assert_eq!(code(&issue(&app, &emr, doctor()).await.1), "client_disabled");
+
+    // Tokens that are not ours.
+    let (s, b) = consume(&app, &app.client(Some(&app.pki.emr_b)), json!({ "token": "a.b.c" })).await;
+    assert_eq!((s, code(&b)), (401, "invalid_token".into()));
+    app.stop().await;
+}
+
+async fn sessions_expire_absolutely_and_when_idle_and_tokens_count_as_activity(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let code = |v: &Value| v["error"].as_str().unwrap_or("").to_owned();
+
+    // Idle: 16 minutes without a token.
+    open_session(&app).await;
+    app.clock.advance(time::Duration::minutes(16));
+    assert_eq!(code(&issue(&app, &emr, doctor()).await.1), "session_idle_expired");
+
+    // Activity: a token every 10 minutes keeps the session alive past 15 minutes of age.
+    open_session(&app).await;
+    for _ in 0..3 {
+        app.clock.advance(time::Duration::minutes(10));
+        let (s, b) = issue(&app, &emr, doctor()).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    // Absolute: 8 hours after authentication nothing extends it.
+    for _ in 0..47 {
+        app.clock.advance(time::Duration::minutes(10));
+        issue(&app, &emr, doctor()).await;
+    }
+    let (s, b) = issue(&app, &emr, doctor()).await;
+    assert_eq!((s, code(&b)), (409, "session_expired".into()));
+
+    // A token never outlives its session.
+    let now = app.clock_now();
+    open_session(&app).await;
+    app.clock.set(time::OffsetDateTime::from_unix_timestamp(now + 8 * 3600 - 60).unwrap());
+    // (keep it from idling: record activity right before)
+    let sid = app.store().current_signing_session(&app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap().id, CLINIC).await.unwrap().unwrap().id;
+    app.store().execute_unchecked(&format!("UPDATE signing_sessions SET last_activity_at = {} WHERE id = '{sid}'", app.clock_now())).await.unwrap();
+    let (s, b) = issue(&app, &emr, doctor()).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["expires_in"], 60);
+    app.stop().await;
+}
+
+async fn emr_reads_and_ends_signing_sessions(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let url = app.url(&format!("/api/v1/signing-sessions?clinic_id={CLINIC}&doctor_id={DOCTOR_LOGIN}"));
+    let state: Value = emr.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(state, json!({ "active": false, "reason": "no_session" }));
+
+    let sid = open_session(&app).await;
+    let state: Value = emr.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(state["active"], true);
+    assert_eq!(state["session_id"], sid.as_str());
+    assert_eq!(state["method"], "fido");
+    assert_eq!(state["expires_at"].as_i64().unwrap() - state["auth_time"].as_i64().unwrap(), 8 * 3600);
+
+    // Another clinic's client can neither see nor end it.
+    let other = app.client(Some(&app.pki.emr_other));
+    let res = other.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let res = other.delete(app.url(&format!("/api/v1/signing-sessions/{sid}"))).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+
+    let res = emr.delete(app.url(&format!("/api/v1/signing-sessions/{sid}"))).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    let res = emr.delete(app.url(&format!("/api/v1/signing-sessions/{sid}"))).send().await.unwrap();
+    assert_eq!(res.status(), 409);
+    let (s, b) = issue(&app, &emr, doctor()).await;
+    assert_eq!((s, b["error"].as_str().unwrap()), (409, "no_session"));
+    app.stop().await;
+}
+
+async fn rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key(db: Db) {
+    let app = TestApp::spawn(db).await;
+    open_session(&app).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let old = issue(&app, &emr, doctor()).await.1["token"].as_str().unwrap().to_owned();
+    let old_kid = jsonwebtoken::decode_header(&old).unwrap().kid.unwrap();
+
+    // Rotate through the real CLI, then let this instance pick it up as its refresh loop would.
+    let config_path = app.dir.path().join("rotate.toml");
+    std::fs::write(
+        &config_path,
+        format!("data_dir = {:?}\n[database]\nurl = {:?}\n", app.config.data_dir.display().to_string(), app.config.database.url),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let code = gateway::cli::run(
+        vec!["gateway".into(), "--config".into(), config_path.display().to_string(), "admin".into(), "keys".into(), "rotate".into()],
+        &mut out,
+        &mut std::io::empty(),
+    )
+    .await;
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
+    app.state.token_keys.refresh(app.store(), app.clock_now()).await.unwrap();
+
+    let new = issue(&app, &emr, doctor()).await.1["token"].as_str().unwrap().to_owned();
+    let new_kid = jsonwebtoken::decode_header(&new).unwrap().kid.unwrap();
+    assert_ne!(old_kid, new_kid);
+    let jwks: Value = emr.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    assert!(kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()), "{kids:?}");
+    assert!(jwks["keys"].as_array().unwrap().iter().all(|k| k.get("d").is_none()), "no private parts");
+    verify_with_jwks(&app, &old).await;
+    verify_with_jwks(&app, &new).await;
+    assert_eq!(consume(&app, &emr, json!({ "token": old })).await.0, 200);
+
+    // Once the old key's last token has expired, it leaves the JWKS.
+    app.clock.advance(time::Duration::minutes(10));
+    app.state.token_keys.refresh(app.store(), app.clock_now()).await.unwrap();
+    let jwks: Value = emr.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    assert_eq!(kids, [new_kid.as_str()]);
+    app.stop().await;
+}
+
+async fn signing_keys_are_encrypted_at_rest(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let keys = app.store().list_signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    // The stored blob is nonce ‖ AES-GCM ciphertext: no PKCS#8 structure is visible.
+    let blob = &keys[0].private_key;
+    assert!(!blob.windows(3).any(|w| w == [0x30, 0x81, 0x87]) && blob[..2] != [0x30, 0x81]);
+    let kek = std::fs::metadata(app.config.data_dir.join("token-kek")).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(kek.permissions().mode() & 0o777, 0o600);
+    app.stop().await;
+}
+
+async fn openapi_document_is_served_and_lists_every_route(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let doc: Value =
+        app.client(Some(&app.pki.emr_a)).get(app.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in ["/api/v1/signing-sessions", "/api/v1/signing-sessions/{id}", "/api/v1/signing-tokens", "/api/v1/signing-tokens/consume", "/.well-known/jwks.json"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
+    }
+    let res = app.client(Some(&app.pki.emr_a)).get(app.url("/api/v1/nope")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "not_found");
+    app.stop().await;
+}
+
+db_tests!(
+    token_carries_the_claims_and_verifies_with_the_jwks_alone,
+    a_token_is_consumed_once,
+    consumption_is_single_use_across_instances,
+    a_token_bound_to_one_client_is_refused_to_another,
+    every_refusal_has_its_code,
+    sessions_expire_absolutely_and_when_idle_and_tokens_count_as_activity,
+    emr_reads_and_ends_signing_sessions,
+    rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key,
+    signing_keys_are_encrypted_at_rest,
+    openapi_document_is_served_and_lists_every_route,
+);
