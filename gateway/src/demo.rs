@@ -29,6 +29,9 @@ struct DemoSecrets {
     staff_login: String,
     staff_password: String,
     port: u16,
+    /// The registration code issued for doctor1 at setup (demo only: a real code is shown once).
+    #[serde(default)]
+    enroll_code: Option<String>,
 }
 
 fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
@@ -159,6 +162,10 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
         .user_add(&hasher, CLINIC_ID, "doctor1", UserKind::Doctor, "山田 太郎", Some("123456"), &doctor_password)
         .await?;
     admin.user_add(&hasher, CLINIC_ID, "staff1", UserKind::Staff, "佐藤 花子", None, &staff_password).await?;
+    // A registration code so the demo doctor can link a passkey right away (DESIGN §5).
+    let (enroll_code, _) = admin
+        .enroll_code_issue(CLINIC_ID, "doctor1", config.enrollment.code_ttl_secs, config.enrollment.code_max_failures)
+        .await?;
     store.close().await;
 
     let secrets = DemoSecrets {
@@ -168,6 +175,7 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
         staff_login: "staff1".into(),
         staff_password: staff_password.to_string(),
         port: args.port,
+        enroll_code: Some(enroll_code.to_string()),
     };
     write_file(&paths.p("demo-secrets.json"), &serde_json::to_vec_pretty(&secrets)?, true)?;
     Ok(secrets)
@@ -186,6 +194,15 @@ fn print_instructions(out: &mut dyn Write, paths: &DemoPaths, s: &DemoSecrets, f
     writeln!(out, "3. Sign in (clinic {CLINIC_ID}):")?;
     writeln!(out, "   - doctor: login ID {}  password {}", s.doctor_login, s.doctor_password)?;
     writeln!(out, "   - staff (refused, not a doctor): login ID {}  password {}", s.staff_login, s.staff_password)?;
+    writeln!(out, "4. Link a passkey or security key on the method page (FIDO認証器の登録):")?;
+    if let Some(code) = &s.enroll_code {
+        writeln!(out, "   - registration code for doctor1 (valid 24 h from the first run, once): {code}")?;
+    }
+    writeln!(
+        out,
+        "   - a new code: gateway --config {d}/gateway.toml admin enroll-code issue --clinic {CLINIC_ID} --login-id doctor1"
+    )?;
+    writeln!(out, "   then press FIDO認証 to open a signing session (認証済み).")?;
     writeln!(out)?;
     writeln!(out, "Command line: curl --cert-type P12 --cert '{d}/clinic/client.p12:{}' --cacert {d}/tls/server-ca.pem https://localhost:{port}/login", s.p12_password)?;
     writeln!(out, "Card simulator files: {d}/cards/hpki and {d}/cards/jpki")?;
