@@ -585,7 +585,92 @@ async fn json_endpoints_refuse_bad_requests_clearly(db: Db) {
     app.stop().await;
 }
 
+/// Runs `gateway --config <app config> <args>` in-process; returns (exit code, output).
+async fn cli(app: &TestApp, args: &[&str]) -> (i32, String) {
+    let path = app.dir.path().join("fido-cli.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = {:?}\n[database]\nurl = {:?}\n[login]\nargon2_memory_kib = 8192\nargon2_iterations = 1\n",
+            app.config.data_dir.display().to_string(),
+            app.config.database.url
+        ),
+    )
+    .unwrap();
+    let mut argv = vec!["gateway".to_owned(), "--config".to_owned(), path.display().to_string()];
+    argv.extend(args.iter().map(|s| (*s).to_owned()));
+    let mut out = Vec::new();
+    let code = gateway::cli::run(argv, &mut out, &mut std::io::empty()).await;
+    (code, String::from_utf8(out).unwrap())
+}
+
+async fn operators_manage_codes_credentials_and_sessions(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let rows = || async { app.store().audit_tail(10_000).await.unwrap().len() };
+    // Bad input: a clear error and no write, not even an audit row.
+    let before = rows().await;
+    for (args, want) in [
+        (&["admin", "enroll-code", "issue", "--clinic", CLINIC, "--login-id", STAFF_LOGIN][..], "not a doctor"),
+        (&["admin", "enroll-code", "issue", "--clinic", CLINIC, "--login-id", "nobody"][..], "no user nobody"),
+        (&["admin", "enroll-code", "issue", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN, "--expires-hours", "0"][..], "between 1 and 720"),
+        (&["admin", "enroll-code", "revoke", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN][..], "no open registration code"),
+        (&["admin", "fido", "remove", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN, "--id", "x"][..], "has no FIDO credential"),
+        (&["admin", "session", "revoke", "--id", "x"][..], "no open signing session"),
+        (&["admin", "session", "revoke"][..], "either --id"),
+        (&["admin", "session", "list", "--login-id", DOCTOR_LOGIN][..], "needs --clinic"),
+    ] {
+        let (code, out) = cli(&app, args).await;
+        assert_ne!(code, 0, "{args:?}: {out}");
+        assert!(out.contains(want), "{args:?}: {want:?} not in {out}");
+    }
+    assert_eq!(rows().await, before, "refused commands write nothing");
+
+    // Issue prints the code once; a second issue voids the first; revoke voids the second.
+    let (code, out) = cli(&app, &["admin", "enroll-code", "issue", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
+    assert_eq!(code, 0, "{out}");
+    let first = out.lines().map(str::trim).find(|l| l.len() == 19 && l.matches('-').count() == 3).unwrap().to_owned();
+    let (_, out) = cli(&app, &["admin", "enroll-code", "issue", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
+    assert!(out.contains("previous open code"), "{out}");
+    let second = out.lines().map(str::trim).find(|l| l.len() == 19 && l.matches('-').count() == 3).unwrap().to_owned();
+    let doctor = Browser::doctor(&app).await;
+    let mut key = authenticator(&app);
+    assert_eq!(doctor.link_with_code(&mut key, &first).await.0, 403);
+    assert_eq!(cli(&app, &["admin", "enroll-code", "revoke", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await.0, 0);
+    assert_error(&doctor.link_with_code(&mut key, &second).await, 403, "code_voided", "無効");
+    let all = serde_json::to_string(&app.store().audit_tail(10_000).await.unwrap()).unwrap();
+    assert!(!all.contains(&first) && !all.contains(&second), "codes never reach the audit log");
+
+    // List and remove a credential; its signing session ends.
+    let (_, out) = cli(&app, &["admin", "enroll-code", "issue", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
+    let third = out.lines().map(str::trim).find(|l| l.len() == 19 && l.matches('-').count() == 3).unwrap().to_owned();
+    assert_eq!(doctor.link_with_code(&mut key, &third).await.0, 200);
+    assert_eq!(doctor.authenticate(&mut key).await.0, 200);
+    let (code, out) = cli(&app, &["admin", "fido", "list", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
+    assert_eq!(code, 0);
+    let id = out.split('\t').next().unwrap().to_owned();
+    assert!(out.contains("Key") && out.contains("device-bound"), "{out}");
+    let (code, out) = cli(&app, &["admin", "session", "list", "--clinic", CLINIC]).await;
+    assert!(code == 0 && out.contains("\tlive\t") && out.contains("aal3"), "{out}");
+    let (code, out) = cli(&app, &["admin", "fido", "remove", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN, "--id", &id]).await;
+    assert!(code == 0 && out.contains("1 signing session(s) ended"), "{out}");
+    assert!(!doctor.methods().await.contains("認証済み"));
+
+    // Session revoke by doctor.
+    let mut other = authenticator(&app);
+    let (_, out) = cli(&app, &["admin", "enroll-code", "issue", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
+    let fourth = out.lines().map(str::trim).find(|l| l.len() == 19 && l.matches('-').count() == 3).unwrap().to_owned();
+    assert_eq!(doctor.link_with_code(&mut other, &fourth).await.0, 200);
+    assert_eq!(doctor.authenticate(&mut other).await.0, 200);
+    let (code, out) = cli(&app, &["admin", "session", "revoke", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
+    assert!(code == 0 && out.contains("1 signing session(s) ended"), "{out}");
+    let audit = events(&app).await;
+    assert!(audit.iter().any(|(e, _, d)| e == "signing_session_ended" && d["reason"] == "operator"));
+    assert!(audit.iter().any(|(e, _, d)| e == "authenticator_removed" && d["by"] == "operator"));
+    app.stop().await;
+}
+
 db_tests!(
+    operators_manage_codes_credentials_and_sessions,
     link_with_code_then_authenticate_opens_a_signing_session,
     session_id_rotates_when_the_signing_session_opens,
     link_another_authenticator_after_confirming_with_a_linked_one,

@@ -1,6 +1,10 @@
 //! The one integration test binary: starts the real gateway in-process on a random port with
 //! certificates generated per run and talks real mTLS to it, on SQLite and on PostgreSQL.
 
+// Test code (the async bodies behind `db_tests!` included, which clippy does not see as tests):
+// a failed expectation should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod helpers;
 
 mod admin_cli;

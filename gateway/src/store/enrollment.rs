@@ -8,8 +8,6 @@
 //! up); a code expires; `max_failures` wrong entries void it; it is used once (consumed in the
 //! same transaction that links the authenticator, see `store::fido`).
 
-use subtle::ConstantTimeEq as _;
-
 use super::{Backend, Error, Result, Store, with_pool};
 
 /// A code as stored (without the hash).
@@ -197,18 +195,26 @@ impl Store {
         Ok(row.map(code_from_row))
     }
 
-    /// Checks an entered code (as its SHA-256) against the user's code. A wrong entry against an
+    /// Checks an entered code (as its SHA-256) against the user's codes. A wrong entry against an
     /// open, unexpired code counts a failure in one atomic statement, voiding the code at its
     /// `max_failures`-th failure, so concurrent guesses on several instances all count.
     pub async fn check_enrollment_code(&self, user_id: &str, entered_hash: &[u8; 32], now: i64) -> Result<CodeCheck> {
-        let Some((code, hash)) = self.latest_code(user_id).await? else {
-            return Ok(CodeCheck::NoCode);
-        };
-        // Constant time, although an attacker who sees timing learns little from a hash.
-        let matches = bool::from(hash.as_slice().ct_eq(&entered_hash[..]));
-        let open = code.used_at.is_none() && code.voided_at.is_none();
-        let id = code.id.clone();
-        if matches {
+        // The entered code among the user's codes, open or not, so that an old code is refused
+        // with the reason it no longer works. Looking a SHA-256 of 80 random bits up by equality
+        // reveals nothing through timing that could help guess another code.
+        let matched: Option<CodeRow> = with_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                code_columns!(),
+                " FROM enrollment_codes WHERE user_id = $1 AND code_hash = $2 ORDER BY created_at DESC, id LIMIT 1"
+            ))
+            .bind(user_id)
+            .bind(&entered_hash[..])
+            .fetch_optional(pool)
+            .await
+        })?;
+        if let Some((code, _)) = matched.map(code_from_row) {
+            let id = code.id;
             return Ok(if code.used_at.is_some() {
                 CodeCheck::Used { code_id: id }
             } else if code.void_reason.as_deref() == Some("exhausted") {
@@ -221,6 +227,11 @@ impl Store {
                 CodeCheck::Valid { code_id: id }
             });
         }
+        let Some((code, _)) = self.latest_code(user_id).await? else {
+            return Ok(CodeCheck::NoCode);
+        };
+        let open = code.used_at.is_none() && code.voided_at.is_none();
+        let id = code.id.clone();
         if !open {
             return Ok(if code.void_reason.as_deref() == Some("exhausted") {
                 CodeCheck::Exhausted { code_id: id }
