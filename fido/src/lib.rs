@@ -19,6 +19,8 @@
 //! validity period of attestation certificates under an `aaguid-allowlist` policy.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "soft")]
+pub mod soft;
 mod config;
 mod error;
 mod response;

@@ -4,14 +4,13 @@
 // Test code, helpers included: a failed expectation should panic with its message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod soft;
 
 use fido::{
     AttestationPolicy, BackupEligiblePolicy, Config, CounterPolicy, Error, NewCredential, Service,
     StoredCredential, UserInfo,
 };
 use serde_json::Value as Json;
-use soft::{Attestation, FIXTURE_AAGUID, SoftAuthenticator};
+use fido::soft::{Attestation, FIXTURE_AAGUID, SoftAuthenticator};
 use uuid::Uuid;
 
 fn doctor() -> UserInfo {

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::soft::SoftAuthenticator;
+use fido::soft::SoftAuthenticator;
 
 /// A signed-in doctor's browser.
 struct Browser<'a> {

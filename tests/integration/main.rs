@@ -14,6 +14,5 @@ mod e2e;
 mod fido_login;
 mod login;
 mod schema;
-mod soft;
 mod tls_gate;
 mod tokens;

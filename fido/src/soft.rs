@@ -1,18 +1,21 @@
-//! A software authenticator plus "browser" for the gateway's integration tests: answers the
-//! gateway's options JSON with the JSON a browser's `PublicKeyCredential.toJSON()` produces, with
-//! flags, counter, origin and RP ID under the test's control.
+//! A software authenticator plus "browser" for tests and benchmarks (feature `soft`): answers our
+//! options JSON with the JSON a browser's `PublicKeyCredential.toJSON()` produces, with every field
+//! under the caller's control (flags, counter, origin, RP ID, attestation). Never part of a
+//! production build: the gateway does not enable the feature.
 //!
-//! A trimmed copy of `fido/tests/soft` (ES256 keys, attestation "none" only, which is what the
-//! gateway's default policy asks for): attestation formats are the `fido` crate's tests' concern.
-//! Byte layouts follow WebAuthn L3 §6.1 (authenticator data) and §6.5 (attestation object).
+//! ES256 (P-256) keys; attestation "none", "packed" self attestation or "packed" with an x5c
+//! chain (the fixture attestation certificate). Byte layouts follow WebAuthn L3 §6.1
+//! (authenticator data), §6.5 (attestation object) and §8.2 (packed).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "test support: a malformed fixture or option is a bug in the test")]
 
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use crypto_glue::ecdsa_p256::{EcdsaP256DerSignature, EcdsaP256SigningKey};
+use crypto_glue::ecdsa_p256::{EcdsaP256DerSignature, EcdsaP256PrivateKey, EcdsaP256SigningKey};
 use crypto_glue::s256::Sha256;
-use crypto_glue::traits::{Digest, Signer};
+use crypto_glue::traits::{Digest, Pkcs8DecodePrivateKey, Signer};
 use serde_cbor_2::Value;
 use serde_json::{Value as Json, json};
 
@@ -22,7 +25,18 @@ pub const FLAG_BE: u8 = 0x08;
 pub const FLAG_BS: u8 = 0x10;
 pub const FLAG_AT: u8 = 0x40;
 
-#[allow(dead_code, reason = "fields a test may tune")]
+/// AAGUID of the fixture attestation certificate.
+pub const FIXTURE_AAGUID: &str = "6e696e73-686f-2d74-6573-742d61616775";
+
+/// Which attestation statement `create` returns.
+#[derive(Clone)]
+pub enum Attestation {
+    None,
+    SelfPacked,
+    /// Packed with x5c = [fixture certificate], signed by the fixture key.
+    Fixture,
+}
+
 pub struct SoftAuthenticator {
     key: EcdsaP256SigningKey,
     pub credential_id: Vec<u8>,
@@ -39,6 +53,7 @@ pub struct SoftAuthenticator {
     /// Added to `counter` before each assertion (0 = an authenticator without a counter).
     pub counter_step: u32,
     pub aaguid: [u8; 16],
+    pub attestation: Attestation,
     /// User handle returned in assertions (as a discoverable credential would).
     pub user_handle: Option<Vec<u8>>,
 }
@@ -51,6 +66,11 @@ fn sha256(data: &[u8]) -> Vec<u8> {
     Sha256::digest(data).to_vec()
 }
 
+fn fixture_key() -> EcdsaP256SigningKey {
+    let pem = include_str!("../tests/fixtures/attest.key");
+    let sk = EcdsaP256PrivateKey::from_pkcs8_pem(pem).expect("fixture key");
+    EcdsaP256SigningKey::from(&sk)
+}
 
 impl SoftAuthenticator {
     pub fn new() -> Self {
@@ -69,6 +89,7 @@ impl SoftAuthenticator {
             counter: 0,
             counter_step: 1,
             aaguid: [0; 16],
+            attestation: Attestation::None,
             user_handle: None,
         }
     }
@@ -135,7 +156,25 @@ impl SoftAuthenticator {
         auth_data.extend_from_slice(&self.cose_key());
 
         let text = |s: &str| Value::Text(s.to_owned());
-        let (fmt, att_stmt) = ("none", BTreeMap::new());
+        let (fmt, att_stmt) = match self.attestation {
+            Attestation::None => ("none", BTreeMap::new()),
+            Attestation::SelfPacked => {
+                let sig = Self::sign(&self.key, &auth_data, &client_data);
+                let mut m = BTreeMap::new();
+                m.insert(text("alg"), Value::Integer(-7));
+                m.insert(text("sig"), Value::Bytes(sig));
+                ("packed", m)
+            }
+            Attestation::Fixture => {
+                let sig = Self::sign(&fixture_key(), &auth_data, &client_data);
+                let cert = include_bytes!("../tests/fixtures/attest.der").to_vec();
+                let mut m = BTreeMap::new();
+                m.insert(text("alg"), Value::Integer(-7));
+                m.insert(text("sig"), Value::Bytes(sig));
+                m.insert(text("x5c"), Value::Array(vec![Value::Bytes(cert)]));
+                ("packed", m)
+            }
+        };
         let mut obj = BTreeMap::new();
         obj.insert(text("fmt"), text(fmt));
         obj.insert(text("attStmt"), Value::Map(att_stmt));
