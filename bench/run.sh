@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The benchmark command (issue 7). Builds the gateway and the harness in release mode into a
+# separate target directory (so the shared debug build is not evicted), installs the peer
+# (oidc-provider, pinned in bench/peer/package-lock.json) and runs `bench run`, which prints one
+# table and writes BENCHMARKS.md.
+#
+#   ./bench/run.sh                      # full run, ~10-15 min on 2 cores
+#   ./bench/run.sh --duration 5         # shorter scenarios (any `bench run --help` option)
+#   ./bench/run.sh --smoke              # 2-second harness check (what tests/run.sh runs)
+#
+# PostgreSQL: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres) must
+# accept CREATE DATABASE; pass --pg '' to skip it. Set BENCH_SKIP_BUILD=1 to reuse the binaries
+# in $BENCH_BIN (default $CARGO_TARGET_DIR/release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
+BIN=${BENCH_BIN:-$CARGO_TARGET_DIR/release}
+smoke=0
+for a in "$@"; do [ "$a" = --smoke ] && smoke=1; done
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  echo "== building gateway and bench (release, $CARGO_TARGET_DIR)" >&2
+  cargo build --release --locked -p gateway -p bench >&2
+fi
+if [ $smoke = 0 ] && command -v npm >/dev/null; then
+  echo "== npm ci (bench/peer)" >&2
+  (cd bench/peer && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+exec "$BIN/bench" run --gateway "$BIN/gateway" "$@"

@@ -1,0 +1,165 @@
+//! Ceilings measured in the same run: in-process crypto rates of the primitives each scenario
+//! needs (aws-lc-rs, as the gateway uses), and a trivial mTLS server returning a constant body
+//! (what TLS + HTTP + this load generator allow at most).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+use aws_lc_rs::signature::{
+    self, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair,
+    KeyPair as _, UnparsedPublicKey,
+};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio_rustls::TlsAcceptor;
+
+/// Operations per second of each primitive, on one thread and on every core at once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CryptoRates {
+    pub threads: usize,
+    pub es256_sign_1: f64,
+    pub es256_sign_all: f64,
+    pub p256_verify_1: f64,
+    pub p256_verify_all: f64,
+    pub rsa2048_verify_1: f64,
+    pub rsa2048_verify_all: f64,
+}
+
+/// Runs `op` in a loop for `time` on each of `threads` threads; total operations per second.
+fn rate(
+    threads: usize,
+    time: Duration,
+    op: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> anyhow::Result<f64> {
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let op = op.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let mut n = 0u64;
+                while start.elapsed() < time {
+                    for _ in 0..16 {
+                        if !op() {
+                            return None;
+                        }
+                    }
+                    n += 16;
+                }
+                Some(n as f64 / start.elapsed().as_secs_f64())
+            })
+        })
+        .collect();
+    let mut total = 0.0;
+    for h in handles {
+        total += h
+            .join()
+            .map_err(|_| anyhow!("crypto thread panicked"))?
+            .ok_or_else(|| anyhow!("crypto operation failed"))?;
+    }
+    Ok(total)
+}
+
+/// Measures ES256 signing (token issuance), P-256 ECDSA verification of a DER signature (a
+/// WebAuthn assertion) and RSA-2048 PKCS#1 v1.5 SHA-256 verification (a card signature and each
+/// RSA certificate on its path), `time` per measurement.
+pub fn crypto_rates(time: Duration) -> anyhow::Result<CryptoRates> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let rng = SystemRandom::new();
+    // A token-sized signing input (header.payload of a real token is ~600 bytes).
+    let msg: Arc<Vec<u8>> = Arc::new((0..600u32).map(|i| (i % 251) as u8).collect());
+
+    let es = Arc::new(
+        EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .map_err(|_| anyhow!("P-256 keygen"))?,
+    );
+    let sign: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let (es, msg, rng) = (es.clone(), msg.clone(), rng.clone());
+        Arc::new(move || es.sign(&rng, &msg).is_ok())
+    };
+
+    let p256 = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING)
+        .map_err(|_| anyhow!("P-256 keygen"))?;
+    let p256_sig = p256
+        .sign(&rng, &msg)
+        .map_err(|_| anyhow!("P-256 sign"))?
+        .as_ref()
+        .to_vec();
+    let p256_pub = UnparsedPublicKey::new(
+        &signature::ECDSA_P256_SHA256_ASN1,
+        p256.public_key().as_ref().to_vec(),
+    );
+    let p256_verify: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let msg = msg.clone();
+        Arc::new(move || p256_pub.verify(&msg, &p256_sig).is_ok())
+    };
+
+    let rsa = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| anyhow!("RSA keygen"))?;
+    let mut rsa_sig = vec![0; rsa.public_modulus_len()];
+    rsa.sign(&signature::RSA_PKCS1_SHA256, &rng, &msg, &mut rsa_sig)
+        .map_err(|_| anyhow!("RSA sign"))?;
+    let rsa_pub = UnparsedPublicKey::new(
+        &signature::RSA_PKCS1_2048_8192_SHA256,
+        rsa.public_key().as_ref().to_vec(),
+    );
+    let rsa_verify: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let msg = msg.clone();
+        Arc::new(move || rsa_pub.verify(&msg, &rsa_sig).is_ok())
+    };
+
+    Ok(CryptoRates {
+        threads,
+        es256_sign_1: rate(1, time, sign.clone())?,
+        es256_sign_all: rate(threads, time, sign)?,
+        p256_verify_1: rate(1, time, p256_verify.clone())?,
+        p256_verify_all: rate(threads, time, p256_verify)?,
+        rsa2048_verify_1: rate(1, time, rsa_verify.clone())?,
+        rsa2048_verify_all: rate(threads, time, rsa_verify)?,
+    })
+}
+
+/// Serves `GET *` → `200 ok` over mTLS (HTTP/1.1, keep-alive) until the process ends.
+pub async fn trivial_server(
+    listen: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind {listen}"))?;
+    let acceptor = TlsAcceptor::from(tls);
+    println!("trivial server listening on {}", listener.local_addr()?);
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                    Bytes::from_static(b"ok"),
+                )))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}

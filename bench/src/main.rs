@@ -1,0 +1,170 @@
+//! `bench`: the benchmark harness of issue 7. `bench run` is the whole comparison (see
+//! `bench/run.sh`); `bench load` drives one scenario against any server and prints JSON;
+//! `bench trivial-server` is the TLS + HTTP ceiling; `bench crypto` prints the crypto ceilings.
+
+mod ceiling;
+mod load;
+mod procstat;
+mod report;
+mod run;
+mod setup;
+mod soft;
+mod tlsconf;
+mod verify;
+mod workload;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bench", about = "Ninsho Gateway benchmarks (issue 7)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Everything, in one run: ceilings, peer, gateway on SQLite and PostgreSQL; writes BENCHMARKS.md.
+    Run(run::RunArgs),
+    /// One load run against a server, result as JSON on stdout.
+    Load(LoadArgs),
+    /// The trivial mTLS server (constant body).
+    TrivialServer {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        client_ca: PathBuf,
+    },
+    /// In-process crypto rates as JSON.
+    Crypto {
+        #[arg(long, default_value_t = 1.0)]
+        secs: f64,
+    },
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Server address.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// TLS server name.
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    #[arg(long)]
+    ca: PathBuf,
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    key: PathBuf,
+    #[arg(long, value_enum, default_value = "keep-alive")]
+    mode: load::Mode,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Total operations per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Server process to sample for CPU and RSS.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// `GET PATH` per operation...
+    #[arg(long, conflicts_with_all = ["token_doctors", "form"])]
+    get: Option<String>,
+    /// ...or a gateway signing token for a random doctor d1..=N of clinic 21234...
+    #[arg(long)]
+    token_doctors: Option<u64>,
+    /// ...or `POST /token` with this form body (the peer).
+    #[arg(long)]
+    form: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench: tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+    gateway::install_crypto_provider();
+    match cmd {
+        Cmd::Run(mut args) => {
+            if args.smoke {
+                args.duration = 2.0;
+                args.warmup = 0.5;
+                args.concurrency = args.concurrency.min(8);
+                args.newconn_concurrency = args.newconn_concurrency.min(4);
+                args.fido_concurrency = args.fido_concurrency.min(4);
+            }
+            run::run(args).await
+        }
+        Cmd::Load(a) => {
+            let tls = tlsconf::client(&a.ca, &a.cert, &a.key, a.mode == load::Mode::KeepAlive)?;
+            let target = load::Target {
+                addr: a.addr,
+                host: a.host,
+                tls,
+            };
+            let workload = match (a.get, a.token_doctors, a.form) {
+                (Some(path), None, None) => workload::Workload::Get { path },
+                (None, Some(doctors), None) => workload::Workload::Token {
+                    clinic: setup::CLINIC.into(),
+                    doctors,
+                },
+                (None, None, Some(body)) => workload::Workload::PeerToken { body: body.into() },
+                _ => anyhow::bail!("give exactly one of --get, --token-doctors, --form"),
+            };
+            let spec = load::Spec {
+                concurrency: a.concurrency,
+                warmup: Duration::from_secs_f64(a.warmup),
+                duration: Duration::from_secs_f64(a.duration),
+                mode: a.mode,
+                rate: a.rate,
+                server_pid: a.pid,
+            };
+            let result = load::run(&target, Arc::new(workload), &spec).await?;
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            Ok(())
+        }
+        Cmd::TrivialServer {
+            listen,
+            cert,
+            key,
+            client_ca,
+        } => ceiling::trivial_server(listen, tlsconf::server(&cert, &key, &client_ca)?).await,
+        Cmd::Crypto { secs } => {
+            let rates = tokio::task::spawn_blocking(move || {
+                ceiling::crypto_rates(Duration::from_secs_f64(secs))
+            })
+            .await??;
+            println!("{}", serde_json::to_string_pretty(&rates)?);
+            Ok(())
+        }
+    }
+}

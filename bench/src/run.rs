@@ -1,0 +1,670 @@
+//! `bench run`: the whole comparison in one process — ceilings, the peer, and the real gateway
+//! binary on SQLite and PostgreSQL at two scales — then one table, printed and written to
+//! `BENCHMARKS.md`. `--smoke` is the 2-second harness check run by `tests/run.sh`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use gateway::clock::{Clock as _, SystemClock};
+use serde::Serialize;
+
+use crate::ceiling::{self, CryptoRates};
+use crate::load::{self, LoadResult, Mode, Spec, Target};
+use crate::report;
+use crate::setup::{self, GatewayConfig, PkiFiles};
+use crate::workload::Workload;
+use crate::{procstat, tlsconf, verify};
+
+/// Options of `bench run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The gateway binary (default: `gateway` next to this binary).
+    #[arg(long)]
+    pub gateway: Option<PathBuf>,
+    /// Working directory for PKI, databases, configs and logs.
+    #[arg(long, default_value = "target/bench-run")]
+    pub work: PathBuf,
+    /// Where to write the report (not written with --smoke).
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub out: PathBuf,
+    /// Measured seconds per scenario.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Warm-up seconds per scenario.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Connections in keep-alive scenarios.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Connections in new-connection scenarios.
+    #[arg(long, default_value_t = 16)]
+    pub newconn_concurrency: usize,
+    /// Browser sessions in the FIDO scenario (at most 256).
+    #[arg(long, default_value_t = 32)]
+    pub fido_concurrency: usize,
+    /// Rows at the small scale.
+    #[arg(long, default_value_t = 1_000)]
+    pub small: u64,
+    /// Rows at the large scale (0 = skip).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub large: u64,
+    /// Token rate for the latency-at-half-rate check (the target is p99 ≤ 10 ms at 5 000/s).
+    #[arg(long, default_value_t = 5_000.0)]
+    pub paced_rate: f64,
+    /// PostgreSQL server URL (a database per scale is created and dropped); empty = skip.
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub pg: String,
+    /// The peer's directory (`npm ci` done); skipped when absent or with --no-peer.
+    #[arg(long, default_value = "bench/peer")]
+    pub peer_dir: PathBuf,
+    /// Skip the peer.
+    #[arg(long)]
+    pub no_peer: bool,
+    /// Seconds per crypto measurement.
+    #[arg(long, default_value_t = 1.0)]
+    pub crypto_secs: f64,
+    /// Gateway log level (`info` is the production default).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// 2-second harness check: trivial server and a gateway on SQLite (token, FIDO, page),
+    /// fails on any error; no peer, no PostgreSQL, no report.
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+/// One measured line of the table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub server: String,
+    pub scenario: String,
+    pub db: String,
+    pub rows: u64,
+    pub mode: Mode,
+    pub concurrency: usize,
+    pub paced: Option<f64>,
+    pub result: LoadResult,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurements {
+    pub date: String,
+    pub machine: String,
+    pub load_before: String,
+    pub crypto: CryptoRates,
+    pub rows: Vec<Row>,
+    /// Gateway RSS right after start-up, per (db, rows), KiB.
+    pub idle_rss: Vec<(String, u64, u64)>,
+    pub peer_check: Option<String>,
+    pub gateway_check: Vec<String>,
+    pub seed_seconds: Vec<(String, u64, f64)>,
+    pub args: String,
+    pub notes: Vec<String>,
+}
+
+struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    fn stop(mut self, grace: Duration) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} did not stop in {grace:?}; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_port(port: u16, proc: &mut Proc, secs: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            bail!("{} exited with {status} before listening", proc.name);
+        }
+        if Instant::now() > deadline {
+            bail!("{} not listening on {port} after {secs} s", proc.name);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn spawn(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
+    let out = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    let err = out.try_clone()?;
+    let child = cmd
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .with_context(|| format!("start {name}"))?;
+    Ok(Proc {
+        child,
+        name: name.to_owned(),
+    })
+}
+
+struct Ctx {
+    args: RunArgs,
+    pki: PkiFiles,
+    emr: Arc<rustls::ClientConfig>,
+    emr_fresh: Arc<rustls::ClientConfig>,
+    clinic: Arc<rustls::ClientConfig>,
+    clinic_fresh: Arc<rustls::ClientConfig>,
+    rows: Vec<Row>,
+}
+
+impl Ctx {
+    fn spec(&self, mode: Mode, concurrency: usize, rate: Option<f64>, pid: Option<u32>) -> Spec {
+        Spec {
+            concurrency,
+            warmup: Duration::from_secs_f64(self.args.warmup),
+            duration: Duration::from_secs_f64(self.args.duration),
+            mode,
+            rate,
+            server_pid: pid,
+        }
+    }
+
+    fn target(&self, port: u16, clinic: bool, mode: Mode) -> Target {
+        let tls = match (clinic, mode) {
+            (false, Mode::KeepAlive) => self.emr.clone(),
+            (false, Mode::NewConnection) => self.emr_fresh.clone(),
+            (true, Mode::KeepAlive) => self.clinic.clone(),
+            (true, Mode::NewConnection) => self.clinic_fresh.clone(),
+        };
+        Target {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            host: "localhost".into(),
+            tls,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "a table row's coordinates")]
+    async fn measure(
+        &mut self,
+        server: &str,
+        scenario: &str,
+        db: &str,
+        rows: u64,
+        target: &Target,
+        workload: Workload,
+        spec: Spec,
+    ) -> anyhow::Result<LoadResult> {
+        eprintln!(
+            "-- {server} {scenario} {db} rows={rows} {} c={}{}",
+            spec.mode.label(),
+            spec.concurrency,
+            spec.rate.map(|r| format!(" rate={r}")).unwrap_or_default()
+        );
+        let result = load::run(target, Arc::new(workload), &spec).await?;
+        eprintln!(
+            "   {:.0}/s p50 {:.2} p90 {:.2} p99 {:.2} max {:.1} ms, errors {}, cpu {:.0} µs/op, rss {} MiB",
+            result.rate,
+            result.p50_ms,
+            result.p90_ms,
+            result.p99_ms,
+            result.max_ms,
+            result.errors_text(),
+            result.server_cpu_us_per_op,
+            result.server_rss_end_kib / 1024
+        );
+        self.rows.push(Row {
+            server: server.into(),
+            scenario: scenario.into(),
+            db: db.into(),
+            rows,
+            mode: spec.mode,
+            concurrency: spec.concurrency,
+            paced: spec.rate,
+            result: result.clone(),
+        });
+        Ok(result)
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Runs everything; returns an error if a smoke check failed.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    gateway::install_crypto_provider();
+    let started = Instant::now();
+    let now = SystemClock.now();
+    let gateway_bin = match &args.gateway {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("binary directory")?
+            .join("gateway"),
+    };
+    if !gateway_bin.exists() {
+        bail!(
+            "no gateway binary at {} (build it, or pass --gateway)",
+            gateway_bin.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&args.work);
+    std::fs::create_dir_all(&args.work)?;
+    let work = std::fs::canonicalize(&args.work)?;
+    let pki = setup::make_pki(&work.join("pki"), now)?;
+    let load_before = load_average();
+    let crypto = if args.smoke {
+        CryptoRates::default()
+    } else {
+        eprintln!("-- crypto ceilings");
+        let secs = Duration::from_secs_f64(args.crypto_secs);
+        tokio::task::spawn_blocking(move || ceiling::crypto_rates(secs)).await??
+    };
+    let mut ctx = Ctx {
+        emr: tlsconf::client(&pki.server_ca, &pki.emr_cert, &pki.emr_key, true)?,
+        emr_fresh: tlsconf::client(&pki.server_ca, &pki.emr_cert, &pki.emr_key, false)?,
+        clinic: tlsconf::client(&pki.server_ca, &pki.clinic_cert, &pki.clinic_key, true)?,
+        clinic_fresh: tlsconf::client(&pki.server_ca, &pki.clinic_cert, &pki.clinic_key, false)?,
+        args: args.clone(),
+        pki,
+        rows: Vec::new(),
+    };
+    let exe = std::env::current_exe()?;
+    let mut notes = Vec::new();
+
+    // --- trivial mTLS server -------------------------------------------------------------------
+    {
+        let port = free_port()?;
+        let mut p = spawn(
+            "trivial server",
+            Command::new(&exe)
+                .arg("trivial-server")
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--cert")
+                .arg(&ctx.pki.server_chain)
+                .arg("--key")
+                .arg(&ctx.pki.server_key)
+                .arg("--client-ca")
+                .arg(&ctx.pki.service_ca),
+            &work.join("trivial.log"),
+        )?;
+        wait_port(port, &mut p, 10).await?;
+        let pid = Some(p.pid());
+        let modes: &[Mode] = if args.smoke {
+            &[Mode::KeepAlive]
+        } else {
+            &[Mode::KeepAlive, Mode::NewConnection]
+        };
+        for &mode in modes {
+            let c = if mode == Mode::KeepAlive {
+                args.concurrency
+            } else {
+                args.newconn_concurrency
+            };
+            let t = ctx.target(port, false, mode);
+            let spec = ctx.spec(mode, c, None, pid);
+            ctx.measure(
+                "trivial",
+                "constant body",
+                "-",
+                0,
+                &t,
+                Workload::Get { path: "/".into() },
+                spec,
+            )
+            .await?;
+        }
+        p.stop(Duration::from_secs(2));
+    }
+
+    // --- peer -----------------------------------------------------------------------------------
+    let mut peer_check = None;
+    let peer_ready = ctx
+        .args
+        .peer_dir
+        .join("node_modules/oidc-provider/package.json");
+    if args.smoke || args.no_peer {
+    } else if !peer_ready.exists() {
+        notes.push(format!(
+            "peer skipped: {} missing (run `npm ci` in {})",
+            peer_ready.display(),
+            ctx.args.peer_dir.display()
+        ));
+    } else {
+        let port = free_port()?;
+        let resource = "urn:ninsho:remote-signer";
+        let mut p = spawn(
+            "peer",
+            Command::new("node")
+                .arg(ctx.args.peer_dir.join("server.mjs"))
+                .env("NODE_ENV", "production")
+                .env("PEER_PORT", port.to_string())
+                .env("PEER_CERT", &ctx.pki.server_chain)
+                .env("PEER_KEY", &ctx.pki.server_key)
+                .env("PEER_CA", &ctx.pki.service_ca)
+                .env("PEER_CLIENT_CERT", &ctx.pki.emr_cert)
+                .env("PEER_RESOURCE", resource),
+            &work.join("peer.log"),
+        )?;
+        wait_port(port, &mut p, 30).await?;
+        let body = format!("grant_type=client_credentials&client_id=bench-emr&resource={resource}");
+        let der = gateway::admin::parse_certificate(&std::fs::read(&ctx.pki.emr_cert)?)?;
+        let checked = verify::token(
+            &ctx.target(port, false, Mode::KeepAlive),
+            "/jwks",
+            "/token",
+            "application/x-www-form-urlencoded",
+            &body,
+            "access_token",
+            &der,
+        )
+        .await
+        .context("peer token check")?;
+        peer_check = Some(format!(
+            "one peer token checked before measuring: typ `{}`, ES256 signature valid under its `/jwks` (kid `{}`), `cnf.x5t#S256` = SHA-256 of our client certificate, {} bytes",
+            checked.typ, checked.kid, checked.bytes
+        ));
+        for mode in [Mode::KeepAlive, Mode::NewConnection] {
+            let c = if mode == Mode::KeepAlive {
+                args.concurrency
+            } else {
+                args.newconn_concurrency
+            };
+            let t = ctx.target(port, false, mode);
+            let spec = ctx.spec(mode, c, None, Some(p.pid()));
+            ctx.measure(
+                "peer",
+                "token",
+                "memory",
+                0,
+                &t,
+                Workload::PeerToken {
+                    body: Bytes::from(body.clone()),
+                },
+                spec,
+            )
+            .await?;
+        }
+        p.stop(Duration::from_secs(5));
+    }
+
+    // --- the gateway ----------------------------------------------------------------------------
+    let mut idle_rss = Vec::new();
+    let mut gateway_check = Vec::new();
+    let mut seed_seconds = Vec::new();
+    let mut dbs = vec!["sqlite"];
+    if !args.smoke && !args.pg.is_empty() {
+        dbs.push("postgres");
+    }
+    let small = if args.smoke {
+        args.small.min(300)
+    } else {
+        args.small
+    };
+    let mut scales = vec![small];
+    if !args.smoke && args.large > 0 {
+        scales.push(args.large);
+    }
+    for db in dbs {
+        for &rows in &scales {
+            let dir = work.join(format!("gw-{db}-{rows}"));
+            std::fs::create_dir_all(&dir)?;
+            let db_url = match db {
+                "sqlite" => format!("sqlite://{}", dir.join("gateway.db").display()),
+                _ => pg_database(&args.pg, &format!("ninsho_bench_{rows}"), true).await?,
+            };
+            let argon2_kib = 8 * 1024;
+            eprintln!("-- seeding {db} with {rows} doctors");
+            let seeded = setup::seed(
+                &db_url,
+                &ctx.pki,
+                rows,
+                setup::FIDO_POOL as usize,
+                argon2_kib,
+                now.unix_timestamp(),
+            )
+            .await?;
+            eprintln!("   {:.1} s", seeded.seconds);
+            seed_seconds.push((db.to_owned(), rows, seeded.seconds));
+            let cfg = GatewayConfig {
+                data_dir: dir.clone(),
+                port: free_port()?,
+                ops_port: free_port()?,
+                db_url: db_url.clone(),
+                max_connections: 16,
+                argon2_kib,
+                log_level: args.log_level.clone(),
+            };
+            let config_path = setup::write_config(&cfg, &ctx.pki)?;
+            let mut gw = spawn(
+                "gateway",
+                Command::new(&gateway_bin)
+                    .arg("serve")
+                    .arg("--config")
+                    .arg(&config_path),
+                &dir.join("gateway.log"),
+            )?;
+            let result = gateway_scenarios(
+                &mut ctx,
+                &mut gw,
+                &cfg,
+                db,
+                rows,
+                &seeded,
+                rows == small,
+                &mut idle_rss,
+                &mut gateway_check,
+            )
+            .await;
+            gw.stop(Duration::from_secs(35));
+            if db == "postgres" {
+                let _ = pg_database(&args.pg, &format!("ninsho_bench_{rows}"), false).await;
+            }
+            result?;
+        }
+    }
+
+    let m = Measurements {
+        date: now.date().to_string(),
+        machine: procstat::machine_description(),
+        load_before,
+        crypto,
+        rows: ctx.rows,
+        idle_rss,
+        peer_check,
+        gateway_check,
+        seed_seconds,
+        args: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+        notes,
+    };
+    std::fs::write(work.join("results.json"), serde_json::to_vec_pretty(&m)?)?;
+    if args.smoke {
+        let bad: Vec<String> = m
+            .rows
+            .iter()
+            .filter(|r| r.result.ops == 0 || r.result.error_count() > 0)
+            .map(|r| {
+                format!(
+                    "{} {} {}: {} ops, errors {}",
+                    r.server,
+                    r.scenario,
+                    r.mode.label(),
+                    r.result.ops,
+                    r.result.errors_text()
+                )
+            })
+            .collect();
+        println!(
+            "bench smoke: {} scenarios in {:.1} s",
+            m.rows.len(),
+            started.elapsed().as_secs_f64()
+        );
+        if !bad.is_empty() {
+            bail!("bench smoke failed:\n{}", bad.join("\n"));
+        }
+        return Ok(());
+    }
+    let text = report::markdown(&m, started.elapsed());
+    println!("{text}");
+    std::fs::write(&args.out, &text).with_context(|| format!("write {}", args.out.display()))?;
+    eprintln!(
+        "written to {} (raw numbers: {})",
+        args.out.display(),
+        work.join("results.json").display()
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments, reason = "internal step of run()")]
+async fn gateway_scenarios(
+    ctx: &mut Ctx,
+    gw: &mut Proc,
+    cfg: &GatewayConfig,
+    db: &str,
+    rows: u64,
+    seeded: &setup::Seeded,
+    full: bool,
+    idle_rss: &mut Vec<(String, u64, u64)>,
+    gateway_check: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    wait_port(cfg.port, gw, 60).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = gw.pid();
+    idle_rss.push((db.to_owned(), rows, procstat::rss_kib(pid).unwrap_or(0)));
+    let smoke = ctx.args.smoke;
+    let token = || Workload::Token {
+        clinic: setup::CLINIC.into(),
+        doctors: seeded.doctors,
+    };
+    if full {
+        let der = gateway::admin::parse_certificate(&std::fs::read(&ctx.pki.emr_cert)?)?;
+        let checked = verify::token(
+            &ctx.target(cfg.port, false, Mode::KeepAlive),
+            "/.well-known/jwks.json",
+            "/api/v1/signing-tokens",
+            "application/json",
+            &format!(r#"{{"clinic_id":"{}","doctor_id":"d1"}}"#, setup::CLINIC),
+            "token",
+            &der,
+        )
+        .await
+        .context("gateway token check")?;
+        gateway_check.push(format!(
+            "{db}: typ `{}`, {} bytes",
+            checked.typ, checked.bytes
+        ));
+    }
+    let c = ctx.args.concurrency;
+    let t = ctx.target(cfg.port, false, Mode::KeepAlive);
+    let spec = ctx.spec(Mode::KeepAlive, c, None, Some(pid));
+    ctx.measure("gateway", "token", db, rows, &t, token(), spec)
+        .await?;
+    if !full {
+        return Ok(());
+    }
+    if !smoke {
+        let spec = ctx.spec(Mode::KeepAlive, c, Some(ctx.args.paced_rate), Some(pid));
+        ctx.measure("gateway", "token", db, rows, &t, token(), spec)
+            .await?;
+        let t = ctx.target(cfg.port, false, Mode::NewConnection);
+        let spec = ctx.spec(
+            Mode::NewConnection,
+            ctx.args.newconn_concurrency,
+            None,
+            Some(pid),
+        );
+        ctx.measure("gateway", "token", db, rows, &t, token(), spec)
+            .await?;
+    }
+    let fido_c = ctx.args.fido_concurrency.min(seeded.fido_users.len());
+    let t = ctx.target(cfg.port, true, Mode::KeepAlive);
+    let workload = Workload::Fido {
+        users: seeded.fido_users.clone(),
+        password: setup::PASSWORD.into(),
+        origin: format!("https://localhost:{}", cfg.port),
+    };
+    let spec = ctx.spec(Mode::KeepAlive, fido_c, None, Some(pid));
+    ctx.measure("gateway", "fido login", db, rows, &t, workload, spec)
+        .await?;
+    let t = ctx.target(cfg.port, true, Mode::NewConnection);
+    let spec = ctx.spec(
+        Mode::NewConnection,
+        ctx.args.newconn_concurrency,
+        None,
+        Some(pid),
+    );
+    ctx.measure(
+        "gateway",
+        "handshake + login page",
+        db,
+        rows,
+        &t,
+        Workload::Get {
+            path: "/login".into(),
+        },
+        spec,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates (`create`) or drops a database on the PostgreSQL server at `admin_url`; returns its URL.
+async fn pg_database(admin_url: &str, name: &str, create: bool) -> anyhow::Result<String> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("connect to {admin_url}"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await?;
+    if create {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+    }
+    let (base, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    Ok(match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    })
+}
