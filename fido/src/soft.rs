@@ -72,6 +72,12 @@ fn fixture_key() -> EcdsaP256SigningKey {
     EcdsaP256SigningKey::from(&sk)
 }
 
+impl Default for SoftAuthenticator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SoftAuthenticator {
     pub fn new() -> Self {
         let sk = crypto_glue::ecdsa_p256::new_key();

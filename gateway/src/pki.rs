@@ -308,10 +308,8 @@ pub fn pkcs12_leaf(data: &[u8], password: &str) -> Result<Vec<u8>, PkiError> {
     use p12_keystore::{KeyStore, Pkcs12ImportPolicy};
     let store = KeyStore::from_pkcs12(data, password, Pkcs12ImportPolicy::Relaxed)
         .map_err(|e| PkiError::Pkcs12(format!("cannot open (wrong password or not a PKCS#12 file): {e}")))?;
-    if let Some((_, chain)) = store.private_key_chain() {
-        if let Some(first) = chain.certs().first() {
-            return Ok(first.as_der().to_vec());
-        }
+    if let Some(first) = store.private_key_chain().and_then(|(_, chain)| chain.certs().first()) {
+        return Ok(first.as_der().to_vec());
     }
     store
         .entries()

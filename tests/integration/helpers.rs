@@ -167,10 +167,13 @@ pub async fn drop_database(admin_url: &str, name: &str) {
     }
 }
 
+/// A change to the test configuration.
+type Configure = Box<dyn FnOnce(&mut Config) + Send>;
+
 /// Builder for [`TestApp`].
 pub struct TestAppBuilder {
     db: Db,
-    configure: Vec<Box<dyn FnOnce(&mut Config) + Send>>,
+    configure: Vec<Configure>,
 }
 
 impl TestApp {
@@ -269,8 +272,7 @@ impl TestAppBuilder {
         let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = main.local_addr().unwrap().port();
 
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_owned();
+        let mut config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
         config.database.url = db_url.clone();
         config.database.max_connections = 8;
         config.server.public_url = format!("https://localhost:{port}").parse().unwrap();

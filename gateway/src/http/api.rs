@@ -302,19 +302,25 @@ struct IssueResponse {
     expires_in: i64,
 }
 
+/// The CSC-style binding a token carries: hashes, their algorithm, the number of signatures.
+#[derive(Default)]
+struct Binding {
+    hashes: Option<Vec<String>>,
+    hash_alg: Option<String>,
+    num_signatures: Option<u32>,
+}
+
 /// Checks the CSC-style binding: hashes are base64url SHA-256 values, the count matches.
-fn validate_binding(req: &IssueRequest) -> ApiResult<(Option<Vec<String>>, Option<String>, Option<u32>)> {
+fn validate_binding(req: &IssueRequest) -> ApiResult<Binding> {
     match &req.hashes {
         None => {
             if req.hash_alg.is_some() {
                 return Err(ApiError::bad("bad_hashes", "hash_alg is given without hashes"));
             }
-            if let Some(n) = req.num_signatures {
-                if !(1..=MAX_HASHES as u32).contains(&n) {
-                    return Err(ApiError::bad("bad_num_signatures", format!("num_signatures must be 1..={MAX_HASHES}")));
-                }
+            if req.num_signatures.is_some_and(|n| !(1..=MAX_HASHES as u32).contains(&n)) {
+                return Err(ApiError::bad("bad_num_signatures", format!("num_signatures must be 1..={MAX_HASHES}")));
             }
-            Ok((None, None, req.num_signatures))
+            Ok(Binding { num_signatures: req.num_signatures, ..Binding::default() })
         }
         Some(hashes) => {
             let alg = req.hash_alg.clone().unwrap_or_else(|| SHA256_OID.to_owned());
@@ -339,7 +345,7 @@ fn validate_binding(req: &IssueRequest) -> ApiResult<(Option<Vec<String>>, Optio
             if req.num_signatures.is_some_and(|k| k != n) {
                 return Err(ApiError::bad("bad_num_signatures", "num_signatures must equal the number of hashes"));
             }
-            Ok((Some(hashes.clone()), Some(alg), Some(n)))
+            Ok(Binding { hashes: Some(hashes.clone()), hash_alg: Some(alg), num_signatures: Some(n) })
         }
     }
 }
@@ -363,7 +369,7 @@ async fn issue(
         }
         Some(t) => t,
     };
-    let (hashes, hash_alg, num_signatures) = validate_binding(&req)?;
+    let Binding { hashes, hash_alg, num_signatures } = validate_binding(&req)?;
     let now = state.clock.unix();
     let ctx = doctor_context(&state, &req.clinic_id, &req.doctor_id).await?;
     let refuse = |code: &'static str| AuditEvent::TokenRefused {
