@@ -31,6 +31,16 @@ fn conflict_or<T>(r: store::Result<T>, what: impl FnOnce() -> String) -> anyhow:
     }
 }
 
+/// Reads one certificate from PEM or DER bytes without interpreting it (card certificates are
+/// checked by `card::verify`, which reports unreadable ones itself).
+fn read_certificate(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    if bytes.starts_with(b"-----BEGIN") {
+        Ok(CertificateDer::from_pem_slice(bytes).map_err(|e| anyhow::anyhow!("no PEM certificate found: {e}"))?.to_vec())
+    } else {
+        Ok(bytes.to_vec())
+    }
+}
+
 /// Reads one certificate from PEM or DER bytes.
 pub fn parse_certificate(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     let der = if bytes.starts_with(b"-----BEGIN") {
@@ -392,6 +402,7 @@ impl Admin<'_> {
             revocation,
             crl_der,
             updated_at: self.now,
+            crl_url: None,
         };
         conflict_or(self.store.add_anchor(&anchor, self.now).await, || {
             format!("{} anchor {} already exists", kind.as_str(), anchor.fingerprint)
@@ -409,6 +420,52 @@ impl Admin<'_> {
             r => r?,
         }
         self.audit("anchor.set_crl", format!("{}/{fp}", kind.as_str())).await
+    }
+
+    /// `cert check`: what the gateway concludes about a card certificate (`card::verify::explain`,
+    /// one line per step) and which account, if any, it is linked to — for operators answering
+    /// "why was this card refused". Reads only; audited as an admin action (ids only).
+    pub async fn cert_check(
+        &self,
+        kind: AnchorKind,
+        cert_bytes: &[u8],
+        chain_bytes: &[Vec<u8>],
+        policy: &card::verify::Policy,
+    ) -> anyhow::Result<String> {
+        use std::fmt::Write as _;
+        let Some(card_kind) = crate::cards::card_kind(kind) else {
+            bail!("cert check is for card certificates: --kind hpki or --kind jpki");
+        };
+        let der = read_certificate(cert_bytes)?;
+        let chain = chain_bytes.iter().map(|c| read_certificate(c)).collect::<anyhow::Result<Vec<_>>>()?;
+        let trust = crate::cards::load_trust_store(self.store, card_kind).await?;
+        let now = time::OffsetDateTime::from_unix_timestamp(self.now)?;
+        let report = card::verify::explain(&der, &chain, &trust, policy, now);
+        let mut out = format!("{report}");
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        match &report.certificate {
+            None => out.push_str("linked account: - (certificate unreadable)\n"),
+            Some(summary) => {
+                match self.store.card_credential_by_card(kind, &summary.issuer_sha256, &summary.serial_hex).await {
+                    Ok(cred) => {
+                        let user = self.store.user(&cred.user_id).await?;
+                        let key = if cred.spki_sha256 == summary.spki_sha256 { "same key" } else { "DIFFERENT KEY: refused" };
+                        writeln!(
+                            out,
+                            "linked account: {} {} (user {}, card {}, linked {}, {key})",
+                            user.clinic_id, user.login_id, user.id, cred.id, cred.created_at
+                        )?;
+                    }
+                    Err(store::Error::NotFound) => out.push_str("linked account: none (the card is not linked)\n"),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let fp = report.certificate.as_ref().map_or_else(|| fingerprint(&der), |c| c.cert_sha256.clone());
+        self.audit("cert.check", format!("{}/{fp}", kind.as_str())).await?;
+        Ok(out)
     }
 
     /// `audit export` as JSON Lines.

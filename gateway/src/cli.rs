@@ -92,6 +92,26 @@ pub enum AdminCommand {
     /// Token signing keys.
     #[command(subcommand)]
     Keys(crate::tokens_admin::KeysCommand),
+    /// Card certificates: what the gateway concludes about one, and why.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+/// `admin cert …`.
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Explain a card certificate: chain to the anchors of its kind, validity, key usage, HPKI
+    /// role, revocation, and the account it is linked to.
+    Check {
+        /// Card kind.
+        #[arg(long, value_enum)]
+        kind: AnchorKind,
+        /// The card's authentication certificate (PEM or DER).
+        file: PathBuf,
+        /// An intermediate CA certificate the card offers (repeatable; JPKI cards carry their CA).
+        #[arg(long)]
+        chain: Vec<PathBuf>,
+    },
 }
 
 /// `admin enroll-code …`.
@@ -493,6 +513,13 @@ async fn admin_on(
                 writeln!(out, "CRL of {} anchor {fingerprint} replaced", kind.as_str())?;
             }
         },
+        AdminCommand::Cert(CertCommand::Check { kind, file, chain }) => {
+            let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+            let cert = read(&file)?;
+            let chain = chain.iter().map(read).collect::<anyhow::Result<Vec<_>>>()?;
+            let report = admin.cert_check(kind, &cert, &chain, &config.card.policy()).await?;
+            out.write_all(report.as_bytes())?;
+        }
         AdminCommand::EnrollCode(c) => match c {
             EnrollCodeCommand::Issue { clinic, login_id, expires_hours } => {
                 let ttl = match expires_hours {

@@ -38,6 +38,8 @@ pub struct Config {
     pub signing_session: SigningSessionConfig,
     /// EMR signing tokens (DESIGN §3.8).
     pub tokens: TokensConfig,
+    /// Card login (DESIGN §3.3, §3.5).
+    pub card: CardConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -91,6 +93,51 @@ impl fmt::Debug for TokensConfig {
             .field("key_encryption_key_file", &self.key_encryption_key_file)
             .field("key_refresh_secs", &self.key_refresh_secs)
             .finish()
+    }
+}
+
+/// The `[card]` section: card login through the local card agent (DESIGN §3.3, §3.5).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardConfig {
+    /// Where the page reaches the card agent on the clinic PC (`http://127.0.0.1:PORT`). Only
+    /// this origin is added to the page's CSP `connect-src`. Loopback only.
+    pub agent_url: Url,
+    /// hcRole values an HPKI certificate must carry (exact match). Default `["Medical Doctor"]`.
+    pub hpki_roles: Vec<String>,
+    /// Refuse HPKI certificates without hcRole. With `false` such a card can still be linked, by
+    /// registration code only, and every use is audited (DESIGN §3.3).
+    pub hpki_require_role: bool,
+    /// Lifetime of a card challenge.
+    pub challenge_timeout_secs: i64,
+    /// How often each instance looks for anchors whose CRL (fetched from `anchor add --crl-url`)
+    /// is due; a CRL is fetched again this long before its nextUpdate.
+    pub crl_refresh_secs: u64,
+}
+
+impl Default for CardConfig {
+    fn default() -> Self {
+        #[allow(clippy::expect_used, reason = "a constant that parses")]
+        let agent_url = Url::parse("http://127.0.0.1:18443").expect("constant URL");
+        Self {
+            agent_url,
+            hpki_roles: vec![card::verify::MEDICAL_DOCTOR.to_owned()],
+            hpki_require_role: true,
+            challenge_timeout_secs: 120,
+            crl_refresh_secs: 300,
+        }
+    }
+}
+
+impl CardConfig {
+    /// `http://127.0.0.1:PORT`: the agent's origin, for the CSP and the page.
+    pub fn agent_origin(&self) -> String {
+        self.agent_url.origin().ascii_serialization()
+    }
+
+    /// The verification policy for HPKI certificates.
+    pub fn policy(&self) -> card::verify::Policy {
+        card::verify::Policy { accepted_roles: self.hpki_roles.clone(), require_role: self.hpki_require_role }
     }
 }
 
@@ -274,6 +321,7 @@ impl Default for Config {
             enrollment: EnrollmentConfig::default(),
             signing_session: SigningSessionConfig::default(),
             tokens: TokensConfig::default(),
+            card: CardConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -442,6 +490,27 @@ impl Config {
                 s.absolute_secs, s.idle_secs, AAL3_MAX_ABSOLUTE_SECS, AAL3_MAX_IDLE_SECS
             )));
         }
+        let c = &self.card;
+        // The agent speaks plain HTTP, which browsers only treat as trustworthy on loopback, and
+        // a PIN must never travel over a network (DESIGN §3.5).
+        let loopback = match c.agent_url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if c.agent_url.scheme() != "http" || !loopback || c.agent_url.path() != "/" {
+            return invalid("card.agent_url must be http://127.0.0.1:PORT (loopback, no path)");
+        }
+        if c.hpki_roles.is_empty() || c.hpki_roles.iter().any(|r| r.trim().is_empty()) {
+            return invalid("card.hpki_roles must name at least one role");
+        }
+        if !(10..=600).contains(&c.challenge_timeout_secs) {
+            return invalid("card.challenge_timeout_secs must be between 10 and 600");
+        }
+        if c.crl_refresh_secs == 0 {
+            return invalid("card.crl_refresh_secs must be positive");
+        }
         let e = &self.enrollment;
         if e.code_ttl_secs < 60 || e.code_ttl_secs > 30 * 24 * 3600 {
             return invalid("enrollment.code_ttl_secs must be between 60 and 2592000 (30 days)");
@@ -588,6 +657,22 @@ mod tests {
         ] {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn card_agent_must_be_on_loopback() {
+        let c = Config::default();
+        assert_eq!(c.card.agent_origin(), "http://127.0.0.1:18443");
+        assert_eq!(c.card.policy(), card::verify::Policy::default());
+        for bad in [
+            "[card]\nagent_url = \"http://192.0.2.1:18443\"\n",
+            "[card]\nagent_url = \"https://127.0.0.1:18443\"\n",
+            "[card]\nagent_url = \"http://127.0.0.1:18443/x\"\n",
+            "[card]\nhpki_roles = []\n",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+        Config::from_toml("[card]\nagent_url = \"http://localhost:20000\"\n").unwrap();
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod audit_sink;
+pub mod cards;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -79,6 +79,7 @@ impl Application {
             fido,
             token_keys,
             audit_sink,
+            card_trust: crate::cards::TrustCache::default(),
         }));
         Ok(Self { main, ops, acceptor: TlsAcceptor::from(Arc::new(tls)), state })
     }

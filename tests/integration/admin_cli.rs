@@ -5,7 +5,7 @@ use std::io::Cursor;
 use crate::helpers::*;
 
 /// Runs `gateway --config <app config> <args>` and returns (exit code, output).
-async fn cli(app: &TestApp, args: &[&str], stdin: &str) -> (i32, String) {
+pub(crate) async fn cli(app: &TestApp, args: &[&str], stdin: &str) -> (i32, String) {
     let config_path = app.dir.path().join("cli.toml");
     let c = &app.config;
     std::fs::write(

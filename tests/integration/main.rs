@@ -9,6 +9,7 @@ mod helpers;
 
 mod admin_cli;
 mod audit;
+mod card_login;
 mod demo;
 mod e2e;
 mod fido_login;

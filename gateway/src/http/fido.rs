@@ -32,9 +32,9 @@ use super::AppState;
 use super::error::{AppError, Result};
 use super::extract::CurrentDoctor;
 use super::i18n::{Lang, Msg};
-use crate::enrollment;
+use super::link::{CodeOutcome, Refusal, check_registration_code};
 use crate::store::{
-    self, AuditEvent, AuthMethod, CeremonyPurpose, CodeCheck, EndReason, FidoCredential, LinkAuthorisation, NewCeremony,
+    self, AuditEvent, AuthMethod, CeremonyPurpose, EndReason, FidoCredential, LinkAuthorisation, NewCeremony,
     NewFidoCredential, NewSigningSession, Outcome, SessionFilter, TakenCeremony,
 };
 
@@ -63,21 +63,6 @@ pub(crate) fn router() -> axum::Router<AppState> {
 struct Pending {
     id: String,
     purpose: String,
-}
-
-/// A refusal: fixed code (JSON and audit), status, and the message for the doctor.
-struct Refusal {
-    code: &'static str,
-    status: StatusCode,
-    msg: Msg,
-    /// Appended to the message (e.g. tries left).
-    extra: Option<String>,
-}
-
-impl Refusal {
-    fn new(code: &'static str, status: StatusCode, msg: Msg) -> Self {
-        Self { code, status, msg, extra: None }
-    }
 }
 
 /// Which audit event a refusal becomes.
@@ -131,12 +116,7 @@ impl Ctx<'_> {
             return e;
         }
         tracing::info!(reason = r.code, "FIDO step refused");
-        let mut message = r.msg.text(self.lang).to_owned();
-        if let Some(extra) = r.extra {
-            message.push(' ');
-            message.push_str(&extra);
-        }
-        AppError::Json { status: r.status, code: r.code, message }
+        AppError::Json { status: r.status, code: r.code, message: r.message(self.lang) }
     }
 
     fn user_handle(&self) -> Result<Uuid> {
@@ -178,7 +158,7 @@ fn session_error(e: impl std::fmt::Display) -> AppError {
 }
 
 /// The signed-in doctor, or a JSON 401 (a JSON client cannot follow the login redirect).
-fn need_doctor(doctor: std::result::Result<CurrentDoctor, AppError>, lang: Lang) -> Result<CurrentDoctor> {
+pub(super) fn need_doctor(doctor: std::result::Result<CurrentDoctor, AppError>, lang: Lang) -> Result<CurrentDoctor> {
     match doctor {
         Ok(d) => Ok(d),
         Err(AppError::LoginRequired) => {
@@ -367,6 +347,10 @@ struct CredentialBody {
     credential: Value,
     #[serde(default)]
     name: Option<String>,
+    /// On `/fido/link/finish`: link a card of this kind (`hpki`, `jpki`) instead of another FIDO
+    /// authenticator; the answer is then a card challenge.
+    #[serde(default)]
+    card: Option<String>,
 }
 
 #[tracing::instrument(name = "fido.register_start", skip_all, fields(principal.id))]
@@ -380,30 +364,10 @@ async fn register_start(
     tracing::Span::current().record("principal.id", doctor.user.id.as_str());
     let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
     let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
-    let Some(code) = enrollment::normalise(&body.code) else {
-        // Not a guess at a valid code, so no failure is counted; still audited.
-        let r = Refusal::new("code_malformed", StatusCode::BAD_REQUEST, Msg::CodeMalformed);
-        return Err(ctx.refuse(Step::Register, r, None, None).await);
-    };
-    let check = state.store.check_enrollment_code(&doctor.user.id, &enrollment::hash(&code), ctx.now).await?;
-    let forbidden = |code, msg| Refusal::new(code, StatusCode::FORBIDDEN, msg);
-    let (refusal, code_id) = match check {
-        CodeCheck::Valid { code_id } => {
-            let options = start_registration(&ctx, Some(&code_id), None).await?;
-            return Ok(Json(options));
-        }
-        CodeCheck::Wrong { code_id, tries_left } => {
-            let mut r = forbidden("code_wrong", Msg::CodeWrong);
-            r.extra = Some(format!("{} {tries_left}", Msg::CodeTriesLeft.text(lang)));
-            (r, Some(code_id))
-        }
-        CodeCheck::NoCode => (forbidden("code_wrong", Msg::CodeWrong), None),
-        CodeCheck::Expired { code_id } => (forbidden("code_expired", Msg::CodeExpired), Some(code_id)),
-        CodeCheck::Used { code_id } => (forbidden("code_used", Msg::CodeUsedUp), Some(code_id)),
-        CodeCheck::Exhausted { code_id } => (forbidden("code_exhausted", Msg::CodeUsedUp), Some(code_id)),
-        CodeCheck::Voided { code_id } => (forbidden("code_voided", Msg::CodeUsedUp), Some(code_id)),
-    };
-    Err(ctx.refuse(Step::Register, refusal, code_id, None).await)
+    match check_registration_code(&state, &doctor.user.id, lang, &body.code, ctx.now).await? {
+        CodeOutcome::Valid { code_id } => Ok(Json(start_registration(&ctx, Some(&code_id), None).await?)),
+        CodeOutcome::Refused(refusal, code_id) => Err(ctx.refuse(Step::Register, refusal, code_id, None).await),
+    }
 }
 
 #[tracing::instrument(name = "fido.register_finish", skip_all, fields(principal.id))]
@@ -521,8 +485,12 @@ async fn link_finish(
     let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
     let taken = take(&ctx, CeremonyPurpose::Link).await?;
     let (cred, _) = verify_assertion(&ctx, CeremonyPurpose::Link, taken, &body.credential.to_string()).await?;
-    // The registration ceremony itself is the permission: single use, 120 s, this session only.
+    // The registration ceremony (or, for a card, the card challenge) itself is the permission:
+    // single use, 120 s, this session only.
     let via = format!("{KIND}:{}", cred.id);
+    if let Some(card) = body.card.as_deref() {
+        return Ok(Json(super::card::link_challenge(&state, &doctor, lang, card, &via).await?));
+    }
     Ok(Json(start_registration(&ctx, None, Some(&via)).await?))
 }
 
@@ -631,7 +599,7 @@ struct RenameForm {
     name: String,
 }
 
-fn back(lang: Lang, done: &str) -> Response {
+pub(super) fn back(lang: Lang, done: &str) -> Response {
     Redirect::to(&format!("/methods?done={done}&lang={}", lang.code())).into_response()
 }
 
@@ -678,13 +646,16 @@ async fn remove(
         }
         Err(e) => return Err(e.into()),
     };
-    audit_removal(&state, &doctor.clinic.clinic_id, &doctor.user.id, &id, "doctor", &ended, now).await?;
+    audit_removal(&state, KIND, &doctor.clinic.clinic_id, &doctor.user.id, &id, "doctor", &ended, now).await?;
     Ok(back(lang, "removed"))
 }
 
-/// Audits a removed FIDO credential and the signing sessions its removal ended.
+/// Audits a removed authenticator (`kind`: `fido`, `hpki`, `jpki`) and the signing sessions its
+/// removal ended.
+#[allow(clippy::too_many_arguments, reason = "one audit record's fields")]
 pub(crate) async fn audit_removal(
     state: &AppState,
+    kind: &'static str,
     clinic_id: &str,
     user_id: &str,
     credential: &str,
@@ -695,7 +666,7 @@ pub(crate) async fn audit_removal(
     let event = AuditEvent::AuthenticatorRemoved {
         clinic_id: clinic_id.to_owned(),
         user_id: user_id.to_owned(),
-        kind: KIND,
+        kind,
         authenticator_id: credential.to_owned(),
         by,
     };

@@ -165,6 +165,43 @@ pub enum Msg {
     NoticeEnded,
     NoticeAuthenticated,
     Working,
+    // Card login.
+    CardBadRequest,
+    CardNoneLinked,
+    CardLinkNeedsCode,
+    CardChallengeMissing,
+    CardChallengeExpired,
+    CardResponseInvalid,
+    CardBadSignature,
+    CardWrongKind,
+    CardExpired,
+    CardNotYetValid,
+    CardRevoked,
+    CardRevocationUnavailable,
+    CardUntrusted,
+    CardNotDoctor,
+    CardUnusable,
+    CardNotLinked,
+    CardOtherDoctor,
+    CardAlreadyLinked,
+    CardLinkedToOther,
+    CardNoRoleNeedsCode,
+    CardPinLabel,
+    CardPinHint,
+    LinkCardHpki,
+    LinkCardJpki,
+    LinkCardWithFido,
+    AgentNotRunning,
+    AgentNoReader,
+    AgentNoCard,
+    AgentWrongCard,
+    AgentPinFormat,
+    AgentWrongPin,
+    AgentTriesLeft,
+    AgentPinLocked,
+    AgentCardRemoved,
+    AgentCardError,
+    AgentOriginNotAllowed,
 }
 
 impl Msg {
@@ -343,6 +380,150 @@ impl Msg {
             NoticeEnded => ("署名セッションを終了しました。", "The signing session has ended."),
             NoticeAuthenticated => ("FIDO認証に成功しました。", "FIDO authentication succeeded."),
             Working => ("認証器を操作してください…", "Use your authenticator…"),
+            CardBadRequest => (
+                "カードの種類または要求の形式が正しくありません。",
+                "The card type or the request is malformed.",
+            ),
+            CardNoneLinked => (
+                "この種類のカードはまだ登録されていません。先に登録コードなどでカードを登録してください。",
+                "No card of this type is linked to your account yet. Link one first (for example with a registration code).",
+            ),
+            CardLinkNeedsCode => (
+                "カードの登録には登録コード、または登録済みの認証器での確認が必要です。",
+                "Linking a card needs a registration code or a confirmation with an authenticator you have already linked.",
+            ),
+            CardChallengeMissing => (
+                "カードの確認要求が見つからないか、すでに使用されています。もう一度ボタンを押してください。",
+                "The card request was not found or has already been used. Press the button again.",
+            ),
+            CardChallengeExpired => (
+                "時間切れです（2分以内に完了してください）。もう一度ボタンを押してください。",
+                "Timed out (finish within 2 minutes). Press the button again.",
+            ),
+            CardResponseInvalid => (
+                "カードエージェントの応答が正しくありません（別の画面・別の接続先向けの応答の可能性があります）。もう一度お試しください。",
+                "The card agent's answer is not valid (it may have been made for another page or gateway). Try again.",
+            ),
+            CardBadSignature => (
+                "カードの署名を検証できませんでした。もう一度お試しください。",
+                "The card's signature could not be verified. Try again.",
+            ),
+            CardWrongKind => (
+                "選択した種類と異なるカードの応答です。選択したカードをカードリーダーに置いてください。",
+                "The answer came from a different type of card than the one selected. Put the selected card on the reader.",
+            ),
+            CardExpired => (
+                "カードの証明書の有効期限が切れています。カードの発行元で更新してください。",
+                "The card's certificate has expired. Renew it with the card issuer.",
+            ),
+            CardNotYetValid => (
+                "カードの証明書はまだ有効になっていません（有効期間の開始前です）。",
+                "The card's certificate is not valid yet (its validity period has not started).",
+            ),
+            CardRevoked => (
+                "カードの証明書は失効しています。このカードは使用できません。",
+                "The card's certificate has been revoked. This card cannot be used.",
+            ),
+            CardRevocationUnavailable => (
+                "証明書の失効情報を確認できないため、現在このカードでは認証できません。システム管理者に連絡してください。",
+                "The certificate's revocation status cannot be checked right now, so this card cannot be used. Contact your administrator.",
+            ),
+            CardUntrusted => (
+                "カードの証明書の発行元が信頼されていません（対応していないカード、または中間証明書の不足）。",
+                "The card's certificate was not issued by a trusted authority (an unsupported card, or an intermediate certificate is missing).",
+            ),
+            CardNotDoctor => (
+                "このHPKIカードの証明書には医師の資格（Medical Doctor）が記録されていません。",
+                "This HPKI card's certificate does not carry the doctor role (Medical Doctor).",
+            ),
+            CardUnusable => (
+                "カードの証明書が認証に使用できない形式です。",
+                "The card's certificate cannot be used for authentication.",
+            ),
+            CardNotLinked => (
+                "このカードはあなたのアカウントに登録されていません。",
+                "This card is not linked to your account.",
+            ),
+            CardOtherDoctor => (
+                "このカードは別の医師のアカウントに登録されています。",
+                "This card is linked to another doctor's account.",
+            ),
+            CardAlreadyLinked => (
+                "このカードはすでに登録されています。",
+                "This card is already linked.",
+            ),
+            CardLinkedToOther => (
+                "このカードは別のアカウントに登録済みのため、登録できません（1枚のカードは1つのアカウントにのみ登録できます）。",
+                "This card is already linked to another account and cannot be linked again (a card belongs to one account only).",
+            ),
+            CardNoRoleNeedsCode => (
+                "医師の資格が記録されていないHPKIカードは、登録コードでのみ登録できます。",
+                "An HPKI card without the doctor role can only be linked with a registration code.",
+            ),
+            CardPinLabel => (
+                "カードの暗証番号（PIN）",
+                "Card PIN",
+            ),
+            CardPinHint => (
+                "暗証番号はこのパソコンのカードエージェントにだけ送られ、ゲートウェイには送信されません。",
+                "The PIN goes only to the card agent on this computer, never to the gateway.",
+            ),
+            LinkCardHpki => (
+                "登録コードでHPKIカードを登録",
+                "Link an HPKI card with the code",
+            ),
+            LinkCardJpki => (
+                "登録コードでマイナンバーカードを登録",
+                "Link a My Number card with the code",
+            ),
+            LinkCardWithFido => (
+                "FIDOで確認してカードを登録：",
+                "Confirm with FIDO and link a card:",
+            ),
+            AgentNotRunning => (
+                "カードエージェントに接続できません。このパソコンでカードエージェントが起動しているか確認してください。",
+                "Cannot reach the card agent. Check that the card agent is running on this computer.",
+            ),
+            AgentNoReader => (
+                "カードリーダーが見つかりません。カードリーダーを接続してください。",
+                "No card reader found. Connect a card reader.",
+            ),
+            AgentNoCard => (
+                "カードリーダーにカードがありません。カードを置いてください。",
+                "There is no card on the reader. Put your card on the reader.",
+            ),
+            AgentWrongCard => (
+                "選択した種類のカードではありません。正しいカードを置いてください。",
+                "This is not a card of the selected type. Put the right card on the reader.",
+            ),
+            AgentPinFormat => (
+                "暗証番号の形式が正しくありません（マイナンバーカードは数字4桁、HPKIカードは4〜16文字）。",
+                "The PIN has the wrong format (My Number card: 4 digits; HPKI card: 4 to 16 characters).",
+            ),
+            AgentWrongPin => (
+                "暗証番号が違います。",
+                "The PIN is wrong.",
+            ),
+            AgentTriesLeft => (
+                "残り回数：",
+                "Tries left:",
+            ),
+            AgentPinLocked => (
+                "暗証番号がロックされています。カードの発行元（マイナンバーカードは市区町村窓口）でロックを解除してください。",
+                "The PIN is locked. Have it unlocked by the card issuer (for a My Number card, at your municipal office).",
+            ),
+            AgentCardRemoved => (
+                "処理中にカードが取り外されました。カードを置いたまま、もう一度お試しください。",
+                "The card was removed during the operation. Leave it on the reader and try again.",
+            ),
+            AgentCardError => (
+                "カードの読み取りに失敗しました。カードを置き直して、もう一度お試しください。",
+                "Reading the card failed. Put the card on the reader again and retry.",
+            ),
+            AgentOriginNotAllowed => (
+                "カードエージェントがこのゲートウェイからの要求を許可していません。エージェントの設定（allow-origin）を確認してください。",
+                "The card agent does not accept requests from this gateway. Check the agent's allow-origin setting.",
+            ),
         };
         match lang {
             Lang::Ja => ja,

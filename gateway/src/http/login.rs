@@ -176,19 +176,28 @@ async fn methods_page(
     Query(q): Query<MethodsQuery>,
 ) -> Result<Response> {
     let now = state.clock.unix();
-    let credentials = state
+    let mut credentials: Vec<pages::LinkedView> = state
         .store
         .fido_credentials_of(&doctor.user.id)
         .await?
         .into_iter()
         .map(|c| pages::LinkedView {
             id: c.id,
+            kind: "fido",
             name: c.name,
             created_at: c.created_at,
             last_used_at: c.last_used_at,
             synced: c.backup_eligible,
         })
         .collect();
+    credentials.extend(state.store.card_credentials_of(&doctor.user.id).await?.into_iter().map(|c| pages::LinkedView {
+        kind: if c.kind == "hpki" { "hpki" } else { "jpki" },
+        id: c.id,
+        name: c.name,
+        created_at: c.created_at,
+        last_used_at: c.last_used_at,
+        synced: false,
+    }));
     // Only this doctor's session at this clinic (DESIGN §3.7).
     let signing = state
         .store
@@ -204,5 +213,6 @@ async fn methods_page(
         _ => None,
     };
     let view = pages::MethodsView { credentials, signing, notice: notice.map(|m| m.text(lang)), error: None };
-    Ok(pages::methods(lang, &doctor.clinic.clinic_name, &doctor.user, &view).into_response())
+    let agent_url = state.config.card.agent_origin();
+    Ok(pages::methods(lang, &doctor.clinic.clinic_name, &doctor.user, &agent_url, &view).into_response())
 }

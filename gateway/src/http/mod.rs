@@ -5,10 +5,12 @@
 //! → session → route. The gate runs for every route, so no handler can skip the clinic check.
 
 pub mod api;
+mod card;
 mod error;
 mod extract;
 mod fido;
 mod i18n;
+mod link;
 mod login;
 pub mod ops;
 mod pages;
@@ -62,6 +64,8 @@ pub struct App {
     pub token_keys: crate::tokens::TokenKeys,
     /// Batched audit appends for hot paths.
     pub audit_sink: crate::audit_sink::AuditSink,
+    /// Parsed HPKI/JPKI trust stores, rebuilt when the anchors change.
+    pub card_trust: crate::cards::TrustCache,
 }
 
 impl App {
@@ -101,19 +105,30 @@ pub fn router(state: AppState) -> Router {
     let browser = Router::new()
         .merge(login::router())
         .merge(fido::router())
+        .merge(card::router())
         .route_layer(middleware::from_fn(tag_route))
         .layer(sessions)
         .layer(middleware::from_fn_with_state(state.clone(), same_origin))
         .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], pages::CSS) }))
         .route("/assets/fido.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::FIDO_JS) }))
+        .route("/assets/card.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::CARD_JS) }))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), clinic_gate));
     // Service-client API: authenticated per handler by `api::ServiceAuth`, not by the clinic gate.
     let api = api::router().route_layer(middleware::from_fn(tag_route));
+    // The method page calls the card agent on the clinic PC (DESIGN §3.5): its origin, and only
+    // it, is added to connect-src. Config validation made it a loopback http origin.
+    let csp = format!(
+        "default-src 'self'; connect-src 'self' {}; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        state.config.card.agent_origin()
+    );
+    let csp = HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(
+        "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ));
     Router::new()
         .merge(api)
         .merge(browser)
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(csp, security_headers))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -183,13 +198,13 @@ async fn same_origin(State(state): State<AppState>, req: Request, next: Next) ->
     }
 }
 
-async fn security_headers(req: Request, next: Next) -> Response {
+async fn security_headers(State(csp): State<HeaderValue>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, k: HeaderName, v: &'static str| {
         h.entry(k).or_insert(HeaderValue::from_static(v));
     };
-    set(h, header::CONTENT_SECURITY_POLICY, "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'");
+    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(csp);
     set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::X_FRAME_OPTIONS, "DENY");

@@ -13,6 +13,9 @@ pub const CSS: &str = include_str!("../../assets/app.css");
 /// `'unsafe-inline'`).
 pub const FIDO_JS: &str = include_str!("../../assets/fido.js");
 
+/// The card page script served at `/assets/card.js`: challenge → local card agent → finish.
+pub const CARD_JS: &str = include_str!("../../assets/card.js");
+
 /// Wraps `body` in the common page frame.
 pub fn layout(lang: Lang, title: &str, body: Markup) -> Markup {
     let switch_label = match lang {
@@ -76,8 +79,10 @@ pub fn login(lang: Lang, clinic_name: &str, error: Option<&str>, notice: Option<
 /// A linked authenticator as the method page lists it.
 #[derive(Debug, Clone)]
 pub struct LinkedView {
-    /// `fido_credentials.id`.
+    /// `fido_credentials.id` or `card_credentials.id`.
     pub id: String,
+    /// `fido`, `hpki` or `jpki`.
+    pub kind: &'static str,
     /// Name the doctor gave it.
     pub name: String,
     /// Unix seconds.
@@ -100,7 +105,7 @@ pub struct SigningView {
 /// What the method page shows besides the buttons.
 #[derive(Debug, Default)]
 pub struct MethodsView<'a> {
-    /// Linked FIDO credentials.
+    /// Linked FIDO credentials and cards.
     pub credentials: Vec<LinkedView>,
     /// The doctor's live signing session at this clinic.
     pub signing: Option<SigningView>,
@@ -113,8 +118,10 @@ pub struct MethodsView<'a> {
 /// The method page: signing-session state, three buttons, the doctor's linked authenticators,
 /// linking, and sign-out. The FIDO flows run in `/assets/fido.js`; the messages it may show
 /// are handed to it in `data-msg-*` attributes so all text stays in [`Msg`].
-pub fn methods(lang: Lang, clinic_name: &str, user: &User, view: &MethodsView<'_>) -> Markup {
-    let has_fido = !view.credentials.is_empty();
+pub fn methods(lang: Lang, clinic_name: &str, user: &User, agent_url: &str, view: &MethodsView<'_>) -> Markup {
+    let has_fido = view.credentials.iter().any(|c| c.kind == "fido");
+    let has_hpki = view.credentials.iter().any(|c| c.kind == "hpki");
+    let has_jpki = view.credentials.iter().any(|c| c.kind == "jpki");
     let q = format!("?lang={}", lang.code());
     layout(
         lang,
@@ -148,13 +155,37 @@ pub fn methods(lang: Lang, clinic_name: &str, user: &User, view: &MethodsView<'_
                 div.methods {
                     // Card methods arrive with the card module; until then they are shown
                     // disabled with the reason, so doctors see what exists.
-                    button.method type="button" disabled title=(Msg::MethodNotReady.text(lang)) data-method="hpki" { (Msg::Hpki.text(lang)) }
+                    button #card-hpki.method type="button" data-method="hpki" data-card="hpki" { (Msg::Hpki.text(lang)) }
                     @if has_fido {
                         button #fido-auth.method type="button" data-method="fido" { (Msg::Fido.text(lang)) }
                     } @else {
                         button #fido-auth.method type="button" disabled title=(Msg::FidoNeedsLink.text(lang)) data-method="fido" { (Msg::Fido.text(lang)) }
                     }
-                    button.method type="button" disabled title=(Msg::MethodNotReady.text(lang)) data-method="jpki" { (Msg::MyNumber.text(lang)) }
+                    button #card-jpki.method type="button" data-method="jpki" data-card="jpki" { (Msg::MyNumber.text(lang)) }
+                }
+                // The PIN is read by /assets/card.js and sent to the local card agent only: the
+                // field is outside every form, so no submit can carry it to the gateway.
+                div #card
+                    data-lang=(lang.code())
+                    data-agent-url=(agent_url)
+                    data-linked-hpki=(has_hpki)
+                    data-linked-jpki=(has_jpki)
+                    data-msg-not-linked=(Msg::CardNoneLinked.text(lang))
+                    data-msg-agent-down=(Msg::AgentNotRunning.text(lang))
+                    data-msg-no-reader=(Msg::AgentNoReader.text(lang))
+                    data-msg-no-card=(Msg::AgentNoCard.text(lang))
+                    data-msg-wrong-card=(Msg::AgentWrongCard.text(lang))
+                    data-msg-pin-format=(Msg::AgentPinFormat.text(lang))
+                    data-msg-wrong-pin=(Msg::AgentWrongPin.text(lang))
+                    data-msg-tries-left=(Msg::AgentTriesLeft.text(lang))
+                    data-msg-pin-locked=(Msg::AgentPinLocked.text(lang))
+                    data-msg-card-removed=(Msg::AgentCardRemoved.text(lang))
+                    data-msg-card-error=(Msg::AgentCardError.text(lang))
+                    data-msg-origin=(Msg::AgentOriginNotAllowed.text(lang))
+                    data-msg-failed=(Msg::InternalError.text(lang)) {
+                    label for="card-pin" { (Msg::CardPinLabel.text(lang)) }
+                    input #card-pin type="password" autocomplete="off" inputmode="text" maxlength="16" spellcheck="false";
+                    p.hint { (Msg::CardPinHint.text(lang)) }
                 }
                 @if !has_fido { p.hint { (Msg::FidoNeedsLink.text(lang)) } }
                 p #fido-status.error role="alert" aria-live="assertive" {}
@@ -175,12 +206,18 @@ pub fn methods(lang: Lang, clinic_name: &str, user: &User, view: &MethodsView<'_
                                     (Msg::LastUsed.text(lang)) " "
                                     @if let Some(t) = c.last_used_at { (lang.format_time(t)) } @else { (Msg::NeverUsed.text(lang)) }
                                 }
-                                form.inline method="post" action={ "/fido/credentials/" (c.id) "/rename" (q) } {
-                                    input name="name" type="text" maxlength="64" required value=(c.name) aria-label=(Msg::Rename.text(lang));
-                                    button.secondary type="submit" { (Msg::Rename.text(lang)) }
-                                }
-                                form.inline method="post" action={ "/fido/credentials/" (c.id) "/remove" (q) } {
-                                    button.danger type="submit" title=(Msg::RemoveConfirmNote.text(lang)) { (Msg::Remove.text(lang)) }
+                                @if c.kind == "fido" {
+                                    form.inline method="post" action={ "/fido/credentials/" (c.id) "/rename" (q) } {
+                                        input name="name" type="text" maxlength="64" required value=(c.name) aria-label=(Msg::Rename.text(lang));
+                                        button.secondary type="submit" { (Msg::Rename.text(lang)) }
+                                    }
+                                    form.inline method="post" action={ "/fido/credentials/" (c.id) "/remove" (q) } {
+                                        button.danger type="submit" title=(Msg::RemoveConfirmNote.text(lang)) { (Msg::Remove.text(lang)) }
+                                    }
+                                } @else {
+                                    form.inline method="post" action={ "/auth/card/credentials/" (c.id) "/remove" (q) } {
+                                        button.danger type="submit" title=(Msg::RemoveConfirmNote.text(lang)) { (Msg::Remove.text(lang)) }
+                                    }
                                 }
                             }
                         }
@@ -196,16 +233,23 @@ pub fn methods(lang: Lang, clinic_name: &str, user: &User, view: &MethodsView<'_
                     label for="credential-name" { (Msg::CredentialNameLabel.text(lang)) }
                     input #credential-name name="name" type="text" maxlength="64" autocomplete="off";
                     button #link-code type="submit" { (Msg::LinkWithCode.text(lang)) }
+                    button #link-code-hpki.secondary type="button" data-card="hpki" { (Msg::LinkCardHpki.text(lang)) }
+                    button #link-code-jpki.secondary type="button" data-card="jpki" { (Msg::LinkCardJpki.text(lang)) }
                 }
                 @if has_fido {
                     p.hint { (Msg::LinkWithExistingLead.text(lang)) }
                     button #link-existing.secondary type="button" { (Msg::LinkWithExisting.text(lang)) }
+                    p.hint { (Msg::LinkCardWithFido.text(lang)) " "
+                        button #link-fido-hpki.secondary type="button" data-card="hpki" { (Msg::Hpki.text(lang)) } " "
+                        button #link-fido-jpki.secondary type="button" data-card="jpki" { (Msg::MyNumber.text(lang)) }
+                    }
                 }
             }
             form method="post" action="/logout" {
                 button #sign-out.secondary type="submit" { (Msg::SignOut.text(lang)) }
             }
             script src="/assets/fido.js" defer {}
+            script src="/assets/card.js" defer {}
         },
     )
 }

@@ -50,7 +50,8 @@ impl DbSessionStore {
     }
 }
 
-fn id_hash(id: &Id) -> [u8; 32] {
+/// SHA-256 of a session id: what the database keeps, and what card challenges are bound to.
+pub(crate) fn id_hash(id: &Id) -> [u8; 32] {
     Sha256::digest(id.0.to_le_bytes()).into()
 }
 

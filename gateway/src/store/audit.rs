@@ -58,6 +58,21 @@ pub enum AuditEvent {
         outcome: Outcome,
         reason: Option<&'static str>,
     },
+    /// A card presence check (`method`: `hpki` or `jpki`), like [`AuditEvent::Authentication`]
+    /// plus the certificate fingerprint (SHA-256 of the DER, when a certificate was presented) and
+    /// whether revocation was checked (`false` under an anchor policy `none`, audited on every
+    /// use, DESIGN §3.3).
+    CardAuthentication {
+        clinic_id: String,
+        user_id: String,
+        method: &'static str,
+        purpose: &'static str,
+        authenticator_id: Option<String>,
+        outcome: Outcome,
+        reason: Option<&'static str>,
+        cert_sha256: Option<String>,
+        revocation_checked: Option<bool>,
+    },
     /// An authenticator was linked to a doctor (`via`: `code` or `<kind>:<id>`).
     AuthenticatorLinked { clinic_id: String, user_id: String, kind: &'static str, authenticator_id: String, via: String },
     /// Linking an authenticator was refused (wrong code, policy, ...).
@@ -118,6 +133,30 @@ impl AuditEvent {
                 Some(clinic_id),
                 Some(user_id),
                 json!({ "method": method, "purpose": purpose, "authenticator_id": authenticator_id, "reason": reason }),
+            ),
+            AuditEvent::CardAuthentication {
+                clinic_id,
+                user_id,
+                method,
+                purpose,
+                authenticator_id,
+                outcome,
+                reason,
+                cert_sha256,
+                revocation_checked,
+            } => (
+                "authentication",
+                *outcome,
+                Some(clinic_id),
+                Some(user_id),
+                json!({
+                    "method": method,
+                    "purpose": purpose,
+                    "authenticator_id": authenticator_id,
+                    "reason": reason,
+                    "cert_sha256": cert_sha256,
+                    "revocation_checked": revocation_checked,
+                }),
             ),
             AuditEvent::AuthenticatorLinked { clinic_id, user_id, kind, authenticator_id, via } => (
                 "authenticator_linked",

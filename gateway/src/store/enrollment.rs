@@ -91,6 +91,12 @@ pub enum CodeCheck {
     },
 }
 
+/// Consumes an open, unexpired code (`$1` id, `$2` user, `$3` now) inside the transaction that
+/// links an authenticator; one row affected means the code was still usable. Shared by every
+/// kind of authenticator so the rule is written once.
+pub(super) const CONSUME_CODE_SQL: &str = "UPDATE enrollment_codes SET used_at = $3, updated_at = $3
+     WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND voided_at IS NULL AND expires_at > $3";
+
 type CodeRow = (String, String, Vec<u8>, i64, i64, i64, Option<i64>, Option<i64>, Option<String>, i64);
 
 macro_rules! code_columns {

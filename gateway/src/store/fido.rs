@@ -119,10 +119,7 @@ impl Store {
                 let mut tx = pool.begin().await?;
                 let code_ok = match code_id {
                     Some(code_id) => {
-                        sqlx::query(
-                            "UPDATE enrollment_codes SET used_at = $3, updated_at = $3
-                             WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND voided_at IS NULL AND expires_at > $3",
-                        )
+                        sqlx::query(super::enrollment::CONSUME_CODE_SQL)
                         .bind(code_id)
                         .bind(new.user_id)
                         .bind(now)

@@ -6,6 +6,7 @@
 //! See `docs/decisions/0001-one-store-two-backends.md`.
 
 mod audit;
+mod cards;
 mod ceremonies;
 mod enrollment;
 mod fido;
@@ -20,6 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::{AuditEvent, AuditRecord, AuditVerification, Outcome};
+pub use cards::{CardChallenge, CardCredential, CardPurpose, NewCardChallenge, NewCardCredential};
 pub use ceremonies::{CeremonyPurpose, NewCeremony, TakenCeremony};
 pub use enrollment::{CodeCheck, EnrollmentCode, IssuedCode};
 pub use fido::{FidoCredential, LinkAuthorisation, NewFidoCredential};
@@ -111,6 +113,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "signing tokens",
         include_str!("../../../migrations/sqlite/0003_signing_tokens.sql"),
         include_str!("../../../migrations/postgres/0003_signing_tokens.sql"),
+    ),
+    (
+        4,
+        "card login",
+        include_str!("../../../migrations/sqlite/0004_card_login.sql"),
+        include_str!("../../../migrations/postgres/0004_card_login.sql"),
     ),
 ];
 
@@ -297,7 +305,8 @@ impl Store {
 
     /// Registered certificates, optionally of one clinic.
     pub async fn list_clinic_certs(&self, clinic_id: Option<&str>) -> Result<Vec<ClinicCert>> {
-        let rows: Vec<(String, String, String, String, i64, Option<i64>, i64)> = with_pool!(self, |pool| {
+        type Row = (String, String, String, String, i64, Option<i64>, i64);
+        let rows: Vec<Row> = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT fingerprint, clinic_id, subject, serial, not_after, revoked_at, created_at FROM clinic_certs
                  WHERE ($1 IS NULL OR clinic_id = $1) ORDER BY clinic_id, created_at",
@@ -465,9 +474,10 @@ impl Store {
 
     /// Trust anchors, optionally of one kind.
     pub async fn list_anchors(&self, kind: Option<AnchorKind>) -> Result<Vec<TrustAnchor>> {
-        let rows: Vec<(String, String, String, Vec<u8>, String, Option<Vec<u8>>, i64)> = with_pool!(self, |pool| {
+        type AnchorRow = (String, String, String, Vec<u8>, String, Option<Vec<u8>>, i64, Option<String>);
+        let rows: Vec<AnchorRow> = with_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT kind, fingerprint, subject, cert_der, revocation, crl_der, updated_at FROM trust_anchors
+                "SELECT kind, fingerprint, subject, cert_der, revocation, crl_der, updated_at, crl_url FROM trust_anchors
                  WHERE ($1 IS NULL OR kind = $1) ORDER BY kind, created_at",
             )
             .bind(kind.map(AnchorKind::as_str))
@@ -484,6 +494,7 @@ impl Store {
                     revocation: r.4.parse().map_err(|_| corrupt("trust_anchors.revocation"))?,
                     crl_der: r.5,
                     updated_at: r.6,
+                    crl_url: r.7,
                 })
             })
             .collect()
@@ -737,7 +748,7 @@ impl TryFrom<UserRow> for User {
 }
 
 /// What a trust anchor vouches for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AnchorKind {
     /// Issuer of clinic TLS client certificates.
@@ -823,4 +834,6 @@ pub struct TrustAnchor {
     pub crl_der: Option<Vec<u8>>,
     /// Unix seconds.
     pub updated_at: i64,
+    /// Where the CRL is fetched from, if configured (`anchor add --crl-url`).
+    pub crl_url: Option<String>,
 }

@@ -1,0 +1,124 @@
+// Card flows of the method page (DESIGN §3.3, §3.5): log in with an HPKI or My Number card, or
+// link one (with a registration code, or after confirming with a linked FIDO authenticator).
+//   1. POST /auth/card/challenge (gateway)      → {challenge, origin, agent_url, card}
+//   2. POST <agent>/v1/sign {card, challenge, origin, pin} (card agent on this PC)
+//   3. POST /auth/card/finish with the agent's answer unchanged (gateway)
+// The PIN goes to the agent only (step 2); step 3 forwards exactly the agent's four fields.
+// All text comes from the page (data-msg-*) or the gateway's error messages: no language here.
+'use strict';
+(() => {
+  const root = document.getElementById('card');
+  if (!root) return;
+  const msg = root.dataset;
+  const lang = msg.lang || 'ja';
+  const agentUrl = msg.agentUrl;
+  const pinInput = document.getElementById('card-pin');
+  const status = document.getElementById('fido-status');
+  const working = document.getElementById('fido-working');
+  const codeInput = document.getElementById('enroll-code');
+
+  class ShownError extends Error {}
+
+  const show = (text) => { status.textContent = text || ''; };
+
+  async function gateway(path, body) {
+    const res = await fetch(`${path}?lang=${encodeURIComponent(lang)}`, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify(body || {}),
+    });
+    let data = null;
+    try { data = await res.json(); } catch (_) { /* not JSON: an error page */ }
+    if (!res.ok || !data) {
+      if (res.status === 401) setTimeout(() => location.assign('/login'), 2500);
+      throw new ShownError((data && data.message) || msg.msgFailed);
+    }
+    return data;
+  }
+
+  // The agent's error codes (agent/README.md) → this page's messages.
+  function agentMessage(data) {
+    switch (data && data.error) {
+      case 'no_reader': return msg.msgNoReader;
+      case 'no_card': return msg.msgNoCard;
+      case 'wrong_card': return msg.msgWrongCard;
+      case 'pin_format': return msg.msgPinFormat;
+      case 'wrong_pin':
+        return typeof data.tries_left === 'number'
+          ? `${msg.msgWrongPin} ${msg.msgTriesLeft} ${data.tries_left}`
+          : msg.msgWrongPin;
+      case 'pin_locked': return msg.msgPinLocked;
+      case 'card_removed': return msg.msgCardRemoved;
+      case 'origin_not_allowed': return msg.msgOrigin;
+      case 'card_error': return msg.msgCardError;
+      default: return msg.msgCardError;
+    }
+  }
+
+  async function sign(challenge, pin) {
+    let res;
+    try {
+      res = await fetch(`${agentUrl}/v1/sign`, {
+        method: 'POST',
+        mode: 'cors',
+        credentials: 'omit',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ card: challenge.card, challenge: challenge.challenge, origin: challenge.origin, pin }),
+      });
+    } catch (_) {
+      // Connection refused, or a CORS refusal (origin not allowed answers without CORS headers).
+      throw new ShownError(msg.msgAgentDown);
+    }
+    let data = null;
+    try { data = await res.json(); } catch (_) { /* not JSON */ }
+    if (!res.ok || !data) throw new ShownError(agentMessage(data));
+    return { client_data: data.client_data, signature: data.signature, certificate: data.certificate, chain: data.chain || [] };
+  }
+
+  let busy = false;
+  async function run(challengeRequest) {
+    if (busy) return;
+    busy = true;
+    show('');
+    working.hidden = false;
+    const pin = pinInput.value;
+    try {
+      if (!pin) {
+        pinInput.focus();
+        throw new ShownError(msg.msgPinFormat);
+      }
+      const challenge = await challengeRequest();
+      const answer = await sign(challenge, pin);
+      const done = await gateway('/auth/card/finish', answer);
+      location.assign(done.redirect);
+    } catch (e) {
+      show(e instanceof ShownError ? e.message : msg.msgFailed);
+    } finally {
+      // The PIN is not kept on the page once used.
+      pinInput.value = '';
+      busy = false;
+      working.hidden = true;
+    }
+  }
+
+  for (const card of ['hpki', 'jpki']) {
+    const login = document.getElementById(`card-${card}`);
+    if (login) login.addEventListener('click', () => run(() => gateway('/auth/card/challenge', { card })));
+    const byCode = document.getElementById(`link-code-${card}`);
+    if (byCode) {
+      byCode.addEventListener('click', () => run(
+        () => gateway('/auth/card/challenge', { card, purpose: 'link', code: codeInput.value }),
+      ));
+    }
+    const byFido = document.getElementById(`link-fido-${card}`);
+    if (byFido && window.PublicKeyCredential) {
+      byFido.addEventListener('click', () => run(async () => {
+        const request = await gateway('/fido/link/start');
+        const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(request.publicKey);
+        const assertion = await navigator.credentials.get({ publicKey });
+        return gateway('/fido/link/finish', { credential: assertion.toJSON(), card });
+      }));
+    }
+  }
+})();

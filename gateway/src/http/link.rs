@@ -1,0 +1,73 @@
+//! What FIDO and card routes share about linking authenticators (DESIGN §3.6): the refusal type
+//! they answer with, and the check of an entered one-time registration code. Either kind of
+//! authenticator is linked by a code (checked here, consumed in the transaction that links) or
+//! after a presence check with an authenticator already linked, recorded as `<kind>:<id>` on the
+//! single-use, 120 s ceremony or challenge row that carries the permission.
+
+use axum::http::StatusCode;
+
+use super::AppState;
+use super::error::Result;
+use super::i18n::{Lang, Msg};
+use crate::enrollment;
+use crate::store::CodeCheck;
+
+/// A refusal: fixed code (JSON and audit), status, and the message for the doctor.
+pub(super) struct Refusal {
+    pub(super) code: &'static str,
+    pub(super) status: StatusCode,
+    pub(super) msg: Msg,
+    /// Appended to the message (e.g. tries left).
+    pub(super) extra: Option<String>,
+}
+
+impl Refusal {
+    pub(super) fn new(code: &'static str, status: StatusCode, msg: Msg) -> Self {
+        Self { code, status, msg, extra: None }
+    }
+
+    /// The message in `lang`, with the extra text.
+    pub(super) fn message(&self, lang: Lang) -> String {
+        let mut message = self.msg.text(lang).to_owned();
+        if let Some(extra) = &self.extra {
+            message.push(' ');
+            message.push_str(extra);
+        }
+        message
+    }
+}
+
+/// What an entered registration code allows.
+pub(super) enum CodeOutcome {
+    /// The doctor's open code: link with it (consumed when the authenticator is stored).
+    Valid {
+        /// `enrollment_codes.id`.
+        code_id: String,
+    },
+    /// Refused; the caller audits it (with the code's id when one was involved).
+    Refused(Refusal, Option<String>),
+}
+
+/// Checks a code the doctor typed. A malformed entry is not a guess at a valid code, so it is
+/// refused without counting a failure; a wrong one counts against the doctor's open code.
+pub(super) async fn check_registration_code(state: &AppState, user_id: &str, lang: Lang, code: &str, now: i64) -> Result<CodeOutcome> {
+    let Some(code) = enrollment::normalise(code) else {
+        return Ok(CodeOutcome::Refused(Refusal::new("code_malformed", StatusCode::BAD_REQUEST, Msg::CodeMalformed), None));
+    };
+    let check = state.store.check_enrollment_code(user_id, &enrollment::hash(&code), now).await?;
+    let forbidden = |code, msg| Refusal::new(code, StatusCode::FORBIDDEN, msg);
+    let (refusal, code_id) = match check {
+        CodeCheck::Valid { code_id } => return Ok(CodeOutcome::Valid { code_id }),
+        CodeCheck::Wrong { code_id, tries_left } => {
+            let mut r = forbidden("code_wrong", Msg::CodeWrong);
+            r.extra = Some(format!("{} {tries_left}", Msg::CodeTriesLeft.text(lang)));
+            (r, Some(code_id))
+        }
+        CodeCheck::NoCode => (forbidden("code_wrong", Msg::CodeWrong), None),
+        CodeCheck::Expired { code_id } => (forbidden("code_expired", Msg::CodeExpired), Some(code_id)),
+        CodeCheck::Used { code_id } => (forbidden("code_used", Msg::CodeUsedUp), Some(code_id)),
+        CodeCheck::Exhausted { code_id } => (forbidden("code_exhausted", Msg::CodeUsedUp), Some(code_id)),
+        CodeCheck::Voided { code_id } => (forbidden("code_voided", Msg::CodeUsedUp), Some(code_id)),
+    };
+    Ok(CodeOutcome::Refused(refusal, code_id))
+}

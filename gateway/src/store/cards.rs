@@ -1,0 +1,458 @@
+//! Card login state (DESIGN §3.3, §3.6): single-use card challenges and linked card credentials,
+//! plus the trust-anchor queries card verification needs (change detection for the per-kind
+//! trust-store cache, CRLs fetched from a URL).
+//!
+//! A challenge is keyed by the SHA-256 of the browser-session id that asked for it, so there is at
+//! most one pending challenge per browser session (a new one replaces it) and it can only be
+//! taken by that session, for that doctor at that clinic, with one `DELETE … RETURNING`: a
+//! replayed or concurrent finish, on any instance, finds nothing. Expiry is checked by the caller
+//! *after* taking, so an expired challenge is consumed too.
+
+use super::enrollment::CONSUME_CODE_SQL;
+use super::signing::EndReason;
+use super::{AnchorKind, Backend, Error, LinkAuthorisation, Result, Store, with_pool};
+
+/// What a card challenge is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardPurpose {
+    /// Authentication that opens a signing session.
+    SigningSession,
+    /// Linking the presented card to the doctor (authorised by a code or an authenticator).
+    Link,
+}
+
+impl CardPurpose {
+    /// Database and API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardPurpose::SigningSession => "signing_session",
+            CardPurpose::Link => "link",
+        }
+    }
+
+    /// Parses [`CardPurpose::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "signing_session" => Some(CardPurpose::SigningSession),
+            "link" => Some(CardPurpose::Link),
+            _ => None,
+        }
+    }
+}
+
+/// A challenge to store.
+#[derive(Debug)]
+pub struct NewCardChallenge<'a> {
+    /// SHA-256 of the browser-session id.
+    pub session_hash: &'a [u8; 32],
+    /// The doctor.
+    pub user_id: &'a str,
+    /// The clinic of the device.
+    pub clinic_id: &'a str,
+    /// `hpki` or `jpki`.
+    pub kind: AnchorKind,
+    /// What for.
+    pub purpose: CardPurpose,
+    /// 32 random bytes.
+    pub challenge: &'a [u8],
+    /// A link authorised by this registration code.
+    pub enrollment_code_id: Option<&'a str>,
+    /// A link authorised by this authenticator (`<kind>:<id>`).
+    pub linked_via: Option<&'a str>,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// A challenge taken out of storage.
+#[derive(Debug, Clone)]
+pub struct CardChallenge {
+    /// `hpki` or `jpki`.
+    pub kind: AnchorKind,
+    /// What for.
+    pub purpose: CardPurpose,
+    /// The challenge bytes.
+    pub challenge: Vec<u8>,
+    /// See [`NewCardChallenge::enrollment_code_id`].
+    pub enrollment_code_id: Option<String>,
+    /// See [`NewCardChallenge::linked_via`].
+    pub linked_via: Option<String>,
+    /// Unix seconds; the caller refuses a challenge with `expires_at <= now`.
+    pub expires_at: i64,
+}
+
+/// A linked card.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CardCredential {
+    /// UUID.
+    pub id: String,
+    /// The doctor it is linked to.
+    pub user_id: String,
+    /// `hpki` or `jpki`.
+    pub kind: String,
+    /// Lowercase hex SHA-256 of the DER issuer Name.
+    pub issuer_sha256: String,
+    /// Serial number, lowercase hex.
+    pub serial_hex: String,
+    /// Lowercase hex SHA-256 of the SubjectPublicKeyInfo.
+    pub spki_sha256: String,
+    /// Fingerprint of the certificate that was linked.
+    pub cert_sha256: String,
+    /// Certificate expiry, Unix seconds.
+    pub not_after: i64,
+    /// Name shown to the doctor.
+    pub name: String,
+    /// `code` or `<kind>:<authenticator id>`.
+    pub linked_via: String,
+    /// Unix seconds.
+    pub last_used_at: Option<i64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A card to link.
+#[derive(Debug)]
+pub struct NewCardCredential<'a> {
+    /// New UUID.
+    pub id: &'a str,
+    /// The doctor.
+    pub user_id: &'a str,
+    /// `hpki` or `jpki`.
+    pub kind: AnchorKind,
+    /// See [`CardCredential::issuer_sha256`].
+    pub issuer_sha256: &'a str,
+    /// See [`CardCredential::serial_hex`].
+    pub serial_hex: &'a str,
+    /// See [`CardCredential::spki_sha256`].
+    pub spki_sha256: &'a str,
+    /// See [`CardCredential::cert_sha256`].
+    pub cert_sha256: &'a str,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Name shown to the doctor.
+    pub name: &'a str,
+}
+
+type CardRow = (String, String, String, String, String, String, String, i64, String, String, Option<i64>, i64);
+
+macro_rules! card_columns {
+    () => {
+        "id, user_id, kind, issuer_sha256, serial_hex, spki_sha256, cert_sha256, not_after, name, linked_via, last_used_at, created_at"
+    };
+}
+
+impl From<CardRow> for CardCredential {
+    fn from(r: CardRow) -> Self {
+        Self {
+            id: r.0,
+            user_id: r.1,
+            kind: r.2,
+            issuer_sha256: r.3,
+            serial_hex: r.4,
+            spki_sha256: r.5,
+            cert_sha256: r.6,
+            not_after: r.7,
+            name: r.8,
+            linked_via: r.9,
+            last_used_at: r.10,
+            created_at: r.11,
+        }
+    }
+}
+
+fn card_kind(s: &str) -> Result<AnchorKind> {
+    match s.parse() {
+        Ok(k @ (AnchorKind::Hpki | AnchorKind::Jpki)) => Ok(k),
+        _ => Err(super::corrupt("card kind")),
+    }
+}
+
+impl Store {
+    /// Stores a challenge for a browser session, replacing any pending one of that session.
+    pub async fn put_card_challenge(&self, c: &NewCardChallenge<'_>, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO card_challenges (session_hash, user_id, clinic_id, kind, purpose, challenge,
+                    enrollment_code_id, linked_via, expires_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (session_hash) DO UPDATE SET user_id = excluded.user_id, clinic_id = excluded.clinic_id,
+                    kind = excluded.kind, purpose = excluded.purpose, challenge = excluded.challenge,
+                    enrollment_code_id = excluded.enrollment_code_id, linked_via = excluded.linked_via,
+                    expires_at = excluded.expires_at, created_at = excluded.created_at",
+            )
+            .bind(&c.session_hash[..])
+            .bind(c.user_id)
+            .bind(c.clinic_id)
+            .bind(c.kind.as_str())
+            .bind(c.purpose.as_str())
+            .bind(c.challenge)
+            .bind(c.enrollment_code_id)
+            .bind(c.linked_via)
+            .bind(c.expires_at)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Takes (deletes and returns) the browser session's challenge, in one statement, if it was
+    /// issued to this doctor at this clinic. `None` if there is none (never issued, taken before,
+    /// or issued to another browser session).
+    pub async fn take_card_challenge(
+        &self,
+        session_hash: &[u8; 32],
+        user_id: &str,
+        clinic_id: &str,
+    ) -> Result<Option<CardChallenge>> {
+        type Row = (String, String, Vec<u8>, Option<String>, Option<String>, i64);
+        let row: Option<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "DELETE FROM card_challenges WHERE session_hash = $1 AND user_id = $2 AND clinic_id = $3
+                 RETURNING kind, purpose, challenge, enrollment_code_id, linked_via, expires_at",
+            )
+            .bind(&session_hash[..])
+            .bind(user_id)
+            .bind(clinic_id)
+            .fetch_optional(pool)
+            .await
+        })?;
+        row.map(|(kind, purpose, challenge, enrollment_code_id, linked_via, expires_at)| {
+            Ok(CardChallenge {
+                kind: card_kind(&kind)?,
+                purpose: CardPurpose::parse(&purpose).ok_or_else(|| super::corrupt("card_challenges.purpose"))?,
+                challenge,
+                enrollment_code_id,
+                linked_via,
+                expires_at,
+            })
+        })
+        .transpose()
+    }
+
+    /// Deletes challenges that expired before `now`; returns how many.
+    pub async fn purge_expired_card_challenges(&self, now: i64) -> Result<u64> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM card_challenges WHERE expires_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?)
+    }
+
+    /// Number of stored challenges (tests check that finishes consume them).
+    pub async fn count_card_challenges(&self) -> Result<i64> {
+        let (n,): (i64,) =
+            with_pool!(self, |pool| sqlx::query_as("SELECT COUNT(*) FROM card_challenges").fetch_one(pool).await)?;
+        Ok(n)
+    }
+
+    /// Links a card. With [`LinkAuthorisation::Code`] the code is consumed in the same
+    /// transaction (`Error::Precondition("enrollment_code")` if it was used, voided or expired
+    /// meanwhile). A card already linked, to anyone, is `Error::Conflict("card_credentials_card_key")`.
+    pub async fn link_card_credential(&self, new: &NewCardCredential<'_>, auth: LinkAuthorisation<'_>, now: i64) -> Result<()> {
+        let (linked_via, code_id) = match auth {
+            LinkAuthorisation::Code { code_id } => ("code", Some(code_id)),
+            LinkAuthorisation::Authenticator { via } => (via, None),
+        };
+        let code_ok = with_pool!(self, |pool| {
+            {
+                let mut tx = pool.begin().await?;
+                let code_ok = match code_id {
+                    Some(code_id) => {
+                        sqlx::query(CONSUME_CODE_SQL)
+                            .bind(code_id)
+                            .bind(new.user_id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                            == 1
+                    }
+                    None => true,
+                };
+                if code_ok {
+                    sqlx::query(
+                        "INSERT INTO card_credentials (id, user_id, kind, issuer_sha256, serial_hex, spki_sha256,
+                            cert_sha256, not_after, name, linked_via, last_used_at, created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11, $11)",
+                    )
+                    .bind(new.id)
+                    .bind(new.user_id)
+                    .bind(new.kind.as_str())
+                    .bind(new.issuer_sha256)
+                    .bind(new.serial_hex)
+                    .bind(new.spki_sha256)
+                    .bind(new.cert_sha256)
+                    .bind(new.not_after)
+                    .bind(new.name)
+                    .bind(linked_via)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                }
+                code_ok
+            }
+        });
+        if code_ok { Ok(()) } else { Err(Error::Precondition("enrollment_code")) }
+    }
+
+    /// The cards linked to a user, oldest first.
+    pub async fn card_credentials_of(&self, user_id: &str) -> Result<Vec<CardCredential>> {
+        let rows: Vec<CardRow> = with_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                card_columns!(),
+                " FROM card_credentials WHERE user_id = $1 ORDER BY created_at, id"
+            ))
+            .bind(user_id)
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(rows.into_iter().map(CardCredential::from).collect())
+    }
+
+    /// The linked card with this issuer and serial, whoever it belongs to.
+    pub async fn card_credential_by_card(&self, kind: AnchorKind, issuer_sha256: &str, serial_hex: &str) -> Result<CardCredential> {
+        let row: CardRow = with_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                card_columns!(),
+                " FROM card_credentials WHERE kind = $1 AND issuer_sha256 = $2 AND serial_hex = $3"
+            ))
+            .bind(kind.as_str())
+            .bind(issuer_sha256)
+            .bind(serial_hex)
+            .fetch_one(pool)
+            .await
+        })?;
+        Ok(row.into())
+    }
+
+    /// Records a successful use.
+    pub async fn record_card_use(&self, id: &str, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE card_credentials SET last_used_at = $2, updated_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Removes a card of `user_id` and, in the same transaction, ends the open signing sessions
+    /// opened with it (DESIGN §3.7). Returns the ids of the sessions ended; `NotFound` if the card
+    /// is not theirs.
+    pub async fn remove_card_credential(&self, user_id: &str, id: &str, now: i64) -> Result<Vec<String>> {
+        let removed: Option<Vec<(String,)>> = with_pool!(self, |pool| {
+            {
+                let mut tx = pool.begin().await?;
+                let gone: Option<(String,)> =
+                    sqlx::query_as("DELETE FROM card_credentials WHERE id = $1 AND user_id = $2 RETURNING kind")
+                        .bind(id)
+                        .bind(user_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some((kind,)) = gone {
+                    let ended: Vec<(String,)> = sqlx::query_as(
+                        "UPDATE signing_sessions SET ended_at = $3, ended_reason = $4, updated_at = $3
+                         WHERE authenticator_kind = $5 AND authenticator_id = $1 AND user_id = $2 AND ended_at IS NULL
+                         RETURNING id",
+                    )
+                    .bind(id)
+                    .bind(user_id)
+                    .bind(now)
+                    .bind(EndReason::AuthenticatorRemoved.as_str())
+                    .bind(kind)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Some(ended)
+                } else {
+                    None
+                }
+            }
+        });
+        removed.map(|v| v.into_iter().map(|(id,)| id).collect()).ok_or(Error::NotFound)
+    }
+
+    // ---- trust anchors for card verification ----------------------------------------------------
+
+    /// A cheap summary of the anchors of one kind — `(fingerprint, updated_at, CRL length)` — that
+    /// changes whenever an anchor is added or its CRL replaced; the trust-store cache compares it
+    /// instead of re-reading and re-parsing certificates and CRLs on every login.
+    pub async fn anchor_versions(&self, kind: AnchorKind) -> Result<Vec<(String, i64, Option<i64>)>> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT fingerprint, updated_at, CAST(LENGTH(crl_der) AS BIGINT) FROM trust_anchors WHERE kind = $1 ORDER BY fingerprint",
+            )
+            .bind(kind.as_str())
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// Sets (or clears) the URL an anchor's CRL is fetched from.
+    pub async fn set_anchor_crl_url(&self, kind: AnchorKind, fingerprint: &str, url: Option<&str>, now: i64) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE trust_anchors SET crl_url = $3, updated_at = $4 WHERE kind = $1 AND fingerprint = $2")
+                .bind(kind.as_str())
+                .bind(fingerprint)
+                .bind(url)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
+    /// Anchors with a CRL URL whose CRL is missing or reaches its nextUpdate before `due_by`:
+    /// `(kind, fingerprint, url)`.
+    pub async fn anchors_due_for_crl_fetch(&self, due_by: i64) -> Result<Vec<(AnchorKind, String, String)>> {
+        let rows: Vec<(String, String, String)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT kind, fingerprint, crl_url FROM trust_anchors
+                 WHERE crl_url IS NOT NULL AND (crl_der IS NULL OR crl_next_update IS NULL OR crl_next_update <= $1)
+                 ORDER BY kind, fingerprint",
+            )
+            .bind(due_by)
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter()
+            .map(|(k, fp, url)| Ok((k.parse().map_err(|()| super::corrupt("trust_anchors.kind"))?, fp, url)))
+            .collect()
+    }
+
+    /// Stores a fetched CRL with its nextUpdate. Only replaces an older CRL (by nextUpdate), so two
+    /// instances fetching at once, or a fetch racing `anchor set-crl`, never go backwards.
+    pub async fn store_fetched_crl(
+        &self,
+        kind: AnchorKind,
+        fingerprint: &str,
+        crl_der: &[u8],
+        next_update: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl', updated_at = $5
+                 WHERE kind = $1 AND fingerprint = $2 AND (crl_next_update IS NULL OR crl_next_update < $4)",
+            )
+            .bind(kind.as_str())
+            .bind(fingerprint)
+            .bind(crl_der)
+            .bind(next_update)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(done == 1)
+    }
+}

@@ -1,0 +1,549 @@
+//! Card login (DESIGN §3.3, §3.6, §3.7) through the real JSON endpoints, with the test acting as
+//! the card agent: it builds the card client data with `card::ClientData`, signs it with the
+//! card's key (RSASSA-PKCS1-v1_5 SHA-256, aws-lc-rs) and posts the agent's answer to the finish
+//! endpoint. HPKI-like (root → intermediate → card, hcRole as on real cards) and JPKI-like
+//! (CA → card, CRL) PKIs are generated once per test process with `gateway::pki`.
+
+use std::sync::OnceLock;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gateway::admin::Admin;
+use gateway::clock::ManualClock;
+use gateway::pki::{Authority, KeyAlg, Leaf, LeafSpec, LeafUsage};
+use gateway::store::{AnchorKind, AuthMethod, RevocationPolicy};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use time::{Duration, OffsetDateTime};
+
+use crate::helpers::*;
+
+/// The card PKIs and cards of this test process.
+struct Cards {
+    now: OffsetDateTime,
+    hpki_root: Authority,
+    hpki_ca: Authority,
+    jpki_ca: Authority,
+    jpki_crl: Vec<u8>,
+    jpki_stale_crl: Vec<u8>,
+    /// Medical Doctor, issued by the HPKI intermediate.
+    doctor: Leaf,
+    /// Another Medical Doctor card (another doctor's, or an unlinked one).
+    doctor2: Leaf,
+    pharmacist: Leaf,
+    no_role: Leaf,
+    expired: Leaf,
+    /// Medical Doctor, but issued by a CA nobody registered.
+    rogue: Leaf,
+    jpki: Leaf,
+    jpki2: Leaf,
+    jpki_revoked: Leaf,
+}
+
+fn cards() -> &'static Cards {
+    static CARDS: OnceLock<Cards> = OnceLock::new();
+    CARDS.get_or_init(|| {
+        let now = ManualClock::starting_now().now();
+        let hpki_root = Authority::new("Test HPKI Root CA", "MEDIS-like", KeyAlg::Rsa2048, now).unwrap();
+        let hpki_ca = hpki_root.intermediate("Test HPKI Auth CA", "MEDIS-like", KeyAlg::Rsa2048, now).unwrap();
+        let jpki_ca = Authority::new("Test JPKI User Auth CA", "J-LIS-like", KeyAlg::Rsa2048, now).unwrap();
+        let rogue_ca = Authority::new("Rogue HPKI CA", "", KeyAlg::Rsa2048, now).unwrap();
+        let card = |ca: &Authority, role: Option<&str>| {
+            ca.issue(&LeafSpec::new("card", LeafUsage::CardAuth { hc_role: role.map(str::to_owned) }, now, 365)).unwrap()
+        };
+        let mut expired = LeafSpec::new("expired", LeafUsage::CardAuth { hc_role: Some("Medical Doctor".into()) }, now, 1);
+        expired.not_before = now - Duration::days(30);
+        expired.not_after = now - Duration::days(1);
+        let jpki_revoked = card(&jpki_ca, None);
+        Cards {
+            doctor: card(&hpki_ca, Some("Medical Doctor")),
+            doctor2: card(&hpki_ca, Some("Medical Doctor")),
+            pharmacist: card(&hpki_ca, Some("Pharmacist")),
+            no_role: card(&hpki_ca, None),
+            expired: hpki_ca.issue(&expired).unwrap(),
+            rogue: card(&rogue_ca, Some("Medical Doctor")),
+            jpki: card(&jpki_ca, None),
+            jpki2: card(&jpki_ca, None),
+            jpki_crl: jpki_ca.crl(&[&jpki_revoked.serial], now - Duration::hours(1), now + Duration::days(7)).unwrap(),
+            jpki_stale_crl: jpki_ca.crl(&[], now - Duration::days(10), now - Duration::days(1)).unwrap(),
+            jpki_revoked,
+            now,
+            hpki_root,
+            hpki_ca,
+            jpki_ca,
+        }
+    })
+}
+
+/// A gateway with the HPKI root (revocation none) and the JPKI CA (with its CRL) as anchors.
+async fn app(db: Db) -> TestApp {
+    let app = TestApp::spawn(db).await;
+    let c = cards();
+    let admin = Admin { store: app.store(), now: app.clock_now() };
+    admin.anchor_add(AnchorKind::Hpki, c.hpki_root.cert_pem().as_bytes(), None, RevocationPolicy::None).await.unwrap();
+    admin.anchor_add(AnchorKind::Jpki, c.jpki_ca.cert_pem().as_bytes(), Some(&c.jpki_crl), RevocationPolicy::Crl).await.unwrap();
+    app
+}
+
+/// A signed-in doctor's browser.
+struct Browser<'a> {
+    app: &'a TestApp,
+    client: reqwest::Client,
+}
+
+impl<'a> Browser<'a> {
+    async fn doctor(app: &'a TestApp) -> Browser<'a> {
+        let client = app.clinic_client();
+        assert_eq!(app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await.status(), 303);
+        Browser { app, client }
+    }
+
+    async fn other_doctor(app: &'a TestApp) -> Browser<'a> {
+        let client = app.client(Some(&app.pki.other_clinic_client));
+        assert_eq!(app.login(&client, OTHER_DOCTOR_LOGIN, OTHER_DOCTOR_PASSWORD).await.status(), 303);
+        Browser { app, client }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let res = self.client.post(self.app.url(path)).header("origin", self.app.origin()).json(body).send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn challenge(&self, body: Value) -> Value {
+        let (status, ch) = self.post("/auth/card/challenge", &body).await;
+        assert_eq!(status, 200, "{ch}");
+        ch
+    }
+
+    /// Challenge, agent, finish.
+    async fn present(&self, challenge: Value, card: &Leaf, chain: &[&[u8]]) -> (StatusCode, Value) {
+        let ch = self.challenge(challenge).await;
+        self.post("/auth/card/finish", &agent(&ch, card, chain)).await
+    }
+
+    async fn link_with_code(&self, kind: &str, code: &str, card: &Leaf, chain: &[&[u8]]) -> (StatusCode, Value) {
+        self.present(json!({ "card": kind, "purpose": "link", "code": code }), card, chain).await
+    }
+
+    async fn login(&self, kind: &str, card: &Leaf, chain: &[&[u8]]) -> (StatusCode, Value) {
+        self.present(json!({ "card": kind }), card, chain).await
+    }
+}
+
+/// What the card agent answers for `challenge`: the canonical client data signed by the card.
+fn agent(challenge: &Value, card: &Leaf, chain: &[&[u8]]) -> Value {
+    let kind = if challenge["card"] == "hpki" { card::CardKind::Hpki } else { card::CardKind::Jpki };
+    let data = card::ClientData::new(kind, challenge["challenge"].as_str().unwrap(), challenge["origin"].as_str().unwrap())
+        .unwrap()
+        .to_bytes();
+    signed(&data, card, chain)
+}
+
+/// The agent's answer for arbitrary client data bytes.
+fn signed(data: &[u8], card: &Leaf, chain: &[&[u8]]) -> Value {
+    let key = RsaKeyPair::from_pkcs8(&card.key_der).unwrap();
+    let mut sig = vec![0; key.public_modulus_len()];
+    key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), data, &mut sig).unwrap();
+    let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    json!({
+        "client_data": b64(data),
+        "signature": b64(&sig),
+        "certificate": b64(&card.cert_der),
+        "chain": chain.iter().map(|c| b64(c)).collect::<Vec<_>>(),
+    })
+}
+
+async fn issue_code(app: &TestApp, clinic: &str, login: &str) -> String {
+    let admin = Admin { store: app.store(), now: app.clock_now() };
+    admin.enroll_code_issue(clinic, login, 24 * 3600, 5).await.unwrap().0.to_string()
+}
+
+async fn user_id(app: &TestApp, clinic: &str, login: &str) -> String {
+    app.store().user_by_login(clinic, login).await.unwrap().id
+}
+
+fn assert_error(got: &(StatusCode, Value), status: u16, code: &str, text: &str) {
+    assert_eq!(got.0.as_u16(), status, "{got:?}");
+    assert_eq!(got.1["error"], code, "{got:?}");
+    assert!(got.1["message"].as_str().unwrap_or_default().contains(text), "{text:?} not in {got:?}");
+}
+
+/// Nothing was linked, no session opened, and the doctor's code is still usable.
+async fn assert_nothing_changed(app: &TestApp, user: &str) {
+    assert!(app.store().card_credentials_of(user).await.unwrap().is_empty());
+    assert!(app.store().current_signing_session(user, CLINIC).await.unwrap().is_none());
+    let code = app.store().enrollment_code_of(user).await.unwrap().unwrap();
+    assert!(code.is_usable(app.clock_now()), "{code:?}");
+}
+
+async fn card_events(app: &TestApp) -> Vec<(String, Value)> {
+    let mut rows = app.store().audit_tail(500).await.unwrap();
+    rows.reverse();
+    rows.into_iter()
+        .filter(|r| r.event == "authentication" && r.detail["method"] != "fido")
+        .map(|r| (r.outcome, r.detail))
+        .collect()
+}
+
+async fn issue_token(app: &TestApp) -> (u16, Value) {
+    let res = app
+        .client(Some(&app.pki.emr_a))
+        .post(app.url("/api/v1/signing-tokens"))
+        .json(&json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN }))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+async fn hpki_link_with_code_then_login_opens_a_session_for_tokens(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+
+    // The method page offers both cards, calls the agent only at its configured origin.
+    let res = b.client.get(app.url("/methods")).send().await.unwrap();
+    let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("connect-src 'self' http://127.0.0.1:18443;"), "{csp}");
+    let page = res.text().await.unwrap();
+    assert!(page.contains(r#"id="card-hpki""#) && page.contains(r#"id="card-jpki""#) && page.contains("/assets/card.js"));
+
+    // Without a linked card, a login is refused before the PIN is typed.
+    let (status, body) = b.post("/auth/card/challenge", &json!({ "card": "hpki" })).await;
+    assert_error(&(status, body), 409, "no_card_linked", "まだ登録されていません");
+
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    let ch = b.challenge(json!({ "card": "hpki", "purpose": "link", "code": code })).await;
+    assert_eq!(ch["origin"], app.origin());
+    assert_eq!(ch["agent_url"], "http://127.0.0.1:18443");
+    assert_eq!(URL_SAFE_NO_PAD.decode(ch["challenge"].as_str().unwrap()).unwrap().len(), 32);
+    let answer = agent(&ch, &c.doctor, &[c.hpki_ca.cert_der()]);
+    // The finish request is the agent's answer and nothing else: no PIN reaches the gateway.
+    let keys: Vec<&String> = answer.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["certificate", "chain", "client_data", "signature"]);
+    let (status, done) = b.post("/auth/card/finish", &answer).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["redirect"], "/methods?done=linked&lang=ja");
+    let linked = app.store().card_credentials_of(&user).await.unwrap();
+    assert_eq!(linked.len(), 1);
+    assert_eq!((linked[0].kind.as_str(), linked[0].linked_via.as_str()), ("hpki", "code"));
+    assert!(app.store().enrollment_code_of(&user).await.unwrap().unwrap().used_at.is_some());
+    assert_eq!(app.store().count_card_challenges().await.unwrap(), 0);
+    // A PIN sent along by a broken page is refused as a malformed answer.
+    let ch = b.challenge(json!({ "card": "hpki" })).await;
+    let mut with_pin = agent(&ch, &c.doctor, &[c.hpki_ca.cert_der()]);
+    with_pin["pin"] = json!("1234");
+    assert_error(&b.post("/auth/card/finish", &with_pin).await, 400, "response_malformed", "正しくありません");
+
+    let page = b.client.get(app.url("/methods?lang=en")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("HPKIカード 1") && page.contains(&format!("/auth/card/credentials/{}/remove", linked[0].id)));
+
+    // Log in with the card: a signing session like FIDO's, with the card's amr.
+    let cookie_before = b.client.get(app.url("/methods")).send().await.unwrap().status();
+    assert_eq!(cookie_before, 200);
+    let (status, done) = b.login("hpki", &c.doctor, &[c.hpki_ca.cert_der()]).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["redirect"], "/methods?done=authenticated&lang=ja");
+    let session = app.store().live_signing_session(&user, CLINIC, app.clock_now()).await.unwrap().unwrap();
+    assert_eq!(session.method, AuthMethod::Hpki);
+    assert_eq!((session.authenticator_kind.as_str(), session.authenticator_id.as_str()), ("hpki", linked[0].id.as_str()));
+    assert_eq!(session.amr, ["pwd", "sc", "pin", "mfa"]);
+    assert_eq!(session.acr, "aal3");
+    assert!(app.store().card_credentials_of(&user).await.unwrap()[0].last_used_at.is_some());
+    // The browser session id rotated at method success, and the browser still works.
+    let page = b.client.get(app.url("/methods")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(r#"id="signing-session""#), "{page}");
+
+    // The EMR gets signing tokens for it.
+    let (status, token) = issue_token(&app).await;
+    assert_eq!(status, 200, "{token}");
+
+    let events = card_events(&app).await;
+    let ok: Vec<_> = events.iter().filter(|(o, _)| o == "success").collect();
+    assert_eq!(ok.len(), 2, "{events:?}");
+    let fp = gateway::tls::fingerprint(&c.doctor.cert_der);
+    assert!(ok.iter().all(|(_, d)| d["cert_sha256"] == fp.as_str() && d["revocation_checked"] == false), "{ok:?}");
+    app.stop().await;
+}
+
+async fn jpki_link_with_code_then_login_checks_the_crl(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    let (status, done) = b.link_with_code("jpki", &code, &c.jpki, &[]).await;
+    assert_eq!(status, 200, "{done}");
+    let (status, done) = b.login("jpki", &c.jpki, &[c.jpki_ca.cert_der()]).await;
+    assert_eq!(status, 200, "{done}");
+    let session = app.store().live_signing_session(&user, CLINIC, app.clock_now()).await.unwrap().unwrap();
+    assert_eq!(session.method, AuthMethod::Jpki);
+    assert_eq!(issue_token(&app).await.0, 200);
+    let events = card_events(&app).await;
+    assert!(events.iter().all(|(o, d)| o == "success" && d["method"] == "jpki" && d["revocation_checked"] == true), "{events:?}");
+    app.stop().await;
+}
+
+async fn only_doctor_role_hpki_cards_can_be_linked(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    let chain = [c.hpki_ca.cert_der()];
+    let got = b.link_with_code("hpki", &code, &c.pharmacist, &chain).await;
+    assert_error(&got, 403, "role_not_accepted", "医師の資格");
+    let got = b.link_with_code("hpki", &code, &c.no_role, &chain).await;
+    assert_error(&got, 403, "role_missing", "Medical Doctor");
+    assert_nothing_changed(&app, &user).await;
+    let (status, _) = b.link_with_code("hpki", &code, &c.doctor, &chain).await;
+    assert_eq!(status, 200);
+    app.stop().await;
+}
+
+async fn certificate_problems_are_refused_with_their_reason(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    let chain = [c.hpki_ca.cert_der()];
+    assert_error(&b.link_with_code("hpki", &code, &c.expired, &chain).await, 403, "expired", "有効期限が切れています");
+    assert_error(&b.link_with_code("hpki", &code, &c.rogue, &[]).await, 403, "untrusted_issuer", "信頼されていません");
+    // The intermediate is not an anchor: without it in the chain there is no path.
+    assert_error(&b.link_with_code("hpki", &code, &c.doctor, &[]).await, 403, "untrusted_issuer", "中間証明書");
+    // A JPKI card is not trusted for HPKI (the HPKI anchors do not cover it).
+    let ch = b.challenge(json!({ "card": "hpki", "purpose": "link", "code": code })).await;
+    let jpki_as_hpki = agent(&ch, &c.jpki, &[]);
+    assert_error(&b.post("/auth/card/finish", &jpki_as_hpki).await, 403, "untrusted_issuer", "信頼されていません");
+    assert_error(&b.link_with_code("jpki", &code, &c.jpki_revoked, &[]).await, 403, "revoked", "失効しています");
+
+    // Not yet valid at the gateway's clock.
+    let ch = b.challenge(json!({ "card": "hpki", "purpose": "link", "code": code })).await;
+    app.clock.set(c.now - Duration::days(2));
+    let got = b.post("/auth/card/finish", &agent(&ch, &c.doctor, &chain)).await;
+    assert_error(&got, 403, "not_yet_valid", "まだ有効になっていません");
+    app.clock.set(c.now.max(OffsetDateTime::from_unix_timestamp(app.clock_now()).unwrap()));
+
+    // A CRL past its nextUpdate refuses every card under that anchor (fail closed).
+    let fp = gateway::tls::fingerprint(c.jpki_ca.cert_der());
+    app.store().set_anchor_crl(AnchorKind::Jpki, &fp, &c.jpki_stale_crl, app.clock_now()).await.unwrap();
+    let got = b.link_with_code("jpki", &code, &c.jpki, &[]).await;
+    assert_error(&got, 503, "crl_stale", "失効情報を確認できない");
+    // English too.
+    let ch = b.challenge(json!({ "card": "jpki", "purpose": "link", "code": code })).await;
+    let res = b
+        .client
+        .post(app.url("/auth/card/finish?lang=en"))
+        .header("origin", app.origin())
+        .json(&agent(&ch, &c.jpki, &[]))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("revocation status cannot be checked"), "{body}");
+
+    assert_nothing_changed(&app, &user).await;
+    let refused = card_events(&app).await;
+    assert!(refused.iter().all(|(o, d)| o == "failure" && d["cert_sha256"].is_string()), "{refused:?}");
+    app.stop().await;
+}
+
+async fn tampered_answers_are_refused(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    let chain = [c.hpki_ca.cert_der()];
+    let link = json!({ "card": "hpki", "purpose": "link", "code": code });
+
+    // A signature over other client data than the answer carries.
+    let ch = b.challenge(link.clone()).await;
+    let mut answer = agent(&ch, &c.doctor, &chain);
+    let other = agent(&b.challenge(link.clone()).await, &c.doctor, &chain);
+    answer["signature"] = other["signature"].clone();
+    let ch2 = b.challenge(link.clone()).await;
+    answer["client_data"] = agent(&ch2, &c.doctor, &chain)["client_data"].clone();
+    assert_error(&b.post("/auth/card/finish", &answer).await, 400, "bad_signature", "署名を検証できません");
+
+    // Client data made for another origin (a phishing page relaying the challenge).
+    let ch = b.challenge(link.clone()).await;
+    let data = card::ClientData::new(card::CardKind::Hpki, ch["challenge"].as_str().unwrap(), "https://evil.example")
+        .unwrap()
+        .to_bytes();
+    assert_error(&b.post("/auth/card/finish", &signed(&data, &c.doctor, &chain)).await, 400, "origin_mismatch", "別の画面");
+
+    // The agent signed for the other card kind than the challenge was issued for.
+    let ch = b.challenge(link.clone()).await;
+    let data = card::ClientData::new(card::CardKind::Jpki, ch["challenge"].as_str().unwrap(), ch["origin"].as_str().unwrap())
+        .unwrap()
+        .to_bytes();
+    let got = b.post("/auth/card/finish", &signed(&data, &c.jpki, &[])).await;
+    assert_error(&got, 400, "card_kind_mismatch", "選択した種類と異なるカード");
+
+    // Non-canonical client data, and garbage.
+    let ch = b.challenge(link.clone()).await;
+    let data = format!(
+        r#"{{"type": "ninsho.card.auth","card":"hpki","challenge":"{}","origin":"{}"}}"#,
+        ch["challenge"].as_str().unwrap(),
+        ch["origin"].as_str().unwrap()
+    );
+    assert_error(&b.post("/auth/card/finish", &signed(data.as_bytes(), &c.doctor, &chain)).await, 400, "client_data_malformed", "");
+    b.challenge(link.clone()).await;
+    assert_error(&b.post("/auth/card/finish", &json!({ "x": 1 })).await, 400, "response_malformed", "");
+    let got = b.post("/auth/card/challenge", &json!({ "card": "felica" })).await;
+    assert_error(&got, 400, "bad_request", "カードの種類");
+    assert_nothing_changed(&app, &user).await;
+    app.stop().await;
+}
+
+async fn challenges_are_single_use_bound_to_the_browser_session_and_expire(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    let chain = [c.hpki_ca.cert_der()];
+    let link = json!({ "card": "hpki", "purpose": "link", "code": code });
+
+    // Another browser of the same doctor cannot use this session's challenge.
+    let ch = b.challenge(link.clone()).await;
+    let answer = agent(&ch, &c.doctor, &chain);
+    let other = Browser::doctor(&app).await;
+    assert_error(&other.post("/auth/card/finish", &answer).await, 400, "challenge_missing", "見つからない");
+    // …and that attempt did not use it up.
+    let (status, _) = b.post("/auth/card/finish", &answer).await;
+    assert_eq!(status, 200);
+    // Replay: concurrent and later finishes find nothing.
+    let ch = b.challenge(json!({ "card": "hpki" })).await;
+    let answer = agent(&ch, &c.doctor, &chain);
+    let (r1, r2) = tokio::join!(b.post("/auth/card/finish", &answer), b.post("/auth/card/finish", &answer));
+    let statuses = [r1.0.as_u16(), r2.0.as_u16()];
+    assert!(statuses.contains(&200) && statuses.contains(&400), "{r1:?} {r2:?}");
+    assert_error(&b.post("/auth/card/finish", &answer).await, 400, "challenge_missing", "すでに使用");
+
+    // After 120 s the challenge is refused (and consumed).
+    let filter = gateway::store::SessionFilter::User { user_id: &user, clinic_id: None };
+    app.store().end_signing_sessions(filter, gateway::store::EndReason::Operator, app.clock_now()).await.unwrap();
+    let ch = b.challenge(json!({ "card": "hpki" })).await;
+    app.clock.advance(Duration::seconds(121));
+    let got = b.post("/auth/card/finish", &agent(&ch, &c.doctor, &chain)).await;
+    assert_error(&got, 400, "challenge_expired", "時間切れ");
+    assert_eq!(app.store().count_card_challenges().await.unwrap(), 0);
+    assert!(app.store().live_signing_session(&user, CLINIC, app.clock_now()).await.unwrap().is_none());
+    app.stop().await;
+}
+
+async fn cards_of_other_doctors_and_unlinked_cards_are_refused(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let chain = [c.hpki_ca.cert_der()];
+    let me = Browser::doctor(&app).await;
+    let other = Browser::other_doctor(&app).await;
+    let my_id = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let other_id = user_id(&app, OTHER_CLINIC, OTHER_DOCTOR_LOGIN).await;
+    let my_code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    let other_code = issue_code(&app, OTHER_CLINIC, OTHER_DOCTOR_LOGIN).await;
+    assert_eq!(other.link_with_code("hpki", &other_code, &c.doctor2, &chain).await.0, 200);
+    let other_code = issue_code(&app, OTHER_CLINIC, OTHER_DOCTOR_LOGIN).await;
+    assert_eq!(other.link_with_code("jpki", &other_code, &c.jpki2, &[]).await.0, 200);
+
+    // A My Number card linked to another doctor cannot be linked again; the code survives.
+    let got = me.link_with_code("jpki", &my_code, &c.jpki2, &[]).await;
+    assert_error(&got, 409, "card_linked_to_another_doctor", "別のアカウントに登録済み");
+    assert_nothing_changed(&app, &my_id).await;
+    assert_eq!(me.link_with_code("hpki", &my_code, &c.doctor, &chain).await.0, 200);
+
+    // Logging in with another doctor's card, or with a card never linked.
+    assert_error(&me.login("hpki", &c.doctor2, &chain).await, 403, "card_of_another_doctor", "別の医師");
+    let (status, body) = {
+        let ch = me.challenge(json!({ "card": "hpki" })).await;
+        me.post("/auth/card/finish?lang=en", &agent(&ch, &c.doctor2, &chain)).await
+    };
+    assert_eq!((status.as_u16(), body["message"].as_str().unwrap()), (403, "This card is linked to another doctor's account."));
+    let unlinked = c.hpki_ca.issue(&LeafSpec::new("u", LeafUsage::CardAuth { hc_role: Some("Medical Doctor".into()) }, c.now, 30)).unwrap();
+    assert_error(&me.login("hpki", &unlinked, &chain).await, 403, "card_not_linked", "登録されていません");
+    assert!(app.store().current_signing_session(&my_id, CLINIC).await.unwrap().is_none());
+    assert_eq!(app.store().card_credentials_of(&other_id).await.unwrap().len(), 2);
+    app.stop().await;
+}
+
+async fn removing_a_card_ends_the_sessions_opened_with_it(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    assert_eq!(b.link_with_code("jpki", &code, &c.jpki, &[]).await.0, 200);
+    assert_eq!(b.login("jpki", &c.jpki, &[]).await.0, 200);
+    let session = app.store().live_signing_session(&user, CLINIC, app.clock_now()).await.unwrap().unwrap();
+    let id = app.store().card_credentials_of(&user).await.unwrap()[0].id.clone();
+    let res = b
+        .client
+        .post(app.url(&format!("/auth/card/credentials/{id}/remove")))
+        .header("origin", app.origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let ended = app.store().signing_session(&session.id).await.unwrap();
+    assert_eq!(ended.ended_reason.as_deref(), Some("authenticator_removed"));
+    assert!(app.store().card_credentials_of(&user).await.unwrap().is_empty());
+    assert_ne!(issue_token(&app).await.0, 200);
+    // And the card no longer logs in.
+    assert_error(&b.post("/auth/card/challenge", &json!({ "card": "jpki" })).await, 409, "no_card_linked", "");
+    app.stop().await;
+}
+
+async fn admin_cert_check_explains_and_names_the_linked_account(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    assert_eq!(b.link_with_code("hpki", &code, &c.doctor, &[c.hpki_ca.cert_der()]).await.0, 200);
+    let dir = app.dir.path();
+    std::fs::write(dir.join("doctor.pem"), &c.doctor.cert_pem).unwrap();
+    std::fs::write(dir.join("pharmacist.pem"), &c.pharmacist.cert_pem).unwrap();
+    std::fs::write(dir.join("ca.pem"), c.hpki_ca.cert_pem()).unwrap();
+    let path = |f: &str| dir.join(f).display().to_string();
+    let (status, out) = crate::admin_cli::cli(
+        &app,
+        &["admin", "cert", "check", "--kind", "hpki", &path("doctor.pem"), "--chain", &path("ca.pem")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("verdict: accepted as hpki card, role Medical Doctor"), "{out}");
+    assert!(out.contains(&format!("linked account: {CLINIC} {DOCTOR_LOGIN}")), "{out}");
+    let (status, out) = crate::admin_cli::cli(
+        &app,
+        &["admin", "cert", "check", "--kind", "hpki", &path("pharmacist.pem"), "--chain", &path("ca.pem")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("verdict: refused: role_not_accepted") && out.contains("linked account: none"), "{out}");
+    // Without the intermediate the chain step fails, and says so.
+    let (_, out) = crate::admin_cli::cli(&app, &["admin", "cert", "check", "--kind", "hpki", &path("doctor.pem")], "").await;
+    assert!(out.contains("verdict: refused: untrusted_issuer"), "{out}");
+    let (status, out) = crate::admin_cli::cli(&app, &["admin", "cert", "check", "--kind", "clinic", &path("doctor.pem")], "").await;
+    assert_ne!(status, 0, "{out}");
+    app.stop().await;
+}
+
+db_tests!(
+    admin_cert_check_explains_and_names_the_linked_account,
+    hpki_link_with_code_then_login_opens_a_session_for_tokens,
+    jpki_link_with_code_then_login_checks_the_crl,
+    only_doctor_role_hpki_cards_can_be_linked,
+    certificate_problems_are_refused_with_their_reason,
+    tampered_answers_are_refused,
+    challenges_are_single_use_bound_to_the_browser_session_and_expire,
+    cards_of_other_doctors_and_unlinked_cards_are_refused,
+    removing_a_card_ends_the_sessions_opened_with_it,
+);
