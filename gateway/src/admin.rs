@@ -411,6 +411,37 @@ impl Admin<'_> {
         Ok(anchor)
     }
 
+    /// `anchor add --crl-url`: an HPKI/JPKI anchor whose CRL the gateway fetches from `url`.
+    /// Policy `crl`; without an initial `--crl`, cards under it are refused until the first fetch
+    /// (fail closed).
+    pub async fn anchor_add_with_crl_url(
+        &self,
+        kind: AnchorKind,
+        cert_bytes: &[u8],
+        crl_bytes: Option<&[u8]>,
+        url: &url::Url,
+    ) -> anyhow::Result<TrustAnchor> {
+        if crate::cards::card_kind(kind).is_none() {
+            bail!("--crl-url is for hpki and jpki anchors (TLS anchors take their CRL with --crl / set-crl)");
+        }
+        if !matches!(url.scheme(), "http" | "https") {
+            bail!("--crl-url must be an http:// or https:// URL");
+        }
+        // Added with policy none first only to pass the "crl needs a CRL" rule; the URL and
+        // policy crl follow at once, so no login can see the anchor without its policy for long
+        // — and an anchor with policy crl but no CRL refuses everything anyway.
+        let policy = if crl_bytes.is_some() { RevocationPolicy::Crl } else { RevocationPolicy::None };
+        let mut anchor = self.anchor_add(kind, cert_bytes, crl_bytes, policy).await?;
+        self.store.set_anchor_crl_url(kind, &anchor.fingerprint, Some(url.as_str()), self.now).await?;
+        if crl_bytes.is_none() {
+            self.store.set_anchor_revocation(kind, &anchor.fingerprint, RevocationPolicy::Crl, self.now).await?;
+        }
+        anchor.crl_url = Some(url.to_string());
+        anchor.revocation = RevocationPolicy::Crl;
+        self.audit("anchor.crl_url", format!("{}/{}", kind.as_str(), anchor.fingerprint)).await?;
+        Ok(anchor)
+    }
+
     /// `anchor set-crl`.
     pub async fn anchor_set_crl(&self, kind: AnchorKind, fp: &str, crl_bytes: &[u8]) -> anyhow::Result<()> {
         let fp = normalise_fingerprint(fp)?;

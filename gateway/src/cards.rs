@@ -96,3 +96,50 @@ impl TrustCache {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// Fetches the CRLs that are missing or due (`nextUpdate` within `margin_secs` of `now`) from the
+/// URLs configured on anchors, checks that each parses and is issued by its anchor, and stores it
+/// in the database until its nextUpdate. Returns how many were stored. A failed fetch leaves the
+/// old CRL in place: once it is past nextUpdate, verification refuses every card under that
+/// anchor (fail closed), and the failure is logged each round.
+pub async fn refresh_crls(store: &Store, http: &reqwest::Client, now: i64, margin_secs: i64) -> Result<usize, store::Error> {
+    let mut stored = 0;
+    let anchors = store.list_anchors(None).await?;
+    for (kind, fingerprint, url) in store.anchors_due_for_crl_fetch(now.saturating_add(margin_secs)).await? {
+        let Some(anchor) = anchors.iter().find(|a| a.kind == kind && a.fingerprint == fingerprint) else { continue };
+        match fetch_crl(http, &url, &anchor.cert_der).await {
+            Ok((der, next_update)) => {
+                if store.store_fetched_crl(kind, &fingerprint, &der, next_update, now).await? {
+                    stored += 1;
+                    tracing::info!(anchor.kind = kind.as_str(), anchor.fingerprint = %fingerprint, next_update, "CRL fetched");
+                }
+            }
+            Err(e) => tracing::warn!(anchor.kind = kind.as_str(), anchor.fingerprint = %fingerprint, crl.url = %url,
+                error = %e, "fetching CRL failed; keeping the stored one"),
+        }
+    }
+    Ok(stored)
+}
+
+/// Most bytes accepted for one CRL (large national CRLs are a few MB).
+const MAX_CRL_BYTES: usize = 32 * 1024 * 1024;
+
+async fn fetch_crl(http: &reqwest::Client, url: &str, anchor_der: &[u8]) -> anyhow::Result<(Vec<u8>, i64)> {
+    let res = http.get(url).send().await?.error_for_status()?;
+    if res.content_length().is_some_and(|n| n > MAX_CRL_BYTES as u64) {
+        anyhow::bail!("CRL larger than {MAX_CRL_BYTES} bytes");
+    }
+    let body = res.bytes().await?;
+    if body.len() > MAX_CRL_BYTES {
+        anyhow::bail!("CRL larger than {MAX_CRL_BYTES} bytes");
+    }
+    let der = crate::admin::parse_crl(&body)?;
+    let (_, crl) = x509_parser::parse_x509_crl(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (_, anchor) = x509_parser::parse_x509_certificate(anchor_der).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Only the anchor's own CRL may replace it; its signature is checked by webpki when used.
+    if crl.issuer() != anchor.subject() {
+        anyhow::bail!("the CRL was issued by {}, not by {}", crl.issuer(), anchor.subject());
+    }
+    let next_update = crl.next_update().ok_or_else(|| anyhow::anyhow!("the CRL has no nextUpdate"))?.timestamp();
+    Ok((der, next_update))
+}

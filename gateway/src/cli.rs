@@ -330,9 +330,13 @@ pub enum AnchorCommand {
         /// Its CRL (PEM or DER).
         #[arg(long)]
         crl: Option<PathBuf>,
-        /// Revocation checking: crl (needs --crl) or none (logged on every use).
+        /// Revocation checking: crl (needs --crl or --crl-url) or none (logged on every use).
         #[arg(long, value_enum, default_value = "crl")]
         revocation: RevocationPolicy,
+        /// HPKI/JPKI anchors: fetch the CRL from this URL (every instance, cached in the database
+        /// until its nextUpdate; until the first fetch, cards under this anchor are refused).
+        #[arg(long)]
+        crl_url: Option<url::Url>,
     },
     /// List trust anchors.
     List {
@@ -489,13 +493,14 @@ async fn admin_on(
             }
         },
         AdminCommand::Anchor(c) => match c {
-            AnchorCommand::Add { kind, file, crl, revocation } => {
+            AnchorCommand::Add { kind, file, crl, revocation, crl_url } => {
                 let cert = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
                 let crl = crl.map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))).transpose()?;
-                let anchor = admin
-                    .anchor_add(kind, &cert, crl.as_deref(), revocation)
-                    .await
-                    .with_context(|| file.display().to_string())?;
+                let anchor = match &crl_url {
+                    None => admin.anchor_add(kind, &cert, crl.as_deref(), revocation).await,
+                    Some(url) => admin.anchor_add_with_crl_url(kind, &cert, crl.as_deref(), url).await,
+                }
+                .with_context(|| file.display().to_string())?;
                 writeln!(out, "added {} anchor {}: {}", kind.as_str(), anchor.fingerprint, anchor.subject)?;
                 if matches!(kind, AnchorKind::Clinic | AnchorKind::Service) {
                     writeln!(out, "restart the gateway instances to apply TLS trust changes")?;

@@ -115,6 +115,7 @@ impl Application {
         });
         let purge = tokio::spawn(purge_loop(state.clone(), stop_rx.clone()));
         let key_refresh = tokio::spawn(key_refresh_loop(state.clone(), stop_rx.clone()));
+        let crl_refresh = tokio::spawn(crl_refresh_loop(state.clone(), stop_rx.clone()));
         tracing::info!(addr = %main.local_addr()?, ops = %ops_task_addr(&state), db = state.store.backend_name(), "gateway listening");
 
         let router = http::router(state.clone());
@@ -146,6 +147,7 @@ impl Application {
         let _ = ops_task.await;
         let _ = purge.await;
         let _ = key_refresh.await;
+        let _ = crl_refresh.await;
         state.audit_sink.flush().await;
         state.store.close().await;
         Ok(())
@@ -238,6 +240,31 @@ async fn key_refresh_loop(state: AppState, mut stop: tokio::sync::watch::Receive
         }
         if let Err(e) = state.token_keys.refresh(&state.store, state.clock.unix()).await {
             tracing::warn!(error = %format!("{e:#}"), "refreshing token keys failed; keeping the current ones");
+        }
+    }
+}
+
+/// Fetches due CRLs from the URLs configured on trust anchors every `card.crl_refresh_secs`, and
+/// a little before their nextUpdate (two periods ahead), so a CRL is replaced before it goes
+/// stale. Every instance runs it; the store only ever replaces a CRL with a newer one.
+async fn crl_refresh_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let period = state.config.card.crl_refresh_secs;
+    let http = match reqwest::Client::builder().timeout(Duration::from_secs(30)).build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the CRL HTTP client; CRLs from URLs will not be refreshed");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(period));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let margin = i64::try_from(period).unwrap_or(i64::MAX / 4).saturating_mul(2);
+        if let Err(e) = crate::cards::refresh_crls(&state.store, &http, state.clock.unix(), margin).await {
+            tracing::warn!(error = %e, "refreshing CRLs failed");
         }
     }
 }

@@ -536,7 +536,55 @@ async fn admin_cert_check_explains_and_names_the_linked_account(db: Db) {
     app.stop().await;
 }
 
+/// Serves `body` to every HTTP request on a loopback port; returns the URL.
+async fn serve_bytes(body: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jpki.crl", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/pkix-crl\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = tcp.write_all(head.as_bytes()).await;
+                let _ = tcp.write_all(&body).await;
+            });
+        }
+    });
+    url
+}
+
+async fn crl_fetched_from_a_url_is_used_until_its_next_update(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let c = cards();
+    let url = serve_bytes(c.jpki_crl.clone()).await;
+    let admin = Admin { store: app.store(), now: app.clock_now() };
+    let anchor = admin
+        .anchor_add_with_crl_url(AnchorKind::Jpki, c.jpki_ca.cert_pem().as_bytes(), None, &url.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(anchor.revocation, RevocationPolicy::Crl);
+    let b = Browser::doctor(&app).await;
+    let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    // Until the CRL has been fetched, nothing under the anchor is accepted.
+    assert_error(&b.link_with_code("jpki", &code, &c.jpki, &[]).await, 503, "anchors_unusable", "失効情報");
+    assert_nothing_changed(&app, &user).await;
+
+    let http = reqwest::Client::new();
+    let now = app.clock_now();
+    assert_eq!(gateway::cards::refresh_crls(app.store(), &http, now, 600).await.unwrap(), 1);
+    // Not due again before its nextUpdate.
+    assert_eq!(gateway::cards::refresh_crls(app.store(), &http, now, 600).await.unwrap(), 0);
+    assert_error(&b.link_with_code("jpki", &code, &c.jpki_revoked, &[]).await, 403, "revoked", "失効しています");
+    assert_eq!(b.link_with_code("jpki", &code, &c.jpki, &[]).await.0, 200);
+    app.stop().await;
+}
+
 db_tests!(
+    crl_fetched_from_a_url_is_used_until_its_next_update,
     admin_cert_check_explains_and_names_the_linked_account,
     hpki_link_with_code_then_login_opens_a_session_for_tokens,
     jpki_link_with_code_then_login_checks_the_crl,

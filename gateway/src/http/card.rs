@@ -305,7 +305,17 @@ async fn finish(
     tracing::Span::current().record("card.cert_sha256", presented.as_str());
     facts.cert_sha256 = Some(presented);
     let kind = card_kind_of(taken.kind);
-    let trust = state.card_trust.get(&state.store, kind).await.map_err(internal)?;
+    let trust = match state.card_trust.get(&state.store, kind).await {
+        Ok(t) => t,
+        Err(crate::cards::TrustError::Anchor(e)) => {
+            // E.g. an anchor whose CRL is fetched from a URL and has not arrived yet: no card of
+            // this kind is accepted until it has (fail closed), and the doctor is told why.
+            tracing::error!(error = %e, "card trust anchors unusable");
+            let r = Refusal::new("anchors_unusable", StatusCode::SERVICE_UNAVAILABLE, Msg::CardRevocationUnavailable);
+            return Err(ctx.refuse(&facts, r).await);
+        }
+        Err(e) => return Err(internal(e)),
+    };
     let origin = state.config.public_origin();
     let expected = Expected { kind, challenge: &taken.challenge, origin: &origin };
     let verified = match card::verify::verify(&response, &expected, &trust, &state.config.card.policy(), state.clock.now()) {

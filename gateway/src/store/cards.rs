@@ -411,6 +411,27 @@ impl Store {
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
+    /// Sets an anchor's revocation policy.
+    pub async fn set_anchor_revocation(
+        &self,
+        kind: AnchorKind,
+        fingerprint: &str,
+        policy: super::RevocationPolicy,
+        now: i64,
+    ) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE trust_anchors SET revocation = $3, updated_at = $4 WHERE kind = $1 AND fingerprint = $2")
+                .bind(kind.as_str())
+                .bind(fingerprint)
+                .bind(policy.as_str())
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
     /// Anchors with a CRL URL whose CRL is missing or reaches its nextUpdate before `due_by`:
     /// `(kind, fingerprint, url)`.
     pub async fn anchors_due_for_crl_fetch(&self, due_by: i64) -> Result<Vec<(AnchorKind, String, String)>> {
