@@ -207,7 +207,8 @@ impl Connection {
     }
 }
 
-/// Deletes expired sessions, stale lockout counters and expired ceremony states once a minute.
+/// Deletes expired sessions, stale lockout counters, expired ceremony states and card challenges
+/// once a minute.
 async fn purge_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -221,6 +222,9 @@ async fn purge_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
         }
         if let Err(e) = state.store.purge_expired_ceremonies(state.clock.unix()).await {
             tracing::warn!(error = %e, "purging expired WebAuthn ceremonies failed");
+        }
+        if let Err(e) = state.store.purge_expired_card_challenges(state.clock.unix()).await {
+            tracing::warn!(error = %e, "purging expired card challenges failed");
         }
         // Token ids are needed only until their token expires; keep a day for investigations.
         if let Err(e) = state.store.purge_issued_tokens(state.clock.unix() - 86_400).await {
