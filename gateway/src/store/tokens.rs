@@ -132,6 +132,8 @@ pub struct ConsumedToken {
 }
 
 type ClientRow = (String, String, String, String, String, bool);
+/// A [`ClientRow`] joined with one of the client's clinics.
+type ClientClinicRow = (String, String, String, String, String, bool, Option<String>);
 
 impl Store {
     /// Registers a service client serving `clinics`, in one transaction.
@@ -167,14 +169,29 @@ impl Store {
     }
 
     /// The enabled-or-not service client presenting `fingerprint`.
+    ///
+    /// One query (client and clinics joined): it runs on every API request.
     pub async fn service_client_by_fingerprint(&self, fingerprint: &str) -> Result<ServiceClient> {
-        let row: ClientRow = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT id, name, role, fingerprint, subject, enabled FROM service_clients WHERE fingerprint = $1")
-                .bind(fingerprint)
-                .fetch_one(pool)
-                .await
+        let rows: Vec<ClientClinicRow> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT c.id, c.name, c.role, c.fingerprint, c.subject, c.enabled, cc.clinic_id
+                 FROM service_clients c LEFT JOIN service_client_clinics cc ON cc.client_id = c.id
+                 WHERE c.fingerprint = $1 ORDER BY cc.clinic_id",
+            )
+            .bind(fingerprint)
+            .fetch_all(pool)
+            .await
         })?;
-        self.client_from_row(row).await
+        let Some(first) = rows.first() else { return Err(Error::NotFound) };
+        Ok(ServiceClient {
+            id: first.0.clone(),
+            name: first.1.clone(),
+            role: first.2.parse().map_err(|()| corrupt("service_clients.role"))?,
+            fingerprint: first.3.clone(),
+            subject: first.4.clone(),
+            enabled: first.5,
+            clinics: rows.iter().filter_map(|r| r.6.clone()).collect(),
+        })
     }
 
     async fn client_from_row(&self, r: ClientRow) -> Result<ServiceClient> {
@@ -267,23 +284,39 @@ impl Store {
     /// the session ended or expired in the meantime. Optionally records activity in the same
     /// transaction (callers do that only every few seconds, to keep one write per token).
     pub async fn record_issued_token(&self, token: &NewIssuedToken<'_>, now: i64, touch: bool) -> Result<bool> {
+        const INSERT: &str = "INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
+             SELECT $1, s.id, $3, $4, NULL, NULL, $5 FROM signing_sessions s
+             WHERE s.id = $2 AND s.ended_at IS NULL AND s.expires_at > $5 AND s.last_activity_at + s.idle_secs > $5";
+        if !touch {
+            // The common case: one statement, atomic on its own. A transaction would add two
+            // round trips (BEGIN, COMMIT) and, on SQLite, hold the single write lock across them
+            // (issue 7 benchmarks).
+            let n = with_pool!(self, |pool| {
+                sqlx::query(INSERT)
+                    .bind(token.jti)
+                    .bind(token.session_id)
+                    .bind(token.client_id)
+                    .bind(token.expires_at)
+                    .bind(now)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            })?;
+            return Ok(n == 1);
+        }
         let inserted = with_pool!(self, |pool| {
             async {
                 let mut tx = pool.begin().await?;
-                let n = sqlx::query(
-                    "INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
-                     SELECT $1, s.id, $3, $4, NULL, NULL, $5 FROM signing_sessions s
-                     WHERE s.id = $2 AND s.ended_at IS NULL AND s.expires_at > $5 AND s.last_activity_at + s.idle_secs > $5",
-                )
-                .bind(token.jti)
-                .bind(token.session_id)
-                .bind(token.client_id)
-                .bind(token.expires_at)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n == 1 && touch {
+                let n = sqlx::query(INSERT)
+                    .bind(token.jti)
+                    .bind(token.session_id)
+                    .bind(token.client_id)
+                    .bind(token.expires_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 1 {
                     sqlx::query(
                         "UPDATE signing_sessions SET last_activity_at = $2, updated_at = $2 WHERE id = $1 AND last_activity_at < $2",
                     )
@@ -332,7 +365,7 @@ impl Store {
 
     /// The active ES256 key, if any.
     pub async fn active_signing_key(&self) -> Result<Option<SigningKeyRow>> {
-        let row: Option<(String, String, Vec<u8>, Option<i64>, i64)> = with_pool!(self, |pool| {
+        let row: Option<KeyTuple> = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT kid, public_jwk, private_key, retired_at, created_at FROM signing_keys
                  WHERE alg = 'ES256' AND retired_at IS NULL",
@@ -406,7 +439,7 @@ impl Store {
 
     /// Keys to publish: the active one and those retired after `retired_after`.
     pub async fn published_signing_keys(&self, retired_after: i64) -> Result<Vec<SigningKeyRow>> {
-        let rows: Vec<(String, String, Vec<u8>, Option<i64>, i64)> = with_pool!(self, |pool| {
+        let rows: Vec<KeyTuple> = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT kid, public_jwk, private_key, retired_at, created_at FROM signing_keys
                  WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC",
@@ -424,6 +457,9 @@ impl Store {
     }
 }
 
-fn key_row(r: (String, String, Vec<u8>, Option<i64>, i64)) -> SigningKeyRow {
+/// A `signing_keys` row as selected: kid, public JWK, sealed private key, retired_at, created_at.
+type KeyTuple = (String, String, Vec<u8>, Option<i64>, i64);
+
+fn key_row(r: KeyTuple) -> SigningKeyRow {
     SigningKeyRow { kid: r.0, public_jwk: r.1, private_key: r.2, retired_at: r.3, created_at: r.4 }
 }
