@@ -59,4 +59,11 @@ else
   cargo test --workspace --all-features --locked --no-fail-fast
 fi
 
+# The benchmark harness (issue 7) on a 2-second budget per scenario, so it cannot rot: trivial
+# mTLS server and a gateway on SQLite (token, FIDO, handshake); fails on any error. Full run:
+# ./bench/run.sh.
+log "benchmark harness smoke run"
+"${CARGO_TARGET_DIR:-target}/debug/bench" run --smoke --gateway "${CARGO_TARGET_DIR:-target}/debug/gateway" \
+  --work "${CARGO_TARGET_DIR:-target}/bench-smoke"
+
 log "all tests passed"

@@ -34,6 +34,8 @@ const provider = new Provider(`https://localhost:${port}`, {
     token_endpoint_auth_method: 'tls_client_auth',
     tls_client_auth_subject_dn: clientDn,
     tls_client_certificate_bound_access_tokens: true,
+    // The only key is ES256; the default (RS256) would make the client metadata invalid.
+    id_token_signed_response_alg: 'ES256',
     grant_types: ['client_credentials'],
     redirect_uris: [],
     response_types: [],

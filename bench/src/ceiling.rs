@@ -30,6 +30,9 @@ pub struct CryptoRates {
     pub p256_verify_all: f64,
     pub rsa2048_verify_1: f64,
     pub rsa2048_verify_all: f64,
+    /// `card::verify::verify` of an HPKI-like login (see [`card_verify_rates`]).
+    pub card_verify_1: f64,
+    pub card_verify_all: f64,
 }
 
 /// Runs `op` in a loop for `time` on each of `threads` threads; total operations per second.
@@ -123,7 +126,83 @@ pub fn crypto_rates(time: Duration) -> anyhow::Result<CryptoRates> {
         p256_verify_all: rate(threads, time, p256_verify)?,
         rsa2048_verify_1: rate(1, time, rsa_verify.clone())?,
         rsa2048_verify_all: rate(threads, time, rsa_verify)?,
+        card_verify_1: 0.0,
+        card_verify_all: 0.0,
     })
+}
+
+/// In-process rate of the whole card-login verification (`card::verify::verify`: canonical client
+/// data, RSA-2048 signature, rustls-webpki path root → intermediate → card with both CRLs, key
+/// usage, HPKI hcRole) for an HPKI-like chain made with the gateway's own PKI code; one thread and
+/// every core: the ceiling for scenario 2 (card login), which the runner does not drive over HTTP
+/// yet.
+pub fn card_verify_rates(time: Duration) -> anyhow::Result<(f64, f64)> {
+    use card::CardKind;
+    use card::verify::{Anchor, CardResponse, Expected, Policy, Revocation, TrustStore};
+    use gateway::pki::{Authority, KeyAlg, LeafSpec, LeafUsage};
+
+    let now = gateway::clock::Clock::now(&gateway::clock::SystemClock);
+    let root = Authority::new("Bench HPKI Root", "MHLW", KeyAlg::Rsa2048, now)?;
+    let sub = root.intermediate("Bench HPKI Sub CA", "MHLW", KeyAlg::Rsa2048, now)?;
+    let leaf = sub.issue(&LeafSpec::new(
+        "Bench Doctor",
+        LeafUsage::CardAuth {
+            hc_role: Some("Medical Doctor".into()),
+        },
+        now,
+        30,
+    ))?;
+    let (from, to) = (
+        now - time::Duration::hours(1),
+        now + time::Duration::days(1),
+    );
+    let crls = vec![root.crl(&[], from, to)?, sub.crl(&[], from, to)?];
+    let store = Arc::new(TrustStore::new(
+        CardKind::Hpki,
+        [Anchor {
+            certificate: root.cert_der().to_vec(),
+            revocation: Revocation::Crl(crls),
+        }],
+    )?);
+    let challenge = "q1Yk5d2M9Z8mB3nU7fW0aA";
+    let origin = "https://localhost:8443";
+    let client_data = card::ClientData::new(CardKind::Hpki, challenge, origin)?.to_bytes();
+    let key = RsaKeyPair::from_pkcs8(&leaf.key_der).map_err(|_| anyhow!("card key"))?;
+    let mut sig = vec![0; key.public_modulus_len()];
+    key.sign(
+        &signature::RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        &client_data,
+        &mut sig,
+    )
+    .map_err(|_| anyhow!("card sign"))?;
+    let response = Arc::new(CardResponse {
+        client_data,
+        signature: sig,
+        certificate: leaf.cert_der.clone(),
+        chain: vec![sub.cert_der().to_vec()],
+    });
+    let challenge_bytes = Arc::new(base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        challenge,
+    )?);
+    let policy = Arc::new(Policy::default());
+    let op: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || {
+        let expected = Expected {
+            kind: CardKind::Hpki,
+            challenge: &challenge_bytes,
+            origin,
+        };
+        card::verify::verify(&response, &expected, &store, &policy, now).is_ok()
+    });
+    // Fail loudly if the fixture itself does not verify.
+    if !op() {
+        return Err(anyhow!("the bench card login does not verify"));
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    Ok((rate(1, time, op.clone())?, rate(threads, time, op)?))
 }
 
 /// Serves `GET *` → `200 ok` over mTLS (HTTP/1.1, keep-alive) until the process ends.

@@ -292,7 +292,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         eprintln!("-- crypto ceilings");
         let secs = Duration::from_secs_f64(args.crypto_secs);
-        tokio::task::spawn_blocking(move || ceiling::crypto_rates(secs)).await??
+        tokio::task::spawn_blocking(move || -> anyhow::Result<CryptoRates> {
+            let mut rates = ceiling::crypto_rates(secs)?;
+            (rates.card_verify_1, rates.card_verify_all) = ceiling::card_verify_rates(secs)?;
+            Ok(rates)
+        })
+        .await??
     };
     let mut ctx = Ctx {
         emr: tlsconf::client(&pki.server_ca, &pki.emr_cert, &pki.emr_key, true)?,
