@@ -82,7 +82,10 @@
 
   if (!window.PublicKeyCredential || !PublicKeyCredential.parseCreationOptionsFromJSON) {
     show(msg.msgUnsupported);
-    for (const b of root.querySelectorAll('button')) b.disabled = true;
+    // Only the FIDO buttons need WebAuthn; card login and linking by code go through the card agent.
+    for (const b of root.querySelectorAll('button')) {
+      if (!b.dataset.card || b.id.startsWith('link-fido')) b.disabled = true;
+    }
     return;
   }
 

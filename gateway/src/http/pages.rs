@@ -153,8 +153,8 @@ pub fn methods(lang: Lang, clinic_name: &str, user: &User, agent_url: &str, view
                 data-msg-already=(Msg::FidoAlreadyLinked.text(lang))
                 data-msg-working=(Msg::Working.text(lang)) {
                 div.methods {
-                    // Card methods arrive with the card module; until then they are shown
-                    // disabled with the reason, so doctors see what exists.
+                    // The three methods in the order doctors know them from other products;
+                    // card buttons are driven by /assets/card.js, FIDO by /assets/fido.js.
                     button #card-hpki.method type="button" data-method="hpki" data-card="hpki" { (Msg::Hpki.text(lang)) }
                     @if has_fido {
                         button #fido-auth.method type="button" data-method="fido" { (Msg::Fido.text(lang)) }
