@@ -79,7 +79,10 @@ fn cards() -> &'static Cards {
 
 /// A gateway with the HPKI root (revocation none) and the JPKI CA (with its CRL) as anchors.
 async fn app(db: Db) -> TestApp {
-    let app = TestApp::spawn(db).await;
+    with_anchors(TestApp::spawn(db).await).await
+}
+
+async fn with_anchors(app: TestApp) -> TestApp {
     let c = cards();
     let admin = Admin { store: app.store(), now: app.clock_now() };
     admin.anchor_add(AnchorKind::Hpki, c.hpki_root.cert_pem().as_bytes(), None, RevocationPolicy::None).await.unwrap();
@@ -594,7 +597,29 @@ async fn crl_fetched_from_a_url_is_used_until_its_next_update(db: Db) {
     app.stop().await;
 }
 
+async fn without_required_role_an_hpki_card_lacking_hc_role_links_by_code_only(db: Db) {
+    // DESIGN §3.3: should real authentication certificates carry no hcRole, an operator may set
+    // hpki_require_role = false; such a card is then linked by registration code (the account
+    // vouches for the doctor role), and another profession's role is still refused.
+    let app = with_anchors(TestApp::builder(db).with_config(|c| c.card.hpki_require_role = false).spawn().await).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    let chain = [c.hpki_ca.cert_der()];
+    let got = b.link_with_code("hpki", &code, &c.pharmacist, &chain).await;
+    assert_error(&got, 403, "role_not_accepted", "医師の資格");
+    let (status, body) = b.link_with_code("hpki", &code, &c.no_role, &chain).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = b.login("hpki", &c.no_role, &chain).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(issue_token(&app).await.0, 200, "the session is a real signing session");
+    let events = card_events(&app).await;
+    assert!(events.iter().any(|(outcome, d)| outcome == "success" && d["purpose"] == "link"), "{events:?}");
+    app.stop().await;
+}
+
 db_tests!(
+    without_required_role_an_hpki_card_lacking_hc_role_links_by_code_only,
     crl_fetched_from_a_url_is_used_until_its_next_update,
     admin_cert_check_explains_and_names_the_linked_account,
     hpki_link_with_code_then_login_opens_a_session_for_tokens,
