@@ -117,7 +117,7 @@ impl Workload {
         match self {
             Workload::Get { .. } | Workload::PeerToken { .. } => Ok(WorkerState::None),
             Workload::Token { .. } => Ok(WorkerState::Rng(
-                0x9E37_79B9_7F4A_7C15 ^ ((index as u64 + 1) * 0x2545_F491_4F6C_DD1D),
+                0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
             )),
             Workload::Fido {
                 users,
