@@ -84,7 +84,28 @@ async fn export_writes_every_row_as_json_lines(db: Db) {
     app.stop().await;
 }
 
+async fn a_batch_chains_like_single_appends(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let now = app.clock_now();
+    let events: Vec<_> = (0..700)
+        .map(|i| {
+            let event = gateway::store::AuditEvent::Admin { action: "test.batch", target: format!("row-{i}") };
+            (event, now + i)
+        })
+        .collect();
+    // Larger than one INSERT chunk, so the batch spans several statements in one transaction.
+    app.store().audit_batch(&events[..650]).await.unwrap();
+    app.store().audit_batch(&events[650..]).await.unwrap();
+    let AuditVerification::Intact { rows } = app.store().audit_verify().await.unwrap() else { panic!("tampered") };
+    assert!(rows >= 700);
+    let tail = app.store().audit_tail(2).await.unwrap();
+    assert_eq!(tail[0].detail["target"], "row-699");
+    assert_eq!(tail[1].detail["target"], "row-698");
+    app.stop().await;
+}
+
 db_tests!(
+    a_batch_chains_like_single_appends,
     intact_chain_verifies,
     a_modified_row_is_found,
     a_deleted_row_is_found,

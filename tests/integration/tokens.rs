@@ -244,6 +244,11 @@ async fn sessions_expire_absolutely_and_when_idle_and_tokens_count_as_activity(d
     let (s, b) = issue(&app, &emr, doctor()).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["expires_in"], 60);
+
+    // Dozens of token events went through the batched writer: the chain still verifies.
+    app.state.audit_sink.flush().await;
+    let verdict = app.store().audit_verify().await.unwrap();
+    assert!(matches!(verdict, gateway::store::AuditVerification::Intact { rows } if rows > 50), "{verdict:?}");
     app.stop().await;
 }
 
