@@ -4,8 +4,10 @@
 //! stays small next to the server's.
 //!
 //! Byte layouts: WebAuthn L3 §6.1 (authenticator data), §6.5.4 (attestation object "none"),
-//! RFC 9053 §7.1.1 (COSE EC2 key). The integration tests' copy (`tests/integration/soft.rs`)
-//! exposes every flag for policy tests; this one is the happy path only.
+//! RFC 9053 §7.1.1 (COSE EC2 key). `fido::soft` (feature `soft`) is the full-control authenticator
+//! the tests use; it signs with the pure-Rust p256 crate, several times slower than aws-lc-rs, which
+//! would make the load generator, not the gateway, the bottleneck of the FIDO scenario. This one is
+//! the happy path only, on the fast backend.
 
 use std::collections::BTreeMap;
 
