@@ -1,5 +1,6 @@
 //! Password hashing with argon2id (RFC 9106), run on the blocking pool so a login never stalls
-//! the async workers.
+//! the async workers. At most one hash per CPU runs at a time: each one holds its memory cost
+//! (19 MiB by default), so a burst of logins must queue rather than multiply the process's memory.
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
@@ -10,6 +11,8 @@ use zeroize::Zeroizing;
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
+    /// Bounds concurrent hashes (and so argon2's memory) to the number of CPUs.
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
     /// A hash of a random password, verified against when the login ID does not exist so that
     /// unknown and known IDs cost the same time.
     dummy: String,
@@ -30,7 +33,9 @@ impl PasswordHasher {
     /// argon2id with `memory_kib` and `iterations`, one lane.
     pub fn new(memory_kib: u32, iterations: u32) -> Result<Self, HashError> {
         let params = Params::new(memory_kib, iterations, 1, None).map_err(|e| HashError(e.to_string()))?;
-        let mut hasher = Self { params, dummy: String::new() };
+        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(cpus));
+        let mut hasher = Self { params, permits, dummy: String::new() };
         let random: [u8; 24] = rand::random();
         hasher.dummy = hasher.hash_blocking(&hex::encode(random))?;
         Ok(hasher)
@@ -51,6 +56,7 @@ impl PasswordHasher {
 
     /// Hashes on the blocking pool.
     pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, HashError> {
+        let _permit = self.permits.acquire().await.map_err(|e| HashError(e.to_string()))?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.hash_blocking(&password))
             .await
@@ -60,6 +66,7 @@ impl PasswordHasher {
     /// Verifies `password` against `stored`, or against a dummy hash when `stored` is `None`
     /// (and then always answers `false`). Runs on the blocking pool.
     pub async fn verify(&self, password: Zeroizing<String>, stored: Option<String>) -> Result<bool, HashError> {
+        let _permit = self.permits.acquire().await.map_err(|e| HashError(e.to_string()))?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let known = stored.is_some();
