@@ -38,11 +38,11 @@ use super::error::{AppError, Result};
 use super::extract::CurrentDoctor;
 use super::fido::{audit_removal, back, need_doctor};
 use super::i18n::{Lang, Msg};
-use super::link::{CodeOutcome, Refusal, check_registration_code};
+use super::link::{CodeOutcome, Presence, Refusal, check_registration_code, open_signing_session};
 use super::session::id_hash;
 use crate::store::{
-    self, AnchorKind, AuditEvent, AuthMethod, CardChallenge, CardPurpose, EndReason, LinkAuthorisation, NewCardChallenge,
-    NewCardCredential, NewSigningSession, Outcome, SessionFilter,
+    self, AnchorKind, AuditEvent, AuthMethod, CardChallenge, CardPurpose, LinkAuthorisation, NewCardChallenge,
+    NewCardCredential, Outcome,
 };
 
 pub(crate) fn router() -> Router<AppState> {
@@ -363,44 +363,8 @@ async fn open_session(ctx: &Ctx<'_>, mut facts: Facts, taken: &CardChallenge, v:
     // the session is AAL3 unless the configured lifetimes exceed the AAL3 bounds.
     let acr = if config.exceeds_aal3() { "aal2" } else { "aal3" };
     let method = method_of(taken.kind);
-    let filter = SessionFilter::User { user_id: &doctor.user.id, clinic_id: Some(&doctor.clinic.clinic_id) };
-    for ended in state.store.end_signing_sessions(filter, EndReason::Superseded, ctx.now).await? {
-        ctx.audit(AuditEvent::SigningSessionEnded {
-            clinic_id: ended.clinic_id,
-            user_id: ended.user_id,
-            session_id: ended.id,
-            reason: EndReason::Superseded.as_str(),
-        })
-        .await?;
-    }
-    let session = state
-        .store
-        .open_signing_session(
-            &NewSigningSession {
-                user_id: &doctor.user.id,
-                clinic_id: &doctor.clinic.clinic_id,
-                method,
-                authenticator_kind: taken.kind.as_str(),
-                authenticator_id: &cred.id,
-                amr: &CARD_AMR,
-                acr,
-                auth_time: ctx.now,
-                absolute_secs: config.absolute_secs,
-                idle_secs: config.idle_secs,
-            },
-            ctx.now,
-        )
-        .await?;
-    // DESIGN §3.2: a new privilege gets a new browser-session id.
-    doctor.session.cycle_id().await.map_err(|e| AppError::internal(format!("session: {e}")))?;
-    ctx.audit(AuditEvent::SigningSessionOpened {
-        clinic_id: session.clinic_id,
-        user_id: session.user_id,
-        session_id: session.id,
-        method: method.as_str(),
-        acr: session.acr,
-    })
-    .await?;
+    let presence = Presence { method, authenticator_id: &cred.id, amr: &CARD_AMR, acr };
+    open_signing_session(state, doctor, &presence, ctx.now).await?;
     Ok(ctx.redirect("authenticated"))
 }
 

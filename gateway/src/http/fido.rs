@@ -32,10 +32,10 @@ use super::AppState;
 use super::error::{AppError, Result};
 use super::extract::CurrentDoctor;
 use super::i18n::{Lang, Msg};
-use super::link::{CodeOutcome, Refusal, check_registration_code};
+use super::link::{CodeOutcome, Presence, Refusal, check_registration_code, open_signing_session};
 use crate::store::{
     self, AuditEvent, AuthMethod, CeremonyPurpose, EndReason, FidoCredential, LinkAuthorisation, NewCeremony,
-    NewFidoCredential, NewSigningSession, Outcome, SessionFilter, TakenCeremony,
+    NewFidoCredential, Outcome, SessionFilter, TakenCeremony,
 };
 
 /// Browser-session key holding the pending ceremony (one at a time per browser session).
@@ -527,44 +527,8 @@ async fn auth_finish(
     // RFC 8176: password login, then a hardware (or, when synced, software) key with user
     // verification: multi-factor.
     let amr: [&str; 3] = ["pwd", if cred.backup_eligible { "swk" } else { "hwk" }, "mfa"];
-    let filter = SessionFilter::User { user_id: &doctor.user.id, clinic_id: Some(&doctor.clinic.clinic_id) };
-    for ended in state.store.end_signing_sessions(filter, EndReason::Superseded, ctx.now).await? {
-        ctx.audit(AuditEvent::SigningSessionEnded {
-            clinic_id: ended.clinic_id,
-            user_id: ended.user_id,
-            session_id: ended.id,
-            reason: EndReason::Superseded.as_str(),
-        })
-        .await?;
-    }
-    let session = state
-        .store
-        .open_signing_session(
-            &NewSigningSession {
-                user_id: &doctor.user.id,
-                clinic_id: &doctor.clinic.clinic_id,
-                method: AuthMethod::Fido,
-                authenticator_kind: KIND,
-                authenticator_id: &cred.id,
-                amr: &amr,
-                acr,
-                auth_time: ctx.now,
-                absolute_secs: config.absolute_secs,
-                idle_secs: config.idle_secs,
-            },
-            ctx.now,
-        )
-        .await?;
-    // DESIGN §3.2: a new privilege gets a new browser-session id.
-    doctor.session.cycle_id().await.map_err(session_error)?;
-    ctx.audit(AuditEvent::SigningSessionOpened {
-        clinic_id: session.clinic_id,
-        user_id: session.user_id,
-        session_id: session.id,
-        method: AuthMethod::Fido.as_str(),
-        acr: session.acr,
-    })
-    .await?;
+    let presence = Presence { method: AuthMethod::Fido, authenticator_id: &cred.id, amr: &amr, acr };
+    open_signing_session(&state, &doctor, &presence, ctx.now).await?;
     Ok(ctx.redirect("authenticated"))
 }
 

@@ -2,15 +2,67 @@
 //! they answer with, and the check of an entered one-time registration code. Either kind of
 //! authenticator is linked by a code (checked here, consumed in the transaction that links) or
 //! after a presence check with an authenticator already linked, recorded as `<kind>:<id>` on the
-//! single-use, 120 s ceremony or challenge row that carries the permission.
+//! single-use, 120 s ceremony or challenge row that carries the permission. Also what a
+//! successful presence check of either kind does: open the signing session.
 
 use axum::http::StatusCode;
 
-use super::AppState;
-use super::error::Result;
+use super::error::{AppError, Result};
 use super::i18n::{Lang, Msg};
+use super::{AppState, CurrentDoctor};
 use crate::enrollment;
-use crate::store::CodeCheck;
+use crate::store::{AuditEvent, AuthMethod, CodeCheck, EndReason, NewSigningSession, SessionFilter};
+
+/// How a presence check authenticated the doctor, for the signing session it opens.
+pub(super) struct Presence<'a> {
+    /// `fido`, `hpki` or `jpki` (also the authenticator kind).
+    pub method: AuthMethod,
+    /// The linked authenticator that was used.
+    pub authenticator_id: &'a str,
+    /// RFC 8176 methods.
+    pub amr: &'a [&'a str],
+    /// `aal3` or `aal2`.
+    pub acr: &'a str,
+}
+
+/// Opens the doctor's signing session at this clinic after a successful presence check
+/// (DESIGN §3.7): ends (and audits) the open one it supersedes, opens the new one, rotates the
+/// browser-session id for the new privilege (DESIGN §3.2) and audits the opening.
+pub(super) async fn open_signing_session(state: &AppState, doctor: &CurrentDoctor, p: &Presence<'_>, now: i64) -> Result<()> {
+    let config = &state.config.signing_session;
+    let filter = SessionFilter::User { user_id: &doctor.user.id, clinic_id: Some(&doctor.clinic.clinic_id) };
+    for ended in state.store.end_signing_sessions(filter, EndReason::Superseded, now).await? {
+        let event = AuditEvent::SigningSessionEnded {
+            clinic_id: ended.clinic_id,
+            user_id: ended.user_id,
+            session_id: ended.id,
+            reason: EndReason::Superseded.as_str(),
+        };
+        state.store.audit(&event, now).await?;
+    }
+    let new = NewSigningSession {
+        user_id: &doctor.user.id,
+        clinic_id: &doctor.clinic.clinic_id,
+        method: p.method,
+        authenticator_kind: p.method.as_str(),
+        authenticator_id: p.authenticator_id,
+        amr: p.amr,
+        acr: p.acr,
+        auth_time: now,
+        absolute_secs: config.absolute_secs,
+        idle_secs: config.idle_secs,
+    };
+    let session = state.store.open_signing_session(&new, now).await?;
+    doctor.session.cycle_id().await.map_err(|e| AppError::internal(format!("session: {e}")))?;
+    let event = AuditEvent::SigningSessionOpened {
+        clinic_id: session.clinic_id,
+        user_id: session.user_id,
+        session_id: session.id,
+        method: p.method.as_str(),
+        acr: session.acr,
+    };
+    Ok(state.store.audit(&event, now).await?)
+}
 
 /// A refusal: fixed code (JSON and audit), status, and the message for the doctor.
 pub(super) struct Refusal {
