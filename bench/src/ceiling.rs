@@ -30,6 +30,12 @@ pub struct CryptoRates {
     pub p256_verify_all: f64,
     pub rsa2048_verify_1: f64,
     pub rsa2048_verify_all: f64,
+    /// RSA-2048 PKCS#1 v1.5 sign: what the load generator spends per card login (the card's
+    /// signature, made in-process).
+    #[serde(default)]
+    pub rsa2048_sign_1: f64,
+    #[serde(default)]
+    pub rsa2048_sign_all: f64,
     /// `card::verify::verify` of an HPKI-like login (see [`card_verify_rates`]).
     pub card_verify_1: f64,
     pub card_verify_all: f64,
@@ -117,6 +123,15 @@ pub fn crypto_rates(time: Duration) -> anyhow::Result<CryptoRates> {
         let msg = msg.clone();
         Arc::new(move || rsa_pub.verify(&msg, &rsa_sig).is_ok())
     };
+    let rsa = Arc::new(rsa);
+    let rsa_sign: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let (rsa, msg, rng) = (rsa.clone(), msg.clone(), rng.clone());
+        Arc::new(move || {
+            let mut sig = vec![0; rsa.public_modulus_len()];
+            rsa.sign(&signature::RSA_PKCS1_SHA256, &rng, &msg, &mut sig)
+                .is_ok()
+        })
+    };
 
     Ok(CryptoRates {
         threads,
@@ -126,42 +141,31 @@ pub fn crypto_rates(time: Duration) -> anyhow::Result<CryptoRates> {
         p256_verify_all: rate(threads, time, p256_verify)?,
         rsa2048_verify_1: rate(1, time, rsa_verify.clone())?,
         rsa2048_verify_all: rate(threads, time, rsa_verify)?,
+        rsa2048_sign_1: rate(1, time, rsa_sign.clone())?,
+        rsa2048_sign_all: rate(threads, time, rsa_sign)?,
         card_verify_1: 0.0,
         card_verify_all: 0.0,
     })
 }
 
 /// In-process rate of the whole card-login verification (`card::verify::verify`: canonical client
-/// data, RSA-2048 signature, rustls-webpki path root → intermediate → card with both CRLs, key
-/// usage, HPKI hcRole) for an HPKI-like chain made with the gateway's own PKI code; one thread and
-/// every core: the ceiling for scenario 2 (card login), which the runner does not drive over HTTP
-/// yet.
-pub fn card_verify_rates(time: Duration) -> anyhow::Result<(f64, f64)> {
+/// data, RSA-2048 signature, rustls-webpki path from the anchor CA to the card with the CA's CRL,
+/// key usage, HPKI hcRole) for the run's card PKI, the same anchor and card shape the gateway
+/// verifies in the card scenario; one thread and every core.
+pub fn card_verify_rates(
+    time: Duration,
+    pki: &crate::setup::CardPki,
+) -> anyhow::Result<(f64, f64)> {
     use card::CardKind;
     use card::verify::{Anchor, CardResponse, Expected, Policy, Revocation, TrustStore};
-    use gateway::pki::{Authority, KeyAlg, LeafSpec, LeafUsage};
 
     let now = gateway::clock::Clock::now(&gateway::clock::SystemClock);
-    let root = Authority::new("Bench HPKI Root", "MHLW", KeyAlg::Rsa2048, now)?;
-    let sub = root.intermediate("Bench HPKI Sub CA", "MHLW", KeyAlg::Rsa2048, now)?;
-    let leaf = sub.issue(&LeafSpec::new(
-        "Bench Doctor",
-        LeafUsage::CardAuth {
-            hc_role: Some("Medical Doctor".into()),
-        },
-        now,
-        30,
-    ))?;
-    let (from, to) = (
-        now - time::Duration::hours(1),
-        now + time::Duration::days(1),
-    );
-    let crls = vec![root.crl(&[], from, to)?, sub.crl(&[], from, to)?];
+    let leaf = pki.cards.first().ok_or_else(|| anyhow!("no card"))?;
     let store = Arc::new(TrustStore::new(
         CardKind::Hpki,
         [Anchor {
-            certificate: root.cert_der().to_vec(),
-            revocation: Revocation::Crl(crls),
+            certificate: pki.ca.cert_der().to_vec(),
+            revocation: Revocation::Crl(vec![pki.crl.clone()]),
         }],
     )?);
     let challenge = "q1Yk5d2M9Z8mB3nU7fW0aA";
@@ -180,7 +184,7 @@ pub fn card_verify_rates(time: Duration) -> anyhow::Result<(f64, f64)> {
         client_data,
         signature: sig,
         certificate: leaf.cert_der.clone(),
-        chain: vec![sub.cert_der().to_vec()],
+        chain: Vec::new(),
     });
     let challenge_bytes = Arc::new(base64::Engine::decode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,

@@ -17,7 +17,7 @@ use crate::ceiling::{self, CryptoRates};
 use crate::load::{self, LoadResult, Mode, Spec, Target};
 use crate::report;
 use crate::setup::{self, GatewayConfig, PkiFiles};
-use crate::workload::Workload;
+use crate::workload::{CardKey, Workload};
 use crate::{procstat, tlsconf, verify};
 
 /// Options of `bench run`.
@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// Browser sessions in the FIDO scenario (at most 256).
     #[arg(long, default_value_t = 32)]
     pub fido_concurrency: usize,
+    /// Browser sessions in the card scenario, one card each (at most the small scale - 256).
+    #[arg(long, default_value_t = 32)]
+    pub card_concurrency: usize,
     /// Rows at the small scale.
     #[arg(long, default_value_t = 1_000)]
     pub small: u64,
@@ -75,7 +78,7 @@ pub struct RunArgs {
     /// Gateway log level (`info` is the production default).
     #[arg(long, default_value = "info")]
     pub log_level: String,
-    /// 2-second harness check: trivial server and a gateway on SQLite (token, FIDO, page),
+    /// 2-second harness check: trivial server and a gateway on SQLite (token, FIDO, card, page),
     /// fails on any error; no peer, no PostgreSQL, no report.
     #[arg(long)]
     pub smoke: bool,
@@ -286,15 +289,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.work)?;
     let work = std::fs::canonicalize(&args.work)?;
     let pki = setup::make_pki(&work.join("pki"), now)?;
+    let cards = Arc::new(setup::CardPki::new(args.card_concurrency, now)?);
     let load_before = load_average();
     let crypto = if args.smoke {
         CryptoRates::default()
     } else {
         eprintln!("-- crypto ceilings");
         let secs = Duration::from_secs_f64(args.crypto_secs);
+        let cards = cards.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<CryptoRates> {
             let mut rates = ceiling::crypto_rates(secs)?;
-            (rates.card_verify_1, rates.card_verify_all) = ceiling::card_verify_rates(secs)?;
+            (rates.card_verify_1, rates.card_verify_all) =
+                ceiling::card_verify_rates(secs, &cards)?;
             Ok(rates)
         })
         .await??
@@ -458,8 +464,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let seeded = setup::seed(
                 &db_url,
                 &ctx.pki,
+                &cards,
                 rows,
                 setup::FIDO_POOL as usize,
+                ctx.args.card_concurrency,
                 argon2_kib,
                 now.unix_timestamp(),
             )
@@ -492,6 +500,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 rows,
                 &seeded,
                 rows == small,
+                &cards,
                 &mut idle_rss,
                 &mut gateway_check,
             )
@@ -564,6 +573,7 @@ async fn gateway_scenarios(
     rows: u64,
     seeded: &setup::Seeded,
     full: bool,
+    cards: &setup::CardPki,
     idle_rss: &mut Vec<(String, u64, u64)>,
     gateway_check: &mut Vec<String>,
 ) -> anyhow::Result<()> {
@@ -625,6 +635,21 @@ async fn gateway_scenarios(
     };
     let spec = ctx.spec(Mode::KeepAlive, fido_c, None, Some(pid));
     ctx.measure("gateway", "fido login", db, rows, &t, workload, spec)
+        .await?;
+    let workload = Workload::Card {
+        users: seeded.card_users.clone(),
+        cards: Arc::new(
+            cards
+                .cards
+                .iter()
+                .map(CardKey::from_leaf)
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        ),
+        password: setup::PASSWORD.into(),
+        origin: format!("https://localhost:{}", cfg.port),
+    };
+    let spec = ctx.spec(Mode::KeepAlive, seeded.card_users.len(), None, Some(pid));
+    ctx.measure("gateway", "card login", db, rows, &t, workload, spec)
         .await?;
     let t = ctx.target(cfg.port, true, Mode::NewConnection);
     let spec = ctx.spec(

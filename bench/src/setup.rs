@@ -1,7 +1,8 @@
 //! Bench-only set-up through the gateway library: a PKI (server, clinic device, EMR service
 //! client), a database seeded with N doctors, a live signing session per doctor and a FIDO
 //! credential per doctor (bulk SQL: recursive CTE on SQLite, `generate_series` on PostgreSQL),
-//! registration codes for the FIDO workers, and the gateway configuration file.
+//! registration codes for the FIDO and card workers, an HPKI-like card PKI, and the gateway
+//! configuration file.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -12,7 +13,7 @@ use gateway::pki::{Authority, KeyAlg, LeafSpec, LeafUsage};
 use gateway::store::{AnchorKind, RevocationPolicy, ServiceClient, ServiceRole, Store};
 use time::OffsetDateTime;
 
-use crate::workload::FidoUser;
+use crate::workload::{CardUser, FidoUser};
 
 /// The one clinic every bench doctor belongs to.
 pub const CLINIC: &str = "21234";
@@ -89,22 +90,60 @@ pub fn make_pki(dir: &Path, now: OffsetDateTime) -> anyhow::Result<PkiFiles> {
     Ok(files)
 }
 
+/// The card PKI of one run: an HPKI-like authentication CA (RSA-2048, the gateway's trust
+/// anchor, with a CRL that the gateway keeps in its cache) and one Medical Doctor card per card
+/// worker, made with the gateway's own PKI code. The in-process ceiling verifies the same shape.
+pub struct CardPki {
+    pub ca: Authority,
+    pub crl: Vec<u8>,
+    pub cards: Vec<gateway::pki::Leaf>,
+}
+
+impl CardPki {
+    pub fn new(cards: usize, now: OffsetDateTime) -> anyhow::Result<Self> {
+        let ca = Authority::new("Bench HPKI Auth CA", "MHLW", KeyAlg::Rsa2048, now)?;
+        let crl = ca.crl(
+            &[],
+            now - time::Duration::hours(1),
+            now + time::Duration::days(1),
+        )?;
+        let cards = (0..cards.max(1))
+            .map(|i| {
+                ca.issue(&LeafSpec::new(
+                    &format!("Bench Doctor {i}"),
+                    LeafUsage::CardAuth {
+                        hc_role: Some("Medical Doctor".into()),
+                    },
+                    now,
+                    30,
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { ca, crl, cards })
+    }
+}
+
 /// What the seeding produced.
 #[derive(Debug, Clone)]
 pub struct Seeded {
     pub doctors: u64,
     pub fido_users: Vec<FidoUser>,
+    pub card_users: Vec<CardUser>,
     pub seconds: f64,
 }
 
 /// Migrates `db_url` and fills it: clinic, anchors, the clinic device, the EMR service client,
 /// `doctors` doctors with live signing sessions, filler FIDO credentials, and `fido_users`
-/// registration codes.
+/// registration codes, the card anchor and `card_users` registration codes for card workers
+/// (doctors after the FIDO pool).
+#[allow(clippy::too_many_arguments, reason = "internal step of run()")]
 pub async fn seed(
     db_url: &str,
     pki: &PkiFiles,
+    cards: &CardPki,
     doctors: u64,
     fido_users: usize,
+    card_users: usize,
     argon2_kib: u32,
     now: i64,
 ) -> anyhow::Result<Seeded> {
@@ -130,6 +169,14 @@ pub async fn seed(
             std::fs::read(&pki.service_ca)?.as_slice(),
             None,
             RevocationPolicy::None,
+        )
+        .await?;
+    admin
+        .anchor_add(
+            AnchorKind::Hpki,
+            cards.ca.cert_pem().as_bytes(),
+            Some(&cards.crl),
+            RevocationPolicy::Crl,
         )
         .await?;
     let emr_der = gateway::admin::parse_certificate(&std::fs::read(&pki.emr_cert)?)?;
@@ -163,10 +210,26 @@ pub async fn seed(
             code: code.to_string(),
         });
     }
+    let card_users = card_users
+        .min(cards.cards.len())
+        .min(usize::try_from(doctors.saturating_sub(FIDO_POOL))?);
+    let mut card = Vec::with_capacity(card_users);
+    for i in 0..card_users {
+        let login_id = format!("d{}", FIDO_POOL + 1 + i as u64);
+        let (code, _) = admin
+            .enroll_code_issue(CLINIC, &login_id, 24 * 3600, 5)
+            .await?;
+        card.push(CardUser {
+            login_id,
+            code: code.to_string(),
+            card: i,
+        });
+    }
     store.close().await;
     Ok(Seeded {
         doctors,
         fido_users: fido,
+        card_users: card,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -215,7 +278,11 @@ async fn bulk(db_url: &str, n: u64, hash: &str, now: i64) -> anyhow::Result<()> 
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        sqlx::query("ANALYZE").execute(&pool).await?;
+        // No ANALYZE here: with SQLITE_ENABLE_STAT4 (libsqlite3-sys' bundled build) the
+        // statistics make SQLite re-prepare every statement whose bound values could change
+        // the plan, on every execution (18 % of the database threads' time in a profile). The
+        // gateway's queries are all index lookups that need no statistics; the README tells
+        // operators the same.
         pool.close().await;
     } else {
         let pool = sqlx::PgPool::connect(db_url).await?;

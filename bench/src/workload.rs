@@ -1,6 +1,13 @@
 //! What each scenario sends: the requests of one operation, and the per-worker state some
-//! scenarios need (a logged-in browser session with a linked authenticator).
+//! scenarios need (a logged-in browser session with a linked authenticator or card).
 
+use std::sync::Arc;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeyPair as RsaKeyPair;
+use aws_lc_rs::signature::RSA_PKCS1_SHA256;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use hyper::header::{COOKIE, HeaderValue, ORIGIN, SET_COOKIE};
 use hyper::{Method, StatusCode};
@@ -20,6 +27,55 @@ pub struct FidoUser {
     pub code: String,
 }
 
+/// A doctor a card worker logs in as, the registration code that links its card, and which of
+/// the run's cards it holds.
+#[derive(Debug, Clone)]
+pub struct CardUser {
+    pub login_id: String,
+    pub code: String,
+    pub card: usize,
+}
+
+/// A test card as the load generator uses it: certificate and private key.
+pub struct CardKey {
+    pub cert_der: Vec<u8>,
+    pub key: RsaKeyPair,
+}
+
+impl CardKey {
+    pub fn from_leaf(leaf: &gateway::pki::Leaf) -> anyhow::Result<Self> {
+        Ok(Self {
+            cert_der: leaf.cert_der.clone(),
+            key: RsaKeyPair::from_pkcs8(&leaf.key_der)
+                .map_err(|_| anyhow::anyhow!("card key does not parse"))?,
+        })
+    }
+
+    /// What the card agent answers for a challenge: the canonical client data, signed by the
+    /// card (RSA-2048 PKCS#1 v1.5, SHA-256), with the card's certificate.
+    fn answer(&self, challenge: &Value) -> Result<Value, OpError> {
+        let field = |k: &str| {
+            challenge[k]
+                .as_str()
+                .ok_or_else(|| OpError(format!("card_challenge_{k}")))
+        };
+        let data =
+            card::ClientData::new(card::CardKind::Hpki, field("challenge")?, field("origin")?)
+                .map_err(|_| OpError("card_client_data".into()))?
+                .to_bytes();
+        let mut sig = vec![0; self.key.public_modulus_len()];
+        self.key
+            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), &data, &mut sig)
+            .map_err(|_| OpError("card_sign".into()))?;
+        Ok(json!({
+            "client_data": URL_SAFE_NO_PAD.encode(&data),
+            "signature": URL_SAFE_NO_PAD.encode(&sig),
+            "certificate": URL_SAFE_NO_PAD.encode(&self.cert_der),
+            "chain": [],
+        }))
+    }
+}
+
 /// A scenario's operation.
 pub enum Workload {
     /// `GET path`, expecting 200 (login page, trivial server).
@@ -34,6 +90,14 @@ pub enum Workload {
         password: String,
         origin: String,
     },
+    /// Card login: `/auth/card/challenge` + `/auth/card/finish` for the worker's doctor, the
+    /// client data signed in-process with the worker's card key.
+    Card {
+        users: Vec<CardUser>,
+        cards: Arc<Vec<CardKey>>,
+        password: String,
+        origin: String,
+    },
 }
 
 /// Per-worker state.
@@ -42,16 +106,68 @@ pub enum WorkerState {
     /// xorshift64 state for picking doctors.
     Rng(u64),
     Fido(Box<FidoWorker>),
+    Card(Box<CardWorker>),
+}
+
+/// A doctor's browser: the session cookie and the origin it sends.
+pub struct Browser {
+    cookie: Option<HeaderValue>,
+    origin: HeaderValue,
 }
 
 /// A logged-in doctor's browser with a linked authenticator.
 pub struct FidoWorker {
-    cookie: Option<HeaderValue>,
+    browser: Browser,
     auth: SoftAuthenticator,
-    origin: HeaderValue,
 }
 
-impl FidoWorker {
+/// A logged-in doctor's browser with a linked card.
+pub struct CardWorker {
+    browser: Browser,
+    cards: Arc<Vec<CardKey>>,
+    card: usize,
+}
+
+impl CardWorker {
+    fn card(&self) -> Result<&CardKey, OpError> {
+        self.cards
+            .get(self.card)
+            .ok_or_else(|| OpError("card_index".into()))
+    }
+
+    /// Challenge, agent answer, finish.
+    async fn present(
+        &mut self,
+        target: &Target,
+        conn: &mut Conn,
+        challenge: Value,
+    ) -> Result<(), OpError> {
+        let ch = self
+            .browser
+            .call(
+                target,
+                conn,
+                "card_challenge",
+                "/auth/card/challenge",
+                challenge,
+            )
+            .await?;
+        let answer = self.card()?.answer(&ch)?;
+        self.browser
+            .call(target, conn, "card_finish", "/auth/card/finish", answer)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Browser {
+    fn new(origin: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            cookie: None,
+            origin: HeaderValue::from_str(origin)?,
+        })
+    }
+
     fn post(
         &self,
         target: &Target,
@@ -94,6 +210,37 @@ impl FidoWorker {
         }
         serde_json::from_slice(&reply.body).map_err(|_| OpError(format!("{what}_json")))
     }
+
+    /// Password login (before the clock starts).
+    async fn login(
+        &mut self,
+        target: &Target,
+        conn: &mut Conn,
+        login_id: &str,
+        password: &str,
+    ) -> anyhow::Result<()> {
+        let form = format!(
+            "login_id={login_id}&password={}",
+            password.replace(' ', "+")
+        );
+        let req = with_body(
+            target
+                .request(Method::POST, "/login")
+                .header(ORIGIN, self.origin.clone()),
+            "application/x-www-form-urlencoded",
+            Bytes::from(form),
+        )
+        .map_err(|e| anyhow::anyhow!(e.0))?;
+        let reply = conn
+            .send(req)
+            .await
+            .map_err(|e| anyhow::anyhow!("login: {}", e.0))?;
+        if reply.status != StatusCode::SEE_OTHER {
+            anyhow::bail!("login of {login_id} answered {}", reply.status);
+        }
+        self.keep_cookie(&reply);
+        Ok(())
+    }
 }
 
 fn xorshift(s: &mut u64) -> u64 {
@@ -128,37 +275,19 @@ impl Workload {
                     anyhow::anyhow!("only {} FIDO users were seeded", users.len())
                 })?;
                 let mut w = FidoWorker {
-                    cookie: None,
+                    browser: Browser::new(origin)?,
                     auth: SoftAuthenticator::new(origin, "localhost")?,
-                    origin: HeaderValue::from_str(origin)?,
                 };
                 let mut conn = target
                     .connect()
                     .await
                     .map_err(|e| anyhow::anyhow!("connect: {}", e.0))?;
-                let form = format!(
-                    "login_id={}&password={}",
-                    user.login_id,
-                    password.replace(' ', "+")
-                );
-                let req = with_body(
-                    target
-                        .request(Method::POST, "/login")
-                        .header(ORIGIN, w.origin.clone()),
-                    "application/x-www-form-urlencoded",
-                    Bytes::from(form),
-                )
-                .map_err(|e| anyhow::anyhow!(e.0))?;
-                let reply = conn
-                    .send(req)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("login: {}", e.0))?;
-                if reply.status != StatusCode::SEE_OTHER {
-                    anyhow::bail!("login of {} answered {}", user.login_id, reply.status);
-                }
-                w.keep_cookie(&reply);
+                w.browser
+                    .login(target, &mut conn, &user.login_id, password)
+                    .await?;
                 let err = |e: OpError| anyhow::anyhow!("linking: {}", e.0);
                 let options = w
+                    .browser
                     .call(
                         target,
                         &mut conn,
@@ -169,16 +298,47 @@ impl Workload {
                     .await
                     .map_err(err)?;
                 let credential = w.auth.create(&options)?;
-                w.call(
+                w.browser
+                    .call(
+                        target,
+                        &mut conn,
+                        "register_finish",
+                        "/fido/register/finish",
+                        json!({ "credential": credential, "name": "bench" }),
+                    )
+                    .await
+                    .map_err(err)?;
+                Ok(WorkerState::Fido(Box::new(w)))
+            }
+            Workload::Card {
+                users,
+                cards,
+                password,
+                origin,
+            } => {
+                let user = users.get(index).ok_or_else(|| {
+                    anyhow::anyhow!("only {} card users were seeded", users.len())
+                })?;
+                let mut w = CardWorker {
+                    browser: Browser::new(origin)?,
+                    cards: cards.clone(),
+                    card: user.card,
+                };
+                let mut conn = target
+                    .connect()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("connect: {}", e.0))?;
+                w.browser
+                    .login(target, &mut conn, &user.login_id, password)
+                    .await?;
+                w.present(
                     target,
                     &mut conn,
-                    "register_finish",
-                    "/fido/register/finish",
-                    json!({ "credential": credential, "name": "bench" }),
+                    json!({ "card": "hpki", "purpose": "link", "code": user.code }),
                 )
                 .await
-                .map_err(err)?;
-                Ok(WorkerState::Fido(Box::new(w)))
+                .map_err(|e| anyhow::anyhow!("linking the card: {}", e.0))?;
+                Ok(WorkerState::Card(Box::new(w)))
             }
         }
     }
@@ -217,21 +377,26 @@ impl Workload {
             }
             (Workload::Fido { .. }, WorkerState::Fido(w)) => {
                 let options = w
+                    .browser
                     .call(target, conn, "fido_start", "/fido/auth/start", json!({}))
                     .await?;
                 let assertion = w
                     .auth
                     .get(&options)
                     .map_err(|_| OpError("soft_authenticator".into()))?;
-                w.call(
-                    target,
-                    conn,
-                    "fido_finish",
-                    "/fido/auth/finish",
-                    json!({ "credential": assertion }),
-                )
-                .await?;
+                w.browser
+                    .call(
+                        target,
+                        conn,
+                        "fido_finish",
+                        "/fido/auth/finish",
+                        json!({ "credential": assertion }),
+                    )
+                    .await?;
                 Ok(())
+            }
+            (Workload::Card { .. }, WorkerState::Card(w)) => {
+                w.present(target, conn, json!({ "card": "hpki" })).await
             }
             _ => Err(OpError("worker_state".into())),
         }

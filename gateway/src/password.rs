@@ -1,10 +1,17 @@
 //! Password hashing with argon2id (RFC 9106), run on the blocking pool so a login never stalls
 //! the async workers. At most one hash per CPU runs at a time: each one holds its memory cost
 //! (19 MiB by default), so a burst of logins must queue rather than multiply the process's memory.
+//!
+//! Verification (every login) reuses argon2's working memory: one buffer per CPU, allocated on
+//! first use and kept. Allocating it per login let each allocator arena keep its own freed copy
+//! (glibc raises its mmap threshold after the first large free), which grew the process by tens of
+//! MiB during a burst of logins and never gave it back.
+
+use std::sync::{Mutex, PoisonError};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher as _, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use zeroize::Zeroizing;
 
 /// Hashes and verifies passwords with fixed argon2id parameters.
@@ -16,6 +23,10 @@ pub struct PasswordHasher {
     /// A hash of a random password, verified against when the login ID does not exist so that
     /// unknown and known IDs cost the same time.
     dummy: String,
+    /// argon2 working memory, at most one buffer per permit, reused by every verification.
+    memory: std::sync::Arc<Mutex<Vec<Vec<Block>>>>,
+    /// Number of permits, and so of buffers kept.
+    slots: usize,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -35,7 +46,8 @@ impl PasswordHasher {
         let params = Params::new(memory_kib, iterations, 1, None).map_err(|e| HashError(e.to_string()))?;
         let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(cpus));
-        let mut hasher = Self { params, permits, dummy: String::new() };
+        let memory = std::sync::Arc::new(Mutex::new(Vec::with_capacity(cpus)));
+        let mut hasher = Self { params, permits, dummy: String::new(), memory, slots: cpus };
         let random: [u8; 24] = rand::random();
         hasher.dummy = hasher.hash_blocking(&hex::encode(random))?;
         Ok(hasher)
@@ -71,11 +83,128 @@ impl PasswordHasher {
         tokio::task::spawn_blocking(move || {
             let known = stored.is_some();
             let hash = stored.unwrap_or_else(|| this.dummy.clone());
-            let parsed = PasswordHash::new(&hash).map_err(|e| HashError(e.to_string()))?;
-            let ok = this.argon2().verify_password(password.as_bytes(), &parsed).is_ok();
+            let ok = this.verify_blocking(password.as_bytes(), &hash)?;
             Ok(ok && known)
         })
         .await
         .map_err(|e| HashError(e.to_string()))?
+    }
+
+    /// What the library's `PasswordVerifier` does (algorithm, version, parameters and salt from
+    /// the stored PHC string; constant-time comparison of the output through [`Output`]'s
+    /// `PartialEq`), but hashing into a reused buffer instead of a fresh allocation.
+    fn verify_blocking(&self, password: &[u8], stored: &str) -> Result<bool, HashError> {
+        let err = |e: &dyn std::fmt::Display| HashError(e.to_string());
+        let parsed = PasswordHash::new(stored).map_err(|e| err(&e))?;
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return Err(HashError("stored hash without salt or output".into()));
+        };
+        let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| err(&e))?;
+        let version = parsed.version.map(Version::try_from).transpose().map_err(|e| err(&e))?.unwrap_or_default();
+        let params = Params::try_from(&parsed).map_err(|e| err(&e))?;
+        let mut salt_buf = [0u8; 64];
+        let salt = salt.decode_b64(&mut salt_buf).map_err(|e| err(&e))?;
+        let mut out = Zeroizing::new(vec![0u8; expected.len()]);
+        let blocks = params.block_count();
+        let mut memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_default();
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::default());
+        }
+        let result = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+            password,
+            salt,
+            &mut out,
+            &mut memory[..blocks],
+        );
+        {
+            let mut pool = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
+            if pool.len() < self.slots {
+                pool.push(memory);
+            }
+        }
+        result.map_err(|e| err(&e))?;
+        let computed = Output::new(&out).map_err(|e| err(&e))?;
+        Ok(computed == expected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pw(s: &str) -> Zeroizing<String> {
+        Zeroizing::new(s.to_owned())
+    }
+
+    #[tokio::test]
+    async fn verifies_its_own_hashes_and_refuses_wrong_passwords() -> Result<(), HashError> {
+        let h = PasswordHasher::new(1024, 1)?;
+        let stored = h.hash(pw("正しいパスワード")).await?;
+        assert!(stored.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{stored}");
+        assert!(h.verify(pw("正しいパスワード"), Some(stored.clone())).await?);
+        assert!(!h.verify(pw("正しいパスワーど"), Some(stored.clone())).await?);
+        assert!(!h.verify(pw(""), Some(stored)).await?);
+        // An unknown login ID never verifies, even with the dummy's own password unknown to us.
+        assert!(!h.verify(pw("正しいパスワード"), None).await?);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn verifies_hashes_made_by_the_library_with_other_parameters() -> Result<(), HashError> {
+        let h = PasswordHasher::new(1024, 1)?;
+        // Larger memory, more passes, two lanes and a 16-byte output: the buffer grows, and
+        // everything is read from the stored string, as the library's own verifier would.
+        for (m, t, p, len) in [(4096, 2, 2, Some(16)), (512, 3, 1, None), (8, 1, 1, Some(64))] {
+            let params = Params::new(m, t, p, len).map_err(|e| HashError(e.to_string()))?;
+            let salt = SaltString::generate(&mut OsRng);
+            let stored = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(b"secret", &salt)
+                .map_err(|e| HashError(e.to_string()))?
+                .to_string();
+            assert!(h.verify(pw("secret"), Some(stored.clone())).await?, "{stored}");
+            assert!(!h.verify(pw("Secret"), Some(stored)).await?);
+        }
+        // argon2i and argon2d hashes are checked with their own algorithm.
+        for alg in [Algorithm::Argon2i, Algorithm::Argon2d] {
+            let params = Params::new(256, 2, 1, None).map_err(|e| HashError(e.to_string()))?;
+            let salt = SaltString::generate(&mut OsRng);
+            let stored = Argon2::new(alg, Version::V0x13, params)
+                .hash_password(b"secret", &salt)
+                .map_err(|e| HashError(e.to_string()))?
+                .to_string();
+            assert!(h.verify(pw("secret"), Some(stored.clone())).await?);
+            assert!(!h.verify(pw("secret!"), Some(stored)).await?);
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn corrupt_stored_hashes_are_errors() -> Result<(), HashError> {
+        let h = PasswordHasher::new(1024, 1)?;
+        let stored = h.hash(pw("x")).await?;
+        let no_output = stored.rsplit_once('$').map_or(String::new(), |(head, _)| head.to_owned());
+        for bad in ["", "plain text", "$argon2id$v=19$m=1024,t=1,p=1", no_output.as_str(), "$scrypt$ln=16,r=8,p=1$c2FsdA$aGFzaA"] {
+            assert!(h.verify(pw("x"), Some(bad.to_owned())).await.is_err(), "{bad:?}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn working_memory_is_kept_once_per_permit() -> Result<(), HashError> {
+        let h = PasswordHasher::new(1024, 1)?;
+        let stored = h.hash(pw("x")).await?;
+        let mut logins = Vec::new();
+        for _ in 0..(4 * h.slots) {
+            let h = h.clone();
+            let stored = stored.clone();
+            logins.push(tokio::spawn(async move { h.verify(pw("x"), Some(stored)).await }));
+        }
+        for l in logins {
+            assert!(l.await.map_err(|e| HashError(e.to_string()))??);
+        }
+        let pool = h.memory.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(!pool.is_empty() && pool.len() <= h.slots, "{} buffers for {} permits", pool.len(), h.slots);
+        assert!(pool.iter().all(|b| b.len() == 1024), "1 KiB blocks");
+        Ok(())
     }
 }

@@ -99,21 +99,58 @@ pub struct ServiceAuth {
     pub x5t_s256: String,
 }
 
+fn client_not_registered() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "client_not_registered", "the TLS client certificate is not registered as a service client")
+}
+
+fn client_disabled() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "client_disabled", "this service client is disabled")
+}
+
+fn wrong_role(role: ServiceRole) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "wrong_role", format!("this call needs a service client of role {}", role.as_str()))
+}
+
+fn clinic_not_allowed(clinic_id: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "clinic_not_allowed", format!("this client does not serve clinic {clinic_id}"))
+}
+
 impl ServiceAuth {
     fn require(&self, role: ServiceRole) -> ApiResult<()> {
-        if self.client.role == role {
-            Ok(())
-        } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_role", format!("this call needs a service client of role {}", role.as_str())))
-        }
+        if self.client.role == role { Ok(()) } else { Err(wrong_role(role)) }
     }
 
     fn require_clinic(&self, clinic_id: &str) -> ApiResult<()> {
-        if self.client.clinics.iter().any(|c| c == clinic_id) {
-            Ok(())
-        } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "clinic_not_allowed", format!("this client does not serve clinic {clinic_id}")))
+        if self.client.clinics.iter().any(|c| c == clinic_id) { Ok(()) } else { Err(clinic_not_allowed(clinic_id)) }
+    }
+
+    async fn resolve(state: &AppState, peer: &PeerCert) -> ApiResult<Self> {
+        let client = match state.store.service_client_by_fingerprint(&peer.fingerprint).await {
+            Ok(c) => c,
+            Err(store::Error::NotFound) => return Err(client_not_registered()),
+            Err(e) => return Err(e.into()),
+        };
+        if !client.enabled {
+            return Err(client_disabled());
         }
+        tracing::Span::current().record("service_client.id", client.id.as_str());
+        Ok(Self { client, x5t_s256: tokens::x5t_s256(&peer.der) })
+    }
+}
+
+/// The verified client certificate of the request (the accept loop always attaches it).
+struct Peer(PeerCert);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        parts
+            .extensions
+            .get::<PeerCert>()
+            .cloned()
+            .map(Peer)
+            .ok_or_else(|| ApiError::from(anyhow::anyhow!("request without a verified client certificate")))
     }
 }
 
@@ -122,27 +159,61 @@ impl FromRequestParts<AppState> for ServiceAuth {
 
     #[tracing::instrument(name = "auth.service_client", skip_all, fields(service_client.id))]
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let peer = parts
-            .extensions
-            .get::<PeerCert>()
-            .cloned()
-            .ok_or_else(|| ApiError::from(anyhow::anyhow!("request without a verified client certificate")))?;
-        let client = match state.store.service_client_by_fingerprint(&peer.fingerprint).await {
-            Ok(c) => c,
-            Err(store::Error::NotFound) => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "client_not_registered",
-                    "the TLS client certificate is not registered as a service client",
-                ));
+        let Peer(peer) = Peer::from_request_parts(parts, state).await?;
+        Self::resolve(state, &peer).await
+    }
+}
+
+/// An EMR call about one doctor: the calling client (checked: registered, enabled, role EMR,
+/// serves the clinic) and the doctor with their open signing session, found in one read.
+struct EmrCall<T> {
+    request: T,
+    client_id: String,
+    x5t_s256: String,
+    doctor: Option<store::IssueContext>,
+}
+
+impl<T> EmrCall<T> {
+    /// Resolves the call. Errors come in the order every API route reports them: the client
+    /// first, then the request's syntax, then the client's access to the clinic.
+    async fn resolve(state: &AppState, peer: &PeerCert, request: ApiResult<T>, target: impl Fn(&T) -> (&str, &str)) -> ApiResult<Self> {
+        let request = match request {
+            Ok(r) => r,
+            Err(bad) => {
+                ServiceAuth::resolve(state, peer).await?.require(ServiceRole::Emr)?;
+                return Err(bad);
             }
-            Err(e) => return Err(e.into()),
         };
+        let (clinic_id, doctor_id) = target(&request);
+        let Some(ctx) = state.store.emr_context(&peer.fingerprint, clinic_id, doctor_id).await? else {
+            return Err(client_not_registered());
+        };
+        let client = ctx.client;
         if !client.enabled {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "client_disabled", "this service client is disabled"));
+            return Err(client_disabled());
         }
         tracing::Span::current().record("service_client.id", client.id.as_str());
-        Ok(Self { client, x5t_s256: tokens::x5t_s256(&peer.der) })
+        if client.role != ServiceRole::Emr {
+            return Err(wrong_role(ServiceRole::Emr));
+        }
+        if !client.serves_clinic {
+            return Err(clinic_not_allowed(clinic_id));
+        }
+        Ok(Self { request, client_id: client.id, x5t_s256: tokens::x5t_s256(&peer.der), doctor: ctx.doctor })
+    }
+
+    /// The doctor: exists at the clinic, is a doctor, is enabled.
+    fn doctor(&self, clinic_id: &str, doctor_id: &str) -> ApiResult<&store::IssueContext> {
+        let ctx = self.doctor.as_ref().ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "doctor_not_in_clinic", format!("no doctor {doctor_id} at clinic {clinic_id}"))
+        })?;
+        if !ctx.is_doctor {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "not_a_doctor", "only doctors have signing sessions"));
+        }
+        if !ctx.enabled {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "doctor_disabled", "the doctor's account is disabled"));
+        }
+        Ok(ctx)
     }
 }
 
@@ -197,14 +268,13 @@ struct SessionState {
 
 async fn session_state(
     State(state): State<AppState>,
-    auth: ServiceAuth,
+    Peer(peer): Peer,
     query: Result<Query<SessionQuery>, QueryRejection>,
 ) -> ApiResult<Json<SessionState>> {
-    auth.require(ServiceRole::Emr)?;
-    let Query(q) = query.map_err(|e| ApiError::bad("bad_request", e.body_text()))?;
-    auth.require_clinic(&q.clinic_id)?;
+    let query = query.map(|Query(q)| q).map_err(|e| ApiError::bad("bad_request", e.body_text()));
+    let call = EmrCall::resolve(&state, &peer, query, |q| (&q.clinic_id, &q.doctor_id)).await?;
     let now = state.clock.unix();
-    let ctx = doctor_context(&state, &q.clinic_id, &q.doctor_id).await?;
+    let ctx = call.doctor(&call.request.clinic_id, &call.request.doctor_id)?.clone();
     let inactive = |reason| SessionState {
         active: false,
         session_id: None,
@@ -231,20 +301,6 @@ async fn session_state(
             },
         },
     }))
-}
-
-/// Looks up the doctor for the API: exists at the clinic, is a doctor, is enabled.
-async fn doctor_context(state: &AppState, clinic_id: &str, doctor_id: &str) -> ApiResult<store::IssueContext> {
-    let ctx = state.store.issue_context(clinic_id, doctor_id).await?.ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "doctor_not_in_clinic", format!("no doctor {doctor_id} at clinic {clinic_id}"))
-    })?;
-    if !ctx.is_doctor {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "not_a_doctor", "only doctors have signing sessions"));
-    }
-    if !ctx.enabled {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "doctor_disabled", "the doctor's account is disabled"));
-    }
-    Ok(ctx)
 }
 
 fn session_liveness(s: &store::OpenSession, now: i64) -> ApiResult<()> {
@@ -350,16 +406,15 @@ fn validate_binding(req: &IssueRequest) -> ApiResult<Binding> {
     }
 }
 
-#[tracing::instrument(name = "api.issue_token", skip_all, fields(clinic.id, service_client.id = %auth.client.id))]
+#[tracing::instrument(name = "api.issue_token", skip_all, fields(clinic.id, service_client.id))]
 async fn issue(
     State(state): State<AppState>,
-    auth: ServiceAuth,
+    Peer(peer): Peer,
     body: Result<Json<IssueRequest>, JsonRejection>,
 ) -> ApiResult<Json<IssueResponse>> {
-    auth.require(ServiceRole::Emr)?;
-    let req = json_body(body)?;
+    let call = EmrCall::resolve(&state, &peer, json_body(body), |r| (&r.clinic_id, &r.doctor_id)).await?;
+    let req = &call.request;
     tracing::Span::current().record("clinic.id", req.clinic_id.as_str());
-    auth.require_clinic(&req.clinic_id)?;
     let cfg = &state.config.tokens;
     let ttl = match req.ttl {
         None => cfg.default_ttl_secs,
@@ -369,13 +424,13 @@ async fn issue(
         }
         Some(t) => t,
     };
-    let Binding { hashes, hash_alg, num_signatures } = validate_binding(&req)?;
+    let Binding { hashes, hash_alg, num_signatures } = validate_binding(req)?;
     let now = state.clock.unix();
-    let ctx = doctor_context(&state, &req.clinic_id, &req.doctor_id).await?;
+    let ctx = call.doctor(&req.clinic_id, &req.doctor_id)?;
     let refuse = |code: &'static str| AuditEvent::TokenRefused {
         clinic_id: req.clinic_id.clone(),
         user_id: ctx.user_id.clone(),
-        client_id: auth.client.id.clone(),
+        client_id: call.client_id.clone(),
         reason: code,
     };
     let Some(session) = ctx.session.clone() else {
@@ -401,7 +456,7 @@ async fn issue(
         nbf: now,
         exp,
         jti: tokens::new_jti(),
-        cnf: Confirmation { x5t_s256: auth.x5t_s256.clone() },
+        cnf: Confirmation { x5t_s256: call.x5t_s256.clone() },
         medical_reg_no: ctx.medical_reg_no.clone(),
         hashes,
         hash_alg,
@@ -409,17 +464,17 @@ async fn issue(
     };
     let token = state.token_keys.sign(&claims)?;
     let touch = now - session.last_activity_at >= ACTIVITY_GRANULARITY_SECS;
-    let record = store::NewIssuedToken { jti: &claims.jti, session_id: &session.id, client_id: &auth.client.id, expires_at: exp };
+    let record = store::NewIssuedToken { jti: &claims.jti, session_id: &session.id, client_id: &call.client_id, expires_at: exp };
     if !state.store.record_issued_token(&record, now, touch).await? {
         // Ended or expired on another instance between our read and this write.
         state.audit(refuse("no_session")).await;
         return Err(ApiError::new(StatusCode::CONFLICT, "no_session", "the signing session has just ended"));
     }
     state.audit(AuditEvent::TokenIssued {
-        clinic_id: req.clinic_id,
-        user_id: ctx.user_id,
+        clinic_id: req.clinic_id.clone(),
+        user_id: ctx.user_id.clone(),
         session_id: session.id,
-        client_id: auth.client.id,
+        client_id: call.client_id.clone(),
         jti: claims.jti,
     }).await;
     Ok(Json(IssueResponse { token, token_type: "Bearer", expires_in: exp - now }))

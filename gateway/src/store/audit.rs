@@ -10,7 +10,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Backend, Result, Store, with_pool};
+use super::{Backend, Result, Store, with_pool, with_reader};
 
 /// Outcome of an audited action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -360,7 +360,7 @@ impl Store {
     }
 
     async fn audit_page(&self, after: i64) -> Result<Vec<AuditRow>> {
-        Ok(with_pool!(self, |pool| {
+        Ok(with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash
                  FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
@@ -426,7 +426,7 @@ impl Store {
 
     /// The most recent audit rows, newest first (for tests and operators).
     pub async fn audit_tail(&self, limit: i64) -> Result<Vec<AuditRecord>> {
-        let rows: Vec<AuditRow> = with_pool!(self, |pool| {
+        let rows: Vec<AuditRow> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash
                  FROM audit_log ORDER BY seq DESC LIMIT $1",

@@ -10,7 +10,7 @@
 
 use super::enrollment::CONSUME_CODE_SQL;
 use super::signing::EndReason;
-use super::{AnchorKind, Backend, Error, LinkAuthorisation, Result, Store, with_pool};
+use super::{AnchorKind, Backend, Error, LinkAuthorisation, Result, Store, with_pool, with_reader};
 
 /// What a card challenge is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,7 +301,7 @@ impl Store {
 
     /// The cards linked to a user, oldest first.
     pub async fn card_credentials_of(&self, user_id: &str) -> Result<Vec<CardCredential>> {
-        let rows: Vec<CardRow> = with_pool!(self, |pool| {
+        let rows: Vec<CardRow> = with_reader!(self, |pool| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 card_columns!(),
@@ -316,7 +316,7 @@ impl Store {
 
     /// The linked card with this issuer and serial, whoever it belongs to.
     pub async fn card_credential_by_card(&self, kind: AnchorKind, issuer_sha256: &str, serial_hex: &str) -> Result<CardCredential> {
-        let row: CardRow = with_pool!(self, |pool| {
+        let row: CardRow = with_reader!(self, |pool| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 card_columns!(),
@@ -386,7 +386,7 @@ impl Store {
     /// changes whenever an anchor is added or its CRL replaced; the trust-store cache compares it
     /// instead of re-reading and re-parsing certificates and CRLs on every login.
     pub async fn anchor_versions(&self, kind: AnchorKind) -> Result<Vec<(String, i64, Option<i64>)>> {
-        Ok(with_pool!(self, |pool| {
+        Ok(with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT fingerprint, updated_at, CAST(LENGTH(crl_der) AS BIGINT) FROM trust_anchors WHERE kind = $1 ORDER BY fingerprint",
             )
@@ -435,7 +435,7 @@ impl Store {
     /// Anchors with a CRL URL whose CRL is missing or reaches its nextUpdate before `due_by`:
     /// `(kind, fingerprint, url)`.
     pub async fn anchors_due_for_crl_fetch(&self, due_by: i64) -> Result<Vec<(AnchorKind, String, String)>> {
-        let rows: Vec<(String, String, String)> = with_pool!(self, |pool| {
+        let rows: Vec<(String, String, String)> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT kind, fingerprint, crl_url FROM trust_anchors
                  WHERE crl_url IS NOT NULL AND (crl_der IS NULL OR crl_next_update IS NULL OR crl_next_update <= $1)

@@ -6,7 +6,7 @@
 //! three to match. Expiry is checked by the caller *after* taking, so an expired state is
 //! consumed too and the doctor is told "timed out" rather than "not found".
 
-use super::{Backend, Result, Store, with_pool};
+use super::{Backend, Result, Store, with_pool, with_reader};
 
 /// What a ceremony is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ impl Store {
 
     /// Number of stored ceremony states (tests check that finishes consume them).
     pub async fn count_ceremonies(&self) -> Result<i64> {
-        let (n,): (i64,) = with_pool!(self, |pool| {
+        let (n,): (i64,) = with_reader!(self, |pool| {
             sqlx::query_as("SELECT COUNT(*) FROM webauthn_ceremonies").fetch_one(pool).await
         })?;
         Ok(n)

@@ -8,7 +8,7 @@
 //! up); a code expires; `max_failures` wrong entries void it; it is used once (consumed in the
 //! same transaction that links the authenticator, see `store::fido`).
 
-use super::{Backend, Error, Result, Store, with_pool};
+use super::{Backend, Error, Result, Store, with_pool, with_reader};
 
 /// A code as stored (without the hash).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -186,7 +186,7 @@ impl Store {
 
     async fn latest_code(&self, user_id: &str) -> Result<Option<(EnrollmentCode, Vec<u8>)>> {
         // The open code first; otherwise the newest, so a doctor typing an old code hears why.
-        let row: Option<CodeRow> = with_pool!(self, |pool| {
+        let row: Option<CodeRow> = with_reader!(self, |pool| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 code_columns!(),
@@ -208,7 +208,7 @@ impl Store {
         // The entered code among the user's codes, open or not, so that an old code is refused
         // with the reason it no longer works. Looking a SHA-256 of 80 random bits up by equality
         // reveals nothing through timing that could help guess another code.
-        let matched: Option<CodeRow> = with_pool!(self, |pool| {
+        let matched: Option<CodeRow> = with_reader!(self, |pool| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 code_columns!(),

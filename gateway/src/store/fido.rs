@@ -4,7 +4,7 @@
 //! assertions of the same credential at once (docs/fido-policy.md).
 
 use super::signing::EndReason;
-use super::{Backend, Error, Result, Store, with_pool};
+use super::{Backend, Error, Result, Store, with_pool, with_reader};
 
 /// A linked FIDO credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +159,7 @@ impl Store {
 
     /// The credentials linked to a user, oldest first.
     pub async fn fido_credentials_of(&self, user_id: &str) -> Result<Vec<FidoCredential>> {
-        let rows: Vec<CredRow> = with_pool!(self, |pool| {
+        let rows: Vec<CredRow> = with_reader!(self, |pool| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 cred_columns!(),
@@ -174,7 +174,7 @@ impl Store {
 
     /// A credential by its WebAuthn credential ID, whoever it belongs to.
     pub async fn fido_credential_by_credential_id(&self, credential_id: &[u8]) -> Result<FidoCredential> {
-        let row: CredRow = with_pool!(self, |pool| {
+        let row: CredRow = with_reader!(self, |pool| {
             sqlx::query_as(concat!("SELECT ", cred_columns!(), " FROM fido_credentials WHERE credential_id = $1"))
                 .bind(credential_id)
                 .fetch_one(pool)

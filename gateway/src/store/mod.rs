@@ -26,7 +26,7 @@ pub use ceremonies::{CeremonyPurpose, NewCeremony, TakenCeremony};
 pub use enrollment::{CodeCheck, EnrollmentCode, IssuedCode};
 pub use fido::{FidoCredential, LinkAuthorisation, NewFidoCredential};
 pub use tokens::{
-    ConsumedToken, IssueContext, NewIssuedToken, OpenSession, ServiceClient, ServiceRole, SigningKeyRow,
+    ClientAccess, ConsumedToken, EmrContext, IssueContext, NewIssuedToken, OpenSession, ServiceClient, ServiceRole, SigningKeyRow,
 };
 pub use signing::{
     AuthMethod, EndReason, NewSigningSession, SessionFilter, SigningSession, SigningSessionState, TouchOutcome,
@@ -71,20 +71,38 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Clone, Debug)]
 enum Backend {
-    Sqlite(SqlitePool),
+    /// SQLite lets one connection write at a time. Everything that may write goes through
+    /// `write`, a pool of one connection, so writers queue in the pool instead of meeting
+    /// `SQLITE_BUSY` and sleeping in SQLite's busy handler (milliseconds each, and a deferred
+    /// transaction that started as a reader could not be retried at all). Plain reads use `read`,
+    /// read-only connections that run beside the writer under WAL.
+    Sqlite { write: SqlitePool, read: SqlitePool },
     Postgres(PgPool),
 }
 
-/// Runs `$body` with `$pool` bound to the concrete pool. The body is compiled once per backend.
+/// Runs `$body` with `$pool` bound to the concrete pool (on SQLite the single writer). The body is
+/// compiled once per backend.
 macro_rules! with_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.backend {
-            Backend::Sqlite($pool) => $body,
+            Backend::Sqlite { write: $pool, .. } => $body,
             Backend::Postgres($pool) => $body,
         }
     };
 }
 pub(crate) use with_pool;
+
+/// Like [`with_pool!`] for statements that only read: on SQLite they run on the read-only
+/// connections, beside the writer (a write sent here fails rather than racing for the lock).
+macro_rules! with_reader {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite { read: $pool, .. } => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_reader;
 
 /// The database, cheap to clone.
 #[derive(Clone, Debug)]
@@ -141,17 +159,28 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let backend = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
+            // The writer opens (and creates) the file first and switches it to WAL, which lets the
+            // readers run beside it.
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(
+                    options
+                        .clone()
+                        .create_if_missing(true)
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal),
+                )
+                .await?;
+            let read = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .min_connections(1)
-                .connect_with(options)
+                .connect_with(options.read_only(true))
                 .await?;
-            Backend::Sqlite(pool)
+            Backend::Sqlite { write, read }
         } else {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -167,7 +196,7 @@ impl Store {
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<()> {
         match &self.backend {
-            Backend::Sqlite(pool) => migrator(false).run(pool).await?,
+            Backend::Sqlite { write, .. } => migrator(false).run(write).await?,
             Backend::Postgres(pool) => migrator(true).run(pool).await?,
         }
         Ok(())
@@ -176,26 +205,32 @@ impl Store {
     /// `sqlite` or `postgres`.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
-            Backend::Sqlite(_) => "sqlite",
+            Backend::Sqlite { .. } => "sqlite",
             Backend::Postgres(_) => "postgres",
         }
     }
 
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<()> {
-        with_pool!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
+        with_reader!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
-        with_pool!(self, |pool| pool.close().await)
+        match &self.backend {
+            Backend::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Backend::Postgres(pool) => pool.close().await,
+        }
     }
 
     /// Names of all tables and their columns, sorted; lets a test compare the two schemas.
     pub async fn schema_columns(&self) -> Result<Vec<(String, String)>> {
         let mut rows: Vec<(String, String)> = match &self.backend {
-            Backend::Sqlite(pool) => {
+            Backend::Sqlite { read: pool, .. } => {
                 sqlx::query_as(
                     "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
                      WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE '_sqlx%'",
@@ -232,7 +267,7 @@ impl Store {
 
     /// All clinics, by id.
     pub async fn list_clinics(&self) -> Result<Vec<Clinic>> {
-        let rows: Vec<(String, String, bool, i64)> = with_pool!(self, |pool| {
+        let rows: Vec<(String, String, bool, i64)> = with_reader!(self, |pool| {
             sqlx::query_as("SELECT id, name, enabled, created_at FROM clinics ORDER BY id")
                 .fetch_all(pool)
                 .await
@@ -242,7 +277,7 @@ impl Store {
 
     /// One clinic.
     pub async fn clinic(&self, id: &str) -> Result<Clinic> {
-        let row: (String, String, bool, i64) = with_pool!(self, |pool| {
+        let row: (String, String, bool, i64) = with_reader!(self, |pool| {
             sqlx::query_as("SELECT id, name, enabled, created_at FROM clinics WHERE id = $1")
                 .bind(id)
                 .fetch_one(pool)
@@ -285,7 +320,7 @@ impl Store {
 
     /// The registration of a certificate fingerprint, joined with its clinic.
     pub async fn clinic_cert(&self, fingerprint: &str) -> Result<ClinicCertBinding> {
-        let row: (String, String, Option<i64>, String, bool) = with_pool!(self, |pool| {
+        let row: (String, String, Option<i64>, String, bool) = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT c.fingerprint, c.clinic_id, c.revoked_at, k.name, k.enabled
                  FROM clinic_certs c JOIN clinics k ON k.id = c.clinic_id WHERE c.fingerprint = $1",
@@ -306,7 +341,7 @@ impl Store {
     /// Registered certificates, optionally of one clinic.
     pub async fn list_clinic_certs(&self, clinic_id: Option<&str>) -> Result<Vec<ClinicCert>> {
         type Row = (String, String, String, String, i64, Option<i64>, i64);
-        let rows: Vec<Row> = with_pool!(self, |pool| {
+        let rows: Vec<Row> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT fingerprint, clinic_id, subject, serial, not_after, revoked_at, created_at FROM clinic_certs
                  WHERE ($1 IS NULL OR clinic_id = $1) ORDER BY clinic_id, created_at",
@@ -364,7 +399,7 @@ impl Store {
 
     /// A user by clinic and login ID.
     pub async fn user_by_login(&self, clinic_id: &str, login_id: &str) -> Result<User> {
-        let row: UserRow = with_pool!(self, |pool| {
+        let row: UserRow = with_reader!(self, |pool| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 user_columns!(),
@@ -380,7 +415,7 @@ impl Store {
 
     /// A user by id.
     pub async fn user(&self, id: &str) -> Result<User> {
-        let row: UserRow = with_pool!(self, |pool| {
+        let row: UserRow = with_reader!(self, |pool| {
             sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
                 .bind(id)
                 .fetch_one(pool)
@@ -391,7 +426,7 @@ impl Store {
 
     /// Users, optionally of one clinic.
     pub async fn list_users(&self, clinic_id: Option<&str>) -> Result<Vec<User>> {
-        let rows: Vec<UserRow> = with_pool!(self, |pool| {
+        let rows: Vec<UserRow> = with_reader!(self, |pool| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 user_columns!(),
@@ -475,7 +510,7 @@ impl Store {
     /// Trust anchors, optionally of one kind.
     pub async fn list_anchors(&self, kind: Option<AnchorKind>) -> Result<Vec<TrustAnchor>> {
         type AnchorRow = (String, String, String, Vec<u8>, String, Option<Vec<u8>>, i64, Option<String>);
-        let rows: Vec<AnchorRow> = with_pool!(self, |pool| {
+        let rows: Vec<AnchorRow> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT kind, fingerprint, subject, cert_der, revocation, crl_der, updated_at, crl_url FROM trust_anchors
                  WHERE ($1 IS NULL OR kind = $1) ORDER BY kind, created_at",
@@ -504,7 +539,7 @@ impl Store {
 
     /// Until when `login_key` is locked, if it is locked at `now`.
     pub async fn login_locked_until(&self, login_key: &str, now: i64) -> Result<Option<i64>> {
-        let row: Option<(Option<i64>,)> = with_pool!(self, |pool| {
+        let row: Option<(Option<i64>,)> = with_reader!(self, |pool| {
             sqlx::query_as("SELECT locked_until FROM login_attempts WHERE login_key = $1")
                 .bind(login_key)
                 .fetch_optional(pool)

@@ -9,7 +9,7 @@
 
 use std::str::FromStr;
 
-use super::{Backend, Error, Result, Store, corrupt, with_pool};
+use super::{Backend, Error, Result, Store, corrupt, with_pool, with_reader};
 
 /// How the doctor proved presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -303,7 +303,7 @@ impl Store {
 
     /// One session by id.
     pub async fn signing_session(&self, id: &str) -> Result<SigningSession> {
-        let row: SessionRow = with_pool!(self, |pool| {
+        let row: SessionRow = with_reader!(self, |pool| {
             sqlx::query_as(concat!("SELECT ", session_columns!(), " FROM signing_sessions WHERE id = $1"))
                 .bind(id)
                 .fetch_one(pool)
@@ -316,7 +316,7 @@ impl Store {
     /// expired: check [`SigningSession::state`]), else the most recent one. `None` if the doctor
     /// never had one there. The token API uses this to tell `no_session` from `session_expired`.
     pub async fn current_signing_session(&self, user_id: &str, clinic_id: &str) -> Result<Option<SigningSession>> {
-        let row: Option<SessionRow> = with_pool!(self, |pool| {
+        let row: Option<SessionRow> = with_reader!(self, |pool| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 session_columns!(),
@@ -402,7 +402,7 @@ impl Store {
         user_id: Option<&str>,
         open_only: bool,
     ) -> Result<Vec<SigningSession>> {
-        let rows: Vec<SessionRow> = with_pool!(self, |pool| {
+        let rows: Vec<SessionRow> = with_reader!(self, |pool| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 session_columns!(),

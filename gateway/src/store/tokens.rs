@@ -1,12 +1,12 @@
 //! Service clients, token signing keys and issued token ids (DESIGN §3.8).
 //!
-//! Issuing a token costs one read (doctor, open signing session and client's clinic access in a
-//! single join) and one write: the token id is inserted by a statement that re-checks that the
+//! Issuing a token costs one read (calling client, its access to the clinic, doctor and open
+//! signing session in a single join) and one write: the token id is inserted by a statement that re-checks that the
 //! session is still live, so a session ended on another instance a moment earlier gets no token.
 //! Consumption is one conditional `UPDATE … RETURNING`: only one presentation, on any instance,
 //! can succeed.
 
-use super::{Backend, Error, Result, Store, corrupt, with_pool};
+use super::{Backend, Error, Result, Store, corrupt, with_pool, with_reader};
 
 /// What a service client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -71,6 +71,28 @@ pub struct SigningKeyRow {
     pub retired_at: Option<i64>,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// A service client as one request about one clinic sees it.
+#[derive(Debug, Clone)]
+pub struct ClientAccess {
+    /// Client id.
+    pub id: String,
+    /// Role.
+    pub role: ServiceRole,
+    /// Disabled clients are refused.
+    pub enabled: bool,
+    /// Whether it serves the clinic asked about.
+    pub serves_clinic: bool,
+}
+
+/// [`Store::emr_context`]: the calling client and the doctor asked about.
+#[derive(Debug, Clone)]
+pub struct EmrContext {
+    /// The client presenting the certificate.
+    pub client: ClientAccess,
+    /// The doctor (any kind of user with that login ID) at the clinic, if there is one.
+    pub doctor: Option<IssueContext>,
 }
 
 /// What token issuance needs to know about a doctor, in one read.
@@ -172,7 +194,7 @@ impl Store {
     ///
     /// One query (client and clinics joined): it runs on every API request.
     pub async fn service_client_by_fingerprint(&self, fingerprint: &str) -> Result<ServiceClient> {
-        let rows: Vec<ClientClinicRow> = with_pool!(self, |pool| {
+        let rows: Vec<ClientClinicRow> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT c.id, c.name, c.role, c.fingerprint, c.subject, c.enabled, cc.clinic_id
                  FROM service_clients c LEFT JOIN service_client_clinics cc ON cc.client_id = c.id
@@ -195,7 +217,7 @@ impl Store {
     }
 
     async fn client_from_row(&self, r: ClientRow) -> Result<ServiceClient> {
-        let clinics: Vec<(String,)> = with_pool!(self, |pool| {
+        let clinics: Vec<(String,)> = with_reader!(self, |pool| {
             sqlx::query_as("SELECT clinic_id FROM service_client_clinics WHERE client_id = $1 ORDER BY clinic_id")
                 .bind(&r.0)
                 .fetch_all(pool)
@@ -214,7 +236,7 @@ impl Store {
 
     /// All service clients.
     pub async fn list_service_clients(&self) -> Result<Vec<ServiceClient>> {
-        let rows: Vec<ClientRow> = with_pool!(self, |pool| {
+        let rows: Vec<ClientRow> = with_reader!(self, |pool| {
             sqlx::query_as("SELECT id, name, role, fingerprint, subject, enabled FROM service_clients ORDER BY id")
                 .fetch_all(pool)
                 .await
@@ -240,12 +262,18 @@ impl Store {
         if n == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
-    /// Doctor, account state and open signing session at `clinic_id`, in one query.
-    pub async fn issue_context(&self, clinic_id: &str, login_id: &str) -> Result<Option<IssueContext>> {
+    /// Everything an EMR call about one doctor needs, in one read: the service client presenting
+    /// `fingerprint` (whether it serves `clinic_id`), and the doctor `login_id` at that clinic
+    /// with their open signing session. `None` if no client has that certificate.
+    pub async fn emr_context(&self, fingerprint: &str, clinic_id: &str, login_id: &str) -> Result<Option<EmrContext>> {
         type Row = (
             String,
-            bool,
             String,
+            bool,
+            bool,
+            Option<String>,
+            Option<bool>,
+            Option<String>,
             Option<String>,
             Option<String>,
             Option<String>,
@@ -256,28 +284,43 @@ impl Store {
             Option<i64>,
             Option<i64>,
         );
-        let row: Option<Row> = with_pool!(self, |pool| {
+        let row: Option<Row> = with_reader!(self, |pool| {
             sqlx::query_as(
-                "SELECT u.id, u.enabled, u.kind, u.medical_reg_no,
+                "SELECT c.id, c.role, c.enabled,
+                        EXISTS (SELECT 1 FROM service_client_clinics cc WHERE cc.client_id = c.id AND cc.clinic_id = $2),
+                        u.id, u.enabled, u.kind, u.medical_reg_no,
                         s.id, s.method, s.amr, s.acr, s.auth_time, s.expires_at, s.idle_secs, s.last_activity_at
-                 FROM users u
+                 FROM service_clients c
+                 LEFT JOIN users u ON u.clinic_id = $2 AND u.login_id = $3
                  LEFT JOIN signing_sessions s ON s.user_id = u.id AND s.clinic_id = u.clinic_id AND s.ended_at IS NULL
-                 WHERE u.clinic_id = $1 AND u.login_id = $2",
+                 WHERE c.fingerprint = $1",
             )
+            .bind(fingerprint)
             .bind(clinic_id)
             .bind(login_id)
             .fetch_optional(pool)
             .await
         })?;
-        Ok(row.map(|r| {
-            let session = match (r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11) {
-                (Some(id), Some(method), Some(amr), Some(acr), Some(auth_time), Some(expires_at), Some(idle), Some(last)) => {
-                    Some(OpenSession { id, method, amr, acr, auth_time, expires_at, idle_secs: idle, last_activity_at: last })
-                }
-                _ => None,
-            };
-            IssueContext { user_id: r.0, enabled: r.1, is_doctor: r.2 == "doctor", medical_reg_no: r.3, session }
-        }))
+        let Some(r) = row else { return Ok(None) };
+        let client = ClientAccess {
+            id: r.0,
+            role: r.1.parse().map_err(|()| corrupt("service_clients.role"))?,
+            enabled: r.2,
+            serves_clinic: r.3,
+        };
+        let doctor = match (r.4, r.5, r.6) {
+            (Some(user_id), Some(enabled), Some(kind)) => {
+                let session = match (r.8, r.9, r.10, r.11, r.12, r.13, r.14, r.15) {
+                    (Some(id), Some(method), Some(amr), Some(acr), Some(auth_time), Some(expires_at), Some(idle), Some(last)) => {
+                        Some(OpenSession { id, method, amr, acr, auth_time, expires_at, idle_secs: idle, last_activity_at: last })
+                    }
+                    _ => None,
+                };
+                Some(IssueContext { user_id, enabled, is_doctor: kind == "doctor", medical_reg_no: r.7, session })
+            }
+            _ => None,
+        };
+        Ok(Some(EmrContext { client, doctor }))
     }
 
     /// Records an issued token id, but only if its session is still live at `now`; `false` if
@@ -365,7 +408,7 @@ impl Store {
 
     /// The active ES256 key, if any.
     pub async fn active_signing_key(&self) -> Result<Option<SigningKeyRow>> {
-        let row: Option<KeyTuple> = with_pool!(self, |pool| {
+        let row: Option<KeyTuple> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT kid, public_jwk, private_key, retired_at, created_at FROM signing_keys
                  WHERE alg = 'ES256' AND retired_at IS NULL",
@@ -439,7 +482,7 @@ impl Store {
 
     /// Keys to publish: the active one and those retired after `retired_after`.
     pub async fn published_signing_keys(&self, retired_after: i64) -> Result<Vec<SigningKeyRow>> {
-        let rows: Vec<KeyTuple> = with_pool!(self, |pool| {
+        let rows: Vec<KeyTuple> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT kid, public_jwk, private_key, retired_at, created_at FROM signing_keys
                  WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC",
