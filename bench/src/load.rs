@@ -372,7 +372,9 @@ async fn worker(
         if mode == Mode::NewConnection || result.is_err() {
             conn = None;
         }
-        if due >= measure_from && done <= end {
+        // Counted by completion inside the window: a paced run that fell behind during the
+        // warm-up still counts what it completes (its latency, from the due time, shows the lag).
+        if done >= measure_from && done <= end {
             match result {
                 Ok(()) => {
                     ops += 1;

@@ -441,6 +441,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut dbs = vec!["sqlite"];
     if !args.smoke && !args.pg.is_empty() {
         dbs.push("postgres");
+        notes.push(pg_settings(&args.pg).await?);
     }
     let small = if args.smoke {
         args.small.min(300)
@@ -607,15 +608,20 @@ async fn gateway_scenarios(
     let c = ctx.args.concurrency;
     let t = ctx.target(cfg.port, false, Mode::KeepAlive);
     let spec = ctx.spec(Mode::KeepAlive, c, None, Some(pid));
-    ctx.measure("gateway", "token", db, rows, &t, token(), spec)
-        .await?;
+    let max = ctx
+        .measure("gateway", "token", db, rows, &t, token(), spec)
+        .await?
+        .rate;
     if !full {
         return Ok(());
     }
     if !smoke {
-        let spec = ctx.spec(Mode::KeepAlive, c, Some(ctx.args.paced_rate), Some(pid));
-        ctx.measure("gateway", "token", db, rows, &t, token(), spec)
-            .await?;
+        // The target rate, then half of what this run reached: latency at half load.
+        for rate in [ctx.args.paced_rate, (max / 2.0).round().max(1.0)] {
+            let spec = ctx.spec(Mode::KeepAlive, c, Some(rate), Some(pid));
+            ctx.measure("gateway", "token", db, rows, &t, token(), spec)
+                .await?;
+        }
         let t = ctx.target(cfg.port, false, Mode::NewConnection);
         let spec = ctx.spec(
             Mode::NewConnection,
@@ -671,6 +677,30 @@ async fn gateway_scenarios(
     )
     .await?;
     Ok(())
+}
+
+/// The PostgreSQL server's version and durability settings, for the report.
+async fn pg_settings(admin_url: &str) -> anyhow::Result<String> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("connect to {admin_url}"))?;
+    let mut settings = Vec::new();
+    for name in [
+        "server_version",
+        "fsync",
+        "synchronous_commit",
+        "shared_buffers",
+    ] {
+        let (value,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(format!("SHOW {name}")))
+            .fetch_one(&mut conn)
+            .await?;
+        settings.push(format!("{name} = {value}"));
+    }
+    Ok(format!(
+        "PostgreSQL server on the same machine: {}.",
+        settings.join(", ")
+    ))
 }
 
 /// Creates (`create`) or drops a database on the PostgreSQL server at `admin_url`; returns its URL.
