@@ -356,7 +356,7 @@ async fn open_session(ctx: &Ctx<'_>, mut facts: Facts, taken: &CardChallenge, v:
         return Err(ctx.refuse(&facts, r).await);
     }
     state.store.record_card_use(&cred.id, ctx.now).await?;
-    ctx.audit(ctx.authentication(&facts, Outcome::Success, None)).await?;
+    let checked = ctx.authentication(&facts, Outcome::Success, None);
 
     let config = &state.config.signing_session;
     // The card's key is generated on and never leaves the card (device-bound hardware key), so
@@ -364,7 +364,7 @@ async fn open_session(ctx: &Ctx<'_>, mut facts: Facts, taken: &CardChallenge, v:
     let acr = if config.exceeds_aal3() { "aal2" } else { "aal3" };
     let method = method_of(taken.kind);
     let presence = Presence { method, authenticator_id: &cred.id, amr: &CARD_AMR, acr };
-    open_signing_session(state, doctor, &presence, ctx.now).await?;
+    open_signing_session(state, doctor, &presence, checked, ctx.now).await?;
     Ok(ctx.redirect("authenticated"))
 }
 

@@ -272,12 +272,14 @@ async fn start_authentication(ctx: &Ctx<'_>, purpose: CeremonyPurpose) -> Result
 
 /// Verifies an assertion against a taken authentication ceremony: the credential must exist and
 /// be the doctor's, the `fido` policies must pass, and the counter is stored so it only goes up.
+/// Returns the credential and the success event, which the caller appends (with the events of
+/// what the check unlocks, when there are any).
 async fn verify_assertion(
     ctx: &Ctx<'_>,
     purpose: CeremonyPurpose,
     taken: TakenCeremony,
     response: &str,
-) -> Result<(FidoCredential, fido::AuthenticationResult)> {
+) -> Result<(FidoCredential, AuditEvent)> {
     let step = Step::of(purpose);
     let auth_state = fido::AuthenticationState::from_json(&taken.state).map_err(internal)?;
     let raw_id = match fido::credential_id_from_response(response) {
@@ -324,7 +326,7 @@ async fn verify_assertion(
         None
     };
     let Step::Authenticate(purpose_name) = step else { return Err(AppError::internal("assertion outside authentication")) };
-    ctx.audit(AuditEvent::Authentication {
+    let checked = AuditEvent::Authentication {
         clinic_id: ctx.doctor.clinic.clinic_id.clone(),
         user_id: ctx.doctor.user.id.clone(),
         method: AuthMethod::Fido.as_str(),
@@ -332,9 +334,8 @@ async fn verify_assertion(
         authenticator_id: Some(cred.id.clone()),
         outcome: Outcome::Success,
         reason,
-    })
-    .await?;
-    Ok((cred, result))
+    };
+    Ok((cred, checked))
 }
 
 #[derive(Deserialize)]
@@ -484,7 +485,8 @@ async fn link_finish(
     let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
     let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
     let taken = take(&ctx, CeremonyPurpose::Link).await?;
-    let (cred, _) = verify_assertion(&ctx, CeremonyPurpose::Link, taken, &body.credential.to_string()).await?;
+    let (cred, checked) = verify_assertion(&ctx, CeremonyPurpose::Link, taken, &body.credential.to_string()).await?;
+    ctx.audit(checked).await?;
     // The registration ceremony (or, for a card, the card challenge) itself is the permission:
     // single use, 120 s, this session only.
     let via = format!("{KIND}:{}", cred.id);
@@ -518,7 +520,7 @@ async fn auth_finish(
     let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
     let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
     let taken = take(&ctx, CeremonyPurpose::Authenticate).await?;
-    let (cred, _) = verify_assertion(&ctx, CeremonyPurpose::Authenticate, taken, &body.credential.to_string()).await?;
+    let (cred, checked) = verify_assertion(&ctx, CeremonyPurpose::Authenticate, taken, &body.credential.to_string()).await?;
 
     let config = &state.config.signing_session;
     // AAL3 needs a device-bound key (NIST SP 800-63B-4 does not count synced passkeys) and
@@ -528,7 +530,7 @@ async fn auth_finish(
     // verification: multi-factor.
     let amr: [&str; 3] = ["pwd", if cred.backup_eligible { "swk" } else { "hwk" }, "mfa"];
     let presence = Presence { method: AuthMethod::Fido, authenticator_id: &cred.id, amr: &amr, acr };
-    open_signing_session(&state, &doctor, &presence, ctx.now).await?;
+    open_signing_session(&state, &doctor, &presence, checked, ctx.now).await?;
     Ok(ctx.redirect("authenticated"))
 }
 

@@ -28,8 +28,19 @@ pub(super) struct Presence<'a> {
 /// Opens the doctor's signing session at this clinic after a successful presence check
 /// (DESIGN §3.7): ends (and audits) the open one it supersedes, opens the new one, rotates the
 /// browser-session id for the new privilege (DESIGN §3.2) and audits the opening.
-pub(super) async fn open_signing_session(state: &AppState, doctor: &CurrentDoctor, p: &Presence<'_>, now: i64) -> Result<()> {
+///
+/// `checked` is the presence check's own success event. It is appended with the others in one
+/// audit batch, in order (check, superseded sessions, opening): one append per login instead of
+/// three, each of which takes the audit chain's head and, on SQLite, the single writer.
+pub(super) async fn open_signing_session(
+    state: &AppState,
+    doctor: &CurrentDoctor,
+    p: &Presence<'_>,
+    checked: AuditEvent,
+    now: i64,
+) -> Result<()> {
     let config = &state.config.signing_session;
+    let mut events = vec![(checked, now)];
     let filter = SessionFilter::User { user_id: &doctor.user.id, clinic_id: Some(&doctor.clinic.clinic_id) };
     for ended in state.store.end_signing_sessions(filter, EndReason::Superseded, now).await? {
         let event = AuditEvent::SigningSessionEnded {
@@ -38,7 +49,7 @@ pub(super) async fn open_signing_session(state: &AppState, doctor: &CurrentDocto
             session_id: ended.id,
             reason: EndReason::Superseded.as_str(),
         };
-        state.store.audit(&event, now).await?;
+        events.push((event, now));
     }
     let new = NewSigningSession {
         user_id: &doctor.user.id,
@@ -61,7 +72,8 @@ pub(super) async fn open_signing_session(state: &AppState, doctor: &CurrentDocto
         method: p.method.as_str(),
         acr: session.acr,
     };
-    Ok(state.store.audit(&event, now).await?)
+    events.push((event, now));
+    Ok(state.store.audit_batch(&events).await?)
 }
 
 /// A refusal: fixed code (JSON and audit), status, and the message for the doctor.
