@@ -618,7 +618,33 @@ async fn without_required_role_an_hpki_card_lacking_hc_role_links_by_code_only(d
     app.stop().await;
 }
 
+/// An internal error in a ceremony route (here: the table it writes is gone, while the gate,
+/// browser session and doctor lookups still work) is answered in JSON like the route's other
+/// refusals, in the request's language and without details.
+async fn internal_errors_of_ceremony_routes_are_json(db: Db) {
+    let app = app(db).await;
+    let browser = Browser::doctor(&app).await;
+    app.store().execute_unchecked("DROP TABLE card_challenges").await.unwrap();
+    let (status, body) = browser.post("/auth/card/finish", &json!({})).await;
+    assert_eq!(status, 500);
+    assert_eq!(body, json!({ "error": "internal", "message": "内部エラーが発生しました。時間をおいて再度お試しください。" }));
+    app.store().execute_unchecked("DROP TABLE webauthn_ceremonies").await.unwrap();
+    let res = browser
+        .client
+        .post(app.url("/fido/register/start"))
+        .header("origin", app.origin())
+        .header("accept-language", "en")
+        .json(&json!({ "code": issue_code(&app, CLINIC, DOCTOR_LOGIN).await }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 500);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body, json!({ "error": "internal", "message": "Something went wrong on our side. Please try again later." }));
+}
+
 db_tests!(
+    internal_errors_of_ceremony_routes_are_json,
     without_required_role_an_hpki_card_lacking_hc_role_links_by_code_only,
     crl_fetched_from_a_url_is_used_until_its_next_update,
     admin_cert_check_explains_and_names_the_linked_account,

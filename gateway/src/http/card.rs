@@ -49,6 +49,8 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/auth/card/challenge", post(challenge))
         .route("/auth/card/finish", post(finish))
+        // The ceremony routes above answer JSON, errors included; removal is a form post.
+        .route_layer(axum::middleware::from_fn(super::error::json_internal_errors))
         .route("/auth/card/credentials/{id}/remove", post(remove))
 }
 

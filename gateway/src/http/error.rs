@@ -1,7 +1,9 @@
 //! The browser-facing error type: the only place (with the API error type) that picks status
 //! codes. Internal errors are logged once here and shown as a fixed message.
 
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::i18n::{Lang, Msg};
@@ -68,4 +70,21 @@ impl IntoResponse for AppError {
             }
         }
     }
+}
+
+/// Layer for the JSON routes of the browser (WebAuthn and card ceremonies): an internal error
+/// there is answered as `{"error": "internal", "message": …}` in the request's language, like
+/// every other refusal of those routes, instead of the HTML error page (`AppError::Internal`
+/// does not know which kind of request failed; it has already been logged).
+pub async fn json_internal_errors(lang: Lang, req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let html = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if res.status() == StatusCode::INTERNAL_SERVER_ERROR && html {
+        return AppError::json(StatusCode::INTERNAL_SERVER_ERROR, "internal", lang, Msg::InternalError).into_response();
+    }
+    res
 }

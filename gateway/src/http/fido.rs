@@ -45,6 +45,8 @@ const CEREMONY_KEY: &str = "webauthn";
 const KIND: &str = "fido";
 
 pub(crate) fn router() -> axum::Router<AppState> {
+    // The ceremony routes answer JSON, errors included; the rest are form posts from the
+    // methods page and answer with pages.
     Router::new()
         .route("/fido/register/start", post(register_start))
         .route("/fido/register/finish", post(register_finish))
@@ -53,6 +55,7 @@ pub(crate) fn router() -> axum::Router<AppState> {
         .route("/fido/auth/start", post(auth_start))
         .route("/fido/auth/finish", post(auth_finish))
         .route("/fido/cancel", post(cancel))
+        .route_layer(axum::middleware::from_fn(super::error::json_internal_errors))
         .route("/fido/credentials/{id}/rename", post(rename))
         .route("/fido/credentials/{id}/remove", post(remove))
         .route("/signing-session/end", post(end_signing_session))
