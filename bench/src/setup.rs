@@ -199,32 +199,26 @@ pub async fn seed(
     bulk(db_url, doctors, &hash, now)
         .await
         .context("bulk insert")?;
-    let mut fido = Vec::with_capacity(fido_users);
-    for n in 1..=fido_users.min(usize::try_from(doctors.min(FIDO_POOL))?) {
-        let login_id = format!("d{n}");
-        let (code, _) = admin
-            .enroll_code_issue(CLINIC, &login_id, 24 * 3600, 5)
-            .await?;
-        fido.push(FidoUser {
-            login_id,
-            code: code.to_string(),
-        });
-    }
+    let fido_users = fido_users.min(usize::try_from(doctors.min(FIDO_POOL))?);
+    let fido = registration_codes(&admin, 1..=fido_users as u64)
+        .await?
+        .into_iter()
+        .map(|(login_id, code)| FidoUser { login_id, code })
+        .collect();
+    // Card workers are the doctors after the FIDO pool, one card each.
     let card_users = card_users
         .min(cards.cards.len())
         .min(usize::try_from(doctors.saturating_sub(FIDO_POOL))?);
-    let mut card = Vec::with_capacity(card_users);
-    for i in 0..card_users {
-        let login_id = format!("d{}", FIDO_POOL + 1 + i as u64);
-        let (code, _) = admin
-            .enroll_code_issue(CLINIC, &login_id, 24 * 3600, 5)
-            .await?;
-        card.push(CardUser {
+    let card = registration_codes(&admin, FIDO_POOL + 1..=FIDO_POOL + card_users as u64)
+        .await?
+        .into_iter()
+        .enumerate()
+        .map(|(card, (login_id, code))| CardUser {
             login_id,
-            code: code.to_string(),
-            card: i,
-        });
-    }
+            code,
+            card,
+        })
+        .collect();
     store.close().await;
     Ok(Seeded {
         doctors,
@@ -232,6 +226,22 @@ pub async fn seed(
         card_users: card,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A registration code (24 h, 5 tries) for each doctor `d<n>`: (login id, code).
+async fn registration_codes(
+    admin: &Admin<'_>,
+    doctors: std::ops::RangeInclusive<u64>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut codes = Vec::new();
+    for n in doctors {
+        let login_id = format!("d{n}");
+        let (code, _) = admin
+            .enroll_code_issue(CLINIC, &login_id, 24 * 3600, 5)
+            .await?;
+        codes.push((login_id, code.to_string()));
+    }
+    Ok(codes)
 }
 
 /// Doctors `d<n>` (login id; user id `00000000-0000-4000-8000-<n, 12 digits>`), a live signing

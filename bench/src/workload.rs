@@ -161,13 +161,6 @@ impl CardWorker {
 }
 
 impl Browser {
-    fn new(origin: &str) -> anyhow::Result<Self> {
-        Ok(Self {
-            cookie: None,
-            origin: HeaderValue::from_str(origin)?,
-        })
-    }
-
     fn post(
         &self,
         target: &Target,
@@ -211,7 +204,25 @@ impl Browser {
         serde_json::from_slice(&reply.body).map_err(|_| OpError(format!("{what}_json")))
     }
 
-    /// Password login (before the clock starts).
+    /// A new connection and a browser signed in on it with a password (before the clock starts).
+    async fn sign_in(
+        target: &Target,
+        origin: &str,
+        login_id: &str,
+        password: &str,
+    ) -> anyhow::Result<(Self, Conn)> {
+        let mut browser = Self {
+            cookie: None,
+            origin: HeaderValue::from_str(origin)?,
+        };
+        let mut conn = target
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("connect: {}", e.0))?;
+        browser.login(target, &mut conn, login_id, password).await?;
+        Ok((browser, conn))
+    }
+
     async fn login(
         &mut self,
         target: &Target,
@@ -274,17 +285,12 @@ impl Workload {
                 let user = users.get(index).ok_or_else(|| {
                     anyhow::anyhow!("only {} FIDO users were seeded", users.len())
                 })?;
+                let (browser, mut conn) =
+                    Browser::sign_in(target, origin, &user.login_id, password).await?;
                 let mut w = FidoWorker {
-                    browser: Browser::new(origin)?,
+                    browser,
                     auth: SoftAuthenticator::new(origin, "localhost")?,
                 };
-                let mut conn = target
-                    .connect()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("connect: {}", e.0))?;
-                w.browser
-                    .login(target, &mut conn, &user.login_id, password)
-                    .await?;
                 let err = |e: OpError| anyhow::anyhow!("linking: {}", e.0);
                 let options = w
                     .browser
@@ -319,18 +325,13 @@ impl Workload {
                 let user = users.get(index).ok_or_else(|| {
                     anyhow::anyhow!("only {} card users were seeded", users.len())
                 })?;
+                let (browser, mut conn) =
+                    Browser::sign_in(target, origin, &user.login_id, password).await?;
                 let mut w = CardWorker {
-                    browser: Browser::new(origin)?,
+                    browser,
                     cards: cards.clone(),
                     card: user.card,
                 };
-                let mut conn = target
-                    .connect()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("connect: {}", e.0))?;
-                w.browser
-                    .login(target, &mut conn, &user.login_id, password)
-                    .await?;
                 w.present(
                     target,
                     &mut conn,
