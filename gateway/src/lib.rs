@@ -7,13 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod audit_sink;
 pub mod cards;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod enrollment;
+pub mod group_commit;
 pub mod http;
 pub mod metrics;
 pub mod password;

@@ -69,7 +69,7 @@ impl Application {
         let kek = config.token_kek().context("token key-encryption key")?;
         let publish_retired = config.tokens.max_ttl_secs + 2 * i64::try_from(config.tokens.key_refresh_secs).unwrap_or(60) + 60;
         let token_keys = crate::tokens::TokenKeys::load(&store, kek, publish_retired, clock.unix()).await.context("token keys")?;
-        let audit_sink = crate::audit_sink::AuditSink::start(store.clone());
+        let group_commit = crate::group_commit::GroupCommit::start(store.clone());
         let state = AppState(Arc::new(App {
             config,
             store,
@@ -78,7 +78,7 @@ impl Application {
             passwords,
             fido,
             token_keys,
-            audit_sink,
+            group_commit,
             card_trust: crate::cards::TrustCache::default(),
         }));
         Ok(Self { main, ops, acceptor: TlsAcceptor::from(Arc::new(tls)), state })
@@ -148,7 +148,7 @@ impl Application {
         let _ = purge.await;
         let _ = key_refresh.await;
         let _ = crl_refresh.await;
-        state.audit_sink.flush().await;
+        state.group_commit.flush().await;
         state.store.close().await;
         Ok(())
     }

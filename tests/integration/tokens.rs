@@ -32,7 +32,7 @@ async fn open_session(app: &TestApp) -> String {
         )
         .await
         .unwrap();
-    s.id
+    s.session.id
 }
 
 async fn issue(app: &TestApp, client: &reqwest::Client, body: Value) -> (u16, Value) {
@@ -89,7 +89,7 @@ async fn token_carries_the_claims_and_verifies_with_the_jwks_alone(db: Db) {
     assert_eq!(claims["cnf"]["x5t#S256"], gateway::tokens::x5t_s256(&app.pki.emr_a.cert_der).as_str());
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
-    app.state.audit_sink.flush().await;
+    app.state.group_commit.flush().await;
     let events: Vec<String> = app.store().audit_tail(3).await.unwrap().into_iter().map(|r| r.event).collect();
     assert!(events.contains(&"token_issued".to_owned()), "{events:?}");
     app.stop().await;
@@ -246,7 +246,7 @@ async fn sessions_expire_absolutely_and_when_idle_and_tokens_count_as_activity(d
     assert_eq!(b["expires_in"], 60);
 
     // Dozens of token events went through the batched writer: the chain still verifies.
-    app.state.audit_sink.flush().await;
+    app.state.group_commit.flush().await;
     let verdict = app.store().audit_verify().await.unwrap();
     assert!(matches!(verdict, gateway::store::AuditVerification::Intact { rows } if rows > 50), "{verdict:?}");
     app.stop().await;

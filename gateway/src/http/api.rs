@@ -463,20 +463,24 @@ async fn issue(
         num_signatures,
     };
     let token = state.token_keys.sign(&claims)?;
-    let touch = now - session.last_activity_at >= ACTIVITY_GRANULARITY_SECS;
-    let record = store::NewIssuedToken { jti: &claims.jti, session_id: &session.id, client_id: &call.client_id, expires_at: exp };
-    if !state.store.record_issued_token(&record, now, touch).await? {
-        // Ended or expired on another instance between our read and this write.
-        state.audit(refuse("no_session")).await;
-        return Err(ApiError::new(StatusCode::CONFLICT, "no_session", "the signing session has just ended"));
-    }
-    state.audit(AuditEvent::TokenIssued {
-        clinic_id: req.clinic_id.clone(),
-        user_id: ctx.user_id.clone(),
+    let record = store::NewIssuedToken {
+        jti: claims.jti,
         session_id: session.id,
         client_id: call.client_id.clone(),
-        jti: claims.jti,
-    }).await;
+        clinic_id: req.clinic_id.clone(),
+        user_id: ctx.user_id.clone(),
+        expires_at: exp,
+        issued_at: now,
+        touch: now - session.last_activity_at >= ACTIVITY_GRANULARITY_SECS,
+    };
+    // The token leaves only once its id (and its audit event) are committed.
+    match state.group_commit.record_token(record).await {
+        Some(true) => {}
+        // Ended or expired on another instance between our read and this write (the refusal is
+        // audited with the batch).
+        Some(false) => return Err(ApiError::new(StatusCode::CONFLICT, "no_session", "the signing session has just ended")),
+        None => return Err(anyhow::anyhow!("recording the issued token failed").into()),
+    }
     Ok(Json(IssueResponse { token, token_type: "Bearer", expires_in: exp - now }))
 }
 

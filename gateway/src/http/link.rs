@@ -11,7 +11,7 @@ use super::error::{AppError, Result};
 use super::i18n::{Lang, Msg};
 use super::{AppState, CurrentDoctor};
 use crate::enrollment;
-use crate::store::{AuditEvent, AuthMethod, CodeCheck, EndReason, NewSigningSession, SessionFilter};
+use crate::store::{AuditEvent, AuthMethod, CodeCheck, EndReason, NewSigningSession};
 
 /// How a presence check authenticated the doctor, for the signing session it opens.
 pub(super) struct Presence<'a> {
@@ -26,12 +26,13 @@ pub(super) struct Presence<'a> {
 }
 
 /// Opens the doctor's signing session at this clinic after a successful presence check
-/// (DESIGN §3.7): ends (and audits) the open one it supersedes, opens the new one, rotates the
-/// browser-session id for the new privilege (DESIGN §3.2) and audits the opening.
+/// (DESIGN §3.7), ending the open one it supersedes in the same transaction; rotates the
+/// browser-session id for the new privilege (DESIGN §3.2); and audits the check, the ended
+/// session and the opening.
 ///
-/// `checked` is the presence check's own success event. It is appended with the others in one
-/// audit batch, in order (check, superseded sessions, opening): one append per login instead of
-/// three, each of which takes the audit chain's head and, on SQLite, the single writer.
+/// `checked` is the presence check's own success event. The three go in one append, in order,
+/// through the group commit (shared with concurrent logins and tokens), and the login answers only
+/// once they are stored.
 pub(super) async fn open_signing_session(
     state: &AppState,
     doctor: &CurrentDoctor,
@@ -40,17 +41,6 @@ pub(super) async fn open_signing_session(
     now: i64,
 ) -> Result<()> {
     let config = &state.config.signing_session;
-    let mut events = vec![(checked, now)];
-    let filter = SessionFilter::User { user_id: &doctor.user.id, clinic_id: Some(&doctor.clinic.clinic_id) };
-    for ended in state.store.end_signing_sessions(filter, EndReason::Superseded, now).await? {
-        let event = AuditEvent::SigningSessionEnded {
-            clinic_id: ended.clinic_id,
-            user_id: ended.user_id,
-            session_id: ended.id,
-            reason: EndReason::Superseded.as_str(),
-        };
-        events.push((event, now));
-    }
     let new = NewSigningSession {
         user_id: &doctor.user.id,
         clinic_id: &doctor.clinic.clinic_id,
@@ -63,8 +53,24 @@ pub(super) async fn open_signing_session(
         absolute_secs: config.absolute_secs,
         idle_secs: config.idle_secs,
     };
-    let session = state.store.open_signing_session(&new, now).await?;
+    let opened = state.store.open_signing_session(&new, now).await?;
     doctor.session.cycle_id().await.map_err(|e| AppError::internal(format!("session: {e}")))?;
+    let mut events = vec![(checked, now)];
+    for ended in opened.ended {
+        let reason = if ended.ended_reason.as_deref() == Some(EndReason::Expired.as_str()) {
+            EndReason::Expired
+        } else {
+            EndReason::Superseded
+        };
+        let event = AuditEvent::SigningSessionEnded {
+            clinic_id: ended.clinic_id,
+            user_id: ended.user_id,
+            session_id: ended.id,
+            reason: reason.as_str(),
+        };
+        events.push((event, now));
+    }
+    let session = opened.session;
     let event = AuditEvent::SigningSessionOpened {
         clinic_id: session.clinic_id,
         user_id: session.user_id,
@@ -73,7 +79,7 @@ pub(super) async fn open_signing_session(
         acr: session.acr,
     };
     events.push((event, now));
-    Ok(state.store.audit_batch(&events).await?)
+    if state.group_commit.append(events).await { Ok(()) } else { Err(AppError::internal("audit append failed")) }
 }
 
 /// A refusal: fixed code (JSON and audit), status, and the message for the doctor.

@@ -62,16 +62,16 @@ pub struct App {
     pub fido: ::fido::Service,
     /// Signing-token keys.
     pub token_keys: crate::tokens::TokenKeys,
-    /// Batched audit appends for hot paths.
-    pub audit_sink: crate::audit_sink::AuditSink,
+    /// Group commit of issued tokens and hot-path audit events.
+    pub group_commit: crate::group_commit::GroupCommit,
     /// Parsed HPKI/JPKI trust stores, rebuilt when the anchors change.
     pub card_trust: crate::cards::TrustCache,
 }
 
 impl App {
-    /// Queues an audit event stamped with the current time (hot paths; see `audit_sink`).
+    /// Queues an audit event stamped with the current time (hot paths; see `group_commit`).
     pub async fn audit(&self, event: AuditEvent) {
-        self.audit_sink.record(event, self.clock.unix()).await;
+        self.group_commit.audit(event, self.clock.unix()).await;
     }
 }
 

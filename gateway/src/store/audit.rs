@@ -23,7 +23,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
             Outcome::Failure => "failure",
@@ -277,7 +277,7 @@ pub enum AuditVerification {
 
 type AuditRow = (i64, i64, String, String, Option<String>, Option<String>, String, Vec<u8>, Vec<u8>);
 
-fn chain_hash(prev: &[u8], row: (i64, i64, &str, &str, Option<&str>, Option<&str>, &str)) -> Vec<u8> {
+pub(super) fn chain_hash(prev: &[u8], row: (i64, i64, &str, &str, Option<&str>, Option<&str>, &str)) -> Vec<u8> {
     // serde_json of a tuple of integers and strings is deterministic: a stable canonical form.
     let canonical = serde_json::to_vec(&row).unwrap_or_default();
     let mut h = Sha256::new();
@@ -285,6 +285,73 @@ fn chain_hash(prev: &[u8], row: (i64, i64, &str, &str, Option<&str>, Option<&str
     h.update(&canonical);
     h.finalize().to_vec()
 }
+
+/// An event ready to append: (at, name, outcome, clinic, user, detail JSON).
+pub(super) type PendingRow<'a> = (i64, &'static str, Outcome, Option<&'a str>, Option<&'a str>, String);
+
+/// Flattens events into rows, mirroring each to the `audit` tracing target.
+pub(super) fn audit_rows(events: &[(AuditEvent, i64)]) -> Vec<PendingRow<'_>> {
+    events
+        .iter()
+        .map(|(event, at)| {
+            let (name, outcome, clinic_id, user_id, detail) = event.parts();
+            let detail = detail.to_string();
+            tracing::info!(target: "audit", event = name, outcome = outcome.as_str(), clinic.id = clinic_id, principal.id = user_id, detail = %detail);
+            (*at, name, outcome, clinic_id, user_id, detail)
+        })
+        .collect()
+}
+
+/// Appends `rows` (from [`audit_rows`], not empty) inside the open transaction `tx`, on either
+/// backend: the head row is taken first (concurrent appends queue there), the batch is chained
+/// in memory and written with multi-row INSERTs, and the head moves to the last hash. A macro
+/// rather than a function because it is expanded inside `with_pool!` once per driver, where a
+/// generic function would need a bound for every type it binds.
+macro_rules! append_audit {
+    ($tx:ident, $rows:expr) => {{
+        let rows = &$rows;
+        let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        let updated_at = rows.iter().map(|r| r.0).max().unwrap_or_default();
+        let (last, mut prev): (i64, Vec<u8>) =
+            sqlx::query_as("UPDATE audit_head SET seq = seq + $1, updated_at = $2 WHERE id = 1 RETURNING seq, hash")
+                .bind(count)
+                .bind(updated_at)
+                .fetch_one(&mut *$tx)
+                .await?;
+        let mut chained = Vec::with_capacity(rows.len());
+        let mut seq = last - count;
+        for (at, name, outcome, clinic_id, user_id, detail) in rows.iter() {
+            seq += 1;
+            let hash = $crate::store::audit::chain_hash(&prev, (seq, *at, name, outcome.as_str(), *clinic_id, *user_id, detail));
+            chained.push((seq, *at, *name, outcome.as_str(), *clinic_id, *user_id, detail.as_str(), prev, hash.clone()));
+            prev = hash;
+        }
+        // Chunks of a few fixed sizes, so each connection prepares at most a handful of
+        // statement texts and keeps them cached.
+        let mut rest = chained.as_slice();
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at($crate::store::batch_chunk(rest.len()));
+            rest = tail;
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO audit_log (seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash) ",
+            );
+            insert.push_values(chunk, |mut b, r| {
+                b.push_bind(r.0)
+                    .push_bind(r.1)
+                    .push_bind(r.2)
+                    .push_bind(r.3)
+                    .push_bind(r.4)
+                    .push_bind(r.5)
+                    .push_bind(r.6)
+                    .push_bind(r.7.as_slice())
+                    .push_bind(r.8.as_slice());
+            });
+            insert.build().execute(&mut *$tx).await?;
+        }
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&prev).execute(&mut *$tx).await?;
+    }};
+}
+pub(super) use append_audit;
 
 const PAGE: i64 = 1000;
 
@@ -300,58 +367,11 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        let rows: Vec<_> = events
-            .iter()
-            .map(|(event, at)| {
-                let (name, outcome, clinic_id, user_id, detail) = event.parts();
-                let detail = detail.to_string();
-                tracing::info!(target: "audit", event = name, outcome = outcome.as_str(), clinic.id = clinic_id, principal.id = user_id, detail = %detail);
-                (*at, name, outcome, clinic_id, user_id, detail)
-            })
-            .collect();
-        let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-        let updated_at = rows.iter().map(|r| r.0).max().unwrap_or_default();
+        let rows = audit_rows(events);
         with_pool!(self, |pool| {
             async {
                 let mut tx = pool.begin().await?;
-                // Taking the head row first locks it: concurrent appends queue here.
-                let (last, mut prev): (i64, Vec<u8>) = sqlx::query_as(
-                    "UPDATE audit_head SET seq = seq + $1, updated_at = $2 WHERE id = 1 RETURNING seq, hash",
-                )
-                .bind(count)
-                .bind(updated_at)
-                .fetch_one(&mut *tx)
-                .await?;
-                // Chain the whole batch in memory, then write it with one multi-row INSERT: the
-                // head row (and, on SQLite, the database's single write lock) is held for three
-                // statements however large the batch is.
-                let mut chained = Vec::with_capacity(rows.len());
-                let mut seq = last - count;
-                for (at, name, outcome, clinic_id, user_id, detail) in &rows {
-                    seq += 1;
-                    let hash = chain_hash(&prev, (seq, *at, name, outcome.as_str(), *clinic_id, *user_id, detail));
-                    chained.push((seq, *at, *name, outcome.as_str(), *clinic_id, *user_id, detail.as_str(), prev, hash.clone()));
-                    prev = hash;
-                }
-                // 500 rows × 9 parameters stays far below both databases' parameter limits.
-                for chunk in chained.chunks(500) {
-                    let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO audit_log (seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash) ",
-                    );
-                    insert.push_values(chunk, |mut b, r| {
-                        b.push_bind(r.0)
-                            .push_bind(r.1)
-                            .push_bind(r.2)
-                            .push_bind(r.3)
-                            .push_bind(r.4)
-                            .push_bind(r.5)
-                            .push_bind(r.6)
-                            .push_bind(r.7.as_slice())
-                            .push_bind(r.8.as_slice());
-                    });
-                    insert.build().execute(&mut *tx).await?;
-                }
-                sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&prev).execute(&mut *tx).await?;
+                append_audit!(tx, rows);
                 tx.commit().await
             }
             .await

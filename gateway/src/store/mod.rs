@@ -29,7 +29,7 @@ pub use tokens::{
     ClientAccess, ConsumedToken, EmrContext, IssueContext, NewIssuedToken, OpenSession, ServiceClient, ServiceRole, SigningKeyRow,
 };
 pub use signing::{
-    AuthMethod, EndReason, NewSigningSession, SessionFilter, SigningSession, SigningSessionState, TouchOutcome,
+    AuthMethod, EndReason, NewSigningSession, OpenedSession, SessionFilter, SigningSession, SigningSessionState, TouchOutcome,
 };
 
 /// Errors of the storage layer.
@@ -591,6 +591,15 @@ impl Store {
         })?;
         Ok(())
     }
+}
+
+/// How many of `pending` rows the next multi-row statement takes: the largest power of two not
+/// above `pending`, at most 128. Batches of any size then use at most eight statement texts,
+/// which each connection prepares once and keeps in its statement cache (a text per batch size
+/// would be prepared again and again, and evict the statements of the hot paths).
+pub(crate) fn batch_chunk(pending: usize) -> usize {
+    const MAX: usize = 128;
+    if pending >= MAX { MAX } else if pending == 0 { 0 } else { 1 << pending.ilog2() }
 }
 
 fn corrupt(what: &str) -> Error {

@@ -184,6 +184,15 @@ impl SigningSession {
     }
 }
 
+/// Result of [`Store::open_signing_session`].
+#[derive(Debug, Clone)]
+pub struct OpenedSession {
+    /// The new session.
+    pub session: SigningSession,
+    /// The sessions it ended (at most one: the doctor's open one at the clinic, if any).
+    pub ended: Vec<SigningSession>,
+}
+
 /// Result of [`Store::touch_signing_session`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TouchOutcome {
@@ -243,11 +252,11 @@ pub enum SessionFilter<'a> {
 }
 
 impl Store {
-    /// Opens a signing session at `now` (normally `auth_time`). An open session of the same
+    /// Opens a signing session at `now` (normally `auth_time`). The open session of the same
     /// doctor at the same clinic is ended first, in the same transaction, as `superseded` (or
     /// `expired` if it was no longer live): there is at most one open session per doctor and
     /// clinic, which a partial unique index enforces across instances.
-    pub async fn open_signing_session(&self, new: &NewSigningSession<'_>, now: i64) -> Result<SigningSession> {
+    pub async fn open_signing_session(&self, new: &NewSigningSession<'_>, now: i64) -> Result<OpenedSession> {
         let amr = serde_json::to_string(new.amr).map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))?;
         // A concurrent open on another instance can win the unique index between our UPDATE
         // and INSERT; the second attempt then ends that session like any other.
@@ -257,24 +266,28 @@ impl Store {
             let result = with_pool!(self, |pool| {
                 async {
                     let mut tx = pool.begin().await?;
-                    sqlx::query(
+                    let ended: Vec<SessionRow> = sqlx::query_as(concat!(
                         "UPDATE signing_sessions SET ended_at = $3, updated_at = $3,
                             ended_reason = CASE WHEN expires_at <= $3 OR last_activity_at + idle_secs <= $3 THEN $4 ELSE $5 END
-                         WHERE user_id = $1 AND clinic_id = $2 AND ended_at IS NULL",
-                    )
+                         WHERE user_id = $1 AND clinic_id = $2 AND ended_at IS NULL
+                         RETURNING ",
+                        session_columns!()
+                    ))
                     .bind(new.user_id)
                     .bind(new.clinic_id)
                     .bind(now)
                     .bind(EndReason::Expired.as_str())
                     .bind(EndReason::Superseded.as_str())
-                    .execute(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await?;
-                    sqlx::query(
+                    let opened: SessionRow = sqlx::query_as(concat!(
                         "INSERT INTO signing_sessions (id, user_id, clinic_id, method, authenticator_kind, authenticator_id,
                             amr, acr, auth_time, expires_at, idle_secs, last_activity_at, ended_at, ended_reason,
                             created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, $12, $12)",
-                    )
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, $12, $12)
+                         RETURNING ",
+                        session_columns!()
+                    ))
                     .bind(&id)
                     .bind(new.user_id)
                     .bind(new.clinic_id)
@@ -287,14 +300,20 @@ impl Store {
                     .bind(new.auth_time.saturating_add(new.absolute_secs))
                     .bind(new.idle_secs)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await?;
-                    tx.commit().await
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>((opened, ended))
                 }
                 .await
             });
             match result.map_err(Error::from) {
-                Ok(()) => return self.signing_session(&id).await,
+                Ok((opened, ended)) => {
+                    return Ok(OpenedSession {
+                        session: opened.try_into()?,
+                        ended: ended.into_iter().map(SigningSession::try_from).collect::<Result<_>>()?,
+                    });
+                }
                 Err(Error::Conflict(_)) if attempt == 0 => attempt += 1,
                 Err(e) => return Err(e),
             }

@@ -1,12 +1,14 @@
 //! Service clients, token signing keys and issued token ids (DESIGN §3.8).
 //!
 //! Issuing a token costs one read (calling client, its access to the clinic, doctor and open
-//! signing session in a single join) and one write: the token id is inserted by a statement that re-checks that the
-//! session is still live, so a session ended on another instance a moment earlier gets no token.
+//! signing session in a single join) and a share of one write: token ids are inserted in batches
+//! (see `group_commit`), by a statement that re-checks that each session is still live, so a
+//! session ended on another instance a moment earlier gets no token.
 //! Consumption is one conditional `UPDATE … RETURNING`: only one presentation, on any instance,
 //! can succeed.
 
-use super::{Backend, Error, Result, Store, corrupt, with_pool, with_reader};
+use super::audit::{append_audit, audit_rows};
+use super::{AuditEvent, Backend, Error, Result, Store, corrupt, with_pool, with_reader};
 
 /// What a service client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -131,17 +133,38 @@ pub struct OpenSession {
     pub last_activity_at: i64,
 }
 
-/// A token id to record.
-#[derive(Debug)]
-pub struct NewIssuedToken<'a> {
+/// An issued token's id to record, with what its audit event names.
+#[derive(Debug, Clone)]
+pub struct NewIssuedToken {
     /// Token id.
-    pub jti: &'a str,
+    pub jti: String,
     /// Session.
-    pub session_id: &'a str,
+    pub session_id: String,
     /// Requesting service client.
-    pub client_id: &'a str,
+    pub client_id: String,
+    /// The session's clinic (for the audit event).
+    pub clinic_id: String,
+    /// The doctor (for the audit event).
+    pub user_id: String,
     /// Token expiry.
     pub expires_at: i64,
+    /// Issue time: the session must be live at this time.
+    pub issued_at: i64,
+    /// Whether to move the session's last activity to `issued_at` too (done at most once a
+    /// minute per session, so most issues write nothing to the session row).
+    pub touch: bool,
+}
+
+impl NewIssuedToken {
+    fn audit_event(&self, recorded: bool) -> (AuditEvent, i64) {
+        let (clinic_id, user_id, client_id) = (self.clinic_id.clone(), self.user_id.clone(), self.client_id.clone());
+        let event = if recorded {
+            AuditEvent::TokenIssued { clinic_id, user_id, session_id: self.session_id.clone(), client_id, jti: self.jti.clone() }
+        } else {
+            AuditEvent::TokenRefused { clinic_id, user_id, client_id, reason: "no_session" }
+        };
+        (event, self.issued_at)
+    }
 }
 
 /// A consumed token's record.
@@ -323,57 +346,57 @@ impl Store {
         Ok(Some(EmrContext { client, doctor }))
     }
 
-    /// Records an issued token id, but only if its session is still live at `now`; `false` if
-    /// the session ended or expired in the meantime. Optionally records activity in the same
-    /// transaction (callers do that only every few seconds, to keep one write per token).
-    pub async fn record_issued_token(&self, token: &NewIssuedToken<'_>, now: i64, touch: bool) -> Result<bool> {
-        const INSERT: &str = "INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
-             SELECT $1, s.id, $3, $4, NULL, NULL, $5 FROM signing_sessions s
-             WHERE s.id = $2 AND s.ended_at IS NULL AND s.expires_at > $5 AND s.last_activity_at + s.idle_secs > $5";
-        if !touch {
-            // The common case: one statement, atomic on its own. A transaction would add two
-            // round trips (BEGIN, COMMIT) and, on SQLite, hold the single write lock across them
-            // (issue 7 benchmarks).
-            let n = with_pool!(self, |pool| {
-                sqlx::query(INSERT)
-                    .bind(token.jti)
-                    .bind(token.session_id)
-                    .bind(token.client_id)
-                    .bind(token.expires_at)
-                    .bind(now)
-                    .execute(pool)
-                    .await
-                    .map(|r| r.rows_affected())
-            })?;
-            return Ok(n == 1);
-        }
-        let inserted = with_pool!(self, |pool| {
+    /// Records issued tokens and appends audit events, in one transaction. A token is recorded
+    /// only while its session is open (not ended, expired or idle at its `issued_at`); each token
+    /// appends its own audit event (`token_issued`, or the refusal `no_session` when its session
+    /// closed between the caller's read and this write), then `events` follow. Returns, per
+    /// token, whether it was recorded.
+    pub async fn record_issued_tokens(&self, tokens: &[NewIssuedToken], events: &[(AuditEvent, i64)]) -> Result<Vec<bool>> {
+        let recorded: Vec<bool> = with_pool!(self, |pool| {
             async {
                 let mut tx = pool.begin().await?;
-                let n = sqlx::query(INSERT)
-                    .bind(token.jti)
-                    .bind(token.session_id)
-                    .bind(token.client_id)
-                    .bind(token.expires_at)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n == 1 {
+                let mut inserted = std::collections::HashSet::with_capacity(tokens.len());
+                let mut rest = tokens;
+                while !rest.is_empty() {
+                    let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
+                    rest = tail;
+                    // VALUES columns are column1… on both databases.
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
+                         SELECT v.column1, s.id, v.column3, v.column4, NULL, NULL, v.column5 FROM (",
+                    );
+                    insert.push_values(chunk, |mut b, t| {
+                        b.push_bind(&t.jti).push_bind(&t.session_id).push_bind(&t.client_id).push_bind(t.expires_at).push_bind(t.issued_at);
+                    });
+                    insert.push(
+                        ") AS v JOIN signing_sessions s ON s.id = v.column2
+                         WHERE s.ended_at IS NULL AND s.expires_at > v.column5 AND s.last_activity_at + s.idle_secs > v.column5
+                         RETURNING jti",
+                    );
+                    let jtis: Vec<(String,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
+                    inserted.extend(jtis.into_iter().map(|(j,)| j));
+                }
+                let recorded: Vec<bool> = tokens.iter().map(|t| inserted.contains(&t.jti)).collect();
+                for t in tokens.iter().zip(&recorded).filter(|(t, r)| t.touch && **r).map(|(t, _)| t) {
                     sqlx::query(
                         "UPDATE signing_sessions SET last_activity_at = $2, updated_at = $2 WHERE id = $1 AND last_activity_at < $2",
                     )
-                    .bind(token.session_id)
-                    .bind(now)
+                    .bind(&t.session_id)
+                    .bind(t.issued_at)
                     .execute(&mut *tx)
                     .await?;
                 }
+                let all: Vec<(AuditEvent, i64)> =
+                    tokens.iter().zip(&recorded).map(|(t, r)| t.audit_event(*r)).chain(events.iter().cloned()).collect();
+                if !all.is_empty() {
+                    append_audit!(tx, audit_rows(&all));
+                }
                 tx.commit().await?;
-                Ok::<_, sqlx::Error>(n == 1)
+                Ok::<_, sqlx::Error>(recorded)
             }
             .await
         })?;
-        Ok(inserted)
+        Ok(recorded)
     }
 
     /// Marks a token consumed, once: `None` if it is unknown, already consumed or expired.
