@@ -2,7 +2,7 @@
 //! refusal, certificate binding, key rotation, and the signing-session rules they depend on.
 
 use base64::Engine as _;
-use gateway::store::{AuthMethod, NewSigningSession};
+use gateway::store::{AuditVerification, AuthMethod, EndReason, NewIssuedToken, NewSigningSession, SessionFilter};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -353,7 +353,82 @@ async fn openapi_document_is_served_and_lists_every_route(db: Db) {
     app.stop().await;
 }
 
+/// Many EMR requests at once: the group commit writes them together, and each is still its own
+/// token: recorded (consumable once), audited once, chain intact.
+async fn concurrent_tokens_are_each_recorded_and_audited(db: Db) {
+    let app = TestApp::spawn(db).await;
+    open_session(&app).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let (emr, url) = (emr.clone(), app.url("/api/v1/signing-tokens"));
+        requests.spawn(async move {
+            let res = emr.post(url).json(&doctor()).send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        });
+    }
+    let mut tokens = Vec::new();
+    while let Some(done) = requests.join_next().await {
+        let (status, body) = done.unwrap();
+        assert_eq!(status, 200, "{body}");
+        tokens.push(body["token"].as_str().unwrap().to_owned());
+    }
+    for token in &tokens {
+        let (status, body) = consume(&app, &emr, json!({ "token": token })).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.state.group_commit.flush().await;
+    let tail = app.store().audit_tail(200).await.unwrap();
+    let issued: Vec<_> = tail.iter().filter(|r| r.event == "token_issued").collect();
+    assert_eq!(issued.len(), 40);
+    assert!(issued.iter().all(|r| r.outcome == "success"));
+    let mut jtis: Vec<_> = issued.iter().map(|r| r.detail["jti"].as_str().unwrap().to_owned()).collect();
+    jtis.sort();
+    jtis.dedup();
+    assert_eq!(jtis.len(), 40);
+    assert!(matches!(app.store().audit_verify().await.unwrap(), AuditVerification::Intact { .. }));
+    app.stop().await;
+}
+
+/// One batch in the store: tokens whose session closed after the caller's read are refused (and
+/// audited as such) while the others in the same batch are recorded; batches larger than one
+/// multi-row statement are split.
+async fn a_batch_records_live_sessions_and_refuses_closed_ones(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let sid = open_session(&app).await;
+    let user = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap();
+    let now = app.clock_now();
+    let token = |i: usize, session_id: &str| NewIssuedToken {
+        jti: format!("batch-jti-{i}"),
+        session_id: session_id.to_owned(),
+        client_id: "emr-a".to_owned(),
+        clinic_id: CLINIC.to_owned(),
+        user_id: user.id.clone(),
+        expires_at: now + 60,
+        issued_at: now,
+        touch: i == 0,
+    };
+    let live: Vec<_> = (0..200).map(|i| token(i, &sid)).collect();
+    let recorded = app.store().record_issued_tokens(&live, &[]).await.unwrap();
+    assert_eq!(recorded, vec![true; 200]);
+
+    app.store().end_signing_sessions(SessionFilter::Id(&sid), EndReason::Doctor, now).await.unwrap();
+    let later = [token(200, &sid), token(201, "no-such-session")];
+    assert_eq!(app.store().record_issued_tokens(&later, &[]).await.unwrap(), vec![false, false]);
+    for (jti, consumable) in [("batch-jti-0", true), ("batch-jti-199", true), ("batch-jti-200", false)] {
+        assert_eq!(app.store().consume_token(jti, "emr-a", now).await.unwrap().is_some(), consumable, "{jti}");
+    }
+    let tail = app.store().audit_tail(300).await.unwrap();
+    let outcomes = |outcome: &str| tail.iter().filter(|r| r.event == "token_issued" && r.outcome == outcome).count();
+    assert_eq!((outcomes("success"), outcomes("failure")), (200, 2));
+    assert!(tail.iter().filter(|r| r.outcome == "failure").all(|r| r.detail["reason"] == "no_session"));
+    assert!(matches!(app.store().audit_verify().await.unwrap(), AuditVerification::Intact { .. }));
+    app.stop().await;
+}
+
 db_tests!(
+    concurrent_tokens_are_each_recorded_and_audited,
+    a_batch_records_live_sessions_and_refuses_closed_ones,
     token_carries_the_claims_and_verifies_with_the_jwks_alone,
     a_token_is_consumed_once,
     consumption_is_single_use_across_instances,
