@@ -10,7 +10,7 @@
 
 use super::enrollment::CONSUME_CODE_SQL;
 use super::signing::EndReason;
-use super::{AnchorKind, Backend, Error, LinkAuthorisation, Result, Store, with_pool, with_reader};
+use super::{AnchorKind, Backend, Error, LinkAuthorisation, Result, Store, read_all, read_one, with_pool, with_reader};
 
 /// What a card challenge is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,33 +301,25 @@ impl Store {
 
     /// The cards linked to a user, oldest first.
     pub async fn card_credentials_of(&self, user_id: &str) -> Result<Vec<CardCredential>> {
-        let rows: Vec<CardRow> = with_reader!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                card_columns!(),
-                " FROM card_credentials WHERE user_id = $1 ORDER BY created_at, id"
-            ))
-            .bind(user_id)
-            .fetch_all(pool)
-            .await
-        })?;
+        let rows = read_all!(
+            self,
+            CardRow,
+            concat!("SELECT ", card_columns!(), " FROM card_credentials WHERE user_id = $1 ORDER BY created_at, id"),
+            user_id,
+        )?;
         Ok(rows.into_iter().map(CardCredential::from).collect())
     }
 
     /// The linked card with this issuer and serial, whoever it belongs to.
     pub async fn card_credential_by_card(&self, kind: AnchorKind, issuer_sha256: &str, serial_hex: &str) -> Result<CardCredential> {
-        let row: CardRow = with_reader!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                card_columns!(),
-                " FROM card_credentials WHERE kind = $1 AND issuer_sha256 = $2 AND serial_hex = $3"
-            ))
-            .bind(kind.as_str())
-            .bind(issuer_sha256)
-            .bind(serial_hex)
-            .fetch_one(pool)
-            .await
-        })?;
+        let row = read_one!(
+            self,
+            CardRow,
+            concat!("SELECT ", card_columns!(), " FROM card_credentials WHERE kind = $1 AND issuer_sha256 = $2 AND serial_hex = $3"),
+            kind.as_str(),
+            issuer_sha256,
+            serial_hex,
+        )?;
         Ok(row.into())
     }
 
@@ -386,14 +378,12 @@ impl Store {
     /// changes whenever an anchor is added or its CRL replaced; the trust-store cache compares it
     /// instead of re-reading and re-parsing certificates and CRLs on every login.
     pub async fn anchor_versions(&self, kind: AnchorKind) -> Result<Vec<(String, i64, Option<i64>)>> {
-        Ok(with_reader!(self, |pool| {
-            sqlx::query_as(
-                "SELECT fingerprint, updated_at, CAST(LENGTH(crl_der) AS BIGINT) FROM trust_anchors WHERE kind = $1 ORDER BY fingerprint",
-            )
-            .bind(kind.as_str())
-            .fetch_all(pool)
-            .await
-        })?)
+        read_all!(
+            self,
+            (String, i64, Option<i64>),
+            "SELECT fingerprint, updated_at, CAST(LENGTH(crl_der) AS BIGINT) FROM trust_anchors WHERE kind = $1 ORDER BY fingerprint",
+            kind.as_str(),
+        )
     }
 
     /// Sets (or clears) the URL an anchor's CRL is fetched from.

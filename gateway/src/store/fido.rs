@@ -4,7 +4,7 @@
 //! assertions of the same credential at once (docs/fido-policy.md).
 
 use super::signing::EndReason;
-use super::{Backend, Error, Result, Store, with_pool, with_reader};
+use super::{Backend, Error, Result, Store, read_all, read_one, with_pool};
 
 /// A linked FIDO credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,27 +159,23 @@ impl Store {
 
     /// The credentials linked to a user, oldest first.
     pub async fn fido_credentials_of(&self, user_id: &str) -> Result<Vec<FidoCredential>> {
-        let rows: Vec<CredRow> = with_reader!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                cred_columns!(),
-                " FROM fido_credentials WHERE user_id = $1 ORDER BY created_at, id"
-            ))
-            .bind(user_id)
-            .fetch_all(pool)
-            .await
-        })?;
+        let rows = read_all!(
+            self,
+            CredRow,
+            concat!("SELECT ", cred_columns!(), " FROM fido_credentials WHERE user_id = $1 ORDER BY created_at, id"),
+            user_id,
+        )?;
         Ok(rows.into_iter().map(FidoCredential::from).collect())
     }
 
     /// A credential by its WebAuthn credential ID, whoever it belongs to.
     pub async fn fido_credential_by_credential_id(&self, credential_id: &[u8]) -> Result<FidoCredential> {
-        let row: CredRow = with_reader!(self, |pool| {
-            sqlx::query_as(concat!("SELECT ", cred_columns!(), " FROM fido_credentials WHERE credential_id = $1"))
-                .bind(credential_id)
-                .fetch_one(pool)
-                .await
-        })?;
+        let row = read_one!(
+            self,
+            CredRow,
+            concat!("SELECT ", cred_columns!(), " FROM fido_credentials WHERE credential_id = $1"),
+            credential_id,
+        )?;
         Ok(row.into())
     }
 

@@ -10,11 +10,13 @@ mod cards;
 mod ceremonies;
 mod enrollment;
 mod fido;
+mod inline;
 mod sessions;
 mod signing;
 mod tokens;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -49,6 +51,9 @@ pub enum Error {
     /// Anything else the database reported.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// An inline SQLite read failed (see `inline`).
+    #[error("database error: {0}")]
+    Inline(#[source] rusqlite::Error),
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -75,8 +80,9 @@ enum Backend {
     /// `write`, a pool of one connection, so writers queue in the pool instead of meeting
     /// `SQLITE_BUSY` and sleeping in SQLite's busy handler (milliseconds each, and a deferred
     /// transaction that started as a reader could not be retried at all). Plain reads use `read`,
-    /// read-only connections that run beside the writer under WAL.
-    Sqlite { write: SqlitePool, read: SqlitePool },
+    /// read-only connections that run beside the writer under WAL, and the reads of the hot paths
+    /// use `inline`, read-only connections called on the request's own thread (decision 0008).
+    Sqlite { write: SqlitePool, read: SqlitePool, inline: Arc<inline::InlineReaders> },
     Postgres(PgPool),
 }
 
@@ -103,6 +109,40 @@ macro_rules! with_reader {
     };
 }
 pub(crate) use with_reader;
+
+/// A read of at most one row, decoded as the tuple type `$row`, written once for both backends:
+/// on SQLite it runs inline on a read-only connection (`inline`, decision 0008), on PostgreSQL
+/// through the pool. Parameters are positional (`$1`, `$2`, … in order of first use).
+macro_rules! read_optional {
+    ($store:expr, $row:ty, $sql:expr $(, $param:expr)* $(,)?) => {
+        match &$store.backend {
+            Backend::Sqlite { inline, .. } => inline.optional::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
+            Backend::Postgres(pool) => {
+                sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(pool).await.map_err(Error::from)
+            }
+        }
+    };
+}
+pub(crate) use read_optional;
+
+/// Like [`read_optional!`] for exactly one row: [`Error::NotFound`] when there is none.
+macro_rules! read_one {
+    ($store:expr, $row:ty, $sql:expr $(, $param:expr)* $(,)?) => {
+        $crate::store::read_optional!($store, $row, $sql $(, $param)*).and_then(|row| row.ok_or(Error::NotFound))
+    };
+}
+pub(crate) use read_one;
+
+/// Like [`read_optional!`] for every row.
+macro_rules! read_all {
+    ($store:expr, $row:ty, $sql:expr $(, $param:expr)* $(,)?) => {
+        match &$store.backend {
+            Backend::Sqlite { inline, .. } => inline.all::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
+            Backend::Postgres(pool) => sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_all(pool).await.map_err(Error::from),
+        }
+    };
+}
+pub(crate) use read_all;
 
 /// The database, cheap to clone.
 #[derive(Clone, Debug)]
@@ -175,12 +215,13 @@ impl Store {
                         .synchronous(SqliteSynchronous::Normal),
                 )
                 .await?;
+            let inline = Arc::new(inline::InlineReaders::open(options.get_filename())?);
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .min_connections(1)
                 .connect_with(options.read_only(true))
                 .await?;
-            Backend::Sqlite { write, read }
+            Backend::Sqlite { write, read, inline }
         } else {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -219,7 +260,8 @@ impl Store {
     /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite { write, read } => {
+            Backend::Sqlite { write, read, inline } => {
+                inline.close();
                 read.close().await;
                 write.close().await;
             }
@@ -320,15 +362,13 @@ impl Store {
 
     /// The registration of a certificate fingerprint, joined with its clinic.
     pub async fn clinic_cert(&self, fingerprint: &str) -> Result<ClinicCertBinding> {
-        let row: (String, String, Option<i64>, String, bool) = with_reader!(self, |pool| {
-            sqlx::query_as(
-                "SELECT c.fingerprint, c.clinic_id, c.revoked_at, k.name, k.enabled
-                 FROM clinic_certs c JOIN clinics k ON k.id = c.clinic_id WHERE c.fingerprint = $1",
-            )
-            .bind(fingerprint)
-            .fetch_one(pool)
-            .await
-        })?;
+        let row = read_one!(
+            self,
+            (String, String, Option<i64>, String, bool),
+            "SELECT c.fingerprint, c.clinic_id, c.revoked_at, k.name, k.enabled
+             FROM clinic_certs c JOIN clinics k ON k.id = c.clinic_id WHERE c.fingerprint = $1",
+            fingerprint,
+        )?;
         Ok(ClinicCertBinding {
             fingerprint: row.0,
             clinic_id: row.1,
@@ -415,12 +455,7 @@ impl Store {
 
     /// A user by id.
     pub async fn user(&self, id: &str) -> Result<User> {
-        let row: UserRow = with_reader!(self, |pool| {
-            sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
-                .bind(id)
-                .fetch_one(pool)
-                .await
-        })?;
+        let row = read_one!(self, UserRow, concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"), id)?;
         User::try_from(row)
     }
 

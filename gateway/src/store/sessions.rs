@@ -1,7 +1,7 @@
 //! Browser-session rows for the tower-sessions store in `http::session`. Ids arrive already
 //! hashed: the database never sees a usable session id.
 
-use super::{Backend, Result, Store, with_pool, with_reader};
+use super::{Backend, Error, Result, Store, read_optional, with_pool};
 
 impl Store {
     /// Inserts a new session; `false` if the id hash already exists (the caller picks a new id).
@@ -39,13 +39,13 @@ impl Store {
 
     /// A live session's data and expiry.
     pub async fn session_load(&self, id_hash: &[u8], now: i64) -> Result<Option<(String, i64)>> {
-        let row: Option<(String, i64)> = with_reader!(self, |pool| {
-            sqlx::query_as("SELECT data, expires_at FROM browser_sessions WHERE id_hash = $1 AND expires_at > $2")
-                .bind(id_hash)
-                .bind(now)
-                .fetch_optional(pool)
-                .await
-        })?;
+        let row = read_optional!(
+            self,
+            (String, i64),
+            "SELECT data, expires_at FROM browser_sessions WHERE id_hash = $1 AND expires_at > $2",
+            id_hash,
+            now,
+        )?;
         Ok(row)
     }
 

@@ -8,7 +8,7 @@
 //! can succeed.
 
 use super::audit::{append_audit, audit_rows};
-use super::{AuditEvent, Backend, Error, Result, Store, corrupt, with_pool, with_reader};
+use super::{AuditEvent, Backend, Error, Result, Store, corrupt, read_optional, with_pool, with_reader};
 
 /// What a service client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -307,23 +307,21 @@ impl Store {
             Option<i64>,
             Option<i64>,
         );
-        let row: Option<Row> = with_reader!(self, |pool| {
-            sqlx::query_as(
-                "SELECT c.id, c.role, c.enabled,
-                        EXISTS (SELECT 1 FROM service_client_clinics cc WHERE cc.client_id = c.id AND cc.clinic_id = $2),
-                        u.id, u.enabled, u.kind, u.medical_reg_no,
-                        s.id, s.method, s.amr, s.acr, s.auth_time, s.expires_at, s.idle_secs, s.last_activity_at
-                 FROM service_clients c
-                 LEFT JOIN users u ON u.clinic_id = $2 AND u.login_id = $3
-                 LEFT JOIN signing_sessions s ON s.user_id = u.id AND s.clinic_id = u.clinic_id AND s.ended_at IS NULL
-                 WHERE c.fingerprint = $1",
-            )
-            .bind(fingerprint)
-            .bind(clinic_id)
-            .bind(login_id)
-            .fetch_optional(pool)
-            .await
-        })?;
+        let row = read_optional!(
+            self,
+            Row,
+            "SELECT c.id, c.role, c.enabled,
+                    EXISTS (SELECT 1 FROM service_client_clinics cc WHERE cc.client_id = c.id AND cc.clinic_id = $2),
+                    u.id, u.enabled, u.kind, u.medical_reg_no,
+                    s.id, s.method, s.amr, s.acr, s.auth_time, s.expires_at, s.idle_secs, s.last_activity_at
+             FROM service_clients c
+             LEFT JOIN users u ON u.clinic_id = $2 AND u.login_id = $3
+             LEFT JOIN signing_sessions s ON s.user_id = u.id AND s.clinic_id = u.clinic_id AND s.ended_at IS NULL
+             WHERE c.fingerprint = $1",
+            fingerprint,
+            clinic_id,
+            login_id,
+        )?;
         let Some(r) = row else { return Ok(None) };
         let client = ClientAccess {
             id: r.0,

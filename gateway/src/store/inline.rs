@@ -1,0 +1,123 @@
+//! Inline SQLite reads for the hot paths (decision 0008).
+//!
+//! sqlx runs every SQLite connection on a thread of its own and hands each statement to it over
+//! a channel, so a point read that SQLite answers in a few microseconds costs two thread wake-ups
+//! and context switches, plus a pool checkout: profiles of the token and login paths spent more
+//! time there than in SQLite. Reads that every request makes therefore run here instead: on a
+//! read-only connection, on the calling thread, with the statement prepared once per connection.
+//! A WAL reader never waits for the writer, so the call is as short as the query.
+//!
+//! Only reads come here (the connections are opened read-only, so a write fails loudly); writes
+//! keep going through the single sqlx writer (decision 0007).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, ToSql};
+
+use super::{Error, Result};
+
+/// How long a reader waits on a lock before giving up (only the rare WAL-index rebuilds take
+/// one; normal reads never wait).
+const BUSY_TIMEOUT: Duration = Duration::from_millis(500);
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
+
+/// Read-only connections to one SQLite file, opened on demand and reused.
+#[derive(Debug)]
+pub(super) struct InlineReaders {
+    path: PathBuf,
+    /// Connections not in use. At most one per thread that reads at once is ever opened.
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl InlineReaders {
+    /// Readers of the (existing, WAL-mode) database file at `path`; one connection is opened now
+    /// so a wrong path fails at start-up.
+    pub(super) fn open(path: &Path) -> Result<Self> {
+        let readers = Self { path: path.to_owned(), idle: Mutex::new(Vec::new()) };
+        let first = readers.connect()?;
+        readers.put_back(first);
+        Ok(readers)
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(Error::Inline)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(Error::Inline)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    }
+
+    fn put_back(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+    }
+
+    /// Closes the idle connections (the store is closing; a later read opens a new one).
+    pub(super) fn close(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
+    /// Runs `read` on an idle connection (or a new one).
+    pub(super) fn with<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match idle {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        let result = read(&conn);
+        self.put_back(conn);
+        result.map_err(Error::Inline)
+    }
+
+    /// At most one row of `sql` with `params`, decoded as the tuple `T`.
+    pub(super) fn optional<T>(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Option<T>>
+    where
+        T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
+    {
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached(sql)?;
+            bind(&mut statement, params)?;
+            let mut rows = statement.raw_query();
+            rows.next()?.map(T::try_from).transpose()
+        })
+    }
+
+    /// Every row of `sql` with `params`, decoded as tuples `T`.
+    pub(super) fn all<T>(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<T>>
+    where
+        T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
+    {
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached(sql)?;
+            bind(&mut statement, params)?;
+            let mut rows = statement.raw_query();
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(T::try_from(row)?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Binds `params[i]` to `$i+1` wherever it occurs. SQLite numbers named parameters in order of
+/// first appearance, and a query may use `$2` before `$1`, so binding by position would swap
+/// them; sqlx binds `$N` by name in the same way.
+fn bind(statement: &mut rusqlite::Statement<'_>, params: &[&dyn ToSql]) -> rusqlite::Result<()> {
+    const NAMES: [&str; 16] = ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15", "$16"];
+    if params.len() > NAMES.len() || statement.parameter_count() > params.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(params.len(), statement.parameter_count()));
+    }
+    for (name, param) in NAMES.iter().zip(params) {
+        if let Some(index) = statement.parameter_index(name)? {
+            statement.raw_bind_parameter(index, param)?;
+        }
+    }
+    Ok(())
+}
