@@ -10,7 +10,10 @@
 
 use super::enrollment::CONSUME_CODE_SQL;
 use super::signing::EndReason;
-use super::{AnchorKind, Backend, Error, LinkAuthorisation, Result, Store, read_all, read_one, with_pool, with_reader};
+use super::{
+    AnchorKind, Backend, Error, LinkAuthorisation, Result, Store, read_all, read_one, with_pool, with_reader, write_execute,
+    write_optional,
+};
 
 /// What a card challenge is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,30 +172,26 @@ fn card_kind(s: &str) -> Result<AnchorKind> {
 impl Store {
     /// Stores a challenge for a browser session, replacing any pending one of that session.
     pub async fn put_card_challenge(&self, c: &NewCardChallenge<'_>, now: i64) -> Result<()> {
-        with_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO card_challenges (session_hash, user_id, clinic_id, kind, purpose, challenge,
-                    enrollment_code_id, linked_via, expires_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (session_hash) DO UPDATE SET user_id = excluded.user_id, clinic_id = excluded.clinic_id,
-                    kind = excluded.kind, purpose = excluded.purpose, challenge = excluded.challenge,
-                    enrollment_code_id = excluded.enrollment_code_id, linked_via = excluded.linked_via,
-                    expires_at = excluded.expires_at, created_at = excluded.created_at",
-            )
-            .bind(&c.session_hash[..])
-            .bind(c.user_id)
-            .bind(c.clinic_id)
-            .bind(c.kind.as_str())
-            .bind(c.purpose.as_str())
-            .bind(c.challenge)
-            .bind(c.enrollment_code_id)
-            .bind(c.linked_via)
-            .bind(c.expires_at)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
+        write_execute!(
+            self,
+            "INSERT INTO card_challenges (session_hash, user_id, clinic_id, kind, purpose, challenge,
+                enrollment_code_id, linked_via, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (session_hash) DO UPDATE SET user_id = excluded.user_id, clinic_id = excluded.clinic_id,
+                kind = excluded.kind, purpose = excluded.purpose, challenge = excluded.challenge,
+                enrollment_code_id = excluded.enrollment_code_id, linked_via = excluded.linked_via,
+                expires_at = excluded.expires_at, created_at = excluded.created_at",
+            &c.session_hash[..],
+            c.user_id,
+            c.clinic_id,
+            c.kind.as_str(),
+            c.purpose.as_str(),
+            c.challenge,
+            c.enrollment_code_id,
+            c.linked_via,
+            c.expires_at,
+            now,
+        )?;
         Ok(())
     }
 
@@ -206,17 +205,15 @@ impl Store {
         clinic_id: &str,
     ) -> Result<Option<CardChallenge>> {
         type Row = (String, String, Vec<u8>, Option<String>, Option<String>, i64);
-        let row: Option<Row> = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "DELETE FROM card_challenges WHERE session_hash = $1 AND user_id = $2 AND clinic_id = $3
-                 RETURNING kind, purpose, challenge, enrollment_code_id, linked_via, expires_at",
-            )
-            .bind(&session_hash[..])
-            .bind(user_id)
-            .bind(clinic_id)
-            .fetch_optional(pool)
-            .await
-        })?;
+        let row = write_optional!(
+            self,
+            Row,
+            "DELETE FROM card_challenges WHERE session_hash = $1 AND user_id = $2 AND clinic_id = $3
+             RETURNING kind, purpose, challenge, enrollment_code_id, linked_via, expires_at",
+            &session_hash[..],
+            user_id,
+            clinic_id,
+        )?;
         row.map(|(kind, purpose, challenge, enrollment_code_id, linked_via, expires_at)| {
             Ok(CardChallenge {
                 kind: card_kind(&kind)?,

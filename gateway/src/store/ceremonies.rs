@@ -6,7 +6,7 @@
 //! three to match. Expiry is checked by the caller *after* taking, so an expired state is
 //! consumed too and the doctor is told "timed out" rather than "not found".
 
-use super::{Backend, Result, Store, with_pool, with_reader};
+use super::{Backend, Error, Result, Store, with_pool, with_reader, write_execute, write_optional};
 
 /// What a ceremony is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,25 +67,21 @@ pub struct TakenCeremony {
 impl Store {
     /// Stores a ceremony's state.
     pub async fn put_ceremony(&self, c: &NewCeremony<'_>, now: i64) -> Result<()> {
-        with_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO webauthn_ceremonies (id, user_id, clinic_id, purpose, state, enrollment_code_id, linked_via,
-                    expires_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(c.id)
-            .bind(c.user_id)
-            .bind(c.clinic_id)
-            .bind(c.purpose.as_str())
-            .bind(c.state)
-            .bind(c.enrollment_code_id)
-            .bind(c.linked_via)
-            .bind(c.expires_at)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
+        write_execute!(
+            self,
+            "INSERT INTO webauthn_ceremonies (id, user_id, clinic_id, purpose, state, enrollment_code_id, linked_via,
+                expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            c.id,
+            c.user_id,
+            c.clinic_id,
+            c.purpose.as_str(),
+            c.state,
+            c.enrollment_code_id,
+            c.linked_via,
+            c.expires_at,
+            now,
+        )?;
         Ok(())
     }
 
@@ -98,18 +94,16 @@ impl Store {
         clinic_id: &str,
         purpose: CeremonyPurpose,
     ) -> Result<Option<TakenCeremony>> {
-        let row: Option<(String, Option<String>, Option<String>, i64)> = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "DELETE FROM webauthn_ceremonies WHERE id = $1 AND user_id = $2 AND clinic_id = $3 AND purpose = $4
-                 RETURNING state, enrollment_code_id, linked_via, expires_at",
-            )
-            .bind(id)
-            .bind(user_id)
-            .bind(clinic_id)
-            .bind(purpose.as_str())
-            .fetch_optional(pool)
-            .await
-        })?;
+        let row = write_optional!(
+            self,
+            (String, Option<String>, Option<String>, i64),
+            "DELETE FROM webauthn_ceremonies WHERE id = $1 AND user_id = $2 AND clinic_id = $3 AND purpose = $4
+             RETURNING state, enrollment_code_id, linked_via, expires_at",
+            id,
+            user_id,
+            clinic_id,
+            purpose.as_str(),
+        )?;
         Ok(row.map(|(state, enrollment_code_id, linked_via, expires_at)| TakenCeremony {
             state,
             enrollment_code_id,

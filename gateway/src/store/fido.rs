@@ -4,7 +4,7 @@
 //! assertions of the same credential at once (docs/fido-policy.md).
 
 use super::signing::EndReason;
-use super::{Backend, Error, Result, Store, read_all, read_one, with_pool};
+use super::{Backend, Error, Result, Store, read_all, read_one, with_pool, write_execute};
 
 /// A linked FIDO credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,20 +184,16 @@ impl Store {
     /// or at most `counter` (otherwise): the counter never goes down, and of two concurrent uses
     /// reporting the same counter only one succeeds. Returns whether the row was updated.
     pub async fn record_fido_use(&self, id: &str, stored: Option<&str>, counter: i64, strict: bool, now: i64) -> Result<bool> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE fido_credentials SET stored = COALESCE($2, stored), counter = $3, last_used_at = $4, updated_at = $4
-                 WHERE id = $1 AND (counter < $3 OR (NOT $5 AND counter = $3))",
-            )
-            .bind(id)
-            .bind(stored)
-            .bind(counter)
-            .bind(now)
-            .bind(strict)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
+        let done = write_execute!(
+            self,
+            "UPDATE fido_credentials SET stored = COALESCE($2, stored), counter = $3, last_used_at = $4, updated_at = $4
+             WHERE id = $1 AND (counter < $3 OR (NOT $5 AND counter = $3))",
+            id,
+            stored,
+            counter,
+            now,
+            strict,
+        )?;
         Ok(done == 1)
     }
 

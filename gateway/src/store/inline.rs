@@ -1,4 +1,4 @@
-//! Inline SQLite reads for the hot paths (decision 0008).
+//! Inline SQLite statements for the hot paths (decision 0008).
 //!
 //! sqlx runs every SQLite connection on a thread of its own and hands each statement to it over
 //! a channel, so a point read that SQLite answers in a few microseconds costs two thread wake-ups
@@ -7,8 +7,11 @@
 //! read-only connection, on the calling thread, with the statement prepared once per connection.
 //! A WAL reader never waits for the writer, so the call is as short as the query.
 //!
-//! Only reads come here (the connections are opened read-only, so a write fails loudly); writes
-//! keep going through the single sqlx writer (decision 0007).
+//! Reads run on read-only connections ([`InlineReaders`]). The hot paths' single-statement writes
+//! (browser sessions, ceremony and challenge rows, FIDO counters) run on one read-write connection
+//! ([`InlineWriter`]) behind the store's write lock, which every sqlx write takes as well: SQLite
+//! still sees one writer at a time (decision 0007), so nobody meets `SQLITE_BUSY`. Transactions
+//! stay on sqlx's writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -43,8 +46,8 @@ impl InlineReaders {
     }
 
     fn connect(&self) -> Result<Connection> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(Error::Inline)?;
+        let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(Error::Inline)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(Error::Inline)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
@@ -72,27 +75,16 @@ impl InlineReaders {
         };
         let result = read(&conn);
         self.put_back(conn);
-        result.map_err(Error::Inline)
+        result.map_err(inline_error)
     }
 
     /// At most one row of `sql` with `params`, decoded as the tuple `T`.
-    pub(super) fn optional<T>(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Option<T>>
-    where
-        T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
-    {
-        self.with(|conn| {
-            let mut statement = conn.prepare_cached(sql)?;
-            bind(&mut statement, params)?;
-            let mut rows = statement.raw_query();
-            rows.next()?.map(T::try_from).transpose()
-        })
+    pub(super) fn optional<T: FromRow>(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Option<T>> {
+        self.with(|conn| optional(conn, sql, params))
     }
 
     /// Every row of `sql` with `params`, decoded as tuples `T`.
-    pub(super) fn all<T>(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<T>>
-    where
-        T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
-    {
+    pub(super) fn all<T: FromRow>(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<T>> {
         self.with(|conn| {
             let mut statement = conn.prepare_cached(sql)?;
             bind(&mut statement, params)?;
@@ -103,6 +95,65 @@ impl InlineReaders {
             }
             Ok(out)
         })
+    }
+}
+
+/// The read-write connection for inline writes. Only used while holding the store's write lock
+/// (`Backend::Sqlite::writer`, a `tokio::sync::Mutex` around this), which sqlx writes take too.
+#[derive(Debug)]
+pub(super) struct InlineWriter {
+    conn: Connection,
+}
+
+impl InlineWriter {
+    /// The writer of the (existing, WAL-mode) database file at `path`.
+    pub(super) fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(Error::Inline)?;
+        // Another process (`gateway admin`) may hold the write lock for a moment.
+        conn.busy_timeout(Duration::from_secs(10)).map_err(Error::Inline)?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(Error::Inline)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(Self { conn })
+    }
+
+    /// Runs `sql` with `params`; returns the number of rows changed.
+    pub(super) fn execute(&self, sql: &str, params: &[&dyn ToSql]) -> Result<u64> {
+        let run = || {
+            let mut statement = self.conn.prepare_cached(sql)?;
+            bind(&mut statement, params)?;
+            statement.raw_execute()
+        };
+        run().map(|n| n as u64).map_err(inline_error)
+    }
+
+    /// Runs `sql` (with `RETURNING`) with `params`; at most one row, decoded as the tuple `T`.
+    pub(super) fn optional<T: FromRow>(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Option<T>> {
+        optional(&self.conn, sql, params).map_err(inline_error)
+    }
+}
+
+/// A row decodable as a tuple (rusqlite implements this for tuples of up to 16 columns).
+pub(super) trait FromRow: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error> {}
+impl<T> FromRow for T where T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error> {}
+
+fn optional<T: FromRow>(conn: &Connection, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<Option<T>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    bind(&mut statement, params)?;
+    let mut rows = statement.raw_query();
+    let row = rows.next()?.map(T::try_from).transpose()?;
+    // A `RETURNING` statement finishes its work when stepped to the end.
+    while rows.next()?.is_some() {}
+    Ok(row)
+}
+
+/// Constraint violations become [`Error::Conflict`], as on the sqlx paths.
+fn inline_error(e: rusqlite::Error) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, message) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Error::Conflict(message.clone().unwrap_or_else(|| "constraint".to_owned()))
+        }
+        _ => Error::Inline(e),
     }
 }
 

@@ -82,16 +82,26 @@ enum Backend {
     /// transaction that started as a reader could not be retried at all). Plain reads use `read`,
     /// read-only connections that run beside the writer under WAL, and the reads of the hot paths
     /// use `inline`, read-only connections called on the request's own thread (decision 0008).
-    Sqlite { write: SqlitePool, read: SqlitePool, inline: Arc<inline::InlineReaders> },
+    /// `writer` is the write lock, around the connection for the hot paths' inline writes: sqlx
+    /// writes take it too, so SQLite sees one writer at a time.
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+        inline: Arc<inline::InlineReaders>,
+        writer: Arc<tokio::sync::Mutex<inline::InlineWriter>>,
+    },
     Postgres(PgPool),
 }
 
-/// Runs `$body` with `$pool` bound to the concrete pool (on SQLite the single writer). The body is
-/// compiled once per backend.
+/// Runs `$body` with `$pool` bound to the concrete pool (on SQLite the single writer, holding the
+/// write lock for the whole body). The body is compiled once per backend.
 macro_rules! with_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.backend {
-            Backend::Sqlite { write: $pool, .. } => $body,
+            Backend::Sqlite { write: $pool, writer, .. } => {
+                let _write_lock = writer.lock().await;
+                $body
+            }
             Backend::Postgres($pool) => $body,
         }
     };
@@ -143,6 +153,34 @@ macro_rules! read_all {
     };
 }
 pub(crate) use read_all;
+
+/// A single-statement write, written once for both backends; returns the rows changed. On SQLite
+/// it runs inline on the writer connection under the write lock (decision 0008).
+macro_rules! write_execute {
+    ($store:expr, $sql:expr $(, $param:expr)* $(,)?) => {
+        match &$store.backend {
+            Backend::Sqlite { writer, .. } => writer.lock().await.execute($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
+            Backend::Postgres(pool) => {
+                sqlx::query($sql)$(.bind($param))*.execute(pool).await.map(|r| r.rows_affected()).map_err(Error::from)
+            }
+        }
+    };
+}
+pub(crate) use write_execute;
+
+/// Like [`write_execute!`] for a statement with `RETURNING` that changes at most one row: the row,
+/// decoded as the tuple type `$row`.
+macro_rules! write_optional {
+    ($store:expr, $row:ty, $sql:expr $(, $param:expr)* $(,)?) => {
+        match &$store.backend {
+            Backend::Sqlite { writer, .. } => writer.lock().await.optional::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
+            Backend::Postgres(pool) => {
+                sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(pool).await.map_err(Error::from)
+            }
+        }
+    };
+}
+pub(crate) use write_optional;
 
 /// The database, cheap to clone.
 #[derive(Clone, Debug)]
@@ -216,12 +254,13 @@ impl Store {
                 )
                 .await?;
             let inline = Arc::new(inline::InlineReaders::open(options.get_filename())?);
+            let writer = Arc::new(tokio::sync::Mutex::new(inline::InlineWriter::open(options.get_filename())?));
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .min_connections(1)
                 .connect_with(options.read_only(true))
                 .await?;
-            Backend::Sqlite { write, read, inline }
+            Backend::Sqlite { write, read, inline, writer }
         } else {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -260,7 +299,7 @@ impl Store {
     /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite { write, read, inline } => {
+            Backend::Sqlite { write, read, inline, .. } => {
                 inline.close();
                 read.close().await;
                 write.close().await;

@@ -1,39 +1,35 @@
 //! Browser-session rows for the tower-sessions store in `http::session`. Ids arrive already
 //! hashed: the database never sees a usable session id.
 
-use super::{Backend, Error, Result, Store, read_optional, with_pool};
+use super::{Backend, Error, Result, Store, read_optional, with_pool, write_execute};
 
 impl Store {
     /// Inserts a new session; `false` if the id hash already exists (the caller picks a new id).
     pub async fn session_create(&self, id_hash: &[u8], data: &str, expires_at: i64, now: i64) -> Result<bool> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id_hash) DO NOTHING",
-            )
-            .bind(id_hash)
-            .bind(data)
-            .bind(expires_at)
-            .bind(now)
-            .execute(pool).await.map(|r| r.rows_affected())
-        })?;
+        let done = write_execute!(
+            self,
+            "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id_hash) DO NOTHING",
+            id_hash,
+            data,
+            expires_at,
+            now,
+        )?;
         Ok(done == 1)
     }
 
     /// Inserts or replaces a session.
     pub async fn session_save(&self, id_hash: &[u8], data: &str, expires_at: i64, now: i64) -> Result<()> {
-        with_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $4)
-                 ON CONFLICT (id_hash) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at, updated_at = $4",
-            )
-            .bind(id_hash)
-            .bind(data)
-            .bind(expires_at)
-            .bind(now)
-            .execute(pool).await.map(|r| r.rows_affected())
-        })?;
+        write_execute!(
+            self,
+            "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (id_hash) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at, updated_at = $4",
+            id_hash,
+            data,
+            expires_at,
+            now,
+        )?;
         Ok(())
     }
 
@@ -51,9 +47,7 @@ impl Store {
 
     /// Deletes a session.
     pub async fn session_delete(&self, id_hash: &[u8]) -> Result<()> {
-        with_pool!(self, |pool| {
-            sqlx::query("DELETE FROM browser_sessions WHERE id_hash = $1").bind(id_hash).execute(pool).await.map(|r| r.rows_affected())
-        })?;
+        write_execute!(self, "DELETE FROM browser_sessions WHERE id_hash = $1", id_hash)?;
         Ok(())
     }
 
