@@ -10,8 +10,8 @@
 //! Reads run on read-only connections ([`InlineReaders`]). The hot paths' single-statement writes
 //! (browser sessions, ceremony and challenge rows, FIDO counters) run on one read-write connection
 //! ([`InlineWriter`]) behind the store's write lock, which every sqlx write takes as well: SQLite
-//! still sees one writer at a time (decision 0007), so nobody meets `SQLITE_BUSY`. Transactions
-//! stay on sqlx's writer.
+//! still sees one writer at a time (decision 0007), so nobody meets `SQLITE_BUSY`. Opening a
+//! signing session is an inline transaction; the other transactions stay on sqlx's writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -85,16 +85,7 @@ impl InlineReaders {
 
     /// Every row of `sql` with `params`, decoded as tuples `T`.
     pub(super) fn all<T: FromRow>(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<T>> {
-        self.with(|conn| {
-            let mut statement = conn.prepare_cached(sql)?;
-            bind(&mut statement, params)?;
-            let mut rows = statement.raw_query();
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                out.push(T::try_from(row)?);
-            }
-            Ok(out)
-        })
+        self.with(|conn| all(conn, sql, params))
     }
 }
 
@@ -131,13 +122,41 @@ impl InlineWriter {
     pub(super) fn optional<T: FromRow>(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Option<T>> {
         optional(&self.conn, sql, params).map_err(inline_error)
     }
+
+    /// Runs `work` in one transaction (`BEGIN IMMEDIATE`), committed if it returns `Ok`.
+    pub(super) fn transaction<T>(&mut self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let run = || {
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = work(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run().map_err(inline_error)
+    }
+}
+
+/// Every row of `sql` with `params` on `conn`, decoded as tuples `T`.
+pub(super) fn all<T: FromRow>(conn: &Connection, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    bind(&mut statement, params)?;
+    let mut rows = statement.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(T::try_from(row)?);
+    }
+    Ok(out)
+}
+
+/// Exactly one row of `sql` with `params` on `conn`.
+pub(super) fn one<T: FromRow>(conn: &Connection, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<T> {
+    optional(conn, sql, params)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
 /// A row decodable as a tuple (rusqlite implements this for tuples of up to 16 columns).
 pub(super) trait FromRow: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error> {}
 impl<T> FromRow for T where T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error> {}
 
-fn optional<T: FromRow>(conn: &Connection, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<Option<T>> {
+pub(super) fn optional<T: FromRow>(conn: &Connection, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<Option<T>> {
     let mut statement = conn.prepare_cached(sql)?;
     bind(&mut statement, params)?;
     let mut rows = statement.raw_query();

@@ -260,54 +260,84 @@ impl Store {
         let amr = serde_json::to_string(new.amr).map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))?;
         // A concurrent open on another instance can win the unique index between our UPDATE
         // and INSERT; the second attempt then ends that session like any other.
+        const END_OPEN: &str = concat!(
+            "UPDATE signing_sessions SET ended_at = $3, updated_at = $3,
+                ended_reason = CASE WHEN expires_at <= $3 OR last_activity_at + idle_secs <= $3 THEN $4 ELSE $5 END
+             WHERE user_id = $1 AND clinic_id = $2 AND ended_at IS NULL
+             RETURNING ",
+            session_columns!()
+        );
+        const INSERT: &str = concat!(
+            "INSERT INTO signing_sessions (id, user_id, clinic_id, method, authenticator_kind, authenticator_id,
+                amr, acr, auth_time, expires_at, idle_secs, last_activity_at, ended_at, ended_reason,
+                created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, $12, $12)
+             RETURNING ",
+            session_columns!()
+        );
+        let (expired, superseded) = (EndReason::Expired.as_str(), EndReason::Superseded.as_str());
+        let expires_at = new.auth_time.saturating_add(new.absolute_secs);
+        // A concurrent open on another instance can win the unique index between our UPDATE
+        // and INSERT; the second attempt then ends that session like any other.
         let mut attempt = 0;
         loop {
             let id = uuid::Uuid::new_v4().to_string();
-            let result = with_pool!(self, |pool| {
-                async {
+            let result: Result<(SessionRow, Vec<SessionRow>)> = match &self.backend {
+                // Two statements in one transaction, inline on the writer connection (decision 0008).
+                Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| {
+                    let ended = super::inline::all(tx, END_OPEN, &[&new.user_id, &new.clinic_id, &now, &expired, &superseded])?;
+                    let opened = super::inline::one(
+                        tx,
+                        INSERT,
+                        &[
+                            &id,
+                            &new.user_id,
+                            &new.clinic_id,
+                            &new.method.as_str(),
+                            &new.authenticator_kind,
+                            &new.authenticator_id,
+                            &amr,
+                            &new.acr,
+                            &new.auth_time,
+                            &expires_at,
+                            &new.idle_secs,
+                            &now,
+                        ],
+                    )?;
+                    Ok((opened, ended))
+                }),
+                Backend::Postgres(pool) => async {
                     let mut tx = pool.begin().await?;
-                    let ended: Vec<SessionRow> = sqlx::query_as(concat!(
-                        "UPDATE signing_sessions SET ended_at = $3, updated_at = $3,
-                            ended_reason = CASE WHEN expires_at <= $3 OR last_activity_at + idle_secs <= $3 THEN $4 ELSE $5 END
-                         WHERE user_id = $1 AND clinic_id = $2 AND ended_at IS NULL
-                         RETURNING ",
-                        session_columns!()
-                    ))
-                    .bind(new.user_id)
-                    .bind(new.clinic_id)
-                    .bind(now)
-                    .bind(EndReason::Expired.as_str())
-                    .bind(EndReason::Superseded.as_str())
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    let opened: SessionRow = sqlx::query_as(concat!(
-                        "INSERT INTO signing_sessions (id, user_id, clinic_id, method, authenticator_kind, authenticator_id,
-                            amr, acr, auth_time, expires_at, idle_secs, last_activity_at, ended_at, ended_reason,
-                            created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, $12, $12)
-                         RETURNING ",
-                        session_columns!()
-                    ))
-                    .bind(&id)
-                    .bind(new.user_id)
-                    .bind(new.clinic_id)
-                    .bind(new.method.as_str())
-                    .bind(new.authenticator_kind)
-                    .bind(new.authenticator_id)
-                    .bind(&amr)
-                    .bind(new.acr)
-                    .bind(new.auth_time)
-                    .bind(new.auth_time.saturating_add(new.absolute_secs))
-                    .bind(new.idle_secs)
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                    let ended: Vec<SessionRow> = sqlx::query_as(END_OPEN)
+                        .bind(new.user_id)
+                        .bind(new.clinic_id)
+                        .bind(now)
+                        .bind(expired)
+                        .bind(superseded)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let opened: SessionRow = sqlx::query_as(INSERT)
+                        .bind(&id)
+                        .bind(new.user_id)
+                        .bind(new.clinic_id)
+                        .bind(new.method.as_str())
+                        .bind(new.authenticator_kind)
+                        .bind(new.authenticator_id)
+                        .bind(&amr)
+                        .bind(new.acr)
+                        .bind(new.auth_time)
+                        .bind(expires_at)
+                        .bind(new.idle_secs)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?;
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>((opened, ended))
                 }
                 .await
-            });
-            match result.map_err(Error::from) {
+                .map_err(Error::from),
+            };
+            match result {
                 Ok((opened, ended)) => {
                     return Ok(OpenedSession {
                         session: opened.try_into()?,
