@@ -104,6 +104,9 @@ impl InlineWriter {
         // Another process (`gateway admin`) may hold the write lock for a moment.
         conn.busy_timeout(Duration::from_secs(10)).map_err(Error::Inline)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(Error::Inline)?;
+        // As on sqlx's writer: in WAL mode, commits append to the WAL without an fsync (the
+        // connection default, FULL, would fsync every commit while holding the write lock).
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(Error::Inline)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Self { conn })
     }
