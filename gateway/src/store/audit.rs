@@ -10,7 +10,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Backend, Result, Store, with_pool, with_reader};
+use super::{Backend, Result, Store, inline, with_pool, with_reader};
 
 /// Outcome of an audited action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -302,56 +302,80 @@ pub(super) fn audit_rows(events: &[(AuditEvent, i64)]) -> Vec<PendingRow<'_>> {
         .collect()
 }
 
-/// Appends `rows` (from [`audit_rows`], not empty) inside the open transaction `tx`, on either
-/// backend: the head row is taken first (concurrent appends queue there), the batch is chained
-/// in memory and written with multi-row INSERTs, and the head moves to the last hash. A macro
-/// rather than a function because it is expanded inside `with_pool!` once per driver, where a
-/// generic function would need a bound for every type it binds.
-macro_rules! append_audit {
-    ($tx:ident, $rows:expr) => {{
-        let rows = &$rows;
-        let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-        let updated_at = rows.iter().map(|r| r.0).max().unwrap_or_default();
-        let (last, mut prev): (i64, Vec<u8>) =
-            sqlx::query_as("UPDATE audit_head SET seq = seq + $1, updated_at = $2 WHERE id = 1 RETURNING seq, hash")
-                .bind(count)
-                .bind(updated_at)
-                .fetch_one(&mut *$tx)
-                .await?;
-        let mut chained = Vec::with_capacity(rows.len());
-        let mut seq = last - count;
-        for (at, name, outcome, clinic_id, user_id, detail) in rows.iter() {
-            seq += 1;
-            let hash = $crate::store::audit::chain_hash(&prev, (seq, *at, name, outcome.as_str(), *clinic_id, *user_id, detail));
-            chained.push((seq, *at, *name, outcome.as_str(), *clinic_id, *user_id, detail.as_str(), prev, hash.clone()));
-            prev = hash;
-        }
-        // Chunks of a few fixed sizes, so each connection prepares at most a handful of
-        // statement texts and keeps them cached.
-        let mut rest = chained.as_slice();
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at($crate::store::batch_chunk(rest.len()));
-            rest = tail;
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO audit_log (seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash) ",
-            );
-            insert.push_values(chunk, |mut b, r| {
-                b.push_bind(r.0)
-                    .push_bind(r.1)
-                    .push_bind(r.2)
-                    .push_bind(r.3)
-                    .push_bind(r.4)
-                    .push_bind(r.5)
-                    .push_bind(r.6)
-                    .push_bind(r.7.as_slice())
-                    .push_bind(r.8.as_slice());
-            });
-            insert.build().execute(&mut *$tx).await?;
-        }
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&prev).execute(&mut *$tx).await?;
-    }};
+/// A row chained into the log: (seq, at, name, outcome, clinic, user, detail, prev_hash, hash).
+type ChainedRow<'a> = (i64, i64, &'static str, &'static str, Option<&'a str>, Option<&'a str>, &'a str, Vec<u8>, Vec<u8>);
+
+/// Takes `count` sequence numbers from the head row (concurrent appends queue on it).
+const TAKE_HEAD: &str = "UPDATE audit_head SET seq = seq + $1, updated_at = $2 WHERE id = 1 RETURNING seq, hash";
+/// Moves the head to the batch's last hash.
+const SET_HEAD: &str = "UPDATE audit_head SET hash = $1 WHERE id = 1";
+const INSERT_ROWS: &str = "INSERT INTO audit_log (seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash) ";
+
+/// Chains `rows` after the head `(last, prev)` returned by [`TAKE_HEAD`] for `rows.len()` numbers.
+fn chain<'a>(rows: &'a [PendingRow<'a>], last: i64, mut prev: Vec<u8>) -> (Vec<ChainedRow<'a>>, Vec<u8>) {
+    let mut seq = last - i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    let mut chained = Vec::with_capacity(rows.len());
+    for (at, name, outcome, clinic_id, user_id, detail) in rows {
+        seq += 1;
+        let hash = chain_hash(&prev, (seq, *at, name, outcome.as_str(), *clinic_id, *user_id, detail));
+        chained.push((seq, *at, *name, outcome.as_str(), *clinic_id, *user_id, detail.as_str(), prev, hash.clone()));
+        prev = hash;
+    }
+    (chained, prev)
 }
-pub(super) use append_audit;
+
+fn head_args(rows: &[PendingRow<'_>]) -> (i64, i64) {
+    (i64::try_from(rows.len()).unwrap_or(i64::MAX), rows.iter().map(|r| r.0).max().unwrap_or_default())
+}
+
+/// Appends `rows` (from [`audit_rows`], not empty) in the open PostgreSQL transaction `tx`: the
+/// head row is taken first, the batch is chained in memory and written with multi-row INSERTs
+/// (power-of-two chunks, so each connection caches a handful of statement texts), and the head
+/// moves to the last hash.
+pub(super) async fn append_audit_pg(tx: &mut sqlx::PgConnection, rows: &[PendingRow<'_>]) -> sqlx::Result<()> {
+    let (count, updated_at) = head_args(rows);
+    let (last, prev): (i64, Vec<u8>) = sqlx::query_as(TAKE_HEAD).bind(count).bind(updated_at).fetch_one(&mut *tx).await?;
+    let (chained, head) = chain(rows, last, prev);
+    let mut rest = chained.as_slice();
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
+        rest = tail;
+        let mut insert = sqlx::QueryBuilder::new(INSERT_ROWS);
+        insert.push_values(chunk, |mut b, r| {
+            b.push_bind(r.0)
+                .push_bind(r.1)
+                .push_bind(r.2)
+                .push_bind(r.3)
+                .push_bind(r.4)
+                .push_bind(r.5)
+                .push_bind(r.6)
+                .push_bind(r.7.as_slice())
+                .push_bind(r.8.as_slice());
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    sqlx::query(SET_HEAD).bind(&head).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// The same append in an open SQLite transaction on the inline writer (decision 0008).
+pub(super) fn append_audit_sqlite(tx: &rusqlite::Connection, rows: &[PendingRow<'_>]) -> rusqlite::Result<()> {
+    let (count, updated_at) = head_args(rows);
+    let (last, prev): (i64, Vec<u8>) = inline::one(tx, TAKE_HEAD, &[&count, &updated_at])?;
+    let (chained, head) = chain(rows, last, prev);
+    let mut rest = chained.as_slice();
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
+        rest = tail;
+        let params: Vec<&dyn rusqlite::ToSql> = chunk
+            .iter()
+            .flat_map(|r| [&r.0 as &dyn rusqlite::ToSql, &r.1, &r.2, &r.3, &r.4, &r.5, &r.6, &r.7, &r.8])
+            .collect();
+        inline::execute_rows(tx, INSERT_ROWS, "", 9, chunk.len(), &params)?;
+    }
+    inline::execute(tx, SET_HEAD, &[&head])?;
+    Ok(())
+}
 
 const PAGE: i64 = 1000;
 
@@ -368,14 +392,14 @@ impl Store {
             return Ok(());
         }
         let rows = audit_rows(events);
-        with_pool!(self, |pool| {
-            async {
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| append_audit_sqlite(tx, &rows))?,
+            Backend::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                append_audit!(tx, rows);
-                tx.commit().await
+                append_audit_pg(&mut tx, &rows).await?;
+                tx.commit().await?;
             }
-            .await
-        })?;
+        }
         Ok(())
     }
 

@@ -11,7 +11,8 @@
 //! (browser sessions, ceremony and challenge rows, FIDO counters) run on one read-write connection
 //! ([`InlineWriter`]) behind the store's write lock, which every sqlx write takes as well: SQLite
 //! still sees one writer at a time (decision 0007), so nobody meets `SQLITE_BUSY`. Opening a
-//! signing session is an inline transaction; the other transactions stay on sqlx's writer.
+//! signing session and the group commit (tokens and audit appends) are inline transactions; the
+//! other transactions stay on sqlx's writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -142,6 +143,65 @@ impl InlineWriter {
 pub(super) fn all<T: FromRow>(conn: &Connection, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<Vec<T>> {
     let mut statement = conn.prepare_cached(sql)?;
     bind(&mut statement, params)?;
+    let mut rows = statement.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(T::try_from(row)?);
+    }
+    Ok(out)
+}
+
+/// Runs `sql` with `params` on `conn`; returns the rows changed.
+pub(super) fn execute(conn: &Connection, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<u64> {
+    let mut statement = conn.prepare_cached(sql)?;
+    bind(&mut statement, params)?;
+    statement.raw_execute().map(|n| n as u64)
+}
+
+/// `head VALUES (?, …), … tail` with `rows` groups of `columns` placeholders, prepared (and
+/// cached) on `conn` and bound in order to `params`.
+fn rows_statement<'c>(
+    conn: &'c Connection,
+    head: &str,
+    tail: &str,
+    columns: usize,
+    rows: usize,
+    params: &[&dyn ToSql],
+) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+    if params.len() != columns * rows {
+        return Err(rusqlite::Error::InvalidParameterCount(params.len(), columns * rows));
+    }
+    let group = format!("({})", vec!["?"; columns].join(", "));
+    let sql = format!("{head} VALUES {} {tail}", vec![group.as_str(); rows].join(", "));
+    let mut statement = conn.prepare_cached(&sql)?;
+    for (i, param) in params.iter().enumerate() {
+        statement.raw_bind_parameter(i + 1, param)?;
+    }
+    Ok(statement)
+}
+
+/// A multi-row `INSERT` (see [`rows_statement`]); returns the rows changed.
+pub(super) fn execute_rows(
+    conn: &Connection,
+    head: &str,
+    tail: &str,
+    columns: usize,
+    rows: usize,
+    params: &[&dyn ToSql],
+) -> rusqlite::Result<u64> {
+    rows_statement(conn, head, tail, columns, rows, params)?.raw_execute().map(|n| n as u64)
+}
+
+/// A multi-row statement with `RETURNING` (see [`rows_statement`]); every returned row.
+pub(super) fn all_rows<T: FromRow>(
+    conn: &Connection,
+    head: &str,
+    tail: &str,
+    columns: usize,
+    rows: usize,
+    params: &[&dyn ToSql],
+) -> rusqlite::Result<Vec<T>> {
+    let mut statement = rows_statement(conn, head, tail, columns, rows, params)?;
     let mut rows = statement.raw_query();
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {

@@ -7,8 +7,8 @@
 //! Consumption is one conditional `UPDATE … RETURNING`: only one presentation, on any instance,
 //! can succeed.
 
-use super::audit::{append_audit, audit_rows};
-use super::{AuditEvent, Backend, Error, Result, Store, corrupt, read_optional, with_pool, with_reader};
+use super::audit::{append_audit_pg, append_audit_sqlite, audit_rows};
+use super::{AuditEvent, Backend, Error, Result, Store, corrupt, inline, read_optional, with_pool, with_reader};
 
 /// What a service client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -350,51 +350,76 @@ impl Store {
     /// closed between the caller's read and this write), then `events` follow. Returns, per
     /// token, whether it was recorded.
     pub async fn record_issued_tokens(&self, tokens: &[NewIssuedToken], events: &[(AuditEvent, i64)]) -> Result<Vec<bool>> {
-        let recorded: Vec<bool> = with_pool!(self, |pool| {
-            async {
+        // VALUES columns are column1… on both databases.
+        const HEAD: &str = "INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
+             SELECT v.column1, s.id, v.column3, v.column4, NULL, NULL, v.column5 FROM (";
+        const TAIL: &str = ") AS v JOIN signing_sessions s ON s.id = v.column2
+             WHERE s.ended_at IS NULL AND s.expires_at > v.column5 AND s.last_activity_at + s.idle_secs > v.column5
+             RETURNING jti";
+        const TOUCH: &str =
+            "UPDATE signing_sessions SET last_activity_at = $2, updated_at = $2 WHERE id = $1 AND last_activity_at < $2";
+        // Each token's own audit event depends on whether it was recorded.
+        let audit = |recorded: &[bool]| -> Vec<(AuditEvent, i64)> {
+            tokens.iter().zip(recorded).map(|(t, r)| t.audit_event(*r)).chain(events.iter().cloned()).collect()
+        };
+        let outcome = |inserted: std::collections::HashSet<String>| -> Vec<bool> {
+            tokens.iter().map(|t| inserted.contains(&t.jti)).collect()
+        };
+        let touched = |recorded: &[bool]| -> Vec<&NewIssuedToken> {
+            tokens.iter().zip(recorded).filter(|(t, r)| t.touch && **r).map(|(t, _)| t).collect()
+        };
+        match &self.backend {
+            // One inline transaction on the writer connection (decision 0008).
+            Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| {
+                let mut inserted = std::collections::HashSet::with_capacity(tokens.len());
+                let mut rest = tokens;
+                while !rest.is_empty() {
+                    let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
+                    rest = tail;
+                    let params: Vec<&dyn rusqlite::ToSql> = chunk
+                        .iter()
+                        .flat_map(|t| [&t.jti as &dyn rusqlite::ToSql, &t.session_id, &t.client_id, &t.expires_at, &t.issued_at])
+                        .collect();
+                    let jtis: Vec<(String,)> = inline::all_rows(tx, HEAD, TAIL, 5, chunk.len(), &params)?;
+                    inserted.extend(jtis.into_iter().map(|(j,)| j));
+                }
+                let recorded = outcome(inserted);
+                for t in touched(&recorded) {
+                    inline::execute(tx, TOUCH, &[&t.session_id, &t.issued_at])?;
+                }
+                let all = audit(&recorded);
+                if !all.is_empty() {
+                    append_audit_sqlite(tx, &audit_rows(&all))?;
+                }
+                Ok(recorded)
+            }),
+            Backend::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 let mut inserted = std::collections::HashSet::with_capacity(tokens.len());
                 let mut rest = tokens;
                 while !rest.is_empty() {
                     let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
                     rest = tail;
-                    // VALUES columns are column1… on both databases.
-                    let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
-                         SELECT v.column1, s.id, v.column3, v.column4, NULL, NULL, v.column5 FROM (",
-                    );
+                    let mut insert = sqlx::QueryBuilder::new(HEAD);
                     insert.push_values(chunk, |mut b, t| {
                         b.push_bind(&t.jti).push_bind(&t.session_id).push_bind(&t.client_id).push_bind(t.expires_at).push_bind(t.issued_at);
                     });
-                    insert.push(
-                        ") AS v JOIN signing_sessions s ON s.id = v.column2
-                         WHERE s.ended_at IS NULL AND s.expires_at > v.column5 AND s.last_activity_at + s.idle_secs > v.column5
-                         RETURNING jti",
-                    );
+                    insert.push(TAIL);
                     let jtis: Vec<(String,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
                     inserted.extend(jtis.into_iter().map(|(j,)| j));
                 }
-                let recorded: Vec<bool> = tokens.iter().map(|t| inserted.contains(&t.jti)).collect();
-                for t in tokens.iter().zip(&recorded).filter(|(t, r)| t.touch && **r).map(|(t, _)| t) {
-                    sqlx::query(
-                        "UPDATE signing_sessions SET last_activity_at = $2, updated_at = $2 WHERE id = $1 AND last_activity_at < $2",
-                    )
-                    .bind(&t.session_id)
-                    .bind(t.issued_at)
-                    .execute(&mut *tx)
-                    .await?;
+                let recorded = outcome(inserted);
+                for t in touched(&recorded) {
+                    sqlx::query(TOUCH).bind(&t.session_id).bind(t.issued_at).execute(&mut *tx).await?;
                 }
-                let all: Vec<(AuditEvent, i64)> =
-                    tokens.iter().zip(&recorded).map(|(t, r)| t.audit_event(*r)).chain(events.iter().cloned()).collect();
+                let all = audit(&recorded);
                 if !all.is_empty() {
-                    append_audit!(tx, audit_rows(&all));
+                    append_audit_pg(&mut tx, &audit_rows(&all)).await?;
                 }
                 tx.commit().await?;
-                Ok::<_, sqlx::Error>(recorded)
+                Ok(recorded)
             }
-            .await
-        })?;
-        Ok(recorded)
+        }
     }
 
     /// Marks a token consumed, once: `None` if it is unknown, already consumed or expired.
