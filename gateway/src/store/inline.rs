@@ -254,3 +254,48 @@ fn bind(statement: &mut rusqlite::Statement<'_>, params: &[&dyn ToSql]) -> rusql
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Backend, Store, batch_chunk};
+
+    /// The inline writer must commit as sqlx's writer does: WAL without an fsync per commit
+    /// (`synchronous = NORMAL`), foreign keys enforced.
+    #[tokio::test]
+    async fn inline_writer_matches_the_sqlx_writer_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("g.db").display()), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let Backend::Sqlite { writer, .. } = &store.backend else { unreachable!("a SQLite store") };
+        let writer = writer.lock().await;
+        let pragma = |name: &str| {
+            writer.conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, rusqlite::types::Value>(0)).unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), rusqlite::types::Value::Text("wal".into()));
+        assert_eq!(pragma("synchronous"), rusqlite::types::Value::Integer(1));
+        assert_eq!(pragma("foreign_keys"), rusqlite::types::Value::Integer(1));
+        // A duplicate key is refused as a conflict, as on the sqlx paths.
+        let insert = "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at) VALUES ($1, $2, 1, 1, 1)";
+        let params: [&dyn rusqlite::ToSql; 2] = [&b"x".as_slice(), &"{}"];
+        assert_eq!(writer.execute(insert, &params).unwrap(), 1);
+        let again = writer.execute(insert, &params);
+        assert!(matches!(again, Err(super::Error::Conflict(_))), "{again:?}");
+    }
+
+    #[test]
+    fn batches_split_into_power_of_two_chunks() {
+        let split = |mut n: usize| {
+            let mut sizes = Vec::new();
+            while n > 0 {
+                sizes.push(batch_chunk(n));
+                n -= batch_chunk(n);
+            }
+            sizes
+        };
+        assert_eq!(split(0), Vec::<usize>::new());
+        assert_eq!(split(1), vec![1]);
+        assert_eq!(split(7), vec![4, 2, 1]);
+        assert_eq!(split(200), vec![128, 64, 8]);
+        assert_eq!(split(300), vec![128, 128, 32, 8, 4]);
+    }
+}
