@@ -399,7 +399,7 @@ pub fn markdown(m: &Measurements, took: Duration) -> String {
     }
     let _ = writeln!(
         s,
-        "- The peer favours itself: its in-memory adapter writes nothing per JWT-format token, while the gateway persists every token id (and batches an audit row per token) in SQLite or PostgreSQL; it is one Node 20 process (one event loop, the version these machines have; it asks for Node 22)."
+        "- The peer favours itself: its in-memory adapter writes nothing per JWT-format token, while the gateway commits every token id with its audit row (group commit) in SQLite or PostgreSQL before answering; it is one Node 20 process (one event loop, the version these machines have; it asks for Node 22)."
     );
     let _ = writeln!(
         s,
