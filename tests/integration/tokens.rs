@@ -426,7 +426,22 @@ async fn a_batch_records_live_sessions_and_refuses_closed_ones(db: Db) {
     app.stop().await;
 }
 
+/// Fail closed: a token whose id and audit row cannot be committed is not handed out.
+async fn no_token_leaves_when_its_commit_fails(db: Db) {
+    let app = TestApp::spawn(db).await;
+    open_session(&app).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    // Without the audit chain's head row every group commit fails (and rolls back).
+    app.store().execute_unchecked("DELETE FROM audit_head").await.unwrap();
+    let (status, body) = issue(&app, &emr, doctor()).await;
+    assert_eq!((status, body["error"].as_str()), (500, Some("internal")), "{body}");
+    assert!(body.get("token").is_none(), "{body}");
+    assert_eq!(app.store().execute_unchecked("DELETE FROM issued_tokens").await.unwrap(), 0);
+    app.stop().await;
+}
+
 db_tests!(
+    no_token_leaves_when_its_commit_fails,
     concurrent_tokens_are_each_recorded_and_audited,
     a_batch_records_live_sessions_and_refuses_closed_ones,
     token_carries_the_claims_and_verifies_with_the_jwks_alone,
