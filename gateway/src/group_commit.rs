@@ -6,9 +6,8 @@
 //! hot-path audit events go through one writer task per instance, which writes whatever has
 //! queued up meanwhile in one transaction: under load a commit carries many tokens, while a lone
 //! request waits for no timer. A full channel makes callers wait (back-pressure) rather than drop
-//! anything. Callers that must not go on before their events are stored (a login's presence check
-//! and session opening) use [`GroupCommit::append`], which shares the transaction and waits for
-//! its commit; administrative events append on their own.
+//! anything. Opening a signing session appends its events in its own transaction, and
+//! administrative events append on their own.
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,7 +23,6 @@ const MAX_EVENTS: usize = 512;
 enum Msg {
     Token(NewIssuedToken, oneshot::Sender<Option<bool>>),
     Event(AuditEvent, i64),
-    Append(Vec<(AuditEvent, i64)>, oneshot::Sender<bool>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -64,16 +62,6 @@ impl GroupCommit {
         }
     }
 
-    /// Appends `events` in order and waits for the commit; `false` if the write failed (the
-    /// writer logs why).
-    pub async fn append(&self, events: Vec<(AuditEvent, i64)>) -> bool {
-        let (done, stored) = oneshot::channel();
-        if self.tx.send(Msg::Append(events, done)).await.is_err() {
-            return false;
-        }
-        stored.await.unwrap_or(false)
-    }
-
     /// Waits until everything queued before this call is in the database.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -88,9 +76,6 @@ impl GroupCommit {
 struct Batch {
     tokens: Vec<NewIssuedToken>,
     token_replies: Vec<oneshot::Sender<Option<bool>>>,
-    /// Events whose callers wait ([`GroupCommit::append`]), then the queued ones from `queued` on.
-    events: Vec<(AuditEvent, i64)>,
-    append_replies: Vec<oneshot::Sender<bool>>,
     queued: Vec<(AuditEvent, i64)>,
     flushes: Vec<oneshot::Sender<()>>,
 }
@@ -103,38 +88,33 @@ impl Batch {
                 self.token_replies.push(done);
             }
             Msg::Event(e, at) => self.queued.push((e, at)),
-            Msg::Append(events, done) => {
-                self.events.extend(events);
-                self.append_replies.push(done);
-            }
             Msg::Flush(done) => self.flushes.push(done),
         }
     }
 
     fn full(&self) -> bool {
-        self.tokens.len() >= MAX_TOKENS || self.events.len() + self.queued.len() >= MAX_EVENTS
+        self.tokens.len() >= MAX_TOKENS || self.queued.len() >= MAX_EVENTS
     }
 
     async fn write(&mut self, store: &Store) {
-        if !self.tokens.is_empty() || !self.events.is_empty() {
-            let waited = self.events.len();
-            self.events.append(&mut self.queued);
-            let result = store.record_issued_tokens(&self.tokens, &self.events).await;
-            if let Err(e) = &result {
-                // The waiting callers answer with an internal error; the queued events are
-                // retried alone below.
-                tracing::error!(error = %e, tokens = self.tokens.len(), events = waited, "group commit failed");
-                self.queued = self.events.split_off(waited);
-            }
-            let recorded = result.ok();
-            for (i, done) in self.token_replies.drain(..).enumerate() {
-                let _ = done.send(recorded.as_ref().map(|r| r[i]));
-            }
-            for done in self.append_replies.drain(..) {
-                let _ = done.send(recorded.is_some());
+        if !self.tokens.is_empty() {
+            // The queued events ride along; if the transaction fails they are retried alone below.
+            match store.record_issued_tokens(&self.tokens, &self.queued).await {
+                Ok(recorded) => {
+                    self.queued.clear();
+                    for (done, r) in self.token_replies.drain(..).zip(recorded) {
+                        let _ = done.send(Some(r));
+                    }
+                }
+                Err(e) => {
+                    // The callers answer with an internal error: no token leaves unrecorded.
+                    tracing::error!(error = %e, tokens = self.tokens.len(), "recording issued tokens failed");
+                    for done in self.token_replies.drain(..) {
+                        let _ = done.send(None);
+                    }
+                }
             }
             self.tokens.clear();
-            self.events.clear();
         }
         if !self.queued.is_empty() {
             write_events(store, &self.queued).await;

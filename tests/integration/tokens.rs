@@ -10,29 +10,26 @@ use crate::helpers::*;
 /// Opens a FIDO signing session for the demo doctor as a successful FIDO login would.
 /// (The FIDO ceremony itself is exercised in the fido tests; here it is the precondition.)
 async fn open_session(app: &TestApp) -> String {
+    try_open_session(app).await.unwrap().session.id
+}
+
+async fn try_open_session(app: &TestApp) -> gateway::store::Result<gateway::store::OpenedSession> {
     let user = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap();
     let now = app.clock_now();
     let cfg = &app.config.signing_session;
-    let s = app
-        .store()
-        .open_signing_session(
-            &NewSigningSession {
-                user_id: &user.id,
-                clinic_id: CLINIC,
-                method: AuthMethod::Fido,
-                authenticator_kind: "fido",
-                authenticator_id: "test-credential",
-                amr: &["hwk", "user", "mfa"],
-                acr: "aal3",
-                auth_time: now,
-                absolute_secs: cfg.absolute_secs,
-                idle_secs: cfg.idle_secs,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    s.session.id
+    let new = NewSigningSession {
+        user_id: &user.id,
+        clinic_id: CLINIC,
+        method: AuthMethod::Fido,
+        authenticator_kind: "fido",
+        authenticator_id: "test-credential",
+        amr: &["hwk", "user", "mfa"],
+        acr: "aal3",
+        auth_time: now,
+        absolute_secs: cfg.absolute_secs,
+        idle_secs: cfg.idle_secs,
+    };
+    app.store().open_signing_session(&new, now, None).await
 }
 
 async fn issue(app: &TestApp, client: &reqwest::Client, body: Value) -> (u16, Value) {
@@ -440,7 +437,18 @@ async fn no_token_leaves_when_its_commit_fails(db: Db) {
     app.stop().await;
 }
 
+/// Fail closed: a signing session whose audit rows cannot be written does not open.
+async fn no_signing_session_opens_unaudited(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let user = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap();
+    app.store().execute_unchecked("DELETE FROM audit_head").await.unwrap();
+    assert!(try_open_session(&app).await.is_err());
+    assert!(app.store().current_signing_session(&user.id, CLINIC).await.unwrap().is_none());
+    app.stop().await;
+}
+
 db_tests!(
+    no_signing_session_opens_unaudited,
     no_token_leaves_when_its_commit_fails,
     concurrent_tokens_are_each_recorded_and_audited,
     a_batch_records_live_sessions_and_refuses_closed_ones,

@@ -11,7 +11,7 @@ use super::error::{AppError, Result};
 use super::i18n::{Lang, Msg};
 use super::{AppState, CurrentDoctor};
 use crate::enrollment;
-use crate::store::{AuditEvent, AuthMethod, CodeCheck, EndReason, NewSigningSession};
+use crate::store::{AuditEvent, AuthMethod, CodeCheck, NewSigningSession};
 
 /// How a presence check authenticated the doctor, for the signing session it opens.
 pub(super) struct Presence<'a> {
@@ -26,13 +26,11 @@ pub(super) struct Presence<'a> {
 }
 
 /// Opens the doctor's signing session at this clinic after a successful presence check
-/// (DESIGN §3.7), ending the open one it supersedes in the same transaction; rotates the
-/// browser-session id for the new privilege (DESIGN §3.2); and audits the check, the ended
-/// session and the opening.
+/// (DESIGN §3.7), ending the open one it supersedes, and rotates the browser-session id for the
+/// new privilege (DESIGN §3.2).
 ///
-/// `checked` is the presence check's own success event. The three go in one append, in order,
-/// through the group commit (shared with concurrent logins and tokens), and the login answers only
-/// once they are stored.
+/// `checked` is the presence check's own success event: the store appends it, the ended session
+/// and the opening in the opening's own transaction, so a session is never open unaudited.
 pub(super) async fn open_signing_session(
     state: &AppState,
     doctor: &CurrentDoctor,
@@ -53,33 +51,9 @@ pub(super) async fn open_signing_session(
         absolute_secs: config.absolute_secs,
         idle_secs: config.idle_secs,
     };
-    let opened = state.store.open_signing_session(&new, now).await?;
+    state.store.open_signing_session(&new, now, Some(&checked)).await?;
     doctor.session.cycle_id().await.map_err(|e| AppError::internal(format!("session: {e}")))?;
-    let mut events = vec![(checked, now)];
-    for ended in opened.ended {
-        let reason = if ended.ended_reason.as_deref() == Some(EndReason::Expired.as_str()) {
-            EndReason::Expired
-        } else {
-            EndReason::Superseded
-        };
-        let event = AuditEvent::SigningSessionEnded {
-            clinic_id: ended.clinic_id,
-            user_id: ended.user_id,
-            session_id: ended.id,
-            reason: reason.as_str(),
-        };
-        events.push((event, now));
-    }
-    let session = opened.session;
-    let event = AuditEvent::SigningSessionOpened {
-        clinic_id: session.clinic_id,
-        user_id: session.user_id,
-        session_id: session.id,
-        method: p.method.as_str(),
-        acr: session.acr,
-    };
-    events.push((event, now));
-    if state.group_commit.append(events).await { Ok(()) } else { Err(AppError::internal("audit append failed")) }
+    Ok(())
 }
 
 /// A refusal: fixed code (JSON and audit), status, and the message for the doctor.

@@ -9,7 +9,8 @@
 
 use std::str::FromStr;
 
-use super::{Backend, Error, Result, Store, corrupt, with_pool, with_reader};
+use super::audit::{append_audit_pg, append_audit_sqlite, audit_rows};
+use super::{AuditEvent, Backend, Error, Result, Store, corrupt, with_pool, with_reader};
 
 /// How the doctor proved presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -256,7 +257,16 @@ impl Store {
     /// doctor at the same clinic is ended first, in the same transaction, as `superseded` (or
     /// `expired` if it was no longer live): there is at most one open session per doctor and
     /// clinic, which a partial unique index enforces across instances.
-    pub async fn open_signing_session(&self, new: &NewSigningSession<'_>, now: i64) -> Result<OpenedSession> {
+    ///
+    /// The same transaction appends the audit events, in order: `checked` (the presence check that
+    /// allows the opening, if given), each ended session, the opening. A session is never open
+    /// without its audit rows.
+    pub async fn open_signing_session(
+        &self,
+        new: &NewSigningSession<'_>,
+        now: i64,
+        checked: Option<&AuditEvent>,
+    ) -> Result<OpenedSession> {
         let amr = serde_json::to_string(new.amr).map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))?;
         // A concurrent open on another instance can win the unique index between our UPDATE
         // and INSERT; the second attempt then ends that session like any other.
@@ -277,6 +287,28 @@ impl Store {
         );
         let (expired, superseded) = (EndReason::Expired.as_str(), EndReason::Superseded.as_str());
         let expires_at = new.auth_time.saturating_add(new.absolute_secs);
+        let events = |opened: &SessionRow, ended: &[SessionRow]| -> Vec<(AuditEvent, i64)> {
+            let mut events: Vec<_> = checked.map(|e| (e.clone(), now)).into_iter().collect();
+            for r in ended {
+                let reason = if r.13.as_deref() == Some(expired) { EndReason::Expired } else { EndReason::Superseded };
+                let event = AuditEvent::SigningSessionEnded {
+                    clinic_id: r.2.clone(),
+                    user_id: r.1.clone(),
+                    session_id: r.0.clone(),
+                    reason: reason.as_str(),
+                };
+                events.push((event, now));
+            }
+            let event = AuditEvent::SigningSessionOpened {
+                clinic_id: opened.2.clone(),
+                user_id: opened.1.clone(),
+                session_id: opened.0.clone(),
+                method: new.method.as_str(),
+                acr: opened.7.clone(),
+            };
+            events.push((event, now));
+            events
+        };
         // A concurrent open on another instance can win the unique index between our UPDATE
         // and INSERT; the second attempt then ends that session like any other.
         let mut attempt = 0;
@@ -304,6 +336,7 @@ impl Store {
                             &now,
                         ],
                     )?;
+                    append_audit_sqlite(tx, &audit_rows(&events(&opened, &ended)))?;
                     Ok((opened, ended))
                 }),
                 Backend::Postgres(pool) => async {
@@ -331,6 +364,7 @@ impl Store {
                         .bind(now)
                         .fetch_one(&mut *tx)
                         .await?;
+                    append_audit_pg(&mut tx, &audit_rows(&events(&opened, &ended))).await?;
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>((opened, ended))
                 }
