@@ -114,12 +114,7 @@ impl InlineWriter {
 
     /// Runs `sql` with `params`; returns the number of rows changed.
     pub(super) fn execute(&self, sql: &str, params: &[&dyn ToSql]) -> Result<u64> {
-        let run = || {
-            let mut statement = self.conn.prepare_cached(sql)?;
-            bind(&mut statement, params)?;
-            statement.raw_execute()
-        };
-        run().map(|n| n as u64).map_err(inline_error)
+        execute(&self.conn, sql, params).map_err(inline_error)
     }
 
     /// Runs `sql` (with `RETURNING`) with `params`; at most one row, decoded as the tuple `T`.
@@ -143,7 +138,11 @@ impl InlineWriter {
 pub(super) fn all<T: FromRow>(conn: &Connection, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<Vec<T>> {
     let mut statement = conn.prepare_cached(sql)?;
     bind(&mut statement, params)?;
-    let mut rows = statement.raw_query();
+    collect(statement.raw_query())
+}
+
+/// Decodes every remaining row.
+fn collect<T: FromRow>(mut rows: rusqlite::Rows<'_>) -> rusqlite::Result<Vec<T>> {
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         out.push(T::try_from(row)?);
@@ -201,13 +200,7 @@ pub(super) fn all_rows<T: FromRow>(
     rows: usize,
     params: &[&dyn ToSql],
 ) -> rusqlite::Result<Vec<T>> {
-    let mut statement = rows_statement(conn, head, tail, columns, rows, params)?;
-    let mut rows = statement.raw_query();
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(T::try_from(row)?);
-    }
-    Ok(out)
+    collect(rows_statement(conn, head, tail, columns, rows, params)?.raw_query())
 }
 
 /// Exactly one row of `sql` with `params` on `conn`.
