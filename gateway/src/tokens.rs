@@ -87,9 +87,15 @@ pub fn x5t_s256(cert_der: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(cert_der))
 }
 
-/// A fresh random token id (128 bits).
-pub fn new_jti() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+/// A fresh token id issued at `now` (Unix seconds): the time as 4 big-endian bytes, then 96
+/// random bits, base64url (22 characters). Ids issued within a few seconds of each other share a
+/// prefix, so each new id lands on the same few index pages instead of a random one (decision
+/// 0009); the random part keeps ids unique and unguessable (the time is in `iat` anyway).
+pub fn new_jti(now: i64) -> String {
+    let mut id = [0u8; 16];
+    id[..4].copy_from_slice(&(now.clamp(0, i64::from(u32::MAX)) as u32).to_be_bytes());
+    id[4..].copy_from_slice(&rand::random::<[u8; 12]>());
+    URL_SAFE_NO_PAD.encode(id)
 }
 
 /// The key-encryption key protecting token signing keys at rest.
@@ -362,3 +368,26 @@ pub async fn rotate(store: &Store, kek: &Kek, now: i64) -> anyhow::Result<String
 
 /// The stored key rows, for `keys list`.
 pub type KeyRow = SigningKeyRow;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ids_are_time_prefixed_and_unique() {
+        let now = 1_800_000_000;
+        let a = new_jti(now);
+        let b = new_jti(now);
+        assert_eq!(a.len(), 22);
+        assert_ne!(a, b);
+        let bytes = URL_SAFE_NO_PAD.decode(&a).unwrap();
+        assert_eq!(bytes.len(), 16);
+        assert_eq!(u32::from_be_bytes(bytes[..4].try_into().unwrap()), 1_800_000_000);
+        // Ids of the same few seconds share their first five characters (30 bits of the time).
+        assert_eq!(a[..5], b[..5]);
+        assert_eq!(new_jti(now + 3)[..5], a[..5]);
+        assert_ne!(new_jti(now + 3600)[..5], a[..5]);
+        // The random part differs (96 bits).
+        assert_ne!(bytes[4..], URL_SAFE_NO_PAD.decode(&b).unwrap()[4..]);
+    }
+}

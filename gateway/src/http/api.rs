@@ -455,7 +455,7 @@ async fn issue(
         iat: now,
         nbf: now,
         exp,
-        jti: tokens::new_jti(),
+        jti: tokens::new_jti(now),
         cnf: Confirmation { x5t_s256: call.x5t_s256.clone() },
         medical_reg_no: ctx.medical_reg_no.clone(),
         hashes,

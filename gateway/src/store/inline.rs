@@ -27,6 +27,8 @@ use super::{Error, Result};
 const BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
+/// How often the checkpointer copies committed WAL pages into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Read-only connections to one SQLite file, opened on demand and reused.
 #[derive(Debug)]
@@ -108,6 +110,8 @@ impl InlineWriter {
         // As on sqlx's writer: in WAL mode, commits append to the WAL without an fsync (the
         // connection default, FULL, would fsync every commit while holding the write lock).
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(Error::Inline)?;
+        // The checkpointer thread does this, outside the write lock.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(Error::Inline)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Self { conn })
     }
@@ -132,6 +136,55 @@ impl InlineWriter {
         };
         run().map_err(inline_error)
     }
+}
+
+/// Checkpoints the WAL on a thread of its own (decision 0009).
+///
+/// By default the connection whose commit grows the WAL past 1 000 pages copies them into the
+/// database file and fsyncs it, inside its commit and so while holding the write lock: every
+/// request waiting to write waited for that I/O too, which made the token path's p99 latency.
+/// The writers therefore never checkpoint (`wal_autocheckpoint = 0`), and this thread runs a
+/// PASSIVE checkpoint every [`CHECKPOINT_EVERY`], which never blocks a writer or a reader.
+/// `gateway admin` processes keep SQLite's default and may checkpoint as well; checkpoints are
+/// safe from any connection.
+#[derive(Debug)]
+pub(super) struct Checkpointer {
+    /// Dropping the sender (on [`Checkpointer::stop`] or drop) ends the thread.
+    stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+impl Checkpointer {
+    /// Starts the thread, with its own connection to the database file at `path`.
+    pub(super) fn start(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(Error::Inline)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(Error::Inline)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    if let Err(e) = checkpoint(&conn) {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
+        Ok(Self { stop: Mutex::new(Some(stop)) })
+    }
+
+    /// Ends the thread (it finishes a checkpoint in progress, then closes its connection).
+    pub(super) fn stop(&self) {
+        if let Ok(mut stop) = self.stop.lock() {
+            stop.take();
+        }
+    }
+}
+
+/// One PASSIVE checkpoint: (WAL frames, frames now in the database file). Frames a reader still
+/// needs stay in the WAL until a later checkpoint.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))
 }
 
 /// Every row of `sql` with `params` on `conn`, decoded as tuples `T`.
@@ -267,12 +320,44 @@ mod tests {
         assert_eq!(pragma("journal_mode"), rusqlite::types::Value::Text("wal".into()));
         assert_eq!(pragma("synchronous"), rusqlite::types::Value::Integer(1));
         assert_eq!(pragma("foreign_keys"), rusqlite::types::Value::Integer(1));
+        // Neither writer checkpoints while holding the write lock; the checkpointer thread does.
+        assert_eq!(pragma("wal_autocheckpoint"), rusqlite::types::Value::Integer(0));
+        let Backend::Sqlite { write, .. } = &store.backend else { unreachable!() };
+        let sqlx_writer: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(write).await.unwrap();
+        assert_eq!(sqlx_writer, 0);
         // A duplicate key is refused as a conflict, as on the sqlx paths.
         let insert = "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at) VALUES ($1, $2, 1, 1, 1)";
         let params: [&dyn rusqlite::ToSql; 2] = [&b"x".as_slice(), &"{}"];
         assert_eq!(writer.execute(insert, &params).unwrap(), 1);
         let again = writer.execute(insert, &params);
         assert!(matches!(again, Err(super::Error::Conflict(_))), "{again:?}");
+    }
+
+    /// What the checkpointer thread runs moves every committed frame into the database file,
+    /// beside an open writer connection.
+    #[tokio::test]
+    async fn a_checkpoint_moves_committed_frames_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let store = Store::connect(&format!("sqlite://{}", path.display()), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let Backend::Sqlite { writer, .. } = &store.backend else { unreachable!("a SQLite store") };
+        let writer = writer.lock().await;
+        for i in 0..50 {
+            let id = format!("s{i}");
+            let params: [&dyn rusqlite::ToSql; 2] = [&id.as_bytes(), &"{}"];
+            writer
+                .execute(
+                    "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at) VALUES ($1, $2, 1, 1, 1)",
+                    &params,
+                )
+                .unwrap();
+        }
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let (frames, done) = super::checkpoint(&conn).unwrap();
+        assert!(frames > 0, "the commits are in the WAL");
+        assert_eq!(done, frames, "every committed frame was copied");
+        assert_eq!(super::checkpoint(&conn).unwrap(), (frames, frames), "a second checkpoint finds nothing new");
     }
 
     #[test]

@@ -89,6 +89,7 @@ enum Backend {
         read: SqlitePool,
         inline: Arc<inline::InlineReaders>,
         writer: Arc<tokio::sync::Mutex<inline::InlineWriter>>,
+        checkpointer: Arc<inline::Checkpointer>,
     },
     Postgres(PgPool),
 }
@@ -216,6 +217,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0004_card_login.sql"),
         include_str!("../../../migrations/postgres/0004_card_login.sql"),
     ),
+    (
+        5,
+        "token path storage",
+        include_str!("../../../migrations/sqlite/0005_token_path_storage.sql"),
+        include_str!("../../../migrations/postgres/0005_token_path_storage.sql"),
+    ),
 ];
 
 fn migrator(postgres: bool) -> sqlx::migrate::Migrator {
@@ -250,17 +257,20 @@ impl Store {
                         .clone()
                         .create_if_missing(true)
                         .journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Normal),
+                        .synchronous(SqliteSynchronous::Normal)
+                        // The checkpointer thread does this, outside the write lock.
+                        .pragma("wal_autocheckpoint", "0"),
                 )
                 .await?;
             let inline = Arc::new(inline::InlineReaders::open(options.get_filename())?);
             let writer = Arc::new(tokio::sync::Mutex::new(inline::InlineWriter::open(options.get_filename())?));
+            let checkpointer = Arc::new(inline::Checkpointer::start(options.get_filename())?);
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .min_connections(1)
                 .connect_with(options.read_only(true))
                 .await?;
-            Backend::Sqlite { write, read, inline, writer }
+            Backend::Sqlite { write, read, inline, writer, checkpointer }
         } else {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -299,7 +309,8 @@ impl Store {
     /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite { write, read, inline, .. } => {
+            Backend::Sqlite { write, read, inline, checkpointer, .. } => {
+                checkpointer.stop();
                 inline.close();
                 read.close().await;
                 write.close().await;
