@@ -29,6 +29,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 const STATEMENT_CACHE: usize = 64;
 /// How often the checkpointer copies committed WAL pages into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// WAL pages (4 KiB each) after which the checkpointer lets the WAL start over (16 MiB).
+const RESTART_FRAMES: i64 = 4096;
+/// Bytes a rewound WAL file is truncated to (SQLite's `journal_size_limit`).
+pub(super) const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// Read-only connections to one SQLite file, opened on demand and reused.
 #[derive(Debug)]
@@ -112,6 +116,7 @@ impl InlineWriter {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(Error::Inline)?;
         // The checkpointer thread does this, outside the write lock.
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(Error::Inline)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT).map_err(Error::Inline)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Self { conn })
     }
@@ -144,9 +149,16 @@ impl InlineWriter {
 /// database file and fsyncs it, inside its commit and so while holding the write lock: every
 /// request waiting to write waited for that I/O too, which made the token path's p99 latency.
 /// The writers therefore never checkpoint (`wal_autocheckpoint = 0`), and this thread runs a
-/// PASSIVE checkpoint every [`CHECKPOINT_EVERY`], which never blocks a writer or a reader.
-/// `gateway admin` processes keep SQLite's default and may checkpoint as well; checkpoints are
-/// safe from any connection.
+/// PASSIVE checkpoint every [`CHECKPOINT_EVERY`], which blocks neither writers nor readers.
+///
+/// A PASSIVE checkpoint alone never lets the WAL start over under steady load: SQLite rewinds the
+/// WAL only when a write begins with every frame already copied, and by then new commits have
+/// appended more. So once the WAL holds [`RESTART_FRAMES`], the thread takes the store's write
+/// lock and runs a RESTART checkpoint: it copies the few frames the PASSIVE one left, waits for
+/// readers of the old frames to finish, and the next write rewinds the WAL (truncated to
+/// [`WAL_SIZE_LIMIT`]). Writers wait for that short step only, once per
+/// [`RESTART_FRAMES`] pages written. `gateway admin` processes keep SQLite's default; a
+/// checkpoint is safe from any connection.
 #[derive(Debug)]
 pub(super) struct Checkpointer {
     /// Dropping the sender (on [`Checkpointer::stop`] or drop) ends the thread.
@@ -154,8 +166,9 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts the thread, with its own connection to the database file at `path`.
-    pub(super) fn start(path: &Path) -> Result<Self> {
+    /// Starts the thread, with its own connection to the database file at `path`; `writer` is the
+    /// store's write lock.
+    pub(super) fn start(path: &Path, writer: std::sync::Arc<tokio::sync::Mutex<InlineWriter>>) -> Result<Self> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(Error::Inline)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(Error::Inline)?;
@@ -164,7 +177,15 @@ impl Checkpointer {
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
-                    if let Err(e) = checkpoint(&conn) {
+                    let done = match checkpoint(&conn, Checkpoint::Passive) {
+                        Ok((frames, _)) if frames >= RESTART_FRAMES => {
+                            // A plain thread, never a runtime worker: blocking here is fine.
+                            let _write = writer.blocking_lock();
+                            checkpoint(&conn, Checkpoint::Restart)
+                        }
+                        other => other,
+                    };
+                    if let Err(e) = done {
                         tracing::warn!(error = %e, "WAL checkpoint failed");
                     }
                 }
@@ -181,10 +202,22 @@ impl Checkpointer {
     }
 }
 
-/// One PASSIVE checkpoint: (WAL frames, frames now in the database file). Frames a reader still
-/// needs stay in the WAL until a later checkpoint.
-fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))
+/// SQLite checkpoint modes the gateway uses.
+#[derive(Debug, Clone, Copy)]
+enum Checkpoint {
+    /// Copies what no reader still needs; blocks nobody.
+    Passive,
+    /// Copies everything and waits for readers of the WAL, so the next write starts it over.
+    Restart,
+}
+
+/// One checkpoint: (frames in the WAL, frames now in the database file).
+fn checkpoint(conn: &Connection, mode: Checkpoint) -> rusqlite::Result<(i64, i64)> {
+    let sql = match mode {
+        Checkpoint::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+        Checkpoint::Restart => "PRAGMA wal_checkpoint(RESTART)",
+    };
+    conn.query_row(sql, [], |r| Ok((r.get(1)?, r.get(2)?)))
 }
 
 /// Every row of `sql` with `params` on `conn`, decoded as tuples `T`.
@@ -322,9 +355,12 @@ mod tests {
         assert_eq!(pragma("foreign_keys"), rusqlite::types::Value::Integer(1));
         // Neither writer checkpoints while holding the write lock; the checkpointer thread does.
         assert_eq!(pragma("wal_autocheckpoint"), rusqlite::types::Value::Integer(0));
+        assert_eq!(pragma("journal_size_limit"), rusqlite::types::Value::Integer(super::WAL_SIZE_LIMIT));
         let Backend::Sqlite { write, .. } = &store.backend else { unreachable!() };
         let sqlx_writer: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(write).await.unwrap();
         assert_eq!(sqlx_writer, 0);
+        let sqlx_limit: i64 = sqlx::query_scalar("PRAGMA journal_size_limit").fetch_one(write).await.unwrap();
+        assert_eq!(sqlx_limit, super::WAL_SIZE_LIMIT);
         // A duplicate key is refused as a conflict, as on the sqlx paths.
         let insert = "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at) VALUES ($1, $2, 1, 1, 1)";
         let params: [&dyn rusqlite::ToSql; 2] = [&b"x".as_slice(), &"{}"];
@@ -333,31 +369,32 @@ mod tests {
         assert!(matches!(again, Err(super::Error::Conflict(_))), "{again:?}");
     }
 
-    /// What the checkpointer thread runs moves every committed frame into the database file,
-    /// beside an open writer connection.
-    #[tokio::test]
-    async fn a_checkpoint_moves_committed_frames_into_the_database() {
+    /// What the checkpointer thread runs: a PASSIVE checkpoint copies every committed frame
+    /// beside an open writer, and after a RESTART one the next write starts the WAL over. (On a
+    /// file of its own, so no checkpointer thread races the counts.)
+    #[test]
+    fn checkpoints_copy_frames_and_let_the_wal_start_over() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.db");
-        let store = Store::connect(&format!("sqlite://{}", path.display()), 2).await.unwrap();
-        store.migrate().await.unwrap();
-        let Backend::Sqlite { writer, .. } = &store.backend else { unreachable!("a SQLite store") };
-        let writer = writer.lock().await;
+        let path = dir.path().join("w.db");
+        let writer = rusqlite::Connection::open(&path).unwrap();
+        writer.pragma_update(None, "journal_mode", "wal").unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        writer.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)").unwrap();
         for i in 0..50 {
-            let id = format!("s{i}");
-            let params: [&dyn rusqlite::ToSql; 2] = [&id.as_bytes(), &"{}"];
-            writer
-                .execute(
-                    "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at) VALUES ($1, $2, 1, 1, 1)",
-                    &params,
-                )
-                .unwrap();
+            writer.execute("INSERT INTO t (k, v) VALUES (?1, 'x')", [i]).unwrap();
         }
         let conn = rusqlite::Connection::open(&path).unwrap();
-        let (frames, done) = super::checkpoint(&conn).unwrap();
-        assert!(frames > 0, "the commits are in the WAL");
+        let (frames, done) = super::checkpoint(&conn, super::Checkpoint::Passive).unwrap();
+        assert!(frames >= 50, "every commit appended to the WAL: {frames}");
         assert_eq!(done, frames, "every committed frame was copied");
-        assert_eq!(super::checkpoint(&conn).unwrap(), (frames, frames), "a second checkpoint finds nothing new");
+        let again = super::checkpoint(&conn, super::Checkpoint::Passive).unwrap();
+        assert_eq!(again, (frames, frames), "a second checkpoint finds nothing new");
+        super::checkpoint(&conn, super::Checkpoint::Restart).unwrap();
+        writer.execute("INSERT INTO t (k, v) VALUES (50, 'y')", []).unwrap();
+        let (rewound, _) = super::checkpoint(&conn, super::Checkpoint::Passive).unwrap();
+        assert!(rewound < 5, "the WAL started over: {rewound} frames, {frames} before");
+        let rows: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 51);
     }
 
     #[test]

@@ -259,12 +259,13 @@ impl Store {
                         .journal_mode(SqliteJournalMode::Wal)
                         .synchronous(SqliteSynchronous::Normal)
                         // The checkpointer thread does this, outside the write lock.
-                        .pragma("wal_autocheckpoint", "0"),
+                        .pragma("wal_autocheckpoint", "0")
+                        .pragma("journal_size_limit", inline::WAL_SIZE_LIMIT.to_string()),
                 )
                 .await?;
             let inline = Arc::new(inline::InlineReaders::open(options.get_filename())?);
             let writer = Arc::new(tokio::sync::Mutex::new(inline::InlineWriter::open(options.get_filename())?));
-            let checkpointer = Arc::new(inline::Checkpointer::start(options.get_filename())?);
+            let checkpointer = Arc::new(inline::Checkpointer::start(options.get_filename(), writer.clone())?);
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .min_connections(1)
