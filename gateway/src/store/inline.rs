@@ -163,6 +163,8 @@ impl InlineWriter {
 pub(super) struct Checkpointer {
     /// Dropping the sender (on [`Checkpointer::stop`] or drop) ends the thread.
     stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Checkpointer {
@@ -173,25 +175,17 @@ impl Checkpointer {
             .map_err(Error::Inline)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(Error::Inline)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
-                    let done = match checkpoint(&conn, Checkpoint::Passive) {
-                        Ok((frames, _)) if frames >= RESTART_FRAMES => {
-                            // A plain thread, never a runtime worker: blocking here is fine.
-                            let _write = writer.blocking_lock();
-                            checkpoint(&conn, Checkpoint::Restart)
-                        }
-                        other => other,
-                    };
-                    if let Err(e) = done {
+                    if let Err(e) = checkpoint_step(&conn, &writer) {
                         tracing::warn!(error = %e, "WAL checkpoint failed");
                     }
                 }
             })
             .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
-        Ok(Self { stop: Mutex::new(Some(stop)) })
+        Ok(Self { stop: Mutex::new(Some(stop)), thread: Mutex::new(Some(thread)) })
     }
 
     /// Ends the thread (it finishes a checkpoint in progress, then closes its connection).
@@ -199,6 +193,28 @@ impl Checkpointer {
         if let Ok(mut stop) = self.stop.lock() {
             stop.take();
         }
+    }
+
+    /// Ends the thread and waits for it (tests that count WAL frames themselves).
+    #[cfg(test)]
+    pub(super) fn stop_and_wait(&self) {
+        self.stop();
+        if let Some(thread) = self.thread.lock().unwrap().take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+/// One round of the checkpointer on its connection `conn`: a PASSIVE checkpoint, then, if the WAL
+/// holds [`RESTART_FRAMES`] or more, a RESTART one under the write lock `writer`. Blocks: call it
+/// from a plain thread, never from a runtime worker.
+fn checkpoint_step(conn: &Connection, writer: &tokio::sync::Mutex<InlineWriter>) -> rusqlite::Result<(i64, i64)> {
+    match checkpoint(conn, Checkpoint::Passive)? {
+        (frames, _) if frames >= RESTART_FRAMES => {
+            let _write = writer.blocking_lock();
+            checkpoint(conn, Checkpoint::Restart)
+        }
+        done => Ok(done),
     }
 }
 
@@ -395,6 +411,73 @@ mod tests {
         assert!(rewound < 5, "the WAL started over: {rewound} frames, {frames} before");
         let rows: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 51);
+    }
+
+    /// Under steady writes the WAL does not grow without bound: once it holds
+    /// `RESTART_FRAMES`, a checkpointer round lets the next write start it over.
+    #[tokio::test]
+    async fn a_checkpointer_round_bounds_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let store = Store::connect(&format!("sqlite://{}", path.display()), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let Backend::Sqlite { writer, checkpointer, .. } = &store.backend else { unreachable!("a SQLite store") };
+        // This test runs the checkpointer's rounds itself.
+        checkpointer.stop_and_wait();
+        let write = |i: usize| {
+            let writer = writer.clone();
+            async move {
+                let id = format!("s{i}");
+                let data = "x".repeat(6000);
+                let params: [&dyn rusqlite::ToSql; 2] = [&id.as_bytes(), &data];
+                writer
+                    .lock()
+                    .await
+                    .execute(
+                        "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at) VALUES ($1, $2, 1, 1, 1)",
+                        &params,
+                    )
+                    .unwrap();
+            }
+        };
+        // The store's checkpointer is stopped, so every commit stays in the WAL.
+        for i in 0..2500 {
+            write(i).await;
+        }
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let frames = |conn: &rusqlite::Connection| super::checkpoint(conn, super::Checkpoint::Passive).unwrap().0;
+        // Under load some request is always reading: here one that began on the WAL before the
+        // round and ends 150 ms into it. While such a reader is open, a write cannot start the
+        // WAL over, so a PASSIVE checkpoint alone would leave the WAL growing; the round's
+        // RESTART waits the reader out (its busy timeout is 500 ms).
+        let (began, round_starts) = (std::sync::Arc::new(std::sync::Barrier::new(2)), std::sync::Arc::new(std::sync::Barrier::new(2)));
+        let reading = {
+            let (began, round_starts, path) = (began.clone(), round_starts.clone(), path.clone());
+            std::thread::spawn(move || {
+                let reader = rusqlite::Connection::open(&path).unwrap();
+                reader.execute_batch("BEGIN; SELECT count(*) FROM browser_sessions;").unwrap();
+                began.wait();
+                round_starts.wait();
+                std::thread::sleep(std::time::Duration::from_millis(150));
+                reader.execute_batch("COMMIT").unwrap();
+            })
+        };
+        began.wait();
+        let before = frames(&conn);
+        assert!(before >= super::RESTART_FRAMES, "{before} frames");
+        write(2500).await;
+        let appended = frames(&conn);
+        assert!(appended > before, "with the reader open the write appended: {appended} frames, {before} before");
+        round_starts.wait();
+        let round = {
+            let writer = writer.clone();
+            tokio::task::spawn_blocking(move || super::checkpoint_step(&conn, &writer).map(|_| conn)).await.unwrap()
+        };
+        let conn = round.unwrap();
+        write(2501).await;
+        let after = frames(&conn);
+        assert!(after < 16, "the WAL started over: {after} frames, {before} before");
+        reading.join().unwrap();
     }
 
     #[test]
