@@ -157,8 +157,9 @@ impl InlineWriter {
 /// lock and runs a RESTART checkpoint: it copies the few frames the PASSIVE one left, waits for
 /// readers of the old frames to finish, and the next write rewinds the WAL (truncated to
 /// [`WAL_SIZE_LIMIT`]). Writers wait for that short step only, once per
-/// [`RESTART_FRAMES`] pages written. `gateway admin` processes keep SQLite's default; a
-/// checkpoint is safe from any connection.
+/// [`RESTART_FRAMES`] pages written. Every process that opens the store (`serve`, `admin`,
+/// `migrate`) runs one; checkpoints from several connections at once are safe (SQLite serialises
+/// them).
 #[derive(Debug)]
 pub(super) struct Checkpointer {
     /// Dropping the sender (on [`Checkpointer::stop`] or drop) ends the thread.
