@@ -389,7 +389,7 @@ async fn concurrent_tokens_are_each_recorded_and_audited(db: Db) {
 
 /// One batch in the store: tokens whose session closed after the caller's read are refused (and
 /// audited as such) while the others in the same batch are recorded; batches larger than one
-/// multi-row statement are split.
+/// multi-row statement are split; the session's activity moves to its latest token.
 async fn a_batch_records_live_sessions_and_refuses_closed_ones(db: Db) {
     let app = TestApp::spawn(db).await;
     let sid = open_session(&app).await;
@@ -405,9 +405,15 @@ async fn a_batch_records_live_sessions_and_refuses_closed_ones(db: Db) {
         issued_at: now,
         touch: i == 0,
     };
-    let live: Vec<_> = (0..200).map(|i| token(i, &sid)).collect();
+    let mut live: Vec<_> = (0..200).map(|i| token(i, &sid)).collect();
+    // Activity: several tokens of one session in a batch touch it once, at the latest time.
+    for (t, at) in live.iter_mut().zip([now + 3, now + 7, now + 5]) {
+        t.touch = true;
+        t.issued_at = at;
+    }
     let recorded = app.store().record_issued_tokens(&live, &[]).await.unwrap();
     assert_eq!(recorded, vec![true; 200]);
+    assert_eq!(app.store().signing_session(&sid).await.unwrap().last_activity_at, now + 7);
 
     app.store().end_signing_sessions(SessionFilter::Id(&sid), EndReason::Doctor, now).await.unwrap();
     let later = [token(200, &sid), token(201, "no-such-session")];

@@ -356,8 +356,9 @@ impl Store {
         const TAIL: &str = ") AS v JOIN signing_sessions s ON s.id = v.column2
              WHERE s.ended_at IS NULL AND s.expires_at > v.column5 AND s.last_activity_at + s.idle_secs > v.column5
              RETURNING jti";
-        const TOUCH: &str =
-            "UPDATE signing_sessions SET last_activity_at = $2, updated_at = $2 WHERE id = $1 AND last_activity_at < $2";
+        // Activity: one statement for the batch, (session id, time) per touched session.
+        const TOUCH_HEAD: &str = "UPDATE signing_sessions SET last_activity_at = v.column2, updated_at = v.column2 FROM (";
+        const TOUCH_TAIL: &str = ") AS v WHERE signing_sessions.id = v.column1 AND signing_sessions.last_activity_at < v.column2";
         // Each token's own audit event depends on whether it was recorded.
         let audit = |recorded: &[bool]| -> Vec<(AuditEvent, i64)> {
             tokens.iter().zip(recorded).map(|(t, r)| t.audit_event(*r)).chain(events.iter().cloned()).collect()
@@ -365,8 +366,15 @@ impl Store {
         let outcome = |inserted: std::collections::HashSet<String>| -> Vec<bool> {
             tokens.iter().map(|t| inserted.contains(&t.jti)).collect()
         };
-        let touched = |recorded: &[bool]| -> Vec<&NewIssuedToken> {
-            tokens.iter().zip(recorded).filter(|(t, r)| t.touch && **r).map(|(t, _)| t).collect()
+        // Each touched session once, at its latest token's time (an UPDATE … FROM joining one row
+        // to two would apply either).
+        let touched = |recorded: &[bool]| -> Vec<(&str, i64)> {
+            let mut latest = std::collections::HashMap::<&str, i64>::new();
+            for (t, _) in tokens.iter().zip(recorded).filter(|(t, r)| t.touch && **r) {
+                let at = latest.entry(t.session_id.as_str()).or_insert(t.issued_at);
+                *at = (*at).max(t.issued_at);
+            }
+            latest.into_iter().collect()
         };
         match &self.backend {
             // One inline transaction on the writer connection (decision 0008).
@@ -384,8 +392,14 @@ impl Store {
                     inserted.extend(jtis.into_iter().map(|(j,)| j));
                 }
                 let recorded = outcome(inserted);
-                for t in touched(&recorded) {
-                    inline::execute(tx, TOUCH, &[&t.session_id, &t.issued_at])?;
+                let touches = touched(&recorded);
+                let mut rest = touches.as_slice();
+                while !rest.is_empty() {
+                    let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
+                    rest = tail;
+                    let params: Vec<&dyn rusqlite::ToSql> =
+                        chunk.iter().flat_map(|(id, at)| [id as &dyn rusqlite::ToSql, at]).collect();
+                    inline::execute_rows(tx, TOUCH_HEAD, TOUCH_TAIL, 2, chunk.len(), &params)?;
                 }
                 let all = audit(&recorded);
                 if !all.is_empty() {
@@ -409,8 +423,17 @@ impl Store {
                     inserted.extend(jtis.into_iter().map(|(j,)| j));
                 }
                 let recorded = outcome(inserted);
-                for t in touched(&recorded) {
-                    sqlx::query(TOUCH).bind(&t.session_id).bind(t.issued_at).execute(&mut *tx).await?;
+                let touches = touched(&recorded);
+                let mut rest = touches.as_slice();
+                while !rest.is_empty() {
+                    let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
+                    rest = tail;
+                    let mut touch = sqlx::QueryBuilder::new(TOUCH_HEAD);
+                    touch.push_values(chunk, |mut b, (id, at)| {
+                        b.push_bind(*id).push_bind(*at);
+                    });
+                    touch.push(TOUCH_TAIL);
+                    touch.build().execute(&mut *tx).await?;
                 }
                 let all = audit(&recorded);
                 if !all.is_empty() {
