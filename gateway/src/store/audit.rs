@@ -336,12 +336,10 @@ pub(super) async fn append_audit_pg(tx: &mut sqlx::PgConnection, rows: &[Pending
     let (count, updated_at) = head_args(rows);
     let (last, prev): (i64, Vec<u8>) = sqlx::query_as(TAKE_HEAD).bind(count).bind(updated_at).fetch_one(&mut *tx).await?;
     let (chained, head) = chain(rows, last, prev);
-    let mut rest = chained.as_slice();
-    while !rest.is_empty() {
-        let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
-        rest = tail;
+    let mut chunks = super::batch_chunks(&chained).peekable();
+    while let Some(chunk) = chunks.next() {
         // The last chunk moves the head in the same statement (one round trip less).
-        let mut insert = if rest.is_empty() {
+        let mut insert = if chunks.peek().is_none() {
             let mut q = sqlx::QueryBuilder::new("WITH head AS (UPDATE audit_head SET hash = ");
             q.push_bind(head.as_slice()).push(" WHERE id = 1) ").push(INSERT_ROWS);
             q
@@ -369,10 +367,7 @@ pub(super) fn append_audit_sqlite(tx: &rusqlite::Connection, rows: &[PendingRow<
     let (count, updated_at) = head_args(rows);
     let (last, prev): (i64, Vec<u8>) = inline::one(tx, TAKE_HEAD, &[&count, &updated_at])?;
     let (chained, head) = chain(rows, last, prev);
-    let mut rest = chained.as_slice();
-    while !rest.is_empty() {
-        let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
-        rest = tail;
+    for chunk in super::batch_chunks(&chained) {
         let params: Vec<&dyn rusqlite::ToSql> = chunk
             .iter()
             .flat_map(|r| [&r.0 as &dyn rusqlite::ToSql, &r.1, &r.2, &r.3, &r.4, &r.5, &r.6, &r.7, &r.8])

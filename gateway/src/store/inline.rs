@@ -353,7 +353,7 @@ fn bind(statement: &mut rusqlite::Statement<'_>, params: &[&dyn ToSql]) -> rusql
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Backend, Store, batch_chunk};
+    use super::super::{Backend, Store, batch_chunks};
 
     /// The inline writer must commit as sqlx's writer does: WAL without an fsync per commit
     /// (`synchronous = NORMAL`), foreign keys enforced.
@@ -448,18 +448,31 @@ mod tests {
         let conn = rusqlite::Connection::open(&path).unwrap();
         let frames = |conn: &rusqlite::Connection| super::checkpoint(conn, super::Checkpoint::Passive).unwrap().0;
         // Under load some request is always reading: here one that began on the WAL before the
-        // round and ends 150 ms into it. While such a reader is open, a write cannot start the
-        // WAL over, so a PASSIVE checkpoint alone would leave the WAL growing; the round's
-        // RESTART waits the reader out (its busy timeout is 500 ms).
-        let (began, round_starts) = (std::sync::Arc::new(std::sync::Barrier::new(2)), std::sync::Arc::new(std::sync::Barrier::new(2)));
+        // round and ends while the round waits for it (its connection's busy handler says when).
+        // While such a reader is open a write cannot start the WAL over, so a PASSIVE checkpoint
+        // alone would leave the WAL growing; the round's RESTART waits the reader out.
+        static END_READER: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>> = std::sync::Mutex::new(None);
+        fn end_reader() {
+            if let Some(end) = END_READER.lock().unwrap().take() {
+                let _ = end.send(());
+            }
+        }
+        let (end, ended) = std::sync::mpsc::channel();
+        *END_READER.lock().unwrap() = Some(end);
+        conn.busy_handler(Some(|tries| {
+            end_reader();
+            std::thread::yield_now();
+            tries < 1_000_000
+        }))
+        .unwrap();
+        let began = std::sync::Arc::new(std::sync::Barrier::new(2));
         let reading = {
-            let (began, round_starts, path) = (began.clone(), round_starts.clone(), path.clone());
+            let (began, path) = (began.clone(), path.clone());
             std::thread::spawn(move || {
                 let reader = rusqlite::Connection::open(&path).unwrap();
                 reader.execute_batch("BEGIN; SELECT count(*) FROM browser_sessions;").unwrap();
                 began.wait();
-                round_starts.wait();
-                std::thread::sleep(std::time::Duration::from_millis(150));
+                ended.recv().unwrap();
                 reader.execute_batch("COMMIT").unwrap();
             })
         };
@@ -469,7 +482,6 @@ mod tests {
         write(2500).await;
         let appended = frames(&conn);
         assert!(appended > before, "with the reader open the write appended: {appended} frames, {before} before");
-        round_starts.wait();
         let round = {
             let writer = writer.clone();
             tokio::task::spawn_blocking(move || super::checkpoint_step(&conn, &writer).map(|_| conn)).await.unwrap()
@@ -478,19 +490,13 @@ mod tests {
         write(2501).await;
         let after = frames(&conn);
         assert!(after < 16, "the WAL started over: {after} frames, {before} before");
+        end_reader();
         reading.join().unwrap();
     }
 
     #[test]
     fn batches_split_into_power_of_two_chunks() {
-        let split = |mut n: usize| {
-            let mut sizes = Vec::new();
-            while n > 0 {
-                sizes.push(batch_chunk(n));
-                n -= batch_chunk(n);
-            }
-            sizes
-        };
+        let split = |n: usize| batch_chunks(&vec![(); n]).map(<[()]>::len).collect::<Vec<_>>();
         assert_eq!(split(0), Vec::<usize>::new());
         assert_eq!(split(1), vec![1]);
         assert_eq!(split(7), vec![4, 2, 1]);

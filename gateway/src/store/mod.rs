@@ -679,13 +679,23 @@ impl Store {
     }
 }
 
-/// How many of `pending` rows the next multi-row statement takes: the largest power of two not
-/// above `pending`, at most 128. Batches of any size then use at most eight statement texts,
-/// which each connection prepares once and keeps in its statement cache (a text per batch size
-/// would be prepared again and again, and evict the statements of the hot paths).
-pub(crate) fn batch_chunk(pending: usize) -> usize {
+/// `items` split for multi-row statements: each chunk is the largest power of two not above what
+/// is left, at most 128. Batches of any size then use at most eight statement texts, which each
+/// connection prepares once and keeps in its statement cache (a text per batch size would be
+/// prepared again and again, and evict the statements of the hot paths).
+pub(crate) fn batch_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     const MAX: usize = 128;
-    if pending >= MAX { MAX } else if pending == 0 { 0 } else { 1 << pending.ilog2() }
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        let size = match rest.len() {
+            0 => return None,
+            n if n >= MAX => MAX,
+            n => 1 << n.ilog2(),
+        };
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 fn corrupt(what: &str) -> Error {

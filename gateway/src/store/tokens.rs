@@ -380,10 +380,7 @@ impl Store {
             // One inline transaction on the writer connection (decision 0008).
             Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| {
                 let mut inserted = std::collections::HashSet::with_capacity(tokens.len());
-                let mut rest = tokens;
-                while !rest.is_empty() {
-                    let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
-                    rest = tail;
+                for chunk in super::batch_chunks(tokens) {
                     let params: Vec<&dyn rusqlite::ToSql> = chunk
                         .iter()
                         .flat_map(|t| [&t.jti as &dyn rusqlite::ToSql, &t.session_id, &t.client_id, &t.expires_at, &t.issued_at])
@@ -392,11 +389,7 @@ impl Store {
                     inserted.extend(jtis.into_iter().map(|(j,)| j));
                 }
                 let recorded = outcome(inserted);
-                let touches = touched(&recorded);
-                let mut rest = touches.as_slice();
-                while !rest.is_empty() {
-                    let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
-                    rest = tail;
+                for chunk in super::batch_chunks(&touched(&recorded)) {
                     let params: Vec<&dyn rusqlite::ToSql> =
                         chunk.iter().flat_map(|(id, at)| [id as &dyn rusqlite::ToSql, at]).collect();
                     inline::execute_rows(tx, TOUCH_HEAD, TOUCH_TAIL, 2, chunk.len(), &params)?;
@@ -410,10 +403,7 @@ impl Store {
             Backend::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 let mut inserted = std::collections::HashSet::with_capacity(tokens.len());
-                let mut rest = tokens;
-                while !rest.is_empty() {
-                    let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
-                    rest = tail;
+                for chunk in super::batch_chunks(tokens) {
                     let mut insert = sqlx::QueryBuilder::new(HEAD);
                     insert.push_values(chunk, |mut b, t| {
                         b.push_bind(&t.jti).push_bind(&t.session_id).push_bind(&t.client_id).push_bind(t.expires_at).push_bind(t.issued_at);
@@ -423,11 +413,7 @@ impl Store {
                     inserted.extend(jtis.into_iter().map(|(j,)| j));
                 }
                 let recorded = outcome(inserted);
-                let touches = touched(&recorded);
-                let mut rest = touches.as_slice();
-                while !rest.is_empty() {
-                    let (chunk, tail) = rest.split_at(super::batch_chunk(rest.len()));
-                    rest = tail;
+                for chunk in super::batch_chunks(&touched(&recorded)) {
                     let mut touch = sqlx::QueryBuilder::new(TOUCH_HEAD);
                     touch.push_values(chunk, |mut b, (id, at)| {
                         b.push_bind(*id).push_bind(*at);
