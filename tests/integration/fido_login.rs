@@ -4,7 +4,9 @@
 //! injected clock.
 
 use gateway::admin::Admin;
-use gateway::store::{AuthMethod, SigningSessionState, TouchOutcome};
+use gateway::store::{
+    AuditEvent, AuthMethod, AuthenticatorUse, NewSigningSession, Opening, SessionMove, SigningSessionState, TouchOutcome,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -308,10 +310,25 @@ async fn replayed_finish_is_refused_even_when_concurrent(db: Db) {
     let ok = [a.0, b.0].iter().filter(|s| **s == 200).count();
     assert_eq!(ok, 1, "{a:?} {b:?}");
 
-    // And at the store level: a second take finds nothing.
+    // A finish of another kind uses the ceremony up as well.
+    let (_, options) = doctor.post("/fido/auth/start", json!({})).await;
+    let assertion: Value = serde_json::from_str(&key.get(&options)).unwrap();
+    let wrong_kind = doctor.post("/fido/register/finish", json!({ "credential": assertion })).await;
+    assert_error(&wrong_kind, 400, "ceremony_missing", "期限切れか、すでに完了");
+    let late = doctor.post("/fido/auth/finish", json!({ "credential": assertion })).await;
+    assert_error(&late, 400, "ceremony_missing", "期限切れか、すでに完了");
+
+    // A new start replaces the browser session's earlier ceremony: its assertion no longer fits.
+    let (_, first) = doctor.post("/fido/auth/start", json!({})).await;
+    let stale: Value = serde_json::from_str(&key.get(&first)).unwrap();
+    let (_, second) = doctor.post("/fido/auth/start", json!({})).await;
+    assert_ne!(first["publicKey"]["challenge"], second["publicKey"]["challenge"]);
+    assert_error(&doctor.post("/fido/auth/finish", json!({ "credential": stale })).await, 400, "invalid_response", "");
+
+    // And at the store level: a second take finds nothing, nor does another clinic's.
     let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
     let c = gateway::store::NewCeremony {
-        id: "c1",
+        session_hash: &[7; 32],
         user_id: &uid,
         clinic_id: CLINIC,
         purpose: gateway::store::CeremonyPurpose::Authenticate,
@@ -321,9 +338,9 @@ async fn replayed_finish_is_refused_even_when_concurrent(db: Db) {
         expires_at: app.clock_now() + 120,
     };
     app.store().put_ceremony(&c, app.clock_now()).await.unwrap();
-    let take = || app.store().take_ceremony("c1", &uid, CLINIC, gateway::store::CeremonyPurpose::Authenticate);
-    assert!(app.store().take_ceremony("c1", &uid, OTHER_CLINIC, gateway::store::CeremonyPurpose::Authenticate).await.unwrap().is_none());
-    assert!(take().await.unwrap().is_some());
+    let take = || app.store().take_ceremony(&[7; 32], &uid, CLINIC);
+    assert!(app.store().take_ceremony(&[7; 32], &uid, OTHER_CLINIC).await.unwrap().is_none());
+    assert_eq!(take().await.unwrap().map(|t| t.purpose), Some(gateway::store::CeremonyPurpose::Authenticate));
     assert!(take().await.unwrap().is_none());
     app.stop().await;
 }
@@ -450,6 +467,51 @@ async fn counter_regression_is_reported_when_the_policy_allows_it(db: Db) {
     assert_eq!(app.store().fido_credentials_of(&uid).await.unwrap()[0].counter, 2, "never lowered");
     let audit = events(&app).await;
     assert!(audit.iter().any(|(e, o, d)| e == "authentication" && o == "success" && d["reason"] == "counter_regression_allowed"));
+    app.stop().await;
+}
+
+async fn an_opening_refused_in_its_transaction_changes_nothing(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let doctor = Browser::doctor(&app).await;
+    let mut key = authenticator(&app);
+    assert_eq!(doctor.link_with_code(&mut key, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
+    assert_eq!(doctor.authenticate(&mut key).await.0, 200);
+    let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let cred = app.store().fido_credentials_of(&uid).await.unwrap().remove(0);
+    let open = app.store().current_signing_session(&uid, CLINIC).await.unwrap().unwrap();
+    let last_seq = app.store().audit_tail(1).await.unwrap()[0].seq;
+    let now = app.clock_now();
+    let cfg = &app.config.signing_session;
+    let new = NewSigningSession {
+        user_id: &uid,
+        clinic_id: CLINIC,
+        method: AuthMethod::Fido,
+        authenticator_kind: "fido",
+        authenticator_id: &cred.id,
+        amr: &["pwd", "hwk", "mfa"],
+        acr: "aal3",
+        auth_time: now,
+        absolute_secs: cfg.absolute_secs,
+        idle_secs: cfg.idle_secs,
+    };
+    let checked = AuditEvent::Logout { clinic_id: CLINIC.into(), user_id: uid.clone() };
+    // Another assertion with this counter was written first (a clone, another instance).
+    let used = AuthenticatorUse::Fido { id: &cred.id, stored: None, counter: cred.counter, strict: true, required: true };
+    let opening = Opening { checked: Some(&checked), used: Some(used), session_move: None };
+    let refused = app.store().open_signing_session(&new, now, &opening).await;
+    assert!(matches!(refused, Err(gateway::store::Error::Precondition("fido counter"))), "{refused:?}");
+    // The browser session was signed out meanwhile: its move finds nothing.
+    let used = AuthenticatorUse::Fido { id: &cred.id, stored: None, counter: cred.counter + 1, strict: true, required: true };
+    let gone = SessionMove { from: [9; 32], to: [8; 32], expires_at: now + 60 };
+    let opening = Opening { checked: Some(&checked), used: Some(used), session_move: Some(&gone) };
+    let refused = app.store().open_signing_session(&new, now, &opening).await;
+    assert!(matches!(refused, Err(gateway::store::Error::Precondition("browser session"))), "{refused:?}");
+
+    let still = app.store().current_signing_session(&uid, CLINIC).await.unwrap().unwrap();
+    assert_eq!((still.state(now), still.id), (SigningSessionState::Live, open.id), "the open session was not superseded");
+    assert_eq!(app.store().fido_credentials_of(&uid).await.unwrap()[0].counter, cred.counter, "counter rolled back");
+    assert_eq!(app.store().audit_tail(1).await.unwrap()[0].seq, last_seq, "nothing audited");
+    assert_eq!(doctor.client.get(app.url("/methods")).send().await.unwrap().status(), 200, "still signed in");
     app.stop().await;
 }
 
@@ -680,6 +742,7 @@ db_tests!(
     credential_of_another_doctor_is_refused,
     removed_credential_is_refused_and_its_sessions_end,
     counter_regression_is_refused_by_default,
+    an_opening_refused_in_its_transaction_changes_nothing,
     counter_regression_is_reported_when_the_policy_allows_it,
     signing_session_idle_timeout_is_extended_by_activity,
     signing_session_absolute_lifetime_holds_despite_activity,

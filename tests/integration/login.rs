@@ -230,8 +230,26 @@ async fn disabled_doctor_cannot_log_in_and_loses_the_session(db: Db) {
     app.stop().await;
 }
 
+async fn browser_session_expires_when_idle_and_use_keeps_it(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    assert_eq!(app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await.status(), 303);
+    let idle = app.config.login.session_idle_secs;
+    let methods = || async { client.get(app.url("/methods")).send().await.unwrap().status() };
+    // Used two thirds into the idle time, then again: more than the idle time since the login,
+    // less since the last use.
+    app.clock.advance(time::Duration::seconds(idle * 2 / 3));
+    assert_eq!(methods().await, 200);
+    app.clock.advance(time::Duration::seconds(idle * 2 / 3));
+    assert_eq!(methods().await, 200, "use pushed the idle expiry forward");
+    app.clock.advance(time::Duration::seconds(idle));
+    assert_eq!(methods().await, 303, "idle for the whole idle time: signed out");
+    app.stop().await;
+}
+
 db_tests!(
     doctor_logs_in_and_sees_the_three_methods,
+    browser_session_expires_when_idle_and_use_keeps_it,
     methods_page_requires_a_login,
     wrong_password_and_unknown_login_get_the_same_answer,
     five_failures_lock_the_login_id_until_the_shown_time,

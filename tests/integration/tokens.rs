@@ -29,7 +29,7 @@ async fn try_open_session(app: &TestApp) -> gateway::store::Result<gateway::stor
         absolute_secs: cfg.absolute_secs,
         idle_secs: cfg.idle_secs,
     };
-    app.store().open_signing_session(&new, now, None).await
+    app.store().open_signing_session(&new, now, &Default::default()).await
 }
 
 async fn issue(app: &TestApp, client: &reqwest::Client, body: Value) -> (u16, Value) {

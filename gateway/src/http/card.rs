@@ -39,10 +39,9 @@ use super::extract::CurrentDoctor;
 use super::fido::{audit_removal, back, need_doctor};
 use super::i18n::{Lang, Msg};
 use super::link::{CodeOutcome, Presence, Refusal, check_registration_code, open_signing_session};
-use super::session::id_hash;
 use crate::store::{
-    self, AnchorKind, AuditEvent, AuthMethod, CardChallenge, CardPurpose, LinkAuthorisation, NewCardChallenge,
-    NewCardCredential, Outcome,
+    self, AnchorKind, AuditEvent, AuthMethod, AuthenticatorUse, CardChallenge, CardPurpose, LinkAuthorisation,
+    NewCardChallenge, NewCardCredential, Outcome,
 };
 
 pub(crate) fn router() -> Router<AppState> {
@@ -140,8 +139,7 @@ impl Ctx<'_> {
 
     fn session_hash(&self) -> Result<[u8; 32]> {
         // A signed-in doctor always has a stored session (the login saved it).
-        let id = self.doctor.session.id().ok_or_else(|| AppError::internal("browser session without id"))?;
-        Ok(id_hash(&id))
+        self.doctor.session.id_hash().ok_or_else(|| AppError::internal("browser session without id"))
     }
 
     fn redirect(&self, done: &str) -> Json<Value> {
@@ -357,7 +355,6 @@ async fn open_session(ctx: &Ctx<'_>, mut facts: Facts, taken: &CardChallenge, v:
         let r = Refusal::new("card_key_mismatch", StatusCode::FORBIDDEN, Msg::CardNotLinked);
         return Err(ctx.refuse(&facts, r).await);
     }
-    state.store.record_card_use(&cred.id, ctx.now).await?;
     let checked = ctx.authentication(&facts, Outcome::Success, None);
 
     let config = &state.config.signing_session;
@@ -366,7 +363,10 @@ async fn open_session(ctx: &Ctx<'_>, mut facts: Facts, taken: &CardChallenge, v:
     let acr = if config.exceeds_aal3() { "aal2" } else { "aal3" };
     let method = method_of(taken.kind);
     let presence = Presence { method, authenticator_id: &cred.id, amr: &CARD_AMR, acr };
-    open_signing_session(state, doctor, &presence, checked, ctx.now).await?;
+    let used = AuthenticatorUse::Card { id: &cred.id };
+    if !open_signing_session(state, doctor, ctx.lang, &presence, used, checked, ctx.now).await? {
+        return Err(AppError::internal("card opening refused a FIDO counter"));
+    }
     Ok(ctx.redirect("authenticated"))
 }
 

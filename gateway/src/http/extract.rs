@@ -3,11 +3,10 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use tower_sessions::Session;
 
 use super::AppState;
 use super::error::AppError;
-use super::session::{LOGIN_KEY, LoginState};
+use super::session::{BrowserSession, LoginState};
 use crate::store::{self, User, UserKind};
 
 /// The clinic that the verified client certificate is registered to. Inserted by the clinic
@@ -41,7 +40,7 @@ pub struct CurrentDoctor {
     /// The login.
     pub login: LoginState,
     /// The browser session.
-    pub session: Session,
+    pub session: BrowserSession,
 }
 
 impl FromRequestParts<AppState> for CurrentDoctor {
@@ -50,14 +49,8 @@ impl FromRequestParts<AppState> for CurrentDoctor {
     #[tracing::instrument(name = "auth.doctor", skip_all, fields(principal.id))]
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let clinic = ClinicContext::from_request_parts(parts, state).await?;
-        let session = Session::from_request_parts(parts, state)
-            .await
-            .map_err(|(_, msg)| AppError::internal(format!("session layer missing: {msg}")))?;
-        let login: LoginState = session
-            .get(LOGIN_KEY)
-            .await
-            .map_err(|e| AppError::internal(format!("session: {e}")))?
-            .ok_or(AppError::LoginRequired)?;
+        let session = BrowserSession::from_request_parts(parts, state).await?;
+        let login: LoginState = session.login().ok_or(AppError::LoginRequired)?;
         // A session opened through another clinic's certificate is not valid here.
         if login.clinic_id != clinic.clinic_id {
             return Err(AppError::LoginRequired);
@@ -68,7 +61,7 @@ impl FromRequestParts<AppState> for CurrentDoctor {
             Err(e) => return Err(e.into()),
         };
         if !user.enabled || user.kind != UserKind::Doctor || user.clinic_id != clinic.clinic_id {
-            let _ = session.flush().await;
+            session.sign_out().await?;
             return Err(AppError::LoginRequired);
         }
         tracing::Span::current().record("principal.id", user.id.as_str());

@@ -12,9 +12,9 @@
 //! | authentication | `POST /fido/auth/start` → `get()` → `POST /fido/auth/finish {"credential"}` | `{"ok","redirect"}` |
 //! | browser cancelled | `POST /fido/cancel` | `{"ok"}` |
 //!
-//! Ceremony state lives in the database (`store::ceremonies`), keyed by a random id that only
-//! this browser session's server-side data holds, and is taken with one `DELETE … RETURNING`:
-//! a replayed or concurrent finish, on any instance, finds nothing. Refusals are
+//! Ceremony state lives in the database (`store::ceremonies`), bound to this browser session (one
+//! at a time) and taken with one `DELETE … RETURNING`: a replayed or concurrent finish, on any
+//! instance, finds nothing. Refusals are
 //! `{"error": code, "message": text}` in the page's language, and every outcome is audited with
 //! ids only (never codes, never credential material).
 
@@ -24,7 +24,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use axum::{Form, Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -34,12 +34,9 @@ use super::extract::CurrentDoctor;
 use super::i18n::{Lang, Msg};
 use super::link::{CodeOutcome, Presence, Refusal, check_registration_code, open_signing_session};
 use crate::store::{
-    self, AuditEvent, AuthMethod, CeremonyPurpose, EndReason, FidoCredential, LinkAuthorisation, NewCeremony,
+    self, AuditEvent, AuthMethod, AuthenticatorUse, CeremonyPurpose, EndReason, FidoCredential, LinkAuthorisation, NewCeremony,
     NewFidoCredential, Outcome, SessionFilter, TakenCeremony,
 };
-
-/// Browser-session key holding the pending ceremony (one at a time per browser session).
-const CEREMONY_KEY: &str = "webauthn";
 
 /// Authenticator kind recorded on links and signing sessions.
 const KIND: &str = "fido";
@@ -59,13 +56,6 @@ pub(crate) fn router() -> axum::Router<AppState> {
         .route("/fido/credentials/{id}/rename", post(rename))
         .route("/fido/credentials/{id}/remove", post(remove))
         .route("/signing-session/end", post(end_signing_session))
-}
-
-/// The pending ceremony, as the browser session remembers it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Pending {
-    id: String,
-    purpose: String,
 }
 
 /// Which audit event a refusal becomes.
@@ -122,6 +112,11 @@ impl Ctx<'_> {
         AppError::Json { status: r.status, code: r.code, message: r.message(self.lang) }
     }
 
+    fn session_hash(&self) -> Result<[u8; 32]> {
+        // A signed-in doctor always has a stored session (the login stored it).
+        self.doctor.session.id_hash().ok_or_else(|| AppError::internal("browser session without id"))
+    }
+
     fn user_handle(&self) -> Result<Uuid> {
         // Account ids are random v4 UUIDs: a stable, non-personal WebAuthn user handle.
         Uuid::parse_str(&self.doctor.user.id).map_err(|e| AppError::internal(format!("user id is not a UUID: {e}")))
@@ -156,10 +151,6 @@ fn internal(e: impl std::fmt::Display) -> AppError {
     AppError::internal(e.to_string())
 }
 
-fn session_error(e: impl std::fmt::Display) -> AppError {
-    AppError::internal(format!("session: {e}"))
-}
-
 /// The signed-in doctor, or a JSON 401 (a JSON client cannot follow the login redirect).
 pub(super) fn need_doctor(doctor: std::result::Result<CurrentDoctor, AppError>, lang: Lang) -> Result<CurrentDoctor> {
     match doctor {
@@ -182,7 +173,7 @@ fn valid_name(name: &str) -> Option<String> {
     ((1..=64).contains(&n) && !name.chars().any(char::is_control)).then(|| name.to_owned())
 }
 
-/// Stores a new ceremony and remembers it in the browser session, dropping any earlier one.
+/// Stores a new ceremony for this browser session, replacing any earlier one.
 async fn begin(
     ctx: &Ctx<'_>,
     purpose: CeremonyPurpose,
@@ -190,18 +181,9 @@ async fn begin(
     enrollment_code_id: Option<&str>,
     linked_via: Option<&str>,
 ) -> Result<()> {
-    let session = &ctx.doctor.session;
-    if let Some(prev) = session.remove::<Pending>(CEREMONY_KEY).await.map_err(session_error)? {
-        for p in [CeremonyPurpose::Register, CeremonyPurpose::Authenticate, CeremonyPurpose::Link] {
-            if p.as_str() == prev.purpose {
-                ctx.state.store.take_ceremony(&prev.id, &ctx.doctor.user.id, &ctx.doctor.clinic.clinic_id, p).await?;
-            }
-        }
-    }
-    let id = Uuid::new_v4().to_string();
     let timeout = i64::try_from(ctx.state.fido.ceremony_timeout().as_secs()).unwrap_or(120);
     let new = NewCeremony {
-        id: &id,
+        session_hash: &ctx.session_hash()?,
         user_id: &ctx.doctor.user.id,
         clinic_id: &ctx.doctor.clinic.clinic_id,
         purpose,
@@ -210,26 +192,19 @@ async fn begin(
         linked_via,
         expires_at: ctx.now + timeout,
     };
-    ctx.state.store.put_ceremony(&new, ctx.now).await?;
-    session
-        .insert(CEREMONY_KEY, Pending { id, purpose: purpose.as_str().to_owned() })
-        .await
-        .map_err(session_error)?;
-    Ok(())
+    Ok(ctx.state.store.put_ceremony(&new, ctx.now).await?)
 }
 
-/// Takes this browser session's pending ceremony of `purpose` out of the database (single use).
+/// Takes this browser session's ceremony out of the database (single use, whatever its purpose:
+/// a finish of the wrong kind uses it up too) and checks it is a live one of `purpose`.
 async fn take(ctx: &Ctx<'_>, purpose: CeremonyPurpose) -> Result<TakenCeremony> {
     let missing = || Refusal::new("ceremony_missing", StatusCode::BAD_REQUEST, Msg::FidoCeremonyMissing);
-    let pending = ctx.doctor.session.remove::<Pending>(CEREMONY_KEY).await.map_err(session_error)?;
-    let Some(pending) = pending.filter(|p| p.purpose == purpose.as_str()) else {
-        return Err(ctx.refuse(Step::of(purpose), missing(), None, None).await);
-    };
-    let taken =
-        ctx.state.store.take_ceremony(&pending.id, &ctx.doctor.user.id, &ctx.doctor.clinic.clinic_id, purpose).await?;
+    let taken = ctx.state.store.take_ceremony(&ctx.session_hash()?, &ctx.doctor.user.id, &ctx.doctor.clinic.clinic_id).await?;
     match taken {
-        // Taken already: a replayed or concurrent finish, on this or another instance.
+        // Never started here, taken already (a replayed or concurrent finish, on this or another
+        // instance), or started for something else.
         None => Err(ctx.refuse(Step::of(purpose), missing(), None, None).await),
+        Some(t) if t.purpose != purpose => Err(ctx.refuse(Step::of(purpose), missing(), None, None).await),
         Some(t) if t.expires_at <= ctx.now => {
             let r = Refusal::new("timed_out", StatusCode::BAD_REQUEST, Msg::FidoCancelled);
             Err(ctx.refuse(Step::of(purpose), r, t.enrollment_code_id, None).await)
@@ -273,16 +248,41 @@ async fn start_authentication(ctx: &Ctx<'_>, purpose: CeremonyPurpose) -> Result
     options.to_json().map_err(internal)
 }
 
+/// A verified assertion: the credential, the counter to store, and the success event.
+struct Assertion {
+    cred: FidoCredential,
+    /// The updated stored credential, when it changed.
+    stored: Option<String>,
+    counter: i64,
+    /// The counter went up, and must still be higher when written: of two assertions with the
+    /// same counter verified at once (a cloned authenticator, two instances), one loses.
+    strict: bool,
+    /// The success event, which the caller appends (with the events of what the check unlocks).
+    checked: AuditEvent,
+}
+
+impl Assertion {
+    /// The counter write, for the transaction of what the check unlocks; a lost strict write
+    /// refuses it under `counter_policy = "refuse"`.
+    fn used(&self, policy: fido::CounterPolicy) -> AuthenticatorUse<'_> {
+        AuthenticatorUse::Fido {
+            id: &self.cred.id,
+            stored: self.stored.as_deref(),
+            counter: self.counter,
+            strict: self.strict,
+            required: self.strict && policy == fido::CounterPolicy::Refuse,
+        }
+    }
+}
+
+fn counter_regression() -> Refusal {
+    Refusal::new("counter_regression", StatusCode::FORBIDDEN, Msg::FidoCounterRegression)
+}
+
 /// Verifies an assertion against a taken authentication ceremony: the credential must exist and
-/// be the doctor's, the `fido` policies must pass, and the counter is stored so it only goes up.
-/// Returns the credential and the success event, which the caller appends (with the events of
-/// what the check unlocks, when there are any).
-async fn verify_assertion(
-    ctx: &Ctx<'_>,
-    purpose: CeremonyPurpose,
-    taken: TakenCeremony,
-    response: &str,
-) -> Result<(FidoCredential, AuditEvent)> {
+/// be the doctor's, and the `fido` policies must pass. The caller stores the counter so it only
+/// goes up ([`Assertion::used`]).
+async fn verify_assertion(ctx: &Ctx<'_>, purpose: CeremonyPurpose, taken: TakenCeremony, response: &str) -> Result<Assertion> {
     let step = Step::of(purpose);
     let auth_state = fido::AuthenticationState::from_json(&taken.state).map_err(internal)?;
     let raw_id = match fido::credential_id_from_response(response) {
@@ -309,17 +309,9 @@ async fn verify_assertion(
         }
     };
     let stored_counter = stored.counter();
-    // A strictly higher counter must still be higher when written: of two assertions with the
-    // same counter verified at once (a cloned authenticator, two instances), one loses here.
     let strict = result.counter > stored_counter;
-    let new_counter = result.updated.as_ref().map_or(stored_counter, fido::StoredCredential::counter);
+    let counter = i64::from(result.updated.as_ref().map_or(stored_counter, fido::StoredCredential::counter));
     let blob = result.updated.as_ref().map(fido::StoredCredential::to_json).transpose().map_err(internal)?;
-    let written =
-        ctx.state.store.record_fido_use(&cred.id, blob.as_deref(), i64::from(new_counter), strict, ctx.now).await?;
-    if !written && strict && ctx.state.config.fido.counter_policy == fido::CounterPolicy::Refuse {
-        let r = Refusal::new("counter_regression", StatusCode::FORBIDDEN, Msg::FidoCounterRegression);
-        return Err(ctx.refuse(step, r, None, Some(cred.id)).await);
-    }
     let reason = if result.counter_regression.is_some() {
         // counter_policy = "allow": accepted, and the audit row says so (docs/fido-policy.md).
         Some("counter_regression_allowed")
@@ -338,7 +330,7 @@ async fn verify_assertion(
         outcome: Outcome::Success,
         reason,
     };
-    Ok((cred, checked))
+    Ok(Assertion { cred, stored: blob, counter, strict, checked })
 }
 
 #[derive(Deserialize)]
@@ -488,7 +480,14 @@ async fn link_finish(
     let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
     let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
     let taken = take(&ctx, CeremonyPurpose::Link).await?;
-    let (cred, checked) = verify_assertion(&ctx, CeremonyPurpose::Link, taken, &body.credential.to_string()).await?;
+    let a = verify_assertion(&ctx, CeremonyPurpose::Link, taken, &body.credential.to_string()).await?;
+    let AuthenticatorUse::Fido { id, stored, counter, strict, required } = a.used(state.config.fido.counter_policy) else {
+        return Err(AppError::internal("FIDO assertion without a FIDO use"));
+    };
+    if !state.store.record_fido_use(id, stored, counter, strict, ctx.now).await? && required {
+        return Err(ctx.refuse(Step::Authenticate("link"), counter_regression(), None, Some(a.cred.id)).await);
+    }
+    let (cred, checked) = (a.cred, a.checked);
     ctx.audit(checked).await?;
     // The registration ceremony (or, for a card, the card challenge) itself is the permission:
     // single use, 120 s, this session only.
@@ -523,7 +522,8 @@ async fn auth_finish(
     let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
     let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
     let taken = take(&ctx, CeremonyPurpose::Authenticate).await?;
-    let (cred, checked) = verify_assertion(&ctx, CeremonyPurpose::Authenticate, taken, &body.credential.to_string()).await?;
+    let a = verify_assertion(&ctx, CeremonyPurpose::Authenticate, taken, &body.credential.to_string()).await?;
+    let cred = &a.cred;
 
     let config = &state.config.signing_session;
     // AAL3 needs a device-bound key (NIST SP 800-63B-4 does not count synced passkeys) and
@@ -533,7 +533,11 @@ async fn auth_finish(
     // verification: multi-factor.
     let amr: [&str; 3] = ["pwd", if cred.backup_eligible { "swk" } else { "hwk" }, "mfa"];
     let presence = Presence { method: AuthMethod::Fido, authenticator_id: &cred.id, amr: &amr, acr };
-    open_signing_session(&state, &doctor, &presence, checked, ctx.now).await?;
+    let used = a.used(state.config.fido.counter_policy);
+    if !open_signing_session(&state, &doctor, lang, &presence, used, a.checked.clone(), ctx.now).await? {
+        let step = Step::Authenticate("signing_session");
+        return Err(ctx.refuse(step, counter_regression(), None, Some(cred.id.clone())).await);
+    }
     Ok(ctx.redirect("authenticated"))
 }
 
@@ -547,18 +551,10 @@ async fn cancel(
     let doctor = need_doctor(doctor, lang)?;
     tracing::Span::current().record("principal.id", doctor.user.id.as_str());
     let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
-    if let Some(pending) = doctor.session.remove::<Pending>(CEREMONY_KEY).await.map_err(session_error)? {
-        for purpose in [CeremonyPurpose::Register, CeremonyPurpose::Authenticate, CeremonyPurpose::Link] {
-            if purpose.as_str() != pending.purpose {
-                continue;
-            }
-            let taken = state.store.take_ceremony(&pending.id, &doctor.user.id, &doctor.clinic.clinic_id, purpose).await?;
-            if let Some(taken) = taken {
-                let r = Refusal::new("cancelled", StatusCode::OK, Msg::FidoCancelled);
-                // Audited like any other refusal; the JSON error is not what the page needs.
-                let _ = ctx.refuse(Step::of(purpose), r, taken.enrollment_code_id, None).await;
-            }
-        }
+    if let Some(taken) = state.store.take_ceremony(&ctx.session_hash()?, &doctor.user.id, &doctor.clinic.clinic_id).await? {
+        let r = Refusal::new("cancelled", StatusCode::OK, Msg::FidoCancelled);
+        // Audited like any other refusal; the JSON error is not what the page needs.
+        let _ = ctx.refuse(Step::of(taken.purpose), r, taken.enrollment_code_id, None).await;
     }
     Ok(Json(json!({ "ok": true })))
 }

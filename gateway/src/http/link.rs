@@ -11,7 +11,7 @@ use super::error::{AppError, Result};
 use super::i18n::{Lang, Msg};
 use super::{AppState, CurrentDoctor};
 use crate::enrollment;
-use crate::store::{AuditEvent, AuthMethod, CodeCheck, NewSigningSession};
+use crate::store::{self, AuditEvent, AuthMethod, AuthenticatorUse, CodeCheck, NewSigningSession, Opening};
 
 /// How a presence check authenticated the doctor, for the signing session it opens.
 pub(super) struct Presence<'a> {
@@ -26,18 +26,22 @@ pub(super) struct Presence<'a> {
 }
 
 /// Opens the doctor's signing session at this clinic after a successful presence check
-/// (DESIGN §3.7), ending the open one it supersedes, and rotates the browser-session id for the
-/// new privilege (DESIGN §3.2).
+/// (DESIGN §3.7), ending the open one it supersedes, records the authenticator's use, and moves
+/// the browser session to a new id for the new privilege (DESIGN §3.2) — all in one transaction
+/// with the audit rows (`checked` is the presence check's own success event), so a login commits
+/// once and a session is never open unaudited.
 ///
-/// `checked` is the presence check's own success event: the store appends it, the ended session
-/// and the opening in the opening's own transaction, so a session is never open unaudited.
+/// `Ok(false)`: nothing was opened because a required FIDO counter could not be written (the
+/// caller refuses). A browser session signed out meanwhile is a JSON 401.
 pub(super) async fn open_signing_session(
     state: &AppState,
     doctor: &CurrentDoctor,
+    lang: Lang,
     p: &Presence<'_>,
+    used: AuthenticatorUse<'_>,
     checked: AuditEvent,
     now: i64,
-) -> Result<()> {
+) -> Result<bool> {
     let config = &state.config.signing_session;
     let new = NewSigningSession {
         user_id: &doctor.user.id,
@@ -51,9 +55,19 @@ pub(super) async fn open_signing_session(
         absolute_secs: config.absolute_secs,
         idle_secs: config.idle_secs,
     };
-    state.store.open_signing_session(&new, now, Some(&checked)).await?;
-    doctor.session.cycle_id().await.map_err(|e| AppError::internal(format!("session: {e}")))?;
-    Ok(())
+    let rotation = doctor.session.rotation().ok_or_else(|| AppError::internal("signed-in doctor without a stored session"))?;
+    let opening = Opening { checked: Some(&checked), used: Some(used), session_move: Some(rotation.step()) };
+    match state.store.open_signing_session(&new, now, &opening).await {
+        Ok(_) => {
+            doctor.session.moved(rotation);
+            Ok(true)
+        }
+        Err(store::Error::Precondition("fido counter")) => Ok(false),
+        Err(store::Error::Precondition("browser session")) => {
+            Err(AppError::json(StatusCode::UNAUTHORIZED, "login_required", lang, Msg::LoginRequiredJson))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A refusal: fixed code (JSON and audit), status, and the message for the doctor.

@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
-use tower_sessions::Session;
 use zeroize::Zeroizing;
 
 use super::AppState;
@@ -15,7 +14,7 @@ use super::error::{AppError, Result};
 use super::extract::{ClinicContext, CurrentDoctor};
 use super::i18n::{Lang, Msg};
 use super::pages;
-use super::session::{LOGIN_KEY, LoginState};
+use super::session::{BrowserSession, LoginState};
 use crate::store::{self, AuditEvent, EndReason, LockoutRules, SessionFilter, UserKind};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -34,10 +33,10 @@ struct LoginPageQuery {
 async fn login_page(
     clinic: ClinicContext,
     lang: Lang,
-    session: Session,
+    session: BrowserSession,
     Query(q): Query<LoginPageQuery>,
 ) -> Result<Response> {
-    if session.get::<LoginState>(LOGIN_KEY).await.ok().flatten().is_some_and(|l| l.clinic_id == clinic.clinic_id) {
+    if session.login().is_some_and(|l| l.clinic_id == clinic.clinic_id) {
         return Ok(Redirect::to("/methods").into_response());
     }
     let notice = q.signed_out.map(|_| Msg::SignedOut.text(lang));
@@ -60,7 +59,7 @@ async fn login(
     State(state): State<AppState>,
     clinic: ClinicContext,
     lang: Lang,
-    session: Session,
+    session: BrowserSession,
     form: std::result::Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response> {
     let Ok(Form(form)) = form else {
@@ -133,15 +132,17 @@ async fn login(
     }
 
     // New privilege, new session id (session fixation).
-    session.cycle_id().await.map_err(|e| AppError::internal(format!("session: {e}")))?;
-    let login = LoginState { user_id: user.id.clone(), clinic_id: clinic.clinic_id.clone(), login_at: now };
-    session.insert(LOGIN_KEY, &login).await.map_err(|e| AppError::internal(format!("session: {e}")))?;
+    session.sign_in(LoginState { user_id: user.id.clone(), clinic_id: clinic.clinic_id.clone(), login_at: now }).await?;
     state.metrics.login("success");
     state.store.audit(&AuditEvent::LoginSucceeded { clinic_id: clinic.clinic_id, user_id: user.id }, now).await?;
     Ok(Redirect::to("/methods").into_response())
 }
 
-async fn logout(State(state): State<AppState>, doctor: std::result::Result<CurrentDoctor, AppError>, session: Session) -> Result<Response> {
+async fn logout(
+    State(state): State<AppState>,
+    doctor: std::result::Result<CurrentDoctor, AppError>,
+    session: BrowserSession,
+) -> Result<Response> {
     if let Ok(doctor) = doctor {
         let now = state.clock.unix();
         // DESIGN §3.7: signing out ends the doctor's signing session at this clinic, on every
@@ -160,7 +161,7 @@ async fn logout(State(state): State<AppState>, doctor: std::result::Result<Curre
         state.store.audit(&event, now).await?;
     }
     // Deletes the stored session and expires the cookie; the next visit gets a new id.
-    session.flush().await.map_err(|e| AppError::internal(format!("session: {e}")))?;
+    session.sign_out().await?;
     Ok(Redirect::to("/login?signed_out=1").into_response())
 }
 

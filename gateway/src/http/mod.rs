@@ -27,13 +27,11 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use tower_sessions::cookie::SameSite;
-use tower_sessions::{Expiry, SessionManagerLayer};
 
 pub use error::AppError;
 pub use extract::{ClinicContext, CurrentDoctor};
 pub use i18n::{Lang, Msg};
-pub use session::{DbSessionStore, LOGIN_KEY, LoginState};
+pub use session::{BrowserSession, LoginState};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -88,18 +86,6 @@ impl Deref for AppState {
 
 /// The main router, with every layer.
 pub fn router(state: AppState) -> Router {
-    let sessions = SessionManagerLayer::new(DbSessionStore::new(
-        state.store.clone(),
-        state.clock.clone(),
-        state.config.login.session_idle_secs,
-    ))
-        .with_name(SESSION_COOKIE)
-        .with_secure(true)
-        .with_http_only(true)
-        .with_same_site(SameSite::Strict)
-        .with_path("/")
-        .with_expiry(Expiry::OnInactivity(time::Duration::seconds(state.config.login.session_idle_secs)));
-
     let request_id = HeaderName::from_static("x-request-id");
     // Browser routes: every one behind the clinic gate.
     let browser = Router::new()
@@ -107,7 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(fido::router())
         .merge(card::router())
         .route_layer(middleware::from_fn(tag_route))
-        .layer(sessions)
+        .layer(middleware::from_fn_with_state(state.clone(), session::layer))
         .layer(middleware::from_fn_with_state(state.clone(), same_origin))
         .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], pages::CSS) }))
         .route("/assets/fido.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::FIDO_JS) }))

@@ -394,7 +394,7 @@ impl Store {
         }
         let rows = audit_rows(events);
         match &self.backend {
-            Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| append_audit_sqlite(tx, &rows))?,
+            Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| Ok(append_audit_sqlite(tx, &rows)?))?,
             Backend::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 append_audit_pg(&mut tx, &rows).await?;

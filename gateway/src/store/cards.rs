@@ -169,6 +169,9 @@ fn card_kind(s: &str) -> Result<AnchorKind> {
     }
 }
 
+/// Records a card's use: $1 id, $2 now.
+pub(super) const CARD_USE: &str = "UPDATE card_credentials SET last_used_at = $2, updated_at = $2 WHERE id = $1";
+
 impl Store {
     /// Stores a challenge for a browser session, replacing any pending one of that session.
     pub async fn put_card_challenge(&self, c: &NewCardChallenge<'_>, now: i64) -> Result<()> {
@@ -318,19 +321,6 @@ impl Store {
             serial_hex,
         )?;
         Ok(row.into())
-    }
-
-    /// Records a successful use.
-    pub async fn record_card_use(&self, id: &str, now: i64) -> Result<()> {
-        with_pool!(self, |pool| {
-            sqlx::query("UPDATE card_credentials SET last_used_at = $2, updated_at = $2 WHERE id = $1")
-                .bind(id)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
     }
 
     /// Removes a card of `user_id` and, in the same transaction, ends the open signing sessions

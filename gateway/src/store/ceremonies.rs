@@ -1,10 +1,11 @@
 //! Server-side WebAuthn ceremony state (DESIGN §3.4, §4): written at start, taken at finish with
 //! one `DELETE … RETURNING`, so a replayed finish, on this or any other instance, finds nothing.
 //!
-//! The row id is random and kept only in the server-side data of the browser session that
-//! started the ceremony; the row also names the doctor and clinic, and taking it requires all
-//! three to match. Expiry is checked by the caller *after* taking, so an expired state is
-//! consumed too and the doctor is told "timed out" rather than "not found".
+//! A ceremony is bound to the browser session that started it (keyed by the hash of its id, one
+//! at a time: a new start replaces it) and names the doctor and clinic; taking it requires all
+//! three to match. Expiry and purpose are checked by the caller *after* taking, so a finish of
+//! the wrong kind or too late uses the ceremony up too, and the doctor is told "timed out"
+//! rather than "not found".
 
 use super::{Backend, Error, Result, Store, with_pool, with_reader, write_execute, write_optional};
 
@@ -28,13 +29,20 @@ impl CeremonyPurpose {
             CeremonyPurpose::Link => "link",
         }
     }
+
+    fn parse(s: &str) -> Result<Self> {
+        [Self::Register, Self::Authenticate, Self::Link]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| super::corrupt("webauthn_ceremonies.purpose"))
+    }
 }
 
 /// A ceremony to store.
 #[derive(Debug)]
 pub struct NewCeremony<'a> {
-    /// Random UUID, kept in the browser session.
-    pub id: &'a str,
+    /// SHA-256 of the id of the browser session that starts it.
+    pub session_hash: &'a [u8],
     /// The doctor.
     pub user_id: &'a str,
     /// The clinic of the device.
@@ -54,6 +62,8 @@ pub struct NewCeremony<'a> {
 /// A ceremony taken out of storage.
 #[derive(Debug, Clone)]
 pub struct TakenCeremony {
+    /// What it was started for.
+    pub purpose: CeremonyPurpose,
     /// The stored state JSON.
     pub state: String,
     /// See [`NewCeremony::enrollment_code_id`].
@@ -65,14 +75,17 @@ pub struct TakenCeremony {
 }
 
 impl Store {
-    /// Stores a ceremony's state.
+    /// Stores a ceremony's state, replacing the browser session's earlier one.
     pub async fn put_ceremony(&self, c: &NewCeremony<'_>, now: i64) -> Result<()> {
         write_execute!(
             self,
-            "INSERT INTO webauthn_ceremonies (id, user_id, clinic_id, purpose, state, enrollment_code_id, linked_via,
-                expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            c.id,
+            "INSERT INTO webauthn_ceremonies (session_hash, user_id, clinic_id, purpose, state, enrollment_code_id,
+                linked_via, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (session_hash) DO UPDATE SET user_id = excluded.user_id, clinic_id = excluded.clinic_id,
+                purpose = excluded.purpose, state = excluded.state, enrollment_code_id = excluded.enrollment_code_id,
+                linked_via = excluded.linked_via, expires_at = excluded.expires_at, created_at = excluded.created_at",
+            c.session_hash,
             c.user_id,
             c.clinic_id,
             c.purpose.as_str(),
@@ -85,31 +98,22 @@ impl Store {
         Ok(())
     }
 
-    /// Takes (deletes and returns) a ceremony, in one statement, if id, doctor, clinic and purpose
-    /// all match. `None` if there is no such row, e.g. because it was taken before.
-    pub async fn take_ceremony(
-        &self,
-        id: &str,
-        user_id: &str,
-        clinic_id: &str,
-        purpose: CeremonyPurpose,
-    ) -> Result<Option<TakenCeremony>> {
+    /// Takes (deletes and returns) the browser session's ceremony, in one statement, if doctor
+    /// and clinic match. `None` if there is no such row, e.g. because it was taken before.
+    pub async fn take_ceremony(&self, session_hash: &[u8], user_id: &str, clinic_id: &str) -> Result<Option<TakenCeremony>> {
         let row = write_optional!(
             self,
-            (String, Option<String>, Option<String>, i64),
-            "DELETE FROM webauthn_ceremonies WHERE id = $1 AND user_id = $2 AND clinic_id = $3 AND purpose = $4
-             RETURNING state, enrollment_code_id, linked_via, expires_at",
-            id,
+            (String, String, Option<String>, Option<String>, i64),
+            "DELETE FROM webauthn_ceremonies WHERE session_hash = $1 AND user_id = $2 AND clinic_id = $3
+             RETURNING purpose, state, enrollment_code_id, linked_via, expires_at",
+            session_hash,
             user_id,
             clinic_id,
-            purpose.as_str(),
         )?;
-        Ok(row.map(|(state, enrollment_code_id, linked_via, expires_at)| TakenCeremony {
-            state,
-            enrollment_code_id,
-            linked_via,
-            expires_at,
-        }))
+        row.map(|(purpose, state, enrollment_code_id, linked_via, expires_at)| {
+            Ok(TakenCeremony { purpose: CeremonyPurpose::parse(&purpose)?, state, enrollment_code_id, linked_via, expires_at })
+        })
+        .transpose()
     }
 
     /// Deletes ceremony states that expired before `now`; returns how many.

@@ -100,6 +100,12 @@ impl From<CredRow> for FidoCredential {
     }
 }
 
+/// Records an assertion: $1 id, $2 new stored state or NULL, $3 counter, $4 now, $5 strict (the
+/// counter must go up; else it may also stay). Changes no row when the counter would not.
+pub(super) const FIDO_USE: &str =
+    "UPDATE fido_credentials SET stored = COALESCE($2, stored), counter = $3, last_used_at = $4, updated_at = $4
+     WHERE id = $1 AND (counter < $3 OR (NOT $5 AND counter = $3))";
+
 impl Store {
     /// Links a credential. With [`LinkAuthorisation::Code`] the code is consumed in the same
     /// transaction, and the link fails with `Error::Precondition("enrollment_code")` if the code
@@ -186,8 +192,7 @@ impl Store {
     pub async fn record_fido_use(&self, id: &str, stored: Option<&str>, counter: i64, strict: bool, now: i64) -> Result<bool> {
         let done = write_execute!(
             self,
-            "UPDATE fido_credentials SET stored = COALESCE($2, stored), counter = $3, last_used_at = $4, updated_at = $4
-             WHERE id = $1 AND (counter < $3 OR (NOT $5 AND counter = $3))",
+            FIDO_USE,
             id,
             stored,
             counter,

@@ -131,15 +131,13 @@ impl InlineWriter {
         optional(&self.conn, sql, params).map_err(inline_error)
     }
 
-    /// Runs `work` in one transaction (`BEGIN IMMEDIATE`), committed if it returns `Ok`.
-    pub(super) fn transaction<T>(&mut self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let run = || {
-            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let out = work(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        };
-        run().map_err(inline_error)
+    /// Runs `work` in one transaction (`BEGIN IMMEDIATE`), committed if it returns `Ok` and rolled
+    /// back if it returns an error (its own, e.g. [`Error::Precondition`], or SQLite's).
+    pub(super) fn transaction<T>(&mut self, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = work(&tx)?;
+        tx.commit()?;
+        Ok(out)
     }
 }
 
@@ -326,6 +324,12 @@ pub(super) fn optional<T: FromRow>(conn: &Connection, sql: &str, params: &[&dyn 
 }
 
 /// Constraint violations become [`Error::Conflict`], as on the sqlx paths.
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        inline_error(e)
+    }
+}
+
 fn inline_error(e: rusqlite::Error) -> Error {
     match &e {
         rusqlite::Error::SqliteFailure(f, message) if f.code == rusqlite::ErrorCode::ConstraintViolation => {

@@ -30,8 +30,10 @@ pub use fido::{FidoCredential, LinkAuthorisation, NewFidoCredential};
 pub use tokens::{
     ClientAccess, ConsumedToken, EmrContext, IssueContext, NewIssuedToken, OpenSession, ServiceClient, ServiceRole, SigningKeyRow,
 };
+pub use sessions::SessionMove;
 pub use signing::{
-    AuthMethod, EndReason, NewSigningSession, OpenedSession, SessionFilter, SigningSession, SigningSessionState, TouchOutcome,
+    AuthMethod, AuthenticatorUse, EndReason, NewSigningSession, OpenedSession, Opening, SessionFilter, SigningSession,
+    SigningSessionState, TouchOutcome,
 };
 
 /// Errors of the storage layer.
@@ -222,6 +224,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "token path storage",
         include_str!("../../../migrations/sqlite/0005_token_path_storage.sql"),
         include_str!("../../../migrations/postgres/0005_token_path_storage.sql"),
+    ),
+    (
+        6,
+        "sessions own ceremonies",
+        include_str!("../../../migrations/sqlite/0006_sessions_own_ceremonies.sql"),
+        include_str!("../../../migrations/postgres/0006_sessions_own_ceremonies.sql"),
     ),
 ];
 

@@ -1,7 +1,23 @@
-//! Browser-session rows for the tower-sessions store in `http::session`. Ids arrive already
-//! hashed: the database never sees a usable session id.
+//! Browser-session rows for `http::session`. Ids arrive already hashed: the database never sees
+//! a usable session id.
 
 use super::{Backend, Error, Result, Store, read_optional, with_pool, write_execute};
+
+/// A browser session moving to a new id (DESIGN §3.2: at every privilege change), by hashes.
+#[derive(Debug, Clone)]
+pub struct SessionMove {
+    /// SHA-256 of the current id.
+    pub from: [u8; 32],
+    /// SHA-256 of the new id.
+    pub to: [u8; 32],
+    /// The moved session's new idle expiry, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// Moves a session ($1 → $2); $3 is new data or NULL to keep it; $4 expiry; $5 now.
+pub(super) const MOVE_SESSION: &str = "UPDATE browser_sessions SET id_hash = $2, data = COALESCE($3, data), expires_at = $4,
+        updated_at = $5
+     WHERE id_hash = $1";
 
 impl Store {
     /// Inserts a new session; `false` if the id hash already exists (the caller picks a new id).
@@ -18,15 +34,19 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Inserts or replaces a session.
-    pub async fn session_save(&self, id_hash: &[u8], data: &str, expires_at: i64, now: i64) -> Result<()> {
+    /// Moves a session to a new id (and, with `data`, new data): `false` if there is no session
+    /// under the old id any more (signed out, or moved by a concurrent request).
+    pub async fn session_move(&self, step: &SessionMove, data: Option<&str>, now: i64) -> Result<bool> {
+        let done = write_execute!(self, MOVE_SESSION, step.from.as_slice(), step.to.as_slice(), data, step.expires_at, now)?;
+        Ok(done == 1)
+    }
+
+    /// Pushes a session's idle expiry forward.
+    pub async fn session_touch(&self, id_hash: &[u8], expires_at: i64, now: i64) -> Result<()> {
         write_execute!(
             self,
-            "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $4)
-             ON CONFLICT (id_hash) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at, updated_at = $4",
+            "UPDATE browser_sessions SET expires_at = $2, updated_at = $3 WHERE id_hash = $1",
             id_hash,
-            data,
             expires_at,
             now,
         )?;

@@ -10,6 +10,9 @@
 use std::str::FromStr;
 
 use super::audit::{append_audit_pg, append_audit_sqlite, audit_rows};
+use super::cards::CARD_USE;
+use super::fido::FIDO_USE;
+use super::sessions::{MOVE_SESSION, SessionMove};
 use super::{AuditEvent, Backend, Error, Result, Store, corrupt, with_pool, with_reader};
 
 /// How the doctor proved presence.
@@ -252,24 +255,71 @@ pub enum SessionFilter<'a> {
     },
 }
 
+/// What the transaction that opens a signing session does besides, so that a login commits once.
+#[derive(Debug, Default)]
+pub struct Opening<'a> {
+    /// The presence check's own success event, appended before the opening's events.
+    pub checked: Option<&'a AuditEvent>,
+    /// The authenticator's use, recorded in the same transaction.
+    pub used: Option<AuthenticatorUse<'a>>,
+    /// The browser session's move to a new id (DESIGN §3.2: a method success is a privilege
+    /// change). Without a session under the old id (signed out meanwhile), nothing is opened:
+    /// `Precondition("browser session")`.
+    pub session_move: Option<&'a SessionMove>,
+}
+
+/// An authenticator's use, recorded in the transaction that opens a signing session.
+#[derive(Debug)]
+pub enum AuthenticatorUse<'a> {
+    /// A FIDO credential: its counter and stored state (see [`Store::record_fido_use`]). When
+    /// `required` and the counter could not be written (a concurrent assertion with the same or a
+    /// higher counter won), nothing is opened: `Precondition("fido counter")`.
+    Fido {
+        /// `fido_credentials.id`.
+        id: &'a str,
+        /// The updated stored credential, if it changed.
+        stored: Option<&'a str>,
+        /// The new counter.
+        counter: i64,
+        /// The counter must go strictly up.
+        strict: bool,
+        /// Refuse the opening if the counter was not written.
+        required: bool,
+    },
+    /// A linked card: its last use.
+    Card {
+        /// `card_credentials.id`.
+        id: &'a str,
+    },
+}
+
+impl AuthenticatorUse<'_> {
+    /// Fails the opening when a required counter was not written (`rows` changed).
+    fn check(&self, rows: u64) -> Result<()> {
+        match self {
+            AuthenticatorUse::Fido { required: true, .. } if rows != 1 => Err(Error::Precondition("fido counter")),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Store {
     /// Opens a signing session at `now` (normally `auth_time`). The open session of the same
     /// doctor at the same clinic is ended first, in the same transaction, as `superseded` (or
     /// `expired` if it was no longer live): there is at most one open session per doctor and
     /// clinic, which a partial unique index enforces across instances.
     ///
-    /// The same transaction appends the audit events, in order: `checked` (the presence check that
-    /// allows the opening, if given), each ended session, the opening. A session is never open
-    /// without its audit rows.
+    /// The same transaction records what [`Opening`] asks for (the authenticator's use, the
+    /// browser session's new id) and appends the audit events, in order: `checked` (the presence
+    /// check that allows the opening, if given), each ended session, the opening. A session is
+    /// never open without its audit rows, and a refused step opens nothing.
     pub async fn open_signing_session(
         &self,
         new: &NewSigningSession<'_>,
         now: i64,
-        checked: Option<&AuditEvent>,
+        with: &Opening<'_>,
     ) -> Result<OpenedSession> {
         let amr = serde_json::to_string(new.amr).map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))?;
-        // A concurrent open on another instance can win the unique index between our UPDATE
-        // and INSERT; the second attempt then ends that session like any other.
         const END_OPEN: &str = concat!(
             "UPDATE signing_sessions SET ended_at = $3, updated_at = $3,
                 ended_reason = CASE WHEN expires_at <= $3 OR last_activity_at + idle_secs <= $3 THEN $4 ELSE $5 END
@@ -288,7 +338,7 @@ impl Store {
         let (expired, superseded) = (EndReason::Expired.as_str(), EndReason::Superseded.as_str());
         let expires_at = new.auth_time.saturating_add(new.absolute_secs);
         let events = |opened: &SessionRow, ended: &[SessionRow]| -> Vec<(AuditEvent, i64)> {
-            let mut events: Vec<_> = checked.map(|e| (e.clone(), now)).into_iter().collect();
+            let mut events: Vec<_> = with.checked.map(|e| (e.clone(), now)).into_iter().collect();
             for r in ended {
                 let reason = if r.13.as_deref() == Some(expired) { EndReason::Expired } else { EndReason::Superseded };
                 let event = AuditEvent::SigningSessionEnded {
@@ -309,16 +359,31 @@ impl Store {
             events.push((event, now));
             events
         };
+        let moved = |rows: u64| if rows == 1 { Ok(()) } else { Err(Error::Precondition("browser session")) };
         // A concurrent open on another instance can win the unique index between our UPDATE
         // and INSERT; the second attempt then ends that session like any other.
         let mut attempt = 0;
         loop {
             let id = uuid::Uuid::new_v4().to_string();
             let result: Result<(SessionRow, Vec<SessionRow>)> = match &self.backend {
-                // Two statements in one transaction, inline on the writer connection (decision 0008).
+                // One transaction, inline on the writer connection (decision 0008).
                 Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| {
-                    let ended = super::inline::all(tx, END_OPEN, &[&new.user_id, &new.clinic_id, &now, &expired, &superseded])?;
-                    let opened = super::inline::one(
+                    use super::inline::{all, execute, one};
+                    match &with.used {
+                        Some(u @ AuthenticatorUse::Fido { id, stored, counter, strict, .. }) => {
+                            u.check(execute(tx, FIDO_USE, &[id, stored, counter, &now, strict])?)?;
+                        }
+                        Some(AuthenticatorUse::Card { id }) => {
+                            execute(tx, CARD_USE, &[id, &now])?;
+                        }
+                        None => {}
+                    }
+                    if let Some(m) = with.session_move {
+                        let no_data: Option<&str> = None;
+                        moved(execute(tx, MOVE_SESSION, &[&&m.from[..], &&m.to[..], &no_data, &m.expires_at, &now])?)?;
+                    }
+                    let ended = all(tx, END_OPEN, &[&new.user_id, &new.clinic_id, &now, &expired, &superseded])?;
+                    let opened = one(
                         tx,
                         INSERT,
                         &[
@@ -341,6 +406,20 @@ impl Store {
                 }),
                 Backend::Postgres(pool) => async {
                     let mut tx = pool.begin().await?;
+                    match &with.used {
+                        Some(u @ AuthenticatorUse::Fido { id, stored, counter, strict, .. }) => {
+                            let q = sqlx::query(FIDO_USE).bind(id).bind(stored).bind(counter).bind(now).bind(strict);
+                            u.check(q.execute(&mut *tx).await?.rows_affected())?;
+                        }
+                        Some(AuthenticatorUse::Card { id }) => {
+                            sqlx::query(CARD_USE).bind(id).bind(now).execute(&mut *tx).await?;
+                        }
+                        None => {}
+                    }
+                    if let Some(m) = with.session_move {
+                        let q = sqlx::query(MOVE_SESSION).bind(&m.from[..]).bind(&m.to[..]).bind(None::<&str>);
+                        moved(q.bind(m.expires_at).bind(now).execute(&mut *tx).await?.rows_affected())?;
+                    }
                     let ended: Vec<SessionRow> = sqlx::query_as(END_OPEN)
                         .bind(new.user_id)
                         .bind(new.clinic_id)
@@ -366,10 +445,9 @@ impl Store {
                         .await?;
                     append_audit_pg(&mut tx, &audit_rows(&events(&opened, &ended))).await?;
                     tx.commit().await?;
-                    Ok::<_, sqlx::Error>((opened, ended))
+                    Ok::<_, Error>((opened, ended))
                 }
-                .await
-                .map_err(Error::from),
+                .await,
             };
             match result {
                 Ok((opened, ended)) => {
