@@ -173,7 +173,7 @@ impl Connection {
             Ok(Err(e)) => {
                 let reason = tls::handshake_failure_reason(&e);
                 self.state.metrics.handshake_failure(reason);
-                tracing::info!(%remote, reason, "TLS handshake failed");
+                tracing::info!(%remote, reason, error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => {

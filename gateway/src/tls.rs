@@ -137,6 +137,11 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // No session resumption: a resumed session skips the client-certificate check, so a
+    // certificate revoked by a newer CRL or expired since would keep working. Every connection
+    // is verified in full (and no ticket is minted for a client that never resumes).
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(config)
 }
 

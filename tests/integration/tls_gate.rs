@@ -98,6 +98,40 @@ async fn registered_certificate_reaches_the_login_page(db: Db) {
     app.stop().await;
 }
 
+/// A raw TLS connection as the clinic device, with a client that would resume a session if the
+/// server let it; answers how the handshake went.
+async fn raw_handshake(app: &TestApp, config: &std::sync::Arc<rustls::ClientConfig>) -> rustls::HandshakeKind {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await.unwrap();
+    // A whole request and answer, so any session ticket the server sends has arrived.
+    tls.write_all(b"GET /login HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    tls.get_ref().1.handshake_kind().unwrap()
+}
+
+async fn every_connection_is_verified_in_full(db: Db) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let app = TestApp::spawn(db).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(app.pki.server_ca.cert_der().to_vec())).unwrap();
+    let leaf = &app.pki.clinic_client;
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![CertificateDer::from(leaf.cert_der.clone())], key)
+        .unwrap();
+    let config = std::sync::Arc::new(config);
+    assert_eq!(raw_handshake(&app, &config).await, rustls::HandshakeKind::Full);
+    let second = raw_handshake(&app, &config).await;
+    assert_eq!(second, rustls::HandshakeKind::Full, "no session is resumed past the certificate check");
+    app.stop().await;
+}
+
 async fn ops_listener_answers_health_and_readiness(db: Db) {
     let app = TestApp::spawn(db).await;
     let base = format!("http://127.0.0.1:{}", app.ops_port);
@@ -120,4 +154,5 @@ db_tests!(
     operator_revoked_certificate_gets_a_refusal_page,
     registered_certificate_reaches_the_login_page,
     ops_listener_answers_health_and_readiness,
+    every_connection_is_verified_in_full,
 );
