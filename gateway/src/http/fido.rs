@@ -481,11 +481,12 @@ async fn link_finish(
     let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
     let taken = take(&ctx, CeremonyPurpose::Link).await?;
     let a = verify_assertion(&ctx, CeremonyPurpose::Link, taken, &body.credential.to_string()).await?;
-    let AuthenticatorUse::Fido { id, stored, counter, strict, required } = a.used(state.config.fido.counter_policy) else {
-        return Err(AppError::internal("FIDO assertion without a FIDO use"));
-    };
-    if !state.store.record_fido_use(id, stored, counter, strict, ctx.now).await? && required {
-        return Err(ctx.refuse(Step::Authenticate("link"), counter_regression(), None, Some(a.cred.id)).await);
+    match state.store.record_use(&a.used(state.config.fido.counter_policy), ctx.now).await {
+        Ok(()) => {}
+        Err(store::Error::Precondition("fido counter")) => {
+            return Err(ctx.refuse(Step::Authenticate("link"), counter_regression(), None, Some(a.cred.id)).await);
+        }
+        Err(e) => return Err(e.into()),
     }
     let (cred, checked) = (a.cred, a.checked);
     ctx.audit(checked).await?;

@@ -4,7 +4,7 @@
 //! assertions of the same credential at once (docs/fido-policy.md).
 
 use super::signing::EndReason;
-use super::{Backend, Error, Result, Store, read_all, read_one, with_pool, write_execute};
+use super::{Backend, Error, Result, Store, read_all, read_one, with_pool};
 
 /// A linked FIDO credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,8 +100,10 @@ impl From<CredRow> for FidoCredential {
     }
 }
 
-/// Records an assertion: $1 id, $2 new stored state or NULL, $3 counter, $4 now, $5 strict (the
-/// counter must go up; else it may also stay). Changes no row when the counter would not.
+/// Records an assertion: $1 id, $2 new stored state or NULL, $3 counter, $4 now, $5 strict. The
+/// row changes only if the stored counter is still below the new one (strict, for an increasing
+/// counter) or at most it (otherwise): the counter never goes down, and of two concurrent uses
+/// reporting the same counter only one writes.
 pub(super) const FIDO_USE: &str =
     "UPDATE fido_credentials SET stored = COALESCE($2, stored), counter = $3, last_used_at = $4, updated_at = $4
      WHERE id = $1 AND (counter < $3 OR (NOT $5 AND counter = $3))";
@@ -183,23 +185,6 @@ impl Store {
             credential_id,
         )?;
         Ok(row.into())
-    }
-
-    /// Records a successful use. `stored` (the updated record, if any) and `counter` are written
-    /// only if the stored counter is still below `counter` (`strict`, for an increasing counter)
-    /// or at most `counter` (otherwise): the counter never goes down, and of two concurrent uses
-    /// reporting the same counter only one succeeds. Returns whether the row was updated.
-    pub async fn record_fido_use(&self, id: &str, stored: Option<&str>, counter: i64, strict: bool, now: i64) -> Result<bool> {
-        let done = write_execute!(
-            self,
-            FIDO_USE,
-            id,
-            stored,
-            counter,
-            now,
-            strict,
-        )?;
-        Ok(done == 1)
     }
 
     /// Renames a credential of `user_id`; `NotFound` if it is not theirs.

@@ -13,7 +13,7 @@ use super::audit::{append_audit_pg, append_audit_sqlite, audit_rows};
 use super::cards::CARD_USE;
 use super::fido::FIDO_USE;
 use super::sessions::{MOVE_SESSION, SessionMove};
-use super::{AuditEvent, Backend, Error, Result, Store, corrupt, with_pool, with_reader};
+use super::{AuditEvent, Backend, Error, Result, Store, corrupt, with_pool, with_reader, write_execute};
 
 /// How the doctor proved presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -271,9 +271,10 @@ pub struct Opening<'a> {
 /// An authenticator's use, recorded in the transaction that opens a signing session.
 #[derive(Debug)]
 pub enum AuthenticatorUse<'a> {
-    /// A FIDO credential: its counter and stored state (see [`Store::record_fido_use`]). When
-    /// `required` and the counter could not be written (a concurrent assertion with the same or a
-    /// higher counter won), nothing is opened: `Precondition("fido counter")`.
+    /// A FIDO credential: its counter and stored state, written only while the stored counter is
+    /// below (`strict`) or at most the new one. When `required` and the counter could not be
+    /// written (a concurrent assertion with the same or a higher counter won), nothing is opened:
+    /// `Precondition("fido counter")`.
     Fido {
         /// `fido_credentials.id`.
         id: &'a str,
@@ -304,6 +305,18 @@ impl AuthenticatorUse<'_> {
 }
 
 impl Store {
+    /// Records an authenticator's use on its own (when the check unlocks something other than a
+    /// signing session); errors like [`Store::open_signing_session`] does for it.
+    pub async fn record_use(&self, used: &AuthenticatorUse<'_>, now: i64) -> Result<()> {
+        let rows = match used {
+            AuthenticatorUse::Fido { id, stored, counter, strict, .. } => {
+                write_execute!(self, FIDO_USE, id, stored, counter, now, strict)?
+            }
+            AuthenticatorUse::Card { id } => write_execute!(self, CARD_USE, id, now)?,
+        };
+        used.check(rows)
+    }
+
     /// Opens a signing session at `now` (normally `auth_time`). The open session of the same
     /// doctor at the same clinic is ended first, in the same transaction, as `superseded` (or
     /// `expired` if it was no longer live): there is at most one open session per doctor and
