@@ -204,11 +204,13 @@ impl Ctx {
         }
     }
 
+    /// A target on `port`. Keep-alive clients get a session store of their own per target, so
+    /// no server is offered another's tickets (every server here is `localhost`).
     fn target(&self, port: u16, clinic: bool, mode: Mode) -> Target {
         let tls = match (clinic, mode) {
-            (false, Mode::KeepAlive) => self.emr.clone(),
+            (false, Mode::KeepAlive) => tlsconf::own_sessions(&self.emr),
             (false, Mode::NewConnection) => self.emr_fresh.clone(),
-            (true, Mode::KeepAlive) => self.clinic.clone(),
+            (true, Mode::KeepAlive) => tlsconf::own_sessions(&self.clinic),
             (true, Mode::NewConnection) => self.clinic_fresh.clone(),
         };
         Target {

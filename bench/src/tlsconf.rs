@@ -54,6 +54,13 @@ pub fn client(
     Ok(Arc::new(config))
 }
 
+/// `config` with a new, empty session store (resumption stays on).
+pub fn own_sessions(config: &Arc<ClientConfig>) -> Arc<ClientConfig> {
+    let mut config = (**config).clone();
+    config.resumption = Resumption::in_memory_sessions(256);
+    Arc::new(config)
+}
+
 /// A server configuration that requires a client certificate issued by `client_ca`.
 pub fn server(cert: &Path, key_path: &Path, client_ca: &Path) -> anyhow::Result<Arc<ServerConfig>> {
     let verifier = WebPkiClientVerifier::builder(Arc::new(roots(client_ca)?))
