@@ -47,6 +47,24 @@ pub enum Purpose {
     CardAuth,
 }
 
+/// Which checks a validation runs. Logins and the TLS gate always run [`Checks::ALL`]; the others
+/// let an operator's report show every problem of a certificate at once (an expired certificate
+/// that is also revoked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checks {
+    /// Validity periods of certificates and CRLs at the given time.
+    pub time: bool,
+    /// The anchor's revocation policy.
+    pub revocation: bool,
+    /// The anchor's end-entity policy allow-list.
+    pub policies: bool,
+}
+
+impl Checks {
+    /// Everything.
+    pub const ALL: Checks = Checks { time: true, revocation: true, policies: true };
+}
+
 /// An anchor's revocation policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
@@ -244,8 +262,12 @@ struct ParsedCrl {
     sha256: String,
 }
 
+/// What one validation run ends with: the path, or OpenSSL's error, its depth and the certificate.
+type Outcome = Result<Vec<Vec<u8>>, (X509VerifyResult, u32, Option<Vec<u8>>)>;
+
 struct UsableAnchor {
     store: X509Store,
+    self_issued: bool,
     crls: Option<Vec<ParsedCrl>>,
 }
 
@@ -323,6 +345,18 @@ impl TrustStore {
     /// Validates `leaf` with `intermediates` as candidate CA certificates (never trusted on their
     /// own) at `at_unix`, against every anchor it may chain to.
     pub fn validate(&self, leaf: &[u8], intermediates: &[Vec<u8>], at_unix: i64, purpose: Purpose) -> Result<Validated, PathError> {
+        self.validate_with(leaf, intermediates, at_unix, purpose, Checks::ALL)
+    }
+
+    /// [`TrustStore::validate`] with some checks left out (for explaining, never for deciding).
+    pub fn validate_with(
+        &self,
+        leaf: &[u8],
+        intermediates: &[Vec<u8>],
+        at_unix: i64,
+        purpose: Purpose,
+        checks: Checks,
+    ) -> Result<Validated, PathError> {
         if intermediates.len() > MAX_INTERMEDIATES {
             return Err(PathError::Malformed { reason: format!("more than {MAX_INTERMEDIATES} intermediate certificates") });
         }
@@ -345,7 +379,7 @@ impl TrustStore {
             if !anchor.subject_der.as_ref().is_some_and(|s| issuers.contains(s)) {
                 continue;
             }
-            match self.validate_one(anchor, &leaf_x509, &leaf_parsed, &chain, at_unix, purpose) {
+            match self.validate_one(anchor, &leaf_x509, &leaf_parsed, &chain, at_unix, purpose, checks) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     if best.as_ref().is_none_or(PathError::is_no_path) {
@@ -367,13 +401,22 @@ impl TrustStore {
         chain: &Stack<X509>,
         at_unix: i64,
         purpose: Purpose,
+        checks: Checks,
     ) -> Result<Validated, PathError> {
         let usable = anchor.usable.as_ref().map_err(|reason| PathError::AnchorUnusable { reason: reason.clone() })?;
-        let mut ctx = X509StoreContext::new().map_err(openssl_failure)?;
-        let outcome = ctx
-            .init(&usable.store, leaf, chain, |ctx| {
+        let run = |with_revocation: bool| -> Result<Outcome, PathError> {
+            let mut ctx = X509StoreContext::new().map_err(openssl_failure)?;
+            ctx.init(&usable.store, leaf, chain, |ctx| {
                 let param = ffi::ctx_param(ctx);
-                param.set_time(at_unix as libc::time_t);
+                if checks.time {
+                    param.set_time(at_unix as libc::time_t);
+                } else {
+                    // OpenSSL looks at a set time before NO_CHECK_TIME, so only one is set.
+                    param.set_flags(X509VerifyFlags::NO_CHECK_TIME)?;
+                }
+                if !with_revocation {
+                    param.clear_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)?;
+                }
                 if purpose == Purpose::ClientTls {
                     param.set_purpose(X509PurposeId::SSL_CLIENT)?;
                 }
@@ -388,9 +431,26 @@ impl TrustStore {
                     Ok(Err((ctx.error(), ctx.error_depth(), current)))
                 }
             })
-            .map_err(openssl_failure)?;
-        let path = match outcome {
+            .map_err(openssl_failure)
+        };
+        let with_revocation = checks.revocation && usable.crls.is_some();
+        let path = match run(with_revocation)? {
             Ok(path) => path,
+            // An issuing CA registered as the anchor is trusted as such: its own issuer's CRL is not
+            // ours to have. OpenSSL checks revocation from the end entity upwards and stops at the
+            // first failure, so a missing CRL *for the anchor itself* means every certificate below
+            // it was checked; the rest of the validation then runs without CRLs.
+            Err((result, _, Some(current)))
+                if with_revocation
+                    && !usable.self_issued
+                    && result.as_raw() == openssl_sys::X509_V_ERR_UNABLE_TO_GET_CRL
+                    && current == anchor.der =>
+            {
+                match run(false)? {
+                    Ok(path) => path,
+                    Err((result, depth, current)) => return Err(map_error(result, depth, current.as_deref(), usable)),
+                }
+            }
             Err((result, depth, current)) => return Err(map_error(result, depth, current.as_deref(), usable)),
         };
         if path.len() < 2 {
@@ -402,10 +462,12 @@ impl TrustStore {
             }
         }
         let policies = end_entity_policies(leaf_parsed)?;
-        if !anchor.policies.allows(&policies) {
+        if checks.policies && !anchor.policies.allows(&policies) {
             return Err(PathError::PolicyNotAllowed { found: policies });
         }
+        let revocation_checked = checks.revocation && usable.crls.is_some();
         let crls = match &usable.crls {
+            _ if !revocation_checked => Vec::new(),
             None => Vec::new(),
             // One CRL per issued certificate of the path (all but the anchor), found by issuer name
             // as OpenSSL found it.
@@ -426,7 +488,7 @@ impl TrustStore {
             anchor_sha256: anchor.sha256.clone(),
             anchor_subject: anchor.subject.clone(),
             chain: path,
-            revocation_checked: usable.crls.is_some(),
+            revocation_checked,
             crls,
             policies,
         })
@@ -466,7 +528,7 @@ fn build_anchor(spec: &AnchorSpec) -> Result<UsableAnchor, String> {
     param.set_auth_level(2);
     param.set_depth((MAX_INTERMEDIATES + 1) as i32);
     builder.set_param(&param).map_err(fail)?;
-    Ok(UsableAnchor { store: builder.build(), crls })
+    Ok(UsableAnchor { store: builder.build(), self_issued, crls })
 }
 
 /// Maps OpenSSL's verification result to our reasons.

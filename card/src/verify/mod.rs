@@ -1,36 +1,42 @@
-//! Verification of a card login (feature `verify`; DESIGN §3.3 step 4): pure, no I/O, time is a parameter.
+//! Verification of a card login (feature `verify`; docs/design.md, card authentication): pure, no
+//! I/O, time is a parameter.
 //!
 //! [`verify`] checks, in this order, and stops at the first failure:
 //! 1. the client data: byte-identical to the canonical serialisation ([`crate::ClientData`]), `type`,
 //!    `card`, `challenge`, `origin` as expected;
 //! 2. the RSASSA-PKCS1-v1_5 / SHA-256 signature over those bytes with the certificate's key (aws-lc-rs);
-//! 3. the certificate path to the anchors configured for the card kind (rustls-webpki), at `now`,
-//!    with the anchor's revocation policy (CRL, fail-closed when stale or missing, or an explicit `none`);
-//! 4. key usage `digitalSignature` (RFC 5280 §4.2.1.3), read with x509-parser from the verified certificate;
-//! 5. for HPKI, the hcRole (cards.md §2.5) against the accepted roles.
+//! 3. that the certificate is an *authentication* certificate: a signing certificate (keyUsage
+//!    nonRepudiation without digitalSignature, or a signing policy OID) is refused with its own reason;
+//! 4. the certificate path to the anchors configured for the card kind (the `trust` crate over
+//!    OpenSSL), at `now`: validity, critical extensions (real cards mark certificatePolicies
+//!    critical), key sizes, the anchor's revocation policy (a current CRL for every CA in the path, or
+//!    an explicit `none`) and its allow-list of end-entity policy OIDs;
+//! 5. key usage `digitalSignature` (RFC 5280 §4.2.1.3);
+//! 6. for HPKI, the hcRole (docs/cards.md) against the accepted roles.
 //!
 //! The gateway links a card by [`VerifiedCard::issuer_sha256`] (or `issuer`), `serial_hex` and
-//! `spki_sha256`. [`explain`] runs the certificate checks one by one for `gateway admin cert check`.
+//! `spki_sha256`. [`explain`] tells an operator why, running the same [`check_certificate`].
 //!
-//! Path validation is rustls-webpki's; x509-parser only *reads* fields of a certificate webpki accepted.
+//! x509-parser only *reads* fields of a certificate.
 
 mod anchors;
 mod report;
 mod role;
 
-use std::time::Duration;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rustls_pki_types::{CertificateDer, UnixTime};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
 use crate::CardKind;
 use crate::client_data::{CLIENT_DATA_TYPE, ClientData};
 
-pub use anchors::{Anchor, AnchorError, Revocation, TrustStore};
+pub use anchors::{
+    Anchor, AnchorProblem, HPKI_AUTH_ARC, HPKI_SIGN_ARC, JPKI_AUTH_ARC, JPKI_SIGN_ARCS, Policies, PolicyPattern,
+    Revocation, TrustStore, default_policies, is_signing_policy,
+};
+pub use trust::CrlUsed;
 pub use report::{CertReport, CertSummary, Outcome, Step, StepName, explain};
 pub use role::{HC_ROLE_OID, JHPKI_CODING_SCHEME_OID, hc_roles};
 
@@ -162,6 +168,12 @@ pub struct VerifiedCard {
     pub revocation_checked: bool,
     /// Lowercase hex SHA-256 of the trust anchor certificate the path ended at.
     pub anchor_sha256: String,
+    /// The anchor's subject.
+    pub anchor_subject: String,
+    /// The certificate's policy OIDs.
+    pub policies: Vec<String>,
+    /// The CRLs checked (empty under policy `none`).
+    pub crls: Vec<CrlUsed>,
 }
 
 /// Why a card login was refused. [`VerifyError::code`] gives a stable reason for audit rows and for
@@ -227,6 +239,28 @@ pub enum VerifyError {
     /// A certificate in the path is on a CRL.
     #[error("certificate revoked")]
     Revoked,
+    /// The certificate is the card's *signing* certificate (nonRepudiation, or a signing policy OID),
+    /// not its authentication certificate.
+    #[error("this is a signing certificate (nonRepudiation); a login needs the card's authentication certificate")]
+    SigningCertificate,
+    /// The certificate asserts no policy OID the anchor allows.
+    #[error("certificate policies {found:?} are not allowed for login under this anchor")]
+    PolicyNotAllowed {
+        /// The certificate's policy OIDs.
+        found: Vec<String>,
+    },
+    /// A key or signature below 112-bit security (e.g. RSA-1024).
+    #[error("key too weak: {reason}")]
+    WeakKey {
+        /// Detail.
+        reason: String,
+    },
+    /// The anchor the path ends at cannot be used (its certificate or a CRL does not parse).
+    #[error("trust anchor unusable: {reason}")]
+    AnchorUnusable {
+        /// Detail.
+        reason: String,
+    },
     /// The applicable CRL is past its nextUpdate (fail-closed, RFC 5280 §6.3.3 (a)).
     #[error("CRL is stale (nextUpdate {next_update})")]
     CrlStale {
@@ -246,7 +280,7 @@ pub enum VerifyError {
     #[error("key usage: {reason}")]
     KeyUsage {
         /// Detail.
-        reason: &'static str,
+        reason: String,
     },
     /// An HPKI certificate without hcRole, and the policy requires one.
     #[error("certificate has no hcRole")]
@@ -280,6 +314,10 @@ impl VerifyError {
             VerifyError::Expired { .. } => "expired",
             VerifyError::NotYetValid { .. } => "not_yet_valid",
             VerifyError::Revoked => "revoked",
+            VerifyError::SigningCertificate => "signing_certificate",
+            VerifyError::PolicyNotAllowed { .. } => "policy_not_allowed",
+            VerifyError::WeakKey { .. } => "weak_key",
+            VerifyError::AnchorUnusable { .. } => "anchor_unusable",
             VerifyError::CrlStale { .. } => "crl_stale",
             VerifyError::NoCrl => "no_crl",
             VerifyError::CrlInvalid { .. } => "crl_invalid",
@@ -403,7 +441,11 @@ pub fn check_certificate(
         });
     }
     let cert = parse_certificate(certificate)?;
-    let path = trust.validate(certificate, chain, unix_time(now), true)?;
+    check_not_signing(&cert)?;
+    let path = trust
+        .paths()
+        .validate(certificate, chain, now.unix_timestamp(), trust::Purpose::CardAuth)
+        .map_err(map_path_error)?;
     check_key_usage(&cert)?;
     let hc_role = match trust.kind() {
         CardKind::Jpki => None,
@@ -422,7 +464,45 @@ pub fn check_certificate(
         hc_role,
         revocation_checked: path.revocation_checked,
         anchor_sha256: path.anchor_sha256,
+        anchor_subject: path.anchor_subject,
+        policies: path.policies,
+        crls: path.crls,
     })
+}
+
+/// A card's signing certificate says what it is for with keyUsage nonRepudiation (without
+/// digitalSignature) or with a signing policy OID (docs/cards.md); it never proves a login.
+fn check_not_signing(cert: &X509Certificate<'_>) -> Result<(), VerifyError> {
+    let signing_ku = matches!(cert.key_usage(), Ok(Some(ku)) if ku.value.non_repudiation() && !ku.value.digital_signature());
+    let signing_policy = cert.extensions().iter().any(|ext| match ext.parsed_extension() {
+        ParsedExtension::CertificatePolicies(p) => p.iter().any(|i| is_signing_policy(&i.policy_id.to_id_string())),
+        _ => false,
+    });
+    if signing_ku || signing_policy { Err(VerifyError::SigningCertificate) } else { Ok(()) }
+}
+
+/// Our reasons for the `trust` crate's.
+pub(crate) fn map_path_error(e: trust::PathError) -> VerifyError {
+    use trust::PathError as P;
+    let at = |unix: i64| OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    match e {
+        P::Expired { not_after, .. } => VerifyError::Expired { not_after: at(not_after) },
+        P::NotYetValid { not_before, .. } => VerifyError::NotYetValid { not_before: at(not_before) },
+        P::Revoked { .. } => VerifyError::Revoked,
+        P::RevocationUnknown { .. } => VerifyError::NoCrl,
+        P::CrlStale { next_update, .. } => VerifyError::CrlStale { next_update: at(next_update) },
+        P::CrlInvalid { reason } => VerifyError::CrlInvalid { reason },
+        P::PolicyNotAllowed { found } => VerifyError::PolicyNotAllowed { found },
+        P::WeakKey { reason } => VerifyError::WeakKey { reason },
+        P::WrongPurpose { reason } => VerifyError::KeyUsage { reason },
+        P::AnchorUnusable { reason } => VerifyError::AnchorUnusable { reason },
+        P::Malformed { reason } => VerifyError::CertMalformed { reason },
+        P::UnhandledCriticalExtension { depth } => {
+            VerifyError::CertMalformed { reason: format!("unsupported critical extension (depth {depth})") }
+        }
+        P::IsAnchor => VerifyError::UntrustedIssuer { reason: "the certificate is a trust anchor itself".into() },
+        other => VerifyError::UntrustedIssuer { reason: other.to_string() },
+    }
 }
 
 /// Key usage must include digitalSignature: the card proves possession by signing (RFC 5280
@@ -434,10 +514,10 @@ fn check_key_usage(cert: &X509Certificate<'_>) -> Result<(), VerifyError> {
     match cert.key_usage() {
         Ok(Some(ku)) if ku.value.digital_signature() => Ok(()),
         Ok(Some(_)) => Err(VerifyError::KeyUsage {
-            reason: "digitalSignature is not set",
+            reason: "digitalSignature is not set".into(),
         }),
         Ok(None) => Err(VerifyError::KeyUsage {
-            reason: "the keyUsage extension is missing",
+            reason: "the keyUsage extension is missing".into(),
         }),
         Err(_) => Err(VerifyError::CertMalformed {
             reason: "keyUsage extension is not valid DER (or appears twice)".into(),
@@ -470,19 +550,6 @@ fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, VerifyError> {
     }
 }
 
-fn unix_time(t: OffsetDateTime) -> UnixTime {
-    UnixTime::since_unix_epoch(Duration::from_secs(
-        u64::try_from(t.unix_timestamp()).unwrap_or(0),
-    ))
-}
-
-fn offset_time(t: UnixTime) -> OffsetDateTime {
-    i64::try_from(t.as_secs())
-        .ok()
-        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
@@ -495,10 +562,6 @@ fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
-}
-
-fn der(bytes: &[u8]) -> CertificateDer<'_> {
-    CertificateDer::from(bytes)
 }
 
 #[cfg(test)]

@@ -10,10 +10,11 @@ use std::fmt;
 use time::OffsetDateTime;
 use x509_parser::prelude::X509Certificate;
 
-use super::anchors::RevocationMode;
+use trust::Checks;
+
 use super::{
-    Policy, TrustStore, VerifiedCard, VerifyError, check_certificate, check_key_usage, check_role,
-    hex, parse_certificate, sha256_hex, unix_time,
+    Policy, TrustStore, VerifiedCard, VerifyError, check_certificate, check_key_usage, check_not_signing, check_role, hex,
+    map_path_error, parse_certificate, sha256_hex,
 };
 use crate::CardKind;
 
@@ -58,10 +59,14 @@ impl CertSummary {
 pub enum StepName {
     /// DER / X.509 parsing.
     Parse,
-    /// Path to a configured anchor (evaluated inside the certificate's validity period).
+    /// An authentication certificate, not the card's signing certificate.
+    Purpose,
+    /// Path to a configured anchor (validity periods and revocation left to their own steps).
     Chain,
     /// Validity period of the certificate at `now`.
     Validity,
+    /// The certificate's policy OIDs against the anchor's allow-list.
+    Policy,
     /// keyUsage digitalSignature (extendedKeyUsage is part of `Chain`).
     KeyUsage,
     /// HPKI hcRole.
@@ -71,12 +76,14 @@ pub enum StepName {
 }
 
 impl StepName {
-    /// Lowercase name: `parse`, `chain`, `validity`, `key_usage`, `role`, `revocation`.
+    /// Lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
             StepName::Parse => "parse",
+            StepName::Purpose => "purpose",
             StepName::Chain => "chain",
             StepName::Validity => "validity",
+            StepName::Policy => "policy",
             StepName::KeyUsage => "key_usage",
             StepName::Role => "role",
             StepName::Revocation => "revocation",
@@ -115,10 +122,19 @@ pub struct CertReport {
     pub kind: CardKind,
     /// Certificate fields, if it parsed.
     pub certificate: Option<CertSummary>,
+    /// Key algorithm and size, policy OIDs and key usage, if it parsed.
+    pub facts: Option<trust::CertFacts>,
     /// The checks in order.
     pub steps: Vec<Step>,
-    /// The decision [`super::check_certificate`] takes.
+    /// The decision of [`super::check_certificate`] — the very function a login runs.
     pub verdict: Result<VerifiedCard, VerifyError>,
+}
+
+impl CertReport {
+    /// Whether the verdict is "accepted".
+    pub fn accepted(&self) -> bool {
+        self.verdict.is_ok()
+    }
 }
 
 impl fmt::Display for CertReport {
@@ -132,6 +148,13 @@ impl fmt::Display for CertReport {
             writeln!(f, "spki sha256  {}", c.spki_sha256)?;
             writeln!(f, "validity     {} .. {}", c.not_before, c.not_after)?;
         }
+        if let Some(facts) = &self.facts {
+            writeln!(f, "key          {}", facts.key)?;
+            let policies = if facts.policies.is_empty() { "(none)".to_owned() } else { facts.policies.join(", ") };
+            writeln!(f, "policies     {policies}")?;
+            let usage = facts.key_usage.as_ref().map_or("(no keyUsage extension)".to_owned(), |u| u.join(", "));
+            writeln!(f, "key usage    {usage}")?;
+        }
         for step in &self.steps {
             let mark = match &step.outcome {
                 Outcome::Pass => "ok  ".to_owned(),
@@ -142,22 +165,38 @@ impl fmt::Display for CertReport {
             writeln!(f, "{:<11} {mark}  {}", step.name.as_str(), step.detail)?;
         }
         match &self.verdict {
-            Ok(v) => write!(
-                f,
-                "verdict: accepted as {} card{}",
-                v.kind,
-                v.hc_role
-                    .as_deref()
-                    .map(|r| format!(", role {r}"))
-                    .unwrap_or_default()
-            ),
+            Ok(v) => {
+                writeln!(f, "anchor       {} (sha256 {})", v.anchor_subject, v.anchor_sha256)?;
+                if v.revocation_checked {
+                    for crl in &v.crls {
+                        writeln!(
+                            f,
+                            "crl          {} (sha256 {}, thisUpdate {}, nextUpdate {})",
+                            crl.issuer,
+                            crl.sha256,
+                            crl.this_update,
+                            crl.next_update.map_or("-".to_owned(), |n| n.to_string())
+                        )?;
+                    }
+                } else {
+                    writeln!(f, "crl          none (anchor revocation policy none)")?;
+                }
+                write!(
+                    f,
+                    "verdict: accepted as {} card{}",
+                    v.kind,
+                    v.hc_role.as_deref().map(|r| format!(", role {r}")).unwrap_or_default()
+                )
+            }
             Err(e) => write!(f, "verdict: refused: {} ({e})", e.code()),
         }
     }
 }
 
 /// Explains, step by step, what [`super::check_certificate`] concludes about `certificate` (DER) with
-/// optional `chain` certificates, for the anchors in `trust`, at `now`.
+/// optional `chain` certificates, for the anchors in `trust`, at `now`. The verdict *is*
+/// `check_certificate`'s; the steps look at each concern on its own, so an operator sees every
+/// problem at once (an expired certificate whose role is also wrong shows both).
 pub fn explain(
     certificate: &[u8],
     chain: &[Vec<u8>],
@@ -167,84 +206,63 @@ pub fn explain(
 ) -> CertReport {
     let verdict = check_certificate(certificate, chain, trust, policy, now);
     let mut steps = Vec::new();
-    let step = |name, outcome, detail: String| Step {
-        name,
-        outcome,
-        detail,
-    };
+    let step = |name, outcome, detail: String| Step { name, outcome, detail };
     let cert = match parse_certificate(certificate) {
         Ok(cert) => cert,
         Err(e) => {
-            steps.push(step(
-                StepName::Parse,
-                Outcome::Fail(e),
-                "not an X.509 certificate".into(),
-            ));
-            return CertReport {
-                kind: trust.kind(),
-                certificate: None,
-                steps,
-                verdict,
-            };
+            steps.push(step(StepName::Parse, Outcome::Fail(e), "not an X.509 certificate".into()));
+            return CertReport { kind: trust.kind(), certificate: None, facts: None, steps, verdict };
         }
     };
     let summary = CertSummary::of(&cert, certificate);
-    steps.push(step(
-        StepName::Parse,
-        Outcome::Pass,
-        format!("{} chain certificate(s) offered", chain.len()),
-    ));
+    let facts = trust::cert_facts(certificate).ok();
+    steps.push(step(StepName::Parse, Outcome::Pass, format!("{} chain certificate(s) offered", chain.len())));
 
-    // Chain: at a time inside the certificate's own validity, so an expired certificate still shows
-    // whether it would chain.
-    let inside = now.clamp(summary.not_before, summary.not_after);
-    let path = trust.validate_with(certificate, chain, unix_time(inside), RevocationMode::Off);
+    steps.push(match check_not_signing(&cert) {
+        Ok(()) => step(StepName::Purpose, Outcome::Pass, "authentication certificate".into()),
+        Err(e) => step(StepName::Purpose, Outcome::Fail(e.clone()), e.to_string()),
+    });
+
+    let at = now.unix_timestamp();
+    let paths = trust.paths();
+    let card = trust::Purpose::CardAuth;
+    let path_only = Checks { time: false, revocation: false, policies: false };
+    let path = paths.validate_with(certificate, chain, at, card, path_only).map_err(map_path_error);
     steps.push(match &path {
         Ok(p) => step(
             StepName::Chain,
             Outcome::Pass,
-            format!(
-                "anchor {} (sha256 {}), {} intermediate(s){}",
-                p.anchor_subject,
-                p.anchor_sha256,
-                p.intermediates,
-                if inside == now {
-                    String::new()
-                } else {
-                    format!(", evaluated at {inside}")
-                }
-            ),
+            format!("anchor {} (sha256 {}), {} intermediate(s)", p.anchor_subject, p.anchor_sha256, p.chain.len().saturating_sub(2)),
         ),
-        Err(e) if trust.is_empty() => step(
-            StepName::Chain,
-            Outcome::Fail(e.clone()),
-            format!("no {} anchors configured", trust.kind()),
-        ),
+        Err(e) if trust.is_empty() => step(StepName::Chain, Outcome::Fail(e.clone()), format!("no {} anchors configured", trust.kind())),
         Err(e) => step(StepName::Chain, Outcome::Fail(e.clone()), e.to_string()),
     });
 
     steps.push(if now < summary.not_before {
         step(
             StepName::Validity,
-            Outcome::Fail(VerifyError::NotYetValid {
-                not_before: summary.not_before,
-            }),
+            Outcome::Fail(VerifyError::NotYetValid { not_before: summary.not_before }),
             format!("not valid before {}", summary.not_before),
         )
     } else if now > summary.not_after {
         step(
             StepName::Validity,
-            Outcome::Fail(VerifyError::Expired {
-                not_after: summary.not_after,
-            }),
+            Outcome::Fail(VerifyError::Expired { not_after: summary.not_after }),
             format!("expired at {}", summary.not_after),
         )
     } else {
-        step(
-            StepName::Validity,
-            Outcome::Pass,
-            format!("valid until {}", summary.not_after),
-        )
+        step(StepName::Validity, Outcome::Pass, format!("valid until {}", summary.not_after))
+    });
+
+    steps.push(match &path {
+        Err(_) => step(StepName::Policy, Outcome::Skip, "no path to an anchor".into()),
+        Ok(p) => match paths.validate_with(certificate, chain, at, card, Checks { policies: true, ..path_only }) {
+            Ok(_) => step(StepName::Policy, Outcome::Pass, format!("{:?} allowed under the anchor", p.policies)),
+            Err(e) => {
+                let e = map_path_error(e);
+                step(StepName::Policy, Outcome::Fail(e.clone()), e.to_string())
+            }
+        },
     });
 
     steps.push(match check_key_usage(&cert) {
@@ -253,84 +271,49 @@ pub fn explain(
     });
 
     steps.push(match trust.kind() {
-        CardKind::Jpki => step(
-            StepName::Role,
-            Outcome::Skip,
-            "JPKI certificates carry no role".into(),
-        ),
+        CardKind::Jpki => step(StepName::Role, Outcome::Skip, "JPKI certificates carry no role".into()),
         CardKind::Hpki => match check_role(&cert, policy) {
             Ok(Some(role)) => step(StepName::Role, Outcome::Pass, format!("hcRole {role:?}")),
             Ok(None) => step(
                 StepName::Role,
                 Outcome::Warn,
-                "no hcRole; accepted because require_role = false (link by registration code only)"
-                    .into(),
+                "no hcRole; accepted because require_role = false (link by registration code only)".into(),
             ),
-            Err(e) => step(
-                StepName::Role,
-                Outcome::Fail(e.clone()),
-                format!("{e}; accepted roles: {:?}", policy.accepted_roles),
-            ),
+            Err(e) => step(StepName::Role, Outcome::Fail(e.clone()), format!("{e}; accepted roles: {:?}", policy.accepted_roles)),
         },
     });
 
     steps.push(match &path {
-        Err(_) => step(
-            StepName::Revocation,
-            Outcome::Skip,
-            "no path to an anchor".into(),
-        ),
-        Ok(p) if !p.crl_policy => step(
-            StepName::Revocation,
-            Outcome::Warn,
-            "anchor policy none: revocation is not checked (audited on every use)".into(),
-        ),
+        Err(_) => step(StepName::Revocation, Outcome::Skip, "no path to an anchor".into()),
         Ok(_) => {
-            let at_now =
-                trust.validate_with(certificate, chain, unix_time(now), RevocationMode::Policy);
-            match at_now {
-                Ok(_) => step(
+            let with_revocation = Checks { time: true, revocation: true, policies: false };
+            match paths.validate_with(certificate, chain, at, card, with_revocation).map_err(map_path_error) {
+                Ok(v) if !v.revocation_checked => step(
                     StepName::Revocation,
-                    Outcome::Pass,
-                    "not revoked; CRLs current".into(),
+                    Outcome::Warn,
+                    "anchor policy none: revocation is not checked (audited on every use)".into(),
                 ),
-                Err(
-                    e @ (VerifyError::Revoked
-                    | VerifyError::CrlStale { .. }
-                    | VerifyError::NoCrl
-                    | VerifyError::CrlInvalid { .. }),
-                ) => step(
-                    StepName::Revocation,
-                    Outcome::Fail(e.clone()),
-                    e.to_string(),
-                ),
-                // The path does not validate at `now` (e.g. expired): look at the CRLs at the
-                // in-validity time, without judging their freshness.
-                Err(_) => match trust.validate_with(
-                    certificate,
-                    chain,
-                    unix_time(inside),
-                    RevocationMode::PolicyIgnoringExpiry,
-                ) {
-                    Ok(_) => step(
+                Ok(v) => step(StepName::Revocation, Outcome::Pass, format!("not revoked; {} current CRL(s)", v.crls.len())),
+                Err(e @ (VerifyError::Revoked | VerifyError::CrlStale { .. } | VerifyError::NoCrl | VerifyError::CrlInvalid { .. })) => {
+                    step(StepName::Revocation, Outcome::Fail(e.clone()), e.to_string())
+                }
+                // The path does not validate at `now` for another reason (e.g. expired): look at
+                // the CRLs without judging any validity period.
+                Err(_) => match paths.validate_with(certificate, chain, at, card, Checks { revocation: true, ..path_only }) {
+                    Ok(v) if !v.revocation_checked => step(
                         StepName::Revocation,
-                        Outcome::Pass,
-                        format!("not revoked (evaluated at {inside}; CRL freshness not judged)"),
+                        Outcome::Warn,
+                        "anchor policy none: revocation is not checked (audited on every use)".into(),
                     ),
-                    Err(e) => step(
-                        StepName::Revocation,
-                        Outcome::Fail(e.clone()),
-                        e.to_string(),
-                    ),
+                    Ok(_) => step(StepName::Revocation, Outcome::Pass, "not revoked (validity periods not judged)".into()),
+                    Err(e) => {
+                        let e = map_path_error(e);
+                        step(StepName::Revocation, Outcome::Fail(e.clone()), e.to_string())
+                    }
                 },
             }
         }
     });
 
-    CertReport {
-        kind: trust.kind(),
-        certificate: Some(summary),
-        steps,
-        verdict,
-    }
+    CertReport { kind: trust.kind(), certificate: Some(summary), facts, steps, verdict }
 }

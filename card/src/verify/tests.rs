@@ -64,6 +64,8 @@ fn ca(name: &str, serial: u64, parent: Option<&Ca>, key: KeyPair) -> Ca {
     p.not_before = NOW - Duration::days(3650);
     p.not_after = NOW + Duration::days(3650);
     p.key_identifier_method = KeyIdMethod::Sha256;
+    // Issued CAs name their issuer's key, as RFC 5280 §4.2.1.1 requires (and strict validation checks).
+    p.use_authority_key_identifier_extension = parent.is_some();
     let der = match parent {
         None => p.self_signed(&key).unwrap().der().to_vec(),
         Some(parent) => p.signed_by(&key, &parent.issuer).unwrap().der().to_vec(),
@@ -83,6 +85,40 @@ struct Leaf {
     not_after: OffsetDateTime,
     key_usages: Vec<KeyUsagePurpose>,
     eku: Vec<ExtendedKeyUsagePurpose>,
+    /// certificatePolicies OIDs; `None`: the authentication policy of the issuer's card kind.
+    policies: Option<Vec<&'static str>>,
+}
+
+/// Test policy OIDs under the real authentication and signing arcs (docs/cards.md).
+const HPKI_AUTH_TEST: &str = "1.2.392.100495.1.5.1.2.1.1";
+const HPKI_SIGN_TEST: &str = "1.2.392.100495.1.5.1.1.0.1";
+const JPKI_AUTH: &str = "1.2.392.200149.8.5.1.3.30";
+
+/// certificatePolicies (2.5.29.32) with bare PolicyInformation entries, marked critical as real HPKI
+/// and JPKI certificates mark it. Hand-made DER: short forms only, for test OIDs.
+fn policies_ext(oids: &[&str]) -> CustomExtension {
+    let mut infos = Vec::new();
+    for oid in oids {
+        let arcs: Vec<u64> = oid.split('.').map(|a| a.parse().unwrap()).collect();
+        let mut body = vec![(arcs[0] * 40 + arcs[1]) as u8];
+        for &arc in &arcs[2..] {
+            let mut chunk = vec![(arc & 0x7f) as u8];
+            let mut rest = arc >> 7;
+            while rest > 0 {
+                chunk.push(0x80 | (rest & 0x7f) as u8);
+                rest >>= 7;
+            }
+            chunk.reverse();
+            body.extend(chunk);
+        }
+        infos.extend([0x30, (body.len() + 2) as u8, 0x06, body.len() as u8]);
+        infos.extend(body);
+    }
+    let mut value = vec![0x30, infos.len() as u8];
+    value.extend(infos);
+    let mut ext = CustomExtension::from_oid_content(&[2, 5, 29, 32], value);
+    ext.set_criticality(true);
+    ext
 }
 
 impl Leaf {
@@ -94,6 +130,7 @@ impl Leaf {
             not_after: NOW + Duration::days(365),
             key_usages: vec![KeyUsagePurpose::DigitalSignature],
             eku: Vec::new(),
+            policies: None,
         }
     }
     fn role(mut self, role: &'static str) -> Leaf {
@@ -117,6 +154,12 @@ impl Leaf {
                 &[2, 5, 29, 9],
                 hc_role_ext(role),
             )];
+        }
+        let policies = self.policies.clone().unwrap_or_else(|| {
+            if std::ptr::eq(by, &pki().jpki_ca) { vec![JPKI_AUTH] } else { vec![HPKI_AUTH_TEST] }
+        });
+        if !policies.is_empty() {
+            p.custom_extensions.push(policies_ext(&policies));
         }
         p.signed_by(&pki().card_key, &by.issuer)
             .unwrap()
@@ -191,9 +234,9 @@ fn hpki_store(
                 crl(&p.hpki_root, revoked_cas, fresh()),
                 crl(&p.hpki_int, revoked_cards, next_update),
             ]),
+            policies: default_policies(CardKind::Hpki),
         }],
     )
-    .unwrap()
 }
 
 fn jpki_store() -> TrustStore {
@@ -202,9 +245,9 @@ fn jpki_store() -> TrustStore {
         [Anchor {
             certificate: pki().jpki_ca.der.clone(),
             revocation: Revocation::None,
+            policies: default_policies(CardKind::Jpki),
         }],
     )
-    .unwrap()
 }
 
 fn client_data(kind: &str, challenge: &[u8], origin: &str) -> Vec<u8> {
@@ -309,9 +352,9 @@ fn hpki_intermediate_missing_or_wrong_anchor_is_untrusted() {
         [Anchor {
             certificate: p.other_root.der.clone(),
             revocation: Revocation::None,
+            policies: default_policies(CardKind::Hpki),
         }],
-    )
-    .unwrap();
+    );
     let r = response(
         cert,
         vec![p.hpki_int.der.clone()],
@@ -327,7 +370,7 @@ fn hpki_intermediate_missing_or_wrong_anchor_is_untrusted() {
     .unwrap_err();
     assert_eq!(err.code(), "untrusted_issuer");
     // No anchors at all.
-    let empty = TrustStore::new(CardKind::Hpki, []).unwrap();
+    let empty = TrustStore::new(CardKind::Hpki, []);
     let err = verify(
         &r,
         &expected(CardKind::Hpki),
@@ -357,9 +400,9 @@ fn intermediate_as_anchor_also_works() {
         [Anchor {
             certificate: p.hpki_int.der.clone(),
             revocation: Revocation::Crl(vec![crl(&p.hpki_int, &[], fresh())]),
+            policies: default_policies(CardKind::Hpki),
         }],
-    )
-    .unwrap();
+    );
     let r = response(
         doctor().issue(&p.hpki_int),
         Vec::new(),
@@ -458,9 +501,9 @@ fn revocation() {
         [Anchor {
             certificate: p.hpki_root.der.clone(),
             revocation: Revocation::Crl(vec![crl(&p.hpki_root, &[], fresh())]),
+            policies: default_policies(CardKind::Hpki),
         }],
-    )
-    .unwrap();
+    );
     assert_eq!(
         hpki_login(&leaf, &only_arl, &Policy::default()).unwrap_err(),
         VerifyError::NoCrl
@@ -471,9 +514,9 @@ fn revocation() {
         [Anchor {
             certificate: p.hpki_root.der.clone(),
             revocation: Revocation::Crl(vec![crl(&p.other_root, &[], fresh())]),
+            policies: default_policies(CardKind::Hpki),
         }],
-    )
-    .unwrap();
+    );
     assert_eq!(
         hpki_login(&leaf, &forged, &Policy::default()).unwrap_err(),
         VerifyError::NoCrl
@@ -677,7 +720,7 @@ fn key_usage_and_eku() {
     };
     let mut signing_only = Leaf::good(205);
     signing_only.key_usages = vec![KeyUsagePurpose::ContentCommitment];
-    assert_eq!(run(signing_only).unwrap_err().code(), "key_usage");
+    assert_eq!(run(signing_only).unwrap_err(), VerifyError::SigningCertificate);
     let mut no_ku = Leaf::good(206);
     no_ku.key_usages.clear();
     assert_eq!(run(no_ku).unwrap_err().code(), "key_usage");
@@ -713,38 +756,85 @@ fn wire_form_decodes() {
 }
 
 #[test]
-fn anchor_configuration_errors() {
-    assert!(matches!(
-        TrustStore::new(
-            CardKind::Jpki,
-            [Anchor {
-                certificate: vec![0x30, 0x00],
-                revocation: Revocation::None
-            }]
+fn an_unusable_anchor_refuses_only_its_own_cards() {
+    let p = pki();
+    let good = Anchor {
+        certificate: p.jpki_ca.der.clone(),
+        revocation: Revocation::None,
+        policies: default_policies(CardKind::Jpki),
+    };
+    for (broken, cards_under_it) in [
+        // Not a certificate: nothing can chain to it.
+        (Anchor { certificate: vec![0x30, 0x00], revocation: Revocation::None, policies: default_policies(CardKind::Jpki) }, None),
+        // A CRL that does not parse: the anchor's own cards are refused, nobody else's.
+        (
+            Anchor {
+                certificate: p.other_root.der.clone(),
+                revocation: Revocation::Crl(vec![vec![0x30, 0x00]]),
+                policies: default_policies(CardKind::Jpki),
+            },
+            Some(&p.other_root),
         ),
-        Err(AnchorError::Certificate { index: 0, .. })
-    ));
-    let cert = pki().jpki_ca.der.clone();
-    assert!(matches!(
-        TrustStore::new(
-            CardKind::Jpki,
-            [Anchor {
-                certificate: cert.clone(),
-                revocation: Revocation::Crl(vec![])
-            }]
-        ),
-        Err(AnchorError::NoCrl { index: 0 })
-    ));
-    assert!(matches!(
-        TrustStore::new(
-            CardKind::Jpki,
-            [Anchor {
-                certificate: cert,
-                revocation: Revocation::Crl(vec![vec![0x30, 0x00]])
-            }]
-        ),
-        Err(AnchorError::Crl { index: 0, .. })
-    ));
+    ] {
+        let store = TrustStore::new(CardKind::Jpki, [good.clone(), broken]);
+        assert_eq!(store.problems().len(), 1);
+        assert_eq!(store.problems()[0].index, 1);
+        let ok = response(Leaf::good(210).issue(&p.jpki_ca), Vec::new(), client_data("jpki", &CHALLENGE, ORIGIN));
+        assert!(verify(&ok, &expected(CardKind::Jpki), &store, &Policy::default(), NOW).is_ok());
+        if let Some(ca) = cards_under_it {
+            let mut leaf = Leaf::good(211);
+            leaf.policies = Some(vec![JPKI_AUTH]);
+            let r = response(leaf.issue(ca), Vec::new(), client_data("jpki", &CHALLENGE, ORIGIN));
+            assert_eq!(verify(&r, &expected(CardKind::Jpki), &store, &Policy::default(), NOW).unwrap_err().code(), "anchor_unusable");
+        }
+    }
+    // Policy crl without any CRL yet (e.g. before the first fetch): its cards are refused as
+    // "no CRL"; another anchor of the kind keeps working.
+    let waiting = Anchor {
+        certificate: p.other_root.der.clone(),
+        revocation: Revocation::Crl(Vec::new()),
+        policies: default_policies(CardKind::Jpki),
+    };
+    let store = TrustStore::new(CardKind::Jpki, [good, waiting]);
+    assert!(store.problems().is_empty());
+    let mut leaf = Leaf::good(212);
+    leaf.policies = Some(vec![JPKI_AUTH]);
+    let r = response(leaf.issue(&p.other_root), Vec::new(), client_data("jpki", &CHALLENGE, ORIGIN));
+    assert_eq!(verify(&r, &expected(CardKind::Jpki), &store, &Policy::default(), NOW).unwrap_err(), VerifyError::NoCrl);
+}
+
+#[test]
+fn critical_policies_are_read_and_checked() {
+    let p = pki();
+    let store = hpki_store(&[], &[], fresh());
+    let login = |leaf: Leaf| hpki_login(&leaf, &store, &Policy::default());
+    // The default leaf carries a critical certificatePolicies extension like real cards.
+    let v = login(doctor()).unwrap();
+    assert_eq!(v.policies, vec![HPKI_AUTH_TEST.to_owned()]);
+    // A policy outside the authentication arc: refused, naming what it found.
+    let mut unknown = doctor();
+    unknown.policies = Some(vec!["1.2.3.4.5"]);
+    assert_eq!(login(unknown).unwrap_err(), VerifyError::PolicyNotAllowed { found: vec!["1.2.3.4.5".into()] });
+    // No policy at all.
+    let mut none = doctor();
+    none.policies = Some(vec![]);
+    assert_eq!(login(none).unwrap_err().code(), "policy_not_allowed");
+    // The signing certificate's policy (even with digitalSignature set): refused as a signing certificate.
+    let mut signing = doctor();
+    signing.policies = Some(vec![HPKI_SIGN_TEST]);
+    assert_eq!(login(signing).unwrap_err(), VerifyError::SigningCertificate);
+    // An operator's explicit `any` accepts an unknown policy.
+    let any = TrustStore::new(
+        CardKind::Hpki,
+        [Anchor {
+            certificate: p.hpki_root.der.clone(),
+            revocation: Revocation::None,
+            policies: Policies::Any,
+        }],
+    );
+    let mut unknown = doctor();
+    unknown.policies = Some(vec!["1.2.3.4.5"]);
+    assert!(hpki_login(&unknown, &any, &Policy::default()).is_ok());
 }
 
 #[test]
@@ -786,10 +876,14 @@ fn explain_reports_every_problem() {
         outcome(StepName::Revocation),
         Outcome::Fail(VerifyError::Revoked)
     );
-    assert_eq!(report.verdict.as_ref().unwrap_err().code(), "expired");
+    // The verdict is the login's: OpenSSL checks revocation before validity periods.
+    assert_eq!(report.verdict.as_ref().unwrap_err().code(), "revoked");
     let text = report.to_string();
     assert!(text.contains("FAIL (role_not_accepted)"), "{text}");
-    assert!(text.contains("verdict: refused: expired"), "{text}");
+    assert!(text.contains("FAIL (expired)"), "{text}");
+    assert!(text.contains("key          RSA 2048"), "{text}");
+    assert!(text.contains("policies     1.2.392.100495.1.5.1.2.1.1"), "{text}");
+    assert!(text.contains("verdict: refused: revoked"), "{text}");
 
     // JPKI under policy none: a warning, accepted.
     let cert = Leaf::good(302).issue(&p.jpki_ca);
@@ -817,7 +911,7 @@ fn explain_reports_every_problem() {
         NOW,
     );
     assert!(matches!(
-        report.steps[1].outcome,
+        report.steps.iter().find(|s| s.name == StepName::Chain).unwrap().outcome,
         Outcome::Fail(VerifyError::UntrustedIssuer { .. })
     ));
     let report = explain(b"not a cert", &[], &jpki_store(), &Policy::default(), NOW);
