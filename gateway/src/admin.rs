@@ -41,6 +41,25 @@ fn read_certificate(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// Reads every certificate of a PEM file (leaf first), or one DER certificate; each must parse.
+pub fn read_certificates(bytes: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    let ders: Vec<Vec<u8>> = if bytes.starts_with(b"-----BEGIN") {
+        CertificateDer::pem_slice_iter(bytes)
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("not a PEM certificate file: {e}"))?
+    } else {
+        vec![bytes.to_vec()]
+    };
+    if ders.is_empty() {
+        bail!("no certificate found");
+    }
+    for der in &ders {
+        PeerCert::from_der(der)?;
+    }
+    Ok(ders)
+}
+
 /// Reads one certificate from PEM or DER bytes.
 pub fn parse_certificate(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     let der = if bytes.starts_with(b"-----BEGIN") {
@@ -103,17 +122,20 @@ impl Admin<'_> {
         p12_password: Option<&str>,
     ) -> anyhow::Result<PeerCert> {
         let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let der = if is_pkcs12(file) {
+        let (der, intermediates) = if is_pkcs12(file) {
             let password = p12_password.context("a .p12 file needs its password (--password-stdin)")?;
-            pki::pkcs12_leaf(&bytes, password)?
+            (pki::pkcs12_leaf(&bytes, password)?, Vec::new())
         } else {
-            parse_certificate(&bytes).with_context(|| format!("{}", file.display()))?
+            let mut all = read_certificates(&bytes).with_context(|| format!("{}", file.display()))?;
+            let leaf = all.remove(0);
+            (leaf, all)
         };
         let cert = PeerCert::from_der(&der)?;
         match self.store.clinic(clinic_id).await {
             Err(store::Error::NotFound) => bail!("no clinic {clinic_id}: add it first with `gateway admin clinic add`"),
             r => r?,
         };
+        let anchor = self.client_cert_anchor(&der, &intermediates, AnchorKind::Clinic).await.with_context(|| file.display().to_string())?;
         let new = NewClinicCert {
             fingerprint: &cert.fingerprint,
             clinic_id,
@@ -124,6 +146,7 @@ impl Admin<'_> {
         conflict_or(self.store.add_clinic_cert(&new, self.now).await, || {
             format!("certificate {} is already registered", cert.fingerprint)
         })?;
+        self.store.record_anchor_of(AnchorKind::Clinic, &cert.fingerprint, &anchor).await?;
         self.audit("clinic_cert.add", format!("{clinic_id}/{}", cert.fingerprint)).await?;
         Ok(cert)
     }
@@ -371,44 +394,114 @@ impl Admin<'_> {
         Ok(ended)
     }
 
-    /// `anchor add`.
+    /// The anchor of `kind` (clinic or service) that a client certificate validates under now, as
+    /// the TLS handshake would; refuses a certificate that could never connect, saying why.
+    pub async fn client_cert_anchor(&self, der: &[u8], intermediates: &[Vec<u8>], kind: AnchorKind) -> anyhow::Result<String> {
+        let facts = trust::cert_facts(der)?;
+        if facts.is_ca {
+            bail!("{} is a CA certificate, not a device or client certificate", facts.subject);
+        }
+        if facts.not_after < self.now {
+            bail!("the certificate expired at {} (UTC)", utc(facts.not_after));
+        }
+        if facts.not_before > self.now {
+            bail!("the certificate is not valid before {} (UTC)", utc(facts.not_before));
+        }
+        let anchors = self.store.list_anchors(Some(kind)).await?;
+        let result = crate::tls::gate_trust(&anchors).validate(der, intermediates, self.now, trust::Purpose::ClientTls);
+        match result {
+            Ok(v) => Ok(v.anchor_sha256),
+            Err(e) => {
+                let other = if kind == AnchorKind::Clinic { AnchorKind::Service } else { AnchorKind::Clinic };
+                let others = self.store.list_anchors(Some(other)).await?;
+                if crate::tls::gate_trust(&others).validate(der, intermediates, self.now, trust::Purpose::ClientTls).is_ok() {
+                    bail!(
+                        "the certificate was issued under a {} anchor, not a {} anchor: register it as a {} instead",
+                        other.as_str(),
+                        kind.as_str(),
+                        if other == AnchorKind::Clinic { "clinic certificate" } else { "service client" }
+                    );
+                }
+                if anchors.is_empty() {
+                    bail!("no {0} trust anchor is configured: gateway admin anchor add --kind {0} CA.pem", kind.as_str());
+                }
+                bail!("the TLS handshake would refuse this certificate: {} ({e})", e.code())
+            }
+        }
+    }
+
+    /// `anchor add`. Returns the anchor and warnings for the operator.
     pub async fn anchor_add(
         &self,
         kind: AnchorKind,
         cert_bytes: &[u8],
         crl_bytes: Option<&[u8]>,
         revocation: RevocationPolicy,
-    ) -> anyhow::Result<TrustAnchor> {
+        policies: Option<&str>,
+    ) -> anyhow::Result<(TrustAnchor, Vec<String>)> {
         let der = parse_certificate(cert_bytes)?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
-        if !parsed.is_ca() {
-            bail!("{} is not a CA certificate (basicConstraints CA:TRUE missing)", parsed.subject());
+        let facts = trust::cert_facts(&der)?;
+        if !facts.is_ca {
+            bail!("{} is not a CA certificate (basicConstraints CA:TRUE missing)", facts.subject);
         }
-        let crl_der = crl_bytes.map(parse_crl).transpose()?;
-        if let Some(crl) = &crl_der {
-            let (_, crl_parsed) = x509_parser::parse_x509_crl(crl).map_err(|e| anyhow::anyhow!("{e}"))?;
-            if crl_parsed.issuer() != parsed.subject() {
-                bail!("the CRL was issued by {}, not by {}", crl_parsed.issuer(), parsed.subject());
+        if facts.not_after < self.now {
+            bail!("the CA certificate {} expired at {} (UTC)", facts.subject, utc(facts.not_after));
+        }
+        let mut warnings = Vec::new();
+        if facts.not_before > self.now {
+            warnings.push(format!("the CA certificate is not valid before {} (UTC); nothing validates under it until then", utc(facts.not_before)));
+        }
+        if crate::cards::card_kind(kind).is_some() && looks_signing_only(&facts) {
+            warnings.push(format!(
+                "{} looks like a CA for *signing* (nonRepudiation) certificates; card login needs the CA of the \
+                 authentication certificates",
+                facts.subject
+            ));
+        }
+        let policies = policies.map(parse_policies).transpose()?;
+        let mut crl_next_update = None;
+        let crl_der = match crl_bytes.map(parse_crl).transpose()? {
+            None => None,
+            Some(crl) => {
+                match trust::check_crl(&crl, &der, self.now) {
+                    Ok(info) => crl_next_update = info.next_update,
+                    Err(trust::CrlError::Stale { next_update }) => {
+                        crl_next_update = Some(next_update);
+                        warnings.push(format!(
+                            "the CRL's nextUpdate {} (UTC) has passed: certificates under this anchor are refused until a \
+                             current CRL is set (anchor set-crl)",
+                            utc(next_update)
+                        ));
+                    }
+                    Err(e) => bail!("{e}"),
+                }
+                Some(crl)
             }
-        }
+        };
         if revocation == RevocationPolicy::Crl && crl_der.is_none() {
             bail!("revocation policy crl needs --crl FILE (or choose --revocation none)");
         }
         let anchor = TrustAnchor {
             kind,
             fingerprint: fingerprint(&der),
-            subject: parsed.subject().to_string(),
+            subject: facts.subject,
             cert_der: der.clone(),
             revocation,
             crl_der,
             updated_at: self.now,
             crl_url: None,
+            crl_next_update,
+            policies: policies.clone(),
+            sub_crls: Vec::new(),
         };
         conflict_or(self.store.add_anchor(&anchor, self.now).await, || {
             format!("{} anchor {} already exists", kind.as_str(), anchor.fingerprint)
         })?;
         self.audit("anchor.add", format!("{}/{}", kind.as_str(), anchor.fingerprint)).await?;
-        Ok(anchor)
+        if policies.as_deref() == Some("any") {
+            self.audit("anchor.policy_any", format!("{}/{}", kind.as_str(), anchor.fingerprint)).await?;
+        }
+        Ok((anchor, warnings))
     }
 
     /// `anchor add --crl-url`: an HPKI/JPKI anchor whose CRL the gateway fetches from `url`.
@@ -420,7 +513,8 @@ impl Admin<'_> {
         cert_bytes: &[u8],
         crl_bytes: Option<&[u8]>,
         url: &url::Url,
-    ) -> anyhow::Result<TrustAnchor> {
+        policies: Option<&str>,
+    ) -> anyhow::Result<(TrustAnchor, Vec<String>)> {
         if crate::cards::card_kind(kind).is_none() {
             bail!("--crl-url is for hpki and jpki anchors (TLS anchors take their CRL with --crl / set-crl)");
         }
@@ -428,10 +522,10 @@ impl Admin<'_> {
             bail!("--crl-url must be an http:// or https:// URL");
         }
         // Added with policy none first only to pass the "crl needs a CRL" rule; the URL and
-        // policy crl follow at once, so no login can see the anchor without its policy for long
-        // — and an anchor with policy crl but no CRL refuses everything anyway.
+        // policy crl follow at once — and an anchor with policy crl but no CRL refuses the cards
+        // under it anyway.
         let policy = if crl_bytes.is_some() { RevocationPolicy::Crl } else { RevocationPolicy::None };
-        let mut anchor = self.anchor_add(kind, cert_bytes, crl_bytes, policy).await?;
+        let (mut anchor, warnings) = self.anchor_add(kind, cert_bytes, crl_bytes, policy, policies).await?;
         self.store.set_anchor_crl_url(kind, &anchor.fingerprint, Some(url.as_str()), self.now).await?;
         if crl_bytes.is_none() {
             self.store.set_anchor_revocation(kind, &anchor.fingerprint, RevocationPolicy::Crl, self.now).await?;
@@ -439,18 +533,110 @@ impl Admin<'_> {
         anchor.crl_url = Some(url.to_string());
         anchor.revocation = RevocationPolicy::Crl;
         self.audit("anchor.crl_url", format!("{}/{}", kind.as_str(), anchor.fingerprint)).await?;
-        Ok(anchor)
+        Ok((anchor, warnings))
     }
 
-    /// `anchor set-crl`.
-    pub async fn anchor_set_crl(&self, kind: AnchorKind, fp: &str, crl_bytes: &[u8]) -> anyhow::Result<()> {
+    async fn anchor(&self, kind: AnchorKind, fp: &str) -> anyhow::Result<TrustAnchor> {
+        self.store
+            .list_anchors(Some(kind))
+            .await?
+            .into_iter()
+            .find(|a| a.fingerprint == fp)
+            .with_context(|| format!("no {} anchor {fp}", kind.as_str()))
+    }
+
+    /// `anchor set-crl`: replaces the anchor's own CRL, or with `issuer` (a CA certificate under
+    /// the anchor) that CA's CRL. The CRL must be issued and signed by that CA, current, and not
+    /// older than the one in force; anything else changes nothing.
+    pub async fn anchor_set_crl(&self, kind: AnchorKind, fp: &str, crl_bytes: &[u8], issuer: Option<&[u8]>) -> anyhow::Result<()> {
         let fp = normalise_fingerprint(fp)?;
         let crl = parse_crl(crl_bytes)?;
-        match self.store.set_anchor_crl(kind, &fp, &crl, self.now).await {
+        let anchor = self.anchor(kind, &fp).await?;
+        let issuer_der = issuer.map(parse_certificate).transpose()?.filter(|d| *d != anchor.cert_der);
+        let Some(issuer_der) = issuer_der else {
+            let info = trust::check_crl(&crl, &anchor.cert_der, self.now).map_err(|e| match e {
+                trust::CrlError::WrongIssuer { found, .. } => anyhow::anyhow!(
+                    "the CRL was issued by {found}, not by the anchor {}; for a CA below the anchor give its certificate \
+                     with --issuer",
+                    anchor.subject
+                ),
+                e => anyhow::anyhow!("{e}"),
+            })?;
+            if let Some(current) = anchor.crl_der.as_deref().and_then(|c| trust::inspect_crl(c).ok()) {
+                trust::is_newer(&info, &current)?;
+            }
+            let next_update = info.next_update.context("the CRL has no nextUpdate")?;
+            self.store.set_anchor_crl(kind, &fp, &crl, next_update, self.now).await?;
+            return self.audit("anchor.set_crl", format!("{}/{fp}", kind.as_str())).await;
+        };
+        // A CA below the anchor: it must itself chain to this anchor.
+        let ca = trust::cert_facts(&issuer_der)?;
+        if !ca.is_ca {
+            bail!("--issuer {} is not a CA certificate", ca.subject);
+        }
+        let only_this = trust::TrustStore::new(vec![trust::AnchorSpec {
+            certificate: anchor.cert_der.clone(),
+            revocation: trust::Revocation::None,
+            policies: trust::Policies::Any,
+        }]);
+        let checks = trust::Checks { time: true, revocation: false, policies: false };
+        only_this
+            .validate_with(&issuer_der, &[], self.now, trust::Purpose::CardAuth, checks)
+            .map_err(|e| anyhow::anyhow!("--issuer {} does not chain to the anchor {}: {e}", ca.subject, anchor.subject))?;
+        let info = trust::check_crl(&crl, &issuer_der, self.now)?;
+        let issuer_sha256 = trust::sha256_hex(&info.issuer_der);
+        if let Some(current) = anchor.sub_crls.iter().find(|c| c.issuer_sha256 == issuer_sha256) {
+            trust::is_newer(&info, &trust::inspect_crl(&current.crl_der)?)?;
+        }
+        let sub = store::SubCrl {
+            issuer_sha256,
+            issuer_subject: info.issuer.clone(),
+            issuer_cert_der: issuer_der,
+            crl_der: crl,
+            this_update: info.this_update,
+            next_update: info.next_update.context("the CRL has no nextUpdate")?,
+        };
+        if !self.store.put_sub_crl(kind, &fp, &sub, self.now).await? {
+            bail!("a newer CRL of {} was stored meanwhile; nothing changed", info.issuer);
+        }
+        self.audit("anchor.set_crl", format!("{}/{fp}/{}", kind.as_str(), sub.issuer_sha256)).await
+    }
+
+    /// `anchor set-policy`: the end-entity policies accepted under an anchor (`any`, OIDs and arcs,
+    /// or `default`).
+    pub async fn anchor_set_policy(&self, kind: AnchorKind, fp: &str, policies: &str) -> anyhow::Result<Option<String>> {
+        let fp = normalise_fingerprint(fp)?;
+        let policies = if policies == "default" { None } else { Some(parse_policies(policies)?) };
+        match self.store.set_anchor_policies(kind, &fp, policies.as_deref(), self.now).await {
             Err(store::Error::NotFound) => bail!("no {} anchor {fp}", kind.as_str()),
             r => r?,
         }
-        self.audit("anchor.set_crl", format!("{}/{fp}", kind.as_str())).await
+        self.audit("anchor.set_policy", format!("{}/{fp}/{}", kind.as_str(), policies.as_deref().unwrap_or("default"))).await?;
+        Ok(policies)
+    }
+
+    /// `anchor remove`: refused while certificates or cards registered under the anchor remain,
+    /// unless `force`.
+    pub async fn anchor_remove(&self, kind: AnchorKind, fp: &str, force: bool) -> anyhow::Result<store::Dependents> {
+        let fp = normalise_fingerprint(fp)?;
+        self.anchor(kind, &fp).await?;
+        let dependents = self.store.anchor_dependents(kind, &fp).await?;
+        if !dependents.is_empty() && !force {
+            bail!(
+                "{} clinic certificate(s), {} service client(s) and {} linked card(s) may depend on this anchor \
+                 (rows registered before it was recorded count too); they would stop working. Use --force to remove it anyway",
+                dependents.clinic_certs,
+                dependents.service_clients,
+                dependents.cards
+            );
+        }
+        match self.store.remove_anchor(kind, &fp).await {
+            Err(store::Error::NotFound) => bail!("no {} anchor {fp}", kind.as_str()),
+            r => r?,
+        }
+        let action = if dependents.is_empty() { "anchor.remove" } else { "anchor.remove_forced" };
+        self.audit(action, format!("{}/{fp}", kind.as_str())).await?;
+        Ok(dependents)
     }
 
     /// `cert check`: what the gateway concludes about a card certificate (`card::verify::explain`,
@@ -462,7 +648,7 @@ impl Admin<'_> {
         cert_bytes: &[u8],
         chain_bytes: &[Vec<u8>],
         policy: &card::verify::Policy,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<(String, bool)> {
         use std::fmt::Write as _;
         let Some(card_kind) = crate::cards::card_kind(kind) else {
             bail!("cert check is for card certificates: --kind hpki or --kind jpki");
@@ -475,6 +661,10 @@ impl Admin<'_> {
         let mut out = format!("{report}");
         if !out.ends_with('\n') {
             out.push('\n');
+        }
+        let cert_fp = fingerprint(&der);
+        for a in self.store.list_anchors(None).await?.iter().filter(|a| a.fingerprint == cert_fp) {
+            writeln!(out, "note: this certificate is itself a registered {} trust anchor ({})", a.kind.as_str(), a.subject)?;
         }
         match &report.certificate {
             None => out.push_str("linked account: - (certificate unreadable)\n"),
@@ -496,7 +686,7 @@ impl Admin<'_> {
         }
         let fp = report.certificate.as_ref().map_or_else(|| fingerprint(&der), |c| c.cert_sha256.clone());
         self.audit("cert.check", format!("{}/{fp}", kind.as_str())).await?;
-        Ok(out)
+        Ok((out, report.accepted()))
     }
 
     /// `audit export` as JSON Lines.
@@ -509,6 +699,27 @@ impl Admin<'_> {
             })
             .await?)
     }
+}
+
+/// Normalises a typed policy list (`any`, or OIDs and arcs) to its stored form.
+fn parse_policies(text: &str) -> anyhow::Result<String> {
+    Ok(trust::Policies::parse(text).map_err(|e| anyhow::anyhow!("--policy: {e}"))?.to_string())
+}
+
+/// A CA for signing certificates: its own policy is under a signing arc, or its name says so.
+fn looks_signing_only(facts: &trust::CertFacts) -> bool {
+    let name = facts.subject.to_ascii_lowercase();
+    facts.policies.iter().any(|p| card::verify::is_signing_policy(p))
+        || name.contains("fornonrepudiation")
+        || name.contains("for digital signature")
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn utc(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]")).ok())
+        .unwrap_or_else(|| unix.to_string())
 }
 
 /// Accepts `AA:BB:…` or `aabb…`, returns lowercase hex.

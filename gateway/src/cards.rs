@@ -2,8 +2,11 @@
 //! `/auth/card/finish` and `gateway admin cert check`, and the background task that fetches CRLs
 //! from the URLs configured on anchors (`gateway admin anchor add --crl-url`).
 //!
+//! It also turns anchor rows into what the `trust` crate validates against ([`anchor_spec`]), for
+//! cards and for the TLS gate alike.
+//!
 //! The cache keeps one parsed [`TrustStore`] per card kind together with a cheap summary of the
-//! anchor rows it was built from (fingerprint, `updated_at`, CRL length). Each login reads that
+//! anchor rows it was built from (fingerprint, `updated_at`, CRL lengths). Each login reads that
 //! summary — one small query, no certificate parsing — and rebuilds only when it changed, so an
 //! anchor added or a CRL replaced on any instance takes effect on the next login everywhere.
 
@@ -11,9 +14,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use card::CardKind;
-use card::verify::{Anchor, Revocation, TrustStore};
+use card::verify::{Anchor, TrustStore};
+use trust::{AnchorSpec, Policies, Revocation};
 
-use crate::store::{self, AnchorKind, RevocationPolicy, Store};
+use crate::store::{self, AnchorKind, RevocationPolicy, Store, TrustAnchor};
 
 /// Why no trust store could be built.
 #[derive(Debug, thiserror::Error)]
@@ -22,13 +26,9 @@ pub enum TrustError {
     /// Reading the anchors failed.
     #[error(transparent)]
     Store(#[from] store::Error),
-    /// An anchor or its CRL does not parse, or policy `crl` has no CRL yet (e.g. a URL-fetched
-    /// CRL that has not arrived): no card of this kind is accepted until it is fixed (fail closed).
-    #[error("card trust anchors unusable: {0}")]
-    Anchor(#[from] card::verify::AnchorError),
 }
 
-type Version = Vec<(String, i64, Option<i64>)>;
+type Version = Vec<store::AnchorVersion>;
 
 /// Parsed trust stores per card kind, rebuilt when the anchor rows change.
 #[derive(Default)]
@@ -51,35 +51,61 @@ pub fn card_kind(kind: AnchorKind) -> Option<CardKind> {
     }
 }
 
-/// Builds the trust store of `kind` from the database (no cache).
-pub async fn load_trust_store(store: &Store, kind: CardKind) -> Result<TrustStore, TrustError> {
-    let anchor_kind = match kind {
+/// The anchor kind of a card kind.
+pub fn anchor_kind(kind: CardKind) -> AnchorKind {
+    match kind {
         CardKind::Hpki => AnchorKind::Hpki,
         CardKind::Jpki => AnchorKind::Jpki,
-    };
-    let anchors = store.list_anchors(Some(anchor_kind)).await?;
-    Ok(TrustStore::new(
-        kind,
-        anchors.into_iter().map(|a| Anchor {
-            certificate: a.cert_der,
-            revocation: match (a.revocation, a.crl_der) {
-                (RevocationPolicy::Crl, Some(crl)) => Revocation::Crl(vec![crl]),
-                // Policy crl without a CRL: TrustStore refuses it (NoCrl), failing closed.
-                (RevocationPolicy::Crl, None) => Revocation::Crl(Vec::new()),
-                (RevocationPolicy::None, _) => Revocation::None,
-            },
+    }
+}
+
+/// The end-entity policies an anchor row stands for: its own list, or the kind's default (the
+/// authentication arc for card anchors, any for TLS client anchors). A stored list that does not
+/// parse accepts nothing (fail closed) and is logged.
+pub fn anchor_policies(a: &TrustAnchor) -> Policies {
+    match (&a.policies, card_kind(a.kind)) {
+        (Some(text), _) => Policies::parse(text).unwrap_or_else(|e| {
+            tracing::error!(anchor.kind = a.kind.as_str(), anchor.fingerprint = %a.fingerprint, error = %e,
+                "stored anchor policies unusable; refusing every certificate under the anchor");
+            Policies::Allow(Vec::new())
         }),
-    )?)
+        (None, Some(kind)) => card::verify::default_policies(kind),
+        (None, None) => Policies::Any,
+    }
+}
+
+/// What path validation needs of an anchor row: its certificate, its revocation policy with its own
+/// CRL and the CRLs of CAs below it, and its policies. Policy `crl` without any CRL yet (e.g. a URL
+/// not fetched yet) refuses the certificates under this anchor only.
+pub fn anchor_spec(a: &TrustAnchor) -> AnchorSpec {
+    let revocation = match a.revocation {
+        RevocationPolicy::None => Revocation::None,
+        RevocationPolicy::Crl => {
+            Revocation::Crl(a.crl_der.iter().cloned().chain(a.sub_crls.iter().map(|c| c.crl_der.clone())).collect())
+        }
+    };
+    AnchorSpec { certificate: a.cert_der.clone(), revocation, policies: anchor_policies(a) }
+}
+
+/// Builds the trust store of `kind` from the database (no cache).
+pub async fn load_trust_store(store: &Store, kind: CardKind) -> Result<TrustStore, TrustError> {
+    let anchors = store.list_anchors(Some(anchor_kind(kind))).await?;
+    let built = TrustStore::new(
+        kind,
+        anchors.iter().map(anchor_spec).map(|s| Anchor { certificate: s.certificate, revocation: s.revocation, policies: s.policies }),
+    );
+    for p in built.problems() {
+        tracing::error!(anchor.kind = kind.as_str(), anchor.fingerprint = %p.anchor_sha256, reason = %p.reason,
+            "card trust anchor unusable; refusing the cards under it");
+    }
+    Ok(built)
 }
 
 impl TrustCache {
     /// The current trust store of `kind`.
     pub async fn get(&self, store: &Store, kind: CardKind) -> Result<Arc<TrustStore>, TrustError> {
-        let anchor_kind = match kind {
-            CardKind::Hpki => AnchorKind::Hpki,
-            CardKind::Jpki => AnchorKind::Jpki,
-        };
-        let version = store.anchor_versions(anchor_kind).await?;
+        let anchor_kind = anchor_kind(kind);
+        let version = store.anchor_versions(&[anchor_kind]).await?;
         if let Some((v, ts)) = self.lock().get(&anchor_kind)
             && *v == version
         {
@@ -107,7 +133,7 @@ pub async fn refresh_crls(store: &Store, http: &reqwest::Client, now: i64, margi
     let anchors = store.list_anchors(None).await?;
     for (kind, fingerprint, url) in store.anchors_due_for_crl_fetch(now.saturating_add(margin_secs)).await? {
         let Some(anchor) = anchors.iter().find(|a| a.kind == kind && a.fingerprint == fingerprint) else { continue };
-        match fetch_crl(http, &url, &anchor.cert_der).await {
+        match fetch_crl(http, &url, anchor, now).await {
             Ok((der, next_update)) => {
                 if store.store_fetched_crl(kind, &fingerprint, &der, next_update, now).await? {
                     stored += 1;
@@ -124,7 +150,7 @@ pub async fn refresh_crls(store: &Store, http: &reqwest::Client, now: i64, margi
 /// Most bytes accepted for one CRL (large national CRLs are a few MB).
 const MAX_CRL_BYTES: usize = 32 * 1024 * 1024;
 
-async fn fetch_crl(http: &reqwest::Client, url: &str, anchor_der: &[u8]) -> anyhow::Result<(Vec<u8>, i64)> {
+async fn fetch_crl(http: &reqwest::Client, url: &str, anchor: &TrustAnchor, now: i64) -> anyhow::Result<(Vec<u8>, i64)> {
     let res = http.get(url).send().await?.error_for_status()?;
     if res.content_length().is_some_and(|n| n > MAX_CRL_BYTES as u64) {
         anyhow::bail!("CRL larger than {MAX_CRL_BYTES} bytes");
@@ -134,12 +160,12 @@ async fn fetch_crl(http: &reqwest::Client, url: &str, anchor_der: &[u8]) -> anyh
         anyhow::bail!("CRL larger than {MAX_CRL_BYTES} bytes");
     }
     let der = crate::admin::parse_crl(&body)?;
-    let (_, crl) = x509_parser::parse_x509_crl(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (_, anchor) = x509_parser::parse_x509_certificate(anchor_der).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Only the anchor's own CRL may replace it; its signature is checked by webpki when used.
-    if crl.issuer() != anchor.subject() {
-        anyhow::bail!("the CRL was issued by {}, not by {}", crl.issuer(), anchor.subject());
+    // Only the anchor's own, current, correctly signed CRL may replace the one in force, and never
+    // an older one.
+    let info = trust::check_crl(&der, &anchor.cert_der, now)?;
+    if let Some(current) = anchor.crl_der.as_deref().and_then(|c| trust::inspect_crl(c).ok()) {
+        trust::is_newer(&info, &current)?;
     }
-    let next_update = crl.next_update().ok_or_else(|| anyhow::anyhow!("the CRL has no nextUpdate"))?.timestamp();
+    let next_update = info.next_update.ok_or(trust::CrlError::NoNextUpdate)?;
     Ok((der, next_update))
 }

@@ -337,6 +337,11 @@ pub enum AnchorCommand {
         /// until its nextUpdate; until the first fetch, cards under this anchor are refused).
         #[arg(long)]
         crl_url: Option<url::Url>,
+        /// End-entity certificate policies accepted: OIDs or arcs (`1.2.3.*`), comma-separated, or
+        /// `any` (audited). Default: the HPKI / JPKI authentication arc for card anchors, any for
+        /// clinic and service anchors.
+        #[arg(long)]
+        policy: Option<String>,
     },
     /// List trust anchors.
     List {
@@ -344,7 +349,8 @@ pub enum AnchorCommand {
         #[arg(long, value_enum)]
         kind: Option<AnchorKind>,
     },
-    /// Replace an anchor's CRL.
+    /// Replace an anchor's CRL, or the CRL of a CA below it (--issuer). The CRL must be signed by
+    /// that CA, current, and not older than the one in force.
     SetCrl {
         /// Anchor kind.
         #[arg(long, value_enum)]
@@ -354,6 +360,32 @@ pub enum AnchorCommand {
         fingerprint: String,
         /// CRL file (PEM or DER).
         file: PathBuf,
+        /// The intermediate CA certificate the CRL is for (PEM or DER); it must chain to the anchor.
+        #[arg(long)]
+        issuer: Option<PathBuf>,
+    },
+    /// Set the end-entity certificate policies accepted under an anchor.
+    SetPolicy {
+        /// Anchor kind.
+        #[arg(long, value_enum)]
+        kind: AnchorKind,
+        /// Anchor fingerprint.
+        #[arg(long)]
+        fingerprint: String,
+        /// OIDs or arcs (`1.2.3.*`), comma-separated; `any` (audited); or `default`.
+        policy: String,
+    },
+    /// Remove an anchor (refused while certificates or cards registered under it remain).
+    Remove {
+        /// Anchor kind.
+        #[arg(long, value_enum)]
+        kind: AnchorKind,
+        /// Anchor fingerprint.
+        #[arg(long)]
+        fingerprint: String,
+        /// Remove it although certificates or cards depend on it (they stop working).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -493,37 +525,67 @@ async fn admin_on(
             }
         },
         AdminCommand::Anchor(c) => match c {
-            AnchorCommand::Add { kind, file, crl, revocation, crl_url } => {
+            AnchorCommand::Add { kind, file, crl, revocation, crl_url, policy } => {
                 let cert = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
                 let crl = crl.map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))).transpose()?;
-                let anchor = match &crl_url {
-                    None => admin.anchor_add(kind, &cert, crl.as_deref(), revocation).await,
-                    Some(url) => admin.anchor_add_with_crl_url(kind, &cert, crl.as_deref(), url).await,
+                let (anchor, warnings) = match &crl_url {
+                    None => admin.anchor_add(kind, &cert, crl.as_deref(), revocation, policy.as_deref()).await,
+                    Some(url) => admin.anchor_add_with_crl_url(kind, &cert, crl.as_deref(), url, policy.as_deref()).await,
                 }
                 .with_context(|| file.display().to_string())?;
                 writeln!(out, "added {} anchor {}: {}", kind.as_str(), anchor.fingerprint, anchor.subject)?;
+                for w in warnings {
+                    writeln!(out, "warning: {w}")?;
+                }
                 if matches!(kind, AnchorKind::Clinic | AnchorKind::Service) {
-                    writeln!(out, "restart the gateway instances to apply TLS trust changes")?;
+                    writeln!(out, "running instances apply it within tls.trust_refresh_secs")?;
                 }
             }
             AnchorCommand::List { kind } => {
+                let now = clock.unix();
                 for a in store.list_anchors(kind).await? {
-                    let crl = if a.crl_der.is_some() { "crl present" } else { "no crl" };
-                    writeln!(out, "{}\t{}\t{}\t{crl}\t{}", a.kind.as_str(), a.fingerprint, a.revocation.as_str(), a.subject)?;
+                    let policies = crate::cards::anchor_policies(&a);
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}\tpolicies {policies}\t{}",
+                        a.kind.as_str(),
+                        a.fingerprint,
+                        a.revocation.as_str(),
+                        crl_state(a.crl_der.is_some(), a.crl_next_update, now, a.revocation == RevocationPolicy::Crl),
+                        a.subject
+                    )?;
+                    for sub in &a.sub_crls {
+                        writeln!(out, "\t  CRL of {}: {}", sub.issuer_subject, crl_state(true, Some(sub.next_update), now, true))?;
+                    }
                 }
             }
-            AnchorCommand::SetCrl { kind, fingerprint, file } => {
+            AnchorCommand::SetCrl { kind, fingerprint, file, issuer } => {
                 let crl = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-                admin.anchor_set_crl(kind, &fingerprint, &crl).await?;
+                let issuer = issuer.map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))).transpose()?;
+                admin.anchor_set_crl(kind, &fingerprint, &crl, issuer.as_deref()).await.with_context(|| file.display().to_string())?;
                 writeln!(out, "CRL of {} anchor {fingerprint} replaced", kind.as_str())?;
+            }
+            AnchorCommand::SetPolicy { kind, fingerprint, policy } => {
+                let set = admin.anchor_set_policy(kind, &fingerprint, &policy).await?;
+                writeln!(out, "policies of {} anchor {fingerprint}: {}", kind.as_str(), set.as_deref().unwrap_or("default"))?;
+            }
+            AnchorCommand::Remove { kind, fingerprint, force } => {
+                let dependents = admin.anchor_remove(kind, &fingerprint, force).await?;
+                writeln!(out, "removed {} anchor {fingerprint}", kind.as_str())?;
+                if !dependents.is_empty() {
+                    writeln!(out, "warning: removed with --force; certificates and cards under it are refused from now on")?;
+                }
             }
         },
         AdminCommand::Cert(CertCommand::Check { kind, file, chain }) => {
             let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
             let cert = read(&file)?;
             let chain = chain.iter().map(read).collect::<anyhow::Result<Vec<_>>>()?;
-            let report = admin.cert_check(kind, &cert, &chain, &config.card.policy()).await?;
+            let (report, accepted) = admin.cert_check(kind, &cert, &chain, &config.card.policy()).await?;
             out.write_all(report.as_bytes())?;
+            if !accepted {
+                bail!("{} is refused", file.display());
+            }
         }
         AdminCommand::EnrollCode(c) => match c {
             EnrollCodeCommand::Issue { clinic, login_id, expires_hours } => {
@@ -636,6 +698,17 @@ pub fn describe(v: &AuditVerification) -> String {
         AuditVerification::Truncated { last_seq, head_seq } => {
             format!("rows after {last_seq} were removed (the chain head is at {head_seq})")
         }
+    }
+}
+
+/// How an anchor's CRL stands at `now`, for `anchor list`.
+fn crl_state(present: bool, next_update: Option<i64>, now: i64, required: bool) -> String {
+    match (present, next_update) {
+        (false, _) if required => "NO CRL (certificates under it are refused)".to_owned(),
+        (false, _) => "no crl".to_owned(),
+        (true, None) => "crl present".to_owned(),
+        (true, Some(next)) if next <= now => format!("CRL STALE since {} (certificates under it are refused)", crate::admin::utc(next)),
+        (true, Some(next)) => format!("crl until {} ({} h left)", crate::admin::utc(next), (next - now) / 3600),
     }
 }
 

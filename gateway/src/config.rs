@@ -164,6 +164,9 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM file: the server's private key (PKCS#8, SEC1 or PKCS#1).
     pub key: PathBuf,
+    /// How often the TLS verifier re-reads the clinic and service-client anchors and their CRLs
+    /// from the database, so changes made on any instance apply everywhere without a restart.
+    pub trust_refresh_secs: u64,
 }
 
 /// The operations listener.
@@ -345,7 +348,7 @@ fn default_public_url() -> Url {
 
 impl Default for TlsConfig {
     fn default() -> Self {
-        Self { cert: PathBuf::from("data/tls/server.pem"), key: PathBuf::from("data/tls/server.key") }
+        Self { cert: PathBuf::from("data/tls/server.pem"), key: PathBuf::from("data/tls/server.key"), trust_refresh_secs: 60 }
     }
 }
 
@@ -507,6 +510,9 @@ impl Config {
         }
         if !(10..=600).contains(&c.challenge_timeout_secs) {
             return invalid("card.challenge_timeout_secs must be between 10 and 600");
+        }
+        if self.tls.trust_refresh_secs == 0 {
+            return invalid("tls.trust_refresh_secs must be positive");
         }
         if c.crl_refresh_secs == 0 {
             return invalid("card.crl_refresh_secs must be positive");

@@ -158,10 +158,10 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
     store.migrate().await?;
     let admin = Admin { store: &store, now: now.unix_timestamp() };
     admin.clinic_add(CLINIC_ID, "ニンショウ内科クリニック").await?;
-    admin.anchor_add(AnchorKind::Clinic, clinic_ca.cert_pem().as_bytes(), Some(&clinic_crl), RevocationPolicy::Crl).await?;
-    admin.anchor_add(AnchorKind::Hpki, hpki_ca.cert_pem().as_bytes(), None, RevocationPolicy::None).await?;
-    admin.anchor_add(AnchorKind::Jpki, jpki_ca.cert_pem().as_bytes(), None, RevocationPolicy::None).await?;
-    admin.anchor_add(AnchorKind::Service, service_ca.cert_pem().as_bytes(), None, RevocationPolicy::None).await?;
+    admin.anchor_add(AnchorKind::Clinic, clinic_ca.cert_pem().as_bytes(), Some(&clinic_crl), RevocationPolicy::Crl, None).await?;
+    admin.anchor_add(AnchorKind::Hpki, hpki_ca.cert_pem().as_bytes(), None, RevocationPolicy::None, None).await?;
+    admin.anchor_add(AnchorKind::Jpki, jpki_ca.cert_pem().as_bytes(), None, RevocationPolicy::None, None).await?;
+    admin.anchor_add(AnchorKind::Service, service_ca.cert_pem().as_bytes(), None, RevocationPolicy::None, None).await?;
     let emr_cert = crate::tls::PeerCert::from_der(&emr.cert_der)?;
     let emr_client = crate::store::ServiceClient {
         id: "emr-demo".into(),

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,6 +22,21 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CrlLabels {
+    kind: &'static str,
+    /// The anchor's fingerprint (first 16 hex digits).
+    anchor: String,
+    /// The CA the CRL is for.
+    issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnchorLabels {
+    kind: &'static str,
+    anchor: String,
+}
+
 /// All counters of one gateway process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -28,6 +44,8 @@ pub struct Metrics {
     requests: Family<RouteLabels, Counter>,
     handshake_failures: Family<ReasonLabels, Counter>,
     logins: Family<OutcomeLabels, Counter>,
+    crl_seconds_left: Family<CrlLabels, Gauge>,
+    crl_missing: Family<AnchorLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -46,7 +64,19 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests by matched route and status", requests.clone());
         registry.register("tls_handshake_failures", "Failed TLS handshakes by reason", handshake_failures.clone());
         registry.register("logins", "Doctor login attempts by outcome", logins.clone());
-        Self { registry, requests, handshake_failures, logins }
+        let crl_seconds_left = Family::<CrlLabels, Gauge>::default();
+        let crl_missing = Family::<AnchorLabels, Gauge>::default();
+        registry.register(
+            "crl_seconds_until_next_update",
+            "Seconds until each stored CRL's nextUpdate (negative: stale, certificates under it are refused)",
+            crl_seconds_left.clone(),
+        );
+        registry.register(
+            "trust_anchor_crl_missing",
+            "1 for an anchor with revocation policy crl and no CRL of its own (its certificates are refused)",
+            crl_missing.clone(),
+        );
+        Self { registry, requests, handshake_failures, logins, crl_seconds_left, crl_missing }
     }
 
     /// Counts a finished request.
@@ -62,6 +92,28 @@ impl Metrics {
     /// Counts a login attempt.
     pub fn login(&self, outcome: &'static str) {
         self.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Publishes the CRL freshness of every anchor (replacing what was published before).
+    pub fn observe_anchors(&self, anchors: &[crate::store::TrustAnchor], now: i64) {
+        self.crl_seconds_left.clear();
+        self.crl_missing.clear();
+        for a in anchors {
+            let anchor: String = a.fingerprint.chars().take(16).collect();
+            let kind = a.kind.as_str();
+            let missing = a.revocation == crate::store::RevocationPolicy::Crl && a.crl_der.is_none();
+            self.crl_missing.get_or_create(&AnchorLabels { kind, anchor: anchor.clone() }).set(i64::from(missing));
+            if let Some(next) = a.crl_next_update.or_else(|| {
+                a.crl_der.as_deref().and_then(|c| trust::inspect_crl(c).ok()).and_then(|i| i.next_update)
+            }) {
+                let labels = CrlLabels { kind, anchor: anchor.clone(), issuer: a.subject.clone() };
+                self.crl_seconds_left.get_or_create(&labels).set(next - now);
+            }
+            for sub in &a.sub_crls {
+                let labels = CrlLabels { kind, anchor: anchor.clone(), issuer: sub.issuer_subject.clone() };
+                self.crl_seconds_left.get_or_create(&labels).set(sub.next_update - now);
+            }
+        }
     }
 
     /// The Prometheus text exposition.

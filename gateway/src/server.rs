@@ -17,6 +17,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
@@ -25,15 +26,45 @@ use crate::config::Config;
 use crate::http::{self, App, AppState};
 use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
-use crate::store::Store;
+use crate::store::{AnchorKind, Store};
 use crate::tls::{self, PeerCert};
 
 /// A gateway ready to serve: listeners bound, database migrated, TLS configured.
 pub struct Application {
     main: TcpListener,
     ops: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Arc<GateTls>,
     state: AppState,
+}
+
+/// The main listener's TLS configuration, replaced as a whole when the anchors change; each new
+/// connection takes the current one.
+pub struct GateTls {
+    identity: tls::Identity,
+    current: ArcSwap<rustls::ServerConfig>,
+    version: std::sync::Mutex<Vec<crate::store::AnchorVersion>>,
+}
+
+impl GateTls {
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current.load_full())
+    }
+
+    /// Rebuilds the configuration if the clinic or service anchors changed since the last build.
+    /// A failure keeps the configuration in force and is logged by the caller.
+    pub async fn refresh(&self, state: &AppState) -> anyhow::Result<bool> {
+        let kinds = [AnchorKind::Clinic, AnchorKind::Service];
+        let version = state.store.anchor_versions(&kinds).await?;
+        if *self.version.lock().unwrap_or_else(std::sync::PoisonError::into_inner) == version {
+            return Ok(false);
+        }
+        let mut anchors = state.store.list_anchors(Some(AnchorKind::Clinic)).await?;
+        anchors.extend(state.store.list_anchors(Some(AnchorKind::Service)).await?);
+        let config = tls::server_config(&self.identity, &anchors, state.clock.clone())?;
+        self.current.store(Arc::new(config));
+        *self.version.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = version;
+        Ok(true)
+    }
 }
 
 impl Application {
@@ -51,8 +82,15 @@ impl Application {
     /// Like [`Application::build`], with an already connected and migrated store and a bound
     /// main listener (tests bind port 0 first to learn the public URL).
     pub async fn with_parts(config: Config, store: Store, clock: SharedClock, main: TcpListener) -> anyhow::Result<Self> {
+        let identity = tls::Identity::load(&config.tls.cert, &config.tls.key)?;
+        let version = store.anchor_versions(&[AnchorKind::Clinic, AnchorKind::Service]).await?;
         let anchors = store.list_anchors(None).await?;
-        let tls = tls::server_config(&config.tls.cert, &config.tls.key, &anchors, clock.clone())?;
+        let tls_config = tls::server_config(&identity, &anchors, clock.clone())?;
+        let tls = Arc::new(GateTls {
+            identity,
+            current: ArcSwap::from_pointee(tls_config),
+            version: std::sync::Mutex::new(version),
+        });
         let ops = TcpListener::bind(config.ops.listen).await.with_context(|| format!("bind {}", config.ops.listen))?;
         let passwords = PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations)?;
         let fido = fido::Service::new(&config.fido_config()).context("fido")?;
@@ -81,7 +119,8 @@ impl Application {
             group_commit,
             card_trust: crate::cards::TrustCache::default(),
         }));
-        Ok(Self { main, ops, acceptor: TlsAcceptor::from(Arc::new(tls)), state })
+        state.metrics.observe_anchors(&anchors, state.clock.unix());
+        Ok(Self { main, ops, tls, state })
     }
 
     /// Address of the mTLS listener.
@@ -102,7 +141,7 @@ impl Application {
     /// Serves until `shutdown` completes, then stops accepting and lets open requests finish
     /// (up to 30 s).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { main, ops, acceptor, state } = self;
+        let Self { main, ops, tls, state } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let ops_router = http::ops::router(state.clone());
         let mut ops_stop = stop_rx.clone();
@@ -116,6 +155,7 @@ impl Application {
         let purge = tokio::spawn(purge_loop(state.clone(), stop_rx.clone()));
         let key_refresh = tokio::spawn(key_refresh_loop(state.clone(), stop_rx.clone()));
         let crl_refresh = tokio::spawn(crl_refresh_loop(state.clone(), stop_rx.clone()));
+        let trust_refresh = tokio::spawn(trust_refresh_loop(state.clone(), tls.clone(), stop_rx.clone()));
         tracing::info!(addr = %main.local_addr()?, ops = %ops_task_addr(&state), db = state.store.backend_name(), "gateway listening");
 
         let router = http::router(state.clone());
@@ -135,7 +175,7 @@ impl Application {
                 () = &mut shutdown => break,
             };
             let _ = tcp.set_nodelay(true);
-            let conn = Connection { acceptor: acceptor.clone(), router: router.clone(), state: state.clone() };
+            let conn = Connection { acceptor: tls.acceptor(), router: router.clone(), state: state.clone() };
             let watcher = graceful.watcher();
             tokio::spawn(async move { conn.serve(tcp, remote, watcher).await });
         }
@@ -148,6 +188,7 @@ impl Application {
         let _ = purge.await;
         let _ = key_refresh.await;
         let _ = crl_refresh.await;
+        let _ = trust_refresh.await;
         state.group_commit.flush().await;
         state.store.close().await;
         Ok(())
@@ -244,6 +285,30 @@ async fn key_refresh_loop(state: AppState, mut stop: tokio::sync::watch::Receive
         }
         if let Err(e) = state.token_keys.refresh(&state.store, state.clock.unix()).await {
             tracing::warn!(error = %format!("{e:#}"), "refreshing token keys failed; keeping the current ones");
+        }
+    }
+}
+
+/// Re-reads the clinic and service anchors every `tls.trust_refresh_secs` and swaps in a new TLS
+/// configuration when they changed (an anchor, a CRL, a URL-fetched CRL: on any instance), and
+/// publishes every anchor's CRL freshness in the metrics. New connections use the new trust at
+/// once; open connections were verified when they started.
+async fn trust_refresh_loop(state: AppState, tls: Arc<GateTls>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(state.config.tls.trust_refresh_secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match tls.refresh(&state).await {
+            Ok(true) => tracing::info!("TLS trust anchors changed; new connections use them"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "refreshing TLS trust failed; keeping the current anchors"),
+        }
+        match state.store.list_anchors(None).await {
+            Ok(anchors) => state.metrics.observe_anchors(&anchors, state.clock.unix()),
+            Err(e) => tracing::warn!(error = %e, "reading anchors for metrics failed"),
         }
     }
 }

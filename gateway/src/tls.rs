@@ -5,13 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{CertificateError, RootCertStore, ServerConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::{CertificateError, ServerConfig};
 use sha2::{Digest, Sha256};
 
 use crate::clock::SharedClock;
-use crate::store::{AnchorKind, RevocationPolicy, TrustAnchor};
+use crate::store::{AnchorKind, TrustAnchor};
 
 /// The verified leaf certificate the client presented, with the fields the gate needs parsed
 /// once per connection.
@@ -87,55 +86,123 @@ impl rustls::time_provider::TimeProvider for ClockTime {
     }
 }
 
-/// Builds the main listener's configuration: server certificate from files, client
-/// certificates required and verified against the clinic and service-client anchors with
-/// their CRLs.
-pub fn server_config(
-    cert_path: &Path,
-    key_path: &Path,
-    anchors: &[TrustAnchor],
-    clock: SharedClock,
-) -> anyhow::Result<ServerConfig> {
-    let chain = read_pem_certs(cert_path)?;
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| anyhow::anyhow!("{}: {e}", key_path.display()))?;
+/// The server's own certificate chain and key, read once at start.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+}
 
-    let mut roots = RootCertStore::empty();
-    let mut crls = Vec::new();
-    let mut any_without_crl = false;
-    for anchor in anchors.iter().filter(|a| matches!(a.kind, AnchorKind::Clinic | AnchorKind::Service)) {
-        roots
-            .add(CertificateDer::from(anchor.cert_der.clone()))
-            .map_err(|e| anyhow::anyhow!("trust anchor {} ({}): {e}", anchor.fingerprint, anchor.subject))?;
-        match (&anchor.crl_der, anchor.revocation) {
-            (Some(crl), _) => crls.push(CertificateRevocationListDer::from(crl.clone())),
-            (None, RevocationPolicy::None) => any_without_crl = true,
-            // Fail closed: an anchor that promises a CRL but has none would accept revoked clients.
-            (None, RevocationPolicy::Crl) => anyhow::bail!(
-                "trust anchor {} ({}) has revocation policy crl but no CRL: gateway admin anchor set-crl",
-                anchor.fingerprint,
-                anchor.subject
-            ),
+impl Identity {
+    /// Reads the chain (PEM, leaf first) and the key (PEM).
+    pub fn load(cert_path: &Path, key_path: &Path) -> anyhow::Result<Identity> {
+        let chain = read_pem_certs(cert_path)?;
+        let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| anyhow::anyhow!("{}: {e}", key_path.display()))?;
+        Ok(Identity { chain, key: Arc::new(key) })
+    }
+}
+
+/// Checks client certificates against the clinic and service-client anchors, each anchor with its
+/// own revocation policy and CRLs (the `trust` crate, decision 0012). Built anew, with a new
+/// [`ServerConfig`], whenever the anchors change (see `server::trust_refresh_loop`).
+#[derive(Debug)]
+pub struct GateVerifier {
+    trust: trust::TrustStore,
+    hints: Vec<rustls::DistinguishedName>,
+    clock: SharedClockDebug,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::server::danger::ClientCertVerifier for GateVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let intermediates: Vec<Vec<u8>> = intermediates.iter().map(|c| c.to_vec()).collect();
+        // The gateway's clock, like every other time decision (rustls's `now` comes from the same
+        // clock through `ClockTime`).
+        match self.trust.validate(end_entity, &intermediates, self.clock.0.unix(), trust::Purpose::ClientTls) {
+            Ok(_) => Ok(rustls::server::danger::ClientCertVerified::assertion()),
+            Err(e) => Err(rustls::Error::InvalidCertificate(certificate_error(e))),
         }
     }
-    if roots.is_empty() {
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// rustls's error for a refused client certificate; the ones rustls has no name for carry our
+/// [`trust::PathError`], whose code [`handshake_failure_reason`] reports.
+fn certificate_error(e: trust::PathError) -> CertificateError {
+    use trust::PathError as P;
+    match e {
+        P::Expired { .. } => CertificateError::Expired,
+        P::NotYetValid { .. } => CertificateError::NotValidYet,
+        P::Revoked { .. } => CertificateError::Revoked,
+        P::UnknownIssuer { .. } => CertificateError::UnknownIssuer,
+        other => CertificateError::Other(rustls::OtherError(Arc::new(other))),
+    }
+}
+
+/// The TLS trust store of the clinic and service-client anchors.
+pub fn gate_trust(anchors: &[TrustAnchor]) -> trust::TrustStore {
+    let specs = anchors
+        .iter()
+        .filter(|a| matches!(a.kind, AnchorKind::Clinic | AnchorKind::Service))
+        .map(crate::cards::anchor_spec)
+        .collect();
+    let store = trust::TrustStore::new(specs);
+    for p in store.problems() {
+        tracing::error!(anchor.fingerprint = %p.anchor_sha256, reason = %p.reason,
+            "TLS trust anchor unusable; refusing the client certificates under it");
+    }
+    store
+}
+
+/// Builds the main listener's configuration: the server identity, client certificates required
+/// and verified against the clinic and service-client anchors, each with its own revocation policy.
+pub fn server_config(identity: &Identity, anchors: &[TrustAnchor], clock: SharedClock) -> anyhow::Result<ServerConfig> {
+    let trust = gate_trust(anchors);
+    if trust.is_empty() {
         anyhow::bail!("no clinic trust anchor is configured: gateway admin anchor add --kind clinic CA.pem");
     }
-
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .with_crls(crls)
-        // A CRL past its nextUpdate no longer proves anything: refuse rather than trust it.
-        .enforce_revocation_expiration();
-    if any_without_crl {
-        // Only issuers whose anchor says `revocation = none` lack a CRL; all others have one.
-        verifier = verifier.allow_unknown_revocation_status();
-    }
-    let verifier = verifier.build()?;
-
+    let hints = trust.subjects().map(|s| rustls::DistinguishedName::from(s.to_vec())).collect();
+    let verifier = GateVerifier {
+        trust,
+        hints,
+        clock: SharedClockDebug(clock.clone()),
+        algorithms: provider.signature_verification_algorithms,
+    };
     let mut config = ServerConfig::builder_with_details(provider, Arc::new(ClockTime(SharedClockDebug(clock))))
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // No session resumption: a resumed session skips the client-certificate check, so a
     // certificate revoked by a newer CRL or expired since would keep working. Every connection
@@ -161,6 +228,11 @@ pub fn handshake_failure_reason(err: &std::io::Error) -> &'static str {
             | CertificateError::ExpiredRevocationList
             | CertificateError::ExpiredRevocationListContext { .. } => "revocation_unknown",
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => "wrong_purpose",
+            CertificateError::Other(other) => match other.0.downcast_ref::<trust::PathError>() {
+                Some(trust::PathError::RevocationUnknown { .. } | trust::PathError::CrlStale { .. }) => "revocation_unknown",
+                Some(p) => p.code(),
+                None => "bad_certificate",
+            },
             _ => "bad_certificate",
         },
         rustls::Error::PeerIncompatible(_) | rustls::Error::NoApplicationProtocol => "incompatible",

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use crate::admin::{Admin, parse_certificate};
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::store::{self, AuditEvent, ServiceClient, ServiceRole, Store};
 use crate::tls::PeerCert;
@@ -77,8 +77,13 @@ pub async fn service_client(admin: &Admin<'_>, cmd: ServiceClientCommand, out: &
                 bail!("an emr client needs at least one --clinic");
             }
             let bytes = std::fs::read(&cert).with_context(|| format!("cannot read {}", cert.display()))?;
-            let der = parse_certificate(&bytes).with_context(|| cert.display().to_string())?;
+            let mut ders = crate::admin::read_certificates(&bytes).with_context(|| cert.display().to_string())?;
+            let der = ders.remove(0);
             let peer = PeerCert::from_der(&der)?;
+            let anchor = admin
+                .client_cert_anchor(&der, &ders, store::AnchorKind::Service)
+                .await
+                .with_context(|| cert.display().to_string())?;
             for clinic in &clinics {
                 match store.clinic(clinic).await {
                     Err(store::Error::NotFound) => bail!("no clinic {clinic}"),
@@ -102,11 +107,9 @@ pub async fn service_client(admin: &Admin<'_>, cmd: ServiceClientCommand, out: &
                 }
                 r => r?,
             }
+            store.record_anchor_of(store::AnchorKind::Service, &peer.fingerprint, &anchor).await?;
             store.audit(&AuditEvent::Admin { action: "service_client.add", target: id.clone() }, admin.now).await?;
             writeln!(out, "added {} client {id} ({}) for clinics {}", role.as_str(), peer.fingerprint, client.clinics.join(","))?;
-            if !store.list_anchors(Some(store::AnchorKind::Service)).await?.iter().any(|_| true) {
-                writeln!(out, "note: no `service` trust anchor exists yet: gateway admin anchor add --kind service CA.pem")?;
-            }
         }
         ServiceClientCommand::List => {
             for c in store.list_service_clients().await? {

@@ -155,12 +155,16 @@ fn refusal_of(e: &VerifyError) -> Refusal {
         E::Expired { .. } => (S::FORBIDDEN, Msg::CardExpired),
         E::NotYetValid { .. } => (S::FORBIDDEN, Msg::CardNotYetValid),
         E::Revoked => (S::FORBIDDEN, Msg::CardRevoked),
-        E::CrlStale { .. } | E::NoCrl | E::CrlInvalid { .. } => (S::SERVICE_UNAVAILABLE, Msg::CardRevocationUnavailable),
+        E::CrlStale { .. } | E::NoCrl | E::CrlInvalid { .. } | E::AnchorUnusable { .. } => {
+            (S::SERVICE_UNAVAILABLE, Msg::CardRevocationUnavailable)
+        }
+        E::SigningCertificate => (S::FORBIDDEN, Msg::CardSigningCertificate),
+        E::PolicyNotAllowed { .. } => (S::FORBIDDEN, Msg::CardPolicyNotAllowed),
         E::UntrustedIssuer { .. } => (S::FORBIDDEN, Msg::CardUntrusted),
         E::RoleMissing | E::RoleNotAccepted { .. } => (S::FORBIDDEN, Msg::CardNotDoctor),
         E::CardKindMismatch { .. } => (S::BAD_REQUEST, Msg::CardWrongKind),
         E::BadSignature => (S::BAD_REQUEST, Msg::CardBadSignature),
-        E::KeyUsage { .. } | E::CertMalformed { .. } => (S::FORBIDDEN, Msg::CardUnusable),
+        E::KeyUsage { .. } | E::CertMalformed { .. } | E::WeakKey { .. } => (S::FORBIDDEN, Msg::CardUnusable),
         // Type, challenge, origin, malformed data: not what the agent produces for this page.
         _ => (S::BAD_REQUEST, Msg::CardResponseInvalid),
     };
@@ -305,17 +309,9 @@ async fn finish(
     tracing::Span::current().record("card.cert_sha256", presented.as_str());
     facts.cert_sha256 = Some(presented);
     let kind = card_kind_of(taken.kind);
-    let trust = match state.card_trust.get(&state.store, kind).await {
-        Ok(t) => t,
-        Err(crate::cards::TrustError::Anchor(e)) => {
-            // E.g. an anchor whose CRL is fetched from a URL and has not arrived yet: no card of
-            // this kind is accepted until it has (fail closed), and the doctor is told why.
-            tracing::error!(error = %e, "card trust anchors unusable");
-            let r = Refusal::new("anchors_unusable", StatusCode::SERVICE_UNAVAILABLE, Msg::CardRevocationUnavailable);
-            return Err(ctx.refuse(&facts, r).await);
-        }
-        Err(e) => return Err(internal(e)),
-    };
+    // An anchor that cannot be used (or whose CRL has not arrived yet) refuses only the cards
+    // under it, with its own reason (anchor_unusable, no_crl).
+    let trust = state.card_trust.get(&state.store, kind).await.map_err(internal)?;
     let origin = state.config.public_origin();
     let expected = Expected { kind, challenge: &taken.challenge, origin: &origin };
     let verified = match card::verify::verify(&response, &expected, &trust, &state.config.card.policy(), state.clock.now()) {
@@ -402,7 +398,7 @@ async fn link(ctx: &Ctx<'_>, facts: Facts, taken: &CardChallenge, v: &VerifiedCa
         name: &name,
     };
     match state.store.link_card_credential(&row, authorisation, ctx.now).await {
-        Ok(()) => {}
+        Ok(()) => state.store.record_anchor_of(taken.kind, &id, &v.anchor_sha256).await?,
         Err(store::Error::Precondition(_)) => {
             // The code was used, voided or expired between challenge and finish.
             let r = Refusal::new("code_used", StatusCode::FORBIDDEN, Msg::CodeUsedUp);

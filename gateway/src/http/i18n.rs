@@ -181,6 +181,8 @@ pub enum Msg {
     CardUntrusted,
     CardNotDoctor,
     CardUnusable,
+    CardSigningCertificate,
+    CardPolicyNotAllowed,
     CardNotLinked,
     CardOtherDoctor,
     CardAlreadyLinked,
@@ -435,6 +437,14 @@ impl Msg {
             CardNotDoctor => (
                 "このHPKIカードの証明書には医師の資格（Medical Doctor）が記録されていません。",
                 "This HPKI card's certificate does not carry the doctor role (Medical Doctor).",
+            ),
+            CardSigningCertificate => (
+                "署名用の証明書が送られました。ログインにはカードの認証用（利用者証明用）の証明書が必要です。カードエージェントを更新するか、システム管理者に連絡してください。",
+                "The card's signing certificate was sent. Login needs the card's authentication certificate. Update the card agent or contact your administrator.",
+            ),
+            CardPolicyNotAllowed => (
+                "このカードの証明書の種類（証明書ポリシー）はログインに使用できません。対応しているカードか、システム管理者に確認してください。",
+                "This kind of card certificate (its certificate policy) cannot be used for login. Check with your administrator which cards are supported.",
             ),
             CardUnusable => (
                 "カードの証明書が認証に使用できない形式です。",

@@ -1,6 +1,4 @@
-//! Card login state (DESIGN §3.3, §3.6): single-use card challenges and linked card credentials,
-//! plus the trust-anchor queries card verification needs (change detection for the per-kind
-//! trust-store cache, CRLs fetched from a URL).
+//! Card login state (DESIGN §3.3, §3.6): single-use card challenges and linked card credentials.
 //!
 //! A challenge is keyed by the SHA-256 of the browser-session id that asked for it, so there is at
 //! most one pending challenge per browser session (a new one replaces it) and it can only be
@@ -11,7 +9,7 @@
 use super::enrollment::CONSUME_CODE_SQL;
 use super::signing::EndReason;
 use super::{
-    AnchorKind, Backend, Error, LinkAuthorisation, Result, Store, read_all, read_one, with_pool, with_reader, write_execute,
+    AnchorKind, Backend, Error, LinkAuthorisation, Result, Store, read_all, read_one, with_pool, write_execute,
     write_optional,
 };
 
@@ -357,100 +355,5 @@ impl Store {
             }
         });
         removed.map(|v| v.into_iter().map(|(id,)| id).collect()).ok_or(Error::NotFound)
-    }
-
-    // ---- trust anchors for card verification ----------------------------------------------------
-
-    /// A cheap summary of the anchors of one kind — `(fingerprint, updated_at, CRL length)` — that
-    /// changes whenever an anchor is added or its CRL replaced; the trust-store cache compares it
-    /// instead of re-reading and re-parsing certificates and CRLs on every login.
-    pub async fn anchor_versions(&self, kind: AnchorKind) -> Result<Vec<(String, i64, Option<i64>)>> {
-        read_all!(
-            self,
-            (String, i64, Option<i64>),
-            "SELECT fingerprint, updated_at, CAST(LENGTH(crl_der) AS BIGINT) FROM trust_anchors WHERE kind = $1 ORDER BY fingerprint",
-            kind.as_str(),
-        )
-    }
-
-    /// Sets (or clears) the URL an anchor's CRL is fetched from.
-    pub async fn set_anchor_crl_url(&self, kind: AnchorKind, fingerprint: &str, url: Option<&str>, now: i64) -> Result<()> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE trust_anchors SET crl_url = $3, updated_at = $4 WHERE kind = $1 AND fingerprint = $2")
-                .bind(kind.as_str())
-                .bind(fingerprint)
-                .bind(url)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
-    }
-
-    /// Sets an anchor's revocation policy.
-    pub async fn set_anchor_revocation(
-        &self,
-        kind: AnchorKind,
-        fingerprint: &str,
-        policy: super::RevocationPolicy,
-        now: i64,
-    ) -> Result<()> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE trust_anchors SET revocation = $3, updated_at = $4 WHERE kind = $1 AND fingerprint = $2")
-                .bind(kind.as_str())
-                .bind(fingerprint)
-                .bind(policy.as_str())
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
-    }
-
-    /// Anchors with a CRL URL whose CRL is missing or reaches its nextUpdate before `due_by`:
-    /// `(kind, fingerprint, url)`.
-    pub async fn anchors_due_for_crl_fetch(&self, due_by: i64) -> Result<Vec<(AnchorKind, String, String)>> {
-        let rows: Vec<(String, String, String)> = with_reader!(self, |pool| {
-            sqlx::query_as(
-                "SELECT kind, fingerprint, crl_url FROM trust_anchors
-                 WHERE crl_url IS NOT NULL AND (crl_der IS NULL OR crl_next_update IS NULL OR crl_next_update <= $1)
-                 ORDER BY kind, fingerprint",
-            )
-            .bind(due_by)
-            .fetch_all(pool)
-            .await
-        })?;
-        rows.into_iter()
-            .map(|(k, fp, url)| Ok((k.parse().map_err(|()| super::corrupt("trust_anchors.kind"))?, fp, url)))
-            .collect()
-    }
-
-    /// Stores a fetched CRL with its nextUpdate. Only replaces an older CRL (by nextUpdate), so two
-    /// instances fetching at once, or a fetch racing `anchor set-crl`, never go backwards.
-    pub async fn store_fetched_crl(
-        &self,
-        kind: AnchorKind,
-        fingerprint: &str,
-        crl_der: &[u8],
-        next_update: i64,
-        now: i64,
-    ) -> Result<bool> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl', updated_at = $5
-                 WHERE kind = $1 AND fingerprint = $2 AND (crl_next_update IS NULL OR crl_next_update < $4)",
-            )
-            .bind(kind.as_str())
-            .bind(fingerprint)
-            .bind(crl_der)
-            .bind(next_update)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        Ok(done == 1)
     }
 }

@@ -5,6 +5,7 @@
 //! expands a body once per concrete pool type so each copy is type-checked against its driver.
 //! See `docs/decisions/0001-one-store-two-backends.md`.
 
+mod anchors;
 mod audit;
 mod cards;
 mod ceremonies;
@@ -23,6 +24,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::{AuditEvent, AuditRecord, AuditVerification, Outcome};
+pub use anchors::{AnchorVersion, Dependents};
 pub use cards::{CardChallenge, CardCredential, CardPurpose, NewCardChallenge, NewCardCredential};
 pub use ceremonies::{CeremonyPurpose, NewCeremony, TakenCeremony};
 pub use enrollment::{CodeCheck, EnrollmentCode, IssuedCode};
@@ -565,70 +567,6 @@ impl Store {
         self.user_by_login(clinic_id, login_id).await
     }
 
-    // ---- trust anchors -----------------------------------------------------------------------
-
-    /// Adds a trust anchor.
-    pub async fn add_anchor(&self, anchor: &TrustAnchor, now: i64) -> Result<()> {
-        with_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO trust_anchors (kind, fingerprint, subject, cert_der, revocation, crl_der, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-            )
-            .bind(anchor.kind.as_str())
-            .bind(&anchor.fingerprint)
-            .bind(&anchor.subject)
-            .bind(&anchor.cert_der)
-            .bind(anchor.revocation.as_str())
-            .bind(&anchor.crl_der)
-            .bind(now)
-            .execute(pool).await.map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
-    /// Replaces the CRL of an anchor.
-    pub async fn set_anchor_crl(&self, kind: AnchorKind, fingerprint: &str, crl_der: &[u8], now: i64) -> Result<()> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE trust_anchors SET crl_der = $3, revocation = 'crl', updated_at = $4 WHERE kind = $1 AND fingerprint = $2",
-            )
-            .bind(kind.as_str())
-            .bind(fingerprint)
-            .bind(crl_der)
-            .bind(now)
-            .execute(pool).await.map(|r| r.rows_affected())
-        })?;
-        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
-    }
-
-    /// Trust anchors, optionally of one kind.
-    pub async fn list_anchors(&self, kind: Option<AnchorKind>) -> Result<Vec<TrustAnchor>> {
-        type AnchorRow = (String, String, String, Vec<u8>, String, Option<Vec<u8>>, i64, Option<String>);
-        let rows: Vec<AnchorRow> = with_reader!(self, |pool| {
-            sqlx::query_as(
-                "SELECT kind, fingerprint, subject, cert_der, revocation, crl_der, updated_at, crl_url FROM trust_anchors
-                 WHERE ($1 IS NULL OR kind = $1) ORDER BY kind, created_at",
-            )
-            .bind(kind.map(AnchorKind::as_str))
-            .fetch_all(pool)
-            .await
-        })?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(TrustAnchor {
-                    kind: r.0.parse().map_err(|_| corrupt("trust_anchors.kind"))?,
-                    fingerprint: r.1,
-                    subject: r.2,
-                    cert_der: r.3,
-                    revocation: r.4.parse().map_err(|_| corrupt("trust_anchors.revocation"))?,
-                    crl_der: r.5,
-                    updated_at: r.6,
-                    crl_url: r.7,
-                })
-            })
-            .collect()
-    }
-
     // ---- login lockout -------------------------------------------------------------------------
 
     /// Until when `login_key` is locked, if it is locked at `now`.
@@ -984,4 +922,27 @@ pub struct TrustAnchor {
     pub updated_at: i64,
     /// Where the CRL is fetched from, if configured (`anchor add --crl-url`).
     pub crl_url: Option<String>,
+    /// nextUpdate of `crl_der`, Unix seconds, where known.
+    pub crl_next_update: Option<i64>,
+    /// End-entity policies (`any`, or OIDs and arcs); `None`: the kind's default.
+    pub policies: Option<String>,
+    /// CRLs of CAs below the anchor.
+    pub sub_crls: Vec<SubCrl>,
+}
+
+/// The CRL of an intermediate CA under an anchor.
+#[derive(Debug, Clone)]
+pub struct SubCrl {
+    /// Lowercase hex SHA-256 of the CA's DER subject Name.
+    pub issuer_sha256: String,
+    /// The CA's subject.
+    pub issuer_subject: String,
+    /// The CA certificate the CRL was checked against.
+    pub issuer_cert_der: Vec<u8>,
+    /// The CRL.
+    pub crl_der: Vec<u8>,
+    /// thisUpdate, Unix seconds.
+    pub this_update: i64,
+    /// nextUpdate, Unix seconds.
+    pub next_update: i64,
 }

@@ -1,0 +1,329 @@
+//! Trust anchors (decision 0003, 0012): the CA certificates every instance trusts, each with its
+//! revocation policy, its own CRL (set by an operator or fetched from a URL), the CRLs of CAs below
+//! it, and its end-entity policy allow-list; plus which registered certificates and cards depend on
+//! an anchor.
+
+use super::{AnchorKind, Backend, Error, Result, Store, SubCrl, TrustAnchor, corrupt, read_all, with_pool, with_reader};
+
+/// What was registered under an anchor (rows from before migration 0007 whose anchor is unknown
+/// are counted as possibly depending on every anchor of their kind).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dependents {
+    /// Clinic device certificates (not revoked).
+    pub clinic_certs: i64,
+    /// Service clients (enabled).
+    pub service_clients: i64,
+    /// Linked cards.
+    pub cards: i64,
+}
+
+impl Dependents {
+    /// Nothing depends on the anchor.
+    pub fn is_empty(&self) -> bool {
+        self.clinic_certs == 0 && self.service_clients == 0 && self.cards == 0
+    }
+}
+
+/// The version summary of one anchor: `(fingerprint, updated_at, CRL length, sub-CRL stamp)`.
+pub type AnchorVersion = (String, i64, Option<i64>, i64);
+
+impl Store {
+    /// Adds a trust anchor.
+    pub async fn add_anchor(&self, anchor: &TrustAnchor, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO trust_anchors (kind, fingerprint, subject, cert_der, revocation, crl_der, crl_next_update, policies,
+                                            created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            )
+            .bind(anchor.kind.as_str())
+            .bind(&anchor.fingerprint)
+            .bind(&anchor.subject)
+            .bind(&anchor.cert_der)
+            .bind(anchor.revocation.as_str())
+            .bind(&anchor.crl_der)
+            .bind(anchor.crl_next_update)
+            .bind(&anchor.policies)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Replaces the anchor's own CRL (checked by the caller) and sets policy `crl`.
+    pub async fn set_anchor_crl(&self, kind: AnchorKind, fingerprint: &str, crl_der: &[u8], next_update: i64, now: i64) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl', updated_at = $5
+                 WHERE kind = $1 AND fingerprint = $2",
+            )
+            .bind(kind.as_str())
+            .bind(fingerprint)
+            .bind(crl_der)
+            .bind(next_update)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
+    /// Stores or replaces the CRL of a CA below an anchor. A CRL older than the stored one (by
+    /// thisUpdate) changes nothing and returns `false`: no rollback, even from a racing instance.
+    pub async fn put_sub_crl(&self, kind: AnchorKind, anchor: &str, crl: &SubCrl, now: i64) -> Result<bool> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO anchor_crls (kind, anchor_fingerprint, issuer_sha256, issuer_subject, issuer_cert_der, crl_der,
+                                          this_update, next_update, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+                 ON CONFLICT (kind, anchor_fingerprint, issuer_sha256) DO UPDATE SET
+                     issuer_subject = excluded.issuer_subject, issuer_cert_der = excluded.issuer_cert_der,
+                     crl_der = excluded.crl_der, this_update = excluded.this_update, next_update = excluded.next_update,
+                     updated_at = excluded.updated_at
+                 WHERE anchor_crls.this_update <= excluded.this_update",
+            )
+            .bind(kind.as_str())
+            .bind(anchor)
+            .bind(&crl.issuer_sha256)
+            .bind(&crl.issuer_subject)
+            .bind(&crl.issuer_cert_der)
+            .bind(&crl.crl_der)
+            .bind(crl.this_update)
+            .bind(crl.next_update)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(done == 1)
+    }
+
+    /// Sets an anchor's end-entity policies (`None`: the kind's default).
+    pub async fn set_anchor_policies(&self, kind: AnchorKind, fingerprint: &str, policies: Option<&str>, now: i64) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE trust_anchors SET policies = $3, updated_at = $4 WHERE kind = $1 AND fingerprint = $2")
+                .bind(kind.as_str())
+                .bind(fingerprint)
+                .bind(policies)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
+    /// Removes an anchor and its sub-CRLs.
+    pub async fn remove_anchor(&self, kind: AnchorKind, fingerprint: &str) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                sqlx::query("DELETE FROM anchor_crls WHERE kind = $1 AND anchor_fingerprint = $2")
+                    .bind(kind.as_str())
+                    .bind(fingerprint)
+                    .execute(&mut *tx)
+                    .await?;
+                let done = sqlx::query("DELETE FROM trust_anchors WHERE kind = $1 AND fingerprint = $2")
+                    .bind(kind.as_str())
+                    .bind(fingerprint)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok::<u64, sqlx::Error>(done)
+            }
+            .await
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
+    /// What depends on an anchor (see [`Dependents`]).
+    pub async fn anchor_dependents(&self, kind: AnchorKind, fingerprint: &str) -> Result<Dependents> {
+        let count = |sql: &'static str| async move {
+            let (n,): (i64,) = with_reader!(self, |pool| sqlx::query_as(sql).bind(fingerprint).fetch_one(pool).await)?;
+            Ok::<i64, Error>(n)
+        };
+        Ok(match kind {
+            AnchorKind::Clinic => Dependents {
+                clinic_certs: count(
+                    "SELECT COUNT(*) FROM clinic_certs WHERE revoked_at IS NULL AND (anchor_fingerprint = $1 OR anchor_fingerprint IS NULL)",
+                )
+                .await?,
+                ..Dependents::default()
+            },
+            AnchorKind::Service => Dependents {
+                service_clients: count(
+                    "SELECT COUNT(*) FROM service_clients WHERE enabled AND (anchor_fingerprint = $1 OR anchor_fingerprint IS NULL)",
+                )
+                .await?,
+                ..Dependents::default()
+            },
+            AnchorKind::Hpki | AnchorKind::Jpki => {
+                let (n,): (i64,) = with_reader!(self, |pool| {
+                    sqlx::query_as(
+                        "SELECT COUNT(*) FROM card_credentials WHERE kind = $2 AND (anchor_fingerprint = $1 OR anchor_fingerprint IS NULL)",
+                    )
+                    .bind(fingerprint)
+                    .bind(kind.as_str())
+                    .fetch_one(pool)
+                    .await
+                })?;
+                Dependents { cards: n, ..Dependents::default() }
+            }
+        })
+    }
+
+    /// Records the anchor a clinic certificate, service client or linked card was accepted under.
+    pub async fn record_anchor_of(&self, kind: AnchorKind, key: &str, anchor: &str) -> Result<()> {
+        let sql = match kind {
+            AnchorKind::Clinic => "UPDATE clinic_certs SET anchor_fingerprint = $2 WHERE fingerprint = $1",
+            AnchorKind::Service => "UPDATE service_clients SET anchor_fingerprint = $2 WHERE fingerprint = $1",
+            AnchorKind::Hpki | AnchorKind::Jpki => "UPDATE card_credentials SET anchor_fingerprint = $2 WHERE id = $1",
+        };
+        with_pool!(self, |pool| sqlx::query(sql).bind(key).bind(anchor).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Trust anchors, optionally of one kind, with their sub-CRLs.
+    pub async fn list_anchors(&self, kind: Option<AnchorKind>) -> Result<Vec<TrustAnchor>> {
+        type AnchorRow = (String, String, String, Vec<u8>, String, Option<Vec<u8>>, i64, Option<String>, Option<i64>, Option<String>);
+        let rows: Vec<AnchorRow> = with_reader!(self, |pool| {
+            sqlx::query_as(
+                "SELECT kind, fingerprint, subject, cert_der, revocation, crl_der, updated_at, crl_url, crl_next_update, policies
+                 FROM trust_anchors WHERE ($1 IS NULL OR kind = $1) ORDER BY kind, created_at",
+            )
+            .bind(kind.map(AnchorKind::as_str))
+            .fetch_all(pool)
+            .await
+        })?;
+        type SubRow = (String, String, String, String, Vec<u8>, Vec<u8>, i64, i64);
+        let subs: Vec<SubRow> = with_reader!(self, |pool| {
+            sqlx::query_as(
+                "SELECT kind, anchor_fingerprint, issuer_sha256, issuer_subject, issuer_cert_der, crl_der, this_update, next_update
+                 FROM anchor_crls WHERE ($1 IS NULL OR kind = $1) ORDER BY issuer_sha256",
+            )
+            .bind(kind.map(AnchorKind::as_str))
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter()
+            .map(|r| {
+                let sub_crls = subs
+                    .iter()
+                    .filter(|s| s.0 == r.0 && s.1 == r.1)
+                    .map(|s| SubCrl {
+                        issuer_sha256: s.2.clone(),
+                        issuer_subject: s.3.clone(),
+                        issuer_cert_der: s.4.clone(),
+                        crl_der: s.5.clone(),
+                        this_update: s.6,
+                        next_update: s.7,
+                    })
+                    .collect();
+                Ok(TrustAnchor {
+                    kind: r.0.parse().map_err(|_| corrupt("trust_anchors.kind"))?,
+                    fingerprint: r.1,
+                    subject: r.2,
+                    cert_der: r.3,
+                    revocation: r.4.parse().map_err(|_| corrupt("trust_anchors.revocation"))?,
+                    crl_der: r.5,
+                    updated_at: r.6,
+                    crl_url: r.7,
+                    crl_next_update: r.8,
+                    policies: r.9,
+                    sub_crls,
+                })
+            })
+            .collect()
+    }
+
+    /// A cheap summary of the anchors of `kinds` that changes whenever an anchor is added, changed
+    /// or removed, or one of its CRLs replaced; the trust caches compare it instead of re-reading and
+    /// re-parsing certificates and CRLs.
+    pub async fn anchor_versions(&self, kinds: &[AnchorKind]) -> Result<Vec<AnchorVersion>> {
+        let mut out = Vec::new();
+        for kind in kinds {
+            out.extend(read_all!(
+                self,
+                AnchorVersion,
+                "SELECT t.fingerprint, t.updated_at, CAST(LENGTH(t.crl_der) AS BIGINT),
+                        (SELECT CAST(COALESCE(SUM(c.updated_at), 0) + COUNT(*) AS BIGINT) FROM anchor_crls c
+                          WHERE c.kind = t.kind AND c.anchor_fingerprint = t.fingerprint)
+                 FROM trust_anchors t WHERE t.kind = $1 ORDER BY t.fingerprint",
+                kind.as_str(),
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Sets (or clears) the URL an anchor's CRL is fetched from.
+    pub async fn set_anchor_crl_url(&self, kind: AnchorKind, fingerprint: &str, url: Option<&str>, now: i64) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE trust_anchors SET crl_url = $3, updated_at = $4 WHERE kind = $1 AND fingerprint = $2")
+                .bind(kind.as_str())
+                .bind(fingerprint)
+                .bind(url)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
+    /// Sets an anchor's revocation policy.
+    pub async fn set_anchor_revocation(&self, kind: AnchorKind, fingerprint: &str, policy: super::RevocationPolicy, now: i64) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE trust_anchors SET revocation = $3, updated_at = $4 WHERE kind = $1 AND fingerprint = $2")
+                .bind(kind.as_str())
+                .bind(fingerprint)
+                .bind(policy.as_str())
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
+    /// Anchors with a CRL URL whose CRL is missing or reaches its nextUpdate before `due_by`:
+    /// `(kind, fingerprint, url)`.
+    pub async fn anchors_due_for_crl_fetch(&self, due_by: i64) -> Result<Vec<(AnchorKind, String, String)>> {
+        let rows: Vec<(String, String, String)> = with_reader!(self, |pool| {
+            sqlx::query_as(
+                "SELECT kind, fingerprint, crl_url FROM trust_anchors
+                 WHERE crl_url IS NOT NULL AND (crl_der IS NULL OR crl_next_update IS NULL OR crl_next_update <= $1)
+                 ORDER BY kind, fingerprint",
+            )
+            .bind(due_by)
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter()
+            .map(|(k, fp, url)| Ok((k.parse().map_err(|()| corrupt("trust_anchors.kind"))?, fp, url)))
+            .collect()
+    }
+
+    /// Stores a fetched CRL with its nextUpdate. Only replaces an older CRL (by nextUpdate), so two
+    /// instances fetching at once, or a fetch racing `anchor set-crl`, never go backwards.
+    pub async fn store_fetched_crl(&self, kind: AnchorKind, fingerprint: &str, crl_der: &[u8], next_update: i64, now: i64) -> Result<bool> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl', updated_at = $5
+                 WHERE kind = $1 AND fingerprint = $2 AND (crl_next_update IS NULL OR crl_next_update < $4)",
+            )
+            .bind(kind.as_str())
+            .bind(fingerprint)
+            .bind(crl_der)
+            .bind(next_update)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(done == 1)
+    }
+}
