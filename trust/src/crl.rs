@@ -55,6 +55,13 @@ pub enum CrlError {
         /// nextUpdate, Unix seconds.
         next_update: i64,
     },
+    /// No cRLNumber (RFC 5280 §5.2.3: conforming CRL issuers MUST include it), so a newer CRL cannot
+    /// be told from a replayed older one.
+    #[error("the CRL of {issuer} has no cRLNumber, so a newer CRL cannot be told from an older one")]
+    NoNumber {
+        /// The CA.
+        issuer: String,
+    },
     /// No nextUpdate: freshness cannot be judged.
     #[error("the CRL has no nextUpdate, so its freshness cannot be judged")]
     NoNextUpdate,
@@ -116,6 +123,9 @@ pub fn check_crl(crl: &[u8], issuer: &[u8], at_unix: i64) -> Result<CrlInfo, Crl
         .map_err(|_| CrlError::BadSignature { issuer: info.issuer.clone() })?;
     if !signed {
         return Err(CrlError::BadSignature { issuer: info.issuer });
+    }
+    if info.number.is_none() {
+        return Err(CrlError::NoNumber { issuer: info.issuer });
     }
     if info.this_update > at_unix {
         return Err(CrlError::NotYetValid { this_update: info.this_update });

@@ -12,6 +12,8 @@
 //! - strict profile checks (`X509_V_FLAG_X509_STRICT`), at least 112-bit security for keys and
 //!   signatures (auth level 2: RSA ≥ 2048 bits, no SHA-1), and under `crl` a current CRL for every CA
 //!   in the path (`CRL_CHECK_ALL`; a CRL past nextUpdate refuses, RFC 5280 §6.3.3 (a));
+//! - profile checks OpenSSL does not make (`profile.rs`): the end entity is no CA and carries no
+//!   nameConstraints, issued certificates are v3, no DSA keys; every CRL has a cRLNumber;
 //! - the purpose: TLS client certificates by OpenSSL's `sslclient` purpose, card authentication
 //!   certificates by [`Purpose::CardAuth`]'s extended-key-usage rule;
 //! - the end entity's certificatePolicies against the anchor's [`Policies`].
@@ -21,6 +23,7 @@
 mod crl;
 mod ffi;
 mod policy;
+mod profile;
 
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
@@ -461,6 +464,7 @@ impl TrustStore {
                 check_card_eku(der, depth)?;
             }
         }
+        profile::check_path(&path)?;
         let policies = end_entity_policies(leaf_parsed)?;
         if checks.policies && !anchor.policies.allows(&policies) {
             return Err(PathError::PolicyNotAllowed { found: policies });
@@ -515,6 +519,9 @@ fn build_anchor(spec: &AnchorSpec) -> Result<UsableAnchor, String> {
             let mut parsed_crls = Vec::with_capacity(ders.len());
             for der in ders {
                 let info = inspect_crl(der).map_err(|e| format!("CRL unusable: {e}"))?;
+                if info.number.is_none() {
+                    return Err(format!("CRL unusable: {}", CrlError::NoNumber { issuer: info.issuer }));
+                }
                 let crl = X509Crl::from_der(der).map_err(|e| format!("CRL unusable: {e}"))?;
                 ffi::store_add_crl(&mut builder, &crl).map_err(fail)?;
                 parsed_crls.push(ParsedCrl { issuer_der: info.issuer_der.clone(), sha256: sha256_hex(der), info });

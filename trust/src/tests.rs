@@ -398,3 +398,30 @@ fn facts_describe_keys_and_usages() {
     assert!(!f.is_ca);
     assert!(cert_facts(&root.der).unwrap().is_ca);
 }
+
+#[test]
+fn end_entities_that_are_cas_or_carry_name_constraints_are_refused() {
+    let root = root("Root");
+    let store = TrustStore::new(vec![anchor(&root, Revocation::None, "any")]);
+    for purpose in [Purpose::ClientTls, Purpose::CardAuth] {
+        // A CA certificate whose keyUsage would pass the purpose: still not a client.
+        let ca = leaf(&root, &LeafOpts { ca: true, ..LeafOpts::default() });
+        assert_eq!(store.validate(&ca.der, &[], NOW, purpose).unwrap_err().code(), "wrong_purpose", "{purpose:?}");
+
+        let mut params = leaf_params(&LeafOpts::default());
+        // nameConstraints { permittedSubtrees [0] { GeneralSubtree { dNSName "example.com" } } }
+        let subtree = der_tlv(0x30, &der_tlv(0x82, b"example.com"));
+        params
+            .custom_extensions
+            .push(CustomExtension::from_oid_content(&[2, 5, 29, 30], der_tlv(0x30, &der_tlv(0xa0, &subtree))));
+        let key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+        let constrained = params.signed_by(&key, &root.issuer).unwrap().der().to_vec();
+        assert_eq!(store.validate(&constrained, &[], NOW, purpose).unwrap_err().code(), "invalid_path", "{purpose:?}");
+
+        // DSA keys (leaf and anchor) are exercised by the x509-limbo cases webpki::forbidden-dsa-*
+        // (tests/limbo.rs): rcgen cannot put a DSA key in a certificate.
+
+        // The same leaf without any of these is accepted, so the refusals above are theirs.
+        assert!(store.validate(&leaf(&root, &LeafOpts::default()).der, &[], NOW, purpose).is_ok());
+    }
+}
