@@ -8,12 +8,13 @@ ROOT=$PWD
 log() { printf '\n== %s\n' "$*"; }
 
 # --- system packages --------------------------------------------------------------------------
-# libpcsclite-dev, pkg-config: the pcsc crate. pcscd, vsmartcard-vpcd, pcsc-tools, opensc: the
+# libpcsclite-dev, pkg-config: the pcsc crate. libssl-dev, openssl: the trust crate (OpenSSL path
+# validation, decision 0012) and the tests' independent openssl oracle. pcscd, vsmartcard-vpcd, pcsc-tools, opensc: the
 # real PC/SC stack with a virtual reader and an independent card oracle. curl: the demo smoke
 # test's independent HTTPS client. chromium: the browser tests (tests/e2e, driven by playwright-core;
 # never a downloaded browser). nodejs/npm: only when the machine has no Node.js.
 # postgresql: only when no server answers on 127.0.0.1:5432.
-PKGS=(libpcsclite-dev pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium)
+PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium)
 command -v npm >/dev/null || PKGS+=(nodejs npm)
 pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 pg_up || PKGS+=(postgresql)
