@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use gateway::admin::Admin;
-use gateway::pki::{Authority, KeyAlg, LeafSpec, LeafUsage};
+use devpki::{Authority, KeyAlg, LeafSpec, LeafUsage};
 use gateway::store::{AnchorKind, RevocationPolicy, ServiceClient, ServiceRole, Store};
 use time::OffsetDateTime;
 
@@ -96,7 +96,7 @@ pub fn make_pki(dir: &Path, now: OffsetDateTime) -> anyhow::Result<PkiFiles> {
 pub struct CardPki {
     pub ca: Authority,
     pub crl: Vec<u8>,
-    pub cards: Vec<gateway::pki::Leaf>,
+    pub cards: Vec<devpki::Leaf>,
 }
 
 impl CardPki {

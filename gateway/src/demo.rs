@@ -14,7 +14,7 @@ use crate::cli::DemoArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat};
 use crate::password::PasswordHasher;
-use crate::pki::{Authority, KeyAlg, LeafSpec, LeafUsage, pkcs12};
+use devpki::{Authority, KeyAlg, LeafSpec, LeafUsage, pkcs12};
 use crate::store::{AnchorKind, RevocationPolicy, Store, UserKind};
 
 /// The demo clinic's code.

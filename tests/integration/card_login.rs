@@ -2,7 +2,7 @@
 //! the card agent: it builds the card client data with `card::ClientData`, signs it with the
 //! card's key (RSASSA-PKCS1-v1_5 SHA-256, aws-lc-rs) and posts the agent's answer to the finish
 //! endpoint. HPKI-like (root → intermediate → card, hcRole as on real cards) and JPKI-like
-//! (CA → card, CRL) PKIs are generated once per test process with `gateway::pki`.
+//! (CA → card, CRL) PKIs are generated once per test process with `devpki`.
 
 use std::sync::OnceLock;
 
@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gateway::admin::Admin;
 use gateway::clock::ManualClock;
-use gateway::pki::{Authority, KeyAlg, Leaf, LeafSpec, LeafUsage};
+use devpki::{Authority, KeyAlg, Leaf, LeafSpec, LeafUsage};
 use gateway::store::{AnchorKind, AuthMethod, RevocationPolicy};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -10,7 +10,7 @@ use gateway::clock::ManualClock;
 use gateway::config::Config;
 use gateway::http::AppState;
 use gateway::password::PasswordHasher;
-use gateway::pki::{Authority, KeyAlg, Leaf, LeafSpec, LeafUsage};
+use devpki::{Authority, KeyAlg, Leaf, LeafSpec, LeafUsage};
 use gateway::store::{AnchorKind, RevocationPolicy, ServiceRole, Store, UserKind};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
