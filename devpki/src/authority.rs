@@ -7,19 +7,13 @@ use rcgen::{
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::hc_role::hc_role_extension;
+use crate::keys::{NewKey, signing_key};
 use crate::{KeyAlg, PkiError};
 
-fn new_key(alg: KeyAlg) -> Result<KeyPair, PkiError> {
-    Ok(match alg {
-        KeyAlg::EcP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
-        KeyAlg::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?,
-    })
-}
-
-fn random_serial() -> SerialNumber {
+pub(crate) fn random_serial() -> SerialNumber {
     let mut bytes: [u8; 16] = rand::random();
     bytes[0] &= 0x7f; // positive INTEGER
     bytes[0] |= 0x01; // and no leading zero byte, so the DER length is stable
@@ -32,12 +26,14 @@ pub struct Authority {
     cert_der: Vec<u8>,
     cert_pem: String,
     key_pem: String,
+    /// How this CA's key identifier is made (for the authorityKeyIdentifier of its CRLs).
+    key_id_method: KeyIdMethod,
 }
 
 impl Authority {
     /// A new self-signed root.
     pub fn new(common_name: &str, organization: &str, alg: KeyAlg, now: OffsetDateTime) -> Result<Self, PkiError> {
-        let key = new_key(alg)?;
+        let key = signing_key(alg)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(common_name, organization);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -53,12 +49,13 @@ impl Authority {
             cert_pem: cert.pem(),
             key_pem,
             issuer: Issuer::new(params, key),
+            key_id_method: KeyIdMethod::Sha256,
         })
     }
 
     /// An intermediate CA under `self`.
     pub fn intermediate(&self, common_name: &str, organization: &str, alg: KeyAlg, now: OffsetDateTime) -> Result<Self, PkiError> {
-        let key = new_key(alg)?;
+        let key = signing_key(alg)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(common_name, organization);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -69,7 +66,13 @@ impl Authority {
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer)?;
         let key_pem = key.serialize_pem();
-        Ok(Self { cert_der: cert.der().to_vec(), cert_pem: cert.pem(), key_pem, issuer: Issuer::new(params, key) })
+        Ok(Self {
+            cert_der: cert.der().to_vec(),
+            cert_pem: cert.pem(),
+            key_pem,
+            issuer: Issuer::new(params, key),
+            key_id_method: KeyIdMethod::Sha256,
+        })
     }
 
     /// Loads a CA saved with [`Authority::cert_pem`] and [`Authority::key_pem`].
@@ -78,7 +81,23 @@ impl Authority {
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
         let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|e| PkiError::Pem(format!("CA certificate: {e}")))?;
-        Ok(Self { issuer, cert_der: der.to_vec(), cert_pem: cert_pem.to_owned(), key_pem: key_pem.to_owned() })
+        Ok(Self {
+            issuer,
+            cert_der: der.to_vec(),
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            key_id_method: KeyIdMethod::Sha256,
+        })
+    }
+
+    /// A CA made elsewhere in this crate (the card PKIs), whose key identifier is `key_id`.
+    pub(crate) fn from_parts(issuer: Issuer<'static, KeyPair>, cert_der: Vec<u8>, cert_pem: String, key_pem: String, key_id: Vec<u8>) -> Self {
+        Self { issuer, cert_der, cert_pem, key_pem, key_id_method: KeyIdMethod::PreSpecified(key_id) }
+    }
+
+    /// The signer rcgen issues with.
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
     }
 
     /// The CA certificate, DER.
@@ -98,7 +117,7 @@ impl Authority {
 
     /// Issues a leaf certificate.
     pub fn issue(&self, spec: &LeafSpec) -> Result<Leaf, PkiError> {
-        let key = new_key(spec.alg)?;
+        let key = NewKey::generate(spec.alg)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(&spec.common_name, &spec.organization);
         params.not_before = spec.not_before;
@@ -125,40 +144,104 @@ impl Authority {
                 }
             }
         }
-        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert = params.signed_by(key.public(), &self.issuer)?;
         Ok(Leaf {
             cert_der: cert.der().to_vec(),
             cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            key_der: key.serialize_der(),
+            key_pem: key.pkcs8_pem,
+            key_der: key.pkcs8_der,
             serial: serial.to_bytes(),
         })
     }
 
-    /// A CRL listing `revoked_serials`, valid from `this_update` to `next_update`.
+    /// A CRL listing `revoked_serials`, valid from `this_update` to `next_update`, with a random
+    /// cRLNumber.
     pub fn crl(
         &self,
         revoked_serials: &[&[u8]],
         this_update: OffsetDateTime,
         next_update: OffsetDateTime,
     ) -> Result<Vec<u8>, PkiError> {
-        let params = CertificateRevocationListParams {
+        let spec = CrlSpec {
+            revoked: revoked_serials.iter().map(|s| s.to_vec()).collect(),
             this_update,
             next_update,
-            crl_number: random_serial(),
+            number: CrlNumber::Random,
+        };
+        self.crl_with(&spec)
+    }
+
+    /// A CRL as `spec` says, with authorityKeyIdentifier and cRLNumber (RFC 5280 §5.2).
+    pub fn crl_with(&self, spec: &CrlSpec) -> Result<Vec<u8>, PkiError> {
+        let params = CertificateRevocationListParams {
+            this_update: spec.this_update,
+            next_update: spec.next_update,
+            crl_number: match spec.number {
+                CrlNumber::Random => random_serial(),
+                CrlNumber::Fixed(n) => SerialNumber::from(n),
+            },
             issuing_distribution_point: None,
-            revoked_certs: revoked_serials
+            revoked_certs: spec
+                .revoked
                 .iter()
                 .map(|s| RevokedCertParams {
                     serial_number: SerialNumber::from_slice(s),
-                    revocation_time: this_update,
+                    revocation_time: spec.this_update,
                     reason_code: None,
                     invalidity_date: None,
                 })
                 .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
+            key_identifier_method: self.key_id_method.clone(),
         };
         Ok(params.signed_by(&self.issuer)?.der().to_vec())
+    }
+}
+
+/// The cRLNumber of a CRL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrlNumber {
+    /// A random 128-bit number (CRLs nobody compares).
+    Random,
+    /// This number (tests of "newer CRL" rules).
+    Fixed(u64),
+}
+
+/// A CRL to issue.
+#[derive(Debug, Clone)]
+pub struct CrlSpec {
+    /// Serial numbers (big-endian magnitude, as [`Leaf::serial`]) to list.
+    pub revoked: Vec<Vec<u8>>,
+    /// thisUpdate (also each entry's revocationDate).
+    pub this_update: OffsetDateTime,
+    /// nextUpdate.
+    pub next_update: OffsetDateTime,
+    /// cRLNumber.
+    pub number: CrlNumber,
+}
+
+impl CrlSpec {
+    /// An empty CRL number 1 issued an hour before `now`, next update in 4 days (MEDIS's rhythm).
+    pub fn new(now: OffsetDateTime) -> CrlSpec {
+        CrlSpec { revoked: Vec::new(), this_update: now - Duration::hours(1), next_update: now + Duration::days(4), number: CrlNumber::Fixed(1) }
+    }
+
+    /// Lists `serial` as revoked.
+    pub fn revoke(mut self, serial: &[u8]) -> CrlSpec {
+        self.revoked.push(serial.to_vec());
+        self
+    }
+
+    /// Another window.
+    pub fn window(mut self, this_update: OffsetDateTime, next_update: OffsetDateTime) -> CrlSpec {
+        self.this_update = this_update;
+        self.next_update = next_update;
+        self
+    }
+
+    /// Another cRLNumber.
+    pub fn number(mut self, number: u64) -> CrlSpec {
+        self.number = CrlNumber::Fixed(number);
+        self
     }
 }
 
