@@ -1,7 +1,8 @@
 //! [`Authority`]: a CA that issues TLS and simple card certificates and CRLs.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint, CrlIssuingDistributionPoint,
+    CrlScope, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType,
     SerialNumber,
 };
@@ -167,6 +168,7 @@ impl Authority {
             this_update,
             next_update,
             number: CrlNumber::Random,
+            issuing_point: None,
         };
         self.crl_with(&spec)
     }
@@ -180,7 +182,10 @@ impl Authority {
                 CrlNumber::Random => random_serial(),
                 CrlNumber::Fixed(n) => SerialNumber::from(n),
             },
-            issuing_distribution_point: None,
+            issuing_distribution_point: spec.issuing_point.as_ref().map(|p| CrlIssuingDistributionPoint {
+                distribution_point: CrlDistributionPoint { uris: vec![p.uri.clone()] },
+                scope: p.ca_certs_only.then_some(CrlScope::CaCertsOnly),
+            }),
             revoked_certs: spec
                 .revoked
                 .iter()
@@ -217,12 +222,31 @@ pub struct CrlSpec {
     pub next_update: OffsetDateTime,
     /// cRLNumber.
     pub number: CrlNumber,
+    /// issuingDistributionPoint (critical): a URL naming the CRL and whether it covers CA
+    /// certificates only, as the MHLW root's ARLs do. `None`: a full CRL, no such extension.
+    pub issuing_point: Option<IssuingPoint>,
+}
+
+/// The issuingDistributionPoint of a CRL (RFC 5280 §5.2.5). A relying party uses a CRL with one only
+/// for certificates whose cRLDistributionPoints name the same point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuingPoint {
+    /// The distribution point's URL.
+    pub uri: String,
+    /// onlyContainsCACerts.
+    pub ca_certs_only: bool,
 }
 
 impl CrlSpec {
     /// An empty CRL number 1 issued an hour before `now`, next update in 4 days (MEDIS's rhythm).
     pub fn new(now: OffsetDateTime) -> CrlSpec {
-        CrlSpec { revoked: Vec::new(), this_update: now - Duration::hours(1), next_update: now + Duration::days(4), number: CrlNumber::Fixed(1) }
+        CrlSpec {
+            revoked: Vec::new(),
+            this_update: now - Duration::hours(1),
+            next_update: now + Duration::days(4),
+            number: CrlNumber::Fixed(1),
+            issuing_point: None,
+        }
     }
 
     /// Lists `serial` as revoked.
@@ -235,6 +259,12 @@ impl CrlSpec {
     pub fn window(mut self, this_update: OffsetDateTime, next_update: OffsetDateTime) -> CrlSpec {
         self.this_update = this_update;
         self.next_update = next_update;
+        self
+    }
+
+    /// An issuingDistributionPoint.
+    pub fn issuing_point(mut self, uri: &str, ca_certs_only: bool) -> CrlSpec {
+        self.issuing_point = Some(IssuingPoint { uri: uri.to_owned(), ca_certs_only });
         self
     }
 

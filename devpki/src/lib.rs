@@ -16,7 +16,7 @@ mod hc_role;
 mod keys;
 mod pkcs12;
 
-pub use authority::{Authority, CrlNumber, CrlSpec, Leaf, LeafSpec, LeafUsage};
+pub use authority::{Authority, CrlNumber, CrlSpec, IssuingPoint, Leaf, LeafSpec, LeafUsage};
 pub use hc_role::hc_role_extension;
 pub use pkcs12::pkcs12;
 

@@ -381,6 +381,8 @@ pub struct Hpki {
     root: CardCa,
     sign_ca: CardCa,
     auth_ca: CardCa,
+    /// URLs of the root's two ARLs: the one covering the root itself, the one covering the CAs.
+    arl_uris: [String; 2],
 }
 
 impl Hpki {
@@ -394,6 +396,7 @@ impl Hpki {
         let label = &options.label;
         let compact = options.compact_label();
         let repository = format!("http://hpki.{TEST_HOST}/repository/");
+        let arl_uris = [format!("{repository}rlist/rarl2.crl"), format!("{repository}rlist/sarl2.crl")];
         let root_name = Name::new(&[
             (Attr::C, "JP"),
             (Attr::O, &format!("{label} Ministry of Health-like")),
@@ -405,9 +408,9 @@ impl Hpki {
                 alt_name: Some(Name::new(&[(Attr::C, "JP"), (Attr::O, &format!("{label} 厚生労働省相当（テスト）")), (Attr::Ou, "政策統括官（テスト）")])),
                 crl_points: vec![
                     GeneralName::Dir(root_name.with(Attr::Cn, "RARL")),
-                    GeneralName::Uri(format!("{repository}rlist/rarl2.crl")),
+                    GeneralName::Uri(arl_uris[0].clone()),
                 ],
-                issued_crl_point: GeneralName::Uri(format!("{repository}rlist/sarl2.crl")),
+                issued_crl_point: GeneralName::Uri(arl_uris[1].clone()),
                 name: root_name.clone(),
                 issuer: None,
                 full_aki: true,
@@ -416,7 +419,7 @@ impl Hpki {
             options,
         )?;
         let medis = |cn: &str| Name::new(&[(Attr::C, "JP"), (Attr::O, &format!("{label} MEDIS-like")), (Attr::Ou, &format!("{label} HPKI CA")), (Attr::Cn, cn)]);
-        let ca_points = vec![GeneralName::Dir(root_name.with(Attr::Cn, "SARL")), GeneralName::Uri(format!("{repository}rlist/sarl2.crl"))];
+        let ca_points = vec![GeneralName::Dir(root_name.with(Attr::Cn, "SARL")), GeneralName::Uri(arl_uris[1].clone())];
         let sign_ca = make_ca(
             CaPlan {
                 name: medis(&format!("HPKI-01-{compact}SignCA2-forNonRepudiation")),
@@ -441,12 +444,23 @@ impl Hpki {
             },
             options,
         )?;
-        Ok(Hpki { root, sign_ca, auth_ca })
+        Ok(Hpki { root, sign_ca, auth_ca, arl_uris })
     }
 
     /// The MHLW-like root (the trust anchor).
     pub fn root(&self) -> &CardCa {
         &self.root
+    }
+
+    /// The root's authority revocation lists, as the real MHLW root publishes them: each with an
+    /// issuingDistributionPoint (onlyContainsCACerts) naming one of the URLs certificates point to,
+    /// so each covers only the certificates that name it. The first covers the root itself
+    /// (`rarl2.crl`), the second the CAs under it (`sarl2.crl`); `spec.revoked` goes into the
+    /// second. A full check of a path (OpenSSL's `-crl_check_all`) needs both.
+    pub fn root_arls(&self, spec: &CrlSpec) -> Result<Vec<Vec<u8>>, PkiError> {
+        let [rarl, sarl] = &self.arl_uris;
+        let own = CrlSpec { revoked: Vec::new(), ..spec.clone() }.issuing_point(rarl, true);
+        Ok(vec![self.root.crl(&own)?, self.root.crl(&spec.clone().issuing_point(sarl, true))?])
     }
 
     /// The MEDIS-like signing CA (`…-forNonRepudiation`).

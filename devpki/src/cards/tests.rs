@@ -408,7 +408,9 @@ fn openssl_prints_the_layout_and_accepts_the_chains_with_crls() {
         let spec = revoked.iter().fold(CrlSpec::new(now()), |s, r| s.revoke(r));
         crl_pem(&ca.crl(&spec).unwrap())
     };
-    w("hpki-arl.pem", &crl(hpki.root(), &[]));
+    let arls = hpki.root_arls(&CrlSpec::new(now())).unwrap();
+    w("hpki-rarl.pem", &crl_pem(&arls[0]));
+    w("hpki-sarl.pem", &crl_pem(&arls[1]));
     w("hpki-auth-crl.pem", &crl(hpki.auth_ca(), &[&hpki_revoked.serial]));
     w("hpki-sign-crl.pem", &crl(hpki.sign_ca(), &[]));
     w("jpki-auth-crl.pem", &crl(jpki.auth_ca(), &[&jpki_revoked.serial]));
@@ -439,7 +441,9 @@ fn openssl_prints_the_layout_and_accepts_the_chains_with_crls() {
         args.extend_from_slice(extra);
         openssl(d, &args)
     };
-    let hpki_crls = ["-CRLfile", "hpki-arl.pem", "-CRLfile", "hpki-auth-crl.pem", "-CRLfile", "hpki-sign-crl.pem"];
+    let hpki_crls = [
+        "-CRLfile", "hpki-rarl.pem", "-CRLfile", "hpki-sarl.pem", "-CRLfile", "hpki-auth-crl.pem", "-CRLfile", "hpki-sign-crl.pem",
+    ];
     for (ca, leaf) in [("hpki-auth-ca.pem", "hpki-auth.pem"), ("hpki-sign-ca.pem", "hpki-sign.pem")] {
         let (ok, out) = verify(&[&["-CAfile", "hpki-root.pem", "-untrusted", ca][..], &hpki_crls, &[leaf]].concat());
         assert!(ok && out.contains(&format!("{leaf}: OK")), "{out}");
@@ -455,9 +459,22 @@ fn openssl_prints_the_layout_and_accepts_the_chains_with_crls() {
     let (ok, out) = verify(&[&["-CAfile", "jpki-auth-ca.pem"][..], &jpki_crls, &["jpki-revoked.pem"]].concat());
     assert!(!ok && out.contains("certificate revoked"), "{out}");
     // ... wants the intermediate CA's CRL (no CRL for it: unable to get certificate CRL) ...
-    let (ok, out) = verify(&["-CAfile", "hpki-root.pem", "-untrusted", "hpki-auth-ca.pem", "-CRLfile", "hpki-arl.pem", "hpki-auth.pem"]);
+    let (ok, out) = verify(&[
+        "-CAfile", "hpki-root.pem", "-untrusted", "hpki-auth-ca.pem", "-CRLfile", "hpki-rarl.pem", "-CRLfile", "hpki-sarl.pem",
+        "hpki-auth.pem",
+    ]);
     assert!(!ok && out.contains("unable to get certificate CRL"), "{out}");
-    // ... and refuses after the CRLs' nextUpdate.
+    // ... and, like the real MHLW ARLs, the CAs' ARL does not cover the root itself (its
+    // issuingDistributionPoint names sarl2.crl, the root's distribution point is rarl2.crl).
+    let (ok, out) = verify(&[
+        "-CAfile", "hpki-root.pem", "-untrusted", "hpki-auth-ca.pem", "-CRLfile", "hpki-sarl.pem", "-CRLfile", "hpki-auth-crl.pem",
+        "hpki-auth.pem",
+    ]);
+    assert!(!ok && out.contains("different CRL scope"), "{out}");
+    let (ok, text) = openssl(d, &["crl", "-in", "hpki-sarl.pem", "-noout", "-text"]);
+    assert!(ok && text.contains("Issuing Distribution Point: critical") && text.contains("Only CA Certificates"), "{text}");
+    assert!(text.contains("URI:http://hpki.ninsho-test.example/repository/rlist/sarl2.crl"), "{text}");
+    // After the CRLs' nextUpdate, it refuses.
     let later = (NOW + 5 * 86_400).to_string();
     let (ok, out) = openssl(d, &["verify", "-attime", &later, "-crl_check", "-CAfile", "jpki-auth-ca.pem", "-CRLfile", "jpki-auth-crl.pem", "jpki-auth.pem"]);
     assert!(!ok && out.contains("CRL has expired"), "{out}");
