@@ -6,10 +6,10 @@
 //!
 //! | certificate | layout |
 //! |---|---|
-//! | HPKI root | `C/O/OU/OU`, self-signed; AKI (key id + own name + serial), SKI, BasicConstraints critical, KeyUsage critical keyCertSign+cRLSign, SAN directoryName (kanji), CRL DPs: directoryName `…, CN=RARL` and a URL |
+//! | HPKI root | `C/O/OU/OU`, self-signed; AKI (key id + own name + serial), SKI, BasicConstraints critical, KeyUsage critical keyCertSign+cRLSign, SAN directoryName `C/O/OU/OU` (kanji), CRL DPs: directoryName `…, CN=RARL` and a URL |
 //! | HPKI CAs | `C/O/OU/CN=HPKI-01-…-forNonRepudiation` and `…-forAuthentication-forIndividual`; AKI (root key id + root name + root serial), SKI, BasicConstraints critical, **certificatePolicies critical** (CA policy, CPS), KeyUsage critical, CRL DPs `…, CN=SARL` and a URL |
 //! | HPKI end entities | subject `C/O/CN/serialNumber` (romaji), SAN directoryName (kanji); AKI (CA key id + root name + CA serial), SKI, KeyUsage critical (authentication: digitalSignature; signing: nonRepudiation only), CRL DP URL, hcRole in subjectDirectoryAttributes (non-critical), **certificatePolicies critical** (CPS) |
-//! | JPKI CAs | `C=JP, O=…JPKI, OU=JPKI for user authentication` / `…digital signature`, `OU=…`; self-signed, no AKI; SKI, BasicConstraints critical, KeyUsage critical, SAN directoryName `C=JP, O=公的個人認証サービス…`, CRL DP a directoryName only |
+//! | JPKI CAs | `C=JP, O=…JPKI, OU=JPKI for user authentication` / `…digital signature`, `OU=…`; self-signed, no AKI; SKI, BasicConstraints critical, KeyUsage critical, SAN directoryName `C=JP, O=公的個人認証サービス…, OU=…利用者証明用|署名用, OU=…`, CRL DP a directoryName only |
 //! | JPKI end entities | subject `C=JP, CN=<opaque id>`; AKI key id, SKI, KeyUsage critical (digitalSignature / nonRepudiation), CRL DP a directoryName only, **certificatePolicies critical** `…8.5.1.3.30` / `…8.5.1.1.20`; the signing certificate carries the holder's name in a SAN otherName |
 //!
 //! Not confirmed from a real certificate (cards.md open questions 1 and 5), so chosen here: the HPKI
@@ -405,7 +405,12 @@ impl Hpki {
         ]);
         let root = make_ca(
             CaPlan {
-                alt_name: Some(Name::new(&[(Attr::C, "JP"), (Attr::O, &format!("{label} 厚生労働省相当（テスト）")), (Attr::Ou, "政策統括官（テスト）")])),
+                alt_name: Some(Name::new(&[
+                    (Attr::C, "JP"),
+                    (Attr::O, &format!("{label} 厚生労働省相当（テスト）")),
+                    (Attr::Ou, "政策統括官（テスト）"),
+                    (Attr::Ou, &format!("{label} ＨＰＫＩルート認証局Ｖ２（テスト）")),
+                ])),
                 crl_points: vec![
                     GeneralName::Dir(root_name.with(Attr::Cn, "RARL")),
                     GeneralName::Uri(arl_uris[0].clone()),
@@ -539,7 +544,7 @@ impl Jpki {
     /// CAs as `options` say.
     pub fn with(options: &CaOptions) -> Result<Jpki, PkiError> {
         let label = &options.label;
-        let ca = |purpose: &str| {
+        let ca = |purpose: &str, purpose_kanji: &str| {
             let name = Name::new(&[
                 (Attr::C, "JP"),
                 (Attr::O, &format!("{label} JPKI")),
@@ -550,7 +555,12 @@ impl Jpki {
                 CaPlan {
                     issuer: None,
                     full_aki: false,
-                    alt_name: Some(Name::new(&[(Attr::C, "JP"), (Attr::O, &format!("公的個人認証サービス（{label}）"))])),
+                    alt_name: Some(Name::new(&[
+                        (Attr::C, "JP"),
+                        (Attr::O, &format!("公的個人認証サービス（{label}）")),
+                        (Attr::Ou, &format!("公的個人認証サービス{purpose_kanji}（テスト）")),
+                        (Attr::Ou, &format!("地方公共団体情報システム機構相当（{label}）")),
+                    ])),
                     // J-LIS CAs name a directory entry only: the CRL is not on the web (cards.md §1.5).
                     crl_points: vec![GeneralName::Dir(name.clone())],
                     issued_crl_point: GeneralName::Dir(name.clone()),
@@ -560,7 +570,7 @@ impl Jpki {
                 options,
             )
         };
-        Ok(Jpki { auth_ca: ca("user authentication")?, sign_ca: ca("digital signature")? })
+        Ok(Jpki { auth_ca: ca("user authentication", "利用者証明用")?, sign_ca: ca("digital signature", "署名用")? })
     }
 
     /// The user-authentication CA (the trust anchor for logins).

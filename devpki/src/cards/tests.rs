@@ -179,7 +179,10 @@ fn hpki_hierarchy_has_the_real_layout() {
     let root_ski = ski(&root);
     assert_eq!(root_ski.len(), 20);
     assert_eq!(aki(&root), (root_ski.clone(), Some(root.subject().to_string()), Some(root.raw_serial().to_vec())));
-    assert_eq!(alt_names(&root), ["dir:C=JP, O=Ninsho Test 厚生労働省相当（テスト）, OU=政策統括官（テスト）"]);
+    assert_eq!(
+        alt_names(&root),
+        ["dir:C=JP, O=Ninsho Test 厚生労働省相当（テスト）, OU=政策統括官（テスト）, OU=Ninsho Test ＨＰＫＩルート認証局Ｖ２（テスト）"]
+    );
     let root_dn = utf8_name(root.subject());
     assert_eq!(
         crl_points(&root),
@@ -242,7 +245,9 @@ fn cert_serial(der: &[u8]) -> Vec<u8> {
 #[test]
 fn jpki_cas_and_cards_have_the_real_layout() {
     let jpki = Jpki::new(now()).unwrap();
-    for (ca, purpose) in [(jpki.auth_ca(), "user authentication"), (jpki.sign_ca(), "digital signature")] {
+    for (ca, purpose, kanji) in
+        [(jpki.auth_ca(), "user authentication", "利用者証明用"), (jpki.sign_ca(), "digital signature", "署名用")]
+    {
         let cert = parse(ca.cert_der());
         let dn = format!(
             "C=JP, O=Ninsho Test JPKI, OU=JPKI for {purpose}, OU=Ninsho Test Agency for Local Authority Information Systems"
@@ -251,7 +256,12 @@ fn jpki_cas_and_cards_have_the_real_layout() {
         assert_eq!(cert.subject().as_raw(), cert.issuer().as_raw());
         assert!(basic_constraints_ca(&cert));
         assert_eq!(critical_key_usage(&cert), CERT_SIGN_CRL_SIGN);
-        assert_eq!(alt_names(&cert), ["dir:C=JP, O=公的個人認証サービス（Ninsho Test）"]);
+        assert_eq!(
+            alt_names(&cert),
+            [format!(
+                "dir:C=JP, O=公的個人認証サービス（Ninsho Test）, OU=公的個人認証サービス{kanji}（テスト）, OU=地方公共団体情報システム機構相当（Ninsho Test）"
+            )]
+        );
         assert_eq!(crl_points(&cert), [format!("dir:{dn}")], "a directory entry only, no URL");
         assert!(!has_ext(&cert, "2.5.29.35"), "J-LIS CAs have no authorityKeyIdentifier");
         assert!(!has_ext(&cert, "2.5.29.32"));
