@@ -506,6 +506,10 @@ fn opensc_oracle_signs_with_the_simulated_jpki_card() {
                     }
                     Ok(text)
                 };
+            // A real My Number card's ATR, which OpenSC's jpki driver does not list: the driver
+            // recognises the card by SELECT of the JPKI application, as it does real cards.
+            let atr = run("opensc-tool", &["--reader", "0", "--atr"])?;
+            assert_eq!(atr.trim(), "3b:da:13:ff:81:31:fb:46:80:12:39:2f:31:c1:73:c6:01:c0:3b", "{atr}");
             let name = run("opensc-tool", &["--reader", "0", "--name"])?;
             assert_eq!(name.trim(), "jpki", "{name}");
             let pins = run("pkcs15-tool", &["--list-pins"])?;
