@@ -29,7 +29,8 @@ use self::ext::GeneralName;
 use self::name::{Attr, Name};
 use crate::authority::random_serial;
 use crate::keys::{NewKey, signing_key};
-use crate::{Authority, CrlSpec, KeyAlg, Leaf, PkiError, hc_role_extension};
+use crate::{Authority, PkiError, hc_role_extension};
+pub use crate::{CrlNumber, CrlSpec, IssuingPoint, KeyAlg, Leaf};
 
 /// CA policy of the MEDIS-like signing CA (the real MEDIS Sign CA2 carries it).
 pub const HPKI_SIGN_CA_POLICY: &str = "1.2.392.100495.1.5.1.1.3.1";
