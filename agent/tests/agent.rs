@@ -19,10 +19,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use card::hpki::SignStyle;
 use card::sim::Profile;
 use card::sim::harness::{Sandbox, SimArgs, SimProcess};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_RSA_SHA256, RsaKeySize,
-};
+use card::CardKind;
+use devpki::KeyAlg;
+use devpki::cards::{CardSpec, Hpki, Jpki};
 use serde_json::{Value, json};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -41,29 +40,22 @@ struct CardFiles {
     ca: Vec<u8>,
 }
 
-fn card_files(bits: RsaKeySize) -> Res<CardFiles> {
+/// A card of `kind` with certificates shaped like real ones (`devpki::cards`: HPKI or JPKI hierarchy,
+/// authentication and signing certificate and key) and the authentication key `key`. The validity is
+/// fixed around 2030-01-01 (nothing here checks it).
+fn card_files(kind: CardKind, key: KeyAlg) -> Res<CardFiles> {
     let dir = tempfile::tempdir()?;
-    let ca_key = KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name = DistinguishedName::new();
-    ca.distinguished_name
-        .push(DnType::OrganizationName, "Test card CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, bits)?;
-    let mut p = CertificateParams::new(Vec::<String>::new())?;
-    p.distinguished_name = DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, "CARD-0001");
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let cert = p.signed_by(&key, &issuer)?;
-    std::fs::write(dir.path().join("ca-cert.pem"), ca_cert.pem())?;
-    std::fs::write(dir.path().join("auth-cert.pem"), cert.pem())?;
-    std::fs::write(dir.path().join("auth-key.pem"), key.serialize_pem())?;
+    let now = time::OffsetDateTime::from_unix_timestamp(1_893_456_000)?;
+    let spec = CardSpec::new(now).key(key);
+    let card = match kind {
+        CardKind::Jpki => Jpki::new(now)?.card(&spec)?,
+        CardKind::Hpki => Hpki::new(now)?.card(&spec)?,
+    };
+    card.write_sim_dir(dir.path())?;
     Ok(CardFiles {
         dir,
-        cert: cert.der().to_vec(),
-        ca: ca_cert.der().to_vec(),
+        cert: card.auth.cert_der,
+        ca: card.auth_ca,
     })
 }
 
@@ -299,16 +291,17 @@ fn status_reports_none_jpki_hpki_unknown() -> Res {
     assert_eq!(reply.header("access-control-allow-origin"), Some(ORIGIN));
     assert_eq!(reply.header("vary"), Some("Origin"));
 
-    let files = card_files(RsaKeySize::_2048)?;
+    let files = card_files(CardKind::Jpki, KeyAlg::Rsa2048)?;
+    let hpki_files = card_files(CardKind::Hpki, KeyAlg::Rsa2048)?;
     let _jpki = insert(&sandbox, 0, Profile::Jpki, &files)?;
-    let hpki = insert(&sandbox, 1, Profile::Hpki(SignStyle::CardPadded), &files)?;
+    let hpki = insert(&sandbox, 1, Profile::Hpki(SignStyle::CardPadded), &hpki_files)?;
     agent.wait_for(&["jpki", "hpki"])?;
     drop(hpki);
     agent.wait_for(&["jpki", "none"])?;
     // An HPKI-style card whose application is outside the HPKI RID: neither kind.
     let mut other = SimArgs::new(
         Profile::Hpki(SignStyle::CardPadded),
-        files.dir.path(),
+        hpki_files.dir.path(),
         "1234",
     );
     other.hpki_aid = Some("A000000001020304".into());
@@ -321,7 +314,7 @@ fn status_reports_none_jpki_hpki_unknown() -> Res {
 fn jpki_sign_and_pin_errors() -> Res {
     let sandbox = Sandbox::start()?;
     let agent = Agent::sandboxed(&sandbox)?;
-    let files = card_files(RsaKeySize::_2048)?;
+    let files = card_files(CardKind::Jpki, KeyAlg::Rsa2048)?;
     let _card = insert(&sandbox, 0, Profile::Jpki, &files)?;
     agent.wait_for(&["jpki", "none"])?;
 
@@ -371,7 +364,7 @@ fn jpki_sign_and_pin_errors() -> Res {
 fn hpki_sign_in_both_styles() -> Res {
     let sandbox = Sandbox::start()?;
     let agent = Agent::sandboxed(&sandbox)?;
-    let files = card_files(RsaKeySize::_2048)?;
+    let files = card_files(CardKind::Hpki, KeyAlg::Rsa2048)?;
     for style in [SignStyle::CardPadded, SignStyle::HostPadded] {
         let card = insert(&sandbox, 0, Profile::Hpki(style), &files)?;
         agent.wait_for(&["hpki", "none"])?;
@@ -409,7 +402,7 @@ fn no_reader_no_card_removed_and_card_error() -> Res {
         .expect_error(409, "no_card");
 
     // Pulled when the signing command arrives, after the PIN was verified.
-    let files = card_files(RsaKeySize::_2048)?;
+    let files = card_files(CardKind::Jpki, KeyAlg::Rsa2048)?;
     let card = insert(&sandbox, 0, Profile::Jpki, &files)?;
     agent.wait_for(&["jpki", "none"])?;
     card.pull_on_ins(0x2A)?;
@@ -421,7 +414,7 @@ fn no_reader_no_card_removed_and_card_error() -> Res {
 
     // A card answering an error status: RSA-4096 key, card-padded style, the 512-byte signature does
     // not fit the short Le of `80 2A 00 80` → SW 67 00.
-    let big = card_files(RsaKeySize::_4096)?;
+    let big = card_files(CardKind::Hpki, KeyAlg::Rsa4096)?;
     let _card = insert(&sandbox, 0, Profile::Hpki(SignStyle::CardPadded), &big)?;
     agent.wait_for(&["hpki", "none"])?;
     agent

@@ -1,7 +1,7 @@
 //! Bench-only set-up through the gateway library: a PKI (server, clinic device, EMR service
 //! client), a database seeded with N doctors, a live signing session per doctor and a FIDO
 //! credential per doctor (bulk SQL: recursive CTE on SQLite, `generate_series` on PostgreSQL),
-//! registration codes for the FIDO and card workers, an HPKI-like card PKI, and the gateway
+//! registration codes for the FIDO and card workers, a real-shaped HPKI card PKI, and the gateway
 //! configuration file.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use gateway::admin::Admin;
-use gateway::pki::{Authority, KeyAlg, LeafSpec, LeafUsage};
+use devpki::cards::{CaOptions, CardSpec, CrlSpec, Hpki};
+use devpki::{Authority, KeyAlg, LeafSpec, LeafUsage};
 use gateway::store::{AnchorKind, RevocationPolicy, ServiceClient, ServiceRole, Store};
 use time::OffsetDateTime;
 
@@ -90,36 +91,40 @@ pub fn make_pki(dir: &Path, now: OffsetDateTime) -> anyhow::Result<PkiFiles> {
     Ok(files)
 }
 
-/// The card PKI of one run: an HPKI-like authentication CA (RSA-2048, the gateway's trust
-/// anchor, with a CRL that the gateway keeps in its cache) and one Medical Doctor card per card
-/// worker, made with the gateway's own PKI code. The in-process ceiling verifies the same shape.
+/// The card PKI of one run, shaped like the real HPKI (`devpki::cards`: critical
+/// certificatePolicies, hcRole, MHLW/MEDIS names and extensions): the MEDIS-like authentication CA
+/// is the gateway's trust anchor (an HPKI card offers no CA certificate, so a deployment registers the
+/// issuing CA), with a CRL the gateway keeps in its cache, and one Medical Doctor card per card
+/// worker. The in-process ceiling verifies the same shape.
 pub struct CardPki {
-    pub ca: Authority,
+    pub hpki: Hpki,
+    /// The authentication CA's CRL.
     pub crl: Vec<u8>,
-    pub cards: Vec<gateway::pki::Leaf>,
+    pub cards: Vec<devpki::Leaf>,
 }
 
 impl CardPki {
     pub fn new(cards: usize, now: OffsetDateTime) -> anyhow::Result<Self> {
-        let ca = Authority::new("Bench HPKI Auth CA", "MHLW", KeyAlg::Rsa2048, now)?;
-        let crl = ca.crl(
-            &[],
+        let hpki = Hpki::with(&CaOptions::new(now).label("Ninsho Bench"))?;
+        let crl = hpki.auth_ca().crl(&CrlSpec::new(now).window(
             now - time::Duration::hours(1),
             now + time::Duration::days(1),
-        )?;
+        ))?;
         let cards = (0..cards.max(1))
             .map(|i| {
-                ca.issue(&LeafSpec::new(
-                    &format!("Bench Doctor {i}"),
-                    LeafUsage::CardAuth {
-                        hc_role: Some("Medical Doctor".into()),
-                    },
-                    now,
-                    30,
-                ))
+                hpki.auth_cert(
+                    &CardSpec::new(now)
+                        .holder(&format!("BENCH DOCTOR {i}"), &format!("ベンチ医師{i}"))
+                        .validity(now - time::Duration::days(1), now + time::Duration::days(30)),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { ca, crl, cards })
+        Ok(Self { hpki, crl, cards })
+    }
+
+    /// The anchor certificate (PEM), the authentication CA.
+    pub fn anchor_pem(&self) -> &str {
+        self.hpki.auth_ca().cert_pem()
     }
 }
 
@@ -158,6 +163,7 @@ pub async fn seed(
             std::fs::read(&pki.clinic_ca)?.as_slice(),
             None,
             RevocationPolicy::None,
+            None,
         )
         .await?;
     admin
@@ -169,14 +175,16 @@ pub async fn seed(
             std::fs::read(&pki.service_ca)?.as_slice(),
             None,
             RevocationPolicy::None,
+            None,
         )
         .await?;
     admin
         .anchor_add(
             AnchorKind::Hpki,
-            cards.ca.cert_pem().as_bytes(),
+            cards.anchor_pem().as_bytes(),
             Some(&cards.crl),
             RevocationPolicy::Crl,
+            None,
         )
         .await?;
     let emr_der = gateway::admin::parse_certificate(&std::fs::read(&pki.emr_cert)?)?;

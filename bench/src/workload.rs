@@ -43,7 +43,7 @@ pub struct CardKey {
 }
 
 impl CardKey {
-    pub fn from_leaf(leaf: &gateway::pki::Leaf) -> anyhow::Result<Self> {
+    pub fn from_leaf(leaf: &devpki::Leaf) -> anyhow::Result<Self> {
         Ok(Self {
             cert_der: leaf.cert_der.clone(),
             key: RsaKeyPair::from_pkcs8(&leaf.key_der)

@@ -12,7 +12,7 @@ use card::pcsc::{self, ReaderCard};
 use card::sim::Profile;
 use card::sim::harness::{SimArgs, run_isolated};
 use card::{AuthOptions, CardKind, Error, Pin, PinStatus};
-use support::{insert, insert_default, make_pki, verify};
+use support::{SIGN_PIN, insert, insert_default, make_pki, verify};
 
 const MESSAGE: &[u8] = br#"{"type":"ninsho.card.auth","card":"jpki","challenge":"AAAA","origin":"https://localhost:8443"}"#;
 
@@ -48,7 +48,7 @@ fn hpki_style(style: Option<SignStyle>) -> AuthOptions {
 #[test]
 fn jpki_reads_certificates_signs_and_verifies() {
     run_isolated("jpki_reads_certificates_signs_and_verifies", |sandbox| {
-        let pki = make_pki()?;
+        let pki = make_pki(CardKind::Jpki)?;
         let sim = insert_default(sandbox, Profile::Jpki, &pki)?;
         let ctx = pcsc::establish()?;
         let status = pcsc::reader_status(&ctx)?;
@@ -95,7 +95,7 @@ fn jpki_wrong_pin_counts_down_and_locks_after_three() {
     run_isolated(
         "jpki_wrong_pin_counts_down_and_locks_after_three",
         |sandbox| {
-            let pki = make_pki()?;
+            let pki = make_pki(CardKind::Jpki)?;
             let sim = insert_default(sandbox, Profile::Jpki, &pki)?;
             let reader = sim.reader();
             let options = AuthOptions::default();
@@ -144,7 +144,7 @@ fn jpki_wrong_pin_counts_down_and_locks_after_three() {
 #[test]
 fn jpki_bad_pin_format_never_reaches_the_card() {
     run_isolated("jpki_bad_pin_format_never_reaches_the_card", |sandbox| {
-        let pki = make_pki()?;
+        let pki = make_pki(CardKind::Jpki)?;
         let sim = insert_default(sandbox, Profile::Jpki, &pki)?;
         let reader = sim.reader();
         assert!(matches!(
@@ -182,7 +182,7 @@ fn jpki_bad_pin_format_never_reaches_the_card() {
 #[test]
 fn jpki_card_pulled_mid_sequence_then_reinserted() {
     run_isolated("jpki_card_pulled_mid_sequence_then_reinserted", |sandbox| {
-        let pki = make_pki()?;
+        let pki = make_pki(CardKind::Jpki)?;
         let sim = insert_default(sandbox, Profile::Jpki, &pki)?;
         let reader = sim.reader();
         // The card disappears when the signing command arrives, after the PIN was verified.
@@ -229,7 +229,7 @@ fn hpki_card_padded_style_is_probed_signs_and_verifies() {
     run_isolated(
         "hpki_card_padded_style_is_probed_signs_and_verifies",
         |sandbox| {
-            let pki = make_pki()?;
+            let pki = make_pki(CardKind::Hpki)?;
             let sim = insert_default(sandbox, Profile::Hpki(SignStyle::CardPadded), &pki)?;
             let ctx = pcsc::establish()?;
             assert_eq!(pcsc::find_reader(&ctx, CardKind::Hpki)?, sim.reader());
@@ -263,7 +263,7 @@ fn hpki_host_padded_style_is_probed_signs_and_verifies() {
     run_isolated(
         "hpki_host_padded_style_is_probed_signs_and_verifies",
         |sandbox| {
-            let pki = make_pki()?;
+            let pki = make_pki(CardKind::Hpki)?;
             let sim = insert_default(sandbox, Profile::Hpki(SignStyle::HostPadded), &pki)?;
             for options in [hpki_style(None), hpki_style(Some(SignStyle::HostPadded))] {
                 let signed = authenticate(&sim.reader(), CardKind::Hpki, &pin("1234"), &options)?;
@@ -291,7 +291,7 @@ fn hpki_host_padded_style_is_probed_signs_and_verifies() {
 #[test]
 fn hpki_finds_an_unknown_aid_by_rid() {
     run_isolated("hpki_finds_an_unknown_aid_by_rid", |sandbox| {
-        let pki = make_pki()?;
+        let pki = make_pki(CardKind::Hpki)?;
         let mut args = SimArgs::new(
             Profile::Hpki(SignStyle::HostPadded),
             pki.dir.path(),
@@ -325,7 +325,7 @@ fn hpki_wrong_pin_counts_down_and_locks_after_fifteen() {
     run_isolated(
         "hpki_wrong_pin_counts_down_and_locks_after_fifteen",
         |sandbox| {
-            let pki = make_pki()?;
+            let pki = make_pki(CardKind::Hpki)?;
             let sim = insert_default(sandbox, Profile::Hpki(SignStyle::CardPadded), &pki)?;
             let reader = sim.reader();
             let options = AuthOptions::default();
@@ -377,7 +377,7 @@ fn hpki_wrong_pin_counts_down_and_locks_after_fifteen() {
 #[test]
 fn hpki_card_pulled_mid_sequence_then_reinserted() {
     run_isolated("hpki_card_pulled_mid_sequence_then_reinserted", |sandbox| {
-        let pki = make_pki()?;
+        let pki = make_pki(CardKind::Hpki)?;
         let sim = insert_default(sandbox, Profile::Hpki(SignStyle::HostPadded), &pki)?;
         let reader = sim.reader();
         // Pulled at MSE SET, between VERIFY and the signature.
@@ -409,8 +409,8 @@ fn hpki_card_pulled_mid_sequence_then_reinserted() {
 fn two_readers_and_missing_ones() {
     run_isolated("two_readers_and_missing_ones", |sandbox| {
         let ctx = pcsc::establish()?;
-        let pki_j = make_pki()?;
-        let pki_h = make_pki()?;
+        let pki_j = make_pki(CardKind::Jpki)?;
+        let pki_h = make_pki(CardKind::Hpki)?;
         // Without cards: readers exist but are empty.
         let jpki = insert(
             sandbox,
@@ -477,13 +477,14 @@ fn two_readers_and_missing_ones() {
 
 /// OpenSC's own jpki driver (an independent implementation of the card protocol) must recognise the
 /// simulated card, and a signature it makes must verify with openssl — and equal ours, since
-/// RSASSA-PKCS1-v1_5 is deterministic.
+/// RSASSA-PKCS1-v1_5 is deterministic; the same for the signing certificate and key (OpenSC's second
+/// token, the signing password).
 #[test]
 fn opensc_oracle_signs_with_the_simulated_jpki_card() {
     run_isolated(
         "opensc_oracle_signs_with_the_simulated_jpki_card",
         |sandbox| {
-            let pki = make_pki()?;
+            let pki = make_pki(CardKind::Jpki)?;
             let sim = insert_default(sandbox, Profile::Jpki, &pki)?;
             let work = tempfile::tempdir()?;
             let (env_name, env_value) = sandbox.pcsc_env();
@@ -506,6 +507,10 @@ fn opensc_oracle_signs_with_the_simulated_jpki_card() {
                     }
                     Ok(text)
                 };
+            // A real My Number card's ATR, which OpenSC's jpki driver does not list: the driver
+            // recognises the card by SELECT of the JPKI application, as it does real cards.
+            let atr = run("opensc-tool", &["--reader", "0", "--atr"])?;
+            assert_eq!(atr.trim(), "3b:da:13:ff:81:31:fb:46:80:12:39:2f:31:c1:73:c6:01:c0:3b", "{atr}");
             let name = run("opensc-tool", &["--reader", "0", "--name"])?;
             assert_eq!(name.trim(), "jpki", "{name}");
             let pins = run("pkcs15-tool", &["--list-pins"])?;
@@ -569,6 +574,40 @@ fn opensc_oracle_signs_with_the_simulated_jpki_card() {
                 &AuthOptions::default(),
             )?;
             assert_eq!(ours.signature, opensc_signature);
+
+            // The signing side of the card (EF 0001/001A, signing password EF 001B), through
+            // OpenSC's second token: the certificate is private (read after login) and the key
+            // signs only after the signing password.
+            let certs = run("pkcs15-tool", &["--list-certificates"])?;
+            assert!(
+                certs.contains("[Digital Signature Certificate]")
+                    && certs.contains("Path           : 0001"),
+                "{certs}"
+            );
+            assert!(pins.contains("[Digital Signature PIN]") && pins.contains("Tries left     : 5"), "{pins}");
+            let signing_token = ["--module", module, "--token-label", "JPKI (Digital Signature PIN)"];
+            let login = ["--login", "--pin", SIGN_PIN];
+            let read = [&signing_token[..], &login, &["--read-object", "--type", "cert", "--id", "02", "-o", "sign-cert.der"]];
+            run("pkcs11-tool", &read.concat())?;
+            assert_eq!(std::fs::read(work.path().join("sign-cert.der"))?, pki.sign_cert);
+            let sign = [
+                &signing_token[..],
+                &login,
+                &["--sign", "--mechanism", "SHA256-RSA-PKCS", "--id", "02", "-i", "message", "-o", "sign-signature"],
+            ];
+            run("pkcs11-tool", &sign.concat())?;
+            let pubkey = run("openssl", &["x509", "-inform", "DER", "-in", "sign-cert.der", "-pubkey", "-noout"])?;
+            std::fs::write(work.path().join("sign-pub.pem"), pubkey)?;
+            let verified = run(
+                "openssl",
+                &["dgst", "-sha256", "-verify", "sign-pub.pem", "-signature", "sign-signature", "message"],
+            )?;
+            assert!(verified.contains("Verified OK"), "{verified}");
+            // A wrong signing password costs a try of its own counter only.
+            let wrong = [&signing_token[..], &["--login", "--pin", "WRONG999", "--sign", "--mechanism", "SHA256-RSA-PKCS", "--id", "02", "-i", "message", "-o", "x"]];
+            assert!(run("pkcs11-tool", &wrong.concat()).is_err());
+            let pins = run("pkcs15-tool", &["--list-pins"])?;
+            assert!(pins.contains("Tries left     : 4") && pins.contains("Tries left     : 3"), "{pins}");
             Ok(())
         },
     )

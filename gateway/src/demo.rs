@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use devpki::cards::{CaOptions, CardSpec, Hpki, Jpki};
+use devpki::{Authority, KeyAlg, LeafSpec, LeafUsage, pkcs12};
 use serde::{Deserialize, Serialize};
 
 use crate::admin::{self, Admin};
@@ -14,7 +16,6 @@ use crate::cli::DemoArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat};
 use crate::password::PasswordHasher;
-use crate::pki::{Authority, KeyAlg, LeafSpec, LeafUsage, pkcs12};
 use crate::store::{AnchorKind, RevocationPolicy, Store, UserKind};
 
 /// The demo clinic's code.
@@ -116,20 +117,22 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
     write_file(&paths.p("clinic/client.key"), client.key_pem.as_bytes(), true)?;
     write_file(&paths.p("clinic/client.p12"), &p12, true)?;
 
-    // Cards: HPKI-like and JPKI-like CAs and the demo doctor's authentication certificates,
-    // laid out for `card-sim` (card/README.md).
-    let hpki_ca = Authority::new("Ninsho Demo HPKI CA", "Ninsho Demo HPKI", KeyAlg::Rsa2048, now)?;
-    let hpki = hpki_ca.issue(
-        &LeafSpec::new("YAMADA TARO", LeafUsage::CardAuth { hc_role: Some("Medical Doctor".into()) }, now, 1825)
-            .organization("Demo Clinic"),
-    )?;
-    let jpki_ca = Authority::new("Ninsho Demo JPKI CA", "JPKI", KeyAlg::Rsa2048, now)?;
-    let jpki = jpki_ca.issue(&LeafSpec::new("DEMO0000000000000000001", LeafUsage::CardAuth { hc_role: None }, now, 1825))?;
-    for (kind, ca, leaf) in [("hpki", &hpki_ca, &hpki), ("jpki", &jpki_ca, &jpki)] {
-        write_file(&paths.p(&format!("cards/{kind}/ca-cert.pem")), ca.cert_pem().as_bytes(), false)?;
-        write_file(&paths.p(&format!("cards/{kind}/auth-cert.pem")), leaf.cert_pem.as_bytes(), false)?;
-        write_file(&paths.p(&format!("cards/{kind}/auth-key.pem")), leaf.key_pem.as_bytes(), true)?;
-    }
+    // Cards: HPKI and JPKI hierarchies shaped like the real ones (devpki::cards: MHLW-like root with
+    // MEDIS-like signing and authentication CAs; J-LIS-like CAs) and the demo doctor's card, with the
+    // authentication and the signing certificate and key, laid out for `card-sim` (card/README.md).
+    let demo_pki = CaOptions::new(now).label("Ninsho Demo");
+    let holder = CardSpec {
+        organization: "NINSHO NAIKA CLINIC".into(),
+        organization_kanji: "ニンショウ内科クリニック".into(),
+        ..CardSpec::new(now)
+    };
+    let hpki = Hpki::with(&demo_pki)?;
+    let jpki = Jpki::with(&demo_pki)?;
+    let hpki_card = hpki.card(&holder)?;
+    let jpki_card = jpki.card(&holder)?;
+    hpki_card.write_sim_dir(&paths.p("cards/hpki"))?;
+    write_file(&paths.p("cards/hpki/root-ca-cert.pem"), hpki.root().cert_pem().as_bytes(), false)?;
+    jpki_card.write_sim_dir(&paths.p("cards/jpki"))?;
 
     // EMR backend: a service CA and the demo EMR's TLS client certificate (DESIGN §3.8).
     let service_ca = Authority::new("Ninsho Demo Service CA", "Ninsho Demo", KeyAlg::EcP256, now)?;
@@ -159,8 +162,9 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
     let admin = Admin { store: &store, now: now.unix_timestamp() };
     admin.clinic_add(CLINIC_ID, "ニンショウ内科クリニック").await?;
     admin.anchor_add(AnchorKind::Clinic, clinic_ca.cert_pem().as_bytes(), Some(&clinic_crl), RevocationPolicy::Crl, None).await?;
-    admin.anchor_add(AnchorKind::Hpki, hpki_ca.cert_pem().as_bytes(), None, RevocationPolicy::None, None).await?;
-    admin.anchor_add(AnchorKind::Jpki, jpki_ca.cert_pem().as_bytes(), None, RevocationPolicy::None, None).await?;
+    // An HPKI card holds no CA certificate, so the HPKI anchor is the issuing authentication CA.
+    admin.anchor_add(AnchorKind::Hpki, hpki.auth_ca().cert_pem().as_bytes(), None, RevocationPolicy::None, None).await?;
+    admin.anchor_add(AnchorKind::Jpki, jpki.auth_ca().cert_pem().as_bytes(), None, RevocationPolicy::None, None).await?;
     admin.anchor_add(AnchorKind::Service, service_ca.cert_pem().as_bytes(), None, RevocationPolicy::None, None).await?;
     let emr_cert = crate::tls::PeerCert::from_der(&emr.cert_der)?;
     let emr_client = crate::store::ServiceClient {

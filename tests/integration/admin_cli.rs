@@ -36,7 +36,7 @@ async fn refused_commands_say_why_and_change_nothing(db: Db) {
     let dir = app.dir.path();
     std::fs::write(dir.join("garbage.pem"), "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
     std::fs::write(dir.join("new.pem"), &app.pki.unregistered_client.cert_pem).unwrap();
-    let p12 = gateway::pki::pkcs12(&app.pki.unregistered_client, &[app.pki.clinic_ca.cert_der()], "c", "right-password").unwrap();
+    let p12 = devpki::pkcs12(&app.pki.unregistered_client, &[app.pki.clinic_ca.cert_der()], "c", "right-password").unwrap();
     std::fs::write(dir.join("new.p12"), p12).unwrap();
     let users_before = app.store().list_users(None).await.unwrap().len();
     let certs_before = app.store().list_clinic_certs(None).await.unwrap().len();
@@ -74,7 +74,7 @@ async fn refused_commands_say_why_and_change_nothing(db: Db) {
 async fn admin_commands_work_and_are_audited(db: Db) {
     let app = TestApp::spawn(db).await;
     let dir = app.dir.path();
-    let p12 = gateway::pki::pkcs12(&app.pki.unregistered_client, &[app.pki.clinic_ca.cert_der()], "c", "right-password").unwrap();
+    let p12 = devpki::pkcs12(&app.pki.unregistered_client, &[app.pki.clinic_ca.cert_der()], "c", "right-password").unwrap();
     std::fs::write(dir.join("new.p12"), p12).unwrap();
     let p12_path = dir.join("new.p12").display().to_string();
 

@@ -2,7 +2,7 @@
 //! the card agent: it builds the card client data with `card::ClientData`, signs it with the
 //! card's key (RSASSA-PKCS1-v1_5 SHA-256, aws-lc-rs) and posts the agent's answer to the finish
 //! endpoint. HPKI-like (root → intermediate → card, hcRole as on real cards) and JPKI-like
-//! (CA → card, CRL) PKIs are generated once per test process with `gateway::pki`.
+//! (CA → card, CRL) PKIs are generated once per test process with `devpki`.
 
 use std::sync::OnceLock;
 
@@ -12,7 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gateway::admin::Admin;
 use gateway::clock::ManualClock;
-use gateway::pki::{Authority, KeyAlg, Leaf, LeafSpec, LeafUsage};
+use devpki::Leaf;
+use devpki::cards::{CaOptions, CardSpec, CrlSpec, Hpki, Jpki, PHARMACIST, UNKNOWN_POLICY};
 use gateway::store::{AnchorKind, AuthMethod, RevocationPolicy};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -20,59 +21,66 @@ use time::{Duration, OffsetDateTime};
 
 use crate::helpers::*;
 
-/// The card PKIs and cards of this test process.
+/// The card PKIs and cards of this test process, shaped like real ones (`devpki::cards`: critical
+/// certificatePolicies, hcRole, the MHLW/MEDIS and J-LIS name and extension layout).
 struct Cards {
     now: OffsetDateTime,
-    hpki_root: Authority,
-    hpki_ca: Authority,
-    jpki_ca: Authority,
+    /// MHLW-like root (the anchor, revocation none) over the MEDIS-like authentication CA.
+    hpki_pki: Hpki,
+    /// J-LIS-like user-authentication CA (the anchor, with its CRL).
+    jpki_pki: Jpki,
     jpki_crl: Vec<u8>,
     jpki_stale_crl: Vec<u8>,
-    /// Medical Doctor, issued by the HPKI intermediate.
+    /// Medical Doctor, issued by the HPKI authentication CA.
     doctor: Leaf,
     /// Another Medical Doctor card (another doctor's, or an unlinked one).
     doctor2: Leaf,
     pharmacist: Leaf,
     no_role: Leaf,
     expired: Leaf,
-    /// Medical Doctor, but issued by a CA nobody registered.
+    /// Medical Doctor, but issued by an HPKI hierarchy nobody registered.
     rogue: Leaf,
+    /// The doctor's HPKI signing certificate (nonRepudiation, signing policy).
+    hpki_signing: Leaf,
+    /// A doctor's authentication certificate with a policy OID no anchor allows.
+    hpki_unknown_policy: Leaf,
     jpki: Leaf,
     jpki2: Leaf,
     jpki_revoked: Leaf,
+    /// A My Number card's signing certificate.
+    jpki_signing: Leaf,
 }
 
 fn cards() -> &'static Cards {
     static CARDS: OnceLock<Cards> = OnceLock::new();
     CARDS.get_or_init(|| {
         let now = ManualClock::starting_now().now();
-        let hpki_root = Authority::new("Test HPKI Root CA", "MEDIS-like", KeyAlg::Rsa2048, now).unwrap();
-        let hpki_ca = hpki_root.intermediate("Test HPKI Auth CA", "MEDIS-like", KeyAlg::Rsa2048, now).unwrap();
-        let jpki_ca = Authority::new("Test JPKI User Auth CA", "J-LIS-like", KeyAlg::Rsa2048, now).unwrap();
-        let rogue_ca = Authority::new("Rogue HPKI CA", "", KeyAlg::Rsa2048, now).unwrap();
-        let card = |ca: &Authority, role: Option<&str>| {
-            ca.issue(&LeafSpec::new("card", LeafUsage::CardAuth { hc_role: role.map(str::to_owned) }, now, 365)).unwrap()
-        };
-        let mut expired = LeafSpec::new("expired", LeafUsage::CardAuth { hc_role: Some("Medical Doctor".into()) }, now, 1);
-        expired.not_before = now - Duration::days(30);
-        expired.not_after = now - Duration::days(1);
-        let jpki_revoked = card(&jpki_ca, None);
+        let hpki_pki = Hpki::new(now).unwrap();
+        let jpki_pki = Jpki::new(now).unwrap();
+        let rogue_pki = Hpki::with(&CaOptions::new(now).label("Rogue")).unwrap();
+        let doctor = CardSpec::new(now);
+        let hpki = |spec: &CardSpec| hpki_pki.auth_cert(spec).unwrap();
+        let jpki = || jpki_pki.auth_cert(&doctor).unwrap();
+        let jpki_revoked = jpki();
+        let jpki_ca = jpki_pki.auth_ca();
         Cards {
-            doctor: card(&hpki_ca, Some("Medical Doctor")),
-            doctor2: card(&hpki_ca, Some("Medical Doctor")),
-            pharmacist: card(&hpki_ca, Some("Pharmacist")),
-            no_role: card(&hpki_ca, None),
-            expired: hpki_ca.issue(&expired).unwrap(),
-            rogue: card(&rogue_ca, Some("Medical Doctor")),
-            jpki: card(&jpki_ca, None),
-            jpki2: card(&jpki_ca, None),
-            jpki_crl: jpki_ca.crl(&[&jpki_revoked.serial], now - Duration::hours(1), now + Duration::days(7)).unwrap(),
-            jpki_stale_crl: jpki_ca.crl(&[], now - Duration::days(10), now - Duration::days(1)).unwrap(),
+            doctor: hpki(&doctor),
+            doctor2: hpki(&doctor.clone().holder("SATO HANAKO", "佐藤　花子")),
+            pharmacist: hpki(&doctor.clone().role(Some(PHARMACIST))),
+            no_role: hpki(&doctor.clone().role(None)),
+            expired: hpki(&doctor.clone().validity(now - Duration::days(30), now - Duration::days(1))),
+            rogue: rogue_pki.auth_cert(&doctor).unwrap(),
+            hpki_signing: hpki_pki.sign_cert(&doctor).unwrap(),
+            hpki_unknown_policy: hpki(&doctor.clone().policy(UNKNOWN_POLICY)),
+            jpki: jpki(),
+            jpki2: jpki(),
+            jpki_signing: jpki_pki.sign_cert(&doctor).unwrap(),
+            jpki_crl: jpki_ca.crl(&CrlSpec::new(now).revoke(&jpki_revoked.serial).window(now - Duration::hours(1), now + Duration::days(7))).unwrap(),
+            jpki_stale_crl: jpki_ca.crl(&CrlSpec::new(now).window(now - Duration::days(10), now - Duration::days(1))).unwrap(),
             jpki_revoked,
             now,
-            hpki_root,
-            hpki_ca,
-            jpki_ca,
+            hpki_pki,
+            jpki_pki,
         }
     })
 }
@@ -85,8 +93,9 @@ async fn app(db: Db) -> TestApp {
 async fn with_anchors(app: TestApp) -> TestApp {
     let c = cards();
     let admin = Admin { store: app.store(), now: app.clock_now() };
-    admin.anchor_add(AnchorKind::Hpki, c.hpki_root.cert_pem().as_bytes(), None, RevocationPolicy::None).await.unwrap();
-    admin.anchor_add(AnchorKind::Jpki, c.jpki_ca.cert_pem().as_bytes(), Some(&c.jpki_crl), RevocationPolicy::Crl).await.unwrap();
+    admin.anchor_add(AnchorKind::Hpki, c.hpki_pki.root().cert_pem().as_bytes(), None, RevocationPolicy::None, None).await.unwrap();
+    let jpki_ca = c.jpki_pki.auth_ca().cert_pem().as_bytes();
+    admin.anchor_add(AnchorKind::Jpki, jpki_ca, Some(&c.jpki_crl), RevocationPolicy::Crl, None).await.unwrap();
     app
 }
 
@@ -224,7 +233,7 @@ async fn hpki_link_with_code_then_login_opens_a_session_for_tokens(db: Db) {
     assert_eq!(ch["origin"], app.origin());
     assert_eq!(ch["agent_url"], "http://127.0.0.1:18443");
     assert_eq!(URL_SAFE_NO_PAD.decode(ch["challenge"].as_str().unwrap()).unwrap().len(), 32);
-    let answer = agent(&ch, &c.doctor, &[c.hpki_ca.cert_der()]);
+    let answer = agent(&ch, &c.doctor, &[c.hpki_pki.auth_ca().cert_der()]);
     // The finish request is the agent's answer and nothing else: no PIN reaches the gateway.
     let keys: Vec<&String> = answer.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["certificate", "chain", "client_data", "signature"]);
@@ -238,7 +247,7 @@ async fn hpki_link_with_code_then_login_opens_a_session_for_tokens(db: Db) {
     assert_eq!(app.store().count_card_challenges().await.unwrap(), 0);
     // A PIN sent along by a broken page is refused as a malformed answer.
     let ch = b.challenge(json!({ "card": "hpki" })).await;
-    let mut with_pin = agent(&ch, &c.doctor, &[c.hpki_ca.cert_der()]);
+    let mut with_pin = agent(&ch, &c.doctor, &[c.hpki_pki.auth_ca().cert_der()]);
     with_pin["pin"] = json!("1234");
     assert_error(&b.post("/auth/card/finish", &with_pin).await, 400, "response_malformed", "正しくありません");
 
@@ -248,7 +257,7 @@ async fn hpki_link_with_code_then_login_opens_a_session_for_tokens(db: Db) {
     // Log in with the card: a signing session like FIDO's, with the card's amr.
     let cookie_before = b.client.get(app.url("/methods")).send().await.unwrap().status();
     assert_eq!(cookie_before, 200);
-    let (status, done) = b.login("hpki", &c.doctor, &[c.hpki_ca.cert_der()]).await;
+    let (status, done) = b.login("hpki", &c.doctor, &[c.hpki_pki.auth_ca().cert_der()]).await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["redirect"], "/methods?done=authenticated&lang=ja");
     let session = app.store().live_signing_session(&user, CLINIC, app.clock_now()).await.unwrap().unwrap();
@@ -281,7 +290,7 @@ async fn jpki_link_with_code_then_login_checks_the_crl(db: Db) {
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
     let (status, done) = b.link_with_code("jpki", &code, &c.jpki, &[]).await;
     assert_eq!(status, 200, "{done}");
-    let (status, done) = b.login("jpki", &c.jpki, &[c.jpki_ca.cert_der()]).await;
+    let (status, done) = b.login("jpki", &c.jpki, &[c.jpki_pki.auth_ca().cert_der()]).await;
     assert_eq!(status, 200, "{done}");
     let session = app.store().live_signing_session(&user, CLINIC, app.clock_now()).await.unwrap().unwrap();
     assert_eq!(session.method, AuthMethod::Jpki);
@@ -297,7 +306,7 @@ async fn only_doctor_role_hpki_cards_can_be_linked(db: Db) {
     let b = Browser::doctor(&app).await;
     let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
-    let chain = [c.hpki_ca.cert_der()];
+    let chain = [c.hpki_pki.auth_ca().cert_der()];
     let got = b.link_with_code("hpki", &code, &c.pharmacist, &chain).await;
     assert_error(&got, 403, "role_not_accepted", "医師の資格");
     let got = b.link_with_code("hpki", &code, &c.no_role, &chain).await;
@@ -314,9 +323,16 @@ async fn certificate_problems_are_refused_with_their_reason(db: Db) {
     let b = Browser::doctor(&app).await;
     let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
-    let chain = [c.hpki_ca.cert_der()];
+    let chain = [c.hpki_pki.auth_ca().cert_der()];
     assert_error(&b.link_with_code("hpki", &code, &c.expired, &chain).await, 403, "expired", "有効期限が切れています");
     assert_error(&b.link_with_code("hpki", &code, &c.rogue, &[]).await, 403, "untrusted_issuer", "信頼されていません");
+    // Real-shaped certificates the anchors refuse: a card's signing certificate (nonRepudiation,
+    // signing policy) offered for login, and an authentication certificate whose policy OID is not
+    // on the anchor's allow-list.
+    let got = b.link_with_code("hpki", &code, &c.hpki_signing, &[c.hpki_pki.sign_ca().cert_der()]).await;
+    assert_error(&got, 403, "signing_certificate", "署名用の証明書");
+    assert_error(&b.link_with_code("jpki", &code, &c.jpki_signing, &[]).await, 403, "signing_certificate", "認証用");
+    assert_error(&b.link_with_code("hpki", &code, &c.hpki_unknown_policy, &chain).await, 403, "policy_not_allowed", "証明書ポリシー");
     // The intermediate is not an anchor: without it in the chain there is no path.
     assert_error(&b.link_with_code("hpki", &code, &c.doctor, &[]).await, 403, "untrusted_issuer", "中間証明書");
     // A JPKI card is not trusted for HPKI (the HPKI anchors do not cover it).
@@ -333,8 +349,9 @@ async fn certificate_problems_are_refused_with_their_reason(db: Db) {
     app.clock.set(c.now.max(OffsetDateTime::from_unix_timestamp(app.clock_now()).unwrap()));
 
     // A CRL past its nextUpdate refuses every card under that anchor (fail closed).
-    let fp = gateway::tls::fingerprint(c.jpki_ca.cert_der());
-    app.store().set_anchor_crl(AnchorKind::Jpki, &fp, &c.jpki_stale_crl, app.clock_now()).await.unwrap();
+    let fp = gateway::tls::fingerprint(c.jpki_pki.auth_ca().cert_der());
+    let stale_next_update = (c.now - Duration::days(1)).unix_timestamp();
+    app.store().set_anchor_crl(AnchorKind::Jpki, &fp, &c.jpki_stale_crl, stale_next_update, app.clock_now()).await.unwrap();
     let got = b.link_with_code("jpki", &code, &c.jpki, &[]).await;
     assert_error(&got, 503, "crl_stale", "失効情報を確認できない");
     // English too.
@@ -362,7 +379,7 @@ async fn tampered_answers_are_refused(db: Db) {
     let b = Browser::doctor(&app).await;
     let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
-    let chain = [c.hpki_ca.cert_der()];
+    let chain = [c.hpki_pki.auth_ca().cert_der()];
     let link = json!({ "card": "hpki", "purpose": "link", "code": code });
 
     // A signature over other client data than the answer carries.
@@ -411,7 +428,7 @@ async fn challenges_are_single_use_bound_to_the_browser_session_and_expire(db: D
     let b = Browser::doctor(&app).await;
     let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
-    let chain = [c.hpki_ca.cert_der()];
+    let chain = [c.hpki_pki.auth_ca().cert_der()];
     let link = json!({ "card": "hpki", "purpose": "link", "code": code });
 
     // Another browser of the same doctor cannot use this session's challenge.
@@ -456,7 +473,7 @@ async fn challenges_are_single_use_bound_to_the_browser_session_and_expire(db: D
 async fn cards_of_other_doctors_and_unlinked_cards_are_refused(db: Db) {
     let app = app(db).await;
     let c = cards();
-    let chain = [c.hpki_ca.cert_der()];
+    let chain = [c.hpki_pki.auth_ca().cert_der()];
     let me = Browser::doctor(&app).await;
     let other = Browser::other_doctor(&app).await;
     let my_id = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
@@ -480,7 +497,7 @@ async fn cards_of_other_doctors_and_unlinked_cards_are_refused(db: Db) {
         me.post("/auth/card/finish?lang=en", &agent(&ch, &c.doctor2, &chain)).await
     };
     assert_eq!((status.as_u16(), body["message"].as_str().unwrap()), (403, "This card is linked to another doctor's account."));
-    let unlinked = c.hpki_ca.issue(&LeafSpec::new("u", LeafUsage::CardAuth { hc_role: Some("Medical Doctor".into()) }, c.now, 30)).unwrap();
+    let unlinked = c.hpki_pki.auth_cert(&CardSpec::new(c.now)).unwrap();
     assert_error(&me.login("hpki", &unlinked, &chain).await, 403, "card_not_linked", "登録されていません");
     assert!(app.store().current_signing_session(&my_id, CLINIC).await.unwrap().is_none());
     assert_eq!(app.store().card_credentials_of(&other_id).await.unwrap().len(), 2);
@@ -519,11 +536,11 @@ async fn admin_cert_check_explains_and_names_the_linked_account(db: Db) {
     let c = cards();
     let b = Browser::doctor(&app).await;
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
-    assert_eq!(b.link_with_code("hpki", &code, &c.doctor, &[c.hpki_ca.cert_der()]).await.0, 200);
+    assert_eq!(b.link_with_code("hpki", &code, &c.doctor, &[c.hpki_pki.auth_ca().cert_der()]).await.0, 200);
     let dir = app.dir.path();
     std::fs::write(dir.join("doctor.pem"), &c.doctor.cert_pem).unwrap();
     std::fs::write(dir.join("pharmacist.pem"), &c.pharmacist.cert_pem).unwrap();
-    std::fs::write(dir.join("ca.pem"), c.hpki_ca.cert_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), c.hpki_pki.auth_ca().cert_pem()).unwrap();
     let path = |f: &str| dir.join(f).display().to_string();
     let (status, out) = crate::admin_cli::cli(
         &app,
@@ -540,7 +557,8 @@ async fn admin_cert_check_explains_and_names_the_linked_account(db: Db) {
         "",
     )
     .await;
-    assert_eq!(status, 0, "{out}");
+    // A refusal exits non-zero, so scripts can use the verdict.
+    assert_ne!(status, 0, "{out}");
     assert!(out.contains("verdict: refused: role_not_accepted") && out.contains("linked account: none"), "{out}");
     // Without the intermediate the chain step fails, and says so.
     let (_, out) = crate::admin_cli::cli(&app, &["admin", "cert", "check", "--kind", "hpki", &path("doctor.pem")], "").await;
@@ -575,8 +593,8 @@ async fn crl_fetched_from_a_url_is_used_until_its_next_update(db: Db) {
     let c = cards();
     let url = serve_bytes(c.jpki_crl.clone()).await;
     let admin = Admin { store: app.store(), now: app.clock_now() };
-    let anchor = admin
-        .anchor_add_with_crl_url(AnchorKind::Jpki, c.jpki_ca.cert_pem().as_bytes(), None, &url.parse().unwrap())
+    let (anchor, _) = admin
+        .anchor_add_with_crl_url(AnchorKind::Jpki, c.jpki_pki.auth_ca().cert_pem().as_bytes(), None, &url.parse().unwrap(), None)
         .await
         .unwrap();
     assert_eq!(anchor.revocation, RevocationPolicy::Crl);
@@ -584,7 +602,7 @@ async fn crl_fetched_from_a_url_is_used_until_its_next_update(db: Db) {
     let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
     // Until the CRL has been fetched, nothing under the anchor is accepted.
-    assert_error(&b.link_with_code("jpki", &code, &c.jpki, &[]).await, 503, "anchors_unusable", "失効情報");
+    assert_error(&b.link_with_code("jpki", &code, &c.jpki, &[]).await, 503, "no_crl", "失効情報");
     assert_nothing_changed(&app, &user).await;
 
     let http = reqwest::Client::new();
@@ -605,7 +623,7 @@ async fn without_required_role_an_hpki_card_lacking_hc_role_links_by_code_only(d
     let c = cards();
     let b = Browser::doctor(&app).await;
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
-    let chain = [c.hpki_ca.cert_der()];
+    let chain = [c.hpki_pki.auth_ca().cert_der()];
     let got = b.link_with_code("hpki", &code, &c.pharmacist, &chain).await;
     assert_error(&got, 403, "role_not_accepted", "医師の資格");
     let (status, body) = b.link_with_code("hpki", &code, &c.no_role, &chain).await;

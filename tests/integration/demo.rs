@@ -26,6 +26,24 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
     let doctor = printed.lines().find(|l| l.contains("doctor: login ID doctor1")).unwrap();
     let doctor_password = doctor.rsplit("password ").next().unwrap().trim().to_owned();
 
+    // The demo cards carry both certificates and keys in card-sim's layout; the registered anchors
+    // accept the authentication certificates and refuse the signing ones, as a login would.
+    let config = demo_dir.join("gateway.toml").display().to_string();
+    for kind in ["hpki", "jpki"] {
+        let cards = demo_dir.join("cards").join(kind);
+        for file in ["auth-cert.pem", "auth-key.pem", "ca-cert.pem", "sign-cert.pem", "sign-key.pem", "sign-ca-cert.pem"] {
+            assert!(cards.join(file).is_file(), "{kind}/{file}");
+        }
+        let check = |file: &str| {
+            let path = cards.join(file).display().to_string();
+            ["gateway", "--config", &config, "admin", "cert", "check", "--kind", kind, &path].map(str::to_owned).to_vec()
+        };
+        let (code, report) = run_cli(check("auth-cert.pem")).await;
+        assert_eq!(code, 0, "{kind}: {report}");
+        let (code, report) = run_cli(check("sign-cert.pem")).await;
+        assert_ne!(code, 0, "{kind}: {report}");
+    }
+
     // Serve the demo in this process.
     let serve = tokio::spawn({
         let args = args(&[]);
@@ -85,6 +103,12 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
     assert_eq!(gateway::cli::run(args(&["--no-serve"]), &mut out, &mut std::io::empty()).await, 0);
     let again = String::from_utf8(out).unwrap();
     assert!(again.contains("reused") && again.contains(&p12_password) && again.contains(&doctor_password));
+}
+
+async fn run_cli(args: Vec<String>) -> (i32, String) {
+    let mut out = Vec::new();
+    let code = gateway::cli::run(args, &mut out, &mut std::io::empty()).await;
+    (code, String::from_utf8(out).unwrap())
 }
 
 fn free_port() -> u16 {

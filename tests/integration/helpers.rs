@@ -9,8 +9,8 @@ pub use gateway::clock::Clock;
 use gateway::clock::ManualClock;
 use gateway::config::Config;
 use gateway::http::AppState;
+use devpki::{Authority, KeyAlg, Leaf, LeafSpec, LeafUsage};
 use gateway::password::PasswordHasher;
-use gateway::pki::{Authority, KeyAlg, Leaf, LeafSpec, LeafUsage};
 use gateway::store::{AnchorKind, RevocationPolicy, ServiceRole, Store, UserKind};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -323,7 +323,7 @@ async fn seed(store: &Store, pki: &TestPki, config: &Config, now: i64) {
     admin.clinic_add(OTHER_CLINIC, "Other Clinic").await.unwrap();
     admin.clinic_add(DISABLED_CLINIC, "Disabled Clinic").await.unwrap();
     admin
-        .anchor_add(AnchorKind::Clinic, pki.clinic_ca.cert_pem().as_bytes(), Some(&pki.crl_der), RevocationPolicy::Crl)
+        .anchor_add(AnchorKind::Clinic, pki.clinic_ca.cert_pem().as_bytes(), Some(&pki.crl_der), RevocationPolicy::Crl, None)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -331,14 +331,24 @@ async fn seed(store: &Store, pki: &TestPki, config: &Config, now: i64) {
         (CLINIC, &pki.clinic_client),
         (OTHER_CLINIC, &pki.other_clinic_client),
         (DISABLED_CLINIC, &pki.disabled_clinic_client),
-        (CLINIC, &pki.revoked_client),
     ] {
         let path = dir.path().join("c.pem");
         std::fs::write(&path, &leaf.cert_pem).unwrap();
         admin.clinic_cert_add(clinic, &path, None).await.unwrap();
     }
+    // Registered before its CA revoked it: `clinic-cert add` refuses a revoked certificate, so its
+    // row goes in through the store, as it stood before the revocation.
+    let revoked = gateway::tls::PeerCert::from_der(&pki.revoked_client.cert_der).unwrap();
+    let row = gateway::store::NewClinicCert {
+        fingerprint: &revoked.fingerprint,
+        clinic_id: CLINIC,
+        subject: &revoked.subject,
+        serial: &revoked.serial,
+        not_after: revoked.not_after,
+    };
+    store.add_clinic_cert(&row, now).await.unwrap();
     admin.clinic_set_enabled(DISABLED_CLINIC, false).await.unwrap();
-    admin.anchor_add(AnchorKind::Service, pki.service_ca.cert_pem().as_bytes(), None, RevocationPolicy::None).await.unwrap();
+    admin.anchor_add(AnchorKind::Service, pki.service_ca.cert_pem().as_bytes(), None, RevocationPolicy::None, None).await.unwrap();
     for (id, role, leaf, clinics) in [
         ("emr-a", ServiceRole::Emr, &pki.emr_a, vec![CLINIC.to_owned()]),
         ("emr-b", ServiceRole::Emr, &pki.emr_b, vec![CLINIC.to_owned()]),

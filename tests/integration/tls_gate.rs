@@ -4,7 +4,7 @@ use crate::helpers::{Db, TestApp, db_tests};
 
 /// A request whose TLS handshake the server refuses. With TLS 1.3 the client learns of the
 /// refusal on its first read, so the request itself fails.
-async fn refused(app: &TestApp, identity: Option<&gateway::pki::Leaf>) -> reqwest::Error {
+async fn refused(app: &TestApp, identity: Option<&devpki::Leaf>) -> reqwest::Error {
     app.client(identity).get(app.url("/login")).send().await.expect_err("the handshake must fail")
 }
 

@@ -16,8 +16,15 @@ use crate::jpki;
 use crate::sim::files::SimFiles;
 use crate::transport::CardTransport;
 
-/// ATR of the My Number card as OpenSC's jpki driver matches it (T=1, IFSC FE; TCK 14).
-pub const JPKI_ATR: [u8; 9] = [0x3B, 0xE0, 0x00, 0xFF, 0x81, 0x31, 0xFE, 0x45, 0x14];
+/// ATR of a real My Number card on the contact interface, as pcsc-tools' ATR list has it
+/// (`/usr/share/pcsc/smartcard_list.txt`, pcsc-tools 1.6.2: "My Number Card (The Social Security and
+/// Tax Number System in JAPAN) (eID)"): T=1 (TD1 81, TD2 31), IFSC FB, ten historical bytes, TCK 3B.
+/// OpenSC's jpki driver does not list it (its table has only the old 住基カード ATR
+/// `3B E0 00 FF 81 31 FE 45 14`), so OpenSC recognises the card the way it recognises real My Number
+/// cards: by SELECT of the JPKI application. Client code never keys on the ATR.
+pub const JPKI_ATR: [u8; 19] = [
+    0x3B, 0xDA, 0x13, 0xFF, 0x81, 0x31, 0xFB, 0x46, 0x80, 0x12, 0x39, 0x2F, 0x31, 0xC1, 0x73, 0xC6, 0x01, 0xC0, 0x3B,
+];
 /// A minimal valid T=1 ATR for the HPKI card (TS 3B, T0 80, TD1 80, TD2 01, TCK 01); real HPKI ATRs
 /// vary by card generation and are not used for detection.
 pub const HPKI_ATR: [u8; 5] = [0x3B, 0x80, 0x80, 0x01, 0x01];

@@ -73,6 +73,18 @@ fn every_profile_authenticates_in_process() {
 }
 
 #[test]
+fn atrs_are_well_formed_t1_and_the_jpki_one_is_a_my_number_card() {
+    for atr in [&JPKI_ATR[..], &HPKI_ATR[..]] {
+        assert_eq!(atr[0], 0x3B, "direct convention");
+        // TCK: the XOR of T0..TCK is zero (ISO 7816-3 §8.2.5); required when T=1 is offered.
+        assert_eq!(atr[1..].iter().fold(0, |a, b| a ^ b), 0, "{atr:02X?}");
+    }
+    let juki = [0x3B, 0xE0, 0x00, 0xFF, 0x81, 0x31, 0xFE, 0x45, 0x14];
+    assert_ne!(JPKI_ATR[..], juki, "the 住基カード ATR OpenSC's table matches");
+    assert_eq!(JPKI_ATR[1] & 0x0F, 10, "ten historical bytes");
+}
+
+#[test]
 fn jpki_file_system() {
     let (mut card, _) = card(Profile::Jpki);
     assert_eq!(card.atr(), JPKI_ATR);

@@ -1,49 +1,46 @@
-//! Shared pieces of the real-stack tests: a throw-away PKI written in the simulator's file layout,
-//! an independent signature check (aws-lc-rs), and starting a simulated card in a sandbox.
+//! Shared pieces of the real-stack tests: a card in the simulator's file layout with certificates
+//! shaped like real ones (`devpki::cards`: HPKI or JPKI hierarchy, authentication and signing
+//! certificate and key), an independent signature check (aws-lc-rs), and starting a simulated card
+//! in a sandbox.
 
 use std::path::Path;
 
 use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+use card::CardKind;
 use card::sim::Profile;
 use card::sim::harness::{Sandbox, SimArgs, SimProcess};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_RSA_SHA256};
+use devpki::cards::{CardSpec, Hpki, Jpki};
+use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// The signing PIN `SimArgs` gives the card (card-sim's default): a JPKI signing password.
+pub const SIGN_PIN: &str = "SIGN1234";
 
 /// PEM files for one card, in the layout `card-sim --dir` reads.
 pub struct Pki {
     pub dir: tempfile::TempDir,
     pub auth_cert: Vec<u8>,
     pub ca_cert: Vec<u8>,
+    pub sign_cert: Vec<u8>,
 }
 
-/// A fresh RSA-2048 CA and an authentication certificate it issued.
-pub fn make_pki() -> Result<Pki, Box<dyn std::error::Error>> {
+/// A fresh card of `kind`: its CAs (HPKI: MHLW-like root over MEDIS-like CAs; JPKI: J-LIS-like CAs),
+/// authentication and signing certificates and keys (RSA-2048), written for the simulator. The
+/// validity is fixed around 2030-01-01 (nothing here checks it).
+pub fn make_pki(kind: CardKind) -> Result<Pki, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let ca_key = KeyPair::generate_for(&PKCS_RSA_SHA256)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CountryName, "JP");
-    ca_params
-        .distinguished_name
-        .push(DnType::OrganizationName, "Test CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let auth_key = KeyPair::generate_for(&PKCS_RSA_SHA256)?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CountryName, "JP");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "TEST-AUTH-0001");
-    let auth_cert = params.signed_by(&auth_key, &issuer)?;
-
-    std::fs::write(dir.path().join("ca-cert.pem"), ca_cert.pem())?;
-    std::fs::write(dir.path().join("auth-cert.pem"), auth_cert.pem())?;
-    std::fs::write(dir.path().join("auth-key.pem"), auth_key.serialize_pem())?;
+    let now = OffsetDateTime::from_unix_timestamp(1_893_456_000)?;
+    let spec = CardSpec::new(now);
+    let card = match kind {
+        CardKind::Jpki => Jpki::new(now)?.card(&spec)?,
+        CardKind::Hpki => Hpki::new(now)?.card(&spec)?,
+    };
+    card.write_sim_dir(dir.path())?;
     Ok(Pki {
         dir,
-        auth_cert: auth_cert.der().to_vec(),
-        ca_cert: ca_cert.der().to_vec(),
+        auth_cert: card.auth.cert_der,
+        ca_cert: card.auth_ca,
+        sign_cert: card.sign.cert_der,
     })
 }
 
@@ -81,5 +78,7 @@ pub fn insert_default(
     profile: Profile,
     pki: &Pki,
 ) -> Result<SimProcess, Box<dyn std::error::Error>> {
-    insert(sandbox, 0, &SimArgs::new(profile, pki.dir.path(), "1234"))
+    let mut args = SimArgs::new(profile, pki.dir.path(), "1234");
+    args.sign_pin = Some(SIGN_PIN.into());
+    insert(sandbox, 0, &args)
 }

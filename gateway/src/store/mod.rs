@@ -233,6 +233,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0006_sessions_own_ceremonies.sql"),
         include_str!("../../../migrations/postgres/0006_sessions_own_ceremonies.sql"),
     ),
+    (
+        7,
+        "trust per anchor",
+        include_str!("../../../migrations/sqlite/0007_trust_per_anchor.sql"),
+        include_str!("../../../migrations/postgres/0007_trust_per_anchor.sql"),
+    ),
 ];
 
 fn migrator(postgres: bool) -> sqlx::migrate::Migrator {
