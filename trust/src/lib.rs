@@ -270,7 +270,6 @@ type Outcome = Result<Vec<Vec<u8>>, (X509VerifyResult, u32, Option<Vec<u8>>)>;
 
 struct UsableAnchor {
     store: X509Store,
-    self_issued: bool,
     crls: Option<Vec<ParsedCrl>>,
 }
 
@@ -439,14 +438,18 @@ impl TrustStore {
         let with_revocation = checks.revocation && usable.crls.is_some();
         let path = match run(with_revocation)? {
             Ok(path) => path,
-            // An issuing CA registered as the anchor is trusted as such: its own issuer's CRL is not
-            // ours to have. OpenSSL checks revocation from the end entity upwards and stops at the
-            // first failure, so a missing CRL *for the anchor itself* means every certificate below
-            // it was checked; the rest of the validation then runs without CRLs.
+            // The anchor is trusted by configuration, and RFC 5280 §6.1 does not check a trust
+            // anchor's revocation: an issuing CA registered as the anchor has no issuer CRL of
+            // ours, and a root's ARL may cover only the CAs below it (issuingDistributionPoint).
+            // OpenSSL checks revocation from the end entity upwards and stops at the first
+            // failure, so a missing or out-of-scope CRL *for the anchor itself* means every
+            // certificate below it was checked; the rest of the validation then runs without CRLs.
             Err((result, _, Some(current)))
                 if with_revocation
-                    && !usable.self_issued
-                    && result.as_raw() == openssl_sys::X509_V_ERR_UNABLE_TO_GET_CRL
+                    && matches!(
+                        result.as_raw(),
+                        openssl_sys::X509_V_ERR_UNABLE_TO_GET_CRL | openssl_sys::X509_V_ERR_DIFFERENT_CRL_SCOPE
+                    )
                     && current == anchor.der =>
             {
                 match run(false)? {
@@ -535,7 +538,7 @@ fn build_anchor(spec: &AnchorSpec) -> Result<UsableAnchor, String> {
     param.set_auth_level(2);
     param.set_depth((MAX_INTERMEDIATES + 1) as i32);
     builder.set_param(&param).map_err(fail)?;
-    Ok(UsableAnchor { store: builder.build(), self_issued, crls })
+    Ok(UsableAnchor { store: builder.build(), crls })
 }
 
 /// Maps OpenSSL's verification result to our reasons.

@@ -918,3 +918,100 @@ fn explain_reports_every_problem() {
     assert_eq!(report.steps.len(), 1);
     assert!(report.certificate.is_none());
 }
+
+/// Real public HPKI data (devpki/fixtures/real, sources in its README): the MEDIS test signing
+/// certificate under the MEDIS signing CA and the MHLW root, with the MEDIS CRL and the root's ARL of
+/// the day. Critical certificatePolicies pass path validation; the CRLs are checked for every CA
+/// below the root (the ARL covers CAs only, and the anchor's own revocation is not ours to check).
+#[test]
+fn real_medis_chain_validates_and_its_signing_certificate_is_refused_for_login() {
+    let real = |f: &str| std::fs::read(format!("{}/../devpki/fixtures/real/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let signer = real("medis-test-signer.der");
+    let sign_ca = real("medis-hpki-sign-ca2.der");
+    let at = datetime!(2022-09-08 00:00 UTC);
+    let store = |policies: Policies| {
+        TrustStore::new(
+            CardKind::Hpki,
+            [Anchor {
+                certificate: real("mhlw-hpki-root-ca-v2.der"),
+                revocation: Revocation::Crl(vec![
+                    real("medis-hpki-sign-ca2-2022-09-06.crl"),
+                    real("mhlw-hpki-root-ca-v2-arl-2022-09-05.crl"),
+                ]),
+                policies,
+            }],
+        )
+    };
+    let any = store(Policies::Any);
+    assert!(any.problems().is_empty(), "{:?}", any.problems());
+    let path = any
+        .paths()
+        .validate(&signer, std::slice::from_ref(&sign_ca), at.unix_timestamp(), trust::Purpose::CardAuth)
+        .unwrap();
+    assert!(path.revocation_checked);
+    assert_eq!(path.crls.len(), 2);
+    assert_eq!(path.policies, vec!["1.2.392.100495.1.5.1.1.0.1".to_owned()]);
+    // After the CRLs' nextUpdate: refused, fail closed.
+    let later = datetime!(2022-09-20 00:00 UTC).unix_timestamp();
+    assert_eq!(
+        any.paths().validate(&signer, std::slice::from_ref(&sign_ca), later, trust::Purpose::CardAuth).unwrap_err().code(),
+        "crl_stale"
+    );
+    // A login with it: a signing certificate, said so.
+    let hpki = store(default_policies(CardKind::Hpki));
+    assert_eq!(
+        check_certificate(&signer, std::slice::from_ref(&sign_ca), &hpki, &Policy::default(), at).unwrap_err(),
+        VerifyError::SigningCertificate
+    );
+    // Without the intermediate: no path.
+    assert_eq!(check_certificate(&signer, &[], &any, &Policy::default(), at).unwrap_err().code(), "signing_certificate");
+    assert_eq!(
+        any.paths().validate(&signer, &[], at.unix_timestamp(), trust::Purpose::CardAuth).unwrap_err().code(),
+        "untrusted_issuer"
+    );
+}
+
+/// Real-shaped cards (devpki): an HPKI authentication certificate under the root, with the CA ARL
+/// and the issuing CA's CRL only (no ARL for the root itself), and a JPKI authentication certificate;
+/// their signing certificates are refused as such.
+#[test]
+fn real_shaped_cards_log_in_and_their_signing_certificates_do_not() {
+    use devpki::cards::{CardSpec, Hpki, Jpki};
+    use devpki::CrlSpec;
+    let hpki = Hpki::new(NOW).unwrap();
+    let card = hpki.card(&CardSpec::new(NOW)).unwrap();
+    let arls = hpki.root_arls(&CrlSpec::new(NOW)).unwrap();
+    let store = TrustStore::new(
+        CardKind::Hpki,
+        [Anchor {
+            certificate: hpki.root().cert_der().to_vec(),
+            revocation: Revocation::Crl(vec![arls[1].clone(), hpki.auth_ca().crl(&CrlSpec::new(NOW)).unwrap()]),
+            policies: default_policies(CardKind::Hpki),
+        }],
+    );
+    let chain = vec![hpki.auth_ca().cert_der().to_vec()];
+    let v = check_certificate(&card.auth.cert_der, &chain, &store, &Policy::default(), NOW).unwrap();
+    assert!(v.revocation_checked);
+    assert_eq!(v.hc_role.as_deref(), Some(MEDICAL_DOCTOR));
+    let sign_chain = vec![hpki.sign_ca().cert_der().to_vec()];
+    assert_eq!(
+        check_certificate(&card.sign.cert_der, &sign_chain, &store, &Policy::default(), NOW).unwrap_err(),
+        VerifyError::SigningCertificate
+    );
+
+    let jpki = Jpki::new(NOW).unwrap();
+    let card = jpki.card(&CardSpec::new(NOW)).unwrap();
+    let store = TrustStore::new(
+        CardKind::Jpki,
+        [Anchor {
+            certificate: jpki.auth_ca().cert_der().to_vec(),
+            revocation: Revocation::None,
+            policies: default_policies(CardKind::Jpki),
+        }],
+    );
+    assert!(check_certificate(&card.auth.cert_der, &[], &store, &Policy::default(), NOW).is_ok());
+    assert_eq!(
+        check_certificate(&card.sign.cert_der, &[], &store, &Policy::default(), NOW).unwrap_err(),
+        VerifyError::SigningCertificate
+    );
+}
