@@ -579,7 +579,7 @@ impl Admin<'_> {
             revocation: trust::Revocation::None,
             policies: trust::Policies::Any,
         }]);
-        let checks = trust::Checks { time: true, revocation: false, policies: false };
+        let checks = trust::Checks { time: true, revocation: false, policies: false, end_entity: false };
         only_this
             .validate_with(&issuer_der, &[], self.now, trust::Purpose::CardAuth, checks)
             .map_err(|e| anyhow::anyhow!("--issuer {} does not chain to the anchor {}: {e}", ca.subject, anchor.subject))?;

@@ -1,6 +1,10 @@
 //! The clinic gate (DESIGN §3.1): who gets a TLS connection, and who gets a page.
 
-use crate::helpers::{Db, TestApp, db_tests};
+use devpki::{CrlSpec, KeyAlg, LeafSpec, LeafUsage};
+use gateway::admin::Admin;
+use gateway::store::AnchorKind;
+
+use crate::helpers::{CLINIC, Db, TestApp, db_tests};
 
 /// A request whose TLS handshake the server refuses. With TLS 1.3 the client learns of the
 /// refusal on its first read, so the request itself fails.
@@ -32,6 +36,7 @@ async fn expired_certificate_fails_the_handshake(db: Db) {
 }
 
 async fn certificate_on_the_crl_fails_the_handshake(db: Db) {
+    // The service anchor has revocation policy none: it must not relax the clinic anchor's CRL.
     let app = TestApp::spawn(db).await;
     let revoked = app.pki.revoked_client.clone();
     refused(&app, Some(&revoked)).await;
@@ -143,7 +148,84 @@ async fn ops_listener_answers_health_and_readiness(db: Db) {
     app.stop().await;
 }
 
+/// The clinic CA's certificate as the anchor row stands in the store.
+async fn clinic_anchor(app: &TestApp) -> gateway::store::TrustAnchor {
+    app.store().list_anchors(Some(AnchorKind::Clinic)).await.unwrap().remove(0)
+}
+
+/// Polls (bounded) until a client's first request gives `want` (a status, or `None` for a refused
+/// handshake): the running instance re-reads its anchors every second in this test.
+async fn eventually(app: &TestApp, identity: &devpki::Leaf, want: Option<u16>) {
+    for _ in 0..100 {
+        let got = app.client(Some(identity)).get(app.url("/login")).send().await.ok().map(|r| r.status().as_u16());
+        if got == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the running gateway never answered {want:?}");
+}
+
+async fn anchor_and_crl_changes_reach_a_running_instance_and_bad_crls_change_nothing(db: Db) {
+    let app = TestApp::builder(db).with_config(|c| c.tls.trust_refresh_secs = 1).spawn().await;
+    let now = time::OffsetDateTime::from_unix_timestamp(app.clock_now()).unwrap();
+    let pki = app.pki.clone();
+    let admin = Admin { store: app.store(), now: app.clock_now() };
+    let fp = clinic_anchor(&app).await.fingerprint;
+    let dir = tempfile::tempdir().unwrap();
+
+    // A device under a sub-CA of the clinic CA that has no CRL: the anchor's policy is crl, so it
+    // cannot be registered and cannot connect.
+    let sub = pki.clinic_ca.intermediate("Test Clinic Sub CA", "", KeyAlg::EcP256, now).unwrap();
+    let device = sub.issue(&LeafSpec::new("clinic-21234-b", LeafUsage::TlsClient, now, 30)).unwrap();
+    let with_chain = devpki::Leaf { cert_pem: format!("{}{}", device.cert_pem, sub.cert_pem()), ..device.clone() };
+    let file = dir.path().join("device.pem");
+    std::fs::write(&file, &with_chain.cert_pem).unwrap();
+    let err = admin.clinic_cert_add(CLINIC, &file, None).await.unwrap_err();
+    assert!(format!("{err:#}").contains("revocation_unknown"), "{err:#}");
+    refused(&app, Some(&with_chain)).await;
+    assert!(app.metrics().await.contains(r#"reason="revocation_unknown"} 1"#), "{}", app.metrics().await);
+
+    // Bad CRLs for the sub-CA: each refused, nothing stored.
+    let sub_pem = sub.cert_pem().as_bytes().to_vec();
+    let before = clinic_anchor(&app).await;
+    let foreign = pki.service_ca.crl_with(&CrlSpec::new(now)).unwrap();
+    let stale = sub.crl_with(&CrlSpec::new(now).window(now - time::Duration::days(8), now - time::Duration::days(1))).unwrap();
+    for (crl, says) in [(&foreign, "issued by"), (&stale, "nextUpdate")] {
+        let err = admin.anchor_set_crl(AnchorKind::Clinic, &fp, crl, Some(&sub_pem)).await.unwrap_err();
+        assert!(format!("{err:#}").contains(says), "{err:#}");
+    }
+    // The clinic CA's own CRL slot refuses a foreign or stale CRL too.
+    let own_stale = pki.clinic_ca.crl_with(&CrlSpec::new(now).window(now - time::Duration::days(8), now - time::Duration::days(1))).unwrap();
+    for crl in [&foreign, &own_stale] {
+        assert!(admin.anchor_set_crl(AnchorKind::Clinic, &fp, crl, None).await.is_err());
+    }
+    let after = clinic_anchor(&app).await;
+    assert_eq!(after.crl_der, before.crl_der);
+    assert!(after.sub_crls.is_empty());
+
+    // A current CRL of the sub-CA: registration and connection now work, without a restart.
+    let crl5 = sub.crl_with(&CrlSpec::new(now).number(5)).unwrap();
+    admin.anchor_set_crl(AnchorKind::Clinic, &fp, &crl5, Some(&sub_pem)).await.unwrap();
+    admin.clinic_cert_add(CLINIC, &file, None).await.unwrap();
+    eventually(&app, &with_chain, Some(200)).await;
+    // An older CRL (lower cRLNumber) is a rollback: refused, the newer one stays.
+    let crl3 = sub.crl_with(&CrlSpec::new(now).number(3)).unwrap();
+    let err = admin.anchor_set_crl(AnchorKind::Clinic, &fp, &crl3, Some(&sub_pem)).await.unwrap_err();
+    assert!(format!("{err:#}").contains("older"), "{err:#}");
+    assert_eq!(clinic_anchor(&app).await.sub_crls[0].crl_der, crl5);
+
+    // The sub-CA revokes the device: the running instance refuses it within the refresh interval.
+    let crl6 = sub.crl_with(&CrlSpec::new(now).number(6).revoke(&device.serial)).unwrap();
+    admin.anchor_set_crl(AnchorKind::Clinic, &fp, &crl6, Some(&sub_pem)).await.unwrap();
+    eventually(&app, &with_chain, None).await;
+    // And the clinic's main device keeps working throughout.
+    assert_eq!(app.clinic_client().get(app.url("/login")).send().await.unwrap().status(), 200);
+    app.stop().await;
+}
+
 db_tests!(
+    anchor_and_crl_changes_reach_a_running_instance_and_bad_crls_change_nothing,
     no_certificate_fails_the_handshake,
     unknown_ca_fails_the_handshake,
     expired_certificate_fails_the_handshake,

@@ -61,11 +61,14 @@ pub struct Checks {
     pub revocation: bool,
     /// The anchor's end-entity policy allow-list.
     pub policies: bool,
+    /// That the certificate is an end entity (no CA, no nameConstraints). Off only to check that a
+    /// CA certificate chains to an anchor (registering a sub-CA's CRL).
+    pub end_entity: bool,
 }
 
 impl Checks {
     /// Everything.
-    pub const ALL: Checks = Checks { time: true, revocation: true, policies: true };
+    pub const ALL: Checks = Checks { time: true, revocation: true, policies: true, end_entity: true };
 }
 
 /// An anchor's revocation policy.
@@ -467,7 +470,7 @@ impl TrustStore {
                 check_card_eku(der, depth)?;
             }
         }
-        profile::check_path(&path)?;
+        profile::check_path(&path, checks.end_entity)?;
         let policies = end_entity_policies(leaf_parsed)?;
         if checks.policies && !anchor.policies.allows(&policies) {
             return Err(PathError::PolicyNotAllowed { found: policies });

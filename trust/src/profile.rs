@@ -15,12 +15,13 @@ use crate::PathError;
 
 const DSA: &str = "1.2.840.10040.4.1";
 
-/// Checks `path` (end entity first, anchor last, DER).
-pub(crate) fn check_path(path: &[Vec<u8>]) -> Result<(), PathError> {
+/// Checks `path` (end entity first, anchor last, DER); the first certificate as an end entity when
+/// `end_entity`.
+pub(crate) fn check_path(path: &[Vec<u8>], end_entity: bool) -> Result<(), PathError> {
     let anchor_depth = path.len().saturating_sub(1);
     for (depth, der) in path.iter().enumerate() {
         let (_, cert) = X509Certificate::from_der(der).map_err(|e| PathError::Malformed { reason: e.to_string() })?;
-        if depth == 0 {
+        if depth == 0 && end_entity {
             check_end_entity(&cert)?;
         }
         // The anchor is the operator's choice (an old v1 root is still a root); what it issued is not.

@@ -226,7 +226,7 @@ pub fn explain(
     let at = now.unix_timestamp();
     let paths = trust.paths();
     let card = trust::Purpose::CardAuth;
-    let path_only = Checks { time: false, revocation: false, policies: false };
+    let path_only = Checks { time: false, revocation: false, policies: false, end_entity: true };
     let path = paths.validate_with(certificate, chain, at, card, path_only).map_err(map_path_error);
     steps.push(match &path {
         Ok(p) => step(
@@ -286,7 +286,7 @@ pub fn explain(
     steps.push(match &path {
         Err(_) => step(StepName::Revocation, Outcome::Skip, "no path to an anchor".into()),
         Ok(_) => {
-            let with_revocation = Checks { time: true, revocation: true, policies: false };
+            let with_revocation = Checks { time: true, revocation: true, policies: false, end_entity: true };
             match paths.validate_with(certificate, chain, at, card, with_revocation).map_err(map_path_error) {
                 Ok(v) if !v.revocation_checked => step(
                     StepName::Revocation,

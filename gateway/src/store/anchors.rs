@@ -24,7 +24,9 @@ impl Dependents {
     }
 }
 
-/// The version summary of one anchor: `(fingerprint, updated_at, CRL length, sub-CRL stamp)`.
+/// The version summary of one anchor: `(fingerprint, updated_at, CRL length, sub-CRL stamp)`. Every
+/// write to an anchor or its sub-CRLs moves `updated_at` forward by at least one, even within the
+/// same second, so a change is never mistaken for the version already built.
 pub type AnchorVersion = (String, i64, Option<i64>, i64);
 
 impl Store {
@@ -56,7 +58,7 @@ impl Store {
     pub async fn set_anchor_crl(&self, kind: AnchorKind, fingerprint: &str, crl_der: &[u8], next_update: i64, now: i64) -> Result<()> {
         let done = with_pool!(self, |pool| {
             sqlx::query(
-                "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl', updated_at = $5
+                "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl', updated_at = CASE WHEN $5 > updated_at THEN $5 ELSE updated_at + 1 END
                  WHERE kind = $1 AND fingerprint = $2",
             )
             .bind(kind.as_str())
@@ -82,7 +84,8 @@ impl Store {
                  ON CONFLICT (kind, anchor_fingerprint, issuer_sha256) DO UPDATE SET
                      issuer_subject = excluded.issuer_subject, issuer_cert_der = excluded.issuer_cert_der,
                      crl_der = excluded.crl_der, this_update = excluded.this_update, next_update = excluded.next_update,
-                     updated_at = excluded.updated_at
+                     updated_at = CASE WHEN excluded.updated_at > anchor_crls.updated_at THEN excluded.updated_at
+                                       ELSE anchor_crls.updated_at + 1 END
                  WHERE anchor_crls.this_update <= excluded.this_update",
             )
             .bind(kind.as_str())
@@ -104,7 +107,7 @@ impl Store {
     /// Sets an anchor's end-entity policies (`None`: the kind's default).
     pub async fn set_anchor_policies(&self, kind: AnchorKind, fingerprint: &str, policies: Option<&str>, now: i64) -> Result<()> {
         let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE trust_anchors SET policies = $3, updated_at = $4 WHERE kind = $1 AND fingerprint = $2")
+            sqlx::query("UPDATE trust_anchors SET policies = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2")
                 .bind(kind.as_str())
                 .bind(fingerprint)
                 .bind(policies)
@@ -262,7 +265,7 @@ impl Store {
     /// Sets (or clears) the URL an anchor's CRL is fetched from.
     pub async fn set_anchor_crl_url(&self, kind: AnchorKind, fingerprint: &str, url: Option<&str>, now: i64) -> Result<()> {
         let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE trust_anchors SET crl_url = $3, updated_at = $4 WHERE kind = $1 AND fingerprint = $2")
+            sqlx::query("UPDATE trust_anchors SET crl_url = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2")
                 .bind(kind.as_str())
                 .bind(fingerprint)
                 .bind(url)
@@ -277,7 +280,7 @@ impl Store {
     /// Sets an anchor's revocation policy.
     pub async fn set_anchor_revocation(&self, kind: AnchorKind, fingerprint: &str, policy: super::RevocationPolicy, now: i64) -> Result<()> {
         let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE trust_anchors SET revocation = $3, updated_at = $4 WHERE kind = $1 AND fingerprint = $2")
+            sqlx::query("UPDATE trust_anchors SET revocation = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2")
                 .bind(kind.as_str())
                 .bind(fingerprint)
                 .bind(policy.as_str())
@@ -312,7 +315,8 @@ impl Store {
     pub async fn store_fetched_crl(&self, kind: AnchorKind, fingerprint: &str, crl_der: &[u8], next_update: i64, now: i64) -> Result<bool> {
         let done = with_pool!(self, |pool| {
             sqlx::query(
-                "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl', updated_at = $5
+                "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl',
+                     updated_at = CASE WHEN $5 > updated_at THEN $5 ELSE updated_at + 1 END
                  WHERE kind = $1 AND fingerprint = $2 AND (crl_next_update IS NULL OR crl_next_update < $4)",
             )
             .bind(kind.as_str())
