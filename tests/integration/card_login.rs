@@ -568,6 +568,90 @@ async fn admin_cert_check_explains_and_names_the_linked_account(db: Db) {
     app.stop().await;
 }
 
+/// `gateway admin cert check` runs the login's certificate check: over a table of real-shaped
+/// certificates, it accepts exactly what a login accepts, and refuses the rest with the same reason
+/// wherever the login reached the certificate (a card key the login cannot use is refused earlier,
+/// with bad_signature, and by cert check for the key itself).
+async fn admin_cert_check_and_login_agree(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let hpki_ca = c.hpki_pki.auth_ca().cert_der();
+    let weak = c.hpki_pki.auth_cert(&CardSpec::new(c.now).key(devpki::KeyAlg::Rsa1024)).unwrap();
+    let ec = c.hpki_pki.auth_cert(&CardSpec::new(c.now).key(devpki::KeyAlg::EcP256)).unwrap();
+    let table: Vec<(&str, &str, &Leaf, Vec<&[u8]>)> = vec![
+        ("hpki", "expired", &c.expired, vec![hpki_ca]),
+        ("hpki", "rogue", &c.rogue, vec![]),
+        ("hpki", "pharmacist", &c.pharmacist, vec![hpki_ca]),
+        ("hpki", "no role", &c.no_role, vec![hpki_ca]),
+        ("hpki", "signing", &c.hpki_signing, vec![c.hpki_pki.sign_ca().cert_der()]),
+        ("hpki", "unknown policy", &c.hpki_unknown_policy, vec![hpki_ca]),
+        ("hpki", "no intermediate", &c.doctor, vec![]),
+        ("hpki", "RSA-1024", &weak, vec![hpki_ca]),
+        ("jpki", "revoked", &c.jpki_revoked, vec![]),
+        ("jpki", "signing", &c.jpki_signing, vec![]),
+        ("jpki", "hpki card as jpki", &c.doctor, vec![hpki_ca]),
+        ("hpki", "doctor", &c.doctor, vec![hpki_ca]),
+        ("jpki", "my number", &c.jpki, vec![]),
+    ];
+    let dir = app.dir.path();
+    for (i, (kind, what, card, chain)) in table.iter().enumerate() {
+        let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+        let ch = b.challenge(json!({ "card": kind, "purpose": "link", "code": code })).await;
+        let data = card::ClientData::new(
+            kind.parse().unwrap(),
+            ch["challenge"].as_str().unwrap(),
+            ch["origin"].as_str().unwrap(),
+        )
+        .unwrap()
+        .to_bytes();
+        let b64 = |x: &[u8]| URL_SAFE_NO_PAD.encode(x);
+        let answer = json!({
+            "client_data": b64(&data),
+            "signature": b64(&card.sign_rsa_sha256(&data).unwrap()),
+            "certificate": b64(&card.cert_der),
+            "chain": chain.iter().map(|c| b64(c)).collect::<Vec<_>>(),
+        });
+        let (status, body) = b.post("/auth/card/finish", &answer).await;
+
+        let mut args = vec!["admin".to_owned(), "cert".into(), "check".into(), "--kind".into(), (*kind).to_owned()];
+        let file = dir.join(format!("card{i}.pem"));
+        std::fs::write(&file, &card.cert_pem).unwrap();
+        args.push(file.display().to_string());
+        for (j, ca) in chain.iter().enumerate() {
+            let f = dir.join(format!("chain{i}-{j}.der"));
+            std::fs::write(&f, ca).unwrap();
+            args.extend(["--chain".to_owned(), f.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (exit, out) = crate::admin_cli::cli(&app, &args, "").await;
+
+        assert_eq!(status == 200, exit == 0, "{what}: login {status} {body}, cert check exit {exit}:\n{out}");
+        if status != 200 {
+            let code = body["error"].as_str().unwrap();
+            if code == "bad_signature" {
+                assert!(out.contains("verdict: refused: weak_key"), "{what}: {out}");
+            } else {
+                assert!(out.contains(&format!("verdict: refused: {code}")), "{what}: login {code}, cert check:\n{out}");
+            }
+        }
+    }
+    // A card key no card has (EC): cert check refuses it too (a login cannot even be signed).
+    let f = dir.join("ec.pem");
+    std::fs::write(&f, &ec.cert_pem).unwrap();
+    let ca = dir.join("ec-ca.der");
+    std::fs::write(&ca, hpki_ca).unwrap();
+    let (exit, out) = crate::admin_cli::cli(
+        &app,
+        &["admin", "cert", "check", "--kind", "hpki", &f.display().to_string(), "--chain", &ca.display().to_string()],
+        "",
+    )
+    .await;
+    assert_ne!(exit, 0, "{out}");
+    assert!(out.contains("verdict: refused: unsupported_key"), "{out}");
+    app.stop().await;
+}
+
 /// Serves `body` to every HTTP request on a loopback port; returns the URL.
 async fn serve_bytes(body: Vec<u8>) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -666,6 +750,7 @@ db_tests!(
     without_required_role_an_hpki_card_lacking_hc_role_links_by_code_only,
     crl_fetched_from_a_url_is_used_until_its_next_update,
     admin_cert_check_explains_and_names_the_linked_account,
+    admin_cert_check_and_login_agree,
     hpki_link_with_code_then_login_opens_a_session_for_tokens,
     jpki_link_with_code_then_login_checks_the_crl,
     only_doctor_role_hpki_cards_can_be_linked,

@@ -255,6 +255,12 @@ pub enum VerifyError {
         /// Detail.
         reason: String,
     },
+    /// The certificate's key is not one a card signs with (RSA, 2048–8192 bits).
+    #[error("card keys are RSA of 2048 to 8192 bits; this certificate has {found}")]
+    UnsupportedKey {
+        /// What it has, e.g. `EC P-256 (256 bits)`.
+        found: String,
+    },
     /// The anchor the path ends at cannot be used (its certificate or a CRL does not parse).
     #[error("trust anchor unusable: {reason}")]
     AnchorUnusable {
@@ -318,6 +324,7 @@ impl VerifyError {
             VerifyError::PolicyNotAllowed { .. } => "policy_not_allowed",
             VerifyError::WeakKey { .. } => "weak_key",
             VerifyError::AnchorUnusable { .. } => "anchor_unusable",
+            VerifyError::UnsupportedKey { .. } => "unsupported_key",
             VerifyError::CrlStale { .. } => "crl_stale",
             VerifyError::NoCrl => "no_crl",
             VerifyError::CrlInvalid { .. } => "crl_invalid",
@@ -441,6 +448,7 @@ pub fn check_certificate(
         });
     }
     let cert = parse_certificate(certificate)?;
+    check_card_key(&cert)?;
     check_not_signing(&cert)?;
     let path = trust
         .paths()
@@ -468,6 +476,19 @@ pub fn check_certificate(
         policies: path.policies,
         crls: path.crls,
     })
+}
+
+/// The key must be one [`check_signature`] can verify: RSA of 2048 to 8192 bits, as cards have.
+/// (Smaller RSA keys are refused by path validation as too weak, with their own reason.)
+fn check_card_key(cert: &X509Certificate<'_>) -> Result<(), VerifyError> {
+    use x509_parser::public_key::PublicKey;
+    match cert.public_key().parsed() {
+        Ok(PublicKey::RSA(rsa)) if rsa.key_size() <= 8192 => Ok(()),
+        Ok(PublicKey::RSA(rsa)) => Err(VerifyError::UnsupportedKey { found: format!("RSA {}", rsa.key_size()) }),
+        Ok(PublicKey::EC(ec)) => Err(VerifyError::UnsupportedKey { found: format!("an EC key ({} bits)", ec.key_size()) }),
+        Ok(_) => Err(VerifyError::UnsupportedKey { found: "a key of another algorithm".into() }),
+        Err(e) => Err(VerifyError::CertMalformed { reason: format!("public key: {e}") }),
+    }
 }
 
 /// A card's signing certificate says what it is for with keyUsage nonRepudiation (without

@@ -13,7 +13,7 @@ use x509_parser::prelude::X509Certificate;
 use trust::Checks;
 
 use super::{
-    Policy, TrustStore, VerifiedCard, VerifyError, check_certificate, check_key_usage, check_not_signing, check_role, hex,
+    Policy, TrustStore, VerifiedCard, VerifyError, check_certificate, check_card_key, check_key_usage, check_not_signing, check_role, hex,
     map_path_error, parse_certificate, sha256_hex,
 };
 use crate::CardKind;
@@ -218,8 +218,8 @@ pub fn explain(
     let facts = trust::cert_facts(certificate).ok();
     steps.push(step(StepName::Parse, Outcome::Pass, format!("{} chain certificate(s) offered", chain.len())));
 
-    steps.push(match check_not_signing(&cert) {
-        Ok(()) => step(StepName::Purpose, Outcome::Pass, "authentication certificate".into()),
+    steps.push(match check_card_key(&cert).and_then(|()| check_not_signing(&cert)) {
+        Ok(()) => step(StepName::Purpose, Outcome::Pass, "authentication certificate with an RSA card key".into()),
         Err(e) => step(StepName::Purpose, Outcome::Fail(e.clone()), e.to_string()),
     });
 

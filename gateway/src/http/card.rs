@@ -164,7 +164,7 @@ fn refusal_of(e: &VerifyError) -> Refusal {
         E::RoleMissing | E::RoleNotAccepted { .. } => (S::FORBIDDEN, Msg::CardNotDoctor),
         E::CardKindMismatch { .. } => (S::BAD_REQUEST, Msg::CardWrongKind),
         E::BadSignature => (S::BAD_REQUEST, Msg::CardBadSignature),
-        E::KeyUsage { .. } | E::CertMalformed { .. } | E::WeakKey { .. } => (S::FORBIDDEN, Msg::CardUnusable),
+        E::KeyUsage { .. } | E::CertMalformed { .. } | E::WeakKey { .. } | E::UnsupportedKey { .. } => (S::FORBIDDEN, Msg::CardUnusable),
         // Type, challenge, origin, malformed data: not what the agent produces for this page.
         _ => (S::BAD_REQUEST, Msg::CardResponseInvalid),
     };
