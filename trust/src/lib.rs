@@ -384,7 +384,7 @@ impl TrustStore {
             if !anchor.subject_der.as_ref().is_some_and(|s| issuers.contains(s)) {
                 continue;
             }
-            match self.validate_one(anchor, &leaf_x509, &leaf_parsed, &chain, at_unix, purpose, checks) {
+            match Self::validate_one_of(anchor, &leaf_x509, &leaf_parsed, &chain, at_unix, purpose, checks) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     if best.as_ref().is_none_or(PathError::is_no_path) {
@@ -398,8 +398,8 @@ impl TrustStore {
         }))
     }
 
-    fn validate_one(
-        &self,
+    /// One anchor's verdict on the path (see [`TrustStore::validate_with`]).
+    fn validate_one_of(
         anchor: &Anchor,
         leaf: &X509,
         leaf_parsed: &X509Certificate<'_>,
