@@ -122,6 +122,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 args.newconn_concurrency = args.newconn_concurrency.min(4);
                 args.fido_concurrency = args.fido_concurrency.min(4);
                 args.card_concurrency = args.card_concurrency.min(4);
+                args.login_concurrency = args.login_concurrency.min(4);
             }
             run::run(args).await
         }

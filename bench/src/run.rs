@@ -50,6 +50,9 @@ pub struct RunArgs {
     /// Browser sessions in the card scenario, one card each (at most the small scale - 256).
     #[arg(long, default_value_t = 32)]
     pub card_concurrency: usize,
+    /// Connections in the login-timing scenario (each attempt is one argon2id verification).
+    #[arg(long, default_value_t = 8)]
+    pub login_concurrency: usize,
     /// Rows at the small scale.
     #[arg(long, default_value_t = 1_000)]
     pub small: u64,
@@ -109,6 +112,8 @@ pub struct Measurements {
     pub idle_rss: Vec<(String, u64, u64)>,
     pub peer_check: Option<String>,
     pub gateway_check: Vec<String>,
+    /// Login timing per (db, rows): both distributions and their difference.
+    pub login_timing: Vec<String>,
     pub seed_seconds: Vec<(String, u64, f64)>,
     pub args: String,
     pub notes: Vec<String>,
@@ -439,6 +444,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // --- the gateway ----------------------------------------------------------------------------
     let mut idle_rss = Vec::new();
     let mut gateway_check = Vec::new();
+    let mut login_timing = Vec::new();
     let mut seed_seconds = Vec::new();
     let mut dbs = vec!["sqlite"];
     if !args.smoke && !args.pg.is_empty() {
@@ -506,6 +512,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 &cards,
                 &mut idle_rss,
                 &mut gateway_check,
+                &mut login_timing,
             )
             .await;
             gw.stop(Duration::from_secs(35));
@@ -525,6 +532,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         idle_rss,
         peer_check,
         gateway_check,
+        login_timing,
         seed_seconds,
         args: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         notes,
@@ -579,6 +587,7 @@ async fn gateway_scenarios(
     cards: &setup::CardPki,
     idle_rss: &mut Vec<(String, u64, u64)>,
     gateway_check: &mut Vec<String>,
+    login_timing: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     wait_port(cfg.port, gw, 60).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -659,6 +668,7 @@ async fn gateway_scenarios(
     let spec = ctx.spec(Mode::KeepAlive, seeded.card_users.len(), None, Some(pid));
     ctx.measure("gateway", "card login", db, rows, &t, workload, spec)
         .await?;
+    login_timing.push(measure_login_timing(ctx, cfg.port, pid, db, rows, seeded).await?);
     let t = ctx.target(cfg.port, true, Mode::NewConnection);
     let spec = ctx.spec(
         Mode::NewConnection,
@@ -679,6 +689,53 @@ async fn gateway_scenarios(
     )
     .await?;
     Ok(())
+}
+
+/// Login timing (issue 15): refused password logins for doctors that exist and for login IDs
+/// that do not, one scenario each, and the difference of their latency distributions. Both
+/// must cost one argon2id verification (the unknown ID against a dummy hash), so the
+/// difference should be noise. Returns the line for the report.
+async fn measure_login_timing(
+    ctx: &mut Ctx,
+    port: u16,
+    pid: u32,
+    db: &str,
+    rows: u64,
+    seeded: &setup::Seeded,
+) -> anyhow::Result<String> {
+    let ids = seeded.doctors.clamp(1, 1_000);
+    let origin = format!("https://localhost:{port}");
+    let t = ctx.target(port, true, Mode::KeepAlive);
+    let c = ctx.args.login_concurrency;
+    let mut measured = Vec::new();
+    for (scenario, prefix) in [("login: wrong password", "d"), ("login: unknown ID", "nobody")] {
+        let workload = Workload::FailedLogin {
+            login_ids: Arc::new((1..=ids).map(|n| format!("{prefix}{n}")).collect()),
+            origin: origin.clone(),
+        };
+        let spec = ctx.spec(Mode::KeepAlive, c, None, Some(pid));
+        measured.push(ctx.measure("gateway", scenario, db, rows, &t, workload, spec).await?);
+    }
+    let (wrong, unknown) = (&measured[0], &measured[1]);
+    let line = format!(
+        "{db}, {rows} doctors: wrong password p50 {:.2} / p90 {:.2} / p99 {:.2} ms ({:.0}/s), \
+         unknown login ID p50 {:.2} / p90 {:.2} / p99 {:.2} ms ({:.0}/s); \
+         difference (unknown − wrong) p50 {:+.2} ms ({:+.1} %), p90 {:+.2} ms, p99 {:+.2} ms",
+        wrong.p50_ms,
+        wrong.p90_ms,
+        wrong.p99_ms,
+        wrong.rate,
+        unknown.p50_ms,
+        unknown.p90_ms,
+        unknown.p99_ms,
+        unknown.rate,
+        unknown.p50_ms - wrong.p50_ms,
+        100.0 * (unknown.p50_ms - wrong.p50_ms) / wrong.p50_ms.max(1e-9),
+        unknown.p90_ms - wrong.p90_ms,
+        unknown.p99_ms - wrong.p99_ms,
+    );
+    eprintln!("   login timing: {line}");
+    Ok(line)
 }
 
 /// The PostgreSQL server's version and durability settings, for the report.

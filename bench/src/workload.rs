@@ -90,6 +90,13 @@ pub enum Workload {
         password: String,
         origin: String,
     },
+    /// A refused password login: `POST /login` with a wrong password for a random one of
+    /// `login_ids` (existing doctors, or IDs that do not exist), expecting the 403 page. The
+    /// login-timing scenario runs it once per kind of ID and compares the two.
+    FailedLogin {
+        login_ids: Arc<Vec<String>>,
+        origin: String,
+    },
     /// Card login: `/auth/card/challenge` + `/auth/card/finish` for the worker's doctor, the
     /// client data signed in-process with the worker's card key.
     Card {
@@ -274,7 +281,7 @@ impl Workload {
     pub async fn prepare(&self, index: usize, target: &Target) -> anyhow::Result<WorkerState> {
         match self {
             Workload::Get { .. } | Workload::PeerToken { .. } => Ok(WorkerState::None),
-            Workload::Token { .. } => Ok(WorkerState::Rng(
+            Workload::Token { .. } | Workload::FailedLogin { .. } => Ok(WorkerState::Rng(
                 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
             )),
             Workload::Fido {
@@ -366,6 +373,26 @@ impl Workload {
                 )?;
                 let reply = conn.send(req).await?;
                 expect_ok(&reply, "token")
+            }
+            (Workload::FailedLogin { login_ids, origin }, WorkerState::Rng(s)) => {
+                let n = (xorshift(s) % (login_ids.len().max(1) as u64)) as usize;
+                let login_id = login_ids
+                    .get(n)
+                    .ok_or_else(|| OpError("no_login_ids".into()))?;
+                let form = format!("login_id={login_id}&password=not+the+password");
+                let origin =
+                    HeaderValue::from_str(origin).map_err(|_| OpError("origin".into()))?;
+                let req = with_body(
+                    target.request(Method::POST, "/login").header(ORIGIN, origin),
+                    "application/x-www-form-urlencoded",
+                    Bytes::from(form),
+                )?;
+                let reply = conn.send(req).await?;
+                if reply.status == StatusCode::FORBIDDEN {
+                    Ok(())
+                } else {
+                    Err(OpError::status("failed_login", reply.status))
+                }
             }
             (Workload::PeerToken { body }, _) => {
                 let req = with_body(

@@ -44,6 +44,7 @@ pub struct Metrics {
     requests: Family<RouteLabels, Counter>,
     handshake_failures: Family<ReasonLabels, Counter>,
     logins: Family<OutcomeLabels, Counter>,
+    password_verifications: Counter,
     crl_seconds_left: Family<CrlLabels, Gauge>,
     crl_missing: Family<AnchorLabels, Gauge>,
 }
@@ -64,6 +65,12 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests by matched route and status", requests.clone());
         registry.register("tls_handshake_failures", "Failed TLS handshakes by reason", handshake_failures.clone());
         registry.register("logins", "Doctor login attempts by outcome", logins.clone());
+        let password_verifications = Counter::default();
+        registry.register(
+            "password_verifications",
+            "argon2id password verifications run (one per reserved login attempt, known login ID or not)",
+            password_verifications.clone(),
+        );
         let crl_seconds_left = Family::<CrlLabels, Gauge>::default();
         let crl_missing = Family::<AnchorLabels, Gauge>::default();
         registry.register(
@@ -76,7 +83,7 @@ impl Metrics {
             "1 for an anchor with revocation policy crl and no CRL of its own (its certificates are refused)",
             crl_missing.clone(),
         );
-        Self { registry, requests, handshake_failures, logins, crl_seconds_left, crl_missing }
+        Self { registry, requests, handshake_failures, logins, password_verifications, crl_seconds_left, crl_missing }
     }
 
     /// Counts a finished request.
@@ -92,6 +99,11 @@ impl Metrics {
     /// Counts a login attempt.
     pub fn login(&self, outcome: &'static str) {
         self.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// The counter the password hasher increments per verification ([`crate::password::PasswordHasher::counting`]).
+    pub fn password_verifications(&self) -> Counter {
+        self.password_verifications.clone()
     }
 
     /// Publishes the CRL freshness of every anchor (replacing what was published before).

@@ -12,6 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use prometheus_client::metrics::counter::Counter;
 use zeroize::Zeroizing;
 
 /// Hashes and verifies passwords with fixed argon2id parameters.
@@ -27,6 +28,10 @@ pub struct PasswordHasher {
     memory: std::sync::Arc<Mutex<Vec<Vec<Block>>>>,
     /// Number of permits, and so of buffers kept.
     slots: usize,
+    /// Counts verifications actually run (the `password_verifications` metric): a login that
+    /// is refused before its check does not move it, and an unknown login ID moves it exactly
+    /// as a known one does.
+    verifications: Counter,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -47,10 +52,18 @@ impl PasswordHasher {
         let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(cpus));
         let memory = std::sync::Arc::new(Mutex::new(Vec::with_capacity(cpus)));
-        let mut hasher = Self { params, permits, dummy: String::new(), memory, slots: cpus };
+        let mut hasher =
+            Self { params, permits, dummy: String::new(), memory, slots: cpus, verifications: Counter::default() };
         let random: [u8; 24] = rand::random();
         hasher.dummy = hasher.hash_blocking(&hex::encode(random))?;
         Ok(hasher)
+    }
+
+    /// Counts verifications on `counter` (shared with the metrics registry).
+    #[must_use]
+    pub fn counting(mut self, counter: Counter) -> Self {
+        self.verifications = counter;
+        self
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -83,6 +96,7 @@ impl PasswordHasher {
         tokio::task::spawn_blocking(move || {
             let known = stored.is_some();
             let hash = stored.unwrap_or_else(|| this.dummy.clone());
+            this.verifications.inc();
             let ok = this.verify_blocking(password.as_bytes(), &hash)?;
             Ok(ok && known)
         })
@@ -175,6 +189,19 @@ mod tests {
             assert!(h.verify(pw("secret"), Some(stored.clone())).await?);
             assert!(!h.verify(pw("secret!"), Some(stored)).await?);
         }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn known_and_unknown_logins_each_run_one_verification() -> Result<(), HashError> {
+        let counter = Counter::default();
+        let h = PasswordHasher::new(1024, 1)?.counting(counter.clone());
+        let stored = h.hash(pw("x")).await?;
+        assert_eq!(counter.get(), 0, "hashing is not a verification");
+        assert!(!h.verify(pw("y"), Some(stored)).await?);
+        assert_eq!(counter.get(), 1);
+        assert!(!h.verify(pw("y"), None).await?);
+        assert_eq!(counter.get(), 2, "the dummy hash is verified like a stored one");
         Ok(())
     }
 

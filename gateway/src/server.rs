@@ -92,7 +92,9 @@ impl Application {
             version: std::sync::Mutex::new(version),
         });
         let ops = TcpListener::bind(config.ops.listen).await.with_context(|| format!("bind {}", config.ops.listen))?;
-        let passwords = PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations)?;
+        let metrics = Metrics::new();
+        let passwords = PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations)?
+            .counting(metrics.password_verifications());
         let fido = fido::Service::new(&config.fido_config()).context("fido")?;
         let s = &config.signing_session;
         if s.beyond_aal3 {
@@ -112,7 +114,7 @@ impl Application {
             config,
             store,
             clock,
-            metrics: Metrics::new(),
+            metrics,
             passwords,
             fido,
             token_keys,

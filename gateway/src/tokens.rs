@@ -28,6 +28,10 @@ use zeroize::Zeroizing;
 
 use crate::store::{SigningKeyRow, Store};
 
+/// The JWS `typ` of a signing token (RFC 8725 §3.11, explicit typing). Consume and the remote
+/// signer require it, so no other JWT signed with the same key can be presented as a signing token.
+pub const TOKEN_TYPE: &str = "ninsho-signing+jwt";
+
 /// The OID of SHA-256 (CSC `hashAlgorithmOID`), the only hash the signer accepts.
 pub const SHA256_OID: &str = "2.16.840.1.101.3.4.2.1";
 
@@ -204,8 +208,14 @@ pub struct NewKey {
 pub fn generate_key(kek: &Kek) -> anyhow::Result<NewKey> {
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
         .map_err(|_| anyhow::anyhow!("key generation failed"))?;
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
-        .map_err(|_| anyhow::anyhow!("generated key does not parse"))?;
+    key_from_pkcs8(kek, pkcs8.as_ref())
+}
+
+/// A P-256 PKCS#8 private key, ready to store: its RFC 7638 `kid`, public JWK and the key sealed
+/// under `kek`.
+pub fn key_from_pkcs8(kek: &Kek, pkcs8: &[u8]) -> anyhow::Result<NewKey> {
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+        .map_err(|_| anyhow::anyhow!("not a P-256 PKCS#8 key"))?;
     let (x, y) = point_xy(pair.public_key().as_ref())?;
     // RFC 7638 §3.2: the required members in lexicographic order, no whitespace.
     let thumbprint_input = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
@@ -214,7 +224,7 @@ pub fn generate_key(kek: &Kek) -> anyhow::Result<NewKey> {
         "kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"
     })
     .to_string();
-    let sealed_private = kek.seal(&kid, pkcs8.as_ref())?;
+    let sealed_private = kek.seal(&kid, pkcs8)?;
     Ok(NewKey { kid, public_jwk, sealed_private })
 }
 
@@ -296,7 +306,7 @@ impl TokenKeys {
                 let pkcs8 = self.kek.open(&row.kid, &row.private_key)?;
                 let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
                     .map_err(|_| anyhow::anyhow!("signing key {} does not parse", row.kid))?;
-                let header = serde_json::json!({ "alg": "ES256", "typ": "JWT", "kid": row.kid }).to_string();
+                let header = serde_json::json!({ "alg": "ES256", "typ": TOKEN_TYPE, "kid": row.kid }).to_string();
                 active = Some(ActiveKey { kid: row.kid.clone(), pair, header_b64: URL_SAFE_NO_PAD.encode(header) });
             }
         }
@@ -330,13 +340,23 @@ impl TokenKeys {
         Ok(token)
     }
 
-    /// Verifies a token's signature (ES256 only, key by `kid`), issuer and audience with
-    /// `jsonwebtoken`, then `exp`/`nbf` against `now` (the library would read the system clock).
+    /// Verifies a token's header (ES256 only, type [`TOKEN_TYPE`], key by `kid` from our own
+    /// ring only), then its signature, issuer and audience with `jsonwebtoken`, then `exp`/`nbf`
+    /// against `now` (the library would read the system clock).
     pub fn verify(&self, token: &str, issuer: &str, audience: &str, now: i64) -> Result<Claims, TokenError> {
         let invalid = |e: &dyn std::fmt::Display| TokenError::Invalid(e.to_string());
         let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&e))?;
         if header.alg != jsonwebtoken::Algorithm::ES256 {
             return Err(TokenError::Invalid("algorithm is not ES256".into()));
+        }
+        if header.typ.as_deref() != Some(TOKEN_TYPE) {
+            return Err(TokenError::Invalid("not a signing token (typ)".into()));
+        }
+        // We never send keys or key locations in the header; a token carrying one was not made
+        // here, and must not even look as if it could choose its own key (RFC 8725 §3.10). We
+        // understand no extension, so a `crit` header is refused too (RFC 7515 §4.1.11).
+        if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() || header.crit.is_some() {
+            return Err(TokenError::Invalid("key material in the header".into()));
         }
         let kid = header.kid.ok_or_else(|| TokenError::Invalid("no kid".into()))?;
         let ring = self.ring.load();

@@ -247,7 +247,94 @@ async fn browser_session_expires_when_idle_and_use_keeps_it(db: Db) {
     app.stop().await;
 }
 
+/// The `ninsho_password_verifications_total` counter: argon2id verifications actually run.
+async fn password_verifications(app: &TestApp) -> u64 {
+    let metrics = app.metrics().await;
+    let line = metrics.lines().find(|l| l.starts_with("ninsho_password_verifications_total ")).expect("the counter is exported");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Issue 15, item 1: the attempt is reserved before argon2 runs. 25 wrong passwords at once run
+/// exactly `max_failures` verifications (the rest are refused unchecked), and the right password
+/// after the limit is refused without a check. Two stores on one database (two instances)
+/// reserve no more between them than one would.
+async fn a_burst_of_wrong_passwords_checks_at_most_max_failures(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let max = app.config.login.max_failures;
+    assert_eq!(password_verifications(&app).await, 0);
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..25 {
+        let (client, url, origin) = (app.clinic_client(), app.url("/login"), app.origin());
+        burst.spawn(async move {
+            let form = [("login_id", DOCTOR_LOGIN.to_owned()), ("password", format!("wrong password {i}"))];
+            let res = client.post(url).header("origin", origin).form(&form).send().await.unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        });
+    }
+    let mut locked = 0;
+    while let Some(done) = burst.join_next().await {
+        let (status, body) = done.unwrap();
+        assert_eq!(status, 403, "{body}");
+        locked += u32::from(body.contains("ロックされています"));
+    }
+    assert_eq!(password_verifications(&app).await, u64::from(max), "only reserved attempts ran argon2");
+    let tail = app.store().audit_tail(500).await.unwrap();
+    let bad_password = tail.iter().filter(|r| r.event == "login" && r.detail["reason"] == "bad_password").count();
+    assert_eq!(bad_password, max as usize);
+    // The refused 20 and the last checked one say locked; the first four checked say wrong.
+    assert_eq!(locked, 25 - max + 1);
+
+    // The right password after the limit: refused, not checked, not signed in.
+    let client = app.clinic_client();
+    let res = app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await;
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("ロックされています"));
+    assert_eq!(password_verifications(&app).await, u64::from(max));
+    assert_eq!(client.get(app.url("/methods")).send().await.unwrap().status(), 303);
+
+    // Across instances: two stores on the same database, 12 reservations each, at once.
+    let other = gateway::store::Store::connect(&app.config.database.url, 4).await.unwrap();
+    let rules = gateway::store::LockoutRules {
+        max_failures: max,
+        window_secs: app.config.login.failure_window_secs,
+        lockout_secs: app.config.login.lockout_secs,
+    };
+    let now = app.clock_now();
+    let key = format!("{CLINIC}/someone-else");
+    let mut reservations = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let store = if i % 2 == 0 { app.store().clone() } else { other.clone() };
+        let key = key.clone();
+        reservations.spawn(async move { store.reserve_login_attempt(&key, now, &rules).await.unwrap() });
+    }
+    let mut reserved = 0;
+    while let Some(r) = reservations.join_next().await {
+        reserved += u32::from(matches!(r.unwrap(), gateway::store::LoginReservation::Reserved { .. }));
+    }
+    assert_eq!(reserved, max);
+    other.close().await;
+    app.stop().await;
+}
+
+/// Login timing (issue 15): an unknown login ID and a wrong password take the same path, one
+/// argon2id verification each (against the dummy hash for the unknown ID); `bench` measures
+/// both distributions.
+async fn unknown_login_and_wrong_password_each_run_one_verification(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    assert_eq!(password_verifications(&app).await, 0);
+    assert_eq!(app.login(&client, "nobody", "not the password").await.status(), 403);
+    assert_eq!(password_verifications(&app).await, 1, "unknown login ID: one verification");
+    assert_eq!(app.login(&client, DOCTOR_LOGIN, "not the password").await.status(), 403);
+    assert_eq!(password_verifications(&app).await, 2, "wrong password: one verification");
+    assert_eq!(app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await.status(), 303);
+    assert_eq!(password_verifications(&app).await, 3, "right password: one verification");
+    app.stop().await;
+}
+
 db_tests!(
+    a_burst_of_wrong_passwords_checks_at_most_max_failures,
+    unknown_login_and_wrong_password_each_run_one_verification,
     doctor_logs_in_and_sees_the_three_methods,
     browser_session_expires_when_idle_and_use_keeps_it,
     methods_page_requires_a_login,

@@ -2,7 +2,7 @@
 //! refusal, certificate binding, key rotation, and the signing-session rules they depend on.
 
 use base64::Engine as _;
-use gateway::store::{AuditVerification, AuthMethod, EndReason, NewIssuedToken, NewSigningSession, SessionFilter};
+use gateway::store::{AuditVerification, AuthMethod, Consumption, EndReason, NewIssuedToken, NewSigningSession, SessionFilter};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -124,7 +124,8 @@ async fn consumption_is_single_use_across_instances(db: Db) {
     let other = gateway::store::Store::connect(&app.config.database.url, 2).await.unwrap();
     let now = app.clock_now();
     let (a, b) = tokio::join!(app.store().consume_token(&jti, "emr-a", now), other.consume_token(&jti, "emr-a", now));
-    assert_eq!(a.unwrap().is_some() as u8 + b.unwrap().is_some() as u8, 1, "exactly one consumption wins");
+    let won = |c: &Consumption| matches!(c, Consumption::Consumed(_)) as u8;
+    assert_eq!(won(&a.unwrap()) + won(&b.unwrap()), 1, "exactly one consumption wins");
     other.close().await;
     app.stop().await;
 }
@@ -415,12 +416,17 @@ async fn a_batch_records_live_sessions_and_refuses_closed_ones(db: Db) {
     assert_eq!(recorded, vec![true; 200]);
     assert_eq!(app.store().signing_session(&sid).await.unwrap().last_activity_at, now + 7);
 
+    for jti in ["batch-jti-0", "batch-jti-199"] {
+        let consumed = app.store().consume_token(jti, "emr-a", now).await.unwrap();
+        assert!(matches!(consumed, Consumption::Consumed(_)), "{jti}: {consumed:?}");
+    }
+
     app.store().end_signing_sessions(SessionFilter::Id(&sid), EndReason::Doctor, now).await.unwrap();
     let later = [token(200, &sid), token(201, "no-such-session")];
     assert_eq!(app.store().record_issued_tokens(&later, &[]).await.unwrap(), vec![false, false]);
-    for (jti, consumable) in [("batch-jti-0", true), ("batch-jti-199", true), ("batch-jti-200", false)] {
-        assert_eq!(app.store().consume_token(jti, "emr-a", now).await.unwrap().is_some(), consumable, "{jti}");
-    }
+    // Recorded before the session ended, and still unused: refused now that it has ended.
+    assert!(matches!(app.store().consume_token("batch-jti-1", "emr-a", now).await.unwrap(), Consumption::SessionEnded));
+    assert!(matches!(app.store().consume_token("batch-jti-200", "emr-a", now).await.unwrap(), Consumption::NotConsumable));
     let tail = app.store().audit_tail(300).await.unwrap();
     let outcomes = |outcome: &str| tail.iter().filter(|r| r.event == "token_issued" && r.outcome == outcome).count();
     assert_eq!((outcomes("success"), outcomes("failure")), (200, 2));
@@ -453,7 +459,202 @@ async fn no_signing_session_opens_unaudited(db: Db) {
     app.stop().await;
 }
 
+/// Opens a signing session with `authenticator_id` as its FIDO authenticator.
+async fn open_session_with(app: &TestApp, authenticator_id: &str) -> String {
+    let user = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap();
+    let now = app.clock_now();
+    let cfg = &app.config.signing_session;
+    let new = NewSigningSession {
+        user_id: &user.id,
+        clinic_id: CLINIC,
+        method: AuthMethod::Fido,
+        authenticator_kind: "fido",
+        authenticator_id,
+        amr: &["hwk", "user", "mfa"],
+        acr: "aal3",
+        auth_time: now,
+        absolute_secs: cfg.absolute_secs,
+        idle_secs: cfg.idle_secs,
+    };
+    app.store().open_signing_session(&new, now, &Default::default()).await.unwrap().session.id
+}
+
+fn jti_of(token: &str) -> String {
+    jsonwebtoken::dangerous::insecure_decode::<Value>(token).unwrap().claims["jti"].as_str().unwrap().to_owned()
+}
+
+/// Whether the token id is stored and still unused.
+async fn unused(app: &TestApp, jti: &str) -> bool {
+    let sql = format!("UPDATE issued_tokens SET consumed_at = consumed_at WHERE jti = '{jti}' AND consumed_at IS NULL");
+    app.store().execute_unchecked(&sql).await.unwrap() == 1
+}
+
+/// Issue 15, item 2: a token issued before its session ended is refused at consume with
+/// `session_ended` and stays unused, for each of the five ways a session ends. In each round a
+/// second token of the same session consumes before the end, so the refusal is the end's doing.
+async fn tokens_of_an_ended_session_are_refused_at_consume(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let browser = app.clinic_client();
+    let admin = || gateway::admin::Admin { store: app.store(), now: app.clock_now() };
+    let user = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap();
+    let credential = "removal-test-credential";
+    let link = gateway::store::NewFidoCredential {
+        id: credential,
+        credential_id: b"removal-test-credential-id",
+        user_id: &user.id,
+        name: "test key",
+        aaguid: "00000000-0000-0000-0000-000000000000",
+        aaguid_attested: false,
+        backup_eligible: false,
+        stored: "{}",
+        counter: 0,
+    };
+    let via = gateway::store::LinkAuthorisation::Authenticator { via: "fido:test" };
+    app.store().link_fido_credential(&link, via, app.clock_now()).await.unwrap();
+
+    for way in ["logout", "end-session", "operator revoke", "account disable", "authenticator removal"] {
+        assert_eq!(app.login(&browser, DOCTOR_LOGIN, DOCTOR_PASSWORD).await.status(), 303, "{way}");
+        let sid = open_session_with(&app, credential).await;
+        let (s, control) = issue(&app, &emr, doctor()).await;
+        assert_eq!(s, 200, "{way}: {control}");
+        let (s, ok) = consume(&app, &emr, json!({ "token": control["token"] })).await;
+        assert_eq!(s, 200, "{way}: the session's tokens consume while it is open: {ok}");
+        let (s, body) = issue(&app, &emr, doctor()).await;
+        assert_eq!(s, 200, "{way}: {body}");
+        let token = body["token"].as_str().unwrap().to_owned();
+
+        match way {
+            "logout" => {
+                let res = browser.post(app.url("/logout")).header("origin", app.origin()).send().await.unwrap();
+                assert_eq!(res.status(), 303);
+            }
+            "end-session" => {
+                let res = browser.post(app.url("/signing-session/end")).header("origin", app.origin()).send().await.unwrap();
+                assert_eq!(res.status(), 303);
+            }
+            "operator revoke" => {
+                admin().session_revoke(Some(&sid), None, None).await.unwrap();
+            }
+            "account disable" => admin().user_set_enabled(CLINIC, DOCTOR_LOGIN, false).await.unwrap(),
+            "authenticator removal" => {
+                assert_eq!(admin().fido_remove(CLINIC, DOCTOR_LOGIN, credential).await.unwrap(), vec![sid.clone()]);
+            }
+            _ => unreachable!(),
+        }
+        assert!(app.store().signing_session(&sid).await.unwrap().ended_at.is_some(), "{way} ends the session");
+        let (s, err) = consume(&app, &emr, json!({ "token": token })).await;
+        assert_eq!((s, err["error"].as_str()), (409, Some("session_ended")), "{way}: {err}");
+        assert!(unused(&app, &jti_of(&token)).await, "{way}: nothing is marked used");
+        if way == "account disable" {
+            admin().user_set_enabled(CLINIC, DOCTOR_LOGIN, true).await.unwrap();
+        }
+    }
+
+    // A doctor disabled but whose session row is not (yet) ended: refused as well.
+    open_session_with(&app, credential).await;
+    let (_, body) = issue(&app, &emr, doctor()).await;
+    let token = body["token"].as_str().unwrap().to_owned();
+    app.store().set_user_enabled(CLINIC, DOCTOR_LOGIN, false, app.clock_now()).await.unwrap();
+    let (s, err) = consume(&app, &emr, json!({ "token": token })).await;
+    assert_eq!((s, err["error"].as_str()), (409, Some("session_ended")), "{err}");
+    assert!(unused(&app, &jti_of(&token)).await);
+    app.state.group_commit.flush().await;
+    let tail = app.store().audit_tail(300).await.unwrap();
+    let refusals = tail.iter().filter(|r| r.event == "token_consumed" && r.detail["reason"] == "session_ended").count();
+    assert_eq!(refusals, 6);
+    app.stop().await;
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A compact JWS of `header` and `claims` signed ES256 with `key`, however odd the header.
+fn es256(key: &aws_lc_rs::signature::EcdsaKeyPair, header: &Value, claims: &Value) -> String {
+    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let sig = key.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes()).unwrap();
+    format!("{input}.{}", b64(sig.as_ref()))
+}
+
+/// Issue 15, items 8 and the JWT checks: a token signed with the gateway's real key (a key the
+/// test installed through rotation, so it holds the private half) but with a header the gateway
+/// never makes, or out of its time, is refused at consume, each with its code; the same claims
+/// with the real header still consume afterwards, so nothing was marked used and the checks can
+/// fail.
+async fn forged_headers_and_out_of_time_tokens_are_refused_at_consume(db: Db) {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+    let app = TestApp::spawn(db).await;
+    let now = app.clock_now();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &aws_lc_rs::rand::SystemRandom::new()).unwrap();
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    let new = gateway::tokens::key_from_pkcs8(&app.config.token_kek().unwrap(), pkcs8.as_ref()).unwrap();
+    app.store().rotate_signing_key(&new.kid, "ES256", &new.public_jwk, &new.sealed_private, now).await.unwrap();
+    app.state.token_keys.refresh(app.store(), now).await.unwrap();
+
+    open_session(&app).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let (_, body) = issue(&app, &emr, doctor()).await;
+    let real = body["token"].as_str().unwrap().to_owned();
+    let real_header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(real.split('.').next().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(real_header, json!({ "alg": "ES256", "typ": "ninsho-signing+jwt", "kid": new.kid }));
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&real).unwrap().claims;
+    let with = |changes: Value| {
+        let mut h = real_header.clone();
+        h.as_object_mut().unwrap().extend(changes.as_object().unwrap().clone());
+        h
+    };
+    let attacker = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &aws_lc_rs::rand::SystemRandom::new()).unwrap();
+    let attacker_jwk: Value =
+        serde_json::from_str(&gateway::tokens::key_from_pkcs8(&app.config.token_kek().unwrap(), attacker.as_ref()).unwrap().public_jwk)
+            .unwrap();
+
+    let header_b64 = |h: &Value| b64(h.to_string().as_bytes());
+    let claims_b64 = b64(claims.to_string().as_bytes());
+    let alg_none = format!("{}.{claims_b64}.", header_b64(&with(json!({ "alg": "none" }))));
+    let hs256 = {
+        let input = format!("{}.{claims_b64}", header_b64(&with(json!({ "alg": "HS256" }))));
+        let secret = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.public_key().as_ref());
+        format!("{input}.{}", b64(aws_lc_rs::hmac::sign(&secret, input.as_bytes()).as_ref()))
+    };
+    let mut expired = claims.clone();
+    expired["nbf"] = json!(now - 200);
+    expired["iat"] = json!(now - 200);
+    expired["exp"] = json!(now);
+    let mut early = claims.clone();
+    early["nbf"] = json!(now + 60);
+    early["exp"] = json!(now + 120);
+
+    let cases = [
+        ("alg none", alg_none, 401, "invalid_token"),
+        ("HS256 keyed with the public key", hs256, 401, "invalid_token"),
+        ("embedded jwk", es256(&key, &with(json!({ "jwk": attacker_jwk })), &claims), 401, "invalid_token"),
+        ("jku", es256(&key, &with(json!({ "jku": "https://evil.example/jwks.json" })), &claims), 401, "invalid_token"),
+        ("unknown kid", es256(&key, &with(json!({ "kid": "no-such-key" })), &claims), 401, "invalid_token"),
+        ("wrong typ", es256(&key, &with(json!({ "typ": "JWT" })), &claims), 401, "invalid_token"),
+        ("no typ", es256(&key, &json!({ "alg": "ES256", "kid": new.kid }), &claims), 401, "invalid_token"),
+        ("expired", es256(&key, &real_header, &expired), 401, "token_expired"),
+        ("not yet valid", es256(&key, &real_header, &early), 401, "token_not_yet_valid"),
+    ];
+    for (what, token, status, code) in cases {
+        let (s, err) = consume(&app, &emr, json!({ "token": token })).await;
+        assert_eq!((s, err["error"].as_str().unwrap_or("")), (status, code), "{what}: {err}");
+    }
+    assert!(unused(&app, claims["jti"].as_str().unwrap()).await, "no refusal marked the token used");
+    // The same claims with the gateway's own header, signed by the same key: consumed.
+    let (s, ok) = consume(&app, &emr, json!({ "token": es256(&key, &real_header, &claims) })).await;
+    assert_eq!(s, 200, "{ok}");
+    let (s, _) = consume(&app, &emr, json!({ "token": real })).await;
+    assert_eq!(s, 409, "and then used");
+    app.stop().await;
+}
+
 db_tests!(
+    tokens_of_an_ended_session_are_refused_at_consume,
+    forged_headers_and_out_of_time_tokens_are_refused_at_consume,
     no_signing_session_opens_unaudited,
     no_token_leaves_when_its_commit_fails,
     concurrent_tokens_are_each_recorded_and_audited,

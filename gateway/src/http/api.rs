@@ -17,7 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use crate::store::{self, AuditEvent, EndReason, ServiceClient, ServiceRole, SessionFilter};
+use crate::store::{self, AuditEvent, Consumption, EndReason, ServiceClient, ServiceRole, SessionFilter};
 use crate::tls::PeerCert;
 use crate::tokens::{self, Claims, Confirmation, SHA256_OID, TokenError};
 
@@ -552,9 +552,20 @@ async fn consume(
         state.audit(audit_refusal("cnf_mismatch")).await;
         return Err(ApiError::new(StatusCode::FORBIDDEN, "cnf_mismatch", "the token is bound to another client certificate"));
     }
-    if state.store.consume_token(&claims.jti, &auth.client.id, now).await?.is_none() {
-        state.audit(audit_refusal("already_consumed")).await;
-        return Err(ApiError::new(StatusCode::CONFLICT, "token_already_used", "the token was already consumed or is unknown"));
+    match state.store.consume_token(&claims.jti, &auth.client.id, now).await? {
+        Consumption::Consumed(_) => {}
+        Consumption::SessionEnded => {
+            state.audit(audit_refusal("session_ended")).await;
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "session_ended",
+                "the signing session this token was issued in has ended",
+            ));
+        }
+        Consumption::NotConsumable => {
+            state.audit(audit_refusal("already_consumed")).await;
+            return Err(ApiError::new(StatusCode::CONFLICT, "token_already_used", "the token was already consumed or is unknown"));
+        }
     }
     state.audit(AuditEvent::TokenConsumed {
         clinic_id: claims.clinic.clone(),

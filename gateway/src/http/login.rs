@@ -15,7 +15,7 @@ use super::extract::{ClinicContext, CurrentDoctor};
 use super::i18n::{Lang, Msg};
 use super::pages;
 use super::session::{BrowserSession, LoginState};
-use crate::store::{self, AuditEvent, EndReason, LockoutRules, SessionFilter, UserKind};
+use crate::store::{self, AuditEvent, EndReason, LockoutRules, LoginReservation, SessionFilter, UserKind};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -78,11 +78,21 @@ async fn login(
         refused(StatusCode::FORBIDDEN, lang, &clinic, &text, login_id)
     };
 
-    if let Some(until) = state.store.login_locked_until(&key, now).await? {
-        state.metrics.login("locked");
-        state.store.audit(&AuditEvent::LoginLocked { clinic_id: clinic.clinic_id.clone(), user_id: None, locked_until: until }, now).await?;
-        return Ok(locked(until));
-    }
+    let rules = LockoutRules {
+        max_failures: state.config.login.max_failures,
+        window_secs: state.config.login.failure_window_secs,
+        lockout_secs: state.config.login.lockout_secs,
+    };
+    // The attempt is reserved before the password is checked (issue 15, item 1): only a reserved
+    // attempt runs argon2, so a burst of guesses checks at most `max_failures` of them.
+    let locks_until = match state.store.reserve_login_attempt(&key, now, &rules).await? {
+        LoginReservation::Reserved { locks_until } => locks_until,
+        LoginReservation::Refused { until } => {
+            state.metrics.login("locked");
+            state.store.audit(&AuditEvent::LoginLocked { clinic_id: clinic.clinic_id.clone(), user_id: None, locked_until: until }, now).await?;
+            return Ok(locked(until));
+        }
+    };
 
     let user = match state.store.user_by_login(&clinic.clinic_id, login_id).await {
         Ok(user) => Some(user),
@@ -101,15 +111,10 @@ async fn login(
                 Some(u) if !u.enabled => "disabled",
                 Some(_) => "bad_password",
             };
-            let rules = LockoutRules {
-                max_failures: state.config.login.max_failures,
-                window_secs: state.config.login.failure_window_secs,
-                lockout_secs: state.config.login.lockout_secs,
-            };
-            let now_locked = state.store.record_login_failure(&key, now, &rules).await?;
+            // The reservation already counted this failure.
             let event = AuditEvent::LoginFailed { clinic_id: clinic.clinic_id.clone(), user_id: user_id.clone(), reason };
             state.store.audit(&event, now).await?;
-            if let Some(until) = now_locked {
+            if let Some(until) = locks_until {
                 state.metrics.login("locked");
                 let event = AuditEvent::LoginLocked { clinic_id: clinic.clinic_id.clone(), user_id, locked_until: until };
                 state.store.audit(&event, now).await?;

@@ -93,7 +93,7 @@ pub enum AuditEvent {
     TokenRefused { clinic_id: String, user_id: String, client_id: String, reason: &'static str },
     /// A signing token was consumed.
     TokenConsumed { clinic_id: String, user_id: String, client_id: String, jti: String },
-    /// A token consumption was refused (`cnf_mismatch`, `already_consumed`).
+    /// A token consumption was refused (`cnf_mismatch`, `already_consumed`, `session_ended`).
     TokenConsumeRefused { clinic_id: String, user_id: String, client_id: String, jti: String, reason: &'static str },
 }
 

@@ -5,7 +5,7 @@
 //! (see `group_commit`), by a statement that re-checks that each session is still live, so a
 //! session ended on another instance a moment earlier gets no token.
 //! Consumption is one conditional `UPDATE … RETURNING`: only one presentation, on any instance,
-//! can succeed.
+//! can succeed, and only while the token's signing session is open.
 
 use super::audit::{append_audit_pg, append_audit_sqlite, audit_rows};
 use super::{AuditEvent, Backend, Error, Result, Store, corrupt, inline, read_optional, with_pool, with_reader};
@@ -174,6 +174,17 @@ pub struct ConsumedToken {
     pub session_id: String,
     /// Who requested it.
     pub client_id: String,
+}
+
+/// What [`Store::consume_token`] did.
+#[derive(Debug, Clone)]
+pub enum Consumption {
+    /// Marked used by this call.
+    Consumed(ConsumedToken),
+    /// Unused, but its signing session has ended (or its doctor was disabled): refused.
+    SessionEnded,
+    /// Unknown, already used or expired: refused.
+    NotConsumable,
 }
 
 type ClientRow = (String, String, String, String, String, bool);
@@ -431,12 +442,18 @@ impl Store {
         }
     }
 
-    /// Marks a token consumed, once: `None` if it is unknown, already consumed or expired.
-    pub async fn consume_token(&self, jti: &str, consumer: &str, now: i64) -> Result<Option<ConsumedToken>> {
+    /// Marks a token consumed, once, in one statement that also requires its signing session to
+    /// be open and its doctor enabled: a token issued before logout, the doctor's end button, an
+    /// operator's revoke, account disable or authenticator removal (each ends the session, see
+    /// `signing`) is refused with nothing marked (issue 15, item 2). Session expiry is not
+    /// checked here: the token's `exp` is at most the session's remaining life when issued.
+    pub async fn consume_token(&self, jti: &str, consumer: &str, now: i64) -> Result<Consumption> {
         let row: Option<(String, String)> = with_pool!(self, |pool| {
             sqlx::query_as(
                 "UPDATE issued_tokens SET consumed_at = $3, consumed_by = $2
                  WHERE jti = $1 AND consumed_at IS NULL AND expires_at > $3
+                   AND EXISTS (SELECT 1 FROM signing_sessions s JOIN users u ON u.id = s.user_id
+                               WHERE s.id = issued_tokens.session_id AND s.ended_at IS NULL AND u.enabled)
                  RETURNING session_id, client_id",
             )
             .bind(jti)
@@ -445,7 +462,25 @@ impl Store {
             .fetch_optional(pool)
             .await
         })?;
-        Ok(row.map(|(session_id, client_id)| ConsumedToken { session_id, client_id }))
+        if let Some((session_id, client_id)) = row {
+            return Ok(Consumption::Consumed(ConsumedToken { session_id, client_id }));
+        }
+        // Refused: only which answer to give is read here, the decision was the statement's.
+        // A token still unused whose session ended, vanished or whose doctor was disabled is
+        // `SessionEnded`; anything else (unknown, used, expired) is `NotConsumable`.
+        let ended = read_optional!(
+            self,
+            (bool,),
+            "SELECT COALESCE(t.consumed_at IS NULL AND t.expires_at > $2
+                             AND (s.id IS NULL OR s.ended_at IS NOT NULL OR NOT u.enabled), FALSE)
+             FROM issued_tokens t
+             LEFT JOIN signing_sessions s ON s.id = t.session_id
+             LEFT JOIN users u ON u.id = s.user_id
+             WHERE t.jti = $1",
+            jti,
+            now,
+        )?;
+        Ok(if ended == Some((true,)) { Consumption::SessionEnded } else { Consumption::NotConsumable })
     }
 
     /// Deletes token ids that expired before `before`.
