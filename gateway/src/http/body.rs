@@ -43,26 +43,39 @@ enum Read {
 /// The layer: buffers the body within the limit and the time allowed, or refuses the request.
 pub(super) async fn read_whole_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limit = state.config.server.max_body_bytes;
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let drain_bound = u64::try_from(limit.saturating_add(DRAIN_BYTES)).unwrap_or(u64::MAX);
     if declared.is_some_and(|n| n > drain_bound) {
-        return too_large(&parts, false);
+        return holding(too_large(&parts, false), body);
     }
     // A body that trickles in would hold the connection (and its slot under the caps) open.
     let allowed = Duration::from_secs(state.config.server.header_timeout_secs);
-    match tokio::time::timeout(allowed, read(body, limit)).await {
-        Ok(Read::Whole(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+    let refusal = match tokio::time::timeout(allowed, read(&mut body, limit)).await {
+        Ok(Read::Whole(bytes)) => return next.run(Request::from_parts(parts, Body::from(bytes))).await,
         Ok(Read::TooLarge { drained }) => too_large(&parts, drained),
         // The client is unlikely to read any answer; this one closes the connection.
         Ok(Read::Broken) => refuse(&parts, StatusCode::BAD_REQUEST, "bad_request", Msg::BodyIncomplete, true),
         Err(_) => refuse(&parts, StatusCode::REQUEST_TIMEOUT, "body_timeout", Msg::BodyTimeout, true),
-    }
+    };
+    holding(refusal, body)
+}
+
+/// Keeps the request body, unread, until the response has been sent. Dropped earlier, hyper
+/// would reset an HTTP/2 stream with CANCEL before the response went out, and the client would
+/// see a reset instead of the answer; dropped after, the reset is NO_ERROR (h2 does this).
+fn holding(res: Response, request_body: Body) -> Response {
+    res.map(|b| {
+        Body::new(b.map_frame(move |frame| {
+            let _ = &request_body;
+            frame
+        }))
+    })
 }
 
 /// Reads `body` whole if it is at most `limit` bytes; past that, discards up to [`DRAIN_BYTES`]
 /// more to find its end, keeping nothing.
-async fn read(mut body: Body, limit: usize) -> Read {
+async fn read(body: &mut Body, limit: usize) -> Read {
     let mut kept = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
