@@ -3,9 +3,9 @@
 //! connections in all and per IP, HTTP/1.1 connections still usable after a refused request.
 //! And the modes of the files that hold secrets.
 //!
-//! None of this depends on the database backend, so each test runs once, on SQLite. The idle
+//! The network tests run on both databases (the gateway behind them is the whole one). The idle
 //! test waits in real time: the limit is a network timeout of the accept loop, not the
-//! gateway's clock.
+//! gateway's clock, which governs sessions and tokens only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +21,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
-use crate::helpers::{CLINIC, DOCTOR_LOGIN, DOCTOR_PASSWORD, Db, TestApp};
+use crate::helpers::{CLINIC, DOCTOR_LOGIN, DOCTOR_PASSWORD, Db, TestApp, db_tests};
+
+db_tests!(
+    oversized_bodies_get_a_413_answer_on_http1_and_http2,
+    http1_connection_stays_usable_after_a_request_whose_body_was_not_wanted,
+    idle_http2_connection_is_closed_while_answering_pings_and_an_active_one_is_not,
+    connections_over_the_caps_are_refused_and_a_closed_one_frees_its_slot,
+);
 
 /// `server.max_body_bytes` in these tests.
 const BODY_LIMIT: usize = 4096;
@@ -29,8 +36,8 @@ const BODY_LIMIT: usize = 4096;
 /// The most the gateway reads of an oversized body to keep the connection (gateway/src/http/body.rs).
 const DRAIN_BYTES: usize = 1024 * 1024;
 
-async fn app_with_body_limit() -> TestApp {
-    TestApp::builder(Db::Sqlite).with_config(|c| c.server.max_body_bytes = BODY_LIMIT).spawn().await
+async fn app_with_body_limit(db: Db) -> TestApp {
+    TestApp::builder(db).with_config(|c| c.server.max_body_bytes = BODY_LIMIT).spawn().await
 }
 
 /// A reqwest client presenting `leaf`, speaking only HTTP/2 (prior knowledge) or only HTTP/1.1.
@@ -118,9 +125,8 @@ fn form_head(path: &str, origin: Option<&str>, len: usize) -> String {
 
 const GET_LOGIN: &[u8] = b"GET /login HTTP/1.1\r\nhost: localhost\r\n\r\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_bodies_get_a_413_answer_on_http1_and_http2() {
-    let app = app_with_body_limit().await;
+async fn oversized_bodies_get_a_413_answer_on_http1_and_http2(db: Db) {
+    let app = app_with_body_limit(db).await;
     for (http2, version) in [(false, Version::HTTP_11), (true, Version::HTTP_2)] {
         // The service API answers in JSON.
         let emr = client(&app, &app.pki.emr_a, http2);
@@ -185,9 +191,8 @@ async fn oversized_bodies_get_a_413_answer_on_http1_and_http2() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http1_connection_stays_usable_after_a_request_whose_body_was_not_wanted() {
-    let app = app_with_body_limit().await;
+async fn http1_connection_stays_usable_after_a_request_whose_body_was_not_wanted(db: Db) {
+    let app = app_with_body_limit(db).await;
     let config = tls_config(&app, &app.pki.clinic_client, b"http/1.1");
     let (rd, mut wr) = tokio::io::split(tls_from(&app, &config, [127, 0, 0, 1]).await.unwrap());
     let mut rd = BufReader::new(rd);
@@ -263,17 +268,18 @@ async fn h2_get(sender: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes
     status
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_http2_connection_is_closed_while_answering_pings_and_an_active_one_is_not() {
-    let app = TestApp::builder(Db::Sqlite).with_config(|c| c.server.idle_timeout_secs = 1).spawn().await;
+async fn idle_http2_connection_is_closed_while_answering_pings_and_an_active_one_is_not(db: Db) {
+    let app = TestApp::builder(db).with_config(|c| c.server.idle_timeout_secs = 1).spawn().await;
     let (mut idle, idle_conn) = h2_connection(&app).await;
     let (mut busy, busy_conn) = h2_connection(&app).await;
     assert_eq!(h2_get(&mut idle, &app).await, 200);
     let last_request = Instant::now();
 
     // The busy connection asks for a page every 300 ms, for well over the idle limit.
+    let mut busy_last_request = Instant::now();
     while last_request.elapsed() < Duration::from_millis(2500) {
         assert_eq!(h2_get(&mut busy, &app).await, 200);
+        busy_last_request = Instant::now();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(!busy_conn.is_finished(), "a connection with requests stays open");
@@ -283,11 +289,11 @@ async fn idle_http2_connection_is_closed_while_answering_pings_and_an_active_one
     ended.expect("closed by the server, every PING answered");
     assert!(at - last_request >= Duration::from_millis(800), "closed after {:?}, before the limit", at - last_request);
 
-    // Left alone, the busy one goes the same way.
-    let quiet = Instant::now();
+    // Left alone, the busy one goes the same way, the limit after its own last request.
     let (ended, at) = tokio::time::timeout(Duration::from_secs(5), busy_conn).await.expect("closed once idle").unwrap();
     ended.expect("closed by the server");
-    assert!(at - quiet >= Duration::from_millis(800));
+    let quiet = at - busy_last_request;
+    assert!(quiet >= Duration::from_millis(800), "closed after {quiet:?}, before the limit");
     let metrics = app.metrics().await;
     assert!(metrics.contains("ninsho_connections_idle_closed_total 2"), "{metrics}");
     app.stop().await;
@@ -316,9 +322,8 @@ async fn open_connections(app: &TestApp, n: usize) {
     panic!("never {n} open connections: {}", app.metrics().await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_the_caps_are_refused_and_a_closed_one_frees_its_slot() {
-    let app = TestApp::builder(Db::Sqlite)
+async fn connections_over_the_caps_are_refused_and_a_closed_one_frees_its_slot(db: Db) {
+    let app = TestApp::builder(db)
         .with_config(|c| {
             c.server.max_connections = 3;
             c.server.max_connections_per_ip = 2;

@@ -13,15 +13,18 @@
 //! rest makes the connection unusable), on HTTP/2 followed by a reset of that stream only, with
 //! NO_ERROR, which RFC 9113 §8.1 tells clients not to take as a failure of the response.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
+use hyper::body::{Frame, SizeHint};
 
 use super::AppState;
 use super::error::AppError;
@@ -65,12 +68,32 @@ pub(super) async fn read_whole_body(State(state): State<AppState>, req: Request,
 /// would reset an HTTP/2 stream with CANCEL before the response went out, and the client would
 /// see a reset instead of the answer; dropped after, the reset is NO_ERROR (h2 does this).
 fn holding(res: Response, request_body: Body) -> Response {
-    res.map(|b| {
-        Body::new(b.map_frame(move |frame| {
-            let _ = &request_body;
-            frame
-        }))
-    })
+    res.map(|response_body| Body::new(Holding { response_body, _request_body: request_body }))
+}
+
+/// A response body that owns the request body until it is dropped itself. It forwards the size
+/// hint, so a refusal keeps its `Content-Length` (a generic frame map would lose it and send
+/// HTTP/1.1 chunked).
+struct Holding {
+    response_body: Body,
+    _request_body: Body,
+}
+
+impl HttpBody for Holding {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.response_body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.response_body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.response_body.size_hint()
+    }
 }
 
 /// Reads `body` whole if it is at most `limit` bytes; past that, discards up to [`DRAIN_BYTES`]
