@@ -2,7 +2,8 @@
 //!
 //! Request path on the main listener, outermost first:
 //! request id → trace span → metrics → security headers → whole body read (within
-//! `server.max_body_bytes`) → **clinic gate** → same-origin check → session → route. The gate runs for every route, so no handler can skip the clinic check.
+//! `server.max_body_bytes`) → **clinic gate** → same-origin check → session → route. The gate
+//! runs for every route, so no handler can skip the clinic check.
 
 pub mod api;
 mod body;
