@@ -12,11 +12,13 @@
 mod authority;
 pub mod cards;
 mod der;
+mod files;
 mod hc_role;
 mod keys;
 mod pkcs12;
 
 pub use authority::{Authority, CrlNumber, CrlSpec, IssuingPoint, Leaf, LeafSpec, LeafUsage};
+pub use files::write_file;
 pub use hc_role::hc_role_extension;
 pub use pkcs12::pkcs12;
 

@@ -14,6 +14,9 @@ use url::Url;
 /// The documented example configuration, parsed by a test so it cannot drift from the code.
 pub const EXAMPLE: &str = include_str!("../../deploy/gateway.example.toml");
 
+/// Upper bound of `server.max_body_bytes`: bodies are buffered whole before a handler runs.
+const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -151,8 +154,17 @@ pub struct ServerConfig {
     pub public_url: Url,
     /// Seconds a client gets to finish the TLS handshake.
     pub handshake_timeout_secs: u64,
-    /// Seconds a client gets to send a request's headers.
+    /// Seconds a client gets to send a request's headers, and again its body.
     pub header_timeout_secs: u64,
+    /// Seconds a connection may go without a request before it is closed (HTTP/2: GOAWAY).
+    /// Only requests count: HTTP/2 PINGs and their answers keep no connection open.
+    pub idle_timeout_secs: u64,
+    /// Most open connections of the main listener (TLS handshakes included); more are refused.
+    pub max_connections: usize,
+    /// Most open connections from one IP address; more are refused.
+    pub max_connections_per_ip: usize,
+    /// Largest request body in bytes; a larger one is refused with 413.
+    pub max_body_bytes: usize,
 }
 
 /// TLS material of the main listener. Client trust anchors live in the database
@@ -337,6 +349,10 @@ impl Default for ServerConfig {
             public_url: default_public_url(),
             handshake_timeout_secs: 10,
             header_timeout_secs: 10,
+            idle_timeout_secs: 300,
+            max_connections: 8192,
+            max_connections_per_ip: 512,
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -468,6 +484,15 @@ impl Config {
         }
         if self.server.handshake_timeout_secs == 0 || self.server.header_timeout_secs == 0 {
             return invalid("server timeouts must be at least 1 second");
+        }
+        if self.server.idle_timeout_secs == 0 {
+            return invalid("server.idle_timeout_secs must be at least 1 second");
+        }
+        if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
+            return invalid("server.max_connections and max_connections_per_ip must be at least 1");
+        }
+        if !(1024..=MAX_BODY_LIMIT).contains(&self.server.max_body_bytes) {
+            return invalid("server.max_body_bytes must be between 1024 and 16777216");
         }
         let l = &self.login;
         if l.max_failures == 0 || l.failure_window_secs <= 0 || l.lockout_secs <= 0 {

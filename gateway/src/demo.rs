@@ -39,13 +39,8 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()>
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
+    // Keys, the .p12 and demo-secrets.json are created 0600, never briefly readable by others.
+    devpki::write_file(path, contents, private).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Paths of the demo installation.

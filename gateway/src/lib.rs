@@ -11,6 +11,7 @@ pub mod cards;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod enrollment;
 pub mod group_commit;

@@ -47,6 +47,9 @@ pub struct Metrics {
     password_verifications: Counter,
     crl_seconds_left: Family<CrlLabels, Gauge>,
     crl_missing: Family<AnchorLabels, Gauge>,
+    connections_refused: Family<ReasonLabels, Counter>,
+    connections_idle_closed: Counter,
+    connections_open: Gauge,
 }
 
 impl Default for Metrics {
@@ -83,7 +86,32 @@ impl Metrics {
             "1 for an anchor with revocation policy crl and no CRL of its own (its certificates are refused)",
             crl_missing.clone(),
         );
-        Self { registry, requests, handshake_failures, logins, password_verifications, crl_seconds_left, crl_missing }
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        let connections_idle_closed = Counter::default();
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_refused",
+            "Connections of the main listener refused before the TLS handshake, by reason (global_limit, per_ip_limit)",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "connections_idle_closed",
+            "Connections of the main listener closed after server.idle_timeout_secs without a request",
+            connections_idle_closed.clone(),
+        );
+        registry.register("connections_open", "Open connections of the main listener", connections_open.clone());
+        Self {
+            registry,
+            requests,
+            handshake_failures,
+            logins,
+            password_verifications,
+            crl_seconds_left,
+            crl_missing,
+            connections_refused,
+            connections_idle_closed,
+            connections_open,
+        }
     }
 
     /// Counts a finished request.
@@ -94,6 +122,21 @@ impl Metrics {
     /// Counts a failed handshake.
     pub fn handshake_failure(&self, reason: &'static str) {
         self.handshake_failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts a connection refused before its handshake.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts a connection closed for idleness.
+    pub fn connection_idle_closed(&self) {
+        self.connections_idle_closed.inc();
+    }
+
+    /// The gauge of open connections (kept by the connection admission, which knows the count).
+    pub fn connections_open(&self) -> Gauge {
+        self.connections_open.clone()
     }
 
     /// Counts a login attempt.

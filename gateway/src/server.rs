@@ -2,8 +2,10 @@
 //! shuts down gracefully.
 //!
 //! The accept loop is ours (not `axum::serve`) so that every connection gets a handshake
-//! timeout, the verified client certificate is attached to each request as [`PeerCert`], and
-//! handshake failures are counted by reason.
+//! timeout, the verified client certificate is attached to each request as [`PeerCert`],
+//! handshake failures are counted by reason, connections are capped in all and per client IP,
+//! and a connection without requests is closed after `server.idle_timeout_secs` (HTTP/2 PINGs
+//! are answered by hyper and do not count; see [`crate::connections`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,7 +16,6 @@ use anyhow::Context as _;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use arc_swap::ArcSwap;
@@ -23,6 +24,7 @@ use tower::ServiceExt as _;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::connections::{Activity, Admission, Permit};
 use crate::http::{self, App, AppState};
 use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
@@ -161,7 +163,8 @@ impl Application {
         tracing::info!(addr = %main.local_addr()?, ops = %ops_task_addr(&state), db = state.store.backend_name(), "gateway listening");
 
         let router = http::router(state.clone());
-        let graceful = GracefulShutdown::new();
+        let limits = &state.config.server;
+        let admission = Admission::new(limits.max_connections, limits.max_connections_per_ip, state.metrics.connections_open());
         tokio::pin!(shutdown);
         loop {
             let (tcp, remote) = tokio::select! {
@@ -176,14 +179,24 @@ impl Application {
                 },
                 () = &mut shutdown => break,
             };
+            // Refused before the handshake: a refused client costs no TLS work.
+            let permit = match admission.admit(remote.ip()) {
+                Ok(permit) => permit,
+                Err(refusal) => {
+                    state.metrics.connection_refused(refusal.reason());
+                    tracing::debug!(%remote, reason = refusal.reason(), "connection refused");
+                    drop(tcp);
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
             let conn = Connection { acceptor: tls.acceptor(), router: router.clone(), state: state.clone() };
-            let watcher = graceful.watcher();
-            tokio::spawn(async move { conn.serve(tcp, remote, watcher).await });
+            tokio::spawn(conn.serve(tcp, remote, permit, stop_rx.clone()));
         }
         drop(main);
+        // Every connection sees this, finishes its open requests and closes (HTTP/2: GOAWAY).
         let _ = stop_tx.send(true);
-        if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), admission.all_closed()).await.is_err() {
             tracing::warn!("connections still open after 30 s; closing");
         }
         let _ = ops_task.await;
@@ -208,7 +221,9 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, tcp: tokio::net::TcpStream, remote: SocketAddr, watcher: hyper_util::server::graceful::Watcher) {
+    /// Serves one connection until it ends, the server stops or it goes idle; `permit` holds its
+    /// slot under the connection caps until then.
+    async fn serve(self, tcp: tokio::net::TcpStream, remote: SocketAddr, permit: Permit, mut stop: tokio::sync::watch::Receiver<bool>) {
         let timeouts = &self.state.config.server;
         let handshake = tokio::time::timeout(Duration::from_secs(timeouts.handshake_timeout_secs), self.acceptor.accept(tcp));
         let stream = match handshake.await {
@@ -233,9 +248,17 @@ impl Connection {
             return;
         };
         let router = self.router;
+        let activity = Activity::new();
+        let requests = activity.clone();
         let service = tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            let guard = requests.request();
             req.extensions_mut().insert(peer.clone());
-            router.clone().oneshot(req.map(axum::body::Body::new))
+            let response = router.clone().oneshot(req.map(axum::body::Body::new));
+            async move {
+                let response = response.await;
+                drop(guard);
+                response
+            }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -244,9 +267,31 @@ impl Connection {
             .header_read_timeout(Duration::from_secs(timeouts.header_timeout_secs));
         builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-        if let Err(e) = watcher.watch(conn.into_owned()).await {
-            tracing::debug!(%remote, error = %e, "connection ended with an error");
+        tokio::pin!(conn);
+        let idle = activity.idle_for(Duration::from_secs(timeouts.idle_timeout_secs));
+        tokio::pin!(idle);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%remote, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = &mut idle, if !closing => {
+                    self.state.metrics.connection_idle_closed();
+                    tracing::debug!(%remote, "closing an idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = stop.wait_for(|s| *s), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
         }
+        drop(permit);
     }
 }
 

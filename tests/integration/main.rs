@@ -10,6 +10,7 @@ mod helpers;
 mod admin_cli;
 mod audit;
 mod card_login;
+mod connections;
 mod demo;
 mod e2e;
 mod fido_login;

@@ -255,14 +255,7 @@ impl Card {
 }
 
 fn write(dir: &Path, name: &str, contents: &[u8], private: bool) -> std::io::Result<()> {
-    let path = dir.join(name);
-    std::fs::write(&path, contents)?;
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
+    crate::write_file(&dir.join(name), contents, private)
 }
 
 /// How to make one CA certificate.

@@ -115,6 +115,9 @@ pub enum Msg {
     ErrorTitle,
     InternalError,
     NotFound,
+    BodyTooLarge,
+    BodyTimeout,
+    BodyIncomplete,
     SignedOut,
     // FIDO and signing sessions.
     FidoNeedsLink,
@@ -273,6 +276,18 @@ impl Msg {
                 "Something went wrong on our side. Please try again later.",
             ),
             NotFound => ("ページが見つかりません。", "Page not found."),
+            BodyTooLarge => (
+                "送信されたデータが大きすぎるため、受け付けられません。",
+                "The request was refused because its body is too large.",
+            ),
+            BodyTimeout => (
+                "データの受信が時間内に終わらなかったため、リクエストを打ち切りました。",
+                "The request was refused because its body did not arrive in time.",
+            ),
+            BodyIncomplete => (
+                "送信されたデータを最後まで受信できませんでした。",
+                "The request body could not be read to the end.",
+            ),
             SignedOut => ("ログアウトしました。", "You have signed out."),
             FidoNeedsLink => (
                 "FIDO認証を使うには、先に下の「FIDO認証器の登録」で認証器を登録してください。",

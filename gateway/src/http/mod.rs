@@ -1,10 +1,12 @@
 //! HTTP: the main (mTLS) router with its middleware stack, and the ops router.
 //!
 //! Request path on the main listener, outermost first:
-//! request id → trace span → metrics → security headers → **clinic gate** → same-origin check
-//! → session → route. The gate runs for every route, so no handler can skip the clinic check.
+//! request id → trace span → metrics → security headers → whole body read (within
+//! `server.max_body_bytes`) → **clinic gate** → same-origin check → session → route. The gate
+//! runs for every route, so no handler can skip the clinic check.
 
 pub mod api;
+mod body;
 mod card;
 mod error;
 mod extract;
@@ -19,7 +21,7 @@ mod session;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -114,6 +116,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(browser)
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), body::read_whole_body))
         .layer(middleware::from_fn_with_state(csp, security_headers))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(

@@ -254,6 +254,24 @@ fn migrator(postgres: bool) -> sqlx::migrate::Migrator {
     Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT }
 }
 
+/// Creates a missing SQLite file empty (a valid empty database) and readable by its owner only,
+/// before SQLite would create it with 0644 less the umask: it holds password hashes, sessions
+/// and sealed signing keys. SQLite gives the `-wal` and `-shm` files the main file's mode.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://...`). A SQLite file is created if missing
     /// and runs in WAL mode.
@@ -262,6 +280,7 @@ impl Store {
             let options = SqliteConnectOptions::from_str(url)?
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
+            create_private(options.get_filename()).map_err(sqlx::Error::Io)?;
             // The writer opens (and creates) the file first and switches it to WAL, which lets the
             // readers run beside it.
             let write = SqlitePoolOptions::new()
