@@ -531,6 +531,34 @@ async fn removing_a_card_ends_the_sessions_opened_with_it(db: Db) {
     app.stop().await;
 }
 
+async fn removing_a_card_needs_a_fresh_card_proof(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    assert_eq!(b.link_with_code("jpki", &issue_code(&app, CLINIC, DOCTOR_LOGIN).await, &c.jpki, &[]).await.0, 200);
+    let id = app.store().card_credentials_of(&user).await.unwrap()[0].id.clone();
+    let remove = || b.client.post(app.url(&format!("/auth/card/credentials/{id}/remove"))).header("origin", app.origin()).send();
+    // Linked with the code, but no card proof in this browser session yet.
+    let res = remove().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("直前に登録済みのカードまたはFIDO認証器での認証が必要"));
+    // Nor adding a second one with a code.
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    let refused = b.post("/auth/card/challenge", &json!({ "card": "hpki", "purpose": "link", "code": code })).await;
+    assert_error(&refused, 403, "reauth_required", "直前に");
+    // A card login is the proof; it lasts login.reauth_secs.
+    assert_eq!(b.login("jpki", &c.jpki, &[]).await.0, 200);
+    app.clock.advance(time::Duration::seconds(app.config.login.reauth_secs + 1));
+    assert_eq!(remove().await.unwrap().status(), 403, "the proof is too old");
+    assert_eq!(b.login("jpki", &c.jpki, &[]).await.0, 200);
+    assert_eq!(remove().await.unwrap().status(), 303);
+    assert!(app.store().card_credentials_of(&user).await.unwrap().is_empty());
+    let audit = app.store().audit_tail(100).await.unwrap();
+    assert_eq!(audit.iter().filter(|r| r.event == "authenticator_change_refused" && r.detail["reason"] == "reauth_required").count(), 2);
+    app.stop().await;
+}
+
 async fn admin_cert_check_explains_and_names_the_linked_account(db: Db) {
     let app = app(db).await;
     let c = cards();
@@ -759,4 +787,5 @@ db_tests!(
     challenges_are_single_use_bound_to_the_browser_session_and_expire,
     cards_of_other_doctors_and_unlinked_cards_are_refused,
     removing_a_card_ends_the_sessions_opened_with_it,
+    removing_a_card_needs_a_fresh_card_proof,
 );

@@ -14,13 +14,13 @@ use crate::helpers::*;
 use fido::soft::SoftAuthenticator;
 
 /// A signed-in doctor's browser.
-struct Browser<'a> {
-    app: &'a TestApp,
-    client: reqwest::Client,
+pub(crate) struct Browser<'a> {
+    pub(crate) app: &'a TestApp,
+    pub(crate) client: reqwest::Client,
 }
 
 impl<'a> Browser<'a> {
-    async fn doctor(app: &'a TestApp) -> Browser<'a> {
+    pub(crate) async fn doctor(app: &'a TestApp) -> Browser<'a> {
         Self::login(app, app.clinic_client(), DOCTOR_LOGIN, DOCTOR_PASSWORD).await
     }
 
@@ -28,29 +28,29 @@ impl<'a> Browser<'a> {
         Self::login(app, app.client(Some(&app.pki.other_clinic_client)), OTHER_DOCTOR_LOGIN, OTHER_DOCTOR_PASSWORD).await
     }
 
-    async fn login(app: &'a TestApp, client: reqwest::Client, login: &str, password: &str) -> Browser<'a> {
+    pub(crate) async fn login(app: &'a TestApp, client: reqwest::Client, login: &str, password: &str) -> Browser<'a> {
         assert_eq!(app.login(&client, login, password).await.status(), 303);
         Browser { app, client }
     }
 
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         let res = self.client.post(self.app.url(path)).header("origin", self.app.origin()).json(&body).send().await.unwrap();
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
-    async fn form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         self.client.post(self.app.url(path)).header("origin", self.app.origin()).form(form).send().await.unwrap()
     }
 
-    async fn methods(&self) -> String {
+    pub(crate) async fn methods(&self) -> String {
         let res = self.client.get(self.app.url("/methods")).send().await.unwrap();
         assert_eq!(res.status(), 200);
         res.text().await.unwrap()
     }
 
     /// Enters `code` and registers `auth`; returns the finish answer.
-    async fn link_with_code(&self, auth: &mut SoftAuthenticator, code: &str) -> (StatusCode, Value) {
+    pub(crate) async fn link_with_code(&self, auth: &mut SoftAuthenticator, code: &str) -> (StatusCode, Value) {
         let (status, options) = self.post("/fido/register/start", json!({ "code": code })).await;
         if status != 200 {
             return (status, options);
@@ -60,7 +60,7 @@ impl<'a> Browser<'a> {
     }
 
     /// Runs an authentication ceremony answered by `auth`; returns the finish answer.
-    async fn authenticate(&self, auth: &mut SoftAuthenticator) -> (StatusCode, Value) {
+    pub(crate) async fn authenticate(&self, auth: &mut SoftAuthenticator) -> (StatusCode, Value) {
         let (status, options) = self.post("/fido/auth/start", json!({})).await;
         if status != 200 {
             return (status, options);
@@ -70,30 +70,30 @@ impl<'a> Browser<'a> {
     }
 }
 
-fn authenticator(app: &TestApp) -> SoftAuthenticator {
+pub(crate) fn authenticator(app: &TestApp) -> SoftAuthenticator {
     let mut a = SoftAuthenticator::new();
     a.origin = app.origin();
     a.rp_id = "localhost".to_owned();
     a
 }
 
-async fn issue_code(app: &TestApp, clinic: &str, login: &str) -> String {
+pub(crate) async fn issue_code(app: &TestApp, clinic: &str, login: &str) -> String {
     let admin = Admin { store: app.store(), now: app.clock_now() };
     let (code, _) = admin.enroll_code_issue(clinic, login, 24 * 3600, 5).await.unwrap();
     code.to_string()
 }
 
-async fn user_id(app: &TestApp, clinic: &str, login: &str) -> String {
+pub(crate) async fn user_id(app: &TestApp, clinic: &str, login: &str) -> String {
     app.store().user_by_login(clinic, login).await.unwrap().id
 }
 
-fn assert_error(got: &(StatusCode, Value), status: u16, code: &str, text: &str) {
+pub(crate) fn assert_error(got: &(StatusCode, Value), status: u16, code: &str, text: &str) {
     assert_eq!(got.0.as_u16(), status, "{got:?}");
     assert_eq!(got.1["error"], code, "{got:?}");
     assert!(got.1["message"].as_str().unwrap_or_default().contains(text), "{text:?} not in {got:?}");
 }
 
-async fn events(app: &TestApp) -> Vec<(String, String, Value)> {
+pub(crate) async fn events(app: &TestApp) -> Vec<(String, String, Value)> {
     let mut rows = app.store().audit_tail(500).await.unwrap();
     rows.reverse();
     rows.into_iter().map(|r| (r.event, r.outcome, r.detail)).collect()
