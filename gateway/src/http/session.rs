@@ -219,22 +219,23 @@ impl BrowserSession {
         let store = &self.inner.state.store;
         let from = self.current().id.as_ref().map(SessionId::hash);
         let mut to = SessionId::random();
-        let row = |id_hash| SessionSignIn {
-            id_hash,
+        let mut row = SessionSignIn {
+            id_hash: to.hash(),
             data: &json,
             user_id: &user_id,
-            client_cert_sha256: &binding,
+            client_cert_sha256: binding,
             expires_at,
             absolute_expires_at,
         };
         let moved = match from {
-            Some(from) => store.session_sign_in_move(&from, &row(&to.hash()), now).await?,
+            Some(from) => store.session_sign_in_move(&from, &row, now).await?,
             None => false,
         };
         if !moved {
             // A collision of 256-bit random ids does not happen, but never overwrite a session.
-            while !store.session_create(&row(&to.hash()), now).await? {
+            while !store.session_create(&row, now).await? {
                 to = SessionId::random();
+                row.id_hash = to.hash();
             }
         }
         *self.current() =

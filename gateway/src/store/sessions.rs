@@ -21,16 +21,16 @@ pub(super) const MOVE_SESSION: &str = "UPDATE browser_sessions SET id_hash = $2,
      WHERE id_hash = $1";
 
 /// A session signed in with a password: whose it is, and what binds it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SessionSignIn<'a> {
     /// SHA-256 of the new id.
-    pub id_hash: &'a [u8; 32],
+    pub id_hash: [u8; 32],
     /// The session data (JSON).
     pub data: &'a str,
     /// The signed-in user, so that an operator's password change can end the session.
     pub user_id: &'a str,
     /// SHA-256 of the clinic client certificate's fingerprint the session was created under.
-    pub client_cert_sha256: &'a [u8; 32],
+    pub client_cert_sha256: [u8; 32],
     /// Idle expiry, Unix seconds.
     pub expires_at: i64,
     /// Absolute expiry, Unix seconds.
