@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
 
-use crate::admin::{self, Admin, PasswordChoice};
+use crate::admin::{Admin, PasswordChoice};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::password::PasswordHasher;
