@@ -92,7 +92,8 @@ async fn changing_authenticators_needs_a_fresh_proof(db: Db) {
     let audit = events(&app).await;
     let refused: Vec<_> = audit.iter().filter(|(e, _, d)| e == "authenticator_change_refused" && d["reason"] == "reauth_required").collect();
     assert_eq!(refused.len(), 4, "{refused:?}");
-    assert!(audit.iter().any(|(e, _, d)| e == "authenticator_link_failed" && d["reason"] == "reauth_required"));
+    let link_refusals = audit.iter().filter(|(e, o, d)| e == "authenticator_linked" && o == "failure" && d["reason"] == "reauth_required");
+    assert_eq!(link_refusals.count(), 3, "FIDO and card before the proof, FIDO after the window");
     app.stop().await;
 }
 
