@@ -481,6 +481,8 @@ async fn cards_of_other_doctors_and_unlinked_cards_are_refused(db: Db) {
     let my_code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
     let other_code = issue_code(&app, OTHER_CLINIC, OTHER_DOCTOR_LOGIN).await;
     assert_eq!(other.link_with_code("hpki", &other_code, &c.doctor2, &chain).await.0, 200);
+    // A second card needs a fresh card proof first (issue 15).
+    assert_eq!(other.login("hpki", &c.doctor2, &chain).await.0, 200);
     let other_code = issue_code(&app, OTHER_CLINIC, OTHER_DOCTOR_LOGIN).await;
     assert_eq!(other.link_with_code("jpki", &other_code, &c.jpki2, &[]).await.0, 200);
 
@@ -623,7 +625,12 @@ async fn admin_cert_check_and_login_agree(db: Db) {
         ("jpki", "my number", &c.jpki, vec![]),
     ];
     let dir = app.dir.path();
+    let me = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
     for (i, (kind, what, card, chain)) in table.iter().enumerate() {
+        // Once a card is linked (the HPKI doctor card), another needs a fresh card proof (issue 15).
+        if !app.store().card_credentials_of(&me).await.unwrap().is_empty() {
+            assert_eq!(b.login("hpki", &c.doctor, &[hpki_ca]).await.0, 200);
+        }
         let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
         let ch = b.challenge(json!({ "card": kind, "purpose": "link", "code": code })).await;
         let data = card::ClientData::new(

@@ -118,9 +118,10 @@ async fn link_with_code_then_authenticate_opens_a_signing_session(db: Db) {
     assert_eq!(creds[0].credential_id, key.credential_id);
     assert_eq!(creds[0].linked_via, "code");
 
-    // The code is used up.
+    // A second one needs a fresh proof with the linked one first (issue 15), before the code is
+    // even looked at.
     let mut other_key = authenticator(&app);
-    assert_error(&doctor.link_with_code(&mut other_key, &code).await, 403, "code_used", "使用済み");
+    assert_error(&doctor.link_with_code(&mut other_key, &code).await, 403, "reauth_required", "直前に");
 
     let before = doctor.client.get(app.url("/methods")).send().await.unwrap();
     assert_eq!(before.status(), 200);
@@ -138,6 +139,8 @@ async fn link_with_code_then_authenticate_opens_a_signing_session(db: Db) {
     assert!(page.contains(&gateway::http::Lang::Ja.format_time(session.expires_at)), "expiry shown in JST");
     let counter = app.store().fido_credentials_of(&uid).await.unwrap()[0].counter;
     assert_eq!(counter, 1, "the counter went up");
+    // With that proof, the used-up code is refused as such.
+    assert_error(&doctor.link_with_code(&mut other_key, &code).await, 403, "code_used", "使用済み");
 
     let audit = events(&app).await;
     let names: Vec<&str> = audit.iter().map(|(e, _, _)| e.as_str()).collect();
@@ -404,6 +407,8 @@ async fn removed_credential_is_refused_and_its_sessions_end(db: Db) {
     let mut a = authenticator(&app);
     let mut b = authenticator(&app);
     assert_eq!(doctor.link_with_code(&mut a, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
+    // The second one needs a fresh proof with the first (issue 15).
+    assert_eq!(doctor.authenticate(&mut a).await.0, 200);
     assert_eq!(doctor.link_with_code(&mut b, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
     assert_eq!(doctor.authenticate(&mut a).await.0, 200);
     let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
@@ -583,11 +588,14 @@ async fn sessions_beyond_aal3_are_issued_as_aal2(db: Db) {
 
 async fn logout_and_account_disable_end_the_signing_session(db: Db) {
     let app = TestApp::spawn(db).await;
-    let (sid, _) = open_session(&app).await;
+    let first = Browser::doctor(&app).await;
+    let mut key = authenticator(&app);
+    assert_eq!(first.link_with_code(&mut key, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
+    assert_eq!(first.authenticate(&mut key).await.0, 200);
+    let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let sid = app.store().live_signing_session(&uid, CLINIC, app.clock_now()).await.unwrap().unwrap().id;
     app.clock.advance(time::Duration::seconds(1)); // sessions of one second would tie in "most recent"
     let doctor = Browser::doctor(&app).await; // a second browser of the same doctor
-    let mut key = authenticator(&app);
-    assert_eq!(doctor.link_with_code(&mut key, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
     assert_eq!(doctor.authenticate(&mut key).await.0, 200);
     let superseded = app.store().signing_session(&sid).await.unwrap();
     assert_eq!(superseded.state(app.clock_now()), SigningSessionState::Ended("superseded".into()));
