@@ -214,6 +214,11 @@ pub struct LoginConfig {
     pub lockout_secs: i64,
     /// Browser-session idle timeout.
     pub session_idle_secs: i64,
+    /// Browser-session absolute lifetime from the password login, however active the session.
+    pub session_absolute_secs: i64,
+    /// How recent a card or FIDO proof in this browser session must be to add, rename or remove
+    /// an authenticator (issue 15: a password alone never changes the factors).
+    pub reauth_secs: i64,
     /// argon2id memory cost in KiB (OWASP minimum: 19456).
     pub argon2_memory_kib: u32,
     /// argon2id iterations.
@@ -408,6 +413,8 @@ impl Default for LoginConfig {
             failure_window_secs: 15 * 60,
             lockout_secs: 15 * 60,
             session_idle_secs: 30 * 60,
+            session_absolute_secs: 12 * 60 * 60,
+            reauth_secs: 5 * 60,
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
         }
@@ -498,8 +505,8 @@ impl Config {
         if l.max_failures == 0 || l.failure_window_secs <= 0 || l.lockout_secs <= 0 {
             return invalid("login.max_failures, failure_window_secs and lockout_secs must be positive");
         }
-        if l.session_idle_secs <= 0 {
-            return invalid("login.session_idle_secs must be positive");
+        if l.session_idle_secs <= 0 || l.session_absolute_secs <= 0 || l.reauth_secs <= 0 {
+            return invalid("login.session_idle_secs, session_absolute_secs and reauth_secs must be positive");
         }
         if l.argon2_memory_kib < 8 * 1024 || l.argon2_iterations == 0 {
             return invalid("login.argon2_memory_kib must be at least 8192 and argon2_iterations at least 1");

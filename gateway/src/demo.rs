@@ -11,7 +11,7 @@ use devpki::cards::{CaOptions, CardSpec, Hpki, Jpki};
 use devpki::{Authority, KeyAlg, LeafSpec, LeafUsage, pkcs12};
 use serde::{Deserialize, Serialize};
 
-use crate::admin::{self, Admin};
+use crate::admin::{self, Admin, PasswordChoice};
 use crate::cli::DemoArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat};
@@ -174,12 +174,12 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
     store.add_service_client(&emr_client, now.unix_timestamp()).await?;
     admin.clinic_cert_add(CLINIC_ID, &paths.p("clinic/client.pem"), None).await?;
     let hasher = PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations)?;
-    let doctor_password = admin::generate_password();
-    let staff_password = admin::generate_password();
-    admin
-        .user_add(&hasher, CLINIC_ID, "doctor1", UserKind::Doctor, "山田 太郎", Some("123456"), &doctor_password)
+    // Permanent: the logins the demo prints keep working, without a change-password page first.
+    let (_, doctor_password) = admin
+        .user_add(&hasher, CLINIC_ID, "doctor1", UserKind::Doctor, "山田 太郎", Some("123456"), PasswordChoice::Generate, true)
         .await?;
-    admin.user_add(&hasher, CLINIC_ID, "staff1", UserKind::Staff, "佐藤 花子", None, &staff_password).await?;
+    let (_, staff_password) =
+        admin.user_add(&hasher, CLINIC_ID, "staff1", UserKind::Staff, "佐藤 花子", None, PasswordChoice::Generate, true).await?;
     // A registration code so the demo doctor can link a passkey right away (DESIGN §5).
     let (enroll_code, _) = admin
         .enroll_code_issue(CLINIC_ID, "doctor1", config.enrollment.code_ttl_secs, config.enrollment.code_max_failures)

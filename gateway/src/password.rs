@@ -6,6 +6,10 @@
 //! first use and kept. Allocating it per login let each allocator arena keep its own freed copy
 //! (glibc raises its mmap threshold after the first large free), which grew the process by tens of
 //! MiB during a burst of logins and never gave it back.
+//!
+//! Also the strength rule for passwords a person chooses ([`weakness`]): a length range, a list of
+//! common passwords shipped with the product, the user's own login ID and name, and the `zxcvbn`
+//! estimator (the Dropbox model of how attackers guess).
 
 use std::sync::{Mutex, PoisonError};
 
@@ -142,6 +146,70 @@ impl PasswordHasher {
     }
 }
 
+/// Passwords shipped with the product that are refused outright (gateway/data/README.md says
+/// where the list comes from): lowercase, one per line.
+const COMMON: &str = include_str!("../data/common-passwords.txt");
+
+/// The common list as a set, built on first use.
+static COMMON_SET: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| COMMON.lines().map(str::trim).filter(|l| !l.is_empty()).collect());
+
+/// Shortest and longest password accepted, in characters (NIST SP 800-63B §5.1.1.2: at least 8,
+/// long passphrases allowed).
+pub const LENGTH: std::ops::RangeInclusive<usize> = 8..=256;
+
+/// The lowest `zxcvbn` score accepted: 3 means more than 10^8 guesses (the estimator's own advice:
+/// anything below is too weak).
+const MIN_SCORE: u8 = 3;
+
+/// Why a chosen password is refused; each has a message in Japanese and English (`http::i18n`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weakness {
+    /// Outside [`LENGTH`].
+    Length,
+    /// On the shipped list of common passwords (also with digits or symbols appended).
+    Common,
+    /// Contains the login ID or the name.
+    Personal,
+    /// Too easy to guess for the estimator.
+    Guessable,
+}
+
+impl Weakness {
+    /// The reason in English, for the admin CLI (`http::i18n` has both languages for pages).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Weakness::Length => "password must be 8–256 characters",
+            Weakness::Common => "password is on the list of common passwords",
+            Weakness::Personal => "password must not contain the login ID or the name",
+            Weakness::Guessable => "password is too easy to guess: use a longer passphrase of unrelated words",
+        }
+    }
+}
+
+/// Checks a password a doctor or an operator chose; `personal` are the login ID, name and the
+/// like, which it must not contain. `None`: strong enough.
+pub fn weakness(password: &str, personal: &[&str]) -> Option<Weakness> {
+    if !LENGTH.contains(&password.chars().count()) {
+        return Some(Weakness::Length);
+    }
+    let lower = password.to_lowercase();
+    // "Password123!" is as common as "password": strip what people append before looking it up.
+    let stem = lower.trim_end_matches(|c: char| c.is_ascii_digit() || c.is_ascii_punctuation());
+    if COMMON_SET.contains(lower.as_str()) || COMMON_SET.contains(stem) {
+        return Some(Weakness::Common);
+    }
+    let compact = |s: &str| s.to_lowercase().chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let lower_compact = compact(password);
+    if personal.iter().map(|p| compact(p)).any(|p| p.chars().count() >= 3 && lower_compact.contains(&p)) {
+        return Some(Weakness::Personal);
+    }
+    if u8::from(zxcvbn::zxcvbn(password, personal).score()) < MIN_SCORE {
+        return Some(Weakness::Guessable);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +301,27 @@ mod tests {
         assert!(!pool.is_empty() && pool.len() <= h.slots, "{} buffers for {} permits", pool.len(), h.slots);
         assert!(pool.iter().all(|b| b.len() == 1024), "1 KiB blocks");
         Ok(())
+    }
+
+    #[test]
+    fn weak_common_and_personal_passwords_are_refused_with_their_reason() {
+        let me = ["doctor1", "山田 太郎"];
+        assert_eq!(weakness("short", &me), Some(Weakness::Length));
+        assert_eq!(weakness(&"x".repeat(257), &me), Some(Weakness::Length));
+        assert_eq!(weakness("password", &me), Some(Weakness::Common));
+        assert_eq!(weakness("Password123!", &me), Some(Weakness::Common));
+        assert_eq!(weakness("baseball", &me), Some(Weakness::Common));
+        assert_eq!(weakness("doctor1-Vaporous-Tundra", &me), Some(Weakness::Personal));
+        assert_eq!(weakness("山田太郎の秘密のかぎ", &me), Some(Weakness::Personal));
+        assert_eq!(weakness("abcdefgh1", &me), Some(Weakness::Guessable));
+        assert_eq!(weakness("aaaaaaaaaaaa", &me), Some(Weakness::Guessable));
+        assert_eq!(weakness("violet tundra of spoons", &me), None);
+        assert_eq!(weakness("Tx7#qv9!Lm2@", &me), None);
+    }
+
+    #[test]
+    fn the_common_list_is_shipped_and_lowercase() {
+        assert!(COMMON_SET.len() >= 4000, "{}", COMMON_SET.len());
+        assert!(COMMON_SET.iter().all(|p| *p == p.to_lowercase() && p.chars().count() >= 8));
     }
 }

@@ -481,6 +481,8 @@ async fn cards_of_other_doctors_and_unlinked_cards_are_refused(db: Db) {
     let my_code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
     let other_code = issue_code(&app, OTHER_CLINIC, OTHER_DOCTOR_LOGIN).await;
     assert_eq!(other.link_with_code("hpki", &other_code, &c.doctor2, &chain).await.0, 200);
+    // A second card needs a fresh card proof first (issue 15).
+    assert_eq!(other.login("hpki", &c.doctor2, &chain).await.0, 200);
     let other_code = issue_code(&app, OTHER_CLINIC, OTHER_DOCTOR_LOGIN).await;
     assert_eq!(other.link_with_code("jpki", &other_code, &c.jpki2, &[]).await.0, 200);
 
@@ -528,6 +530,34 @@ async fn removing_a_card_ends_the_sessions_opened_with_it(db: Db) {
     assert_ne!(issue_token(&app).await.0, 200);
     // And the card no longer logs in.
     assert_error(&b.post("/auth/card/challenge", &json!({ "card": "jpki" })).await, 409, "no_card_linked", "");
+    app.stop().await;
+}
+
+async fn removing_a_card_needs_a_fresh_card_proof(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    assert_eq!(b.link_with_code("jpki", &issue_code(&app, CLINIC, DOCTOR_LOGIN).await, &c.jpki, &[]).await.0, 200);
+    let id = app.store().card_credentials_of(&user).await.unwrap()[0].id.clone();
+    let remove = || b.client.post(app.url(&format!("/auth/card/credentials/{id}/remove"))).header("origin", app.origin()).send();
+    // Linked with the code, but no card proof in this browser session yet.
+    let res = remove().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("直前に登録済みのカードまたはFIDO認証器での認証が必要"));
+    // Nor adding a second one with a code.
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    let refused = b.post("/auth/card/challenge", &json!({ "card": "hpki", "purpose": "link", "code": code })).await;
+    assert_error(&refused, 403, "reauth_required", "直前に");
+    // A card login is the proof; it lasts login.reauth_secs.
+    assert_eq!(b.login("jpki", &c.jpki, &[]).await.0, 200);
+    app.clock.advance(time::Duration::seconds(app.config.login.reauth_secs + 1));
+    assert_eq!(remove().await.unwrap().status(), 403, "the proof is too old");
+    assert_eq!(b.login("jpki", &c.jpki, &[]).await.0, 200);
+    assert_eq!(remove().await.unwrap().status(), 303);
+    assert!(app.store().card_credentials_of(&user).await.unwrap().is_empty());
+    let audit = app.store().audit_tail(100).await.unwrap();
+    assert_eq!(audit.iter().filter(|r| r.event == "authenticator_change_refused" && r.detail["reason"] == "reauth_required").count(), 2);
     app.stop().await;
 }
 
@@ -595,7 +625,12 @@ async fn admin_cert_check_and_login_agree(db: Db) {
         ("jpki", "my number", &c.jpki, vec![]),
     ];
     let dir = app.dir.path();
+    let me = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
     for (i, (kind, what, card, chain)) in table.iter().enumerate() {
+        // Once a card is linked (the HPKI doctor card), another needs a fresh card proof (issue 15).
+        if !app.store().card_credentials_of(&me).await.unwrap().is_empty() {
+            assert_eq!(b.login("hpki", &c.doctor, &[hpki_ca]).await.0, 200);
+        }
         let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
         let ch = b.challenge(json!({ "card": kind, "purpose": "link", "code": code })).await;
         let data = card::ClientData::new(
@@ -759,4 +794,5 @@ db_tests!(
     challenges_are_single_use_bound_to_the_browser_session_and_expire,
     cards_of_other_doctors_and_unlinked_cards_are_refused,
     removing_a_card_ends_the_sessions_opened_with_it,
+    removing_a_card_needs_a_fresh_card_proof,
 );

@@ -14,13 +14,13 @@ use crate::helpers::*;
 use fido::soft::SoftAuthenticator;
 
 /// A signed-in doctor's browser.
-struct Browser<'a> {
-    app: &'a TestApp,
-    client: reqwest::Client,
+pub(crate) struct Browser<'a> {
+    pub(crate) app: &'a TestApp,
+    pub(crate) client: reqwest::Client,
 }
 
 impl<'a> Browser<'a> {
-    async fn doctor(app: &'a TestApp) -> Browser<'a> {
+    pub(crate) async fn doctor(app: &'a TestApp) -> Browser<'a> {
         Self::login(app, app.clinic_client(), DOCTOR_LOGIN, DOCTOR_PASSWORD).await
     }
 
@@ -28,29 +28,29 @@ impl<'a> Browser<'a> {
         Self::login(app, app.client(Some(&app.pki.other_clinic_client)), OTHER_DOCTOR_LOGIN, OTHER_DOCTOR_PASSWORD).await
     }
 
-    async fn login(app: &'a TestApp, client: reqwest::Client, login: &str, password: &str) -> Browser<'a> {
+    pub(crate) async fn login(app: &'a TestApp, client: reqwest::Client, login: &str, password: &str) -> Browser<'a> {
         assert_eq!(app.login(&client, login, password).await.status(), 303);
         Browser { app, client }
     }
 
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         let res = self.client.post(self.app.url(path)).header("origin", self.app.origin()).json(&body).send().await.unwrap();
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
-    async fn form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         self.client.post(self.app.url(path)).header("origin", self.app.origin()).form(form).send().await.unwrap()
     }
 
-    async fn methods(&self) -> String {
+    pub(crate) async fn methods(&self) -> String {
         let res = self.client.get(self.app.url("/methods")).send().await.unwrap();
         assert_eq!(res.status(), 200);
         res.text().await.unwrap()
     }
 
     /// Enters `code` and registers `auth`; returns the finish answer.
-    async fn link_with_code(&self, auth: &mut SoftAuthenticator, code: &str) -> (StatusCode, Value) {
+    pub(crate) async fn link_with_code(&self, auth: &mut SoftAuthenticator, code: &str) -> (StatusCode, Value) {
         let (status, options) = self.post("/fido/register/start", json!({ "code": code })).await;
         if status != 200 {
             return (status, options);
@@ -60,7 +60,7 @@ impl<'a> Browser<'a> {
     }
 
     /// Runs an authentication ceremony answered by `auth`; returns the finish answer.
-    async fn authenticate(&self, auth: &mut SoftAuthenticator) -> (StatusCode, Value) {
+    pub(crate) async fn authenticate(&self, auth: &mut SoftAuthenticator) -> (StatusCode, Value) {
         let (status, options) = self.post("/fido/auth/start", json!({})).await;
         if status != 200 {
             return (status, options);
@@ -70,30 +70,30 @@ impl<'a> Browser<'a> {
     }
 }
 
-fn authenticator(app: &TestApp) -> SoftAuthenticator {
+pub(crate) fn authenticator(app: &TestApp) -> SoftAuthenticator {
     let mut a = SoftAuthenticator::new();
     a.origin = app.origin();
     a.rp_id = "localhost".to_owned();
     a
 }
 
-async fn issue_code(app: &TestApp, clinic: &str, login: &str) -> String {
+pub(crate) async fn issue_code(app: &TestApp, clinic: &str, login: &str) -> String {
     let admin = Admin { store: app.store(), now: app.clock_now() };
     let (code, _) = admin.enroll_code_issue(clinic, login, 24 * 3600, 5).await.unwrap();
     code.to_string()
 }
 
-async fn user_id(app: &TestApp, clinic: &str, login: &str) -> String {
+pub(crate) async fn user_id(app: &TestApp, clinic: &str, login: &str) -> String {
     app.store().user_by_login(clinic, login).await.unwrap().id
 }
 
-fn assert_error(got: &(StatusCode, Value), status: u16, code: &str, text: &str) {
+pub(crate) fn assert_error(got: &(StatusCode, Value), status: u16, code: &str, text: &str) {
     assert_eq!(got.0.as_u16(), status, "{got:?}");
     assert_eq!(got.1["error"], code, "{got:?}");
     assert!(got.1["message"].as_str().unwrap_or_default().contains(text), "{text:?} not in {got:?}");
 }
 
-async fn events(app: &TestApp) -> Vec<(String, String, Value)> {
+pub(crate) async fn events(app: &TestApp) -> Vec<(String, String, Value)> {
     let mut rows = app.store().audit_tail(500).await.unwrap();
     rows.reverse();
     rows.into_iter().map(|r| (r.event, r.outcome, r.detail)).collect()
@@ -118,9 +118,10 @@ async fn link_with_code_then_authenticate_opens_a_signing_session(db: Db) {
     assert_eq!(creds[0].credential_id, key.credential_id);
     assert_eq!(creds[0].linked_via, "code");
 
-    // The code is used up.
+    // A second one needs a fresh proof with the linked one first (issue 15), before the code is
+    // even looked at.
     let mut other_key = authenticator(&app);
-    assert_error(&doctor.link_with_code(&mut other_key, &code).await, 403, "code_used", "使用済み");
+    assert_error(&doctor.link_with_code(&mut other_key, &code).await, 403, "reauth_required", "直前に");
 
     let before = doctor.client.get(app.url("/methods")).send().await.unwrap();
     assert_eq!(before.status(), 200);
@@ -138,6 +139,8 @@ async fn link_with_code_then_authenticate_opens_a_signing_session(db: Db) {
     assert!(page.contains(&gateway::http::Lang::Ja.format_time(session.expires_at)), "expiry shown in JST");
     let counter = app.store().fido_credentials_of(&uid).await.unwrap()[0].counter;
     assert_eq!(counter, 1, "the counter went up");
+    // With that proof, the used-up code is refused as such.
+    assert_error(&doctor.link_with_code(&mut other_key, &code).await, 403, "code_used", "使用済み");
 
     let audit = events(&app).await;
     let names: Vec<&str> = audit.iter().map(|(e, _, _)| e.as_str()).collect();
@@ -404,6 +407,8 @@ async fn removed_credential_is_refused_and_its_sessions_end(db: Db) {
     let mut a = authenticator(&app);
     let mut b = authenticator(&app);
     assert_eq!(doctor.link_with_code(&mut a, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
+    // The second one needs a fresh proof with the first (issue 15).
+    assert_eq!(doctor.authenticate(&mut a).await.0, 200);
     assert_eq!(doctor.link_with_code(&mut b, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
     assert_eq!(doctor.authenticate(&mut a).await.0, 200);
     let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
@@ -583,11 +588,14 @@ async fn sessions_beyond_aal3_are_issued_as_aal2(db: Db) {
 
 async fn logout_and_account_disable_end_the_signing_session(db: Db) {
     let app = TestApp::spawn(db).await;
-    let (sid, _) = open_session(&app).await;
+    let first = Browser::doctor(&app).await;
+    let mut key = authenticator(&app);
+    assert_eq!(first.link_with_code(&mut key, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
+    assert_eq!(first.authenticate(&mut key).await.0, 200);
+    let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let sid = app.store().live_signing_session(&uid, CLINIC, app.clock_now()).await.unwrap().unwrap().id;
     app.clock.advance(time::Duration::seconds(1)); // sessions of one second would tie in "most recent"
     let doctor = Browser::doctor(&app).await; // a second browser of the same doctor
-    let mut key = authenticator(&app);
-    assert_eq!(doctor.link_with_code(&mut key, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
     assert_eq!(doctor.authenticate(&mut key).await.0, 200);
     let superseded = app.store().signing_session(&sid).await.unwrap();
     assert_eq!(superseded.state(app.clock_now()), SigningSessionState::Ended("superseded".into()));

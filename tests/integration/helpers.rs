@@ -368,12 +368,13 @@ async fn seed(store: &Store, pki: &TestPki, config: &Config, now: i64) {
         store.add_service_client(&client, now).await.unwrap();
     }
     let hasher = PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations).unwrap();
-    let pw = |s: &str| zeroize::Zeroizing::new(s.to_owned());
+    // Permanent passwords: the tests sign in straight to the method page.
+    let pw = |s: &str| gateway::admin::PasswordChoice::Chosen(zeroize::Zeroizing::new(s.to_owned()));
     admin
-        .user_add(&hasher, CLINIC, DOCTOR_LOGIN, UserKind::Doctor, "山田 太郎", Some("123456"), &pw(DOCTOR_PASSWORD))
+        .user_add(&hasher, CLINIC, DOCTOR_LOGIN, UserKind::Doctor, "山田 太郎", Some("123456"), pw(DOCTOR_PASSWORD), true)
         .await
         .unwrap();
-    admin.user_add(&hasher, CLINIC, STAFF_LOGIN, UserKind::Staff, "佐藤 花子", None, &pw(STAFF_PASSWORD)).await.unwrap();
+    admin.user_add(&hasher, CLINIC, STAFF_LOGIN, UserKind::Staff, "佐藤 花子", None, pw(STAFF_PASSWORD), true).await.unwrap();
     admin
         .user_add(
             &hasher,
@@ -382,7 +383,8 @@ async fn seed(store: &Store, pki: &TestPki, config: &Config, now: i64) {
             UserKind::Doctor,
             "鈴木 一郎",
             Some("654321"),
-            &pw(OTHER_DOCTOR_PASSWORD),
+            pw(OTHER_DOCTOR_PASSWORD),
+            true,
         )
         .await
         .unwrap();

@@ -16,5 +16,6 @@ mod e2e;
 mod fido_login;
 mod login;
 mod schema;
+mod sessions;
 mod tls_gate;
 mod tokens;

@@ -38,7 +38,10 @@ use super::error::{AppError, Result};
 use super::extract::CurrentDoctor;
 use super::fido::{audit_removal, back, need_doctor};
 use super::i18n::{Lang, Msg};
-use super::link::{CodeOutcome, Presence, Refusal, check_registration_code, open_signing_session};
+use super::link::{
+    CodeOutcome, Presence, Refusal, check_registration_code, code_link_refusal, open_signing_session, reauth_required,
+    recently_proven,
+};
 use crate::store::{
     self, AnchorKind, AuditEvent, AuthMethod, AuthenticatorUse, CardChallenge, CardPurpose, LinkAuthorisation,
     NewCardChallenge, NewCardCredential, Outcome,
@@ -261,6 +264,10 @@ async fn challenge(
                 let r = Refusal::new("link_not_authorised", StatusCode::FORBIDDEN, Msg::CardLinkNeedsCode);
                 return Err(ctx.refuse(&facts, r).await);
             };
+            // Refused before the code is looked at, so the refusal costs none of its tries.
+            if let Some(r) = code_link_refusal(&state, &doctor).await? {
+                return Err(ctx.refuse(&facts, r).await);
+            }
             match check_registration_code(&state, &doctor.user.id, lang, code, ctx.now).await? {
                 CodeOutcome::Valid { code_id } => Ok(Json(issue(&ctx, kind, purpose, Some(&code_id), None).await?)),
                 CodeOutcome::Refused(r, code_id) => Err(ctx.refuse(&Facts { code_id, ..facts }, r).await),
@@ -438,6 +445,9 @@ async fn remove(State(state): State<AppState>, lang: Lang, doctor: CurrentDoctor
     let not_found = || AppError::page(StatusCode::NOT_FOUND, lang, Msg::ErrorTitle, Msg::CredentialNotFound);
     let linked = state.store.card_credentials_of(&doctor.user.id).await?;
     let Some(card) = linked.into_iter().find(|c| c.id == id) else { return Err(not_found()) };
+    if !recently_proven(&state, &doctor, "remove", &id).await? {
+        return Err(reauth_required(lang));
+    }
     let ended = match state.store.remove_card_credential(&doctor.user.id, &id, now).await {
         Ok(ended) => ended,
         Err(store::Error::NotFound) => return Err(not_found()),

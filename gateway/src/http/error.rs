@@ -18,6 +18,8 @@ pub enum AppError {
     Json { status: StatusCode, code: &'static str, message: String },
     /// Not signed in (or no longer): back to the login page.
     LoginRequired,
+    /// Signed in with a temporary password: to the page that replaces it, and nowhere else.
+    PasswordChangeRequired,
     /// A bug or an outage; details go to the log, never to the client.
     Internal(anyhow::Error),
 }
@@ -62,6 +64,7 @@ impl IntoResponse for AppError {
                 (status, axum::Json(serde_json::json!({ "error": code, "message": message }))).into_response()
             }
             AppError::LoginRequired => Redirect::to("/login").into_response(),
+            AppError::PasswordChangeRequired => Redirect::to("/password").into_response(),
             AppError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "internal error");
                 let lang = Lang::Ja;

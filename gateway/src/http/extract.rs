@@ -65,6 +65,10 @@ impl FromRequestParts<AppState> for CurrentDoctor {
             return Err(AppError::LoginRequired);
         }
         tracing::Span::current().record("principal.id", user.id.as_str());
+        // A temporary password signs in to the change page only (issue 15).
+        if login.must_change_password {
+            return Err(AppError::PasswordChangeRequired);
+        }
         Ok(Self { user, clinic, login, session })
     }
 }

@@ -32,7 +32,10 @@ use super::AppState;
 use super::error::{AppError, Result};
 use super::extract::CurrentDoctor;
 use super::i18n::{Lang, Msg};
-use super::link::{CodeOutcome, Presence, Refusal, check_registration_code, open_signing_session};
+use super::link::{
+    CodeOutcome, Presence, Refusal, check_registration_code, code_link_refusal, open_signing_session, reauth_required,
+    recently_proven,
+};
 use crate::store::{
     self, AuditEvent, AuthMethod, AuthenticatorUse, CeremonyPurpose, EndReason, FidoCredential, LinkAuthorisation, NewCeremony,
     NewFidoCredential, Outcome, SessionFilter, TakenCeremony,
@@ -157,6 +160,9 @@ pub(super) fn need_doctor(doctor: std::result::Result<CurrentDoctor, AppError>, 
         Ok(d) => Ok(d),
         Err(AppError::LoginRequired) => {
             Err(AppError::json(StatusCode::UNAUTHORIZED, "login_required", lang, Msg::LoginRequiredJson))
+        }
+        Err(AppError::PasswordChangeRequired) => {
+            Err(AppError::json(StatusCode::FORBIDDEN, "password_change_required", lang, Msg::PasswordChangeLead))
         }
         Err(e) => Err(e),
     }
@@ -360,6 +366,10 @@ async fn register_start(
     tracing::Span::current().record("principal.id", doctor.user.id.as_str());
     let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
     let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
+    // Refused before the code is looked at, so the refusal costs none of its tries.
+    if let Some(r) = code_link_refusal(&state, &doctor).await? {
+        return Err(ctx.refuse(Step::Register, r, None, None).await);
+    }
     match check_registration_code(&state, &doctor.user.id, lang, &body.code, ctx.now).await? {
         CodeOutcome::Valid { code_id } => Ok(Json(start_registration(&ctx, Some(&code_id), None).await?)),
         CodeOutcome::Refused(refusal, code_id) => Err(ctx.refuse(Step::Register, refusal, code_id, None).await),
@@ -490,6 +500,8 @@ async fn link_finish(
     }
     let (cred, checked) = (a.cred, a.checked);
     ctx.audit(checked).await?;
+    // A proof with a linked authenticator: it also allows renaming and removing for a while.
+    doctor.session.mark_proven().await?;
     // The registration ceremony (or, for a card, the card challenge) itself is the permission:
     // single use, 120 s, this session only.
     let via = format!("{KIND}:{}", cred.id);
@@ -565,6 +577,12 @@ struct RenameForm {
     name: String,
 }
 
+/// Whether `id` is one of the doctor's FIDO credentials (another's is "not found", before any
+/// other answer).
+async fn owns(state: &AppState, doctor: &CurrentDoctor, id: &str) -> Result<bool> {
+    Ok(state.store.fido_credentials_of(&doctor.user.id).await?.iter().any(|c| c.id == id))
+}
+
 pub(super) fn back(lang: Lang, done: &str) -> Response {
     Redirect::to(&format!("/methods?done={done}&lang={}", lang.code())).into_response()
 }
@@ -580,6 +598,12 @@ async fn rename(
     let Some(name) = name else {
         return Err(AppError::page(StatusCode::BAD_REQUEST, lang, Msg::ErrorTitle, Msg::CredentialNameInvalid));
     };
+    if !owns(&state, &doctor, &id).await? {
+        return Err(AppError::page(StatusCode::NOT_FOUND, lang, Msg::ErrorTitle, Msg::CredentialNotFound));
+    }
+    if !recently_proven(&state, &doctor, "rename", &id).await? {
+        return Err(reauth_required(lang));
+    }
     let now = state.clock.unix();
     match state.store.rename_fido_credential(&doctor.user.id, &id, &name, now).await {
         Ok(()) => {}
@@ -604,6 +628,12 @@ async fn remove(
     doctor: CurrentDoctor,
     Path(id): Path<String>,
 ) -> Result<Response> {
+    if !owns(&state, &doctor, &id).await? {
+        return Err(AppError::page(StatusCode::NOT_FOUND, lang, Msg::ErrorTitle, Msg::CredentialNotFound));
+    }
+    if !recently_proven(&state, &doctor, "remove", &id).await? {
+        return Err(reauth_required(lang));
+    }
     let now = state.clock.unix();
     let ended = match state.store.remove_fido_credential(&doctor.user.id, &id, now).await {
         Ok(ended) => ended,

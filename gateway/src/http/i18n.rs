@@ -207,6 +207,24 @@ pub enum Msg {
     AgentCardRemoved,
     AgentCardError,
     AgentOriginNotAllowed,
+    // Re-authentication before changing authenticators (issue 15).
+    ReauthRequired,
+    // Choosing a new password.
+    PasswordChangeTitle,
+    PasswordChangeLead,
+    PasswordCurrentNote,
+    PasswordNew,
+    PasswordConfirm,
+    PasswordRule,
+    PasswordChangeSubmit,
+    PasswordTooShortOrLong,
+    PasswordCommon,
+    PasswordPersonal,
+    PasswordGuessable,
+    PasswordSameAsOld,
+    PasswordMismatch,
+    PasswordChangedMeanwhile,
+    NoticePasswordChanged,
 }
 
 impl Msg {
@@ -394,6 +412,43 @@ impl Msg {
             NoticeLinked => ("FIDO認証器を登録しました。", "The FIDO authenticator was linked."),
             NoticeRenamed => ("名前を変更しました。", "The name was changed."),
             NoticeRemoved => ("認証器を削除しました。", "The authenticator was removed."),
+            NoticePasswordChanged => ("パスワードを変更しました。", "Your password has been changed."),
+            ReauthRequired => (
+                "認証器の追加・名前の変更・削除には、直前に登録済みのカードまたはFIDO認証器での認証が必要です。上のボタンで認証してから、もう一度操作してください。",
+                "Adding, renaming or removing an authenticator needs a recent sign-in with a linked card or FIDO authenticator. Authenticate with one of the buttons above, then try again.",
+            ),
+            PasswordChangeTitle => ("パスワードの変更", "Choose a new password"),
+            PasswordChangeLead => (
+                "管理者が設定した一時パスワードでログインしました。続けるには新しいパスワードを決めてください。",
+                "You signed in with a temporary password set by an administrator. Choose a new password to continue.",
+            ),
+            PasswordCurrentNote => ("新しいパスワードは一時パスワードと異なるものにしてください。", "The new password must differ from the temporary one."),
+            PasswordNew => ("新しいパスワード", "New password"),
+            PasswordConfirm => ("新しいパスワード（確認）", "New password (again)"),
+            PasswordRule => (
+                "8文字以上。よく使われるパスワードやログインID・氏名を含むものは使えません。推測されにくい長めのフレーズをおすすめします。",
+                "At least 8 characters. Common passwords and ones containing your login ID or name are refused; a longer phrase that is hard to guess is best.",
+            ),
+            PasswordChangeSubmit => ("変更する", "Change password"),
+            PasswordTooShortOrLong => ("パスワードは8〜256文字にしてください。", "The password must be 8–256 characters."),
+            PasswordCommon => (
+                "よく使われるパスワードの一覧に含まれているため使えません。",
+                "That password is on the list of common passwords and cannot be used.",
+            ),
+            PasswordPersonal => (
+                "ログインIDや氏名を含むパスワードは使えません。",
+                "The password must not contain your login ID or name.",
+            ),
+            PasswordGuessable => (
+                "推測されやすいパスワードです。関係のない単語を組み合わせた長めのフレーズにしてください。",
+                "That password is too easy to guess. Use a longer phrase of unrelated words.",
+            ),
+            PasswordSameAsOld => ("新しいパスワードは現在のパスワードと異なるものにしてください。", "The new password must differ from the current one."),
+            PasswordMismatch => ("確認用のパスワードが一致しません。", "The two new passwords do not match."),
+            PasswordChangedMeanwhile => (
+                "パスワードが管理者により変更されました。もう一度ログインしてください。",
+                "Your password was changed by an administrator meanwhile. Please sign in again.",
+            ),
             NoticeEnded => ("署名セッションを終了しました。", "The signing session has ended."),
             NoticeAuthenticated => ("FIDO認証に成功しました。", "FIDO authentication succeeded."),
             Working => ("認証器を操作してください…", "Use your authenticator…"),

@@ -4,6 +4,11 @@
 //! after a presence check with an authenticator already linked, recorded as `<kind>:<id>` on the
 //! single-use, 120 s ceremony or challenge row that carries the permission. Also what a
 //! successful presence check of either kind does: open the signing session.
+//!
+//! A password alone never changes the factors (issue 15): adding an authenticator by code when
+//! one is linked already, renaming or removing one needs a card or FIDO proof in this browser
+//! session within `login.reauth_secs` ([`recently_proven`]). The first authenticator is linked
+//! with the registration code alone.
 
 use axum::http::StatusCode;
 
@@ -68,6 +73,46 @@ pub(super) async fn open_signing_session(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the doctor proved a linked card or FIDO authenticator in this browser session
+/// recently enough to change the authenticators. When not, the refusal is audited with `action`
+/// (`rename`, `remove`) and the authenticator concerned.
+pub(super) async fn recently_proven(
+    state: &AppState,
+    doctor: &CurrentDoctor,
+    action: &'static str,
+    authenticator_id: &str,
+) -> Result<bool> {
+    if doctor.session.recently_proven() {
+        return Ok(true);
+    }
+    let event = AuditEvent::AuthenticatorChangeRefused {
+        clinic_id: doctor.clinic.clinic_id.clone(),
+        user_id: doctor.user.id.clone(),
+        action,
+        authenticator_id: Some(authenticator_id.to_owned()),
+        reason: "reauth_required",
+    };
+    state.store.audit(&event, state.clock.unix()).await?;
+    Ok(false)
+}
+
+/// The refusal of a change without a recent proof, for the page.
+pub(super) fn reauth_required(lang: Lang) -> AppError {
+    AppError::page(StatusCode::FORBIDDEN, lang, Msg::ErrorTitle, Msg::ReauthRequired)
+}
+
+/// Whether linking with a registration code needs a recent proof first: it does once the doctor
+/// has any authenticator (only the first one is linked with the code alone). `Some(refusal)`
+/// when the proof is missing; the caller audits it as a failed link.
+pub(super) async fn code_link_refusal(state: &AppState, doctor: &CurrentDoctor) -> Result<Option<Refusal>> {
+    if doctor.session.recently_proven() {
+        return Ok(None);
+    }
+    let has_fido = !state.store.fido_credentials_of(&doctor.user.id).await?.is_empty();
+    let has_card = has_fido || !state.store.card_credentials_of(&doctor.user.id).await?.is_empty();
+    Ok(has_card.then(|| Refusal::new("reauth_required", StatusCode::FORBIDDEN, Msg::ReauthRequired)))
 }
 
 /// A refusal: fixed code (JSON and audit), status, and the message for the doctor.

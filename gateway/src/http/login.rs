@@ -1,4 +1,5 @@
-//! Doctor login and logout (DESIGN §3.2), and the method page that follows a login.
+//! Doctor login and logout (DESIGN §3.2), the change of a temporary password that a login may
+//! require first (issue 15), and the method page that follows a login.
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Query, State};
@@ -15,7 +16,8 @@ use super::extract::{ClinicContext, CurrentDoctor};
 use super::i18n::{Lang, Msg};
 use super::pages;
 use super::session::{BrowserSession, LoginState};
-use crate::store::{self, AuditEvent, EndReason, LockoutRules, LoginReservation, SessionFilter, UserKind};
+use crate::password::{Weakness, weakness};
+use crate::store::{self, AuditEvent, EndReason, LockoutRules, LoginReservation, SessionFilter, User, UserKind};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -23,6 +25,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/methods", get(methods_page))
+        .route("/password", get(password_page).post(change_password))
 }
 
 #[derive(Deserialize)]
@@ -136,11 +139,15 @@ async fn login(
         return Ok(refused(StatusCode::FORBIDDEN, lang, &clinic, Msg::DoctorOnly.text(lang), login_id));
     }
 
-    // New privilege, new session id (session fixation).
-    session.sign_in(LoginState { user_id: user.id.clone(), clinic_id: clinic.clinic_id.clone(), login_at: now }).await?;
+    // New privilege, new session id (session fixation). A temporary password signs in to the
+    // change page only.
+    let must_change_password = user.password_temporary;
+    let login = LoginState { user_id: user.id.clone(), clinic_id: clinic.clinic_id.clone(), login_at: now, must_change_password };
+    session.sign_in(login, &clinic).await?;
     state.metrics.login("success");
     state.store.audit(&AuditEvent::LoginSucceeded { clinic_id: clinic.clinic_id, user_id: user.id }, now).await?;
-    Ok(Redirect::to("/methods").into_response())
+    let next = if must_change_password { "/password" } else { "/methods" };
+    Ok(Redirect::to(next).into_response())
 }
 
 async fn logout(
@@ -216,9 +223,126 @@ async fn methods_page(
         Some("removed") => Some(Msg::NoticeRemoved),
         Some("ended") => Some(Msg::NoticeEnded),
         Some("authenticated") => Some(Msg::NoticeAuthenticated),
+        Some("password") => Some(Msg::NoticePasswordChanged),
         _ => None,
     };
     let view = pages::MethodsView { credentials, signing, notice: notice.map(|m| m.text(lang)), error: None };
     let agent_url = state.config.card.agent_origin();
     Ok(pages::methods(lang, &doctor.clinic.clinic_name, &doctor.user, &agent_url, &view).into_response())
+}
+
+/// The doctor who signed in with a temporary password and must replace it; `None` when the
+/// session has no such login here (the caller sends them on).
+async fn pending_change(state: &AppState, clinic: &ClinicContext, session: &BrowserSession) -> Result<Option<(User, LoginState)>> {
+    let Some(login) = session.login() else { return Ok(None) };
+    if login.clinic_id != clinic.clinic_id || !login.must_change_password {
+        return Ok(None);
+    }
+    let user = match state.store.user(&login.user_id).await {
+        Ok(user) => user,
+        Err(store::Error::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if !user.enabled || user.kind != UserKind::Doctor || user.clinic_id != clinic.clinic_id {
+        session.sign_out().await?;
+        return Ok(None);
+    }
+    Ok(Some((user, login)))
+}
+
+async fn password_page(
+    State(state): State<AppState>,
+    clinic: ClinicContext,
+    lang: Lang,
+    session: BrowserSession,
+) -> Result<Response> {
+    match pending_change(&state, &clinic, &session).await? {
+        Some((user, _)) => Ok(pages::change_password(lang, &clinic.clinic_name, &user, None).into_response()),
+        None if session.login().is_some_and(|l| l.clinic_id == clinic.clinic_id) => Ok(Redirect::to("/methods").into_response()),
+        None => Ok(Redirect::to("/login").into_response()),
+    }
+}
+
+/// The change form; both fields go into zeroizing buffers straight away.
+#[derive(Deserialize)]
+struct ChangeForm {
+    new_password: String,
+    confirm: String,
+}
+
+/// The message and audit reason of a refused new password.
+fn weakness_refusal(w: Weakness) -> (Msg, &'static str) {
+    match w {
+        Weakness::Length => (Msg::PasswordTooShortOrLong, "length"),
+        Weakness::Common => (Msg::PasswordCommon, "common"),
+        Weakness::Personal => (Msg::PasswordPersonal, "personal"),
+        Weakness::Guessable => (Msg::PasswordGuessable, "weak"),
+    }
+}
+
+#[tracing::instrument(name = "password.change", skip_all, fields(clinic.id = %clinic.clinic_id, principal.id))]
+async fn change_password(
+    State(state): State<AppState>,
+    clinic: ClinicContext,
+    lang: Lang,
+    session: BrowserSession,
+    form: std::result::Result<Form<ChangeForm>, FormRejection>,
+) -> Result<Response> {
+    let Some((user, login)) = pending_change(&state, &clinic, &session).await? else {
+        return Err(AppError::LoginRequired);
+    };
+    tracing::Span::current().record("principal.id", user.id.as_str());
+    let now = state.clock.unix();
+    let refuse = |status: StatusCode, msg: Msg| (status, pages::change_password(lang, &clinic.clinic_name, &user, Some(msg.text(lang))));
+    let Ok(Form(form)) = form else {
+        return Ok(refuse(StatusCode::BAD_REQUEST, Msg::MissingFields).into_response());
+    };
+    let (new, confirm) = (Zeroizing::new(form.new_password), Zeroizing::new(form.confirm));
+    let audit_failure = |reason: &'static str| AuditEvent::PasswordChangeFailed {
+        clinic_id: clinic.clinic_id.clone(),
+        user_id: user.id.clone(),
+        reason,
+    };
+    let personal: Vec<&str> = [Some(user.login_id.as_str()), Some(user.name.as_str()), user.medical_reg_no.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let refusal = if new.is_empty() || confirm.is_empty() {
+        Some((Msg::MissingFields, "missing"))
+    } else if *new != *confirm {
+        Some((Msg::PasswordMismatch, "mismatch"))
+    } else {
+        weakness(&new, &personal).map(weakness_refusal)
+    };
+    // Verified only once the cheap rules pass: it costs an argon2 hash.
+    let refusal = match refusal {
+        None if state.passwords.verify(new.clone(), Some(user.password_hash.clone())).await? => Some((Msg::PasswordSameAsOld, "same_as_old")),
+        other => other,
+    };
+    if let Some((msg, reason)) = refusal {
+        state.store.audit(&audit_failure(reason), now).await?;
+        return Ok(refuse(StatusCode::BAD_REQUEST, msg).into_response());
+    }
+    let hash = state.passwords.hash(new).await?;
+    if !state.store.replace_own_password(&user.id, &user.password_hash, &hash, now).await? {
+        // An operator set another password meanwhile (and so ended this session's login).
+        state.store.audit(&audit_failure("changed_meanwhile"), now).await?;
+        session.sign_out().await?;
+        let page = pages::login(lang, &clinic.clinic_name, Some(Msg::PasswordChangedMeanwhile.text(lang)), None, &user.login_id);
+        return Ok((StatusCode::CONFLICT, page).into_response());
+    }
+    // Whoever else knew the temporary password is signed out; this session moves to a new id
+    // for the new privilege.
+    let keep = session.id_hash();
+    let ended = state.store.end_browser_sessions(&user.id, keep.as_ref().map(<[u8; 32]>::as_slice)).await?;
+    session.sign_in(LoginState { must_change_password: false, login_at: now, ..login }, &clinic).await?;
+    let event = AuditEvent::PasswordChanged {
+        clinic_id: clinic.clinic_id.clone(),
+        user_id: user.id.clone(),
+        by: "user",
+        temporary: false,
+        browser_sessions_ended: ended,
+    };
+    state.store.audit(&event, now).await?;
+    Ok(Redirect::to(&format!("/methods?done=password&lang={}", lang.code())).into_response())
 }

@@ -76,6 +76,33 @@ pub fn login(lang: Lang, clinic_name: &str, error: Option<&str>, notice: Option<
     )
 }
 
+/// The page where a doctor signed in with a temporary password chooses a new one.
+pub fn change_password(lang: Lang, clinic_name: &str, user: &User, error: Option<&str>) -> Markup {
+    layout(
+        lang,
+        Msg::PasswordChangeTitle.text(lang),
+        html! {
+            h1 { (Msg::PasswordChangeTitle.text(lang)) }
+            p.who { (Msg::SignedInAs.text(lang)) " " (user.name) "（" (clinic_name) "）" }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            p { (Msg::PasswordChangeLead.text(lang)) }
+            p.hint { (Msg::PasswordRule.text(lang)) " " (Msg::PasswordCurrentNote.text(lang)) }
+            form method="post" action={ "/password?lang=" (lang.code()) } {
+                // The login ID lets password managers file the new password under the account.
+                input type="hidden" name="username" autocomplete="username" value=(user.login_id);
+                label for="new_password" { (Msg::PasswordNew.text(lang)) }
+                input #new_password name="new_password" type="password" autocomplete="new-password" minlength="8" maxlength="256" required;
+                label for="confirm" { (Msg::PasswordConfirm.text(lang)) }
+                input #confirm name="confirm" type="password" autocomplete="new-password" minlength="8" maxlength="256" required;
+                button #change-password type="submit" { (Msg::PasswordChangeSubmit.text(lang)) }
+            }
+            form method="post" action="/logout" {
+                button #sign-out.secondary type="submit" { (Msg::SignOut.text(lang)) }
+            }
+        },
+    )
+}
+
 /// A linked authenticator as the method page lists it.
 #[derive(Debug, Clone)]
 pub struct LinkedView {

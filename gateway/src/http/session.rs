@@ -2,6 +2,13 @@
 //! only SHA-256 of the id, the login and the expiry, so sessions survive restarts and are shared
 //! by every instance.
 //!
+//! A session ends at its idle expiry or at its absolute expiry (`login.session_absolute_secs`
+//! after the password login), whichever comes first, and is bound to the clinic client
+//! certificate it was signed in under: the same cookie presented through another device's
+//! certificate (even of the same clinic) is no session, and is audited. It also remembers when
+//! the doctor last proved a card or FIDO authenticator in it, which changing the authenticators
+//! requires (`login.reauth_secs`).
+//!
 //! Our own layer rather than a session crate's: a method success moves the session to a new id in
 //! the same transaction that opens the signing session (decision 0010), which a store interface
 //! of create / save / delete cannot express (it rotates as a delete and a create, two more
@@ -23,9 +30,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{AppState, SESSION_COOKIE};
+use super::{AppState, ClinicContext, SESSION_COOKIE};
 use super::error::AppError;
-use crate::store::{self, SessionMove};
+use crate::store::{self, AuditEvent, SessionMove, SessionSignIn};
 
 /// A stored session's idle expiry is pushed forward by a request at most this often, so reading
 /// pages does not cost a write each.
@@ -40,6 +47,9 @@ pub struct LoginState {
     pub clinic_id: String,
     /// Unix seconds.
     pub login_at: i64,
+    /// The password was temporary: nothing but choosing a new one is allowed.
+    #[serde(default)]
+    pub must_change_password: bool,
 }
 
 /// The stored data of a session (JSON in `browser_sessions.data`).
@@ -102,7 +112,22 @@ struct Current {
     /// The id of a stored, live session; `None` without one.
     id: Option<SessionId>,
     data: Data,
+    /// The latest card or FIDO proof in this session (Unix seconds).
+    reauth_at: Option<i64>,
+    /// When the session ends however active it is (Unix seconds).
+    absolute_expires_at: Option<i64>,
     cookie: CookieChange,
+}
+
+impl Current {
+    fn none(cookie: CookieChange) -> Self {
+        Self { id: None, data: Data::default(), reauth_at: None, absolute_expires_at: None, cookie }
+    }
+}
+
+/// What a session is bound to: SHA-256 of the client certificate's fingerprint.
+fn device_binding(clinic: &ClinicContext) -> [u8; 32] {
+    Sha256::digest(clinic.fingerprint.as_bytes()).into()
 }
 
 /// The request's browser session, put there by [`layer`]; clones share it.
@@ -143,9 +168,11 @@ impl BrowserSession {
         self.inner.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn expiry(&self) -> (i64, i64) {
+    /// The idle expiry a session moved now gets, never past its absolute expiry.
+    fn idle_expiry(&self) -> i64 {
         let now = self.inner.state.clock.unix();
-        (now, now + self.inner.state.config.login.session_idle_secs)
+        let idle = now + self.inner.state.config.login.session_idle_secs;
+        self.current().absolute_expires_at.map_or(idle, |absolute| idle.min(absolute))
     }
 
     /// The login this session carries, if any.
@@ -158,29 +185,61 @@ impl BrowserSession {
         self.current().id.as_ref().map(SessionId::hash)
     }
 
-    /// Signs `login` in: the session moves to a new id (DESIGN §3.2, new privilege) or, without
-    /// one, is created.
-    pub async fn sign_in(&self, login: LoginState) -> store::Result<()> {
+    /// Whether the doctor proved a card or FIDO authenticator in this session within the last
+    /// `login.reauth_secs`.
+    pub fn recently_proven(&self) -> bool {
+        let now = self.inner.state.clock.unix();
+        let window = self.inner.state.config.login.reauth_secs;
+        self.current().reauth_at.is_some_and(|at| at <= now && now - at <= window)
+    }
+
+    /// Records a card or FIDO proof that did not move the session (a presence check that
+    /// authorises linking).
+    pub async fn mark_proven(&self) -> store::Result<()> {
+        let now = self.inner.state.clock.unix();
+        let hash = self.id_hash();
+        if let Some(hash) = hash {
+            self.inner.state.store.session_mark_proven(&hash, now).await?;
+            self.current().reauth_at = Some(now);
+        }
+        Ok(())
+    }
+
+    /// Signs `login` in through `clinic`'s certificate: the session moves to a new id (DESIGN
+    /// §3.2, new privilege) or, without one, is created, bound to that certificate, with a new
+    /// absolute expiry and no earlier proof with an authenticator.
+    pub async fn sign_in(&self, login: LoginState, clinic: &ClinicContext) -> store::Result<()> {
+        let user_id = login.user_id.clone();
         let data = Data { login: Some(login) };
         let json = serde_json::to_string(&data).map_err(|e| store::Error::Database(sqlx::Error::Encode(Box::new(e))))?;
-        let (now, expires_at) = self.expiry();
+        let now = self.inner.state.clock.unix();
+        let absolute_expires_at = now + self.inner.state.config.login.session_absolute_secs;
+        let expires_at = (now + self.inner.state.config.login.session_idle_secs).min(absolute_expires_at);
+        let binding = device_binding(clinic);
         let store = &self.inner.state.store;
         let from = self.current().id.as_ref().map(SessionId::hash);
         let mut to = SessionId::random();
+        let mut row = SessionSignIn {
+            id_hash: to.hash(),
+            data: &json,
+            user_id: &user_id,
+            client_cert_sha256: binding,
+            expires_at,
+            absolute_expires_at,
+        };
         let moved = match from {
-            Some(from) => {
-                let step = SessionMove { from, to: to.hash(), expires_at };
-                store.session_move(&step, Some(&json), now).await?
-            }
+            Some(from) => store.session_sign_in_move(&from, &row, now).await?,
             None => false,
         };
         if !moved {
             // A collision of 256-bit random ids does not happen, but never overwrite a session.
-            while !store.session_create(&to.hash(), &json, expires_at, now).await? {
+            while !store.session_create(&row, now).await? {
                 to = SessionId::random();
+                row.id_hash = to.hash();
             }
         }
-        *self.current() = Current { id: Some(to), data, cookie: CookieChange::Set };
+        *self.current() =
+            Current { id: Some(to), data, reauth_at: None, absolute_expires_at: Some(absolute_expires_at), cookie: CookieChange::Set };
         Ok(())
     }
 
@@ -190,7 +249,7 @@ impl BrowserSession {
         if let Some(id) = id {
             self.inner.state.store.session_delete(&id.hash()).await?;
         }
-        *self.current() = Current { id: None, data: Data::default(), cookie: CookieChange::Clear };
+        *self.current() = Current::none(CookieChange::Clear);
         Ok(())
     }
 
@@ -199,14 +258,17 @@ impl BrowserSession {
     pub(super) fn rotation(&self) -> Option<Rotation> {
         let from = self.current().id.as_ref()?.hash();
         let to = SessionId::random();
-        let (_, expires_at) = self.expiry();
+        let expires_at = self.idle_expiry();
         Some(Rotation { step: SessionMove { from, to: to.hash(), expires_at }, to })
     }
 
-    /// Adopts the id a committed transaction moved this session to.
+    /// Adopts the id a committed transaction moved this session to (after a presence check,
+    /// which the move recorded as the session's latest proof).
     pub(super) fn moved(&self, rotation: Rotation) {
+        let now = self.inner.state.clock.unix();
         let mut current = self.current();
         current.id = Some(rotation.to);
+        current.reauth_at = Some(now);
         current.cookie = CookieChange::Set;
     }
 }
@@ -220,24 +282,49 @@ impl<S: Send + Sync> FromRequestParts<S> for BrowserSession {
     }
 }
 
-/// Middleware: loads the session named by the cookie (a live one only), hands it to the
-/// handlers, pushes its idle expiry forward, and sets or clears the cookie on the way out.
+/// Middleware: loads the session named by the cookie (a live one bound to this request's client
+/// certificate only), hands it to the handlers, pushes its idle expiry forward (never past the
+/// absolute expiry), and sets or clears the cookie on the way out.
 pub(super) async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let now = state.clock.unix();
     let idle = state.config.login.session_idle_secs;
-    let mut current = Current { id: None, data: Data::default(), cookie: CookieChange::Keep };
+    // Fail closed: the clinic gate runs before this layer on every browser route.
+    let Some(clinic) = req.extensions().get::<ClinicContext>().cloned() else {
+        return AppError::internal("session layer before the clinic gate").into_response();
+    };
+    let mut current = Current::none(CookieChange::Keep);
     if let Some(id) = id_from(req.headers()) {
         let hash = id.hash();
         match state.store.session_load(&hash, now).await {
-            Ok(Some((json, expires_at))) => {
+            Ok(Some(loaded)) => {
                 // Data that does not decode (an older format) is a session without a login.
-                current.data = serde_json::from_str(&json).unwrap_or_default();
-                if expires_at < now + idle - REFRESH_SECS
-                    && let Err(e) = state.store.session_touch(&hash, now + idle, now).await
-                {
-                    return AppError::from(e).into_response();
+                let data: Data = serde_json::from_str(&loaded.data).unwrap_or_default();
+                if loaded.client_cert_sha256.as_slice() != device_binding(&clinic).as_slice() {
+                    // A cookie carried to another device: no session here, and on the record. The
+                    // session itself stays usable on the device it belongs to.
+                    let event = AuditEvent::BrowserSessionRefused {
+                        clinic_id: clinic.clinic_id.clone(),
+                        user_id: data.login.map(|l| l.user_id),
+                        reason: "device_mismatch",
+                    };
+                    if let Err(e) = state.store.audit(&event, now).await {
+                        return AppError::from(e).into_response();
+                    }
+                } else {
+                    let next_expiry = (now + idle).min(loaded.absolute_expires_at);
+                    if loaded.expires_at < next_expiry - REFRESH_SECS
+                        && let Err(e) = state.store.session_touch(&hash, next_expiry, now).await
+                    {
+                        return AppError::from(e).into_response();
+                    }
+                    current = Current {
+                        id: Some(id),
+                        data,
+                        reauth_at: loaded.reauth_at,
+                        absolute_expires_at: Some(loaded.absolute_expires_at),
+                        cookie: CookieChange::Keep,
+                    };
                 }
-                current.id = Some(id);
             }
             // Unknown or expired: the request has no session. The cookie is left alone: a
             // concurrent request of the same browser may have just set a newer one.

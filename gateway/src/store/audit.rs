@@ -43,6 +43,25 @@ pub enum AuditEvent {
     LoginLocked { clinic_id: String, user_id: Option<String>, locked_until: i64 },
     /// A doctor logged out.
     Logout { clinic_id: String, user_id: String },
+    /// A browser-session cookie was presented where it is not valid (`device_mismatch`: under
+    /// another client certificate than the one it was signed in under).
+    BrowserSessionRefused { clinic_id: String, user_id: Option<String>, reason: &'static str },
+    /// Adding (`link`), renaming or removing an authenticator was refused (`reauth_required`:
+    /// no recent card or FIDO proof in this browser session).
+    AuthenticatorChangeRefused {
+        clinic_id: String,
+        user_id: String,
+        action: &'static str,
+        authenticator_id: Option<String>,
+        reason: &'static str,
+    },
+    /// A password was changed, `by` the user (after a temporary one) or an `operator`
+    /// (`temporary` says whether the user must choose a new one); `browser_sessions_ended` of the
+    /// user's browser sessions were ended with it.
+    PasswordChanged { clinic_id: String, user_id: String, by: &'static str, temporary: bool, browser_sessions_ended: u64 },
+    /// A user's choice of a new password was refused (`weak`, `common`, `personal`, `length`,
+    /// `same_as_old`, `mismatch`, `changed_meanwhile`).
+    PasswordChangeFailed { clinic_id: String, user_id: String, reason: &'static str },
     /// The clinic gate refused a verified TLS client certificate.
     GateRefused { fingerprint: String, reason: &'static str },
     /// An operator changed something with `gateway admin`.
@@ -106,6 +125,30 @@ impl AuditEvent {
             }
             AuditEvent::LoginFailed { clinic_id, user_id, reason } => {
                 ("login", Outcome::Failure, Some(clinic_id), user_id.as_deref(), json!({ "reason": reason }))
+            }
+            AuditEvent::BrowserSessionRefused { clinic_id, user_id, reason } => (
+                "browser_session_refused",
+                Outcome::Failure,
+                Some(clinic_id),
+                user_id.as_deref(),
+                json!({ "reason": reason }),
+            ),
+            AuditEvent::AuthenticatorChangeRefused { clinic_id, user_id, action, authenticator_id, reason } => (
+                "authenticator_change_refused",
+                Outcome::Failure,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "action": action, "authenticator_id": authenticator_id, "reason": reason }),
+            ),
+            AuditEvent::PasswordChanged { clinic_id, user_id, by, temporary, browser_sessions_ended } => (
+                "password_changed",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "by": by, "temporary": temporary, "browser_sessions_ended": browser_sessions_ended }),
+            ),
+            AuditEvent::PasswordChangeFailed { clinic_id, user_id, reason } => {
+                ("password_changed", Outcome::Failure, Some(clinic_id), Some(user_id), json!({ "reason": reason }))
             }
             AuditEvent::LoginLocked { clinic_id, user_id, locked_until } => (
                 "login_locked",

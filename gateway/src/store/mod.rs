@@ -32,7 +32,7 @@ pub use fido::{FidoCredential, LinkAuthorisation, NewFidoCredential};
 pub use tokens::{
     ClientAccess, ConsumedToken, Consumption, EmrContext, IssueContext, NewIssuedToken, OpenSession, ServiceClient, ServiceRole, SigningKeyRow,
 };
-pub use sessions::SessionMove;
+pub use sessions::{LoadedSession, SessionMove, SessionSignIn};
 pub use signing::{
     AuthMethod, AuthenticatorUse, EndReason, NewSigningSession, OpenedSession, Opening, SessionFilter, SigningSession,
     SigningSessionState, TouchOutcome,
@@ -238,6 +238,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "trust per anchor",
         include_str!("../../../migrations/sqlite/0007_trust_per_anchor.sql"),
         include_str!("../../../migrations/postgres/0007_trust_per_anchor.sql"),
+    ),
+    (
+        8,
+        "bound browser sessions",
+        include_str!("../../../migrations/sqlite/0008_bound_browser_sessions.sql"),
+        include_str!("../../../migrations/postgres/0008_bound_browser_sessions.sql"),
     ),
 ];
 
@@ -507,8 +513,9 @@ impl Store {
     pub async fn add_user(&self, user: &NewUser<'_>, now: i64) -> Result<()> {
         with_pool!(self, |pool| {
             sqlx::query(
-                "INSERT INTO users (id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8)",
+                "INSERT INTO users (id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at, updated_at,
+                     password_temporary)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8, $9)",
             )
             .bind(user.id)
             .bind(user.clinic_id)
@@ -518,6 +525,7 @@ impl Store {
             .bind(user.medical_reg_no)
             .bind(user.password_hash)
             .bind(now)
+            .bind(user.password_temporary)
             .execute(pool).await.map(|r| r.rows_affected())
         })?;
         Ok(())
@@ -577,19 +585,38 @@ impl Store {
     }
 
     /// Replaces a user's password hash.
-    pub async fn set_user_password(&self, clinic_id: &str, login_id: &str, hash: &str, now: i64) -> Result<User> {
+    pub async fn set_user_password(&self, clinic_id: &str, login_id: &str, hash: &str, temporary: bool, now: i64) -> Result<User> {
         let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE users SET password_hash = $3, updated_at = $4 WHERE clinic_id = $1 AND login_id = $2")
+            sqlx::query(
+                "UPDATE users SET password_hash = $3, password_temporary = $5, updated_at = $4 WHERE clinic_id = $1 AND login_id = $2",
+            )
                 .bind(clinic_id)
                 .bind(login_id)
                 .bind(hash)
                 .bind(now)
+                .bind(temporary)
                 .execute(pool).await.map(|r| r.rows_affected())
         })?;
         if done == 0 {
             return Err(Error::NotFound);
         }
         self.user_by_login(clinic_id, login_id).await
+    }
+
+    /// Stores the password a user chose (a permanent one), if the stored hash is still
+    /// `old_hash`: `false` when it changed meanwhile (an operator set another), so a doctor's
+    /// change never overwrites an operator's.
+    pub async fn replace_own_password(&self, user_id: &str, old_hash: &str, hash: &str, now: i64) -> Result<bool> {
+        let done = write_execute!(
+            self,
+            "UPDATE users SET password_hash = $3, password_temporary = FALSE, updated_at = $4
+             WHERE id = $1 AND password_hash = $2",
+            user_id,
+            old_hash,
+            hash,
+            now,
+        )?;
+        Ok(done == 1)
     }
 
     // ---- login lockout -------------------------------------------------------------------------
@@ -830,16 +857,18 @@ pub struct NewUser<'a> {
     pub medical_reg_no: Option<&'a str>,
     /// argon2id PHC string.
     pub password_hash: &'a str,
+    /// The user must choose a new password at the next login.
+    pub password_temporary: bool,
 }
 
 macro_rules! user_columns {
     () => {
-        "id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at"
+        "id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at, password_temporary"
     };
 }
 use user_columns;
 
-type UserRow = (String, String, String, String, String, Option<String>, String, bool, i64);
+type UserRow = (String, String, String, String, String, Option<String>, String, bool, i64, bool);
 
 /// A user account.
 #[derive(Clone, serde::Serialize)]
@@ -863,6 +892,8 @@ pub struct User {
     pub enabled: bool,
     /// Unix seconds.
     pub created_at: i64,
+    /// The password was set by an operator: the user chooses a new one at the next login.
+    pub password_temporary: bool,
 }
 
 impl std::fmt::Debug for User {
@@ -884,6 +915,7 @@ impl TryFrom<UserRow> for User {
             password_hash: r.6,
             enabled: r.7,
             created_at: r.8,
+            password_temporary: r.9,
         })
     }
 }

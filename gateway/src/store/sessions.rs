@@ -3,7 +3,9 @@
 
 use super::{Backend, Error, Result, Store, read_optional, with_pool, write_execute};
 
-/// A browser session moving to a new id (DESIGN §3.2: at every privilege change), by hashes.
+/// A browser session moving to a new id after a card or FIDO presence check (DESIGN §3.2: at
+/// every privilege change), by hashes. The move also records the check as the session's latest
+/// proof with an authenticator.
 #[derive(Debug, Clone)]
 pub struct SessionMove {
     /// SHA-256 of the current id.
@@ -14,30 +16,82 @@ pub struct SessionMove {
     pub expires_at: i64,
 }
 
-/// Moves a session ($1 → $2); $3 is new data or NULL to keep it; $4 expiry; $5 now.
-pub(super) const MOVE_SESSION: &str = "UPDATE browser_sessions SET id_hash = $2, data = COALESCE($3, data), expires_at = $4,
-        updated_at = $5
+/// Moves a session after a presence check ($1 → $2); $3 expiry; $4 now (also the proof's time).
+pub(super) const MOVE_SESSION: &str = "UPDATE browser_sessions SET id_hash = $2, expires_at = $3, updated_at = $4, reauth_at = $4
      WHERE id_hash = $1";
 
+/// A session signed in with a password: whose it is, and what binds it.
+#[derive(Debug, Clone)]
+pub struct SessionSignIn<'a> {
+    /// SHA-256 of the new id.
+    pub id_hash: [u8; 32],
+    /// The session data (JSON).
+    pub data: &'a str,
+    /// The signed-in user, so that an operator's password change can end the session.
+    pub user_id: &'a str,
+    /// SHA-256 of the clinic client certificate's fingerprint the session was created under.
+    pub client_cert_sha256: [u8; 32],
+    /// Idle expiry, Unix seconds.
+    pub expires_at: i64,
+    /// Absolute expiry, Unix seconds.
+    pub absolute_expires_at: i64,
+}
+
+/// A live session as the session layer reads it.
+#[derive(Debug, Clone)]
+pub struct LoadedSession {
+    /// The session data (JSON).
+    pub data: String,
+    /// Idle expiry, Unix seconds.
+    pub expires_at: i64,
+    /// Absolute expiry, Unix seconds.
+    pub absolute_expires_at: i64,
+    /// SHA-256 of the client certificate fingerprint it is bound to.
+    pub client_cert_sha256: Vec<u8>,
+    /// The latest card or FIDO proof in this session, Unix seconds.
+    pub reauth_at: Option<i64>,
+}
+
+type LoadedRow = (String, i64, i64, Vec<u8>, Option<i64>);
+
 impl Store {
-    /// Inserts a new session; `false` if the id hash already exists (the caller picks a new id).
-    pub async fn session_create(&self, id_hash: &[u8], data: &str, expires_at: i64, now: i64) -> Result<bool> {
+    /// Inserts a new signed-in session; `false` if the id hash already exists (the caller picks
+    /// a new id).
+    pub async fn session_create(&self, s: &SessionSignIn<'_>, now: i64) -> Result<bool> {
         let done = write_execute!(
             self,
-            "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id_hash) DO NOTHING",
-            id_hash,
-            data,
-            expires_at,
+            "INSERT INTO browser_sessions (id_hash, data, expires_at, created_at, updated_at, user_id, client_cert_sha256,
+                 absolute_expires_at, reauth_at)
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, NULL) ON CONFLICT (id_hash) DO NOTHING",
+            s.id_hash.as_slice(),
+            s.data,
+            s.expires_at,
             now,
+            s.user_id,
+            s.client_cert_sha256.as_slice(),
+            s.absolute_expires_at,
         )?;
         Ok(done == 1)
     }
 
-    /// Moves a session to a new id (and, with `data`, new data): `false` if there is no session
-    /// under the old id any more (signed out, or moved by a concurrent request).
-    pub async fn session_move(&self, step: &SessionMove, data: Option<&str>, now: i64) -> Result<bool> {
-        let done = write_execute!(self, MOVE_SESSION, step.from.as_slice(), step.to.as_slice(), data, step.expires_at, now)?;
+    /// Moves a session to a new id for a password sign-in, with everything a sign-in sets anew
+    /// (no earlier proof carries over): `false` if there is no session under `from` any more
+    /// (signed out, or moved by a concurrent request).
+    pub async fn session_sign_in_move(&self, from: &[u8; 32], s: &SessionSignIn<'_>, now: i64) -> Result<bool> {
+        let done = write_execute!(
+            self,
+            "UPDATE browser_sessions SET id_hash = $2, data = $3, expires_at = $4, updated_at = $5, user_id = $6,
+                 client_cert_sha256 = $7, absolute_expires_at = $8, reauth_at = NULL
+             WHERE id_hash = $1",
+            from.as_slice(),
+            s.id_hash.as_slice(),
+            s.data,
+            s.expires_at,
+            now,
+            s.user_id,
+            s.client_cert_sha256.as_slice(),
+            s.absolute_expires_at,
+        )?;
         Ok(done == 1)
     }
 
@@ -53,16 +107,43 @@ impl Store {
         Ok(())
     }
 
-    /// A live session's data and expiry.
-    pub async fn session_load(&self, id_hash: &[u8], now: i64) -> Result<Option<(String, i64)>> {
+    /// Records a card or FIDO proof in a session that did not move for it (a presence check
+    /// that authorises linking).
+    pub async fn session_mark_proven(&self, id_hash: &[u8], now: i64) -> Result<()> {
+        write_execute!(self, "UPDATE browser_sessions SET reauth_at = $2, updated_at = $2 WHERE id_hash = $1", id_hash, now)?;
+        Ok(())
+    }
+
+    /// A live session: neither its idle nor its absolute expiry has passed. A row without a
+    /// binding or an absolute expiry (none is written without them) is not live.
+    pub async fn session_load(&self, id_hash: &[u8], now: i64) -> Result<Option<LoadedSession>> {
         let row = read_optional!(
             self,
-            (String, i64),
-            "SELECT data, expires_at FROM browser_sessions WHERE id_hash = $1 AND expires_at > $2",
+            LoadedRow,
+            "SELECT data, expires_at, absolute_expires_at, client_cert_sha256, reauth_at FROM browser_sessions
+             WHERE id_hash = $1 AND expires_at > $2 AND absolute_expires_at > $2 AND client_cert_sha256 IS NOT NULL",
             id_hash,
             now,
         )?;
-        Ok(row)
+        Ok(row.map(|(data, expires_at, absolute_expires_at, client_cert_sha256, reauth_at)| LoadedSession {
+            data,
+            expires_at,
+            absolute_expires_at,
+            client_cert_sha256,
+            reauth_at,
+        }))
+    }
+
+    /// Deletes every browser session of a user, except the one `keep` names (the doctor's own,
+    /// after choosing a new password); returns how many went.
+    pub async fn end_browser_sessions(&self, user_id: &str, keep: Option<&[u8]>) -> Result<u64> {
+        let done = write_execute!(
+            self,
+            "DELETE FROM browser_sessions WHERE user_id = $1 AND ($2 IS NULL OR id_hash <> $2)",
+            user_id,
+            keep,
+        )?;
+        Ok(done)
     }
 
     /// Deletes a session.

@@ -67,6 +67,8 @@ pub enum EndReason {
     AccountDisabled,
     /// An operator ended it.
     Operator,
+    /// An operator set the doctor's password.
+    PasswordChanged,
 }
 
 impl EndReason {
@@ -80,6 +82,7 @@ impl EndReason {
             EndReason::AuthenticatorRemoved => "authenticator_removed",
             EndReason::AccountDisabled => "account_disabled",
             EndReason::Operator => "operator",
+            EndReason::PasswordChanged => "password_changed",
         }
     }
 }
@@ -392,8 +395,7 @@ impl Store {
                         None => {}
                     }
                     if let Some(m) = with.session_move {
-                        let no_data: Option<&str> = None;
-                        moved(execute(tx, MOVE_SESSION, &[&&m.from[..], &&m.to[..], &no_data, &m.expires_at, &now])?)?;
+                        moved(execute(tx, MOVE_SESSION, &[&&m.from[..], &&m.to[..], &m.expires_at, &now])?)?;
                     }
                     let ended = all(tx, END_OPEN, &[&new.user_id, &new.clinic_id, &now, &expired, &superseded])?;
                     let opened = one(
@@ -430,7 +432,7 @@ impl Store {
                         None => {}
                     }
                     if let Some(m) = with.session_move {
-                        let q = sqlx::query(MOVE_SESSION).bind(&m.from[..]).bind(&m.to[..]).bind(None::<&str>);
+                        let q = sqlx::query(MOVE_SESSION).bind(&m.from[..]).bind(&m.to[..]);
                         moved(q.bind(m.expires_at).bind(now).execute(&mut *tx).await?.rows_affected())?;
                     }
                     let ended: Vec<SessionRow> = sqlx::query_as(END_OPEN)
