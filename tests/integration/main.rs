@@ -14,6 +14,7 @@ mod demo;
 mod e2e;
 mod fido_login;
 mod login;
+mod login_id_fold;
 mod login_ids;
 mod schema;
 mod tls_gate;

@@ -338,8 +338,7 @@ impl Store {
                 "SELECT u.clinic_id, u.medical_reg_no, u.login_id FROM users u
                  WHERE u.medical_reg_no IS NOT NULL AND EXISTS (
                      SELECT 1 FROM users o WHERE o.clinic_id = u.clinic_id AND o.medical_reg_no = u.medical_reg_no
-                     AND o.id <> u.id)
-                 ORDER BY u.clinic_id, u.medical_reg_no, u.login_id",
+                     AND o.id <> u.id)",
             )
             .fetch_all(pool)
             .await
@@ -360,7 +359,7 @@ impl Store {
             return Ok(());
         }
         let all: Vec<(String, String)> = with_reader!(self, |pool| {
-            sqlx::query_as("SELECT clinic_id, login_id FROM users ORDER BY clinic_id, login_id").fetch_all(pool).await
+            sqlx::query_as("SELECT clinic_id, login_id FROM users").fetch_all(pool).await
         })?;
         let collisions: Vec<String> =
             group_accounts(all.into_iter().map(|(clinic, login)| ((clinic, crate::login_id::fold(&login)), login)))
@@ -752,8 +751,11 @@ pub(crate) fn batch_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// Rows grouped by key, in the order given (rows must come sorted by key), values in order.
-fn group_accounts<K: PartialEq>(rows: impl IntoIterator<Item = (K, String)>) -> impl Iterator<Item = (K, Vec<String>)> {
+/// Values grouped by key, keys and values sorted (so a caller need not order rows by a key the
+/// database cannot compute, such as a folded login ID).
+fn group_accounts<K: Ord>(rows: impl IntoIterator<Item = (K, String)>) -> impl Iterator<Item = (K, Vec<String>)> {
+    let mut rows: Vec<(K, String)> = rows.into_iter().collect();
+    rows.sort();
     let mut groups: Vec<(K, Vec<String>)> = Vec::new();
     for (key, value) in rows {
         match groups.last_mut() {
@@ -885,7 +887,7 @@ pub struct NewUser<'a> {
     pub id: &'a str,
     /// Clinic.
     pub clinic_id: &'a str,
-    /// Login ID, unique within the clinic.
+    /// Login ID, unique within the clinic after folding ([`crate::login_id::fold`]).
     pub login_id: &'a str,
     /// Type.
     pub kind: UserKind,
