@@ -14,7 +14,6 @@ mod demo;
 mod e2e;
 mod fido_login;
 mod login;
-mod login_id_fold;
 mod login_ids;
 mod schema;
 mod tls_gate;
