@@ -15,6 +15,7 @@ mod demo;
 mod e2e;
 mod fido_login;
 mod login;
+mod login_form;
 mod login_ids;
 mod schema;
 mod tls_gate;
