@@ -254,6 +254,8 @@ async fn registration_codes(
 
 /// Doctors `d<n>` (login id; user id `00000000-0000-4000-8000-<n, 12 digits>`), a live signing
 /// session each (`10000000-…-<n>`), a filler credential (`20000000-…-<n>`) for n > [`FIDO_POOL`].
+/// `d<n>` is lowercase ASCII, so its folded form (`users.login_folded`, gateway/src/login_id.rs)
+/// is itself.
 async fn bulk(db_url: &str, n: u64, hash: &str, now: i64) -> anyhow::Result<()> {
     let n = i64::try_from(n)?;
     let pool_max = i64::try_from(FIDO_POOL)?;
@@ -263,8 +265,8 @@ async fn bulk(db_url: &str, n: u64, hash: &str, now: i64) -> anyhow::Result<()> 
             "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < $1)";
         let mut tx = pool.begin().await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO users (id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at, updated_at)
-             {seq} SELECT printf('00000000-0000-4000-8000-%012d', n), $2, 'd' || n, 'doctor', 'Doctor ' || n, printf('%06d', n), $3, TRUE, $4, $4 FROM seq"
+            "INSERT INTO users (id, clinic_id, login_id, login_folded, kind, name, medical_reg_no, password_hash, enabled, created_at, updated_at)
+             {seq} SELECT printf('00000000-0000-4000-8000-%012d', n), $2, 'd' || n, 'd' || n, 'doctor', 'Doctor ' || n, printf('%06d', n), $3, TRUE, $4, $4 FROM seq"
         )))
         .bind(n)
         .bind(CLINIC)
@@ -306,8 +308,8 @@ async fn bulk(db_url: &str, n: u64, hash: &str, now: i64) -> anyhow::Result<()> 
         let pool = sqlx::PgPool::connect(db_url).await?;
         let mut tx = pool.begin().await?;
         sqlx::query(
-            "INSERT INTO users (id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at, updated_at)
-             SELECT '00000000-0000-4000-8000-' || lpad(n::text, 12, '0'), $2, 'd' || n, 'doctor', 'Doctor ' || n,
+            "INSERT INTO users (id, clinic_id, login_id, login_folded, kind, name, medical_reg_no, password_hash, enabled, created_at, updated_at)
+             SELECT '00000000-0000-4000-8000-' || lpad(n::text, 12, '0'), $2, 'd' || n, 'd' || n, 'doctor', 'Doctor ' || n,
                 lpad(n::text, 6, '0'), $3, TRUE, $4, $4
              FROM generate_series(1, $1::bigint) AS n",
         )

@@ -219,12 +219,7 @@ impl Admin<'_> {
             Err(store::Error::NotFound) => bail!("no clinic {clinic_id}"),
             r => r?,
         };
-        // Said before a complaint about the password (the insert below still catches a race).
-        match self.store.user_by_login(clinic_id, login_id).await {
-            Ok(_) => bail!("login ID {login_id} already exists in clinic {clinic_id}"),
-            Err(store::Error::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
+        self.refuse_taken(clinic_id, login_id, medical_reg_no).await?;
         let password = password.resolve(&[login_id, name.trim()])?;
         let hash = hasher.hash(password.clone()).await?;
         let id = uuid::Uuid::new_v4().to_string();
@@ -238,11 +233,37 @@ impl Admin<'_> {
             password_hash: &hash,
             password_temporary: !permanent,
         };
+        // The unique indexes decide if another command added the same account meanwhile.
         conflict_or(self.store.add_user(&user, self.now).await, || {
-            format!("login ID {login_id} already exists in clinic {clinic_id}")
+            format!("login ID {login_id} or its medical registration number already exists in clinic {clinic_id}")
         })?;
         self.audit("user.add", id.clone()).await?;
         Ok((id, password))
+    }
+
+    /// Refuses a login ID that folds like an existing one of the clinic (`doctor1`, `DOCTOR1`,
+    /// `Ｄｏｃｔｏｒ１` are one account) and a 医籍番号 the clinic already has, naming the account.
+    async fn refuse_taken(&self, clinic_id: &str, login_id: &str, medical_reg_no: Option<&str>) -> anyhow::Result<()> {
+        match self.store.user_by_login(clinic_id, login_id).await {
+            Ok(existing) => bail!(
+                "login ID {login_id} already exists in clinic {clinic_id} as account {} (login IDs are compared \
+                 ignoring width and upper/lower case)",
+                existing.login_id
+            ),
+            Err(store::Error::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(number) = medical_reg_no {
+            match self.store.user_by_medical_reg_no(clinic_id, number).await {
+                Ok(existing) => bail!(
+                    "medical registration number (医籍番号) {number} already belongs to account {} in clinic {clinic_id}",
+                    existing.login_id
+                ),
+                Err(store::Error::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// `user disable` / `user enable`.

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod enrollment;
 pub mod group_commit;
 pub mod http;
+pub mod login_id;
 pub mod metrics;
 pub mod password;
 pub mod pki;

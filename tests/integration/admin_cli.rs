@@ -24,7 +24,7 @@ pub(crate) async fn cli(app: &TestApp, args: &[&str], stdin: &str) -> (i32, Stri
     (code, String::from_utf8(out).unwrap())
 }
 
-async fn audit_rows(app: &TestApp) -> i64 {
+pub(crate) async fn audit_rows(app: &TestApp) -> i64 {
     match app.store().audit_verify().await.unwrap() {
         gateway::store::AuditVerification::Intact { rows } => rows,
         other => panic!("{other:?}"),

@@ -8,6 +8,7 @@
 mod helpers;
 
 mod admin_cli;
+mod asvs_doc;
 mod audit;
 mod card_login;
 mod connections;
@@ -15,6 +16,8 @@ mod demo;
 mod e2e;
 mod fido_login;
 mod login;
+mod login_form;
+mod login_ids;
 mod schema;
 mod sessions;
 mod tls_gate;

@@ -74,8 +74,9 @@ async fn login(
         return Ok(refused(StatusCode::BAD_REQUEST, lang, &clinic, Msg::MissingFields.text(lang), login_id));
     }
     let now = state.clock.unix();
-    // Failures are counted per (clinic, login ID) whether or not the ID exists.
-    let key = format!("{}/{}", clinic.clinic_id, login_id);
+    // Failures are counted per (clinic, login ID) whether or not the ID exists, under the folded
+    // ID that finds the account: `DOCTOR1` and `doctor1` share one count.
+    let key = format!("{}/{}", clinic.clinic_id, crate::login_id::fold(login_id));
     let locked = |until: i64| {
         let text = format!("{} {}", Msg::LoginLocked.text(lang), lang.format_time(until));
         refused(StatusCode::FORBIDDEN, lang, &clinic, &text, login_id)

@@ -61,6 +61,10 @@ pub enum Error {
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Existing rows break a rule a migration adds (e.g. two login IDs of one clinic that fold
+    /// alike); names the rows. Nothing was changed: an operator has to decide.
+    #[error("the database needs an operator before this version can run: {0}")]
+    NeedsOperator(String),
 }
 
 impl From<sqlx::Error> for Error {
@@ -245,6 +249,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0008_bound_browser_sessions.sql"),
         include_str!("../../../migrations/postgres/0008_bound_browser_sessions.sql"),
     ),
+    (
+        9,
+        "login id folded",
+        include_str!("../../../migrations/sqlite/0009_login_id_folded.sql"),
+        include_str!("../../../migrations/postgres/0009_login_id_folded.sql"),
+    ),
 ];
 
 fn migrator(postgres: bool) -> sqlx::migrate::Migrator {
@@ -325,12 +335,84 @@ impl Store {
         Ok(Self { backend })
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations, then fills the columns that only Rust can compute
+    /// (`users.login_folded`, migration 0009). Safe to run again: it only touches what is missing.
     pub async fn migrate(&self) -> Result<()> {
-        match &self.backend {
-            Backend::Sqlite { write, .. } => migrator(false).run(write).await?,
-            Backend::Postgres(pool) => migrator(true).run(pool).await?,
+        let migrated = match &self.backend {
+            Backend::Sqlite { write, .. } => migrator(false).run(write).await,
+            Backend::Postgres(pool) => migrator(true).run(pool).await,
+        };
+        if let Err(e) = migrated {
+            // Name the accounts when shared 医籍番号 kept migration 0009 from building its index.
+            return Err(match self.shared_medical_reg_nos().await {
+                Ok(shared) if !shared.is_empty() => Error::NeedsOperator(format!(
+                    "doctors of one clinic share a medical registration number (医籍番号), which must be unique \
+                     per clinic; correct these accounts, then start again (nothing was changed): {}",
+                    shared.join("; ")
+                )),
+                _ => Error::Migrate(e),
+            });
         }
+        self.fill_login_folded().await
+    }
+
+    /// Every (clinic, 医籍番号) held by more than one account, with the accounts' login IDs.
+    async fn shared_medical_reg_nos(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String, String, String)> = with_reader!(self, |pool| {
+            sqlx::query_as(
+                "SELECT u.clinic_id, u.medical_reg_no, u.login_id FROM users u
+                 WHERE u.medical_reg_no IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM users o WHERE o.clinic_id = u.clinic_id AND o.medical_reg_no = u.medical_reg_no
+                     AND o.id <> u.id)",
+            )
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(group_accounts(rows.into_iter().map(|(clinic, number, login)| ((clinic, number), login)))
+            .map(|((clinic, number), logins)| format!("clinic {clinic}, 医籍番号 {number}: {}", logins.join(", ")))
+            .collect())
+    }
+
+    /// Fills `users.login_folded` where it is empty: rows from before migration 0009, or written
+    /// by an older version since. Refuses, naming the accounts and changing nothing, when two
+    /// login IDs of one clinic fold alike: merging or renaming accounts is an operator's call.
+    async fn fill_login_folded(&self) -> Result<()> {
+        let missing: Vec<(String, String)> = with_reader!(self, |pool| {
+            sqlx::query_as("SELECT id, login_id FROM users WHERE login_folded IS NULL").fetch_all(pool).await
+        })?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<(String, String)> = with_reader!(self, |pool| {
+            sqlx::query_as("SELECT clinic_id, login_id FROM users").fetch_all(pool).await
+        })?;
+        let collisions: Vec<String> =
+            group_accounts(all.into_iter().map(|(clinic, login)| ((clinic, crate::login_id::fold(&login)), login)))
+                .filter(|(_, logins)| logins.len() > 1)
+                .map(|((clinic, _), logins)| format!("clinic {clinic}: {}", logins.join(", ")))
+                .collect();
+        if !collisions.is_empty() {
+            return Err(Error::NeedsOperator(format!(
+                "login IDs must be unique per clinic ignoring width and case (NFKC and case folding), and these \
+                 accounts would become one; rename or remove all but one of each group, then start again \
+                 (nothing was changed; docs/security/login-ids.md): {}",
+                collisions.join("; ")
+            )));
+        }
+        with_pool!(self, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                for (id, login_id) in &missing {
+                    sqlx::query("UPDATE users SET login_folded = $2 WHERE id = $1 AND login_folded IS NULL")
+                        .bind(id)
+                        .bind(crate::login_id::fold(login_id))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
+            }
+            .await
+        })?;
         Ok(())
     }
 
@@ -513,9 +595,9 @@ impl Store {
     pub async fn add_user(&self, user: &NewUser<'_>, now: i64) -> Result<()> {
         with_pool!(self, |pool| {
             sqlx::query(
-                "INSERT INTO users (id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at, updated_at,
-                     password_temporary)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8, $9)",
+                "INSERT INTO users (id, clinic_id, login_id, login_folded, kind, name, medical_reg_no, password_hash, enabled,
+                    created_at, updated_at, password_temporary)
+                 VALUES ($1, $2, $3, $9, $4, $5, $6, $7, TRUE, $8, $8, $10)",
             )
             .bind(user.id)
             .bind(user.clinic_id)
@@ -525,22 +607,40 @@ impl Store {
             .bind(user.medical_reg_no)
             .bind(user.password_hash)
             .bind(now)
+            .bind(crate::login_id::fold(user.login_id))
             .bind(user.password_temporary)
             .execute(pool).await.map(|r| r.rows_affected())
         })?;
         Ok(())
     }
 
-    /// A user by clinic and login ID.
+    /// A user by clinic and login ID, compared folded ([`crate::login_id::fold`]): `ＤＯＣＴＯＲ１`
+    /// finds `doctor1`.
     pub async fn user_by_login(&self, clinic_id: &str, login_id: &str) -> Result<User> {
         let row: UserRow = with_reader!(self, |pool| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 user_columns!(),
-                " FROM users WHERE clinic_id = $1 AND login_id = $2"
+                " FROM users WHERE clinic_id = $1 AND login_folded = $2"
             ))
             .bind(clinic_id)
-            .bind(login_id)
+            .bind(crate::login_id::fold(login_id))
+            .fetch_one(pool)
+            .await
+        })?;
+        User::try_from(row)
+    }
+
+    /// The account of a clinic holding a 医籍番号.
+    pub async fn user_by_medical_reg_no(&self, clinic_id: &str, medical_reg_no: &str) -> Result<User> {
+        let row: UserRow = with_reader!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE clinic_id = $1 AND medical_reg_no = $2"
+            ))
+            .bind(clinic_id)
+            .bind(medical_reg_no)
             .fetch_one(pool)
             .await
         })?;
@@ -571,9 +671,9 @@ impl Store {
     /// Enables or disables a user.
     pub async fn set_user_enabled(&self, clinic_id: &str, login_id: &str, enabled: bool, now: i64) -> Result<User> {
         let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE users SET enabled = $3, updated_at = $4 WHERE clinic_id = $1 AND login_id = $2")
+            sqlx::query("UPDATE users SET enabled = $3, updated_at = $4 WHERE clinic_id = $1 AND login_folded = $2")
                 .bind(clinic_id)
-                .bind(login_id)
+                .bind(crate::login_id::fold(login_id))
                 .bind(enabled)
                 .bind(now)
                 .execute(pool).await.map(|r| r.rows_affected())
@@ -588,10 +688,10 @@ impl Store {
     pub async fn set_user_password(&self, clinic_id: &str, login_id: &str, hash: &str, temporary: bool, now: i64) -> Result<User> {
         let done = with_pool!(self, |pool| {
             sqlx::query(
-                "UPDATE users SET password_hash = $3, password_temporary = $5, updated_at = $4 WHERE clinic_id = $1 AND login_id = $2",
+                "UPDATE users SET password_hash = $3, password_temporary = $5, updated_at = $4 WHERE clinic_id = $1 AND login_folded = $2",
             )
                 .bind(clinic_id)
-                .bind(login_id)
+                .bind(crate::login_id::fold(login_id))
                 .bind(hash)
                 .bind(now)
                 .bind(temporary)
@@ -708,6 +808,21 @@ pub(crate) fn batch_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
         rest = tail;
         Some(chunk)
     })
+}
+
+/// Values grouped by key, keys and values sorted (so a caller need not order rows by a key the
+/// database cannot compute, such as a folded login ID).
+fn group_accounts<K: Ord>(rows: impl IntoIterator<Item = (K, String)>) -> impl Iterator<Item = (K, Vec<String>)> {
+    let mut rows: Vec<(K, String)> = rows.into_iter().collect();
+    rows.sort();
+    let mut groups: Vec<(K, Vec<String>)> = Vec::new();
+    for (key, value) in rows {
+        match groups.last_mut() {
+            Some((last, values)) if *last == key => values.push(value),
+            _ => groups.push((key, vec![value])),
+        }
+    }
+    groups.into_iter()
 }
 
 fn corrupt(what: &str) -> Error {
@@ -847,7 +962,7 @@ pub struct NewUser<'a> {
     pub id: &'a str,
     /// Clinic.
     pub clinic_id: &'a str,
-    /// Login ID, unique within the clinic.
+    /// Login ID, unique within the clinic after folding ([`crate::login_id::fold`]).
     pub login_id: &'a str,
     /// Type.
     pub kind: UserKind,

@@ -298,7 +298,8 @@ impl Store {
 
     /// Everything an EMR call about one doctor needs, in one read: the service client presenting
     /// `fingerprint` (whether it serves `clinic_id`), and the doctor `login_id` at that clinic
-    /// with their open signing session. `None` if no client has that certificate.
+    /// with their open signing session (login IDs compared folded, as at login). `None` if no client
+    /// has that certificate.
     pub async fn emr_context(&self, fingerprint: &str, clinic_id: &str, login_id: &str) -> Result<Option<EmrContext>> {
         type Row = (
             String,
@@ -326,12 +327,12 @@ impl Store {
                     u.id, u.enabled, u.kind, u.medical_reg_no,
                     s.id, s.method, s.amr, s.acr, s.auth_time, s.expires_at, s.idle_secs, s.last_activity_at
              FROM service_clients c
-             LEFT JOIN users u ON u.clinic_id = $2 AND u.login_id = $3
+             LEFT JOIN users u ON u.clinic_id = $2 AND u.login_folded = $3
              LEFT JOIN signing_sessions s ON s.user_id = u.id AND s.clinic_id = u.clinic_id AND s.ended_at IS NULL
              WHERE c.fingerprint = $1",
             fingerprint,
             clinic_id,
-            login_id,
+            crate::login_id::fold(login_id),
         )?;
         let Some(r) = row else { return Ok(None) };
         let client = ClientAccess {
