@@ -22,6 +22,9 @@ pub const CLINIC: &str = "21234";
 pub const PASSWORD: &str = "bench password 1";
 /// Doctors `d1..=dFIDO_POOL` get no filler credential: FIDO workers link real ones.
 pub const FIDO_POOL: u64 = 256;
+/// The next `CARD_POOL` doctors get none either: card workers link their card with a
+/// registration code, which only a doctor without an authenticator may use without a fresh proof.
+pub const CARD_POOL: u64 = 64;
 
 /// Certificate and key files of one run.
 #[derive(Debug, Clone)]
@@ -216,6 +219,7 @@ pub async fn seed(
     // Card workers are the doctors after the FIDO pool, one card each.
     let card_users = card_users
         .min(cards.cards.len())
+        .min(usize::try_from(CARD_POOL)?)
         .min(usize::try_from(doctors.saturating_sub(FIDO_POOL))?);
     let card = registration_codes(&admin, FIDO_POOL + 1..=FIDO_POOL + card_users as u64)
         .await?
@@ -253,12 +257,12 @@ async fn registration_codes(
 }
 
 /// Doctors `d<n>` (login id; user id `00000000-0000-4000-8000-<n, 12 digits>`), a live signing
-/// session each (`10000000-…-<n>`), a filler credential (`20000000-…-<n>`) for n > [`FIDO_POOL`].
+/// session each (`10000000-…-<n>`), a filler credential (`20000000-…-<n>`) for n > [`FIDO_POOL`] + [`CARD_POOL`].
 /// `d<n>` is lowercase ASCII, so its folded form (`users.login_folded`, gateway/src/login_id.rs)
 /// is itself.
 async fn bulk(db_url: &str, n: u64, hash: &str, now: i64) -> anyhow::Result<()> {
     let n = i64::try_from(n)?;
-    let pool_max = i64::try_from(FIDO_POOL)?;
+    let pool_max = i64::try_from(FIDO_POOL + CARD_POOL)?;
     if db_url.starts_with("sqlite:") {
         let pool = sqlx::SqlitePool::connect(db_url).await?;
         let seq =

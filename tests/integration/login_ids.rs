@@ -46,7 +46,7 @@ async fn admin_refuses_a_login_id_spelled_like_an_existing_one(db: Db) {
     for spelling in ["Ｄｏｃｔｏｒ１", "DOCTOR1", "ｄｏｃｔｏｒ1"] {
         let args =
             ["admin", "user", "add", "--clinic", CLINIC, "--login-id", spelling, "--name", "X", "--medical-reg-no", "777777", "--password-stdin"];
-        let (code, out) = cli(&app, &args, "password123\n").await;
+        let (code, out) = cli(&app, &args, "amber lantern meadow 47\n").await;
         assert_ne!(code, 0, "{spelling}: {out}");
         assert!(out.contains("already exists") && out.contains(&format!("as account {DOCTOR_LOGIN}")), "{spelling}: {out}");
     }
@@ -56,7 +56,7 @@ async fn admin_refuses_a_login_id_spelled_like_an_existing_one(db: Db) {
     // The same spelling is free in another clinic.
     let args =
         ["admin", "user", "add", "--clinic", OTHER_CLINIC, "--login-id", "ＤＯＣＴＯＲ１", "--name", "X", "--medical-reg-no", "777777", "--password-stdin"];
-    let (code, out) = cli(&app, &args, "password123\n").await;
+    let (code, out) = cli(&app, &args, "amber lantern meadow 47\n").await;
     assert_eq!(code, 0, "{out}");
 
     // The unique index decides even when the admin check is bypassed (two commands racing).
@@ -68,6 +68,7 @@ async fn admin_refuses_a_login_id_spelled_like_an_existing_one(db: Db) {
         name: "X",
         medical_reg_no: Some("888888"),
         password_hash: "$argon2id$not-used",
+        password_temporary: false,
     };
     assert!(matches!(app.store().add_user(&user, app.clock.unix()).await, Err(Error::Conflict(_))));
     app.stop().await;
@@ -78,7 +79,7 @@ async fn medical_reg_no_is_unique_per_clinic(db: Db) {
     let users_before = app.store().list_users(None).await.unwrap().len();
     // doctor1 of CLINIC holds 123456.
     let args = ["admin", "user", "add", "--clinic", CLINIC, "--login-id", "doctor9", "--name", "X", "--medical-reg-no", "123456", "--password-stdin"];
-    let (code, out) = cli(&app, &args, "password123\n").await;
+    let (code, out) = cli(&app, &args, "amber lantern meadow 47\n").await;
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("医籍番号") && out.contains("123456") && out.contains(&format!("account {DOCTOR_LOGIN}")), "{out}");
     assert_eq!(app.store().list_users(None).await.unwrap().len(), users_before);
@@ -92,13 +93,14 @@ async fn medical_reg_no_is_unique_per_clinic(db: Db) {
         name: "X",
         medical_reg_no: Some("123456"),
         password_hash: "$argon2id$not-used",
+        password_temporary: false,
     };
     assert!(matches!(app.store().add_user(&user, app.clock.unix()).await, Err(Error::Conflict(_))));
 
     // Another clinic may employ the same doctor.
     let args =
         ["admin", "user", "add", "--clinic", OTHER_CLINIC, "--login-id", "doctor9", "--name", "X", "--medical-reg-no", "123456", "--password-stdin"];
-    let (code, out) = cli(&app, &args, "password123\n").await;
+    let (code, out) = cli(&app, &args, "amber lantern meadow 47\n").await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(app.store().list_users(None).await.unwrap().len(), users_before + 1);
     app.stop().await;
