@@ -34,7 +34,7 @@ pub enum PasswordChoice {
 
 impl PasswordChoice {
     /// The password to store: a chosen one if strong enough (the reason otherwise), or a new
-    /// generated one. `personal` are the account's login ID and name.
+    /// generated one. `personal` are the account's login ID, name, 医籍番号 and clinic name.
     fn resolve(self, personal: &[&str]) -> anyhow::Result<Zeroizing<String>> {
         match self {
             PasswordChoice::Chosen(p) => match password::weakness(&p, personal) {
@@ -215,12 +215,13 @@ impl Admin<'_> {
             (UserKind::Staff, Some(_)) => bail!("only doctors have a medical registration number"),
             _ => {}
         }
-        match self.store.clinic(clinic_id).await {
+        let clinic = match self.store.clinic(clinic_id).await {
             Err(store::Error::NotFound) => bail!("no clinic {clinic_id}"),
             r => r?,
         };
         self.refuse_taken(clinic_id, login_id, medical_reg_no).await?;
-        let password = password.resolve(&[login_id, name.trim()])?;
+        let personal = [Some(login_id), Some(name.trim()), medical_reg_no, Some(clinic.name.as_str())];
+        let password = password.resolve(&personal.into_iter().flatten().collect::<Vec<_>>())?;
         let hash = hasher.hash(password.clone()).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let user = NewUser {
@@ -297,7 +298,9 @@ impl Admin<'_> {
             Err(store::Error::NotFound) => bail!("no user {login_id} in clinic {clinic_id}"),
             r => r?,
         };
-        let password = password.resolve(&[login_id, &user.name])?;
+        let clinic = self.store.clinic(clinic_id).await?;
+        let personal = [Some(login_id), Some(user.name.as_str()), user.medical_reg_no.as_deref(), Some(clinic.name.as_str())];
+        let password = password.resolve(&personal.into_iter().flatten().collect::<Vec<_>>())?;
         let hash = hasher.hash(password.clone()).await?;
         let user = match self.store.set_user_password(clinic_id, login_id, &hash, !permanent, self.now).await {
             Err(store::Error::NotFound) => bail!("no user {login_id} in clinic {clinic_id}"),

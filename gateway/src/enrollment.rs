@@ -1,9 +1,10 @@
 //! One-time registration codes as people handle them: generation, the printed form, and the
 //! normalisation of what a doctor types. Storage and the attempt rules are in `store::enrollment`.
 //!
-//! A code is 16 characters from a 32-letter alphabet without look-alikes (no 0/O, no 1/I), shown
-//! as four groups of four (`K7QM-3XRD-…`): 80 bits, so with at most a handful of guesses per code
-//! a plain SHA-256 at rest is enough (no slow hash needed, unlike passwords).
+//! A code is 24 characters from a 32-letter alphabet without look-alikes (no 0/O, no 1/I), shown
+//! as six groups of four (`K7QM-3XRD-…`): 120 bits. At 112 bits or more a plain SHA-256 at rest is
+//! enough (ASVS 5.0 V6.5.2; a slow salted hash is needed only below that), and each code allows a
+//! handful of guesses only.
 
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -11,9 +12,9 @@ use zeroize::Zeroizing;
 /// The code alphabet: digits 2–9 and capitals without I and O (0 and 1 are not digits of it).
 const ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
 /// Characters in a code (without separators).
-pub const CODE_LEN: usize = 16;
+pub const CODE_LEN: usize = 24;
 
-/// A fresh random code in its printed form (`XXXX-XXXX-XXXX-XXXX`).
+/// A fresh random code in its printed form (`XXXX-XXXX-XXXX-XXXX-XXXX-XXXX`).
 pub fn generate_code() -> Zeroizing<String> {
     use rand::Rng as _;
     let mut rng = rand::rng();
@@ -28,10 +29,10 @@ pub fn generate_code() -> Zeroizing<String> {
     out
 }
 
-/// What a doctor typed, reduced to the 16 code characters: full-width letters and digits (as a
+/// What a doctor typed, reduced to the 24 code characters: full-width letters and digits (as a
 /// Japanese IME may produce) become ASCII, lower case becomes upper case, spaces and hyphens
 /// (including full-width and long-vowel marks) are dropped. `None` if what remains is not
-/// 16 characters of the alphabet.
+/// 24 characters of the alphabet.
 pub fn normalise(input: &str) -> Option<Zeroizing<String>> {
     let mut out = Zeroizing::new(String::with_capacity(CODE_LEN));
     for c in input.chars() {
@@ -63,11 +64,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generated_codes_are_four_groups_of_four_and_normalise_to_themselves() {
+    fn generated_codes_are_six_groups_of_four_and_normalise_to_themselves() {
+        // 24 characters of a 32-letter alphabet: 120 bits, above ASVS V6.5.2's 112.
+        assert!(CODE_LEN as f64 * (ALPHABET.len() as f64).log2() >= 112.0);
         for _ in 0..50 {
             let code = generate_code();
-            assert_eq!(code.len(), 19, "{}", code.as_str());
-            assert_eq!(code.split('-').count(), 4);
+            assert_eq!(code.len(), 29, "{}", code.as_str());
+            assert!(code.split('-').all(|g| g.len() == 4) && code.split('-').count() == 6, "{}", code.as_str());
             let n = normalise(&code).unwrap();
             assert_eq!(n.as_str(), code.replace('-', ""));
         }
@@ -76,13 +79,26 @@ mod tests {
 
     #[test]
     fn typing_variants_are_accepted_and_garbage_is_not() {
-        let want = "ABCD2345EFGH6789";
-        for typed in ["ABCD-2345-EFGH-6789", "abcd 2345 efgh 6789", "ＡＢＣＤ－２３４５－ＥＦＧＨ－６７８９", " abcd2345efgh6789 "] {
+        let want = "ABCD2345EFGH6789JKLMNPQR";
+        for typed in [
+            "ABCD-2345-EFGH-6789-JKLM-NPQR",
+            "abcd 2345 efgh 6789 jklm npqr",
+            "ＡＢＣＤ－２３４５－ＥＦＧＨ－６７８９－ＪＫＬＭ－ＮＰＱＲ",
+            " abcd2345efgh6789jklmnpqr ",
+        ] {
             assert_eq!(normalise(typed).unwrap().as_str(), want, "{typed}");
         }
-        for bad in ["", "ABCD-2345-EFGH-678", "ABCD-2345-EFGH-67890", "ABCD-2345-EFGH-678O", "ABCD-2345-EFGH-6781", "ÄBCD2345EFGH6789"] {
+        for bad in [
+            "",
+            "ABCD-2345-EFGH-6789",
+            "ABCD-2345-EFGH-6789-JKLM-NPQ",
+            "ABCD-2345-EFGH-6789-JKLM-NPQR2",
+            "ABCD-2345-EFGH-6789-JKLM-NPQO",
+            "ABCD-2345-EFGH-6789-JKLM-NPQ1",
+            "ÄBCD2345EFGH6789JKLMNPQR",
+        ] {
             assert!(normalise(bad).is_none(), "{bad}");
         }
-        assert_eq!(hash(want), hash(&normalise("abcd-2345-efgh-6789").unwrap()));
+        assert_eq!(hash(want), hash(&normalise("abcd-2345-efgh-6789-jklm-npqr").unwrap()));
     }
 }

@@ -154,6 +154,16 @@ const COMMON: &str = include_str!("../data/common-passwords.txt");
 static COMMON_SET: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
     std::sync::LazyLock::new(|| COMMON.lines().map(str::trim).filter(|l| !l.is_empty()).collect());
 
+/// Words tied to this service that make a password guessable to anyone who knows where it is
+/// used (ASVS 5.0 V6.1.2, V6.2.11): the product, what it does, and who uses it, in romaji, English
+/// and Japanese. A password containing one (ignoring case and spaces) is refused; the callers add
+/// the account's own login ID, name, 医籍番号 and clinic name.
+pub const CONTEXT_WORDS: &[&str] = &[
+    "ninsho", "ninshou", "gateway", "shohousen", "shohosen", "denshi", "prescription", "hpki", "mynumber", "clinic",
+    "kurinikku", "hospital", "byouin", "iryou", "karte", "karute", "認証", "処方箋", "処方せん", "電子処方", "病院", "医院",
+    "診療所", "クリニック", "カルテ", "マイナンバー",
+];
+
 /// Shortest and longest password accepted, in characters (NIST SP 800-63B §5.1.1.2: at least 8,
 /// long passphrases allowed).
 pub const LENGTH: std::ops::RangeInclusive<usize> = 8..=256;
@@ -169,8 +179,10 @@ pub enum Weakness {
     Length,
     /// On the shipped list of common passwords (also with digits or symbols appended).
     Common,
-    /// Contains the login ID or the name.
+    /// Contains the login ID, the name, the 医籍番号 or the clinic name.
     Personal,
+    /// Contains a word of [`CONTEXT_WORDS`].
+    Context,
     /// Too easy to guess for the estimator.
     Guessable,
 }
@@ -182,6 +194,7 @@ impl Weakness {
             Weakness::Length => "password must be 8–256 characters",
             Weakness::Common => "password is on the list of common passwords",
             Weakness::Personal => "password must not contain the login ID or the name",
+            Weakness::Context => "password must not contain the name of this service or what it is for (e.g. ninsho, clinic, 処方箋)",
             Weakness::Guessable => "password is too easy to guess: use a longer passphrase of unrelated words",
         }
     }
@@ -203,6 +216,9 @@ pub fn weakness(password: &str, personal: &[&str]) -> Option<Weakness> {
     let lower_compact = compact(password);
     if personal.iter().map(|p| compact(p)).any(|p| p.chars().count() >= 3 && lower_compact.contains(&p)) {
         return Some(Weakness::Personal);
+    }
+    if CONTEXT_WORDS.iter().any(|w| lower_compact.contains(w)) {
+        return Some(Weakness::Context);
     }
     if u8::from(zxcvbn::zxcvbn(password, personal).score()) < MIN_SCORE {
         return Some(Weakness::Guessable);
@@ -317,6 +333,41 @@ mod tests {
         assert_eq!(weakness("aaaaaaaaaaaa", &me), Some(Weakness::Guessable));
         assert_eq!(weakness("violet tundra of spoons", &me), None);
         assert_eq!(weakness("Tx7#qv9!Lm2@", &me), None);
+        // No composition rule: lower case words alone, or any script, are fine when long enough.
+        assert_eq!(weakness("月曜の朝は静かな図書館で紅茶", &me), None);
+    }
+
+    #[test]
+    fn context_words_of_the_service_are_refused() {
+        let me = ["doctor1", "山田 太郎", "123456", "ベンチマーク内科"];
+        for p in ["Ninsho violet tundra", "my clinic tundra 47", "処方箋をもらう季節の午後", "violet SHOHOUSEN spoons", "hpki-lantern-fog-77"] {
+            assert_eq!(weakness(p, &me), Some(Weakness::Context), "{p}");
+        }
+        assert_eq!(weakness("violet 123456 tundra", &me), Some(Weakness::Personal));
+        assert_eq!(weakness("ベンチマーク内科の秘密のかぎ", &me), Some(Weakness::Personal));
+        assert!(CONTEXT_WORDS.iter().all(|w| *w == w.to_lowercase() && !w.contains(' ')));
+    }
+
+    #[tokio::test]
+    async fn long_passwords_are_accepted_and_checked_exactly_as_typed() -> Result<(), HashError> {
+        // 64 and more characters are allowed (ASVS V6.2.9), up to LENGTH's end.
+        let long = "Violet tundra of spoons, ".repeat(8);
+        let long = long.trim_end();
+        assert!(long.chars().count() > 190);
+        assert_eq!(weakness(long, &[]), None);
+        assert_eq!(weakness(&"静かな図書館".repeat(40), &[]), None, "240 characters of Japanese");
+        // Verified as typed (ASVS V6.2.8): no truncation (bcrypt's 72 bytes), case folding,
+        // trimming or normalisation.
+        let h = PasswordHasher::new(1024, 1)?;
+        let stored = h.hash(pw(long)).await?;
+        assert!(h.verify(pw(long), Some(stored.clone())).await?);
+        for other in [&long[..72], &long[..long.len() - 1], &long.to_lowercase(), &format!("{long} "), &format!(" {long}")] {
+            assert!(!h.verify(pw(other), Some(stored.clone())).await?, "{other:?}");
+        }
+        // Full-width and half-width are different passwords.
+        let stored = h.hash(pw("ＡＢＣ lantern tundra")).await?;
+        assert!(!h.verify(pw("ABC lantern tundra"), Some(stored)).await?);
+        Ok(())
     }
 
     #[test]

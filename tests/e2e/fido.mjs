@@ -66,7 +66,7 @@ try {
   check((await page.textContent('#linked-none')).includes('まだ登録されていません'), 'no linked authenticators yet');
 
   step = 'wrong code';
-  await page.fill('#enroll-code', 'AAAA-AAAA-AAAA-AAAA');
+  await page.fill('#enroll-code', 'AAAA-AAAA-AAAA-AAAA-AAAA-AAAA');
   await page.click('#link-code');
   await page.waitForFunction(() => document.getElementById('fido-status').textContent.length > 0);
   const refusal = await page.textContent('#fido-status');

@@ -233,16 +233,16 @@ async fn wrong_expired_and_exhausted_codes_are_refused(db: Db) {
     let mut key = authenticator(&app);
     let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
     // No code issued yet.
-    assert_error(&doctor.link_with_code(&mut key, "AAAA-BBBB-CCCC-DDDD").await, 403, "code_wrong", "正しくありません");
+    assert_error(&doctor.link_with_code(&mut key, "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF").await, 403, "code_wrong", "正しくありません");
 
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
     // Malformed input is explained and not counted.
-    for bad in ["", "1234", "AAAA-BBBB-CCCC-DDD0"] {
-        assert_error(&doctor.link_with_code(&mut key, bad).await, 400, "code_malformed", "16文字");
+    for bad in ["", "1234", "AAAA-BBBB-CCCC-DDDD-EEEE-FFF0", "AAAA-BBBB-CCCC-DDDD"] {
+        assert_error(&doctor.link_with_code(&mut key, bad).await, 400, "code_malformed", "24文字");
     }
     assert_eq!(app.store().enrollment_code_of(&uid).await.unwrap().unwrap().failures, 0);
     // Wrong entries count down; full-width and lower-case typing of the right code still works later.
-    let wrong = if code.starts_with('A') { "BBBB-BBBB-BBBB-BBBB" } else { "AAAA-AAAA-AAAA-AAAA" };
+    let wrong = if code.starts_with('A') { "BBBB-BBBB-BBBB-BBBB-BBBB-BBBB" } else { "AAAA-AAAA-AAAA-AAAA-AAAA-AAAA" };
     for left in (1..=4).rev() {
         let got = doctor.link_with_code(&mut key, wrong).await;
         assert_error(&got, 403, "code_wrong", &format!("残り入力可能回数： {left}"));
@@ -640,7 +640,7 @@ async fn json_endpoints_refuse_bad_requests_clearly(db: Db) {
         (res.status(), res.json::<Value>().await.unwrap())
     };
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("16 characters"), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("24 characters"), "{body}");
     // Without this gateway's Origin, nothing happens.
     let res = doctor.client.post(app.url("/fido/register/start")).header("origin", "https://evil.example").json(&json!({"code": "x"})).send().await.unwrap();
     assert_eq!(res.status(), 403);
@@ -698,10 +698,10 @@ async fn operators_manage_codes_credentials_and_sessions(db: Db) {
     // Issue prints the code once; a second issue voids the first; revoke voids the second.
     let (code, out) = cli(&app, &["admin", "enroll-code", "issue", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
     assert_eq!(code, 0, "{out}");
-    let first = out.lines().map(str::trim).find(|l| l.len() == 19 && l.matches('-').count() == 3).unwrap().to_owned();
+    let first = out.lines().map(str::trim).find(|l| l.len() == 29 && l.matches('-').count() == 5).unwrap().to_owned();
     let (_, out) = cli(&app, &["admin", "enroll-code", "issue", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
     assert!(out.contains("previous open code"), "{out}");
-    let second = out.lines().map(str::trim).find(|l| l.len() == 19 && l.matches('-').count() == 3).unwrap().to_owned();
+    let second = out.lines().map(str::trim).find(|l| l.len() == 29 && l.matches('-').count() == 5).unwrap().to_owned();
     let doctor = Browser::doctor(&app).await;
     let mut key = authenticator(&app);
     assert_eq!(doctor.link_with_code(&mut key, &first).await.0, 403);
@@ -712,7 +712,7 @@ async fn operators_manage_codes_credentials_and_sessions(db: Db) {
 
     // List and remove a credential; its signing session ends.
     let (_, out) = cli(&app, &["admin", "enroll-code", "issue", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
-    let third = out.lines().map(str::trim).find(|l| l.len() == 19 && l.matches('-').count() == 3).unwrap().to_owned();
+    let third = out.lines().map(str::trim).find(|l| l.len() == 29 && l.matches('-').count() == 5).unwrap().to_owned();
     assert_eq!(doctor.link_with_code(&mut key, &third).await.0, 200);
     assert_eq!(doctor.authenticate(&mut key).await.0, 200);
     let (code, out) = cli(&app, &["admin", "fido", "list", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
@@ -728,7 +728,7 @@ async fn operators_manage_codes_credentials_and_sessions(db: Db) {
     // Session revoke by doctor.
     let mut other = authenticator(&app);
     let (_, out) = cli(&app, &["admin", "enroll-code", "issue", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
-    let fourth = out.lines().map(str::trim).find(|l| l.len() == 19 && l.matches('-').count() == 3).unwrap().to_owned();
+    let fourth = out.lines().map(str::trim).find(|l| l.len() == 29 && l.matches('-').count() == 5).unwrap().to_owned();
     assert_eq!(doctor.link_with_code(&mut other, &fourth).await.0, 200);
     assert_eq!(doctor.authenticate(&mut other).await.0, 200);
     let (code, out) = cli(&app, &["admin", "session", "revoke", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;

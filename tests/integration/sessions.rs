@@ -208,7 +208,7 @@ async fn temporary_password_forces_the_change_page(db: Db) {
     assert!(en.contains("Choose a new password") && en.contains("temporary password"), "{en}");
 
     let change = |new: &str, confirm: &str, lang: &str| {
-        let form = [("new_password", new.to_owned()), ("confirm", confirm.to_owned())];
+        let form = [("current_password", temporary.to_owned()), ("new_password", new.to_owned()), ("confirm", confirm.to_owned())];
         let url = app.url(&format!("/password?lang={lang}"));
         let req = client.post(url).header("origin", app.origin()).form(&form);
         async move {
@@ -221,6 +221,8 @@ async fn temporary_password_forces_the_change_page(db: Db) {
         ("password123!", "password123!", "en", "list of common passwords"),
         ("abcdefgh1", "abcdefgh1", "en", "too easy to guess"),
         ("doctor1 blue harbour", "doctor1 blue harbour", "ja", "ログインIDや氏名を含む"),
+        ("clinic violet tundra", "clinic violet tundra", "ja", "このサービスや医療機関に関係する語"),
+        ("violet 処方箋 tundra", "violet 処方箋 tundra", "en", "words tied to this service"),
         ("short", "short", "en", "8–256 characters"),
         (NEW_PASSWORD, "violet tundra of spoon", "en", "do not match"),
         (temporary, temporary, "ja", "現在のパスワードと異なる"),
@@ -232,7 +234,7 @@ async fn temporary_password_forces_the_change_page(db: Db) {
     }
     let audit = events(&app).await;
     let reasons: Vec<_> = audit.iter().filter(|(e, o, _)| e == "password_changed" && o == "failure").map(|(_, _, d)| d["reason"].clone()).collect();
-    assert_eq!(reasons, ["common", "common", "weak", "personal", "length", "mismatch", "same_as_old", "same_as_old"]);
+    assert_eq!(reasons, ["common", "common", "weak", "personal", "context", "context", "length", "mismatch", "same_as_old", "same_as_old"]);
     // Refusals changed nothing: the temporary password still signs in to the change page.
     assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, temporary).await), "/password");
 
@@ -263,6 +265,76 @@ async fn temporary_password_forces_the_change_page(db: Db) {
     assert_eq!(code, 0, "{out}");
     let generated = out.lines().find_map(|l| l.strip_prefix("password: ")).unwrap().to_owned();
     assert_eq!(location(&app.login(&app.clinic_client(), "doctor4", &generated).await), "/methods");
+    app.stop().await;
+}
+
+/// ASVS V6.2.2 and V6.2.3: a doctor changes their own password from the methods page, giving the
+/// current one; wrong current passwords count towards the login lockout.
+async fn voluntary_password_change_needs_the_current_password(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    assert_eq!(location(&app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await), "/methods");
+    let elsewhere = app.clinic_client();
+    assert_eq!(location(&app.login(&elsewhere, DOCTOR_LOGIN, DOCTOR_PASSWORD).await), "/methods");
+    let methods = client.get(app.url("/methods")).send().await.unwrap().text().await.unwrap();
+    assert!(methods.contains(r#"href="/password?lang=ja""#) && methods.contains("パスワードの変更"), "{methods}");
+    let page = client.get(app.url("/password?lang=en")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains(r#"name="current_password""#) && page.contains(r#"autocomplete="current-password""#), "{page}");
+    assert!(page.contains("Enter your current password") && !page.contains("temporary password"), "{page}");
+    // Without a sign-in there is no page.
+    assert_eq!(status_of(&app.clinic_client(), &app, "/password").await, 303);
+
+    let change = |current: &str, new: &str, lang: &str| {
+        let mut form = vec![("new_password", new.to_owned()), ("confirm", new.to_owned())];
+        if !current.is_empty() {
+            form.push(("current_password", current.to_owned()));
+        }
+        let req = client.post(app.url(&format!("/password?lang={lang}"))).header("origin", app.origin()).form(&form);
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), location(&res), res.text().await.unwrap())
+        }
+    };
+    let (status, _, body) = change("", NEW_PASSWORD, "en").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = change("correct horse batterY", NEW_PASSWORD, "ja").await;
+    assert_eq!(status, 403);
+    assert!(body.contains("現在のパスワードが正しくありません"), "{body}");
+    let (status, _, body) = change("not it at all", NEW_PASSWORD, "en").await;
+    assert_eq!(status, 403);
+    assert!(body.contains("The current password is not correct"), "{body}");
+    // Nothing changed: the old password still signs in (which also clears the failure count).
+    assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, DOCTOR_PASSWORD).await), "/methods");
+    // With the right current password the strength rule still applies.
+    let (status, _, body) = change(DOCTOR_PASSWORD, "password123!", "en").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("list of common passwords"), "{body}");
+
+    let (status, to, _) = change(DOCTOR_PASSWORD, NEW_PASSWORD, "en").await;
+    assert_eq!((status, to.as_str()), (303, "/methods?done=password&lang=en"));
+    assert_eq!(status_of(&client, &app, "/methods").await, 200, "this browser stays signed in");
+    assert_eq!(status_of(&elsewhere, &app, "/methods").await, 303, "the other browser is signed out");
+    assert_eq!(app.login(&app.clinic_client(), DOCTOR_LOGIN, DOCTOR_PASSWORD).await.status(), 403);
+    assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, NEW_PASSWORD).await), "/methods");
+    let audit = events(&app).await;
+    let reasons: Vec<_> =
+        audit.iter().filter(|(e, o, _)| e == "password_changed" && o == "failure").map(|(_, _, d)| d["reason"].clone()).collect();
+    assert_eq!(reasons, ["missing", "bad_current_password", "bad_current_password", "common"]);
+    assert!(audit.iter().any(|(e, o, d)| e == "password_changed" && o == "success" && d["by"] == "user"));
+
+    // Wrong current passwords share the login form's count: max_failures of them lock the
+    // account, and then neither form checks a password.
+    let max = app.state.config.login.max_failures;
+    for _ in 0..max {
+        let (status, _, _) = change("still not it", "lantern meadow tundra 9", "en").await;
+        assert_eq!(status, 403);
+    }
+    let (status, _, body) = change(NEW_PASSWORD, "lantern meadow tundra 9", "ja").await;
+    assert_eq!(status, 403);
+    assert!(body.contains("ロック"), "{body}");
+    assert_eq!(app.login(&app.clinic_client(), DOCTOR_LOGIN, NEW_PASSWORD).await.status(), 403, "locked");
     app.stop().await;
 }
 
@@ -308,4 +380,5 @@ db_tests!(
     operator_password_change_ends_browser_and_signing_sessions,
     temporary_password_forces_the_change_page,
     weak_and_common_passwords_are_refused_by_the_admin_cli,
+    voluntary_password_change_needs_the_current_password,
 );

@@ -232,11 +232,12 @@ async fn methods_page(
     Ok(pages::methods(lang, &doctor.clinic.clinic_name, &doctor.user, &agent_url, &view).into_response())
 }
 
-/// The doctor who signed in with a temporary password and must replace it; `None` when the
-/// session has no such login here (the caller sends them on).
-async fn pending_change(state: &AppState, clinic: &ClinicContext, session: &BrowserSession) -> Result<Option<(User, LoginState)>> {
+/// The doctor signed in here, for the password page: with a temporary password (who must
+/// replace it before anything else) or with their own (who may change it). `None` when the
+/// session has no login here (the caller sends them on).
+async fn signed_in_doctor(state: &AppState, clinic: &ClinicContext, session: &BrowserSession) -> Result<Option<(User, LoginState)>> {
     let Some(login) = session.login() else { return Ok(None) };
-    if login.clinic_id != clinic.clinic_id || !login.must_change_password {
+    if login.clinic_id != clinic.clinic_id {
         return Ok(None);
     }
     let user = match state.store.user(&login.user_id).await {
@@ -257,16 +258,18 @@ async fn password_page(
     lang: Lang,
     session: BrowserSession,
 ) -> Result<Response> {
-    match pending_change(&state, &clinic, &session).await? {
-        Some((user, _)) => Ok(pages::change_password(lang, &clinic.clinic_name, &user, None).into_response()),
-        None if session.login().is_some_and(|l| l.clinic_id == clinic.clinic_id) => Ok(Redirect::to("/methods").into_response()),
+    match signed_in_doctor(&state, &clinic, &session).await? {
+        Some((user, login)) => {
+            Ok(pages::change_password(lang, &clinic.clinic_name, &user, login.must_change_password, None).into_response())
+        }
         None => Ok(Redirect::to("/login").into_response()),
     }
 }
 
-/// The change form; both fields go into zeroizing buffers straight away.
+/// The change form; every field goes into a zeroizing buffer straight away.
 #[derive(Deserialize)]
 struct ChangeForm {
+    current_password: String,
     new_password: String,
     confirm: String,
 }
@@ -277,10 +280,14 @@ fn weakness_refusal(w: Weakness) -> (Msg, &'static str) {
         Weakness::Length => (Msg::PasswordTooShortOrLong, "length"),
         Weakness::Common => (Msg::PasswordCommon, "common"),
         Weakness::Personal => (Msg::PasswordPersonal, "personal"),
+        Weakness::Context => (Msg::PasswordContext, "context"),
         Weakness::Guessable => (Msg::PasswordGuessable, "weak"),
     }
 }
 
+/// Changes the signed-in doctor's password (ASVS 5.0 V6.2.2, V6.2.3). The current password is
+/// checked first, as a login attempt: it is reserved under the same lockout count as the login
+/// form, so a borrowed browser session cannot be used to guess the password faster.
 #[tracing::instrument(name = "password.change", skip_all, fields(clinic.id = %clinic.clinic_id, principal.id))]
 async fn change_password(
     State(state): State<AppState>,
@@ -289,40 +296,73 @@ async fn change_password(
     session: BrowserSession,
     form: std::result::Result<Form<ChangeForm>, FormRejection>,
 ) -> Result<Response> {
-    let Some((user, login)) = pending_change(&state, &clinic, &session).await? else {
+    let Some((user, login)) = signed_in_doctor(&state, &clinic, &session).await? else {
         return Err(AppError::LoginRequired);
     };
     tracing::Span::current().record("principal.id", user.id.as_str());
     let now = state.clock.unix();
-    let refuse = |status: StatusCode, msg: Msg| (status, pages::change_password(lang, &clinic.clinic_name, &user, Some(msg.text(lang))));
-    let Ok(Form(form)) = form else {
-        return Ok(refuse(StatusCode::BAD_REQUEST, Msg::MissingFields).into_response());
+    let temporary = login.must_change_password;
+    let refuse = |status: StatusCode, msg: &str| {
+        (status, pages::change_password(lang, &clinic.clinic_name, &user, temporary, Some(msg))).into_response()
     };
-    let (new, confirm) = (Zeroizing::new(form.new_password), Zeroizing::new(form.confirm));
     let audit_failure = |reason: &'static str| AuditEvent::PasswordChangeFailed {
         clinic_id: clinic.clinic_id.clone(),
         user_id: user.id.clone(),
         reason,
     };
-    let personal: Vec<&str> = [Some(user.login_id.as_str()), Some(user.name.as_str()), user.medical_reg_no.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let refusal = if new.is_empty() || confirm.is_empty() {
-        Some((Msg::MissingFields, "missing"))
-    } else if *new != *confirm {
+    let Ok(Form(form)) = form else {
+        state.store.audit(&audit_failure("missing"), now).await?;
+        return Ok(refuse(StatusCode::BAD_REQUEST, Msg::MissingFields.text(lang)));
+    };
+    let current = Zeroizing::new(form.current_password);
+    let (new, confirm) = (Zeroizing::new(form.new_password), Zeroizing::new(form.confirm));
+    if current.is_empty() || new.is_empty() || confirm.is_empty() || current.len() > 1024 {
+        state.store.audit(&audit_failure("missing"), now).await?;
+        return Ok(refuse(StatusCode::BAD_REQUEST, Msg::MissingFields.text(lang)));
+    }
+
+    // The current password, under the login form's lockout count for this account.
+    let key = format!("{}/{}", clinic.clinic_id, crate::login_id::fold(&user.login_id));
+    let rules = LockoutRules {
+        max_failures: state.config.login.max_failures,
+        window_secs: state.config.login.failure_window_secs,
+        lockout_secs: state.config.login.lockout_secs,
+    };
+    let locked = |until: i64| format!("{} {}", Msg::LoginLocked.text(lang), lang.format_time(until));
+    let locks_until = match state.store.reserve_login_attempt(&key, now, &rules).await? {
+        LoginReservation::Reserved { locks_until } => locks_until,
+        LoginReservation::Refused { until } => {
+            state.store.audit(&audit_failure("locked"), now).await?;
+            return Ok(refuse(StatusCode::FORBIDDEN, &locked(until)));
+        }
+    };
+    if !state.passwords.verify(current.clone(), Some(user.password_hash.clone())).await? {
+        state.store.audit(&audit_failure("bad_current_password"), now).await?;
+        if let Some(until) = locks_until {
+            let event = AuditEvent::LoginLocked { clinic_id: clinic.clinic_id.clone(), user_id: Some(user.id.clone()), locked_until: until };
+            state.store.audit(&event, now).await?;
+            return Ok(refuse(StatusCode::FORBIDDEN, &locked(until)));
+        }
+        return Ok(refuse(StatusCode::FORBIDDEN, Msg::PasswordCurrentWrong.text(lang)));
+    }
+    state.store.clear_login_failures(&key).await?;
+
+    let personal: Vec<&str> =
+        [Some(user.login_id.as_str()), Some(user.name.as_str()), user.medical_reg_no.as_deref(), Some(clinic.clinic_name.as_str())]
+            .into_iter()
+            .flatten()
+            .collect();
+    let refusal = if *new != *confirm {
         Some((Msg::PasswordMismatch, "mismatch"))
+    } else if *new == *current {
+        // The current password was just verified, so equal text is the same password.
+        Some((Msg::PasswordSameAsOld, "same_as_old"))
     } else {
         weakness(&new, &personal).map(weakness_refusal)
     };
-    // Verified only once the cheap rules pass: it costs an argon2 hash.
-    let refusal = match refusal {
-        None if state.passwords.verify(new.clone(), Some(user.password_hash.clone())).await? => Some((Msg::PasswordSameAsOld, "same_as_old")),
-        other => other,
-    };
     if let Some((msg, reason)) = refusal {
         state.store.audit(&audit_failure(reason), now).await?;
-        return Ok(refuse(StatusCode::BAD_REQUEST, msg).into_response());
+        return Ok(refuse(StatusCode::BAD_REQUEST, msg.text(lang)));
     }
     let hash = state.passwords.hash(new).await?;
     if !state.store.replace_own_password(&user.id, &user.password_hash, &hash, now).await? {
@@ -332,8 +372,7 @@ async fn change_password(
         let page = pages::login(lang, &clinic.clinic_name, Some(Msg::PasswordChangedMeanwhile.text(lang)), None, &user.login_id);
         return Ok((StatusCode::CONFLICT, page).into_response());
     }
-    // Whoever else knew the temporary password is signed out; this session moves to a new id
-    // for the new privilege.
+    // Whoever else knew the old password is signed out; this session moves to a new id.
     let keep = session.id_hash();
     let ended = state.store.end_browser_sessions(&user.id, keep.as_ref().map(<[u8; 32]>::as_slice)).await?;
     session.sign_in(LoginState { must_change_password: false, login_at: now, ..login }, &clinic).await?;

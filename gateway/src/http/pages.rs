@@ -76,8 +76,10 @@ pub fn login(lang: Lang, clinic_name: &str, error: Option<&str>, notice: Option<
     )
 }
 
-/// The page where a doctor signed in with a temporary password chooses a new one.
-pub fn change_password(lang: Lang, clinic_name: &str, user: &User, error: Option<&str>) -> Markup {
+/// The page where a doctor changes the password: after signing in with a temporary one
+/// (`temporary`, nothing else is open until then), or by choice from the methods page. Both ask
+/// for the current password.
+pub fn change_password(lang: Lang, clinic_name: &str, user: &User, temporary: bool, error: Option<&str>) -> Markup {
     layout(
         lang,
         Msg::PasswordChangeTitle.text(lang),
@@ -85,11 +87,18 @@ pub fn change_password(lang: Lang, clinic_name: &str, user: &User, error: Option
             h1 { (Msg::PasswordChangeTitle.text(lang)) }
             p.who { (Msg::SignedInAs.text(lang)) " " (user.name) "（" (clinic_name) "）" }
             @if let Some(e) = error { p.error role="alert" { (e) } }
-            p { (Msg::PasswordChangeLead.text(lang)) }
-            p.hint { (Msg::PasswordRule.text(lang)) " " (Msg::PasswordCurrentNote.text(lang)) }
+            @if temporary {
+                p { (Msg::PasswordChangeLead.text(lang)) }
+                p.hint { (Msg::PasswordRule.text(lang)) " " (Msg::PasswordCurrentNote.text(lang)) }
+            } @else {
+                p { (Msg::PasswordChangeLeadVoluntary.text(lang)) }
+                p.hint { (Msg::PasswordRule.text(lang)) }
+            }
             form method="post" action={ "/password?lang=" (lang.code()) } {
                 // The login ID lets password managers file the new password under the account.
                 input type="hidden" name="username" autocomplete="username" value=(user.login_id);
+                label for="current_password" { (Msg::PasswordCurrent.text(lang)) }
+                input #current_password name="current_password" type="password" autocomplete="current-password" required;
                 label for="new_password" { (Msg::PasswordNew.text(lang)) }
                 input #new_password name="new_password" type="password" autocomplete="new-password" minlength="8" maxlength="256" required;
                 label for="confirm" { (Msg::PasswordConfirm.text(lang)) }
@@ -256,7 +265,7 @@ pub fn methods(lang: Lang, clinic_name: &str, user: &User, agent_url: &str, view
                 p { (Msg::LinkLead.text(lang)) }
                 form #link-code-form {
                     label for="enroll-code" { (Msg::CodeLabel.text(lang)) }
-                    input #enroll-code name="code" type="text" autocomplete="off" autocapitalize="characters" spellcheck="false" required placeholder="XXXX-XXXX-XXXX-XXXX";
+                    input #enroll-code name="code" type="text" autocomplete="off" autocapitalize="characters" spellcheck="false" required placeholder="XXXX-XXXX-XXXX-XXXX-XXXX-XXXX";
                     label for="credential-name" { (Msg::CredentialNameLabel.text(lang)) }
                     input #credential-name name="name" type="text" maxlength="64" autocomplete="off";
                     button #link-code type="submit" { (Msg::LinkWithCode.text(lang)) }
@@ -272,6 +281,7 @@ pub fn methods(lang: Lang, clinic_name: &str, user: &User, agent_url: &str, view
                     }
                 }
             }
+            p { a #change-password-link href={ "/password?lang=" (lang.code()) } { (Msg::PasswordChangeLink.text(lang)) } }
             form method="post" action="/logout" {
                 button #sign-out.secondary type="submit" { (Msg::SignOut.text(lang)) }
             }
