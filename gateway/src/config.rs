@@ -219,6 +219,9 @@ pub struct LoginConfig {
     /// How recent a card or FIDO proof in this browser session must be to add, rename or remove
     /// an authenticator (issue 15: a password alone never changes the factors).
     pub reauth_secs: i64,
+    /// How long a temporary password set by an operator stays usable (to reach the change page)
+    /// after it was set; later the operator issues a new one.
+    pub temporary_password_secs: i64,
     /// argon2id memory cost in KiB (OWASP minimum: 19456).
     pub argon2_memory_kib: u32,
     /// argon2id iterations.
@@ -415,6 +418,7 @@ impl Default for LoginConfig {
             session_idle_secs: 30 * 60,
             session_absolute_secs: 12 * 60 * 60,
             reauth_secs: 5 * 60,
+            temporary_password_secs: 3 * 24 * 60 * 60,
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
         }
@@ -507,6 +511,9 @@ impl Config {
         }
         if l.session_idle_secs <= 0 || l.session_absolute_secs <= 0 || l.reauth_secs <= 0 {
             return invalid("login.session_idle_secs, session_absolute_secs and reauth_secs must be positive");
+        }
+        if !(300..=30 * 24 * 60 * 60).contains(&l.temporary_password_secs) {
+            return invalid("login.temporary_password_secs must be between 300 (5 minutes) and 2592000 (30 days)");
         }
         if l.argon2_memory_kib < 8 * 1024 || l.argon2_iterations == 0 {
             return invalid("login.argon2_memory_kib must be at least 8192 and argon2_iterations at least 1");

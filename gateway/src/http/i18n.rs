@@ -218,6 +218,7 @@ pub enum Msg {
     PasswordCurrentWrong,
     PasswordContext,
     PasswordChangeLink,
+    TemporaryPasswordExpired,
     PasswordNew,
     PasswordConfirm,
     PasswordRule,
@@ -438,6 +439,10 @@ impl Msg {
                 "The password must not contain words tied to this service or clinic (such as ninsho, clinic or 処方箋).",
             ),
             PasswordChangeLink => ("パスワードの変更", "Change password"),
+            TemporaryPasswordExpired => (
+                "一時パスワードの有効期限が切れています。管理者に新しい一時パスワードの発行を依頼してください。",
+                "This temporary password has expired. Ask your administrator for a new one.",
+            ),
             PasswordCurrentNote => ("新しいパスワードは一時パスワードと異なるものにしてください。", "The new password must differ from the temporary one."),
             PasswordNew => ("新しいパスワード", "New password"),
             PasswordConfirm => ("新しいパスワード（確認）", "New password (again)"),

@@ -140,6 +140,18 @@ async fn login(
         return Ok(refused(StatusCode::FORBIDDEN, lang, &clinic, Msg::DoctorOnly.text(lang), login_id));
     }
 
+    // A temporary password is for a first sign-in soon after it was set (ASVS 5.0 V6.4.1).
+    if user.password_temporary && now >= user.password_set_at.saturating_add(state.config.login.temporary_password_secs) {
+        state.metrics.login("failure");
+        let event = AuditEvent::LoginFailed {
+            clinic_id: clinic.clinic_id.clone(),
+            user_id: Some(user.id.clone()),
+            reason: "temporary_password_expired",
+        };
+        state.store.audit(&event, now).await?;
+        return Ok(refused(StatusCode::FORBIDDEN, lang, &clinic, Msg::TemporaryPasswordExpired.text(lang), login_id));
+    }
+
     // New privilege, new session id (session fixation). A temporary password signs in to the
     // change page only.
     let must_change_password = user.password_temporary;

@@ -596,8 +596,8 @@ impl Store {
         with_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO users (id, clinic_id, login_id, login_folded, kind, name, medical_reg_no, password_hash, enabled,
-                    created_at, updated_at, password_temporary)
-                 VALUES ($1, $2, $3, $9, $4, $5, $6, $7, TRUE, $8, $8, $10)",
+                    created_at, updated_at, password_temporary, password_set_at)
+                 VALUES ($1, $2, $3, $9, $4, $5, $6, $7, TRUE, $8, $8, $10, $8)",
             )
             .bind(user.id)
             .bind(user.clinic_id)
@@ -688,7 +688,8 @@ impl Store {
     pub async fn set_user_password(&self, clinic_id: &str, login_id: &str, hash: &str, temporary: bool, now: i64) -> Result<User> {
         let done = with_pool!(self, |pool| {
             sqlx::query(
-                "UPDATE users SET password_hash = $3, password_temporary = $5, updated_at = $4 WHERE clinic_id = $1 AND login_folded = $2",
+                "UPDATE users SET password_hash = $3, password_temporary = $5, password_set_at = $4, updated_at = $4
+                 WHERE clinic_id = $1 AND login_folded = $2",
             )
                 .bind(clinic_id)
                 .bind(crate::login_id::fold(login_id))
@@ -709,7 +710,7 @@ impl Store {
     pub async fn replace_own_password(&self, user_id: &str, old_hash: &str, hash: &str, now: i64) -> Result<bool> {
         let done = write_execute!(
             self,
-            "UPDATE users SET password_hash = $3, password_temporary = FALSE, updated_at = $4
+            "UPDATE users SET password_hash = $3, password_temporary = FALSE, password_set_at = $4, updated_at = $4
              WHERE id = $1 AND password_hash = $2",
             user_id,
             old_hash,
@@ -978,12 +979,12 @@ pub struct NewUser<'a> {
 
 macro_rules! user_columns {
     () => {
-        "id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at, password_temporary"
+        "id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at, password_temporary, password_set_at"
     };
 }
 use user_columns;
 
-type UserRow = (String, String, String, String, String, Option<String>, String, bool, i64, bool);
+type UserRow = (String, String, String, String, String, Option<String>, String, bool, i64, bool, i64);
 
 /// A user account.
 #[derive(Clone, serde::Serialize)]
@@ -1009,6 +1010,9 @@ pub struct User {
     pub created_at: i64,
     /// The password was set by an operator: the user chooses a new one at the next login.
     pub password_temporary: bool,
+    /// When the password was last set (Unix seconds): a temporary one expires
+    /// `login.temporary_password_secs` later.
+    pub password_set_at: i64,
 }
 
 impl std::fmt::Debug for User {
@@ -1031,6 +1035,7 @@ impl TryFrom<UserRow> for User {
             enabled: r.7,
             created_at: r.8,
             password_temporary: r.9,
+            password_set_at: r.10,
         })
     }
 }
