@@ -283,8 +283,9 @@ impl Admin<'_> {
         self.audit(if enabled { "user.enable" } else { "user.disable" }, user.id).await
     }
 
-    /// `user set-password`: returns the password stored. Unless `permanent`, it is temporary
-    /// (the user chooses a new one at the next login). The user's browser sessions and signing
+    /// `user set-password`: returns the password stored. It is always temporary (the user
+    /// chooses a new one at the next login, within `login.temporary_password_secs`): an operator
+    /// starts a reset but never chooses the password the user keeps (ASVS 5.0 V6.4.6). The user's browser sessions and signing
     /// sessions end: whoever knew the old password is signed out everywhere.
     pub async fn user_set_password(
         &self,
@@ -292,7 +293,6 @@ impl Admin<'_> {
         clinic_id: &str,
         login_id: &str,
         password: PasswordChoice,
-        permanent: bool,
     ) -> anyhow::Result<Zeroizing<String>> {
         let user = match self.store.user_by_login(clinic_id, login_id).await {
             Err(store::Error::NotFound) => bail!("no user {login_id} in clinic {clinic_id}"),
@@ -302,7 +302,7 @@ impl Admin<'_> {
         let personal = [Some(login_id), Some(user.name.as_str()), user.medical_reg_no.as_deref(), Some(clinic.name.as_str())];
         let password = password.resolve(&personal.into_iter().flatten().collect::<Vec<_>>())?;
         let hash = hasher.hash(password.clone()).await?;
-        let user = match self.store.set_user_password(clinic_id, login_id, &hash, !permanent, self.now).await {
+        let user = match self.store.set_user_password(clinic_id, login_id, &hash, true, self.now).await {
             Err(store::Error::NotFound) => bail!("no user {login_id} in clinic {clinic_id}"),
             r => r?,
         };
@@ -315,7 +315,7 @@ impl Admin<'_> {
             clinic_id: user.clinic_id.clone(),
             user_id: user.id.clone(),
             by: "operator",
-            temporary: !permanent,
+            temporary: true,
             browser_sessions_ended: ended,
         };
         self.store.audit(&event, self.now).await?;

@@ -313,13 +313,10 @@ pub enum UserCommand {
         #[arg(long)]
         login_id: String,
         /// Read the password from the first line of standard input (it must pass the strength
-        /// rule).
+        /// rule). Either way the password is temporary: an operator starts a reset but never
+        /// chooses the password the user keeps (ASVS 5.0 V6.4.6).
         #[arg(long)]
         password_stdin: bool,
-        /// The password is permanent; otherwise it is temporary and the user chooses a new one
-        /// at the next login.
-        #[arg(long)]
-        permanent: bool,
     },
 }
 
@@ -531,11 +528,11 @@ async fn admin_on(
                 admin.user_set_enabled(&clinic, &login_id, true).await?;
                 writeln!(out, "enabled {login_id}")?;
             }
-            UserCommand::SetPassword { clinic, login_id, password_stdin, permanent } => {
+            UserCommand::SetPassword { clinic, login_id, password_stdin } => {
                 let choice = password_choice(input, password_stdin)?;
-                let password = admin.user_set_password(&hasher()?, &clinic, &login_id, choice, permanent).await?;
+                let password = admin.user_set_password(&hasher()?, &clinic, &login_id, choice).await?;
                 writeln!(out, "password of {login_id} changed; its browser and signing sessions ended")?;
-                print_password(out, password_stdin, permanent, &password)?;
+                print_password(out, password_stdin, false, &password)?;
             }
         },
         AdminCommand::Anchor(c) => match c {
