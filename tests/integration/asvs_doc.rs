@@ -60,10 +60,10 @@ fn every_requirement_has_one_proof_or_reason_and_every_proof_exists() {
             if reason.trim().len() < 10 {
                 problems.push(format!("V{id}: a Not applicable needs a reason"));
             }
-        } else if let Some(proof) = verdict.strip_prefix("Proof: ") {
-            if let Err(e) = check_proof(proof.trim()) {
-                problems.push(format!("V{id}: {e}"));
-            }
+        } else if let Some(proof) = verdict.strip_prefix("Proof: ")
+            && let Err(e) = check_proof(proof.trim())
+        {
+            problems.push(format!("V{id}: {e}"));
         }
     }
     assert!(problems.is_empty(), "docs/security/asvs-l3.md:\n{}", problems.join("\n"));
