@@ -472,6 +472,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             eprintln!("-- seeding {db} with {rows} doctors");
             let seeded = setup::seed(
                 &db_url,
+                &dir,
                 &ctx.pki,
                 &cards,
                 rows,

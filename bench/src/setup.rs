@@ -147,6 +147,7 @@ pub struct Seeded {
 #[allow(clippy::too_many_arguments, reason = "internal step of run()")]
 pub async fn seed(
     db_url: &str,
+    data_dir: &std::path::Path,
     pki: &PkiFiles,
     cards: &CardPki,
     doctors: u64,
@@ -156,7 +157,9 @@ pub async fn seed(
     now: i64,
 ) -> anyhow::Result<Seeded> {
     let started = Instant::now();
-    let store = Store::connect(db_url, 4).await.context("connect")?;
+    // The gateway started later on `data_dir` reads the same audit key (DESIGN §3.9).
+    let audit_key = gateway::config::Config { data_dir: data_dir.to_owned(), ..Default::default() }.audit_key()?;
+    let store = Store::connect(db_url, 4).await.context("connect")?.with_audit_key(audit_key);
     store.migrate().await.context("migrate")?;
     let admin = Admin { store: &store, now };
     admin.clinic_add(CLINIC, "ベンチマーク内科").await?;

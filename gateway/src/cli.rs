@@ -399,8 +399,20 @@ pub enum AnchorCommand {
 /// `admin audit …`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain; exits non-zero and names the first bad row if it was tampered with.
+    /// Check the chain; exits non-zero and names the first bad row if it was tampered with. Says
+    /// which rows are plain SHA-256 (written before keyed chaining) and which keyed.
     Verify,
+    /// Start the keyed chain on a log written before keyed chaining: appends an audited
+    /// `audit_chain_keyed` event linked to the old head under the audit key; every later row is
+    /// keyed. Run once, after every instance runs this version.
+    Rekey,
+    /// Print a signed checkpoint of the chain's head as one JSON line (keep it outside the
+    /// database), or check a saved one against the database with --verify.
+    Checkpoint {
+        /// A saved checkpoint (its last line) to check instead.
+        #[arg(long, value_name = "FILE")]
+        verify: Option<PathBuf>,
+    },
     /// Write every audit row as JSON Lines.
     Export {
         /// Output file (default: standard output).
@@ -443,7 +455,8 @@ pub async fn run_admin(
     input: &mut (dyn BufRead + Send),
     clock: &dyn Clock,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database_url(), 2).await?;
+    let key = config.audit_key().context("audit key")?;
+    let store = Store::connect(&config.database_url(), 2).await?.with_audit_key(key);
     store.migrate().await?;
     let result = admin_on(&store, config, command, out, input, clock).await;
     store.close().await;
@@ -677,9 +690,46 @@ async fn admin_on(
         AdminCommand::Keys(c) => crate::tokens_admin::keys(store, config, admin.now, c, out).await?,
         AdminCommand::Audit(c) => match c {
             AuditCommand::Verify => match store.audit_verify().await? {
-                AuditVerification::Intact { rows } => writeln!(out, "audit log intact: {rows} rows")?,
+                AuditVerification::Intact { rows, keyed_from } => {
+                    writeln!(out, "audit log intact: {rows} rows ({})", AuditVerification::segments(rows, keyed_from))?;
+                    if keyed_from.is_none() {
+                        writeln!(out, "warning: no keyed segment yet; run `gateway admin audit rekey`")?;
+                    }
+                }
                 broken => bail!("audit log TAMPERED: {}", describe(&broken)),
             },
+            AuditCommand::Rekey => {
+                let seq = store.audit_rekey(admin.now).await?;
+                tracing::info!(target: "audit", seq, "audit chain keyed");
+                writeln!(out, "audit chain keyed from row {seq}; rows 1–{} stay plain SHA-256", seq - 1)?;
+            }
+            AuditCommand::Checkpoint { verify: None } => {
+                // A broken chain gets no signature.
+                let verdict = store.audit_verify().await?;
+                if !matches!(verdict, AuditVerification::Intact { .. }) {
+                    bail!("audit log TAMPERED: {}; no checkpoint signed", describe(&verdict));
+                }
+                let key = config.audit_checkpoint_key().context("audit checkpoint key")?;
+                let checkpoint = crate::audit_checkpoint::take(store, &key, admin.now).await?;
+                let line = checkpoint.to_line();
+                tracing::info!(target: "audit", checkpoint = %line, "audit checkpoint");
+                writeln!(out, "{line}")?;
+            }
+            AuditCommand::Checkpoint { verify: Some(path) } => {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                let checkpoint = crate::audit_checkpoint::Checkpoint::parse(&text).with_context(|| path.display().to_string())?;
+                let key = config.audit_checkpoint_key().context("audit checkpoint key")?;
+                crate::audit_checkpoint::verify(store, &key, &checkpoint)
+                    .await
+                    .with_context(|| format!("checkpoint {} does NOT match", path.display()))?;
+                writeln!(
+                    out,
+                    "checkpoint matches: the chain's first {} rows still end in {} (taken {})",
+                    checkpoint.rows,
+                    checkpoint.head,
+                    crate::admin::utc(checkpoint.at)
+                )?;
+            }
             AuditCommand::Export { output } => {
                 let rows = match output {
                     Some(path) => {
@@ -702,12 +752,17 @@ async fn admin_on(
 /// Explains a failed verification.
 pub fn describe(v: &AuditVerification) -> String {
     match v {
-        AuditVerification::Intact { rows } => format!("intact ({rows} rows)"),
+        AuditVerification::Intact { rows, keyed_from } => {
+            format!("intact ({rows} rows: {})", AuditVerification::segments(*rows, *keyed_from))
+        }
         AuditVerification::Modified { seq } => format!("row {seq} was modified"),
         AuditVerification::Missing { seq, expected } => format!("row {expected} is missing (next row is {seq})"),
         AuditVerification::BrokenLink { seq } => format!("row {seq} does not link to the row before it (inserted or reordered)"),
         AuditVerification::Truncated { last_seq, head_seq } => {
             format!("rows after {last_seq} were removed (the chain head is at {head_seq})")
+        }
+        AuditVerification::KeyedStartMoved { seq } => {
+            format!("the keyed segment is said to start at row {seq}, which is not an audit_chain_keyed event (the boundary was moved)")
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct Config {
     pub tokens: TokensConfig,
     /// Card login (DESIGN §3.3, §3.5).
     pub card: CardConfig,
+    /// The audit log's key and checkpoints (DESIGN §3.9).
+    pub audit: AuditConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -95,6 +97,43 @@ impl fmt::Debug for TokensConfig {
             .field("key_encryption_key", &if self.key_encryption_key.is_empty() { "" } else { "***" })
             .field("key_encryption_key_file", &self.key_encryption_key_file)
             .field("key_refresh_secs", &self.key_refresh_secs)
+            .finish()
+    }
+}
+
+/// The `[audit]` section: the keyed audit chain and its signed checkpoints (DESIGN §3.9).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The audit key (HMAC-SHA256 of the chain), base64 of 32 bytes. Prefer the environment
+    /// (`GATEWAY_AUDIT__KEY`) or `key_file`.
+    pub key: String,
+    /// File holding the base64 audit key (mode 0600). Empty with no key above means
+    /// `<data_dir>/audit-key`, created on first start: fine for one instance, but several
+    /// instances must share the same key.
+    pub key_file: PathBuf,
+    /// File holding the Ed25519 checkpoint signing key (base64 PKCS#8, mode 0600). Empty means
+    /// `<data_dir>/audit-checkpoint-key`, created on first use.
+    pub checkpoint_key_file: PathBuf,
+    /// How often the server logs a signed checkpoint of the chain's head (target `audit`);
+    /// 0 disables.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { key: String::new(), key_file: PathBuf::new(), checkpoint_key_file: PathBuf::new(), checkpoint_interval_secs: 600 }
+    }
+}
+
+impl fmt::Debug for AuditConfig {
+    // The audit key is a secret: never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditConfig")
+            .field("key", &if self.key.is_empty() { "" } else { "***" })
+            .field("key_file", &self.key_file)
+            .field("checkpoint_key_file", &self.checkpoint_key_file)
+            .field("checkpoint_interval_secs", &self.checkpoint_interval_secs)
             .finish()
     }
 }
@@ -345,6 +384,7 @@ impl Default for Config {
             signing_session: SigningSessionConfig::default(),
             tokens: TokensConfig::default(),
             card: CardConfig::default(),
+            audit: AuditConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -630,6 +670,32 @@ impl Config {
         };
         crate::tokens::Kek::from_file(&path)
     }
+
+    /// The audit key: from the configuration value, else the configured file, else
+    /// `<data_dir>/audit-key` (created on first use). A key of the wrong length is an error.
+    pub fn audit_key(&self) -> anyhow::Result<crate::store::AuditKey> {
+        if !self.audit.key.is_empty() {
+            return crate::store::AuditKey::from_base64(&self.audit.key);
+        }
+        let path = if self.audit.key_file.as_os_str().is_empty() { self.data_dir.join("audit-key") } else { self.audit.key_file.clone() };
+        let text = crate::audit_checkpoint::read_private_file(&path, "audit key", || {
+            use base64::Engine as _;
+            let bytes = crate::audit_checkpoint::random_bytes::<32>()?;
+            Ok(zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref())))
+        })?;
+        crate::store::AuditKey::from_base64(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// The checkpoint signing key: `audit.checkpoint_key_file`, else
+    /// `<data_dir>/audit-checkpoint-key` (created on first use).
+    pub fn audit_checkpoint_key(&self) -> anyhow::Result<crate::audit_checkpoint::CheckpointKey> {
+        let path = if self.audit.checkpoint_key_file.as_os_str().is_empty() {
+            self.data_dir.join("audit-checkpoint-key")
+        } else {
+            self.audit.checkpoint_key_file.clone()
+        };
+        crate::audit_checkpoint::CheckpointKey::from_file(&path)
+    }
 }
 
 #[cfg(test)]
@@ -718,6 +784,14 @@ mod tests {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
         }
         Config::from_toml("[card]\nagent_url = \"http://localhost:20000\"\n").unwrap();
+    }
+
+    #[test]
+    fn audit_key_is_redacted_in_debug() {
+        let mut c = Config::default();
+        c.audit.key = "c2VjcmV0LWF1ZGl0LWtleS1mb3ItdGhlLXRlc3RzISE=".into();
+        let shown = format!("{c:?} {:?}", c.audit_key().unwrap());
+        assert!(!shown.contains("c2VjcmV0") && shown.contains("***"), "{shown}");
     }
 
     #[test]

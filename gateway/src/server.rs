@@ -37,6 +37,8 @@ pub struct Application {
     ops: TcpListener,
     tls: Arc<GateTls>,
     state: AppState,
+    /// Signs the periodic audit checkpoints; `None` when `audit.checkpoint_interval_secs` is 0.
+    checkpoint_key: Option<Arc<crate::audit_checkpoint::CheckpointKey>>,
 }
 
 /// The main listener's TLS configuration, replaced as a whole when the anchors change; each new
@@ -84,6 +86,18 @@ impl Application {
     /// Like [`Application::build`], with an already connected and migrated store and a bound
     /// main listener (tests bind port 0 first to learn the public URL).
     pub async fn with_parts(config: Config, store: Store, clock: SharedClock, main: TcpListener) -> anyhow::Result<Self> {
+        // The audit key links every row (DESIGN §3.9); a missing or malformed one stops start-up,
+        // and so does a log that still waits for `gateway admin audit rekey`.
+        let store = store.with_audit_key(config.audit_key().context("audit key")?);
+        if store.audit_head().await?.keyed_from.is_none() {
+            anyhow::bail!(
+                "the audit log was written before keyed chaining: stop older instances and run `gateway admin audit rekey` once (DESIGN §3.9)"
+            );
+        }
+        let checkpoint_key = match config.audit.checkpoint_interval_secs {
+            0 => None,
+            _ => Some(Arc::new(config.audit_checkpoint_key().context("audit checkpoint key")?)),
+        };
         let identity = tls::Identity::load(&config.tls.cert, &config.tls.key)?;
         let version = store.anchor_versions(&[AnchorKind::Clinic, AnchorKind::Service]).await?;
         let anchors = store.list_anchors(None).await?;
@@ -124,7 +138,7 @@ impl Application {
             card_trust: crate::cards::TrustCache::default(),
         }));
         state.metrics.observe_anchors(&anchors, state.clock.unix());
-        Ok(Self { main, ops, tls, state })
+        Ok(Self { main, ops, tls, state, checkpoint_key })
     }
 
     /// Address of the mTLS listener.
@@ -145,7 +159,7 @@ impl Application {
     /// Serves until `shutdown` completes, then stops accepting and lets open requests finish
     /// (up to 30 s).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { main, ops, tls, state } = self;
+        let Self { main, ops, tls, state, checkpoint_key } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let ops_router = http::ops::router(state.clone());
         let mut ops_stop = stop_rx.clone();
@@ -160,6 +174,7 @@ impl Application {
         let key_refresh = tokio::spawn(key_refresh_loop(state.clone(), stop_rx.clone()));
         let crl_refresh = tokio::spawn(crl_refresh_loop(state.clone(), stop_rx.clone()));
         let trust_refresh = tokio::spawn(trust_refresh_loop(state.clone(), tls.clone(), stop_rx.clone()));
+        let checkpoints = checkpoint_key.map(|key| tokio::spawn(checkpoint_loop(state.clone(), key, stop_rx.clone())));
         tracing::info!(addr = %main.local_addr()?, ops = %ops_task_addr(&state), db = state.store.backend_name(), "gateway listening");
 
         let router = http::router(state.clone());
@@ -204,6 +219,9 @@ impl Application {
         let _ = key_refresh.await;
         let _ = crl_refresh.await;
         let _ = trust_refresh.await;
+        if let Some(checkpoints) = checkpoints {
+            let _ = checkpoints.await;
+        }
         state.group_commit.flush().await;
         state.store.close().await;
         Ok(())
@@ -381,6 +399,25 @@ async fn crl_refresh_loop(state: AppState, mut stop: tokio::sync::watch::Receive
         let margin = i64::try_from(period).unwrap_or(i64::MAX / 4).saturating_mul(2);
         if let Err(e) = crate::cards::refresh_crls(&state.store, &http, state.clock.unix(), margin).await {
             tracing::warn!(error = %e, "refreshing CRLs failed");
+        }
+    }
+}
+
+/// Logs a signed checkpoint of the audit chain's head (target `audit`) every
+/// `audit.checkpoint_interval_secs`, so the log shipper keeps, outside the database, what the chain
+/// looked like (DESIGN §3.9). Every instance writes them; any one of them pins the chain.
+async fn checkpoint_loop(state: AppState, key: Arc<crate::audit_checkpoint::CheckpointKey>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let period = Duration::from_secs(state.config.audit.checkpoint_interval_secs);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match crate::audit_checkpoint::take(&state.store, &key, state.clock.unix()).await {
+            Ok(c) => tracing::info!(target: "audit", checkpoint = %c.to_line(), rows = c.rows, "audit checkpoint"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "taking an audit checkpoint failed"),
         }
     }
 }

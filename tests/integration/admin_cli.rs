@@ -26,7 +26,7 @@ pub(crate) async fn cli(app: &TestApp, args: &[&str], stdin: &str) -> (i32, Stri
 
 pub(crate) async fn audit_rows(app: &TestApp) -> i64 {
     match app.store().audit_verify().await.unwrap() {
-        gateway::store::AuditVerification::Intact { rows } => rows,
+        gateway::store::AuditVerification::Intact { rows, .. } => rows,
         other => panic!("{other:?}"),
     }
 }

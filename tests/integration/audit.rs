@@ -16,7 +16,7 @@ async fn app_with_events(db: Db) -> TestApp {
 
 async fn intact_chain_verifies(db: Db) {
     let app = app_with_events(db).await;
-    let AuditVerification::Intact { rows } = app.store().audit_verify().await.unwrap() else { panic!("tampered") };
+    let AuditVerification::Intact { rows, .. } = app.store().audit_verify().await.unwrap() else { panic!("tampered") };
     assert!(rows >= 10, "seed admin actions and logins are all audited, got {rows}");
     let tail = app.store().audit_tail(3).await.unwrap();
     let events: Vec<&str> = tail.iter().map(|r| r.event.as_str()).collect();
@@ -43,7 +43,7 @@ async fn a_deleted_row_is_found(db: Db) {
 
 async fn a_removed_tail_is_found(db: Db) {
     let app = app_with_events(db).await;
-    let AuditVerification::Intact { rows } = app.store().audit_verify().await.unwrap() else { panic!() };
+    let AuditVerification::Intact { rows, .. } = app.store().audit_verify().await.unwrap() else { panic!() };
     app.store().execute_unchecked(&format!("DELETE FROM audit_log WHERE seq = {rows}")).await.unwrap();
     assert_eq!(
         app.store().audit_verify().await.unwrap(),
@@ -96,7 +96,7 @@ async fn a_batch_chains_like_single_appends(db: Db) {
     // Larger than one INSERT chunk, so the batch spans several statements in one transaction.
     app.store().audit_batch(&events[..650]).await.unwrap();
     app.store().audit_batch(&events[650..]).await.unwrap();
-    let AuditVerification::Intact { rows } = app.store().audit_verify().await.unwrap() else { panic!("tampered") };
+    let AuditVerification::Intact { rows, .. } = app.store().audit_verify().await.unwrap() else { panic!("tampered") };
     assert!(rows >= 700);
     let tail = app.store().audit_tail(2).await.unwrap();
     assert_eq!(tail[0].detail["target"], "row-699");

@@ -193,6 +193,11 @@ impl TestApp {
         &self.state.store
     }
 
+    /// Another store on this gateway's database, with its audit key: a second instance.
+    pub async fn other_store(&self, max_connections: u32) -> Store {
+        Store::connect(&self.config.database.url, max_connections).await.unwrap().with_audit_key(self.config.audit_key().unwrap())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.port)
     }
@@ -287,7 +292,7 @@ impl TestAppBuilder {
         }
         config.validate().unwrap();
 
-        let store = Store::connect(&db_url, 8).await.unwrap();
+        let store = Store::connect(&db_url, 8).await.unwrap().with_audit_key(config.audit_key().unwrap());
         store.migrate().await.unwrap();
         seed(&store, &pki, &config, now.unix_timestamp()).await;
 

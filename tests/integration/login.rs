@@ -293,7 +293,7 @@ async fn a_burst_of_wrong_passwords_checks_at_most_max_failures(db: Db) {
     assert_eq!(client.get(app.url("/methods")).send().await.unwrap().status(), 303);
 
     // Across instances: two stores on the same database, 12 reservations each, at once.
-    let other = gateway::store::Store::connect(&app.config.database.url, 4).await.unwrap();
+    let other = app.other_store(4).await;
     let rules = gateway::store::LockoutRules {
         max_failures: max,
         window_secs: app.config.login.failure_window_secs,

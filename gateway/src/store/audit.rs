@@ -1,16 +1,22 @@
-//! The append-only, hash-chained audit log (DESIGN §3.9).
+//! The append-only, keyed hash-chained audit log (DESIGN §3.9, decision 0013).
 //!
-//! Row `n` stores `hash_n = SHA-256(hash_{n-1} || canonical(row_n))`, and the single-row
-//! `audit_head` holds the last sequence number and hash. Appends update the head in the same
+//! Row `n` stores `hash_n = HMAC-SHA256(audit key, hash_{n-1} || canonical(row_n))` ([`audit_link`]),
+//! under a key that is not in the database, and the single-row `audit_head` holds the last
+//! sequence number and link. A log written before keyed chaining keeps its plain
+//! `SHA-256(hash_{n-1} || canonical(row_n))` rows; `audit_head.keyed_from` names the first keyed
+//! row, an `audit_chain_keyed` event an operator appends with `gateway admin audit rekey`. Appends update the head in the same
 //! transaction, so appends from several instances serialise and the chain stays linear.
 //! Verification recomputes the chain and names the first row that does not fit: a changed row
 //! breaks its own hash, a deleted row leaves a gap, an inserted row breaks the links, and a cut
 //! tail disagrees with the head.
 
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac as _};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Backend, Result, Store, inline, with_pool, with_reader};
+use super::{Backend, Error, Result, Store, inline, with_pool, with_reader};
 
 /// Outcome of an audited action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -114,6 +120,9 @@ pub enum AuditEvent {
     TokenConsumed { clinic_id: String, user_id: String, client_id: String, jti: String },
     /// A token consumption was refused (`cnf_mismatch`, `already_consumed`, `session_ended`).
     TokenConsumeRefused { clinic_id: String, user_id: String, client_id: String, jti: String, reason: &'static str },
+    /// An operator started the keyed segment of a log written before keyed chaining
+    /// (`gateway admin audit rekey`); the row links to the old head under the audit key.
+    ChainKeyed { previous_rows: i64, previous_head: String },
 }
 
 impl AuditEvent {
@@ -278,6 +287,13 @@ impl AuditEvent {
                 Some(user_id),
                 json!({ "client_id": client_id, "jti": jti, "reason": reason }),
             ),
+            AuditEvent::ChainKeyed { previous_rows, previous_head } => (
+                CHAIN_KEYED_EVENT,
+                Outcome::Success,
+                None,
+                None,
+                json!({ "previous_rows": previous_rows, "previous_head": previous_head }),
+            ),
         }
     }
 }
@@ -306,8 +322,10 @@ pub struct AuditRecord {
 /// Result of `audit verify`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditVerification {
-    /// The whole chain is intact.
-    Intact { rows: i64 },
+    /// The whole chain is intact. Rows from `keyed_from` on are linked with HMAC-SHA256 under the
+    /// audit key; rows before it (a log written before keyed chaining) with plain SHA-256.
+    /// `None`: no keyed segment yet (`gateway admin audit rekey` starts it).
+    Intact { rows: i64, keyed_from: Option<i64> },
     /// Row `seq` was changed after it was written.
     Modified { seq: i64 },
     /// Rows before `seq` are missing (expected `expected`).
@@ -316,24 +334,117 @@ pub enum AuditVerification {
     BrokenLink { seq: i64 },
     /// The last rows were removed: the head says `head_seq`, the log ends at `last_seq`.
     Truncated { last_seq: i64, head_seq: i64 },
+    /// The head says the keyed segment starts at row `seq`, but that row is not the
+    /// `audit_chain_keyed` event that starts one: the boundary was moved.
+    KeyedStartMoved { seq: i64 },
+}
+
+impl AuditVerification {
+    /// The segments of an intact chain, for operators: "rows 1–9 plain SHA-256, rows 10–42 keyed
+    /// HMAC-SHA256".
+    pub fn segments(rows: i64, keyed_from: Option<i64>) -> String {
+        let keyed_from = keyed_from.unwrap_or(rows + 1).max(1);
+        let mut parts = Vec::new();
+        if keyed_from > 1 {
+            parts.push(format!("rows 1–{} plain SHA-256", (keyed_from - 1).min(rows)));
+        }
+        if rows >= keyed_from {
+            parts.push(format!("rows {keyed_from}–{rows} keyed HMAC-SHA256"));
+        }
+        if parts.is_empty() {
+            parts.push("empty, keyed from its first row".to_owned());
+        }
+        parts.join(", ")
+    }
+}
+
+/// The audit key: the HMAC-SHA256 key of the keyed chain (DESIGN §3.9). It is never stored in the
+/// database, so whoever can write the database cannot recompute the links of rows they change.
+#[derive(Clone)]
+pub struct AuditKey(Hmac<Sha256>);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(***)")
+    }
+}
+
+impl AuditKey {
+    /// Length of the key in bytes.
+    pub const LEN: usize = 32;
+
+    /// From 32 raw bytes.
+    pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Self> {
+        if bytes.len() != Self::LEN {
+            anyhow::bail!("the audit key must be 32 bytes (base64: 44 characters), got {}", bytes.len());
+        }
+        Ok(Self(Hmac::new_from_slice(bytes).map_err(|_| anyhow::anyhow!("invalid HMAC key"))?))
+    }
+
+    /// From base64 text (the configuration value or the key file's content).
+    pub fn from_base64(text: &str) -> anyhow::Result<Self> {
+        use base64::Engine as _;
+        let bytes = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|_| anyhow::anyhow!("the audit key is not valid base64"))?,
+        );
+        Self::from_bytes(&bytes)
+    }
+}
+
+/// The canonical fields of a row: (seq, at, event, outcome, clinic, user, detail).
+pub type RowFields<'a> = (i64, i64, &'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+
+/// A row's link from the previous row's link and the row's canonical fields: the one definition
+/// of the chain, used by both append paths and by verification (DESIGN §3.9).
+///
+/// Keyed rows: `HMAC-SHA256(audit key, prev || canonical(row))`. Rows written before keyed
+/// chaining (`key` = `None`, kept only to verify them): `SHA-256(prev || canonical(row))`.
+pub fn audit_link(key: Option<&AuditKey>, prev: &[u8], row: RowFields<'_>) -> Vec<u8> {
+    // serde_json of a tuple of integers and strings is deterministic: a stable canonical form.
+    let canonical = serde_json::to_vec(&row).unwrap_or_default();
+    match key {
+        Some(key) => {
+            let mut mac = key.0.clone();
+            mac.update(prev);
+            mac.update(&canonical);
+            mac.finalize().into_bytes().to_vec()
+        }
+        None => {
+            let mut h = Sha256::new();
+            h.update(prev);
+            h.update(&canonical);
+            h.finalize().to_vec()
+        }
+    }
 }
 
 type AuditRow = (i64, i64, String, String, Option<String>, Option<String>, String, Vec<u8>, Vec<u8>);
 
-pub(super) fn chain_hash(prev: &[u8], row: (i64, i64, &str, &str, Option<&str>, Option<&str>, &str)) -> Vec<u8> {
-    // serde_json of a tuple of integers and strings is deterministic: a stable canonical form.
-    let canonical = serde_json::to_vec(&row).unwrap_or_default();
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(&canonical);
-    h.finalize().to_vec()
-}
+/// The event that starts the keyed segment of a log written before keyed chaining.
+pub const CHAIN_KEYED_EVENT: &str = "audit_chain_keyed";
 
 /// An event ready to append: (at, name, outcome, clinic, user, detail JSON).
 pub(super) type PendingRow<'a> = (i64, &'static str, Outcome, Option<&'a str>, Option<&'a str>, String);
 
-/// Flattens events into rows, mirroring each to the `audit` tracing target.
-pub(super) fn audit_rows(events: &[(AuditEvent, i64)]) -> Vec<PendingRow<'_>> {
+/// Rows ready to append, with the key that links them.
+pub(super) struct AuditBatch<'a> {
+    key: Option<&'a AuditKey>,
+    rows: Vec<PendingRow<'a>>,
+    /// `Some(old head)`: this batch starts the keyed segment (`audit rekey`), after that head.
+    rekey: Option<Vec<u8>>,
+}
+
+impl Store {
+    /// Flattens events into rows to append with this store's audit key, mirroring each to the
+    /// `audit` tracing target.
+    pub(super) fn audit_rows<'a>(&'a self, events: &'a [(AuditEvent, i64)]) -> AuditBatch<'a> {
+        AuditBatch { key: self.audit_key.as_deref(), rows: pending_rows(events), rekey: None }
+    }
+}
+
+fn pending_rows(events: &[(AuditEvent, i64)]) -> Vec<PendingRow<'_>> {
     events
         .iter()
         .map(|(event, at)| {
@@ -349,18 +460,44 @@ pub(super) fn audit_rows(events: &[(AuditEvent, i64)]) -> Vec<PendingRow<'_>> {
 type ChainedRow<'a> = (i64, i64, &'static str, &'static str, Option<&'a str>, Option<&'a str>, &'a str, Vec<u8>, Vec<u8>);
 
 /// Takes `count` sequence numbers from the head row (concurrent appends queue on it).
-const TAKE_HEAD: &str = "UPDATE audit_head SET seq = seq + $1, updated_at = $2 WHERE id = 1 RETURNING seq, hash";
+const TAKE_HEAD: &str = "UPDATE audit_head SET seq = seq + $1, updated_at = $2 WHERE id = 1 RETURNING seq, hash, keyed_from";
 /// Moves the head to the batch's last hash.
 const SET_HEAD: &str = "UPDATE audit_head SET hash = $1 WHERE id = 1";
+/// Starts the keyed segment at a row (`audit rekey`).
+const SET_KEYED_FROM: &str = "UPDATE audit_head SET keyed_from = $1 WHERE id = 1";
 const INSERT_ROWS: &str = "INSERT INTO audit_log (seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash) ";
 
+/// Checks the head `(last, prev, keyed_from)` returned by [`TAKE_HEAD`] before `batch` is chained
+/// after it, and returns the audit key and the row that starts a keyed segment, if this batch does.
+/// Every new row is keyed: a log written before keyed chaining takes no rows until an operator
+/// runs `gateway admin audit rekey` (DESIGN §3.9), so nothing is ever appended as plain SHA-256.
+fn check_head<'a>(batch: &AuditBatch<'a>, last: i64, prev: &[u8], keyed_from: Option<i64>) -> Result<(&'a AuditKey, Option<i64>)> {
+    let Some(key) = batch.key else {
+        return Err(Error::AuditChain("no audit key is configured (audit.key or audit.key_file)".to_owned()));
+    };
+    let first = last - i64::try_from(batch.rows.len()).unwrap_or(i64::MAX) + 1;
+    match (&batch.rekey, keyed_from) {
+        (None, Some(_)) => Ok((key, None)),
+        (None, None) => Err(Error::AuditChain(format!(
+            "the audit log holds {} rows chained before keyed chaining; stop instances of older versions and run \
+             `gateway admin audit rekey` once to start the keyed segment (nothing was written)",
+            first - 1
+        ))),
+        (Some(_), Some(from)) => Err(Error::AuditChain(format!("the audit chain is already keyed from row {from}"))),
+        (Some(expected), None) if expected.as_slice() != prev => {
+            Err(Error::AuditChain("the audit log changed meanwhile; nothing was done, run the command again".to_owned()))
+        }
+        (Some(_), None) => Ok((key, Some(first))),
+    }
+}
+
 /// Chains `rows` after the head `(last, prev)` returned by [`TAKE_HEAD`] for `rows.len()` numbers.
-fn chain<'a>(rows: &'a [PendingRow<'a>], last: i64, mut prev: Vec<u8>) -> (Vec<ChainedRow<'a>>, Vec<u8>) {
+fn chain<'a>(key: &AuditKey, rows: &'a [PendingRow<'a>], last: i64, mut prev: Vec<u8>) -> (Vec<ChainedRow<'a>>, Vec<u8>) {
     let mut seq = last - i64::try_from(rows.len()).unwrap_or(i64::MAX);
     let mut chained = Vec::with_capacity(rows.len());
     for (at, name, outcome, clinic_id, user_id, detail) in rows {
         seq += 1;
-        let hash = chain_hash(&prev, (seq, *at, name, outcome.as_str(), *clinic_id, *user_id, detail));
+        let hash = audit_link(Some(key), &prev, (seq, *at, name, outcome.as_str(), *clinic_id, *user_id, detail));
         chained.push((seq, *at, *name, outcome.as_str(), *clinic_id, *user_id, detail.as_str(), prev, hash.clone()));
         prev = hash;
     }
@@ -371,14 +508,17 @@ fn head_args(rows: &[PendingRow<'_>]) -> (i64, i64) {
     (i64::try_from(rows.len()).unwrap_or(i64::MAX), rows.iter().map(|r| r.0).max().unwrap_or_default())
 }
 
-/// Appends `rows` (from [`audit_rows`], not empty) in the open PostgreSQL transaction `tx`: the
-/// head row is taken first, the batch is chained in memory and written with multi-row INSERTs
-/// (power-of-two chunks, so each connection caches a handful of statement texts), and the head
-/// moves to the last hash.
-pub(super) async fn append_audit_pg(tx: &mut sqlx::PgConnection, rows: &[PendingRow<'_>]) -> sqlx::Result<()> {
+/// Appends `batch` (from [`Store::audit_rows`], not empty) in the open PostgreSQL transaction
+/// `tx`: the head row is taken first, the batch is chained in memory and written with multi-row
+/// INSERTs (power-of-two chunks, so each connection caches a handful of statement texts), and the
+/// head moves to the last link.
+pub(super) async fn append_audit_pg(tx: &mut sqlx::PgConnection, batch: &AuditBatch<'_>) -> Result<()> {
+    let rows = &batch.rows;
     let (count, updated_at) = head_args(rows);
-    let (last, prev): (i64, Vec<u8>) = sqlx::query_as(TAKE_HEAD).bind(count).bind(updated_at).fetch_one(&mut *tx).await?;
-    let (chained, head) = chain(rows, last, prev);
+    let (last, prev, keyed_from): (i64, Vec<u8>, Option<i64>) =
+        sqlx::query_as(TAKE_HEAD).bind(count).bind(updated_at).fetch_one(&mut *tx).await?;
+    let (key, starts_keyed) = check_head(batch, last, &prev, keyed_from)?;
+    let (chained, head) = chain(key, rows, last, prev);
     let mut chunks = super::batch_chunks(&chained).peekable();
     while let Some(chunk) = chunks.next() {
         // The last chunk moves the head in the same statement (one round trip less).
@@ -402,14 +542,19 @@ pub(super) async fn append_audit_pg(tx: &mut sqlx::PgConnection, rows: &[Pending
         });
         insert.build().execute(&mut *tx).await?;
     }
+    if let Some(first) = starts_keyed {
+        sqlx::query(SET_KEYED_FROM).bind(first).execute(&mut *tx).await?;
+    }
     Ok(())
 }
 
 /// The same append in an open SQLite transaction on the inline writer (decision 0008).
-pub(super) fn append_audit_sqlite(tx: &rusqlite::Connection, rows: &[PendingRow<'_>]) -> rusqlite::Result<()> {
+pub(super) fn append_audit_sqlite(tx: &rusqlite::Connection, batch: &AuditBatch<'_>) -> Result<()> {
+    let rows = &batch.rows;
     let (count, updated_at) = head_args(rows);
-    let (last, prev): (i64, Vec<u8>) = inline::one(tx, TAKE_HEAD, &[&count, &updated_at])?;
-    let (chained, head) = chain(rows, last, prev);
+    let (last, prev, keyed_from): (i64, Vec<u8>, Option<i64>) = inline::one(tx, TAKE_HEAD, &[&count, &updated_at])?;
+    let (key, starts_keyed) = check_head(batch, last, &prev, keyed_from)?;
+    let (chained, head) = chain(key, rows, last, prev);
     for chunk in super::batch_chunks(&chained) {
         let params: Vec<&dyn rusqlite::ToSql> = chunk
             .iter()
@@ -418,12 +563,34 @@ pub(super) fn append_audit_sqlite(tx: &rusqlite::Connection, rows: &[PendingRow<
         inline::execute_rows(tx, INSERT_ROWS, "", 9, chunk.len(), &params)?;
     }
     inline::execute(tx, SET_HEAD, &[&head])?;
+    if let Some(first) = starts_keyed {
+        inline::execute(tx, SET_KEYED_FROM, &[&first])?;
+    }
     Ok(())
 }
 
 const PAGE: i64 = 1000;
 
+/// The chain's head as stored: rows, last link, and where the keyed segment starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHead {
+    /// Rows in the chain (the last sequence number).
+    pub rows: i64,
+    /// The last row's link (32 zero bytes for an empty chain).
+    pub link: Vec<u8>,
+    /// The first keyed row; `None` until `audit rekey` on a log written before keyed chaining.
+    pub keyed_from: Option<i64>,
+}
+
 impl Store {
+    /// This store with the audit key that links new rows and verifies keyed ones. Without one,
+    /// appends are refused.
+    #[must_use]
+    pub fn with_audit_key(mut self, key: AuditKey) -> Self {
+        self.audit_key = Some(Arc::new(key));
+        self
+    }
+
     /// Appends an event at `now` and mirrors it to the `audit` tracing target.
     pub async fn audit(&self, event: &AuditEvent, now: i64) -> Result<()> {
         self.audit_batch(&[(event.clone(), now)]).await
@@ -435,16 +602,51 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        let rows = audit_rows(events);
+        self.append(&self.audit_rows(events)).await
+    }
+
+    async fn append(&self, batch: &AuditBatch<'_>) -> Result<()> {
         match &self.backend {
-            Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| Ok(append_audit_sqlite(tx, &rows)?))?,
+            Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| append_audit_sqlite(tx, batch))?,
             Backend::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                append_audit_pg(&mut tx, &rows).await?;
+                append_audit_pg(&mut tx, batch).await?;
                 tx.commit().await?;
             }
         }
         Ok(())
+    }
+
+    /// The chain's head.
+    pub async fn audit_head(&self) -> Result<AuditHead> {
+        let (rows, link, keyed_from): (i64, Vec<u8>, Option<i64>) = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1").fetch_one(pool).await
+        })?;
+        Ok(AuditHead { rows, link, keyed_from })
+    }
+
+    /// Starts the keyed segment of a log written before keyed chaining (`gateway admin audit
+    /// rekey`): appends an `audit_chain_keyed` event, linked with the audit key to the old head,
+    /// and keys every row after it. Returns its sequence number. Refused, changing nothing, when
+    /// the chain is already keyed or has a break (verify it first).
+    pub async fn audit_rekey(&self, now: i64) -> Result<i64> {
+        let head = self.audit_head().await?;
+        if let Some(from) = head.keyed_from {
+            return Err(Error::AuditChain(format!("the audit chain is already keyed from row {from}")));
+        }
+        match self.audit_verify().await? {
+            AuditVerification::Intact { .. } => {}
+            broken => {
+                return Err(Error::AuditChain(format!(
+                    "the audit chain does not verify ({broken:?}); it is not rekeyed over a break (nothing was done)"
+                )));
+            }
+        }
+        let event = AuditEvent::ChainKeyed { previous_rows: head.rows, previous_head: hex::encode(&head.link) };
+        let events = [(event, now)];
+        let batch = AuditBatch { key: self.audit_key.as_deref(), rows: pending_rows(&events), rekey: Some(head.link) };
+        self.append(&batch).await?;
+        Ok(head.rows + 1)
     }
 
     async fn audit_page(&self, after: i64) -> Result<Vec<AuditRow>> {
@@ -462,37 +664,66 @@ impl Store {
 
     /// Recomputes the chain and reports the first inconsistency.
     pub async fn audit_verify(&self) -> Result<AuditVerification> {
+        Ok(self.audit_verify_to(None).await?.0)
+    }
+
+    /// Recomputes the chain up to row `upto` (the whole chain and its head when `None`) and reports
+    /// the first inconsistency, with the link of the last row checked. Keyed rows need the audit
+    /// key; without it they are an error, not a verdict.
+    pub async fn audit_verify_to(&self, upto: Option<i64>) -> Result<(AuditVerification, Vec<u8>)> {
+        let head = self.audit_head().await?;
+        let keyed_from = head.keyed_from;
         let mut expected_seq = 1;
         let mut prev = vec![0u8; 32];
-        loop {
+        'pages: loop {
             let rows = self.audit_page(expected_seq - 1).await?;
             if rows.is_empty() {
                 break;
             }
             for r in rows {
                 let (seq, at, event, outcome, clinic_id, user_id, detail, prev_hash, hash) = r;
+                if upto.is_some_and(|upto| seq > upto) {
+                    break 'pages;
+                }
                 if seq != expected_seq {
-                    return Ok(AuditVerification::Missing { seq, expected: expected_seq });
+                    return Ok((AuditVerification::Missing { seq, expected: expected_seq }, prev));
+                }
+                let keyed = keyed_from.is_some_and(|from| seq >= from);
+                let key = match (keyed, self.audit_key.as_deref()) {
+                    (false, _) => None,
+                    (true, Some(key)) => Some(key),
+                    (true, None) => return Err(Error::AuditChain("verifying keyed rows needs the audit key".to_owned())),
+                };
+                if keyed_from == Some(seq) && seq > 1 && event != CHAIN_KEYED_EVENT {
+                    return Ok((AuditVerification::KeyedStartMoved { seq }, prev));
                 }
                 let recomputed =
-                    chain_hash(&prev_hash, (seq, at, &event, &outcome, clinic_id.as_deref(), user_id.as_deref(), &detail));
+                    audit_link(key, &prev_hash, (seq, at, &event, &outcome, clinic_id.as_deref(), user_id.as_deref(), &detail));
                 if recomputed != hash {
-                    return Ok(AuditVerification::Modified { seq });
+                    return Ok((AuditVerification::Modified { seq }, prev));
                 }
                 if prev_hash != prev {
-                    return Ok(AuditVerification::BrokenLink { seq });
+                    return Ok((AuditVerification::BrokenLink { seq }, prev));
                 }
                 prev = hash;
                 expected_seq += 1;
             }
         }
         let last_seq = expected_seq - 1;
-        let (head_seq, head_hash): (i64, Vec<u8>) =
-            with_pool!(self, |pool| sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(pool).await)?;
-        if head_seq != last_seq || head_hash != prev {
-            return Ok(AuditVerification::Truncated { last_seq, head_seq });
+        let (head_seq, head_link) = match upto {
+            Some(upto) => (upto, None),
+            None => (head.rows, Some(head.link)),
+        };
+        if head_seq != last_seq || head_link.is_some_and(|h| h != prev) {
+            return Ok((AuditVerification::Truncated { last_seq, head_seq }, prev));
         }
-        Ok(AuditVerification::Intact { rows: last_seq })
+        // A keyed segment that should start after the log's end was moved there.
+        if upto.is_none()
+            && let Some(from) = keyed_from.filter(|&from| from > 1 && from > last_seq)
+        {
+            return Ok((AuditVerification::KeyedStartMoved { seq: from }, prev));
+        }
+        Ok((AuditVerification::Intact { rows: last_seq, keyed_from }, prev))
     }
 
     /// Calls `each` for every audit row in order.

@@ -23,7 +23,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-pub use audit::{AuditEvent, AuditRecord, AuditVerification, Outcome};
+pub use audit::{AuditEvent, AuditHead, AuditKey, AuditRecord, AuditVerification, CHAIN_KEYED_EVENT, Outcome, RowFields, audit_link};
 pub use anchors::{AnchorVersion, Dependents};
 pub use cards::{CardChallenge, CardCredential, CardPurpose, NewCardChallenge, NewCardCredential};
 pub use ceremonies::{CeremonyPurpose, NewCeremony, TakenCeremony};
@@ -65,6 +65,10 @@ pub enum Error {
     /// alike); names the rows. Nothing was changed: an operator has to decide.
     #[error("the database needs an operator before this version can run: {0}")]
     NeedsOperator(String),
+    /// The audit chain refused a write or a check: no audit key, a log that needs
+    /// `gateway admin audit rekey`, or a rekey that is not due. Nothing was written.
+    #[error("audit log: {0}")]
+    AuditChain(String),
 }
 
 impl From<sqlx::Error> for Error {
@@ -195,6 +199,8 @@ pub(crate) use write_optional;
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Backend,
+    /// Links new audit rows and verifies keyed ones (DESIGN §3.9); never in the database.
+    audit_key: Option<Arc<audit::AuditKey>>,
 }
 
 /// Migrations, embedded in the binary: (version, description, SQLite SQL, PostgreSQL SQL).
@@ -254,6 +260,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "login id folded",
         include_str!("../../../migrations/sqlite/0009_login_id_folded.sql"),
         include_str!("../../../migrations/postgres/0009_login_id_folded.sql"),
+    ),
+    (
+        10,
+        "keyed audit chain",
+        include_str!("../../../migrations/sqlite/0010_keyed_audit_chain.sql"),
+        include_str!("../../../migrations/postgres/0010_keyed_audit_chain.sql"),
     ),
 ];
 
@@ -332,7 +344,7 @@ impl Store {
                 .await?;
             Backend::Postgres(pool)
         };
-        Ok(Self { backend })
+        Ok(Self { backend, audit_key: None })
     }
 
     /// Applies pending migrations, then fills the columns that only Rust can compute

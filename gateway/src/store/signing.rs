@@ -9,7 +9,7 @@
 
 use std::str::FromStr;
 
-use super::audit::{append_audit_pg, append_audit_sqlite, audit_rows};
+use super::audit::{append_audit_pg, append_audit_sqlite};
 use super::cards::CARD_USE;
 use super::fido::FIDO_USE;
 use super::sessions::{MOVE_SESSION, SessionMove};
@@ -416,7 +416,7 @@ impl Store {
                             &now,
                         ],
                     )?;
-                    append_audit_sqlite(tx, &audit_rows(&events(&opened, &ended)))?;
+                    append_audit_sqlite(tx, &self.audit_rows(&events(&opened, &ended)))?;
                     Ok((opened, ended))
                 }),
                 Backend::Postgres(pool) => async {
@@ -458,7 +458,7 @@ impl Store {
                         .bind(now)
                         .fetch_one(&mut *tx)
                         .await?;
-                    append_audit_pg(&mut tx, &audit_rows(&events(&opened, &ended))).await?;
+                    append_audit_pg(&mut tx, &self.audit_rows(&events(&opened, &ended))).await?;
                     tx.commit().await?;
                     Ok::<_, Error>((opened, ended))
                 }

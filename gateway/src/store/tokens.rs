@@ -7,7 +7,7 @@
 //! Consumption is one conditional `UPDATE … RETURNING`: only one presentation, on any instance,
 //! can succeed, and only while the token's signing session is open.
 
-use super::audit::{append_audit_pg, append_audit_sqlite, audit_rows};
+use super::audit::{append_audit_pg, append_audit_sqlite};
 use super::{AuditEvent, Backend, Error, Result, Store, corrupt, inline, read_optional, with_pool, with_reader};
 
 /// What a service client may do.
@@ -408,7 +408,7 @@ impl Store {
                 }
                 let all = audit(&recorded);
                 if !all.is_empty() {
-                    append_audit_sqlite(tx, &audit_rows(&all))?;
+                    append_audit_sqlite(tx, &self.audit_rows(&all))?;
                 }
                 Ok(recorded)
             }),
@@ -435,7 +435,7 @@ impl Store {
                 }
                 let all = audit(&recorded);
                 if !all.is_empty() {
-                    append_audit_pg(&mut tx, &audit_rows(&all)).await?;
+                    append_audit_pg(&mut tx, &self.audit_rows(&all)).await?;
                 }
                 tx.commit().await?;
                 Ok(recorded)

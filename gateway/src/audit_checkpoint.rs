@@ -1,0 +1,182 @@
+//! Signed checkpoints of the audit chain (DESIGN §3.9, decision 0013).
+//!
+//! The keyed chain stops whoever can write the database but does not hold the audit key. A
+//! checkpoint covers the rest: the row count and head link at a moment, signed with an Ed25519
+//! key held outside the database and kept outside it too (the log, a file, a ticket). Whoever
+//! later rewrites rows before that count, even with the audit key, cannot make the chain produce
+//! the same head link again, and `gateway admin audit checkpoint --verify FILE` says so.
+//!
+//! A checkpoint is one JSON line; the signature covers the JSON array
+//! `["ninsho-audit-checkpoint/1", rows, head, keyed_from, at, key]`.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
+use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::store::{AuditVerification, Store};
+
+const CONTEXT: &str = "ninsho-audit-checkpoint/1";
+
+/// `n` random bytes from the system generator.
+pub fn random_bytes<const N: usize>() -> anyhow::Result<Zeroizing<[u8; N]>> {
+    let mut bytes = Zeroizing::new([0u8; N]);
+    SystemRandom::new().fill(bytes.as_mut()).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    Ok(bytes)
+}
+
+/// Reads a secret file, creating it first (mode 0600, with `generate`'s content) if it does not
+/// exist. A file readable by other users is refused.
+pub fn read_private_file(
+    path: &Path,
+    what: &str,
+    generate: impl FnOnce() -> anyhow::Result<Zeroizing<String>>,
+) -> anyhow::Result<Zeroizing<String>> {
+    if !path.exists() {
+        let contents = generate()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        write_private(path, contents.as_bytes())?;
+        tracing::warn!(path = %path.display(), "created a new {what} file; every instance must use the same one");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            bail!("{} ({what}) is readable by other users (mode {:o}); chmod 600 it", path.display(), mode & 0o777);
+        }
+    }
+    Ok(Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {} ({what})", path.display()))?))
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents)?;
+    Ok(())
+}
+
+/// The Ed25519 key that signs checkpoints.
+pub struct CheckpointKey(Ed25519KeyPair);
+
+impl std::fmt::Debug for CheckpointKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CheckpointKey({})", self.public_key())
+    }
+}
+
+impl CheckpointKey {
+    /// Reads the key file (base64 PKCS#8), creating it with a new key if it does not exist.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = read_private_file(path, "audit checkpoint key", || {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| anyhow::anyhow!("key generation failed"))?;
+            Ok(Zeroizing::new(STANDARD.encode(pkcs8.as_ref())))
+        })?;
+        let der = Zeroizing::new(
+            STANDARD.decode(text.trim()).map_err(|_| anyhow::anyhow!("{}: the checkpoint key is not valid base64", path.display()))?,
+        );
+        let pair = Ed25519KeyPair::from_pkcs8(&der)
+            .map_err(|_| anyhow::anyhow!("{}: not an Ed25519 PKCS#8 key", path.display()))?;
+        Ok(Self(pair))
+    }
+
+    /// The public key, base64url: what a checkpoint names and is verified with.
+    pub fn public_key(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0.public_key().as_ref())
+    }
+}
+
+/// A signed statement of the chain's head at a moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// Rows in the chain.
+    pub rows: i64,
+    /// Hex link of row `rows` (64 zeros for an empty chain).
+    pub head: String,
+    /// First keyed row (`None`: the chain had no keyed segment yet).
+    pub keyed_from: Option<i64>,
+    /// Unix seconds when it was taken.
+    pub at: i64,
+    /// The signing public key, base64url Ed25519.
+    pub key: String,
+    /// base64url Ed25519 signature.
+    pub sig: String,
+}
+
+fn signed_bytes(rows: i64, head: &str, keyed_from: Option<i64>, at: i64, key: &str) -> Vec<u8> {
+    serde_json::to_vec(&(CONTEXT, rows, head, keyed_from, at, key)).unwrap_or_default()
+}
+
+impl Checkpoint {
+    /// As one JSON line (no newline).
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses a saved checkpoint: the last non-empty line of `text`.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let line = text.lines().map(str::trim).rfind(|l| !l.is_empty()).context("no checkpoint in the file")?;
+        serde_json::from_str(line).context("not a checkpoint line")
+    }
+}
+
+/// Signs the chain's current head at `now`. The head is taken as stored: `audit verify` checks
+/// the rows behind it.
+pub async fn take(store: &Store, key: &CheckpointKey, now: i64) -> anyhow::Result<Checkpoint> {
+    let head = store.audit_head().await?;
+    let head_hex = hex::encode(&head.link);
+    let public = key.public_key();
+    let sig = key.0.sign(&signed_bytes(head.rows, &head_hex, head.keyed_from, now, &public));
+    Ok(Checkpoint { rows: head.rows, head: head_hex, keyed_from: head.keyed_from, at: now, key: public, sig: URL_SAFE_NO_PAD.encode(sig.as_ref()) })
+}
+
+/// Checks a saved checkpoint: signed by `key`, and the database's chain up to its row count still
+/// verifies and ends in its head link. The error says what differs.
+pub async fn verify(store: &Store, key: &CheckpointKey, checkpoint: &Checkpoint) -> anyhow::Result<()> {
+    let c = checkpoint;
+    if c.key != key.public_key() {
+        bail!("the checkpoint was signed by another key ({}), not this gateway's checkpoint key ({})", c.key, key.public_key());
+    }
+    let sig = URL_SAFE_NO_PAD.decode(&c.sig).map_err(|_| anyhow::anyhow!("the checkpoint signature is not base64url"))?;
+    UnparsedPublicKey::new(&ED25519, key.0.public_key().as_ref())
+        .verify(&signed_bytes(c.rows, &c.head, c.keyed_from, c.at, &c.key), &sig)
+        .map_err(|_| anyhow::anyhow!("the checkpoint's signature does not verify: it was altered"))?;
+    if c.rows < 0 {
+        bail!("the checkpoint names a negative row count");
+    }
+    let (verdict, link) = store.audit_verify_to(Some(c.rows)).await?;
+    match verdict {
+        AuditVerification::Intact { rows, .. } if rows == c.rows => {}
+        AuditVerification::Truncated { last_seq, .. } => {
+            bail!("the checkpoint covers {} rows but the log holds only {last_seq}", c.rows)
+        }
+        broken => bail!("the chain up to row {} does not verify: {}", c.rows, crate::cli::describe(&broken)),
+    }
+    if hex::encode(&link) != c.head {
+        bail!(
+            "the chain up to row {} no longer produces the checkpoint's head link: rows up to it were rewritten after {}",
+            c.rows,
+            crate::admin::utc(c.at)
+        );
+    }
+    let head = store.audit_head().await?;
+    if c.keyed_from.is_some() && head.keyed_from != c.keyed_from {
+        bail!("the keyed segment started at row {:?} at the checkpoint, and now at {:?}", c.keyed_from, head.keyed_from);
+    }
+    Ok(())
+}
