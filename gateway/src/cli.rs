@@ -472,6 +472,11 @@ async fn admin_on(
     clock: &dyn Clock,
 ) -> anyhow::Result<()> {
     let admin = Admin { store, now: clock.unix() };
+    // Every change is audited, and a log written before keyed chaining takes no rows until it is
+    // rekeyed: refuse up front rather than make a change whose audit row is then refused.
+    if !matches!(command, AdminCommand::Audit(_) | AdminCommand::Cert(_)) && store.audit_head().await?.keyed_from.is_none() {
+        bail!("the audit log was written before keyed chaining: run `gateway admin audit rekey` first (nothing was changed)");
+    }
     let hasher = || PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations);
     match command {
         AdminCommand::Clinic(c) => match c {

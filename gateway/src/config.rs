@@ -787,6 +787,26 @@ mod tests {
     }
 
     #[test]
+    fn audit_key_comes_from_the_environment() {
+        const KEY: &str = "c2VjcmV0LWF1ZGl0LWtleS1mb3ItdGhlLXRlc3RzISE=";
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_AUDIT__KEY", KEY);
+            jail.set_env("GATEWAY_DATA_DIR", jail.directory().display().to_string());
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.audit.key, KEY);
+            let from_env = c.audit_key().map_err(|e| e.to_string())?;
+            let direct = crate::store::AuditKey::from_base64(KEY).map_err(|e| e.to_string())?;
+            let row = (1, 2, "e", "success", None, None, "{}");
+            assert_eq!(crate::store::audit_link(Some(&from_env), &[0; 32], row), crate::store::audit_link(Some(&direct), &[0; 32], row));
+            assert!(!jail.directory().join("audit-key").exists(), "a configured key writes no file");
+            jail.set_env("GATEWAY_AUDIT__KEY", "c2hvcnQ=");
+            let err = Config::load(None).map_err(|e| e.to_string())?.audit_key().unwrap_err();
+            assert!(err.to_string().contains("32 bytes"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn audit_key_is_redacted_in_debug() {
         let mut c = Config::default();
         c.audit.key = "c2VjcmV0LWF1ZGl0LWtleS1mb3ItdGhlLXRlc3RzISE=".into();
