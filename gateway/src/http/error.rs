@@ -44,6 +44,22 @@ impl AppError {
     }
 }
 
+/// Whether `e` means the database could not be reached or did not commit (a pool timeout, a
+/// lost connection, a group commit that failed): answered 503, not 500, since a retry may work.
+pub fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<crate::group_commit::NotCommitted>().is_some()
+            || cause.downcast_ref::<crate::store::Error>().is_some_and(crate::store::Error::is_unavailable)
+            || cause.downcast_ref::<sqlx::Error>().is_some_and(crate::store::sqlx_unavailable)
+    })
+}
+
+impl From<crate::group_commit::NotCommitted> for AppError {
+    fn from(e: crate::group_commit::NotCommitted) -> Self {
+        AppError::Internal(e.into())
+    }
+}
+
 impl From<crate::store::Error> for AppError {
     fn from(e: crate::store::Error) -> Self {
         AppError::Internal(e.into())

@@ -69,9 +69,10 @@ pub struct App {
 }
 
 impl App {
-    /// Queues an audit event stamped with the current time (hot paths; see `group_commit`).
-    pub async fn audit(&self, event: AuditEvent) {
-        self.group_commit.audit(event, self.clock.unix()).await;
+    /// Appends an audit event stamped with the current time through the group commit (hot
+    /// paths; see `group_commit`) and waits until it is committed.
+    pub async fn audit(&self, event: AuditEvent) -> std::result::Result<(), crate::group_commit::NotCommitted> {
+        self.group_commit.audit(event, self.clock.unix()).await
     }
 }
 
