@@ -477,6 +477,35 @@ async fn no_token_leaves_when_its_commit_fails(db: Db) {
     app.stop().await;
 }
 
+/// A token request that races the doctor's re-authentication (a new signing session superseding
+/// the one the request read) is served from the new session, never refused while the doctor has
+/// a live one: each round re-authenticates while token requests are in flight.
+async fn token_requests_racing_a_reauthentication_are_served(db: Db) {
+    let app = TestApp::spawn(db).await;
+    open_session(&app).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let mut sids = std::collections::HashSet::new();
+    for _ in 0..25 {
+        let (a, b, c, d, reauth) = tokio::join!(
+            issue(&app, &emr, doctor()),
+            issue(&app, &emr, doctor()),
+            issue(&app, &emr, doctor()),
+            issue(&app, &emr, doctor()),
+            open_session(&app)
+        );
+        sids.insert(reauth);
+        for (status, body) in [a, b, c, d] {
+            assert_eq!(status, 200, "{body}");
+            let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(body["token"].as_str().unwrap()).unwrap().claims;
+            sids.insert(claims["sid"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(sids.len() >= 25, "sessions were superseded during the requests");
+    let tail = app.store().audit_tail(1000).await.unwrap();
+    assert!(!tail.iter().any(|r| r.event == "token_issued" && r.outcome == "failure"), "no refusal was audited");
+    app.stop().await;
+}
+
 /// Fail closed: a signing session whose audit rows cannot be written does not open.
 async fn no_signing_session_opens_unaudited(db: Db) {
     let app = TestApp::spawn(db).await;
@@ -697,4 +726,5 @@ db_tests!(
     rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key,
     signing_keys_are_encrypted_at_rest,
     openapi_document_is_served_and_lists_every_route,
+    token_requests_racing_a_reauthentication_are_served,
 );
