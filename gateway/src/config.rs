@@ -200,6 +200,8 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Pool size.
     pub max_connections: u32,
+    /// How long a request waits for a PostgreSQL connection before it is answered 503.
+    pub acquire_timeout_ms: u64,
 }
 
 /// Doctor login.
@@ -384,7 +386,7 @@ impl Default for OpsConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: String::new(), max_connections: 16 }
+        Self { url: String::new(), max_connections: 16, acquire_timeout_ms: 1000 }
     }
 }
 
@@ -506,6 +508,9 @@ impl Config {
             return invalid("server.max_body_bytes must be between 1024 and 16777216");
         }
         let l = &self.login;
+        if !(100..=60_000).contains(&self.database.acquire_timeout_ms) {
+            return invalid("database.acquire_timeout_ms must be between 100 and 60000");
+        }
         if l.max_failures == 0 || l.failure_window_secs <= 0 || l.lockout_secs <= 0 {
             return invalid("login.max_failures, failure_window_secs and lockout_secs must be positive");
         }

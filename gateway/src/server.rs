@@ -73,10 +73,16 @@ impl Application {
     /// Connects to the database, migrates it, builds TLS from the configured server certificate
     /// and the stored trust anchors, and binds both listeners.
     pub async fn build(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.database_url(), config.database.max_connections)
+        let acquire = std::time::Duration::from_millis(config.database.acquire_timeout_ms);
+        let store = Store::connect_with(&config.database_url(), config.database.max_connections, acquire)
             .await
             .with_context(|| format!("database {}", crate::config::redact_url(&config.database_url())))?;
         store.migrate().await.context("migrations")?;
+        // A database that reads but does not take writes (a read-only SQLite file or directory, a
+        // PostgreSQL standby) would answer every login and token with an error: refuse to start.
+        store.probe_commit().await.context(
+            "the database does not take writes (read-only SQLite file or directory, or a PostgreSQL standby?)",
+        )?;
         let main = TcpListener::bind(config.server.listen).await.with_context(|| format!("bind {}", config.server.listen))?;
         Self::with_parts(config, store, clock, main).await
     }

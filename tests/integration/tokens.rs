@@ -14,7 +14,7 @@ fn consuming(jti: &str, consumer: &str, user_id: &str, at: i64) -> NewConsume {
 
 /// Opens a FIDO signing session for the demo doctor as a successful FIDO login would.
 /// (The FIDO ceremony itself is exercised in the fido tests; here it is the precondition.)
-async fn open_session(app: &TestApp) -> String {
+pub(crate) async fn open_session(app: &TestApp) -> String {
     try_open_session(app).await.unwrap().session.id
 }
 

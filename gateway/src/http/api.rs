@@ -84,7 +84,11 @@ impl IntoResponse for ApiError {
         if let Some(e) = &self.internal {
             tracing::error!(error = %format!("{e:#}"), "internal error");
         }
-        (self.status, Json(ErrorBody { error: self.code, message: &self.message })).into_response()
+        let mut res = (self.status, Json(ErrorBody { error: self.code, message: &self.message })).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        res
     }
 }
 

@@ -81,6 +81,13 @@ impl IntoResponse for AppError {
             }
             AppError::LoginRequired => Redirect::to("/login").into_response(),
             AppError::PasswordChangeRequired => Redirect::to("/password").into_response(),
+            AppError::Internal(e) if is_unavailable(&e) => {
+                tracing::warn!(error = %format!("{e:#}"), "database unavailable");
+                // The request's language is not known here: both, Japanese first.
+                let text = format!("{} {}", Msg::Unavailable.text(Lang::Ja), Msg::Unavailable.text(Lang::En));
+                (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")], pages::message(Lang::Ja, Msg::ErrorTitle, &text))
+                    .into_response()
+            }
             AppError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "internal error");
                 let lang = Lang::Ja;
@@ -104,6 +111,9 @@ pub async fn json_internal_errors(lang: Lang, req: Request, next: Next) -> Respo
         .is_some_and(|v| v.starts_with("text/html"));
     if res.status() == StatusCode::INTERNAL_SERVER_ERROR && html {
         return AppError::json(StatusCode::INTERNAL_SERVER_ERROR, "internal", lang, Msg::InternalError).into_response();
+    }
+    if res.status() == StatusCode::SERVICE_UNAVAILABLE && html {
+        return AppError::json(StatusCode::SERVICE_UNAVAILABLE, "unavailable", lang, Msg::Unavailable).into_response();
     }
     res
 }

@@ -322,9 +322,16 @@ fn create_private(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 impl Store {
-    /// Connects to `url` (`sqlite://path` or `postgres://...`). A SQLite file is created if missing
-    /// and runs in WAL mode.
+    /// Connects to `url` (`sqlite://path` or `postgres://...`) with a 10 s wait for a pooled
+    /// connection (commands and tools; the server uses [`Store::connect_with`]).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_with(url, max_connections, Duration::from_secs(10)).await
+    }
+
+    /// Connects to `url`. A SQLite file is created if missing and runs in WAL mode. A PostgreSQL
+    /// request waits at most `acquire_timeout` for a connection: during an outage requests fail
+    /// fast (503) instead of queueing.
+    pub async fn connect_with(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Self> {
         let backend = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .busy_timeout(Duration::from_secs(10))
@@ -360,7 +367,7 @@ impl Store {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await?;
             Backend::Postgres(pool)
