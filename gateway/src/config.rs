@@ -165,6 +165,9 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Largest request body in bytes; a larger one is refused with 413.
     pub max_body_bytes: usize,
+    /// After SIGTERM, seconds `/readyz` reports unready while the listener still serves, so a
+    /// load balancer stops sending new connections before the instance stops accepting.
+    pub shutdown_drain_secs: u64,
 }
 
 /// TLS material of the main listener. Client trust anchors live in the database
@@ -363,6 +366,7 @@ impl Default for ServerConfig {
             max_connections: 8192,
             max_connections_per_ip: 512,
             max_body_bytes: 64 * 1024,
+            shutdown_drain_secs: 5,
         }
     }
 }
@@ -503,6 +507,9 @@ impl Config {
         }
         if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
             return invalid("server.max_connections and max_connections_per_ip must be at least 1");
+        }
+        if self.server.shutdown_drain_secs > 300 {
+            return invalid("server.shutdown_drain_secs must be at most 300");
         }
         if !(1024..=MAX_BODY_LIMIT).contains(&self.server.max_body_bytes) {
             return invalid("server.max_body_bytes must be between 1024 and 16777216");

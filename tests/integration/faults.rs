@@ -191,3 +191,28 @@ impl Drop for Immutable {
         let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
     }
 }
+
+/// Shutdown: `/readyz` fails at once while the listener still serves new connections for
+/// `server.shutdown_drain_secs`; then it stops accepting.
+#[tokio::test]
+async fn shutdown_reports_unready_first_and_keeps_serving_while_draining() {
+    let mut app = TestApp::builder(Db::Sqlite).with_config(|c| c.server.shutdown_drain_secs = 3).spawn().await;
+    assert_eq!(ready(&app).await.0, 200);
+    app.begin_stop();
+    // The signal reaches the server task on its next poll.
+    let mut unready = false;
+    for _ in 0..50 {
+        if ready(&app).await.0 == 503 {
+            unready = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(unready, "readyz fails as soon as shutdown begins");
+    // A new connection is still served during the drain.
+    let res = app.clinic_client().get(app.url("/login")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let port = app.port;
+    app.stop().await;
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "no longer accepting");
+}

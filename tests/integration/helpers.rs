@@ -246,6 +246,13 @@ impl TestApp {
         reqwest::get(format!("http://127.0.0.1:{}/metrics", self.ops_port)).await.unwrap().text().await.unwrap()
     }
 
+    /// Sends the shutdown signal (as SIGTERM does) without waiting for the server to stop.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Stops the server and drops a PostgreSQL test database.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -292,6 +299,8 @@ impl TestAppBuilder {
         config.database.max_connections = 8;
         // Generous for a loaded test machine; the outage tests set the 1 s default back.
         config.database.acquire_timeout_ms = 5000;
+        // Tests stop at once; the drain test sets its own.
+        config.server.shutdown_drain_secs = 0;
         config.server.public_url = format!("https://localhost:{port}").parse().unwrap();
         config.tls.cert = dir.path().join("server.pem");
         config.tls.key = dir.path().join("server.key");

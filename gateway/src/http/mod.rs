@@ -66,6 +66,8 @@ pub struct App {
     pub group_commit: crate::group_commit::GroupCommit,
     /// Parsed HPKI/JPKI trust stores, rebuilt when the anchors change.
     pub card_trust: crate::cards::TrustCache,
+    /// Set on shutdown: `/readyz` answers 503 while the listener drains.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl App {

@@ -20,6 +20,9 @@ pub fn router(state: AppState) -> Router {
 /// Ready when the database takes a commit within a second (not only a read): a read-only
 /// SQLite file, a PostgreSQL standby, a lost audit head or an outage report unready, quickly.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
     let answer = match tokio::time::timeout(std::time::Duration::from_secs(1), state.store.probe_commit()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
