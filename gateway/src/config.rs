@@ -204,6 +204,9 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Largest request body in bytes; a larger one is refused with 413.
     pub max_body_bytes: usize,
+    /// After SIGTERM, seconds `/readyz` reports unready while the listener still serves, so a
+    /// load balancer stops sending new connections before the instance stops accepting.
+    pub shutdown_drain_secs: u64,
 }
 
 /// TLS material of the main listener. Client trust anchors live in the database
@@ -239,6 +242,8 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Pool size.
     pub max_connections: u32,
+    /// How long a request waits for a PostgreSQL connection before it is answered 503.
+    pub acquire_timeout_ms: u64,
 }
 
 /// Doctor login.
@@ -401,6 +406,7 @@ impl Default for ServerConfig {
             max_connections: 8192,
             max_connections_per_ip: 512,
             max_body_bytes: 64 * 1024,
+            shutdown_drain_secs: 5,
         }
     }
 }
@@ -424,7 +430,7 @@ impl Default for OpsConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: String::new(), max_connections: 16 }
+        Self { url: String::new(), max_connections: 16, acquire_timeout_ms: 1000 }
     }
 }
 
@@ -542,10 +548,16 @@ impl Config {
         if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
             return invalid("server.max_connections and max_connections_per_ip must be at least 1");
         }
+        if self.server.shutdown_drain_secs > 300 {
+            return invalid("server.shutdown_drain_secs must be at most 300");
+        }
         if !(1024..=MAX_BODY_LIMIT).contains(&self.server.max_body_bytes) {
             return invalid("server.max_body_bytes must be between 1024 and 16777216");
         }
         let l = &self.login;
+        if !(100..=60_000).contains(&self.database.acquire_timeout_ms) {
+            return invalid("database.acquire_timeout_ms must be between 100 and 60000");
+        }
         if l.max_failures == 0 || l.failure_window_secs <= 0 || l.lockout_secs <= 0 {
             return invalid("login.max_failures, failure_window_secs and lockout_secs must be positive");
         }

@@ -1,4 +1,4 @@
-//! Group commit for the hot paths: issued-token records and their audit events.
+//! Group commit for the hot paths: issued and consumed tokens and their audit events.
 //!
 //! Every audit append takes the audit chain's head row, and on SQLite every write takes the
 //! database's single write lock; a commit per token would make both a global lock on the token
@@ -6,23 +6,39 @@
 //! hot-path audit events go through one writer task per instance, which writes whatever has
 //! queued up meanwhile in one transaction: under load a commit carries many tokens, while a lone
 //! request waits for no timer. A full channel makes callers wait (back-pressure) rather than drop
-//! anything. Opening a signing session appends its events in its own transaction, and
-//! administrative events append on their own.
+//! anything, and every caller waits for the commit that holds its rows: an answer is given only
+//! once what it reports is durable and audited. Opening a signing session appends its events in
+//! its own transaction, and administrative events append on their own.
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{AuditEvent, NewIssuedToken, Store};
+use crate::store::{AuditEvent, ConsumedToken, NewConsume, NewIssuedToken, Store};
 
 /// Messages queued before senders wait.
 const CAPACITY: usize = 16 * 1024;
-/// Most tokens in one transaction.
+/// Most tokens (issued or consumed) in one transaction.
 const MAX_TOKENS: usize = 256;
 /// Most other audit events in one transaction.
 const MAX_EVENTS: usize = 512;
 
+/// The database did not commit: the caller answers 503 and claims nothing done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotCommitted;
+
+impl std::fmt::Display for NotCommitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the database did not commit")
+    }
+}
+
+impl std::error::Error for NotCommitted {}
+
+type Reply<T> = oneshot::Sender<Result<T, NotCommitted>>;
+
 enum Msg {
-    Token(NewIssuedToken, oneshot::Sender<Option<bool>>),
-    Event(AuditEvent, i64),
+    Token(NewIssuedToken, Reply<bool>),
+    Consume(NewConsume, Reply<Option<ConsumedToken>>),
+    Event(AuditEvent, i64, Reply<()>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -46,27 +62,35 @@ impl GroupCommit {
         Self { tx }
     }
 
-    /// Records an issued token and its audit event (see [`Store::record_issued_tokens`]) and
-    /// waits for the commit: `Some(true)` once recorded, `Some(false)` if its session closed
-    /// meanwhile, `None` if the write failed (the writer logs why).
-    pub async fn record_token(&self, token: NewIssuedToken) -> Option<bool> {
-        let (done, recorded) = oneshot::channel();
-        self.tx.send(Msg::Token(token, done)).await.ok()?;
-        recorded.await.ok().flatten()
+    async fn send<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> Result<T, NotCommitted> {
+        let (done, reply) = oneshot::channel();
+        self.tx.send(msg(done)).await.map_err(|_| NotCommitted)?;
+        reply.await.unwrap_or(Err(NotCommitted))
     }
 
-    /// Queues `event` (stamped `now`) without waiting for the commit.
-    pub async fn audit(&self, event: AuditEvent, now: i64) {
-        if self.tx.send(Msg::Event(event, now)).await.is_err() {
-            tracing::error!("audit writer has stopped; event lost");
-        }
+    /// Records an issued token and its audit event (see [`Store::commit_batch`]) and waits for
+    /// the commit: `true` once recorded, `false` if its session closed meanwhile.
+    pub async fn record_token(&self, token: NewIssuedToken) -> Result<bool, NotCommitted> {
+        self.send(|done| Msg::Token(token, done)).await
     }
 
-    /// Waits until everything queued before this call is in the database.
+    /// Consumes a token with its `token_consumed` event in one transaction and waits for the
+    /// commit: the consumed token, or `None` when refused (the caller asks why, and audits it).
+    pub async fn consume(&self, consume: NewConsume) -> Result<Option<ConsumedToken>, NotCommitted> {
+        self.send(|done| Msg::Consume(consume, done)).await
+    }
+
+    /// Appends `event` (stamped `now`) and waits for the commit: nothing is answered before its
+    /// audit row is in the database.
+    pub async fn audit(&self, event: AuditEvent, now: i64) -> Result<(), NotCommitted> {
+        self.send(|done| Msg::Event(event, now, done)).await
+    }
+
+    /// Waits until everything queued before this call has been written or refused.
     pub async fn flush(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
+        let (done, reply) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = reply.await;
         }
     }
 }
@@ -75,8 +99,11 @@ impl GroupCommit {
 #[derive(Default)]
 struct Batch {
     tokens: Vec<NewIssuedToken>,
-    token_replies: Vec<oneshot::Sender<Option<bool>>>,
-    queued: Vec<(AuditEvent, i64)>,
+    token_replies: Vec<Reply<bool>>,
+    consumes: Vec<NewConsume>,
+    consume_replies: Vec<Reply<Option<ConsumedToken>>>,
+    events: Vec<(AuditEvent, i64)>,
+    event_replies: Vec<Reply<()>>,
     flushes: Vec<oneshot::Sender<()>>,
 }
 
@@ -87,39 +114,72 @@ impl Batch {
                 self.tokens.push(t);
                 self.token_replies.push(done);
             }
-            Msg::Event(e, at) => self.queued.push((e, at)),
+            Msg::Consume(c, done) => {
+                self.consumes.push(c);
+                self.consume_replies.push(done);
+            }
+            Msg::Event(e, at, done) => {
+                self.events.push((e, at));
+                self.event_replies.push(done);
+            }
             Msg::Flush(done) => self.flushes.push(done),
         }
     }
 
     fn full(&self) -> bool {
-        self.tokens.len() >= MAX_TOKENS || self.queued.len() >= MAX_EVENTS
+        self.tokens.len() + self.consumes.len() >= MAX_TOKENS || self.events.len() >= MAX_EVENTS
     }
 
+    /// Writes everything in one transaction, retried once after a short pause (a failover, a
+    /// busy SQLite file). Nothing is dropped: if the retry fails too, every waiting request is
+    /// told so and answers 503 without claiming anything done.
     async fn write(&mut self, store: &Store) {
-        if !self.tokens.is_empty() {
-            // The queued events ride along; if the transaction fails they are retried alone below.
-            match store.record_issued_tokens(&self.tokens, &self.queued).await {
-                Ok(recorded) => {
-                    self.queued.clear();
-                    for (done, r) in self.token_replies.drain(..).zip(recorded) {
-                        let _ = done.send(Some(r));
-                    }
+        if self.tokens.is_empty() && self.consumes.is_empty() && self.events.is_empty() {
+            for done in self.flushes.drain(..) {
+                let _ = done.send(());
+            }
+            return;
+        }
+        let mut result = store.commit_batch(&self.tokens, &self.consumes, &self.events).await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "group commit failed; retrying once");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            result = store.commit_batch(&self.tokens, &self.consumes, &self.events).await;
+        }
+        match result {
+            Ok((recorded, consumed)) => {
+                for (done, r) in self.token_replies.drain(..).zip(recorded) {
+                    let _ = done.send(Ok(r));
                 }
-                Err(e) => {
-                    // The callers answer with an internal error: no token leaves unrecorded.
-                    tracing::error!(error = %e, tokens = self.tokens.len(), "recording issued tokens failed");
-                    for done in self.token_replies.drain(..) {
-                        let _ = done.send(None);
-                    }
+                for (done, c) in self.consume_replies.drain(..).zip(consumed) {
+                    let _ = done.send(Ok(c));
+                }
+                for done in self.event_replies.drain(..) {
+                    let _ = done.send(Ok(()));
                 }
             }
-            self.tokens.clear();
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    tokens = self.tokens.len(),
+                    consumes = self.consumes.len(),
+                    events = self.events.len(),
+                    "group commit failed; the requests waiting on it are refused with 503"
+                );
+                for done in self.token_replies.drain(..) {
+                    let _ = done.send(Err(NotCommitted));
+                }
+                for done in self.consume_replies.drain(..) {
+                    let _ = done.send(Err(NotCommitted));
+                }
+                for done in self.event_replies.drain(..) {
+                    let _ = done.send(Err(NotCommitted));
+                }
+            }
         }
-        if !self.queued.is_empty() {
-            write_events(store, &self.queued).await;
-            self.queued.clear();
-        }
+        self.tokens.clear();
+        self.consumes.clear();
+        self.events.clear();
         for done in self.flushes.drain(..) {
             let _ = done.send(());
         }
@@ -130,7 +190,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Msg>) {
     let mut batch = Batch::default();
     while let Some(first) = rx.recv().await {
         batch.add(first);
-        // Let the requests that are ready to run queue their tokens first (one scheduling round,
+        // Let the requests that are ready to run queue their work first (one scheduling round,
         // no timer): under load a commit then carries more tokens, and each token dirties fewer
         // pages; a lone request is delayed by microseconds.
         tokio::task::yield_now().await;
@@ -141,20 +201,5 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Msg>) {
             }
         }
         batch.write(&store).await;
-    }
-}
-
-async fn write_events(store: &Store, events: &[(AuditEvent, i64)]) {
-    // One retry covers a transient failure (a failover, a busy SQLite file); after that the
-    // events are reported as lost, loudly.
-    for attempt in 0..2 {
-        match store.audit_batch(events).await {
-            Ok(()) => return,
-            Err(e) if attempt == 0 => {
-                tracing::warn!(error = %e, "audit batch failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            Err(e) => tracing::error!(error = %e, lost = events.len(), "audit batch failed; events lost"),
-        }
     }
 }

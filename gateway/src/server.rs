@@ -75,10 +75,16 @@ impl Application {
     /// Connects to the database, migrates it, builds TLS from the configured server certificate
     /// and the stored trust anchors, and binds both listeners.
     pub async fn build(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.database_url(), config.database.max_connections)
+        let acquire = std::time::Duration::from_millis(config.database.acquire_timeout_ms);
+        let store = Store::connect_with(&config.database_url(), config.database.max_connections, acquire)
             .await
             .with_context(|| format!("database {}", crate::config::redact_url(&config.database_url())))?;
         store.migrate().await.context("migrations")?;
+        // A database that reads but does not take writes (a read-only SQLite file or directory, a
+        // PostgreSQL standby) would answer every login and token with an error: refuse to start.
+        store.probe_commit().await.context(
+            "the database does not take writes (read-only SQLite file or directory, or a PostgreSQL standby?)",
+        )?;
         let main = TcpListener::bind(config.server.listen).await.with_context(|| format!("bind {}", config.server.listen))?;
         Self::with_parts(config, store, clock, main).await
     }
@@ -136,6 +142,7 @@ impl Application {
             token_keys,
             group_commit,
             card_trust: crate::cards::TrustCache::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }));
         state.metrics.observe_anchors(&anchors, state.clock.unix());
         Ok(Self { main, ops, tls, state, checkpoint_key })
@@ -156,7 +163,8 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets open requests finish
+    /// Serves until `shutdown` completes; then `/readyz` fails while the listener serves on for
+    /// `server.shutdown_drain_secs`, and then it stops accepting and lets open requests finish
     /// (up to 30 s).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { main, ops, tls, state, checkpoint_key } = self;
@@ -180,7 +188,16 @@ impl Application {
         let router = http::router(state.clone());
         let limits = &state.config.server;
         let admission = Admission::new(limits.max_connections, limits.max_connections_per_ip, state.metrics.connections_open());
-        tokio::pin!(shutdown);
+        // Resolves `server.shutdown_drain_secs` after `shutdown` did, having set `draining`.
+        let drain_secs = limits.shutdown_drain_secs;
+        let drain_state = state.clone();
+        let stop_accepting = async move {
+            shutdown.await;
+            drain_state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(drain_secs, "shutting down: unready now, still serving while load balancers take this instance out");
+            tokio::time::sleep(Duration::from_secs(drain_secs)).await;
+        };
+        tokio::pin!(stop_accepting);
         loop {
             let (tcp, remote) = tokio::select! {
                 accepted = main.accept() => match accepted {
@@ -192,7 +209,7 @@ impl Application {
                         continue;
                     }
                 },
-                () = &mut shutdown => break,
+                () = &mut stop_accepting => break,
             };
             // Refused before the handshake: a refused client costs no TLS work.
             let permit = match admission.admit(remote.ip()) {

@@ -135,12 +135,20 @@ pub struct TestApp {
 
 /// A fresh database URL for `db` (a new PostgreSQL database per test).
 pub async fn fresh_database(db: Db, dir: &std::path::Path) -> (String, Option<(String, String)>) {
+    fresh_database_on(db, dir, None).await
+}
+
+/// [`fresh_database`] on the PostgreSQL server `server` (an admin URL) instead of
+/// TEST_DATABASE_URL's.
+pub async fn fresh_database_on(db: Db, dir: &std::path::Path, server: Option<&str>) -> (String, Option<(String, String)>) {
     match db {
         Db::Sqlite => (format!("sqlite://{}", dir.join("gateway.db").display()), None),
         Db::Postgres => {
-            let admin_url = std::env::var("TEST_DATABASE_URL").expect(
-                "TEST_DATABASE_URL must point at a PostgreSQL server for the postgres tests (tests/run.sh sets it)",
-            );
+            let admin_url = server.map(str::to_owned).unwrap_or_else(|| {
+                std::env::var("TEST_DATABASE_URL").expect(
+                    "TEST_DATABASE_URL must point at a PostgreSQL server for the postgres tests (tests/run.sh sets it)",
+                )
+            });
             let name = format!("ninsho_t_{}", uuid::Uuid::new_v4().simple());
             let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
@@ -174,11 +182,12 @@ type Configure = Box<dyn FnOnce(&mut Config) + Send>;
 pub struct TestAppBuilder {
     db: Db,
     configure: Vec<Configure>,
+    pg_server: Option<String>,
 }
 
 impl TestApp {
     pub fn builder(db: Db) -> TestAppBuilder {
-        TestAppBuilder { db, configure: Vec::new() }
+        TestAppBuilder { db, configure: Vec::new(), pg_server: None }
     }
 
     pub async fn spawn(db: Db) -> TestApp {
@@ -242,6 +251,13 @@ impl TestApp {
         reqwest::get(format!("http://127.0.0.1:{}/metrics", self.ops_port)).await.unwrap().text().await.unwrap()
     }
 
+    /// Sends the shutdown signal (as SIGTERM does) without waiting for the server to stop.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Stops the server and drops a PostgreSQL test database.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -257,6 +273,12 @@ impl TestApp {
 }
 
 impl TestAppBuilder {
+    /// Runs on the PostgreSQL server at `admin_url` (a test's own) instead of TEST_DATABASE_URL's.
+    pub fn on_postgres_server(mut self, admin_url: &str) -> Self {
+        self.pg_server = Some(admin_url.to_owned());
+        self
+    }
+
     pub fn with_config(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
         self.configure.push(Box::new(f));
         self
@@ -273,13 +295,17 @@ impl TestAppBuilder {
             .unwrap();
         std::fs::write(dir.path().join("server.key"), &pki.server.key_pem).unwrap();
 
-        let (db_url, pg_database) = fresh_database(self.db, dir.path()).await;
+        let (db_url, pg_database) = fresh_database_on(self.db, dir.path(), self.pg_server.as_deref()).await;
         let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = main.local_addr().unwrap().port();
 
         let mut config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
         config.database.url = db_url.clone();
         config.database.max_connections = 8;
+        // Generous for a loaded test machine; the outage tests set the 1 s default back.
+        config.database.acquire_timeout_ms = 5000;
+        // Tests stop at once; the drain test sets its own.
+        config.server.shutdown_drain_secs = 0;
         config.server.public_url = format!("https://localhost:{port}").parse().unwrap();
         config.tls.cert = dir.path().join("server.pem");
         config.tls.key = dir.path().join("server.key");
@@ -292,7 +318,8 @@ impl TestAppBuilder {
         }
         config.validate().unwrap();
 
-        let store = Store::connect(&db_url, 8).await.unwrap().with_audit_key(config.audit_key().unwrap());
+        let acquire = std::time::Duration::from_millis(config.database.acquire_timeout_ms);
+        let store = Store::connect_with(&db_url, 8, acquire).await.unwrap().with_audit_key(config.audit_key().unwrap());
         store.migrate().await.unwrap();
         seed(&store, &pki, &config, now.unix_timestamp()).await;
 

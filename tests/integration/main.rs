@@ -14,6 +14,7 @@ mod card_login;
 mod connections;
 mod demo;
 mod e2e;
+mod faults;
 mod fido_login;
 mod login;
 mod login_form;

@@ -2,14 +2,19 @@
 //! refusal, certificate binding, key rotation, and the signing-session rules they depend on.
 
 use base64::Engine as _;
-use gateway::store::{AuditVerification, AuthMethod, Consumption, EndReason, NewIssuedToken, NewSigningSession, SessionFilter};
+use gateway::store::{AuditVerification, AuthMethod, Consumption, EndReason, NewConsume, NewIssuedToken, NewSigningSession, SessionFilter};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// A consumption of `jti` by `consumer` at `at`, audited under doctor `user_id` of CLINIC.
+fn consuming(jti: &str, consumer: &str, user_id: &str, at: i64) -> NewConsume {
+    NewConsume { jti: jti.to_owned(), consumer: consumer.to_owned(), clinic_id: CLINIC.to_owned(), user_id: user_id.to_owned(), at }
+}
+
 /// Opens a FIDO signing session for the demo doctor as a successful FIDO login would.
 /// (The FIDO ceremony itself is exercised in the fido tests; here it is the precondition.)
-async fn open_session(app: &TestApp) -> String {
+pub(crate) async fn open_session(app: &TestApp) -> String {
     try_open_session(app).await.unwrap().session.id
 }
 
@@ -123,7 +128,9 @@ async fn consumption_is_single_use_across_instances(db: Db) {
         .to_owned();
     let other = app.other_store(2).await;
     let now = app.clock_now();
-    let (a, b) = tokio::join!(app.store().consume_token(&jti, "emr-a", now), other.consume_token(&jti, "emr-a", now));
+    let uid = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap().id;
+    let consume = consuming(&jti, "emr-a", &uid, now);
+    let (a, b) = tokio::join!(app.store().consume_token(&consume), other.consume_token(&consume));
     let won = |c: &Consumption| matches!(c, Consumption::Consumed(_)) as u8;
     assert_eq!(won(&a.unwrap()) + won(&b.unwrap()), 1, "exactly one consumption wins");
     other.close().await;
@@ -405,6 +412,7 @@ async fn a_batch_records_live_sessions_and_refuses_closed_ones(db: Db) {
         expires_at: now + 60,
         issued_at: now,
         touch: i == 0,
+        audit_refusal: true,
     };
     let mut live: Vec<_> = (0..200).map(|i| token(i, &sid)).collect();
     // Activity: several tokens of one session in a batch touch it once, at the latest time.
@@ -417,7 +425,7 @@ async fn a_batch_records_live_sessions_and_refuses_closed_ones(db: Db) {
     assert_eq!(app.store().signing_session(&sid).await.unwrap().last_activity_at, now + 7);
 
     for jti in ["batch-jti-0", "batch-jti-199"] {
-        let consumed = app.store().consume_token(jti, "emr-a", now).await.unwrap();
+        let consumed = app.store().consume_token(&consuming(jti, "emr-a", &user.id, now)).await.unwrap();
         assert!(matches!(consumed, Consumption::Consumed(_)), "{jti}: {consumed:?}");
     }
 
@@ -425,8 +433,8 @@ async fn a_batch_records_live_sessions_and_refuses_closed_ones(db: Db) {
     let later = [token(200, &sid), token(201, "no-such-session")];
     assert_eq!(app.store().record_issued_tokens(&later, &[]).await.unwrap(), vec![false, false]);
     // Recorded before the session ended, and still unused: refused now that it has ended.
-    assert!(matches!(app.store().consume_token("batch-jti-1", "emr-a", now).await.unwrap(), Consumption::SessionEnded));
-    assert!(matches!(app.store().consume_token("batch-jti-200", "emr-a", now).await.unwrap(), Consumption::NotConsumable));
+    assert!(matches!(app.store().consume_token(&consuming("batch-jti-1", "emr-a", &user.id, now)).await.unwrap(), Consumption::SessionEnded));
+    assert!(matches!(app.store().consume_token(&consuming("batch-jti-200", "emr-a", &user.id, now)).await.unwrap(), Consumption::NotConsumable));
     let tail = app.store().audit_tail(300).await.unwrap();
     let outcomes = |outcome: &str| tail.iter().filter(|r| r.event == "token_issued" && r.outcome == outcome).count();
     assert_eq!((outcomes("success"), outcomes("failure")), (200, 2));
@@ -435,17 +443,66 @@ async fn a_batch_records_live_sessions_and_refuses_closed_ones(db: Db) {
     app.stop().await;
 }
 
-/// Fail closed: a token whose id and audit row cannot be committed is not handed out.
+/// Fail closed: a token whose id and audit row cannot be committed is not handed out, a
+/// consumption whose audit row cannot be committed is not answered as done (and not made), and
+/// refusals wait for their audit rows too. Each is a fast 503 the client may retry, and the
+/// instance reports unready until a commit succeeds again.
 async fn no_token_leaves_when_its_commit_fails(db: Db) {
     let app = TestApp::spawn(db).await;
     open_session(&app).await;
     let emr = app.client(Some(&app.pki.emr_a));
+    let (status, body) = issue(&app, &emr, doctor()).await;
+    assert_eq!(status, 200, "{body}");
+    let issued = body["token"].as_str().unwrap().to_owned();
+    let ready = || async { reqwest::get(format!("http://127.0.0.1:{}/readyz", app.ops_port)).await.unwrap().status().as_u16() };
+    assert_eq!(ready().await, 200);
     // Without the audit chain's head row every group commit fails (and rolls back).
     app.store().execute_unchecked("DELETE FROM audit_head").await.unwrap();
     let (status, body) = issue(&app, &emr, doctor()).await;
-    assert_eq!((status, body["error"].as_str()), (500, Some("internal")), "{body}");
+    assert_eq!((status, body["error"].as_str()), (503, Some("unavailable")), "{body}");
     assert!(body.get("token").is_none(), "{body}");
-    assert_eq!(app.store().execute_unchecked("DELETE FROM issued_tokens").await.unwrap(), 0);
+    assert_eq!(ready().await, 503, "unready while commits fail");
+    let (status, body) = consume(&app, &emr, json!({ "token": issued })).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("unavailable")), "{body}");
+    // A refusal is not answered unaudited either.
+    let (status, body) = consume(&app, &emr, json!({ "token": issued, "x5t#S256": "AAAA" })).await;
+    assert_eq!(status, 400, "{body}");
+    let other = app.client(Some(&app.pki.emr_b));
+    let (status, body) = consume(&app, &other, json!({ "token": issued })).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("unavailable")), "{body}");
+    // Nothing was written: one token recorded (the first), still unused.
+    let count = |sql: &'static str| app.store().execute_unchecked(sql);
+    assert_eq!(count("UPDATE issued_tokens SET client_id = client_id").await.unwrap(), 1);
+    assert_eq!(count("UPDATE issued_tokens SET client_id = client_id WHERE consumed_at IS NULL").await.unwrap(), 1, "still unused");
+    app.stop().await;
+}
+
+/// A token request that races the doctor's re-authentication (a new signing session superseding
+/// the one the request read) is served from the new session, never refused while the doctor has
+/// a live one: each round re-authenticates while token requests are in flight.
+async fn token_requests_racing_a_reauthentication_are_served(db: Db) {
+    let app = TestApp::spawn(db).await;
+    open_session(&app).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let mut sids = std::collections::HashSet::new();
+    for _ in 0..25 {
+        let (a, b, c, d, reauth) = tokio::join!(
+            issue(&app, &emr, doctor()),
+            issue(&app, &emr, doctor()),
+            issue(&app, &emr, doctor()),
+            issue(&app, &emr, doctor()),
+            open_session(&app)
+        );
+        sids.insert(reauth);
+        for (status, body) in [a, b, c, d] {
+            assert_eq!(status, 200, "{body}");
+            let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(body["token"].as_str().unwrap()).unwrap().claims;
+            sids.insert(claims["sid"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(sids.len() >= 25, "sessions were superseded during the requests");
+    let tail = app.store().audit_tail(1000).await.unwrap();
+    assert!(!tail.iter().any(|r| r.event == "token_issued" && r.outcome == "failure"), "no refusal was audited");
     app.stop().await;
 }
 
@@ -669,4 +726,5 @@ db_tests!(
     rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key,
     signing_keys_are_encrypted_at_rest,
     openapi_document_is_served_and_lists_every_route,
+    token_requests_racing_a_reauthentication_are_served,
 );

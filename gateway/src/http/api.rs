@@ -63,12 +63,13 @@ impl ApiError {
 
 impl<E: Into<anyhow::Error>> From<E> for ApiError {
     fn from(e: E) -> Self {
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message: "internal error".into(),
-            internal: Some(e.into()),
+        let e = e.into();
+        if super::error::is_unavailable(&e) {
+            // Logged (once, as a warning) by the group commit or here; the client may retry.
+            tracing::warn!(error = %format!("{e:#}"), "database unavailable");
+            return Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable; retry shortly");
         }
+        Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: "internal error".into(), internal: Some(e) }
     }
 }
 
@@ -83,7 +84,11 @@ impl IntoResponse for ApiError {
         if let Some(e) = &self.internal {
             tracing::error!(error = %format!("{e:#}"), "internal error");
         }
-        (self.status, Json(ErrorBody { error: self.code, message: &self.message })).into_response()
+        let mut res = (self.status, Json(ErrorBody { error: self.code, message: &self.message })).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        res
     }
 }
 
@@ -334,7 +339,7 @@ async fn end_session(State(state): State<AppState>, auth: ServiceAuth, Path(id):
         user_id: session.user_id,
         session_id: id,
         client_id: auth.client.id,
-    }).await;
+    }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -433,55 +438,67 @@ async fn issue(
         client_id: call.client_id.clone(),
         reason: code,
     };
-    let Some(session) = ctx.session.clone() else {
-        state.audit(refuse("no_session")).await;
+    let Some(mut session) = ctx.session.clone() else {
+        state.audit(refuse("no_session")).await?;
         return Err(ApiError::new(StatusCode::CONFLICT, "no_session", "the doctor has no signing session at this clinic"));
     };
-    if let Err(e) = session_liveness(&session, now) {
-        state.audit(refuse(e.code)).await;
-        return Err(e);
+    // A re-authentication can supersede the session between the read above and the commit; the
+    // token is then made again from the session live at that point (once).
+    for retry in [false, true] {
+        if let Err(e) = session_liveness(&session, now) {
+            state.audit(refuse(e.code)).await?;
+            return Err(e);
+        }
+        // A token never outlives its session.
+        let exp = (now + ttl).min(session.expires_at);
+        let claims = Claims {
+            iss: state.config.token_issuer(),
+            aud: cfg.audience.clone(),
+            sub: ctx.user_id.clone(),
+            clinic: req.clinic_id.clone(),
+            sid: session.id.clone(),
+            amr: serde_json::from_str(&session.amr)?,
+            acr: session.acr.clone(),
+            auth_time: session.auth_time,
+            iat: now,
+            nbf: now,
+            exp,
+            jti: tokens::new_jti(now),
+            cnf: Confirmation { x5t_s256: call.x5t_s256.clone() },
+            medical_reg_no: ctx.medical_reg_no.clone(),
+            hashes: hashes.clone(),
+            hash_alg: hash_alg.clone(),
+            num_signatures,
+        };
+        let token = state.token_keys.sign(&claims)?;
+        let record = store::NewIssuedToken {
+            jti: claims.jti,
+            session_id: session.id.clone(),
+            client_id: call.client_id.clone(),
+            clinic_id: req.clinic_id.clone(),
+            user_id: ctx.user_id.clone(),
+            expires_at: exp,
+            issued_at: now,
+            touch: now - session.last_activity_at >= ACTIVITY_GRANULARITY_SECS,
+            audit_refusal: retry,
+        };
+        // The token leaves only once its id (and its audit event) are committed.
+        if state.group_commit.record_token(record).await? {
+            return Ok(Json(IssueResponse { token, token_type: "Bearer", expires_in: exp - now }));
+        }
+        if retry {
+            // Audited with the batch.
+            break;
+        }
+        match state.store.live_signing_session(&ctx.user_id, &req.clinic_id, state.clock.unix()).await? {
+            Some(live) if live.id != session.id => session = store::OpenSession::from(&live),
+            _ => {
+                state.audit(refuse("no_session")).await?;
+                break;
+            }
+        }
     }
-    // A token never outlives its session.
-    let exp = (now + ttl).min(session.expires_at);
-    let claims = Claims {
-        iss: state.config.token_issuer(),
-        aud: cfg.audience.clone(),
-        sub: ctx.user_id.clone(),
-        clinic: req.clinic_id.clone(),
-        sid: session.id.clone(),
-        amr: serde_json::from_str(&session.amr)?,
-        acr: session.acr.clone(),
-        auth_time: session.auth_time,
-        iat: now,
-        nbf: now,
-        exp,
-        jti: tokens::new_jti(now),
-        cnf: Confirmation { x5t_s256: call.x5t_s256.clone() },
-        medical_reg_no: ctx.medical_reg_no.clone(),
-        hashes,
-        hash_alg,
-        num_signatures,
-    };
-    let token = state.token_keys.sign(&claims)?;
-    let record = store::NewIssuedToken {
-        jti: claims.jti,
-        session_id: session.id,
-        client_id: call.client_id.clone(),
-        clinic_id: req.clinic_id.clone(),
-        user_id: ctx.user_id.clone(),
-        expires_at: exp,
-        issued_at: now,
-        touch: now - session.last_activity_at >= ACTIVITY_GRANULARITY_SECS,
-    };
-    // The token leaves only once its id (and its audit event) are committed.
-    match state.group_commit.record_token(record).await {
-        Some(true) => {}
-        // Ended or expired on another instance between our read and this write (the refusal is
-        // audited with the batch).
-        Some(false) => return Err(ApiError::new(StatusCode::CONFLICT, "no_session", "the signing session has just ended")),
-        None => return Err(anyhow::anyhow!("recording the issued token failed").into()),
-    }
-    Ok(Json(IssueResponse { token, token_type: "Bearer", expires_in: exp - now }))
+    Err(ApiError::new(StatusCode::CONFLICT, "no_session", "the signing session has just ended"))
 }
 
 // ---- consumption -----------------------------------------------------------------------------
@@ -549,30 +566,29 @@ async fn consume(
         reason,
     };
     if presenter != claims.cnf.x5t_s256 {
-        state.audit(audit_refusal("cnf_mismatch")).await;
+        state.audit(audit_refusal("cnf_mismatch")).await?;
         return Err(ApiError::new(StatusCode::FORBIDDEN, "cnf_mismatch", "the token is bound to another client certificate"));
     }
-    match state.store.consume_token(&claims.jti, &auth.client.id, now).await? {
-        Consumption::Consumed(_) => {}
-        Consumption::SessionEnded => {
-            state.audit(audit_refusal("session_ended")).await;
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "session_ended",
-                "the signing session this token was issued in has ended",
-            ));
-        }
-        Consumption::NotConsumable => {
-            state.audit(audit_refusal("already_consumed")).await;
-            return Err(ApiError::new(StatusCode::CONFLICT, "token_already_used", "the token was already consumed or is unknown"));
-        }
-    }
-    state.audit(AuditEvent::TokenConsumed {
+    // The consumption and its `token_consumed` row commit together before the answer.
+    let consume = store::NewConsume {
+        jti: claims.jti.clone(),
+        consumer: auth.client.id.clone(),
         clinic_id: claims.clinic.clone(),
         user_id: claims.sub.clone(),
-        client_id: auth.client.id.clone(),
-        jti: claims.jti.clone(),
-    }).await;
+        at: now,
+    };
+    if state.group_commit.consume(consume).await?.is_none() {
+        return Err(match state.store.consume_refusal(&claims.jti, now).await? {
+            Consumption::SessionEnded => {
+                state.audit(audit_refusal("session_ended")).await?;
+                ApiError::new(StatusCode::CONFLICT, "session_ended", "the signing session this token was issued in has ended")
+            }
+            _ => {
+                state.audit(audit_refusal("already_consumed")).await?;
+                ApiError::new(StatusCode::CONFLICT, "token_already_used", "the token was already consumed or is unknown")
+            }
+        });
+    }
     Ok(Json(ConsumeResponse {
         sub: claims.sub,
         medical_reg_no: claims.medical_reg_no,

@@ -44,6 +44,22 @@ impl AppError {
     }
 }
 
+/// Whether `e` means the database could not be reached or did not commit (a pool timeout, a
+/// lost connection, a group commit that failed): answered 503, not 500, since a retry may work.
+pub fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<crate::group_commit::NotCommitted>().is_some()
+            || cause.downcast_ref::<crate::store::Error>().is_some_and(crate::store::Error::is_unavailable)
+            || cause.downcast_ref::<sqlx::Error>().is_some_and(crate::store::sqlx_unavailable)
+    })
+}
+
+impl From<crate::group_commit::NotCommitted> for AppError {
+    fn from(e: crate::group_commit::NotCommitted) -> Self {
+        AppError::Internal(e.into())
+    }
+}
+
 impl From<crate::store::Error> for AppError {
     fn from(e: crate::store::Error) -> Self {
         AppError::Internal(e.into())
@@ -65,6 +81,13 @@ impl IntoResponse for AppError {
             }
             AppError::LoginRequired => Redirect::to("/login").into_response(),
             AppError::PasswordChangeRequired => Redirect::to("/password").into_response(),
+            AppError::Internal(e) if is_unavailable(&e) => {
+                tracing::warn!(error = %format!("{e:#}"), "database unavailable");
+                // The request's language is not known here: both, Japanese first.
+                let text = format!("{} {}", Msg::Unavailable.text(Lang::Ja), Msg::Unavailable.text(Lang::En));
+                (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")], pages::message(Lang::Ja, Msg::ErrorTitle, &text))
+                    .into_response()
+            }
             AppError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "internal error");
                 let lang = Lang::Ja;
@@ -88,6 +111,9 @@ pub async fn json_internal_errors(lang: Lang, req: Request, next: Next) -> Respo
         .is_some_and(|v| v.starts_with("text/html"));
     if res.status() == StatusCode::INTERNAL_SERVER_ERROR && html {
         return AppError::json(StatusCode::INTERNAL_SERVER_ERROR, "internal", lang, Msg::InternalError).into_response();
+    }
+    if res.status() == StatusCode::SERVICE_UNAVAILABLE && html {
+        return AppError::json(StatusCode::SERVICE_UNAVAILABLE, "unavailable", lang, Msg::Unavailable).into_response();
     }
     res
 }

@@ -114,6 +114,7 @@ pub enum Msg {
     BadOrigin,
     ErrorTitle,
     InternalError,
+    Unavailable,
     NotFound,
     BodyTooLarge,
     BodyTimeout,
@@ -295,6 +296,10 @@ impl Msg {
                 "The request was refused because it did not come from this site.",
             ),
             ErrorTitle => ("エラー", "Error"),
+            Unavailable => (
+                "ただいまデータベースに接続できません。少し時間をおいて再度お試しください。",
+                "The service cannot reach its database right now. Please try again in a moment.",
+            ),
             InternalError => (
                 "内部エラーが発生しました。時間をおいて再度お試しください。",
                 "Something went wrong on our side. Please try again later.",

@@ -66,12 +66,15 @@ pub struct App {
     pub group_commit: crate::group_commit::GroupCommit,
     /// Parsed HPKI/JPKI trust stores, rebuilt when the anchors change.
     pub card_trust: crate::cards::TrustCache,
+    /// Set on shutdown: `/readyz` answers 503 while the listener drains.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl App {
-    /// Queues an audit event stamped with the current time (hot paths; see `group_commit`).
-    pub async fn audit(&self, event: AuditEvent) {
-        self.group_commit.audit(event, self.clock.unix()).await;
+    /// Appends an audit event stamped with the current time through the group commit (hot
+    /// paths; see `group_commit`) and waits until it is committed.
+    pub async fn audit(&self, event: AuditEvent) -> std::result::Result<(), crate::group_commit::NotCommitted> {
+        self.group_commit.audit(event, self.clock.unix()).await
     }
 }
 

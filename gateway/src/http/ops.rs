@@ -17,13 +17,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Ready when the database takes a commit within a second (not only a read): a read-only
+/// SQLite file, a PostgreSQL standby, a lost audit head or an outage report unready, quickly.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    let answer = match tokio::time::timeout(std::time::Duration::from_secs(1), state.store.probe_commit()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the database does not take a commit");
+            Err("database does not commit")
         }
+        Err(_) => Err("database does not answer"),
+    };
+    match answer {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 

@@ -30,7 +30,7 @@ pub use ceremonies::{CeremonyPurpose, NewCeremony, TakenCeremony};
 pub use enrollment::{CodeCheck, EnrollmentCode, IssuedCode};
 pub use fido::{FidoCredential, LinkAuthorisation, NewFidoCredential};
 pub use tokens::{
-    ClientAccess, ConsumedToken, Consumption, EmrContext, IssueContext, NewIssuedToken, OpenSession, ServiceClient, ServiceRole, SigningKeyRow,
+    ClientAccess, ConsumedToken, Consumption, EmrContext, IssueContext, NewConsume, NewIssuedToken, OpenSession, ServiceClient, ServiceRole, SigningKeyRow,
 };
 pub use sessions::{LoadedSession, SessionMove, SessionSignIn};
 pub use signing::{
@@ -69,6 +69,39 @@ pub enum Error {
     /// `gateway admin audit rekey`, or a rekey that is not due. Nothing was written.
     #[error("audit log: {0}")]
     AuditChain(String),
+}
+
+impl Error {
+    /// The database could not be reached in time or dropped the connection: a retry may work.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Database(e) => sqlx_unavailable(e),
+            Error::Inline(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::DiskFull
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// See [`Error::is_unavailable`].
+pub fn sqlx_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            // PostgreSQL: class 08 (connection exception), 57P01–57P03 (shutdown, cannot
+            // connect now), 53 (insufficient resources); SQLite: busy, locked, read-only.
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") || matches!(code.as_ref(), "5" | "6" | "8" | "517" | "262")
+        }
+        _ => false,
+    }
 }
 
 impl From<sqlx::Error> for Error {
@@ -301,9 +334,16 @@ fn create_private(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 impl Store {
-    /// Connects to `url` (`sqlite://path` or `postgres://...`). A SQLite file is created if missing
-    /// and runs in WAL mode.
+    /// Connects to `url` (`sqlite://path` or `postgres://...`) with a 10 s wait for a pooled
+    /// connection (commands and tools; the server uses [`Store::connect_with`]).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_with(url, max_connections, Duration::from_secs(10)).await
+    }
+
+    /// Connects to `url`. A SQLite file is created if missing and runs in WAL mode. A PostgreSQL
+    /// request waits at most `acquire_timeout` for a connection: during an outage requests fail
+    /// fast (503) instead of queueing.
+    pub async fn connect_with(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Self> {
         let backend = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .busy_timeout(Duration::from_secs(10))
@@ -339,7 +379,7 @@ impl Store {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await?;
             Backend::Postgres(pool)
@@ -440,6 +480,16 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         with_reader!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
+    }
+
+    /// Whether the database takes a write: rewrites the audit chain's head row unchanged and
+    /// commits (`/readyz`: a read-only SQLite file, a PostgreSQL standby or a lost head row all
+    /// fail here, while a plain read would pass).
+    pub async fn probe_commit(&self) -> Result<()> {
+        match write_execute!(self, "UPDATE audit_head SET seq = seq WHERE id = 1")? {
+            1 => Ok(()),
+            _ => Err(Error::Precondition("audit_head row missing")),
+        }
     }
 
     /// Closes the pools, waiting for connections to be returned.

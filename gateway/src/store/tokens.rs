@@ -133,6 +133,21 @@ pub struct OpenSession {
     pub last_activity_at: i64,
 }
 
+impl From<&super::SigningSession> for OpenSession {
+    fn from(s: &super::SigningSession) -> Self {
+        Self {
+            id: s.id.clone(),
+            method: s.method.as_str().to_owned(),
+            amr: serde_json::to_string(&s.amr).unwrap_or_else(|_| "[]".to_owned()),
+            acr: s.acr.clone(),
+            auth_time: s.auth_time,
+            expires_at: s.expires_at,
+            idle_secs: s.idle_secs,
+            last_activity_at: s.last_activity_at,
+        }
+    }
+}
+
 /// An issued token's id to record, with what its audit event names.
 #[derive(Debug, Clone)]
 pub struct NewIssuedToken {
@@ -153,17 +168,50 @@ pub struct NewIssuedToken {
     /// Whether to move the session's last activity to `issued_at` too (done at most once a
     /// minute per session, so most issues write nothing to the session row).
     pub touch: bool,
+    /// Whether a refusal (its session closed before the commit) is audited with the batch;
+    /// `false` when the caller will try once more with the doctor's new session.
+    pub audit_refusal: bool,
 }
 
 impl NewIssuedToken {
-    fn audit_event(&self, recorded: bool) -> (AuditEvent, i64) {
+    fn audit_event(&self, recorded: bool) -> Option<(AuditEvent, i64)> {
+        if !recorded && !self.audit_refusal {
+            return None;
+        }
         let (clinic_id, user_id, client_id) = (self.clinic_id.clone(), self.user_id.clone(), self.client_id.clone());
         let event = if recorded {
             AuditEvent::TokenIssued { clinic_id, user_id, session_id: self.session_id.clone(), client_id, jti: self.jti.clone() }
         } else {
             AuditEvent::TokenRefused { clinic_id, user_id, client_id, reason: "no_session" }
         };
-        (event, self.issued_at)
+        Some((event, self.issued_at))
+    }
+}
+
+/// A token to consume, with what its audit event names (from the verified token).
+#[derive(Debug, Clone)]
+pub struct NewConsume {
+    /// Token id.
+    pub jti: String,
+    /// The consuming service client.
+    pub consumer: String,
+    /// The token's clinic.
+    pub clinic_id: String,
+    /// The token's doctor.
+    pub user_id: String,
+    /// When.
+    pub at: i64,
+}
+
+impl NewConsume {
+    fn audit_event(&self) -> (AuditEvent, i64) {
+        let event = AuditEvent::TokenConsumed {
+            clinic_id: self.clinic_id.clone(),
+            user_id: self.user_id.clone(),
+            client_id: self.consumer.clone(),
+            jti: self.jti.clone(),
+        };
+        (event, self.at)
     }
 }
 
@@ -356,12 +404,44 @@ impl Store {
         Ok(Some(EmrContext { client, doctor }))
     }
 
-    /// Records issued tokens and appends audit events, in one transaction. A token is recorded
-    /// only while its session is open (not ended, expired or idle at its `issued_at`); each token
-    /// appends its own audit event (`token_issued`, or the refusal `no_session` when its session
-    /// closed between the caller's read and this write), then `events` follow. Returns, per
-    /// token, whether it was recorded.
+    /// Records issued tokens and appends audit events, in one transaction (see
+    /// [`Store::commit_batch`]). Returns, per token, whether it was recorded.
     pub async fn record_issued_tokens(&self, tokens: &[NewIssuedToken], events: &[(AuditEvent, i64)]) -> Result<Vec<bool>> {
+        Ok(self.commit_batch(tokens, &[], events).await?.0)
+    }
+
+    /// Consumes one token with its audit event (see [`Store::commit_batch`]); a refusal is
+    /// explained (not audited: the caller audits it with the answer it gives).
+    pub async fn consume_token(&self, consume: &NewConsume) -> Result<Consumption> {
+        let (_, consumed) = self.commit_batch(&[], std::slice::from_ref(consume), &[]).await?;
+        match consumed.first() {
+            Some(Some(token)) => Ok(Consumption::Consumed(token.clone())),
+            _ => self.consume_refusal(&consume.jti, consume.at).await,
+        }
+    }
+
+    /// The group commit's transaction: records issued tokens, consumes tokens, and appends audit
+    /// events, all or nothing, so an answer given after it is backed by its audit rows.
+    ///
+    /// A token is recorded only while its session is open (not ended, expired or idle at its
+    /// `issued_at`); each appends its own audit event (`token_issued`, or the refusal
+    /// `no_session` when its session closed between the caller's read and this write).
+    ///
+    /// A token is consumed once, by a statement that also requires it unexpired and its signing
+    /// session open and its doctor enabled: a token issued before logout, the doctor's end
+    /// button, an operator's revoke, account disable or authenticator removal (each ends the
+    /// session, see `signing`) is refused with nothing marked. Session expiry is not checked: the
+    /// token's `exp` is at most the session's remaining life when issued. Each consumed token
+    /// appends `token_consumed`; when one batch holds the same token twice, the first wins.
+    ///
+    /// Then `events` follow. Returns, per token, whether it was recorded, and per consume, the
+    /// consumed token or `None` when refused.
+    pub async fn commit_batch(
+        &self,
+        tokens: &[NewIssuedToken],
+        consumes: &[NewConsume],
+        events: &[(AuditEvent, i64)],
+    ) -> Result<(Vec<bool>, Vec<Option<ConsumedToken>>)> {
         // VALUES columns are column1… on both databases.
         const HEAD: &str = "INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
              SELECT v.column1, s.id, v.column3, v.column4, NULL, NULL, v.column5 FROM (";
@@ -371,10 +451,13 @@ impl Store {
         // Activity: one statement for the batch, (session id, time) per touched session.
         const TOUCH_HEAD: &str = "UPDATE signing_sessions SET last_activity_at = v.column2, updated_at = v.column2 FROM (";
         const TOUCH_TAIL: &str = ") AS v WHERE signing_sessions.id = v.column1 AND signing_sessions.last_activity_at < v.column2";
-        // Each token's own audit event depends on whether it was recorded.
-        let audit = |recorded: &[bool]| -> Vec<(AuditEvent, i64)> {
-            tokens.iter().zip(recorded).map(|(t, r)| t.audit_event(*r)).chain(events.iter().cloned()).collect()
-        };
+        // Consumption: (jti, consumer, time) rows, each jti once per statement.
+        const CONSUME_HEAD: &str = "UPDATE issued_tokens SET consumed_at = v.column3, consumed_by = v.column2 FROM (";
+        const CONSUME_TAIL: &str = ") AS v WHERE issued_tokens.jti = v.column1 AND issued_tokens.consumed_at IS NULL
+               AND issued_tokens.expires_at > v.column3
+               AND EXISTS (SELECT 1 FROM signing_sessions s JOIN users u ON u.id = s.user_id
+                           WHERE s.id = issued_tokens.session_id AND s.ended_at IS NULL AND u.enabled)
+             RETURNING issued_tokens.jti, issued_tokens.session_id, issued_tokens.client_id";
         let outcome = |inserted: std::collections::HashSet<String>| -> Vec<bool> {
             tokens.iter().map(|t| inserted.contains(&t.jti)).collect()
         };
@@ -387,6 +470,28 @@ impl Store {
                 *at = (*at).max(t.issued_at);
             }
             latest.into_iter().collect()
+        };
+        // The first consume of each jti goes to the statement; a repeat in the batch is refused.
+        let first_consumes: Vec<&NewConsume> = {
+            let mut seen = std::collections::HashSet::with_capacity(consumes.len());
+            consumes.iter().filter(|c| seen.insert(c.jti.as_str())).collect()
+        };
+        let consumed = |mut won: std::collections::HashMap<String, ConsumedToken>| -> Vec<Option<ConsumedToken>> {
+            consumes.iter().map(|c| won.remove(&c.jti)).collect()
+        };
+        // Each token's and each consumption's own audit event depends on what happened.
+        let audit = |recorded: &[bool], consumed: &[Option<ConsumedToken>]| -> Vec<(AuditEvent, i64)> {
+            tokens
+                .iter()
+                .zip(recorded)
+                .filter_map(|(t, r)| t.audit_event(*r))
+                .chain(consumes.iter().zip(consumed).filter(|(_, done)| done.is_some()).map(|(c, _)| c.audit_event()))
+                .chain(events.iter().cloned())
+                .collect()
+        };
+        type Won = (String, String, String);
+        let won_map = |rows: Vec<Won>| {
+            rows.into_iter().map(|(jti, session_id, client_id)| (jti, ConsumedToken { session_id, client_id })).collect()
         };
         match &self.backend {
             // One inline transaction on the writer connection (decision 0008).
@@ -406,11 +511,18 @@ impl Store {
                         chunk.iter().flat_map(|(id, at)| [id as &dyn rusqlite::ToSql, at]).collect();
                     inline::execute_rows(tx, TOUCH_HEAD, TOUCH_TAIL, 2, chunk.len(), &params)?;
                 }
-                let all = audit(&recorded);
+                let mut won = Vec::new();
+                for chunk in super::batch_chunks(&first_consumes) {
+                    let params: Vec<&dyn rusqlite::ToSql> =
+                        chunk.iter().flat_map(|c| [&c.jti as &dyn rusqlite::ToSql, &c.consumer, &c.at]).collect();
+                    won.extend(inline::all_rows::<Won>(tx, CONSUME_HEAD, CONSUME_TAIL, 3, chunk.len(), &params)?);
+                }
+                let consumed = consumed(won_map(won));
+                let all = audit(&recorded, &consumed);
                 if !all.is_empty() {
                     append_audit_sqlite(tx, &self.audit_rows(&all))?;
                 }
-                Ok(recorded)
+                Ok((recorded, consumed))
             }),
             Backend::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
@@ -433,42 +545,31 @@ impl Store {
                     touch.push(TOUCH_TAIL);
                     touch.build().execute(&mut *tx).await?;
                 }
-                let all = audit(&recorded);
+                let mut won = Vec::new();
+                for chunk in super::batch_chunks(&first_consumes) {
+                    let mut consume = sqlx::QueryBuilder::new(CONSUME_HEAD);
+                    consume.push_values(chunk, |mut b, c| {
+                        b.push_bind(&c.jti).push_bind(&c.consumer).push_bind(c.at);
+                    });
+                    consume.push(CONSUME_TAIL);
+                    won.extend(consume.build_query_as::<Won>().fetch_all(&mut *tx).await?);
+                }
+                let consumed = consumed(won_map(won));
+                let all = audit(&recorded, &consumed);
                 if !all.is_empty() {
                     append_audit_pg(&mut tx, &self.audit_rows(&all)).await?;
                 }
                 tx.commit().await?;
-                Ok(recorded)
+                Ok((recorded, consumed))
             }
         }
     }
 
-    /// Marks a token consumed, once, in one statement that also requires its signing session to
-    /// be open and its doctor enabled: a token issued before logout, the doctor's end button, an
-    /// operator's revoke, account disable or authenticator removal (each ends the session, see
-    /// `signing`) is refused with nothing marked (issue 15, item 2). Session expiry is not
-    /// checked here: the token's `exp` is at most the session's remaining life when issued.
-    pub async fn consume_token(&self, jti: &str, consumer: &str, now: i64) -> Result<Consumption> {
-        let row: Option<(String, String)> = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "UPDATE issued_tokens SET consumed_at = $3, consumed_by = $2
-                 WHERE jti = $1 AND consumed_at IS NULL AND expires_at > $3
-                   AND EXISTS (SELECT 1 FROM signing_sessions s JOIN users u ON u.id = s.user_id
-                               WHERE s.id = issued_tokens.session_id AND s.ended_at IS NULL AND u.enabled)
-                 RETURNING session_id, client_id",
-            )
-            .bind(jti)
-            .bind(consumer)
-            .bind(now)
-            .fetch_optional(pool)
-            .await
-        })?;
-        if let Some((session_id, client_id)) = row {
-            return Ok(Consumption::Consumed(ConsumedToken { session_id, client_id }));
-        }
-        // Refused: only which answer to give is read here, the decision was the statement's.
-        // A token still unused whose session ended, vanished or whose doctor was disabled is
-        // `SessionEnded`; anything else (unknown, used, expired) is `NotConsumable`.
+    /// Why a token was not consumed; only which answer to give is read here, the decision was
+    /// the consuming statement's. A token still unused whose session ended, vanished or whose
+    /// doctor was disabled is `SessionEnded`; anything else (unknown, used, expired) is
+    /// `NotConsumable`.
+    pub async fn consume_refusal(&self, jti: &str, now: i64) -> Result<Consumption> {
         let ended = read_optional!(
             self,
             (bool,),
