@@ -799,6 +799,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err, reason = "figment::Jail's closure returns figment's own error type")]
     fn audit_key_comes_from_the_environment() {
         const KEY: &str = "c2VjcmV0LWF1ZGl0LWtleS1mb3ItdGhlLXRlc3RzISE=";
         figment::Jail::expect_with(|jail| {
