@@ -132,24 +132,10 @@ impl Kek {
     /// Reads the KEK file, creating it (mode 0600, 32 random bytes) if it does not exist. A file
     /// readable by others is refused.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        if !path.exists() {
-            let mut bytes = Zeroizing::new([0u8; 32]);
-            SystemRandom::new().fill(bytes.as_mut()).map_err(|_| anyhow::anyhow!("no randomness"))?;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            write_private(path, STANDARD.encode(bytes.as_ref()).as_bytes())?;
-            tracing::warn!(path = %path.display(), "created a new token key-encryption key file; every instance must use the same one");
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(path)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                bail!("{} is readable by other users (mode {:o}); chmod 600 it", path.display(), mode & 0o777);
-            }
-        }
-        let text = Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+        let text = crate::audit_checkpoint::read_private_file(path, "token key-encryption key", || {
+            let bytes = crate::audit_checkpoint::random_bytes::<32>()?;
+            Ok(Zeroizing::new(STANDARD.encode(bytes.as_ref())))
+        })?;
         Self::from_base64(&text)
     }
 
@@ -178,20 +164,6 @@ impl Kek {
             .map_err(|_| anyhow::anyhow!("signing key {kid} cannot be decrypted: wrong key-encryption key?"))?;
         Ok(Zeroizing::new(plain.to_vec()))
     }
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut f = options.open(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(contents)?;
-    Ok(())
 }
 
 /// A newly generated key, ready to store.
