@@ -1,4 +1,4 @@
-//! HTTP surface (DESIGN §3.5): `GET /v1/status`, `POST /v1/sign`, CORS preflight with Private Network
+//! HTTP surface (docs/design.md §3.5): `GET /v1/status`, `POST /v1/sign`, CORS preflight with Private Network
 //! Access, the origin gate, and the JSON error format `{"error", "tries_left"?, "message", "message_en"}`.
 //!
 //! Gates, in order, on every request: the Host header must name the loopback listener (defeats DNS
@@ -74,7 +74,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The agent's error codes (DESIGN §3.5, plus `bad_request`), with ja/en messages.
+/// The agent's error codes (docs/design.md §3.5, plus `bad_request`), with ja/en messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// No reader, or the PC/SC service is not running.
@@ -374,7 +374,7 @@ async fn sign(
     let client_data = ClientData::new(kind, &request.challenge, &request.origin)
         .map_err(|_| ApiError::new(ErrorCode::BadRequest).detail("(challenge / origin)"))?;
     let pin = request.pin.0;
-    // Refused before it reaches the card (DESIGN §3.5); authenticate checks again.
+    // Refused before it reaches the card (docs/design.md §3.5); authenticate checks again.
     pin.check_format(kind)?;
     let message = client_data.to_bytes();
     let signed = state

@@ -1,5 +1,5 @@
 //! `card-agent`: the local program on the clinic PC that lets the gateway page use a card reader
-//! (DESIGN §3.5). HTTP on 127.0.0.1 for allowed gateway origins only; PC/SC on one worker thread.
+//! (docs/design.md §3.5). HTTP on 127.0.0.1 for allowed gateway origins only; PC/SC on one worker thread.
 //!
 //! The PIN arrives in the request body, goes into a zeroizing [`card::Pin`], is sent to the card in
 //! VERIFY, and is dropped; it is never logged, and no request body is logged at all.

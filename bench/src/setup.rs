@@ -157,7 +157,7 @@ pub async fn seed(
     now: i64,
 ) -> anyhow::Result<Seeded> {
     let started = Instant::now();
-    // The gateway started later on `data_dir` reads the same audit key (DESIGN §3.9).
+    // The gateway started later on `data_dir` reads the same audit key (docs/design.md §3.9).
     let audit_key = gateway::config::Config { data_dir: data_dir.to_owned(), ..Default::default() }.audit_key()?;
     let store = Store::connect(db_url, 4).await.context("connect")?.with_audit_key(audit_key);
     store.migrate().await.context("migrate")?;

@@ -105,7 +105,7 @@ impl Command {
 
 impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never the data: for VERIFY it is the PIN (DESIGN §6).
+        // Never the data: for VERIFY it is the PIN (docs/design.md §6).
         write!(
             f,
             "Command({:02X} {:02X} {:02X} {:02X}, Nc={}, Ne={})",

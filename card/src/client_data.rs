@@ -1,4 +1,4 @@
-//! Card client data (DESIGN §3.3): the exact bytes a card signs to log in.
+//! Card client data (docs/design.md §3.3): the exact bytes a card signs to log in.
 //!
 //! `{"type":"ninsho.card.auth","card":"jpki","challenge":"<b64url>","origin":"https://host:port"}` — these
 //! four keys, in this order, no whitespace. The agent builds it with [`ClientData::to_bytes`]; the

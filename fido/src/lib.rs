@@ -2,11 +2,11 @@
 //!
 //! The gateway drives two ceremonies through [`Service`], storing the opaque state in between:
 //!
-//! 1. Registration (linking an authenticator, DESIGN §3.6):
+//! 1. Registration (linking an authenticator, docs/design.md §3.6):
 //!    [`Service::start_registration`] → options JSON to the browser, [`RegistrationState`] to the
 //!    database (single use, [`Service::ceremony_timeout`]) → browser `create()` →
 //!    [`Service::finish_registration`] → [`NewCredential`] with the [`StoredCredential`] to keep.
-//! 2. Authentication (DESIGN §3.4): [`Service::start_authentication`] → browser `get()` →
+//! 2. Authentication (docs/design.md §3.4): [`Service::start_authentication`] → browser `get()` →
 //!    [`credential_id_from_response`] (the gateway finds the credential and checks its owner) →
 //!    [`Service::finish_authentication`] → [`AuthenticationResult`], whose `updated` record the
 //!    gateway stores.

@@ -1,4 +1,4 @@
-// Card flows of the method page (DESIGN §3.3, §3.5): log in with an HPKI or My Number card, or
+// Card flows of the method page (docs/design.md §3.3, §3.5): log in with an HPKI or My Number card, or
 // link one (with a registration code, or after confirming with a linked FIDO authenticator).
 //   1. POST /auth/card/challenge (gateway)      → {challenge, origin, agent_url, card}
 //   2. POST <agent>/v1/sign {card, challenge, origin, pin} (card agent on this PC)

@@ -274,7 +274,7 @@ impl Admin<'_> {
             r => r?,
         };
         if !enabled {
-            // DESIGN §3.7: disabling an account ends its signing sessions at once, everywhere.
+            // docs/design.md §3.7: disabling an account ends its signing sessions at once, everywhere.
             let filter = SessionFilter::User { user_id: &user.id, clinic_id: None };
             for s in self.store.end_signing_sessions(filter, EndReason::AccountDisabled, self.now).await? {
                 self.audit_session_end(&user, &s.id, EndReason::AccountDisabled).await?;
@@ -363,7 +363,7 @@ impl Admin<'_> {
                 self.now,
             )
             .await?;
-        // Ids only: the code itself never reaches the audit log (DESIGN §6).
+        // Ids only: the code itself never reaches the audit log (docs/design.md §6).
         for old in &issued.replaced {
             self.audit("enroll_code.replace", format!("{}/{old}", user.id)).await?;
         }

@@ -1,4 +1,4 @@
-//! Signed checkpoints of the audit chain (DESIGN §3.9, decision 0013).
+//! Signed checkpoints of the audit chain (docs/design.md §3.9, decision 0013).
 //!
 //! The keyed chain stops whoever can write the database but does not hold the audit key. A
 //! checkpoint covers the rest: the row count and head link at a moment, signed with an Ed25519

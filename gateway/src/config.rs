@@ -37,13 +37,13 @@ pub struct Config {
     pub fido: FidoConfig,
     /// One-time registration codes for linking authenticators.
     pub enrollment: EnrollmentConfig,
-    /// Signing-session lifetimes (DESIGN §3.7).
+    /// Signing-session lifetimes (docs/design.md §3.7).
     pub signing_session: SigningSessionConfig,
-    /// EMR signing tokens (DESIGN §3.8).
+    /// EMR signing tokens (docs/design.md §3.8).
     pub tokens: TokensConfig,
-    /// Card login (DESIGN §3.3, §3.5).
+    /// Card login (docs/design.md §3.3, §3.5).
     pub card: CardConfig,
-    /// The audit log's key and checkpoints (DESIGN §3.9).
+    /// The audit log's key and checkpoints (docs/design.md §3.9).
     pub audit: AuditConfig,
     /// Logging.
     pub log: LogConfig,
@@ -101,7 +101,7 @@ impl fmt::Debug for TokensConfig {
     }
 }
 
-/// The `[audit]` section: the keyed audit chain and its signed checkpoints (DESIGN §3.9).
+/// The `[audit]` section: the keyed audit chain and its signed checkpoints (docs/design.md §3.9).
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
@@ -138,7 +138,7 @@ impl fmt::Debug for AuditConfig {
     }
 }
 
-/// The `[card]` section: card login through the local card agent (DESIGN §3.3, §3.5).
+/// The `[card]` section: card login through the local card agent (docs/design.md §3.3, §3.5).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CardConfig {
@@ -148,7 +148,7 @@ pub struct CardConfig {
     /// hcRole values an HPKI certificate must carry (exact match). Default `["Medical Doctor"]`.
     pub hpki_roles: Vec<String>,
     /// Refuse HPKI certificates without hcRole. With `false` such a card can still be linked, by
-    /// registration code only, and every use is audited (DESIGN §3.3).
+    /// registration code only, and every use is audited (docs/design.md §3.3).
     pub hpki_require_role: bool,
     /// Lifetime of a card challenge.
     pub challenge_timeout_secs: i64,
@@ -308,7 +308,7 @@ impl Default for FidoConfig {
     }
 }
 
-/// The `[enrollment]` section: one-time registration codes (DESIGN §3.6).
+/// The `[enrollment]` section: one-time registration codes (docs/design.md §3.6).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnrollmentConfig {
@@ -324,7 +324,7 @@ impl Default for EnrollmentConfig {
     }
 }
 
-/// The `[signing_session]` section (DESIGN §3.7).
+/// The `[signing_session]` section (docs/design.md §3.7).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SigningSessionConfig {
@@ -586,7 +586,7 @@ impl Config {
         }
         let c = &self.card;
         // The agent speaks plain HTTP, which browsers only treat as trustworthy on loopback, and
-        // a PIN must never travel over a network (DESIGN §3.5).
+        // a PIN must never travel over a network (docs/design.md §3.5).
         let loopback = match c.agent_url.host() {
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

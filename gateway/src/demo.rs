@@ -129,7 +129,7 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
     write_file(&paths.p("cards/hpki/root-ca-cert.pem"), hpki.root().cert_pem().as_bytes(), false)?;
     jpki_card.write_sim_dir(&paths.p("cards/jpki"))?;
 
-    // EMR backend: a service CA and the demo EMR's TLS client certificate (DESIGN §3.8).
+    // EMR backend: a service CA and the demo EMR's TLS client certificate (docs/design.md §3.8).
     let service_ca = Authority::new("Ninsho Demo Service CA", "Ninsho Demo", KeyAlg::EcP256, now)?;
     let emr = service_ca.issue(&LeafSpec::new("emr-demo", LeafUsage::TlsClient, now, 365).organization("Demo EMR"))?;
     write_file(&paths.p("service/ca.pem"), service_ca.cert_pem().as_bytes(), false)?;
@@ -180,7 +180,7 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
         .await?;
     let (_, staff_password) =
         admin.user_add(&hasher, CLINIC_ID, "staff1", UserKind::Staff, "佐藤 花子", None, PasswordChoice::Generate, true).await?;
-    // A registration code so the demo doctor can link a passkey right away (DESIGN §5).
+    // A registration code so the demo doctor can link a passkey right away (docs/design.md §5).
     let (enroll_code, _) = admin
         .enroll_code_issue(CLINIC_ID, "doctor1", config.enrollment.code_ttl_secs, config.enrollment.code_max_failures)
         .await?;

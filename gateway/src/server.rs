@@ -92,12 +92,12 @@ impl Application {
     /// Like [`Application::build`], with an already connected and migrated store and a bound
     /// main listener (tests bind port 0 first to learn the public URL).
     pub async fn with_parts(config: Config, store: Store, clock: SharedClock, main: TcpListener) -> anyhow::Result<Self> {
-        // The audit key links every row (DESIGN §3.9); a missing or malformed one stops start-up,
+        // The audit key links every row (docs/design.md §3.9); a missing or malformed one stops start-up,
         // and so does a log that still waits for `gateway admin audit rekey`.
         let store = store.with_audit_key(config.audit_key().context("audit key")?);
         if store.audit_head().await?.keyed_from.is_none() {
             anyhow::bail!(
-                "the audit log was written before keyed chaining: stop older instances and run `gateway admin audit rekey` once (DESIGN §3.9)"
+                "the audit log was written before keyed chaining: stop older instances and run `gateway admin audit rekey` once (docs/design.md §3.9)"
             );
         }
         let checkpoint_key = match config.audit.checkpoint_interval_secs {
@@ -120,7 +120,7 @@ impl Application {
         let fido = fido::Service::new(&config.fido_config()).context("fido")?;
         let s = &config.signing_session;
         if s.beyond_aal3 {
-            // DESIGN §3.7: longer lifetimes are an explicit, visible choice.
+            // docs/design.md §3.7: longer lifetimes are an explicit, visible choice.
             tracing::warn!(
                 absolute_secs = s.absolute_secs,
                 idle_secs = s.idle_secs,
@@ -422,7 +422,7 @@ async fn crl_refresh_loop(state: AppState, mut stop: tokio::sync::watch::Receive
 
 /// Logs a signed checkpoint of the audit chain's head (target `audit`) every
 /// `audit.checkpoint_interval_secs`, so the log shipper keeps, outside the database, what the chain
-/// looked like (DESIGN §3.9). Every instance writes them; any one of them pins the chain.
+/// looked like (docs/design.md §3.9). Every instance writes them; any one of them pins the chain.
 async fn checkpoint_loop(state: AppState, key: Arc<crate::audit_checkpoint::CheckpointKey>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let period = Duration::from_secs(state.config.audit.checkpoint_interval_secs);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);

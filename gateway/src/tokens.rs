@@ -1,4 +1,4 @@
-//! EMR signing tokens (DESIGN §3.8): ES256 JWTs, their keys, the JWKS, and verification.
+//! EMR signing tokens (docs/design.md §3.8): ES256 JWTs, their keys, the JWKS, and verification.
 //!
 //! Issuing is on the hot path, so the active key is parsed once into an aws-lc-rs
 //! `EcdsaKeyPair` and the compact JWS (RFC 7515 §7.1) is assembled here: base64url(header) "."

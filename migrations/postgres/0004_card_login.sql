@@ -1,4 +1,4 @@
--- Card login (DESIGN §3.3, §3.6): single-use card challenges, linked card credentials, and a CRL
+-- Card login (docs/design.md §3.3, §3.6): single-use card challenges, linked card credentials, and a CRL
 -- distribution URL per trust anchor. Times are Unix seconds (UTC).
 -- Keep in step with ../sqlite/0004_card_login.sql (same tables, same columns).
 

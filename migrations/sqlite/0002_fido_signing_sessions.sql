@@ -1,4 +1,4 @@
--- FIDO login (DESIGN §3.4, §3.6, §3.7): one-time registration codes, linked FIDO credentials,
+-- FIDO login (docs/design.md §3.4, §3.6, §3.7): one-time registration codes, linked FIDO credentials,
 -- server-side WebAuthn ceremony state, and signing sessions. Times are Unix seconds (UTC).
 -- Keep in step with ../postgres/0002_fido_signing_sessions.sql (same tables, same columns).
 
@@ -59,7 +59,7 @@ CREATE TABLE webauthn_ceremonies (
 );
 CREATE INDEX webauthn_ceremonies_expires_at ON webauthn_ceremonies (expires_at);
 
--- Signing sessions (DESIGN §3.7): opened by a successful presence check, bound to one doctor at
+-- Signing sessions (docs/design.md §3.7): opened by a successful presence check, bound to one doctor at
 -- one clinic. Live while ended_at IS NULL, now < expires_at and now < last_activity_at + idle_secs.
 CREATE TABLE signing_sessions (
     id                  TEXT PRIMARY KEY,          -- UUID (the token's sid)

@@ -1,4 +1,4 @@
--- EMR signing tokens (DESIGN §3.8): service clients, token signing keys, issued token ids.
+-- EMR signing tokens (docs/design.md §3.8): service clients, token signing keys, issued token ids.
 -- Keep in step with ../postgres/0003_signing_tokens.sql (same tables, same columns).
 
 -- A service client is an EMR backend (role emr) or a remote signer (role signer), identified by

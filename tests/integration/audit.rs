@@ -1,4 +1,4 @@
-//! The hash-chained audit log (DESIGN §3.9): it verifies, and tampering is found and named.
+//! The hash-chained audit log (docs/design.md §3.9): it verifies, and tampering is found and named.
 
 use gateway::store::{AuditKey, AuditRecord, AuditVerification, Store, audit_link};
 

@@ -1,4 +1,4 @@
-//! Card login (DESIGN §3.3, §3.6, §3.7) through the real JSON endpoints, with the test acting as
+//! Card login (docs/design.md §3.3, §3.6, §3.7) through the real JSON endpoints, with the test acting as
 //! the card agent: it builds the card client data with `card::ClientData`, signs it with the
 //! card's key (RSASSA-PKCS1-v1_5 SHA-256, aws-lc-rs) and posts the agent's answer to the finish
 //! endpoint. HPKI-like (root → intermediate → card, hcRole as on real cards) and JPKI-like
@@ -735,7 +735,7 @@ async fn crl_fetched_from_a_url_is_used_until_its_next_update(db: Db) {
 }
 
 async fn without_required_role_an_hpki_card_lacking_hc_role_links_by_code_only(db: Db) {
-    // DESIGN §3.3: should real authentication certificates carry no hcRole, an operator may set
+    // docs/design.md §3.3: should real authentication certificates carry no hcRole, an operator may set
     // hpki_require_role = false; such a card is then linked by registration code (the account
     // vouches for the doctor role), and another profession's role is still refused.
     let app = with_anchors(TestApp::builder(db).with_config(|c| c.card.hpki_require_role = false).spawn().await).await;

@@ -1,4 +1,4 @@
-//! FIDO login (DESIGN §3.4, §3.6, §3.7) through the real pages' JSON endpoints, with a software
+//! FIDO login (docs/design.md §3.4, §3.6, §3.7) through the real pages' JSON endpoints, with a software
 //! authenticator standing in for the browser: linking with a code or an existing credential,
 //! authentication opening a signing session, every refusal, and signing-session expiry with the
 //! injected clock.

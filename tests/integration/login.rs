@@ -1,4 +1,4 @@
-//! Doctor login (DESIGN §3.2): passwords, lockout, user types, clinics, cookies, CSRF.
+//! Doctor login (docs/design.md §3.2): passwords, lockout, user types, clinics, cookies, CSRF.
 
 use crate::helpers::*;
 

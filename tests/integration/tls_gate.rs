@@ -1,4 +1,4 @@
-//! The clinic gate (DESIGN §3.1): who gets a TLS connection, and who gets a page.
+//! The clinic gate (docs/design.md §3.1): who gets a TLS connection, and who gets a page.
 
 use devpki::{CrlSpec, KeyAlg, LeafSpec, LeafUsage};
 use gateway::admin::Admin;

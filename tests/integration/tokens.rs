@@ -1,4 +1,4 @@
-//! EMR signing tokens (DESIGN §3.8): issue, verify with only the JWKS, consume once, every
+//! EMR signing tokens (docs/design.md §3.8): issue, verify with only the JWKS, consume once, every
 //! refusal, certificate binding, key rotation, and the signing-session rules they depend on.
 
 use base64::Engine as _;

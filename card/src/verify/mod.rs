@@ -127,7 +127,7 @@ pub struct Expected<'a> {
 pub struct Policy {
     /// hcRole values accepted (exact, case-sensitive match). Default `["Medical Doctor"]`.
     pub accepted_roles: Vec<String>,
-    /// Refuse HPKI certificates without any hcRole (DESIGN §3.3). Default `true`. With `false`, a
+    /// Refuse HPKI certificates without any hcRole (docs/design.md §3.3). Default `true`. With `false`, a
     /// certificate without hcRole passes with `hc_role: None` (the caller audits it and links by code
     /// only); a certificate *with* a role outside `accepted_roles` is still refused.
     pub require_role: bool,
@@ -164,7 +164,7 @@ pub struct VerifiedCard {
     /// The accepted hcRole (HPKI), `None` for JPKI or an HPKI certificate without role under `require_role = false`.
     pub hc_role: Option<String>,
     /// `true` if the certificate was checked against a current CRL; `false` under the anchor policy
-    /// `none`, which the caller must audit on every use (DESIGN §3.3).
+    /// `none`, which the caller must audit on every use (docs/design.md §3.3).
     pub revocation_checked: bool,
     /// Lowercase hex SHA-256 of the trust anchor certificate the path ended at.
     pub anchor_sha256: String,

@@ -1,4 +1,4 @@
-//! The service-client JSON API (DESIGN §3.8): signing-session state and signing tokens for EMR
+//! The service-client JSON API (docs/design.md §3.8): signing-session state and signing tokens for EMR
 //! backends, single-use token consumption for remote signers, and the JWKS.
 //!
 //! These routes sit outside the clinic gate: the caller is a *service client*, identified by the

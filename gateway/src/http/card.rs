@@ -1,4 +1,4 @@
-//! Card login routes (DESIGN §3.3, §3.6, §3.7): a challenge for the card agent, the agent's signed
+//! Card login routes (docs/design.md §3.3, §3.6, §3.7): a challenge for the card agent, the agent's signed
 //! answer checked with `card::verify`, and then either a signing session (like FIDO) or a newly
 //! linked card.
 //!
@@ -327,7 +327,7 @@ async fn finish(
     };
     facts.revocation_checked = Some(verified.revocation_checked);
     if !verified.revocation_checked {
-        // DESIGN §3.3: an anchor without revocation data is logged on every use (the audit row
+        // docs/design.md §3.3: an anchor without revocation data is logged on every use (the audit row
         // carries revocation_checked = false as well).
         tracing::warn!(card.cert_sha256 = %verified.cert_sha256, card.anchor_sha256 = %verified.anchor_sha256,
             "card accepted without revocation check (anchor policy none)");
@@ -381,7 +381,7 @@ async fn link(ctx: &Ctx<'_>, facts: Facts, taken: &CardChallenge, v: &VerifiedCa
         (None, Some(via)) => LinkAuthorisation::Authenticator { via },
         (None, None) => return Err(AppError::internal("card link challenge without authorisation")),
     };
-    // DESIGN §3.3: an HPKI certificate without hcRole (only accepted under hpki_require_role =
+    // docs/design.md §3.3: an HPKI certificate without hcRole (only accepted under hpki_require_role =
     // false) is linked by registration code only — the operator who issued the code vouches for
     // the doctor role.
     if taken.kind == AnchorKind::Hpki && v.hc_role.is_none() && taken.enrollment_code_id.is_none() {

@@ -1,4 +1,4 @@
-//! FIDO routes (DESIGN §3.4, §3.6, §3.7): linking an authenticator with a registration code or
+//! FIDO routes (docs/design.md §3.4, §3.6, §3.7): linking an authenticator with a registration code or
 //! after confirming with a linked one, authenticating to open a signing session, managing linked
 //! authenticators, and ending the signing session.
 //!
@@ -233,7 +233,7 @@ async fn start_registration(ctx: &Ctx<'_>, code_id: Option<&str>, linked_via: Op
     let user = &ctx.doctor.user;
     let info = fido::UserInfo {
         user_handle: ctx.user_handle()?,
-        // DESIGN §3.4: the WebAuthn user name is the 医籍番号 (every doctor account has one).
+        // docs/design.md §3.4: the WebAuthn user name is the 医籍番号 (every doctor account has one).
         name: user.medical_reg_no.clone().unwrap_or_else(|| user.login_id.clone()),
         display_name: user.name.clone(),
     };

@@ -1,4 +1,4 @@
-//! What FIDO and card routes share about linking authenticators (DESIGN §3.6): the refusal type
+//! What FIDO and card routes share about linking authenticators (docs/design.md §3.6): the refusal type
 //! they answer with, and the check of an entered one-time registration code. Either kind of
 //! authenticator is linked by a code (checked here, consumed in the transaction that links) or
 //! after a presence check with an authenticator already linked, recorded as `<kind>:<id>` on the
@@ -31,8 +31,8 @@ pub(super) struct Presence<'a> {
 }
 
 /// Opens the doctor's signing session at this clinic after a successful presence check
-/// (DESIGN §3.7), ending the open one it supersedes, records the authenticator's use, and moves
-/// the browser session to a new id for the new privilege (DESIGN §3.2) — all in one transaction
+/// (docs/design.md §3.7), ending the open one it supersedes, records the authenticator's use, and moves
+/// the browser session to a new id for the new privilege (docs/design.md §3.2) — all in one transaction
 /// with the audit rows (`checked` is the presence check's own success event), so a login commits
 /// once and a session is never open unaudited.
 ///

@@ -1,4 +1,4 @@
-//! Doctor login and logout (DESIGN §3.2), the change of a temporary password that a login may
+//! Doctor login and logout (docs/design.md §3.2), the change of a temporary password that a login may
 //! require first (issue 15), and the method page that follows a login.
 
 use axum::extract::rejection::FormRejection;
@@ -170,7 +170,7 @@ async fn logout(
 ) -> Result<Response> {
     if let Ok(doctor) = doctor {
         let now = state.clock.unix();
-        // DESIGN §3.7: signing out ends the doctor's signing session at this clinic, on every
+        // docs/design.md §3.7: signing out ends the doctor's signing session at this clinic, on every
         // instance (it lives in the database).
         let filter = SessionFilter::User { user_id: &doctor.user.id, clinic_id: Some(&doctor.clinic.clinic_id) };
         for ended in state.store.end_signing_sessions(filter, EndReason::Logout, now).await? {
@@ -224,7 +224,7 @@ async fn methods_page(
         last_used_at: c.last_used_at,
         synced: false,
     }));
-    // Only this doctor's session at this clinic (DESIGN §3.7).
+    // Only this doctor's session at this clinic (docs/design.md §3.7).
     let signing = state
         .store
         .live_signing_session(&doctor.user.id, &doctor.clinic.clinic_id, now)

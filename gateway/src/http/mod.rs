@@ -107,7 +107,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), clinic_gate));
     // Service-client API: authenticated per handler by `api::ServiceAuth`, not by the clinic gate.
     let api = api::router().route_layer(middleware::from_fn(tag_route));
-    // The method page calls the card agent on the clinic PC (DESIGN §3.5): its origin, and only
+    // The method page calls the card agent on the clinic PC (docs/design.md §3.5): its origin, and only
     // it, is added to connect-src. Config validation made it a loopback http origin.
     let csp = format!(
         "default-src 'self'; connect-src 'self' {}; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",

@@ -1,4 +1,4 @@
-//! Browser sessions (DESIGN §3.2): a random 256-bit id in a `__Host-` cookie; the database keeps
+//! Browser sessions (docs/design.md §3.2): a random 256-bit id in a `__Host-` cookie; the database keeps
 //! only SHA-256 of the id, the login and the expiry, so sessions survive restarts and are shared
 //! by every instance.
 //!
@@ -143,7 +143,7 @@ struct Inner {
 
 impl std::fmt::Debug for BrowserSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the id (DESIGN §6).
+        // Never the id (docs/design.md §6).
         f.debug_struct("BrowserSession").field("login", &self.current().data.login).finish_non_exhaustive()
     }
 }
@@ -205,7 +205,7 @@ impl BrowserSession {
         Ok(())
     }
 
-    /// Signs `login` in through `clinic`'s certificate: the session moves to a new id (DESIGN
+    /// Signs `login` in through `clinic`'s certificate: the session moves to a new id (docs/design.md
     /// §3.2, new privilege) or, without one, is created, bound to that certificate, with a new
     /// absolute expiry and no earlier proof with an authenticator.
     pub async fn sign_in(&self, login: LoginState, clinic: &ClinicContext) -> store::Result<()> {

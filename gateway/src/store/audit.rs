@@ -1,4 +1,4 @@
-//! The append-only, keyed hash-chained audit log (DESIGN §3.9, decision 0013).
+//! The append-only, keyed hash-chained audit log (docs/design.md §3.9, decision 0013).
 //!
 //! Row `n` stores `hash_n = HMAC-SHA256(audit key, hash_{n-1} || canonical(row_n))` ([`audit_link`]),
 //! under a key that is not in the database, and the single-row `audit_head` holds the last
@@ -86,7 +86,7 @@ pub enum AuditEvent {
     /// A card presence check (`method`: `hpki` or `jpki`), like [`AuditEvent::Authentication`]
     /// plus the certificate fingerprint (SHA-256 of the DER, when a certificate was presented) and
     /// whether revocation was checked (`false` under an anchor policy `none`, audited on every
-    /// use, DESIGN §3.3).
+    /// use, docs/design.md §3.3).
     CardAuthentication {
         clinic_id: String,
         user_id: String,
@@ -358,7 +358,7 @@ impl AuditVerification {
     }
 }
 
-/// The audit key: the HMAC-SHA256 key of the keyed chain (DESIGN §3.9). It is never stored in the
+/// The audit key: the HMAC-SHA256 key of the keyed chain (docs/design.md §3.9). It is never stored in the
 /// database, so whoever can write the database cannot recompute the links of rows they change.
 #[derive(Clone)]
 pub struct AuditKey(Hmac<Sha256>);
@@ -397,7 +397,7 @@ impl AuditKey {
 pub type RowFields<'a> = (i64, i64, &'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
 
 /// A row's link from the previous row's link and the row's canonical fields: the one definition
-/// of the chain, used by both append paths and by verification (DESIGN §3.9).
+/// of the chain, used by both append paths and by verification (docs/design.md §3.9).
 ///
 /// Keyed rows: `HMAC-SHA256(audit key, prev || canonical(row))`. Rows written before keyed
 /// chaining (`key` = `None`, kept only to verify them): `SHA-256(prev || canonical(row))`.
@@ -470,7 +470,7 @@ const INSERT_ROWS: &str = "INSERT INTO audit_log (seq, created_at, event, outcom
 /// Checks the head `(last, prev, keyed_from)` returned by [`TAKE_HEAD`] before `batch` is chained
 /// after it, and returns the audit key and the row that starts a keyed segment, if this batch does.
 /// Every new row is keyed: a log written before keyed chaining takes no rows until an operator
-/// runs `gateway admin audit rekey` (DESIGN §3.9), so nothing is ever appended as plain SHA-256.
+/// runs `gateway admin audit rekey` (docs/design.md §3.9), so nothing is ever appended as plain SHA-256.
 fn check_head<'a>(batch: &AuditBatch<'a>, last: i64, prev: &[u8], keyed_from: Option<i64>) -> Result<(&'a AuditKey, Option<i64>)> {
     let Some(key) = batch.key else {
         return Err(Error::AuditChain("no audit key is configured (audit.key or audit.key_file)".to_owned()));

@@ -1,4 +1,4 @@
-//! Card login state (DESIGN §3.3, §3.6): single-use card challenges and linked card credentials.
+//! Card login state (docs/design.md §3.3, §3.6): single-use card challenges and linked card credentials.
 //!
 //! A challenge is keyed by the SHA-256 of the browser-session id that asked for it, so there is at
 //! most one pending challenge per browser session (a new one replaces it) and it can only be
@@ -322,7 +322,7 @@ impl Store {
     }
 
     /// Removes a card of `user_id` and, in the same transaction, ends the open signing sessions
-    /// opened with it (DESIGN §3.7). Returns the ids of the sessions ended; `NotFound` if the card
+    /// opened with it (docs/design.md §3.7). Returns the ids of the sessions ended; `NotFound` if the card
     /// is not theirs.
     pub async fn remove_card_credential(&self, user_id: &str, id: &str, now: i64) -> Result<Vec<String>> {
         let removed: Option<Vec<(String,)>> = with_pool!(self, |pool| {

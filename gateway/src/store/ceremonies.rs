@@ -1,4 +1,4 @@
-//! Server-side WebAuthn ceremony state (DESIGN §3.4, §4): written at start, taken at finish with
+//! Server-side WebAuthn ceremony state (docs/design.md §3.4, §4): written at start, taken at finish with
 //! one `DELETE … RETURNING`, so a replayed finish, on this or any other instance, finds nothing.
 //!
 //! A ceremony is bound to the browser session that started it (keyed by the hash of its id, one

@@ -1,4 +1,4 @@
-//! One-time registration codes (DESIGN §3.6): the digital counterpart of the paper card with the
+//! One-time registration codes (docs/design.md §3.6): the digital counterpart of the paper card with the
 //! initial-registration QR code. An operator issues one for a doctor account; the doctor enters it
 //! to link an authenticator of any kind. Only SHA-256 of a code is stored; the code itself is
 //! shown once, by `gateway admin enroll-code issue`, and never logged.

@@ -58,7 +58,7 @@ pub struct NewFidoCredential<'a> {
     pub counter: i64,
 }
 
-/// What allowed a doctor to link a new authenticator (DESIGN §3.6).
+/// What allowed a doctor to link a new authenticator (docs/design.md §3.6).
 #[derive(Debug, Clone, Copy)]
 pub enum LinkAuthorisation<'a> {
     /// A one-time registration code, consumed in the same transaction as the link.
@@ -203,7 +203,7 @@ impl Store {
     }
 
     /// Removes a credential of `user_id` and, in the same transaction, ends the open signing
-    /// sessions opened with it (DESIGN §3.7). Returns the ids of the sessions ended; `NotFound`
+    /// sessions opened with it (docs/design.md §3.7). Returns the ids of the sessions ended; `NotFound`
     /// if the credential is not theirs.
     pub async fn remove_fido_credential(&self, user_id: &str, id: &str, now: i64) -> Result<Vec<String>> {
         let removed: Option<Vec<(String,)>> = with_pool!(self, |pool| {

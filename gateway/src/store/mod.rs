@@ -232,7 +232,7 @@ pub(crate) use write_optional;
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Backend,
-    /// Links new audit rows and verifies keyed ones (DESIGN §3.9); never in the database.
+    /// Links new audit rows and verifies keyed ones (docs/design.md §3.9); never in the database.
     audit_key: Option<Arc<audit::AuditKey>>,
 }
 

@@ -3,7 +3,7 @@
 
 use super::{Backend, Error, Result, Store, read_optional, with_pool, write_execute};
 
-/// A browser session moving to a new id after a card or FIDO presence check (DESIGN §3.2: at
+/// A browser session moving to a new id after a card or FIDO presence check (docs/design.md §3.2: at
 /// every privilege change), by hashes. The move also records the check as the session's latest
 /// proof with an authenticator.
 #[derive(Debug, Clone)]

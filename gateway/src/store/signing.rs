@@ -1,4 +1,4 @@
-//! Signing sessions (DESIGN §3.7): what a successful presence check opens, what the EMR token API
+//! Signing sessions (docs/design.md §3.7): what a successful presence check opens, what the EMR token API
 //! reads, and what logout, account disable, authenticator removal and operators end.
 //!
 //! Every rule is decided in the database with the caller's `now`, so it holds across instances:
@@ -19,11 +19,11 @@ use super::{AuditEvent, Backend, Error, Result, Store, corrupt, with_pool, with_
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMethod {
-    /// WebAuthn (DESIGN §3.4).
+    /// WebAuthn (docs/design.md §3.4).
     Fido,
-    /// HPKI card (DESIGN §3.3).
+    /// HPKI card (docs/design.md §3.3).
     Hpki,
-    /// My Number card, JPKI user authentication (DESIGN §3.3).
+    /// My Number card, JPKI user authentication (docs/design.md §3.3).
     Jpki,
 }
 
@@ -265,7 +265,7 @@ pub struct Opening<'a> {
     pub checked: Option<&'a AuditEvent>,
     /// The authenticator's use, recorded in the same transaction.
     pub used: Option<AuthenticatorUse<'a>>,
-    /// The browser session's move to a new id (DESIGN §3.2: a method success is a privilege
+    /// The browser session's move to a new id (docs/design.md §3.2: a method success is a privilege
     /// change). Without a session under the old id (signed out meanwhile), nothing is opened:
     /// `Precondition("browser session")`.
     pub session_move: Option<&'a SessionMove>,

@@ -1,4 +1,4 @@
-//! Service clients, token signing keys and issued token ids (DESIGN §3.8).
+//! Service clients, token signing keys and issued token ids (docs/design.md §3.8).
 //!
 //! Issuing a token costs one read (calling client, its access to the clinic, doctor and open
 //! signing session in a single join) and a share of one write: token ids are inserted in batches
