@@ -16,6 +16,7 @@ pub mod connections;
 pub mod demo;
 pub mod enrollment;
 pub mod group_commit;
+pub mod handshake_audit;
 pub mod http;
 pub mod login_id;
 pub mod metrics;

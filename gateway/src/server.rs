@@ -143,6 +143,7 @@ impl Application {
             group_commit,
             card_trust: crate::cards::TrustCache::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            handshake_failures: crate::handshake_audit::HandshakeFailures::default(),
         }));
         state.metrics.observe_anchors(&anchors, state.clock.unix());
         Ok(Self { main, ops, tls, state, checkpoint_key })
@@ -182,6 +183,7 @@ impl Application {
         let key_refresh = tokio::spawn(key_refresh_loop(state.clone(), stop_rx.clone()));
         let crl_refresh = tokio::spawn(crl_refresh_loop(state.clone(), stop_rx.clone()));
         let trust_refresh = tokio::spawn(trust_refresh_loop(state.clone(), tls.clone(), stop_rx.clone()));
+        let handshake_audit = tokio::spawn(handshake_audit_loop(state.clone(), stop_rx.clone()));
         let checkpoints = checkpoint_key.map(|key| tokio::spawn(checkpoint_loop(state.clone(), key, stop_rx.clone())));
         tracing::info!(addr = %main.local_addr()?, ops = %ops_task_addr(&state), db = state.store.backend_name(), "gateway listening");
 
@@ -236,6 +238,7 @@ impl Application {
         let _ = key_refresh.await;
         let _ = crl_refresh.await;
         let _ = trust_refresh.await;
+        let _ = handshake_audit.await;
         if let Some(checkpoints) = checkpoints {
             let _ = checkpoints.await;
         }
@@ -266,11 +269,13 @@ impl Connection {
             Ok(Err(e)) => {
                 let reason = tls::handshake_failure_reason(&e);
                 self.state.metrics.handshake_failure(reason);
+                self.state.handshake_failures.record(reason, remote.ip(), self.state.clock.unix());
                 tracing::info!(%remote, reason, error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => {
                 self.state.metrics.handshake_failure("timeout");
+                self.state.handshake_failures.record("timeout", remote.ip(), self.state.clock.unix());
                 tracing::info!(%remote, "TLS handshake timed out");
                 return;
             }
@@ -423,6 +428,26 @@ async fn crl_refresh_loop(state: AppState, mut stop: tokio::sync::watch::Receive
 /// Logs a signed checkpoint of the audit chain's head (target `audit`) every
 /// `audit.checkpoint_interval_secs`, so the log shipper keeps, outside the database, what the chain
 /// looked like (docs/design.md §3.9). Every instance writes them; any one of them pins the chain.
+/// Writes the failed TLS handshakes of each minute as aggregate audit rows, and the last
+/// window's at shutdown.
+async fn handshake_audit_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let period = Duration::from_secs(60);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        if let Err(e) = state.audit_handshake_failures().await {
+            tracing::warn!(error = %e, "auditing failed TLS handshakes failed; their counts are kept for the next window");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 async fn checkpoint_loop(state: AppState, key: Arc<crate::audit_checkpoint::CheckpointKey>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let period = Duration::from_secs(state.config.audit.checkpoint_interval_secs);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);

@@ -229,12 +229,12 @@ pub enum TokenError {
     /// Not a JWT, wrong algorithm, unknown key, bad signature, wrong issuer or audience.
     #[error("invalid token: {0}")]
     Invalid(String),
-    /// Past `exp`.
+    /// Past `exp`; signed by us, so its claims can be trusted for the audit.
     #[error("token expired")]
-    Expired,
-    /// Before `nbf`.
+    Expired(Box<Claims>),
+    /// Before `nbf`; signed by us.
     #[error("token not yet valid")]
-    NotYetValid,
+    NotYetValid(Box<Claims>),
 }
 
 /// The token keys of this instance.
@@ -342,10 +342,10 @@ impl TokenKeys {
             ["exp", "nbf", "iat", "iss", "aud", "sub", "jti"].iter().map(|s| (*s).to_owned()).collect();
         let claims = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| invalid(&e))?.claims;
         if now >= claims.exp {
-            return Err(TokenError::Expired);
+            return Err(TokenError::Expired(Box::new(claims)));
         }
         if now < claims.nbf {
-            return Err(TokenError::NotYetValid);
+            return Err(TokenError::NotYetValid(Box::new(claims)));
         }
         Ok(claims)
     }

@@ -27,6 +27,50 @@ async fn unknown_ca_fails_the_handshake(db: Db) {
     app.stop().await;
 }
 
+/// Failed handshakes come before any authentication, so they are audited in aggregate: per
+/// window one row per reason and source with its count, never a row per handshake.
+async fn failed_handshakes_are_audited_in_aggregate(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let rogue = app.pki.rogue_client.clone();
+    refused(&app, None).await;
+    refused(&app, None).await;
+    refused(&app, Some(&rogue)).await;
+    // The client can see the refusal a moment before the server has counted it.
+    for _ in 0..200 {
+        let m = app.metrics().await;
+        if m.contains(r#"reason="no_certificate"} 2"#) && m.contains(r#"reason="unknown_ca"} 1"#) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let rows = |app: &TestApp| {
+        let store = app.store().clone();
+        async move {
+            let mut tail = store.audit_tail(100).await.unwrap();
+            tail.reverse();
+            tail.into_iter().filter(|r| r.event == "tls_handshake_failed").map(|r| r.detail).collect::<Vec<_>>()
+        }
+    };
+    assert!(rows(&app).await.is_empty(), "nothing is written per handshake");
+    let started = app.clock_now();
+    app.clock.advance(time::Duration::minutes(1));
+    app.state.audit_handshake_failures().await.unwrap();
+    let written: Vec<_> = rows(&app)
+        .await
+        .into_iter()
+        .map(|d| {
+            assert_eq!((d["since"].as_i64(), d["until"].as_i64()), (Some(started), Some(started + 60)), "{d}");
+            (d["reason"].as_str().unwrap().to_owned(), d["source"].as_str().unwrap().to_owned(), d["count"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(written, [("no_certificate".into(), "127.0.0.1".into(), 2), ("unknown_ca".into(), "127.0.0.1".into(), 1)]);
+    // A quiet window writes nothing.
+    app.state.audit_handshake_failures().await.unwrap();
+    assert_eq!(rows(&app).await.len(), 2);
+    assert!(matches!(app.store().audit_verify().await.unwrap(), gateway::store::AuditVerification::Intact { .. }));
+    app.stop().await;
+}
+
 async fn expired_certificate_fails_the_handshake(db: Db) {
     let app = TestApp::spawn(db).await;
     let expired = app.pki.expired_client.clone();
@@ -228,6 +272,7 @@ db_tests!(
     anchor_and_crl_changes_reach_a_running_instance_and_bad_crls_change_nothing,
     no_certificate_fails_the_handshake,
     unknown_ca_fails_the_handshake,
+    failed_handshakes_are_audited_in_aggregate,
     expired_certificate_fails_the_handshake,
     certificate_on_the_crl_fails_the_handshake,
     expiry_follows_the_gateway_clock,

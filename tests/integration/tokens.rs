@@ -211,6 +211,33 @@ async fn every_refusal_has_its_code(db: Db) {
     // Tokens that are not ours.
     let (s, b) = consume(&app, &app.client(Some(&app.pki.emr_b)), json!({ "token": "a.b.c" })).await;
     assert_eq!((s, code(&b)), (401, "invalid_token".into()));
+
+    // Every refusal of access is audited with its code and what the caller asked for; a
+    // malformed request is not a refusal of access and leaves no row.
+    let refused: Vec<(Value, Value, Value, Value)> = crate::fido_login::events(&app)
+        .await
+        .into_iter()
+        .filter(|(event, outcome, _)| event == "api_refused" && outcome == "failure")
+        .map(|(_, _, d)| (d["reason"].clone(), d["client_id"].clone(), d["doctor_id"].clone(), d["route"].clone()))
+        .collect();
+    let row = |reason: &str, client: Value, doctor: &str| (json!(reason), client, json!(doctor), json!("POST /api/v1/signing-tokens"));
+    assert_eq!(
+        refused,
+        [
+            row("doctor_not_in_clinic", json!("emr-a"), "nobody"),
+            row("not_a_doctor", json!("emr-a"), STAFF_LOGIN),
+            row("clinic_not_allowed", json!("emr-a"), OTHER_DOCTOR_LOGIN),
+            row("client_not_registered", Value::Null, DOCTOR_LOGIN),
+            row("wrong_role", json!("signer"), DOCTOR_LOGIN),
+            row("doctor_disabled", json!("emr-a"), DOCTOR_LOGIN),
+            row("client_disabled", json!("emr-a"), DOCTOR_LOGIN),
+        ]
+    );
+    let tail = app.store().audit_tail(1).await.unwrap();
+    assert_eq!((tail[0].event.as_str(), tail[0].outcome.as_str()), ("token_consumed", "failure"));
+    assert_eq!(tail[0].detail["reason"], "invalid_token");
+    assert_eq!((&tail[0].detail["jti"], &tail[0].clinic_id), (&Value::Null, &None), "an unverified token names nothing");
+    assert!(matches!(app.store().audit_verify().await.unwrap(), AuditVerification::Intact { .. }));
     app.stop().await;
 }
 
@@ -699,6 +726,12 @@ async fn forged_headers_and_out_of_time_tokens_are_refused_at_consume(db: Db) {
     for (what, token, status, code) in cases {
         let (s, err) = consume(&app, &emr, json!({ "token": token })).await;
         assert_eq!((s, err["error"].as_str().unwrap_or("")), (status, code), "{what}: {err}");
+        // Audited with its code; the jti only where our signature vouches for it.
+        let row = app.store().audit_tail(1).await.unwrap().remove(0);
+        assert_eq!((row.event.as_str(), row.outcome.as_str(), &row.detail["reason"]), ("token_consumed", "failure", &json!(code)), "{what}");
+        let vouched = code != "invalid_token";
+        assert_eq!(row.detail["jti"] == claims["jti"], vouched, "{what}: {}", row.detail);
+        assert_eq!(row.user_id.is_some(), vouched, "{what}");
     }
     assert!(unused(&app, claims["jti"].as_str().unwrap()).await, "no refusal marked the token used");
     // The same claims with the gateway's own header, signed by the same key: consumed.

@@ -6,7 +6,7 @@
 //! Errors are `{"error": code, "message": text}` with stable codes.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -102,6 +102,10 @@ pub struct ServiceAuth {
     pub client: ServiceClient,
     /// `x5t#S256` of the certificate it connected with.
     pub x5t_s256: String,
+    /// The route called, for the audit of a refusal.
+    route: String,
+    /// SHA-256 fingerprint of the certificate, for the audit of a refusal.
+    fingerprint: String,
 }
 
 fn client_not_registered() -> ApiError {
@@ -120,26 +124,70 @@ fn clinic_not_allowed(clinic_id: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "clinic_not_allowed", format!("this client does not serve clinic {clinic_id}"))
 }
 
+/// An access refusal on the service API. It is audited before it is answered (docs/design.md
+/// §3.9); when its row cannot be committed the caller gets 503 instead.
+struct Refusal<'a> {
+    route: &'a str,
+    fingerprint: &'a str,
+    client_id: Option<&'a str>,
+    clinic_id: Option<&'a str>,
+    user_id: Option<&'a str>,
+    doctor_id: Option<&'a str>,
+}
+
+impl<'a> Refusal<'a> {
+    fn new(route: &'a str, fingerprint: &'a str) -> Self {
+        Self { route, fingerprint, client_id: None, clinic_id: None, user_id: None, doctor_id: None }
+    }
+
+    /// Audits the refusal and returns it to answer with.
+    async fn audit(self, state: &AppState, refusal: ApiError) -> ApiError {
+        match self.record(state, refusal.code).await {
+            Ok(()) => refusal,
+            Err(unavailable) => unavailable,
+        }
+    }
+
+    async fn record(self, state: &AppState, reason: &'static str) -> ApiResult<()> {
+        let event = AuditEvent::ApiRefused {
+            fingerprint: self.fingerprint.to_owned(),
+            client_id: self.client_id.map(str::to_owned),
+            route: self.route.to_owned(),
+            clinic_id: self.clinic_id.map(str::to_owned),
+            user_id: self.user_id.map(str::to_owned),
+            doctor_id: self.doctor_id.map(str::to_owned),
+            reason,
+        };
+        tracing::info!(route = self.route, reason, "service API refused the caller");
+        Ok(state.audit(event).await?)
+    }
+}
+
 impl ServiceAuth {
-    fn require(&self, role: ServiceRole) -> ApiResult<()> {
-        if self.client.role == role { Ok(()) } else { Err(wrong_role(role)) }
+    fn refusal(&self) -> Refusal<'_> {
+        Refusal { client_id: Some(&self.client.id), ..Refusal::new(&self.route, &self.fingerprint) }
     }
 
-    fn require_clinic(&self, clinic_id: &str) -> ApiResult<()> {
-        if self.client.clinics.iter().any(|c| c == clinic_id) { Ok(()) } else { Err(clinic_not_allowed(clinic_id)) }
+    async fn require(&self, state: &AppState, role: ServiceRole) -> ApiResult<()> {
+        if self.client.role == role { Ok(()) } else { Err(self.refusal().audit(state, wrong_role(role)).await) }
     }
 
-    async fn resolve(state: &AppState, peer: &PeerCert) -> ApiResult<Self> {
+    fn serves(&self, clinic_id: &str) -> bool {
+        self.client.clinics.iter().any(|c| c == clinic_id)
+    }
+
+    async fn resolve(state: &AppState, peer: &PeerCert, route: String) -> ApiResult<Self> {
+        let refusal = Refusal::new(&route, &peer.fingerprint);
         let client = match state.store.service_client_by_fingerprint(&peer.fingerprint).await {
             Ok(c) => c,
-            Err(store::Error::NotFound) => return Err(client_not_registered()),
+            Err(store::Error::NotFound) => return Err(refusal.audit(state, client_not_registered()).await),
             Err(e) => return Err(e.into()),
         };
         if !client.enabled {
-            return Err(client_disabled());
+            return Err(Refusal { client_id: Some(&client.id), ..refusal }.audit(state, client_disabled()).await);
         }
         tracing::Span::current().record("service_client.id", client.id.as_str());
-        Ok(Self { client, x5t_s256: tokens::x5t_s256(&peer.der) })
+        Ok(Self { x5t_s256: tokens::x5t_s256(&peer.der), fingerprint: peer.fingerprint.clone(), client, route })
     }
 }
 
@@ -165,7 +213,9 @@ impl FromRequestParts<AppState> for ServiceAuth {
     #[tracing::instrument(name = "auth.service_client", skip_all, fields(service_client.id))]
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         let Peer(peer) = Peer::from_request_parts(parts, state).await?;
-        Self::resolve(state, &peer).await
+        let path = parts.extensions.get::<MatchedPath>().map_or_else(|| parts.uri.path(), MatchedPath::as_str);
+        let route = format!("{} {path}", parts.method);
+        Self::resolve(state, &peer, route).await
     }
 }
 
@@ -173,50 +223,78 @@ impl FromRequestParts<AppState> for ServiceAuth {
 /// serves the clinic) and the doctor with their open signing session, found in one read.
 struct EmrCall<T> {
     request: T,
+    route: &'static str,
+    fingerprint: String,
     client_id: String,
     x5t_s256: String,
     doctor: Option<store::IssueContext>,
 }
 
 impl<T> EmrCall<T> {
-    /// Resolves the call. Errors come in the order every API route reports them: the client
-    /// first, then the request's syntax, then the client's access to the clinic.
-    async fn resolve(state: &AppState, peer: &PeerCert, request: ApiResult<T>, target: impl Fn(&T) -> (&str, &str)) -> ApiResult<Self> {
+    /// Resolves the call to `route`. Errors come in the order every API route reports them:
+    /// the client first, then the request's syntax, then the client's access to the clinic.
+    async fn resolve(
+        state: &AppState,
+        route: &'static str,
+        peer: &PeerCert,
+        request: ApiResult<T>,
+        target: impl Fn(&T) -> (&str, &str),
+    ) -> ApiResult<Self> {
         let request = match request {
             Ok(r) => r,
             Err(bad) => {
-                ServiceAuth::resolve(state, peer).await?.require(ServiceRole::Emr)?;
+                ServiceAuth::resolve(state, peer, route.to_owned()).await?.require(state, ServiceRole::Emr).await?;
                 return Err(bad);
             }
         };
         let (clinic_id, doctor_id) = target(&request);
+        let refusal = Refusal { clinic_id: Some(clinic_id), doctor_id: Some(doctor_id), ..Refusal::new(route, &peer.fingerprint) };
         let Some(ctx) = state.store.emr_context(&peer.fingerprint, clinic_id, doctor_id).await? else {
-            return Err(client_not_registered());
+            return Err(refusal.audit(state, client_not_registered()).await);
         };
         let client = ctx.client;
+        let refusal = Refusal { client_id: Some(&client.id), ..refusal };
         if !client.enabled {
-            return Err(client_disabled());
+            return Err(refusal.audit(state, client_disabled()).await);
         }
         tracing::Span::current().record("service_client.id", client.id.as_str());
         if client.role != ServiceRole::Emr {
-            return Err(wrong_role(ServiceRole::Emr));
+            return Err(refusal.audit(state, wrong_role(ServiceRole::Emr)).await);
         }
         if !client.serves_clinic {
-            return Err(clinic_not_allowed(clinic_id));
+            return Err(refusal.audit(state, clinic_not_allowed(clinic_id)).await);
         }
-        Ok(Self { request, client_id: client.id, x5t_s256: tokens::x5t_s256(&peer.der), doctor: ctx.doctor })
+        Ok(Self {
+            request,
+            route,
+            fingerprint: peer.fingerprint.clone(),
+            client_id: client.id,
+            x5t_s256: tokens::x5t_s256(&peer.der),
+            doctor: ctx.doctor,
+        })
     }
 
     /// The doctor: exists at the clinic, is a doctor, is enabled.
-    fn doctor(&self, clinic_id: &str, doctor_id: &str) -> ApiResult<&store::IssueContext> {
-        let ctx = self.doctor.as_ref().ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, "doctor_not_in_clinic", format!("no doctor {doctor_id} at clinic {clinic_id}"))
-        })?;
+    async fn doctor(&self, state: &AppState, clinic_id: &str, doctor_id: &str) -> ApiResult<&store::IssueContext> {
+        let refusal = Refusal {
+            client_id: Some(&self.client_id),
+            clinic_id: Some(clinic_id),
+            doctor_id: Some(doctor_id),
+            user_id: self.doctor.as_ref().map(|d| d.user_id.as_str()),
+            ..Refusal::new(self.route, &self.fingerprint)
+        };
+        let Some(ctx) = self.doctor.as_ref() else {
+            let missing =
+                ApiError::new(StatusCode::NOT_FOUND, "doctor_not_in_clinic", format!("no doctor {doctor_id} at clinic {clinic_id}"));
+            return Err(refusal.audit(state, missing).await);
+        };
         if !ctx.is_doctor {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "not_a_doctor", "only doctors have signing sessions"));
+            let refused = ApiError::new(StatusCode::FORBIDDEN, "not_a_doctor", "only doctors have signing sessions");
+            return Err(refusal.audit(state, refused).await);
         }
         if !ctx.enabled {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "doctor_disabled", "the doctor's account is disabled"));
+            let refused = ApiError::new(StatusCode::FORBIDDEN, "doctor_disabled", "the doctor's account is disabled");
+            return Err(refusal.audit(state, refused).await);
         }
         Ok(ctx)
     }
@@ -277,9 +355,9 @@ async fn session_state(
     query: Result<Query<SessionQuery>, QueryRejection>,
 ) -> ApiResult<Json<SessionState>> {
     let query = query.map(|Query(q)| q).map_err(|e| ApiError::bad("bad_request", e.body_text()));
-    let call = EmrCall::resolve(&state, &peer, query, |q| (&q.clinic_id, &q.doctor_id)).await?;
+    let call = EmrCall::resolve(&state, "GET /api/v1/signing-sessions", &peer, query, |q| (&q.clinic_id, &q.doctor_id)).await?;
     let now = state.clock.unix();
-    let ctx = call.doctor(&call.request.clinic_id, &call.request.doctor_id)?.clone();
+    let ctx = call.doctor(&state, &call.request.clinic_id, &call.request.doctor_id).await?.clone();
     let inactive = |reason| SessionState {
         active: false,
         session_id: None,
@@ -319,15 +397,17 @@ fn session_liveness(s: &store::OpenSession, now: i64) -> ApiResult<()> {
 }
 
 async fn end_session(State(state): State<AppState>, auth: ServiceAuth, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    auth.require(ServiceRole::Emr)?;
+    auth.require(&state, ServiceRole::Emr).await?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "session_not_found", "no such signing session");
     let session = match state.store.signing_session(&id).await {
         Ok(s) => s,
         Err(store::Error::NotFound) => return Err(not_found()),
         Err(e) => return Err(e.into()),
     };
-    // A client learns nothing about sessions of clinics it does not serve.
-    if auth.require_clinic(&session.clinic_id).is_err() {
+    // A client learns nothing about sessions of clinics it does not serve; the audit says why.
+    if !auth.serves(&session.clinic_id) {
+        let refusal = Refusal { clinic_id: Some(&session.clinic_id), user_id: Some(&session.user_id), ..auth.refusal() };
+        refusal.record(&state, "clinic_not_allowed").await?;
         return Err(not_found());
     }
     let ended = state.store.end_signing_sessions(SessionFilter::Id(&id), EndReason::Operator, state.clock.unix()).await?;
@@ -417,7 +497,7 @@ async fn issue(
     Peer(peer): Peer,
     body: Result<Json<IssueRequest>, JsonRejection>,
 ) -> ApiResult<Json<IssueResponse>> {
-    let call = EmrCall::resolve(&state, &peer, json_body(body), |r| (&r.clinic_id, &r.doctor_id)).await?;
+    let call = EmrCall::resolve(&state, "POST /api/v1/signing-tokens", &peer, json_body(body), |r| (&r.clinic_id, &r.doctor_id)).await?;
     let req = &call.request;
     tracing::Span::current().record("clinic.id", req.clinic_id.as_str());
     let cfg = &state.config.tokens;
@@ -431,7 +511,7 @@ async fn issue(
     };
     let Binding { hashes, hash_alg, num_signatures } = validate_binding(req)?;
     let now = state.clock.unix();
-    let ctx = call.doctor(&req.clinic_id, &req.doctor_id)?;
+    let ctx = call.doctor(&state, &req.clinic_id, &req.doctor_id).await?;
     let refuse = |code: &'static str| AuditEvent::TokenRefused {
         clinic_id: req.clinic_id.clone(),
         user_id: ctx.user_id.clone(),
@@ -539,14 +619,31 @@ async fn consume(
 ) -> ApiResult<Json<ConsumeResponse>> {
     let req = json_body(body)?;
     let now = state.clock.unix();
-    let claims = state
-        .token_keys
-        .verify(&req.token, &state.config.token_issuer(), &state.config.tokens.audience, now)
-        .map_err(|e| match e {
-            TokenError::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", "the token has expired"),
-            TokenError::NotYetValid => ApiError::new(StatusCode::UNAUTHORIZED, "token_not_yet_valid", "the token is not valid yet"),
-            _ => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the token is not a valid signing token"),
-        })?;
+    let refusal = |claims: Option<&Claims>, reason: &'static str| AuditEvent::TokenConsumeRefused {
+        clinic_id: claims.map(|c| c.clinic.clone()),
+        user_id: claims.map(|c| c.sub.clone()),
+        client_id: auth.client.id.clone(),
+        jti: claims.map(|c| c.jti.clone()),
+        reason,
+    };
+    let claims = match state.token_keys.verify(&req.token, &state.config.token_issuer(), &state.config.tokens.audience, now) {
+        Ok(claims) => claims,
+        Err(e) => {
+            let (claims, err) = match e {
+                TokenError::Expired(c) => {
+                    (Some(c), ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", "the token has expired"))
+                }
+                TokenError::NotYetValid(c) => {
+                    (Some(c), ApiError::new(StatusCode::UNAUTHORIZED, "token_not_yet_valid", "the token is not valid yet"))
+                }
+                TokenError::Invalid(_) => {
+                    (None, ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the token is not a valid signing token"))
+                }
+            };
+            state.audit(refusal(claims.as_deref(), err.code)).await?;
+            return Err(err);
+        }
+    };
     // The holder of the token must be the client it was issued to (RFC 8705 certificate binding).
     let presenter = match (auth.client.role, &req.presenter_x5t_s256) {
         (ServiceRole::Signer, Some(x5t)) => x5t.clone(),
@@ -558,13 +655,7 @@ async fn consume(
             return Err(ApiError::bad("bad_request", "only signers pass a presenter thumbprint"));
         }
     };
-    let audit_refusal = |reason: &'static str| AuditEvent::TokenConsumeRefused {
-        clinic_id: claims.clinic.clone(),
-        user_id: claims.sub.clone(),
-        client_id: auth.client.id.clone(),
-        jti: claims.jti.clone(),
-        reason,
-    };
+    let audit_refusal = |reason: &'static str| refusal(Some(&claims), reason);
     if presenter != claims.cnf.x5t_s256 {
         state.audit(audit_refusal("cnf_mismatch")).await?;
         return Err(ApiError::new(StatusCode::FORBIDDEN, "cnf_mismatch", "the token is bound to another client certificate"));

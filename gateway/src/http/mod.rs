@@ -68,6 +68,8 @@ pub struct App {
     pub card_trust: crate::cards::TrustCache,
     /// Set on shutdown: `/readyz` answers 503 while the listener drains.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Failed TLS handshakes of the current window, audited in aggregate.
+    pub handshake_failures: crate::handshake_audit::HandshakeFailures,
 }
 
 impl App {
@@ -75,6 +77,21 @@ impl App {
     /// paths; see `group_commit`) and waits until it is committed.
     pub async fn audit(&self, event: AuditEvent) -> std::result::Result<(), crate::group_commit::NotCommitted> {
         self.group_commit.audit(event, self.clock.unix()).await
+    }
+
+    /// Writes the failed handshakes counted so far as audit rows, one per reason and source, in
+    /// one transaction. When that fails the counts are kept for the next window, so none is lost.
+    pub async fn audit_handshake_failures(&self) -> crate::store::Result<()> {
+        let now = self.clock.unix();
+        let Some(window) = self.handshake_failures.take(now) else {
+            return Ok(());
+        };
+        let events: Vec<_> = window.events().into_iter().map(|e| (e, now)).collect();
+        let written = self.store.audit_batch(&events).await;
+        if written.is_err() {
+            self.handshake_failures.give_back(window);
+        }
+        written
     }
 }
 

@@ -70,6 +70,23 @@ pub enum AuditEvent {
     PasswordChangeFailed { clinic_id: String, user_id: String, reason: &'static str },
     /// The clinic gate refused a verified TLS client certificate.
     GateRefused { fingerprint: String, reason: &'static str },
+    /// TLS handshakes failed `count` times for `reason` from `source` (an IP address, or `other`
+    /// past the per-window bound) between `since` and `until`: one row per window, not per
+    /// failure (`handshake_audit`).
+    HandshakesFailed { reason: &'static str, source: String, count: u64, since: i64, until: i64 },
+    /// The service API refused a caller with a verified certificate (`client_not_registered`,
+    /// `client_disabled`, `wrong_role`, `clinic_not_allowed`, `doctor_not_in_clinic`,
+    /// `not_a_doctor`, `doctor_disabled`). `user_id` is set when the doctor exists;
+    /// `doctor_id` is the id the caller asked for.
+    ApiRefused {
+        fingerprint: String,
+        client_id: Option<String>,
+        route: String,
+        clinic_id: Option<String>,
+        user_id: Option<String>,
+        doctor_id: Option<String>,
+        reason: &'static str,
+    },
     /// An operator changed something with `gateway admin`.
     Admin { action: &'static str, target: String },
     /// A presence check (`method`: `fido`, `hpki`, `jpki`) succeeded or failed. `purpose` is
@@ -118,8 +135,16 @@ pub enum AuditEvent {
     TokenRefused { clinic_id: String, user_id: String, client_id: String, reason: &'static str },
     /// A signing token was consumed.
     TokenConsumed { clinic_id: String, user_id: String, client_id: String, jti: String },
-    /// A token consumption was refused (`cnf_mismatch`, `already_consumed`, `session_ended`).
-    TokenConsumeRefused { clinic_id: String, user_id: String, client_id: String, jti: String, reason: &'static str },
+    /// A token consumption was refused (`invalid_token`, `token_expired`, `token_not_yet_valid`,
+    /// `cnf_mismatch`, `already_consumed`, `session_ended`). Clinic, user and jti are known
+    /// when the token's signature verified.
+    TokenConsumeRefused {
+        clinic_id: Option<String>,
+        user_id: Option<String>,
+        client_id: String,
+        jti: Option<String>,
+        reason: &'static str,
+    },
     /// An operator started the keyed segment of a log written before keyed chaining
     /// (`gateway admin audit rekey`); the row links to the old head under the audit key.
     ChainKeyed { previous_rows: i64, previous_head: String },
@@ -175,6 +200,26 @@ impl AuditEvent {
                 None,
                 None,
                 json!({ "fingerprint": fingerprint, "reason": reason }),
+            ),
+            AuditEvent::HandshakesFailed { reason, source, count, since, until } => (
+                "tls_handshake_failed",
+                Outcome::Failure,
+                None,
+                None,
+                json!({ "reason": reason, "source": source, "count": count, "since": since, "until": until }),
+            ),
+            AuditEvent::ApiRefused { fingerprint, client_id, route, clinic_id, user_id, doctor_id, reason } => (
+                "api_refused",
+                Outcome::Failure,
+                clinic_id.as_deref(),
+                user_id.as_deref(),
+                json!({
+                    "fingerprint": fingerprint,
+                    "client_id": client_id,
+                    "route": route,
+                    "doctor_id": doctor_id,
+                    "reason": reason,
+                }),
             ),
             AuditEvent::Admin { action, target } => {
                 ("admin", Outcome::Success, None, None, json!({ "action": action, "target": target }))
@@ -283,8 +328,8 @@ impl AuditEvent {
             AuditEvent::TokenConsumeRefused { clinic_id, user_id, client_id, jti, reason } => (
                 "token_consumed",
                 Outcome::Failure,
-                Some(clinic_id),
-                Some(user_id),
+                clinic_id.as_deref(),
+                user_id.as_deref(),
                 json!({ "client_id": client_id, "jti": jti, "reason": reason }),
             ),
             AuditEvent::ChainKeyed { previous_rows, previous_head } => (
