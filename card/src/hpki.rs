@@ -1,6 +1,6 @@
 //! The HPKI card (医師資格証 and other 保健医療福祉分野PKI cards), authentication application only:
 //! discovery, certificate, PIN counter, VERIFY, and signing in both command styles seen on real cards
-//! (cards.md §2.2–2.4).
+//! (docs/cards.md §2.2–2.4).
 //!
 //! The card carries two ISO/IEC 7816-15 applications, one for electronic signatures and one for
 //! authentication, each with its own PIN, key and certificate. This module only ever uses the
@@ -44,7 +44,7 @@ const INS_PSO: u8 = 0x2A;
 /// Enumeration stops after this many applications, whatever the card says.
 const MAX_APPLICATIONS: usize = 16;
 
-/// How the card wants to be asked for a signature (cards.md §2.3).
+/// How the card wants to be asked for a signature (docs/cards.md §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignStyle {
     /// "Style J", as on the JPKI card: `80 2A 00 80 <DigestInfo> 00`; the card pads (PKCS#1 v1.5).

@@ -14,7 +14,7 @@ pub(crate) const INS_VERIFY: u8 = 0x20;
 const MAX_OFFSET: usize = 0x7FFF;
 
 /// SELECT an elementary file by its 2-byte identifier under the current DF, no response data
-/// (P1 = `02`, P2 = `0C`: cards.md §1.4 "Select EF").
+/// (P1 = `02`, P2 = `0C`: docs/cards.md §1.4 "Select EF").
 pub(crate) fn select_ef<T: CardTransport + ?Sized>(t: &mut T, fid: u16) -> Result<()> {
     let cmd = Command::new(0x00, INS_SELECT, 0x02, 0x0C).with_data(&fid.to_be_bytes());
     transmit_ok(t, &cmd).map(drop)
@@ -37,7 +37,7 @@ pub(crate) fn read_certificate<T: CardTransport + ?Sized>(t: &mut T) -> Result<V
     while der.len() < total {
         let want = (total - der.len()).min(SHORT_NE_MAX);
         let chunk = match read_binary(t, der.len(), want) {
-            // `6B 00`: the offset is past the end of the file (cards.md §1.4).
+            // `6B 00`: the offset is past the end of the file (docs/cards.md §1.4).
             Err(Error::IncorrectParameters {
                 sw: StatusWord(0x6B00),
             }) => {
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn reads_a_certificate_in_chunks() {
-        let cert = fake_cert(723); // 727 bytes, like the card OpenSC read (cards.md §1.4)
+        let cert = fake_cert(723); // 727 bytes, like the card OpenSC read (docs/cards.md §1.4)
         let mut card = Script::new()
             .expect_bytes(hex("00 B0 00 00 04"), ok(cert[..4].to_vec()))
             .expect_bytes(hex("00 B0 00 04 00"), ok(cert[4..260].to_vec()))

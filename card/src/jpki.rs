@@ -1,5 +1,5 @@
 //! The JPKI application (公的個人認証AP) of the My Number card, user-authentication side only:
-//! certificates, PIN counter, VERIFY and signing with the user-authentication key (cards.md §1).
+//! certificates, PIN counter, VERIFY and signing with the user-authentication key (docs/cards.md §1).
 //!
 //! The signing key (EF 001A), its password (EF 001B) and the signing certificate (EF 0001, which carries
 //! name, address and date of birth) are deliberately not reachable through this module.
@@ -52,7 +52,7 @@ impl Certificate {
 /// The JPKI application, selected, on a transport.
 ///
 /// Every method selects the EF it needs; PIN state survives EF selection inside the application but is
-/// lost when another DF is selected or the card is reset (cards.md §1.4), so verify and sign in one go.
+/// lost when another DF is selected or the card is reset (docs/cards.md §1.4), so verify and sign in one go.
 pub struct Jpki<'t, T: CardTransport + ?Sized> {
     transport: &'t mut T,
 }
@@ -92,7 +92,7 @@ impl<'t, T: CardTransport + ?Sized> Jpki<'t, T> {
     }
 
     /// Signs a SHA-256 DigestInfo with the user-authentication key: `80 2A 00 80 33 <DigestInfo> 00`.
-    /// The card applies PKCS#1 v1.5 type-1 padding itself (cards.md §1.4). Needs a verified PIN.
+    /// The card applies PKCS#1 v1.5 type-1 padding itself (docs/cards.md §1.4). Needs a verified PIN.
     pub fn sign(&mut self, digest_info: &[u8; SHA256_DIGEST_INFO_LEN]) -> Result<Vec<u8>> {
         iso::select_ef(self.transport, EF_AUTH_KEY)?;
         let cmd = Command::new(0x80, INS_SIGN, 0x00, 0x80)

@@ -25,7 +25,7 @@ impl Pin {
         Pin(pin)
     }
 
-    /// The raw bytes sent in VERIFY (ASCII, no padding: cards.md §1.3, §2.2 storedLength 0).
+    /// The raw bytes sent in VERIFY (ASCII, no padding: docs/cards.md §1.3, §2.2 storedLength 0).
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
     }

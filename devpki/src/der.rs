@@ -71,7 +71,7 @@ mod tests {
 
     #[test]
     fn oids_encode_like_real_certificates() {
-        // Bytes from the real MEDIS signer certificate and hcRole extension (cards.md §2.5).
+        // Bytes from the real MEDIS signer certificate and hcRole extension (docs/cards.md §2.5).
         assert_eq!(oid_content("1.0.17090.0.1").unwrap(), [0x28, 0x81, 0x85, 0x42, 0x00, 0x01]);
         assert_eq!(
             oid_content("1.2.392.100495.1.6.1.1").unwrap(),

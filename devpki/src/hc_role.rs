@@ -5,7 +5,7 @@ use rcgen::CustomExtension;
 use crate::der::tlv;
 
 /// The hcRole extension (ISO TS 17090 `subjectDirectoryAttributes`, OID 2.5.29.9, non-critical) as real
-/// HPKI certificates encode it (byte layout in `shared/domain/cards.md` §2.5).
+/// HPKI certificates encode it (byte layout in `docs/cards.md` §2.5).
 ///
 /// Written by hand because it only *builds* test certificates: a handful of fixed tags around one
 /// role string. Parsing on the verification side uses an ASN.1 library.
@@ -29,7 +29,7 @@ mod tests {
 
     #[test]
     fn hc_role_extension_matches_real_card_bytes() {
-        // extnValue of a real MEDIS-issued certificate (cards.md §2.5), 54 bytes.
+        // extnValue of a real MEDIS-issued certificate (docs/cards.md §2.5), 54 bytes.
         let expected = hex::decode(
             "3034 3032 0606288185420001 3128 3126 3024 a022 3120 a00c060a2a830886910f01060101 a2100c0e"
                 .replace(' ', "")

@@ -29,7 +29,7 @@ fn parse(der: &[u8]) -> X509Certificate<'_> {
 }
 
 /// (file, SHA-256) of every fixture; the certificates' fingerprints are those of
-/// `shared/domain/cards.md` §1.5 and §2.1.
+/// `docs/cards.md` §1.5 and §2.1.
 const FILES: [(&str, &str); 11] = [
     ("mhlw-hpki-root-ca-v2.der", "6ed2796b1b101736d952185787cb36da9ce80522cc8cb7b5ce728b61be1b674c"),
     ("medis-hpki-sign-ca2.der", "5f497e73f986c4503eb25eb94851a79193d2edc8f829f32e930a61f0b569e033"),

@@ -1,7 +1,7 @@
 //! The simulated card itself: JPKI or HPKI applications as a pure APDU state machine (no I/O), with
 //! persistent PIN counters, volatile security state, and real RSA signatures.
 //!
-//! Behaviour follows cards.md §6.4. Where real cards are undocumented the simulator picks one plausible
+//! Behaviour follows docs/cards.md §4.2. Where real cards are undocumented the simulator picks one plausible
 //! answer and says so: a locked JPKI PIN answers `63 C0` (as the MYNA dummy card does), a locked HPKI PIN
 //! `69 84` (JAHIS); the client treats both alike.
 

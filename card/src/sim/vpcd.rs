@@ -1,4 +1,4 @@
-//! The simulator's wire side: a blocking client of vsmartcard's vpcd (cards.md §6.1) and a line-based
+//! The simulator's wire side: a blocking client of vsmartcard's vpcd (docs/cards.md §4.1) and a line-based
 //! control socket that removes and reinserts the card.
 //!
 //! vpcd frames every message in both directions as a 2-byte big-endian length and a payload. A 1-byte

@@ -528,7 +528,7 @@ pub(crate) fn map_path_error(e: trust::PathError) -> VerifyError {
 
 /// Key usage must include digitalSignature: the card proves possession by signing (RFC 5280
 /// §4.2.1.3). The extension is required: an authentication certificate without it would also be
-/// usable for anything else, and both card profiles carry it (cards.md §1.5, §2.5). nonRepudiation
+/// usable for anything else, and both card profiles carry it (docs/cards.md §1.5, §2.5). nonRepudiation
 /// alone (the HPKI *signing* certificate) is refused, so the signing application's certificate cannot
 /// stand in for the authentication one.
 fn check_key_usage(cert: &X509Certificate<'_>) -> Result<(), VerifyError> {

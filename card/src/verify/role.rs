@@ -1,4 +1,4 @@
-//! HPKI hcRole (ISO TS 17090, cards.md §2.5): decoded from subjectDirectoryAttributes (2.5.29.9,
+//! HPKI hcRole (ISO TS 17090, docs/cards.md §2.5): decoded from subjectDirectoryAttributes (2.5.29.9,
 //! RFC 5280 §4.2.1.8) with asn1-rs — DER tag, length and type parsing is the library's.
 //!
 //! ```text
@@ -159,7 +159,7 @@ fn directory_string(any: &Any<'_>) -> Parse<String> {
 mod tests {
     use super::*;
 
-    /// The extnValue of the real MEDIS certificate (cards.md §2.5), 54 bytes.
+    /// The extnValue of the real MEDIS certificate (docs/cards.md §2.5), 54 bytes.
     pub(crate) const MEDICAL_DOCTOR_EXT: &str = "30 34 30 32 06 06 28 81 85 42 00 01 31 28 31 26 30 24 A0 22 31 20 \
         A0 0C 06 0A 2A 83 08 86 91 0F 01 06 01 01 A2 10 0C 0E 4D 65 64 69 63 61 6C 20 44 6F 63 74 6F 72";
 

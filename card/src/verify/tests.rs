@@ -25,7 +25,7 @@ fn rsa() -> KeyPair {
 }
 
 /// The extnValue of subjectDirectoryAttributes with one hcRole, laid out exactly as on the real
-/// MEDIS certificate (cards.md §2.5); short-form lengths, so roles up to 89 bytes.
+/// MEDIS certificate (docs/cards.md §2.5); short-form lengths, so roles up to 89 bytes.
 fn hc_role_ext(role: &str) -> Vec<u8> {
     let n = role.len();
     assert!(n + 38 < 0x80);

@@ -1,6 +1,6 @@
 //! Card PKIs shaped like the real ones: HPKI (an MHLW-like root over MEDIS-like signing and
 //! authentication CAs) and JPKI (J-LIS-like self-signed user-authentication and signing CAs), with
-//! the exact extension layout of real certificates (`shared/domain/cards.md` §1.5, §2.1, §2.5,
+//! the exact extension layout of real certificates (`docs/cards.md` §1.5, §2.1, §2.5,
 //! checked against the public certificates in `devpki/fixtures/real/`). All names are clearly test
 //! names ("Ninsho Test …"); nothing here claims to be a real CA.
 //!
@@ -12,7 +12,7 @@
 //! | JPKI CAs | `C=JP, O=…JPKI, OU=JPKI for user authentication` / `…digital signature`, `OU=…`; self-signed, no AKI; SKI, BasicConstraints critical, KeyUsage critical, SAN directoryName `C=JP, O=公的個人認証サービス…, OU=…利用者証明用|署名用, OU=…`, CRL DP a directoryName only |
 //! | JPKI end entities | subject `C=JP, CN=<opaque id>`; AKI key id, SKI, KeyUsage critical (digitalSignature / nonRepudiation), CRL DP a directoryName only, **certificatePolicies critical** `…8.5.1.3.30` / `…8.5.1.1.20`; the signing certificate carries the holder's name in a SAN otherName |
 //!
-//! Not confirmed from a real certificate (cards.md open questions 1 and 5), so chosen here: the HPKI
+//! Not confirmed from a real certificate (docs/cards.md §5, questions 1 and 2), so chosen here: the HPKI
 //! authentication end-entity policy (a test OID under the authentication arc, mirroring the MEDIS test
 //! signer's `…1.1.0.1`) and hcRole on authentication certificates; the JPKI end entities' extensions
 //! other than subject, key usage and policy.
@@ -555,7 +555,7 @@ impl Jpki {
                         (Attr::Ou, &format!("公的個人認証サービス{purpose_kanji}（テスト）")),
                         (Attr::Ou, &format!("地方公共団体情報システム機構相当（{label}）")),
                     ])),
-                    // J-LIS CAs name a directory entry only: the CRL is not on the web (cards.md §1.5).
+                    // J-LIS CAs name a directory entry only: the CRL is not on the web (docs/cards.md §1.5).
                     crl_points: vec![GeneralName::Dir(name.clone())],
                     issued_crl_point: GeneralName::Dir(name.clone()),
                     policy: None,
