@@ -401,7 +401,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         )?;
         wait_port(port, &mut p, 30).await?;
         let body = format!("grant_type=client_credentials&client_id=bench-emr&resource={resource}");
-        let der = gateway::admin::parse_certificate(&std::fs::read(&ctx.pki.emr_cert)?)?;
+        let der = gateway::pki::parse_certificate(&std::fs::read(&ctx.pki.emr_cert)?)?;
         let checked = verify::token(
             &ctx.target(port, false, Mode::KeepAlive),
             "/jwks",
@@ -600,7 +600,7 @@ async fn gateway_scenarios(
         doctors: seeded.doctors,
     };
     if full {
-        let der = gateway::admin::parse_certificate(&std::fs::read(&ctx.pki.emr_cert)?)?;
+        let der = gateway::pki::parse_certificate(&std::fs::read(&ctx.pki.emr_cert)?)?;
         let checked = verify::token(
             &ctx.target(cfg.port, false, Mode::KeepAlive),
             "/.well-known/jwks.json",

@@ -193,7 +193,7 @@ pub async fn seed(
             None,
         )
         .await?;
-    let emr_der = gateway::admin::parse_certificate(&std::fs::read(&pki.emr_cert)?)?;
+    let emr_der = gateway::pki::parse_certificate(&std::fs::read(&pki.emr_cert)?)?;
     let peer = gateway::tls::PeerCert::from_der(&emr_der).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     store
         .add_service_client(

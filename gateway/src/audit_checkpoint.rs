@@ -165,13 +165,13 @@ pub async fn verify(store: &Store, key: &CheckpointKey, checkpoint: &Checkpoint)
         AuditVerification::Truncated { last_seq, .. } => {
             bail!("the checkpoint covers {} rows but the log holds only {last_seq}", c.rows)
         }
-        broken => bail!("the chain up to row {} does not verify: {}", c.rows, crate::cli::describe(&broken)),
+        broken => bail!("the chain up to row {} does not verify: {}", c.rows, describe(&broken)),
     }
     if hex::encode(&link) != c.head {
         bail!(
             "the chain up to row {} no longer produces the checkpoint's head link: rows up to it were rewritten after {}",
             c.rows,
-            crate::admin::utc(c.at)
+            crate::clock::utc(c.at)
         );
     }
     let head = store.audit_head().await?;
@@ -179,4 +179,22 @@ pub async fn verify(store: &Store, key: &CheckpointKey, checkpoint: &Checkpoint)
         bail!("the keyed segment started at row {:?} at the checkpoint, and now at {:?}", c.keyed_from, head.keyed_from);
     }
     Ok(())
+}
+
+/// Explains a failed verification.
+pub fn describe(v: &AuditVerification) -> String {
+    match v {
+        AuditVerification::Intact { rows, keyed_from } => {
+            format!("intact ({rows} rows: {})", AuditVerification::segments(*rows, *keyed_from))
+        }
+        AuditVerification::Modified { seq } => format!("row {seq} was modified"),
+        AuditVerification::Missing { seq, expected } => format!("row {expected} is missing (next row is {seq})"),
+        AuditVerification::BrokenLink { seq } => format!("row {seq} does not link to the row before it (inserted or reordered)"),
+        AuditVerification::Truncated { last_seq, head_seq } => {
+            format!("rows after {last_seq} were removed (the chain head is at {head_seq})")
+        }
+        AuditVerification::KeyedStartMoved { seq } => {
+            format!("the keyed segment is said to start at row {seq}, which is not an audit_chain_keyed event (the boundary was moved)")
+        }
+    }
 }

@@ -63,3 +63,11 @@ impl Clock for ManualClock {
 
 /// Shared handle to the clock used by the whole application.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn utc(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]")).ok())
+        .unwrap_or_else(|| unix.to_string())
+}

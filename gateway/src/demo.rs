@@ -12,13 +12,30 @@ use devpki::{Authority, KeyAlg, LeafSpec, LeafUsage, pkcs12};
 use serde::{Deserialize, Serialize};
 
 use crate::admin::{self, Admin, PasswordChoice};
-use crate::cli::DemoArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat};
+use clap::Args;
 use crate::password::PasswordHasher;
 use crate::store::{AnchorKind, RevocationPolicy, Store, UserKind};
 
 /// The demo clinic's code.
+/// `gateway demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo keeps its PKI, configuration and database; reused when it exists.
+    #[arg(long, default_value = "ninsho-demo")]
+    pub dir: PathBuf,
+    /// HTTPS port on localhost.
+    #[arg(long, default_value_t = 8443)]
+    pub port: u16,
+    /// Ops (health, metrics) port on localhost.
+    #[arg(long, default_value_t = 9090)]
+    pub ops_port: u16,
+    /// Set everything up and print the instructions, but do not serve.
+    #[arg(long)]
+    pub no_serve: bool,
+}
+
 pub const CLINIC_ID: &str = "21234";
 
 /// Secrets the demo generated, kept (mode 0600) so a second run can print them again.
@@ -79,7 +96,7 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     }
     crate::telemetry::init(&config.log);
     let app = crate::Application::build(config, Arc::new(SystemClock)).await?;
-    app.run_until(crate::cli::shutdown_signal()).await
+    app.run_until(crate::server::shutdown_signal()).await
 }
 
 async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets> {

@@ -8,7 +8,7 @@
 
 pub mod admin;
 pub mod audit_checkpoint;
-pub mod cards;
+pub mod card_trust;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -27,7 +27,6 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod tokens;
-pub mod tokens_admin;
 
 pub use server::Application;
 

@@ -1,5 +1,64 @@
-//! Reading PKCS#12 files (`gateway admin clinic-cert add client.p12`). Generating certificates for
-//! `gateway demo` and tests is the `devpki` crate's job; nothing here makes certificates.
+//! Reading certificate, CRL and PKCS#12 files (`gateway admin …`, CRL downloads). Generating
+//! certificates for `gateway demo` and tests is the `devpki` crate's job; nothing here makes
+//! certificates.
+
+use anyhow::bail;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+
+use crate::tls::PeerCert;
+
+fn is_pem(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"-----BEGIN")
+}
+
+/// Every certificate of a PEM file (in file order), or the one DER certificate, unparsed.
+fn certificates_der(bytes: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    if !is_pem(bytes) {
+        return Ok(vec![bytes.to_vec()]);
+    }
+    let ders: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(bytes)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("not a PEM certificate file: {e}"))?;
+    if ders.is_empty() {
+        bail!("no certificate found");
+    }
+    Ok(ders)
+}
+
+/// Reads the first certificate from PEM or DER bytes without interpreting it (card certificates
+/// are checked by `card::verify`, which reports unreadable ones itself).
+pub fn read_certificate(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    Ok(certificates_der(bytes)?.swap_remove(0))
+}
+
+/// Reads every certificate of a PEM file (leaf first), or one DER certificate; each must parse.
+pub fn read_certificates(bytes: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    let ders = certificates_der(bytes)?;
+    for der in &ders {
+        PeerCert::from_der(der)?;
+    }
+    Ok(ders)
+}
+
+/// Reads one certificate from PEM or DER bytes; it must parse.
+pub fn parse_certificate(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let der = read_certificate(bytes)?;
+    PeerCert::from_der(&der)?;
+    Ok(der)
+}
+
+/// Reads a CRL from PEM or DER bytes and checks that it parses.
+pub fn parse_crl(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let der = if is_pem(bytes) {
+        CertificateRevocationListDer::from_pem_slice(bytes).map_err(|e| anyhow::anyhow!("no PEM CRL found: {e}"))?.to_vec()
+    } else {
+        bytes.to_vec()
+    };
+    x509_parser::parse_x509_crl(&der).map_err(|e| anyhow::anyhow!("not a valid CRL: {e}"))?;
+    Ok(der)
+}
 
 /// Errors reading a PKCS#12 file.
 #[derive(Debug, thiserror::Error)]

@@ -141,7 +141,7 @@ impl Application {
             fido,
             token_keys,
             group_commit,
-            card_trust: crate::cards::TrustCache::default(),
+            card_trust: crate::card_trust::TrustCache::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             handshake_failures: crate::handshake_audit::HandshakeFailures::default(),
         }));
@@ -419,7 +419,7 @@ async fn crl_refresh_loop(state: AppState, mut stop: tokio::sync::watch::Receive
             _ = stop.wait_for(|s| *s) => return,
         }
         let margin = i64::try_from(period).unwrap_or(i64::MAX / 4).saturating_mul(2);
-        if let Err(e) = crate::cards::refresh_crls(&state.store, &http, state.clock.unix(), margin).await {
+        if let Err(e) = crate::card_trust::refresh_crls(&state.store, &http, state.clock.unix(), margin).await {
             tracing::warn!(error = %e, "refreshing CRLs failed");
         }
     }
@@ -462,4 +462,27 @@ async fn checkpoint_loop(state: AppState, key: Arc<crate::audit_checkpoint::Chec
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "taking an audit checkpoint failed"),
         }
     }
+}
+
+/// Completes on Ctrl-C or SIGTERM (what container runtimes send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested");
 }

@@ -174,7 +174,7 @@ pub fn gate_trust(anchors: &[TrustAnchor]) -> trust::TrustStore {
     let specs = anchors
         .iter()
         .filter(|a| matches!(a.kind, AnchorKind::Clinic | AnchorKind::Service))
-        .map(crate::cards::anchor_spec)
+        .map(crate::card_trust::anchor_spec)
         .collect();
     let store = trust::TrustStore::new(specs);
     for p in store.problems() {

@@ -726,9 +726,9 @@ async fn crl_fetched_from_a_url_is_used_until_its_next_update(db: Db) {
 
     let http = reqwest::Client::new();
     let now = app.clock_now();
-    assert_eq!(gateway::cards::refresh_crls(app.store(), &http, now, 600).await.unwrap(), 1);
+    assert_eq!(gateway::card_trust::refresh_crls(app.store(), &http, now, 600).await.unwrap(), 1);
     // Not due again before its nextUpdate.
-    assert_eq!(gateway::cards::refresh_crls(app.store(), &http, now, 600).await.unwrap(), 0);
+    assert_eq!(gateway::card_trust::refresh_crls(app.store(), &http, now, 600).await.unwrap(), 0);
     assert_error(&b.link_with_code("jpki", &code, &c.jpki_revoked, &[]).await, 403, "revoked", "失効しています");
     assert_eq!(b.link_with_code("jpki", &code, &c.jpki, &[]).await.0, 200);
     app.stop().await;

@@ -65,7 +65,7 @@ pub struct App {
     /// Group commit of issued tokens and hot-path audit events.
     pub group_commit: crate::group_commit::GroupCommit,
     /// Parsed HPKI/JPKI trust stores, rebuilt when the anchors change.
-    pub card_trust: crate::cards::TrustCache,
+    pub card_trust: crate::card_trust::TrustCache,
     /// Set on shutdown: `/readyz` answers 503 while the listener drains.
     pub draining: std::sync::atomic::AtomicBool,
     /// Failed TLS handshakes of the current window, audited in aggregate.

@@ -159,7 +159,7 @@ async fn fetch_crl(http: &reqwest::Client, url: &str, anchor: &TrustAnchor, now:
     if body.len() > MAX_CRL_BYTES {
         anyhow::bail!("CRL larger than {MAX_CRL_BYTES} bytes");
     }
-    let der = crate::admin::parse_crl(&body)?;
+    let der = crate::pki::parse_crl(&body)?;
     // Only the anchor's own, current, correctly signed CRL may replace the one in force, and never
     // an older one.
     let info = trust::check_crl(&der, &anchor.cert_der, now)?;

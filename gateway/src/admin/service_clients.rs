@@ -1,5 +1,5 @@
-//! `gateway admin service-client …` and `gateway admin keys …`: the operator side of signing
-//! tokens. Input is checked completely before anything is written; every change is audited.
+//! `gateway admin service-client …`: EMR backends and remote signers, registered by their TLS
+//! client certificate.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use crate::admin::Admin;
-use crate::config::Config;
-use crate::store::{self, AuditEvent, ServiceClient, ServiceRole, Store};
+use super::Admin;
+use crate::store::{self, AuditEvent, ServiceClient, ServiceRole};
 use crate::tls::PeerCert;
 
 /// `admin service-client …`.
@@ -49,21 +48,12 @@ pub enum ServiceClientCommand {
     },
 }
 
-/// `admin keys …`.
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Start signing with a new key; the previous one stays in the JWKS until its tokens expire.
-    Rotate,
-    /// List token signing keys.
-    List,
-}
-
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Runs a `service-client` command.
-pub async fn service_client(admin: &Admin<'_>, cmd: ServiceClientCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+pub(super) async fn run(admin: &Admin<'_>, cmd: ServiceClientCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let store = admin.store;
     match cmd {
         ServiceClientCommand::Add { id, name, role, cert, clinics } => {
@@ -77,7 +67,7 @@ pub async fn service_client(admin: &Admin<'_>, cmd: ServiceClientCommand, out: &
                 bail!("an emr client needs at least one --clinic");
             }
             let bytes = std::fs::read(&cert).with_context(|| format!("cannot read {}", cert.display()))?;
-            let mut ders = crate::admin::read_certificates(&bytes).with_context(|| cert.display().to_string())?;
+            let mut ders = crate::pki::read_certificates(&bytes).with_context(|| cert.display().to_string())?;
             let der = ders.remove(0);
             let peer = PeerCert::from_der(&der)?;
             let anchor = admin
@@ -137,27 +127,3 @@ async fn set_enabled(admin: &Admin<'_>, id: &str, enabled: bool, out: &mut (dyn 
     Ok(())
 }
 
-/// Runs a `keys` command.
-pub async fn keys(store: &Store, config: &Config, now: i64, cmd: KeysCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
-    match cmd {
-        KeysCommand::Rotate => {
-            let kek = config.token_kek()?;
-            if store.active_signing_key().await?.is_none() {
-                bail!("there is no key to rotate yet: start the gateway once to create the first key");
-            }
-            let kid = crate::tokens::rotate(store, &kek, now).await?;
-            store.audit(&AuditEvent::Admin { action: "keys.rotate", target: kid.clone() }, now).await?;
-            writeln!(out, "new signing key {kid}; instances switch within {} s", config.tokens.key_refresh_secs)?;
-        }
-        KeysCommand::List => {
-            for k in store.list_signing_keys().await? {
-                let state = match k.retired_at {
-                    None => "active".to_owned(),
-                    Some(t) => format!("retired at {t}"),
-                };
-                writeln!(out, "{}\t{state}\tcreated {}", k.kid, k.created_at)?;
-            }
-        }
-    }
-    Ok(())
-}

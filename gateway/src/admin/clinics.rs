@@ -1,0 +1,196 @@
+//! `gateway admin clinic …` and `gateway admin clinic-cert …`: clinics and their TLS client
+//! certificates.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+
+use super::{Admin, conflict_or, normalise_fingerprint, read_secret};
+use crate::pki::read_certificates;
+use crate::pki;
+use crate::store::{self, AnchorKind, NewClinicCert};
+use crate::tls::PeerCert;
+
+/// `admin clinic …`.
+#[derive(Debug, Subcommand)]
+pub enum ClinicCommand {
+    /// Add a clinic.
+    Add {
+        /// Clinic code (e.g. 21234).
+        #[arg(long)]
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+    },
+    /// List clinics.
+    List,
+    /// Disable a clinic: its devices get a refusal page.
+    Disable {
+        /// Clinic code.
+        #[arg(long)]
+        id: String,
+    },
+    /// Enable a disabled clinic.
+    Enable {
+        /// Clinic code.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// `admin clinic-cert …`.
+#[derive(Debug, Subcommand)]
+pub enum ClinicCertCommand {
+    /// Register a clinic client certificate (PEM, DER, or .p12 with --password-stdin).
+    Add {
+        /// Clinic code.
+        #[arg(long)]
+        clinic: String,
+        /// Certificate file.
+        file: PathBuf,
+        /// Read the .p12 password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List registered certificates.
+    List {
+        /// Only this clinic.
+        #[arg(long)]
+        clinic: Option<String>,
+    },
+    /// Revoke a registered certificate by SHA-256 fingerprint.
+    Revoke {
+        /// Fingerprint (hex, colons allowed).
+        fingerprint: String,
+    },
+}
+
+/// Runs a `clinic` command.
+pub(super) async fn run_clinic(admin: &Admin<'_>, cmd: ClinicCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let store = admin.store;
+    match cmd {
+        ClinicCommand::Add { id, name } => {
+            admin.clinic_add(&id, &name).await?;
+            writeln!(out, "added clinic {id}")?;
+        }
+        ClinicCommand::List => {
+            for c in store.list_clinics().await? {
+                writeln!(out, "{}\t{}\t{}", c.id, if c.enabled { "enabled" } else { "disabled" }, c.name)?;
+            }
+        }
+        ClinicCommand::Disable { id } => {
+            admin.clinic_set_enabled(&id, false).await?;
+            writeln!(out, "disabled clinic {id}")?;
+        }
+        ClinicCommand::Enable { id } => {
+            admin.clinic_set_enabled(&id, true).await?;
+            writeln!(out, "enabled clinic {id}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `clinic-cert` command.
+pub(super) async fn run_clinic_cert(
+    admin: &Admin<'_>,
+    cmd: ClinicCertCommand,
+    out: &mut (dyn Write + Send),
+    input: &mut (dyn BufRead + Send),
+) -> anyhow::Result<()> {
+    let store = admin.store;
+    match cmd {
+        ClinicCertCommand::Add { clinic, file, password_stdin } => {
+            let password = if password_stdin { Some(read_secret(input, "the .p12 password")?) } else { None };
+            let cert = admin.clinic_cert_add(&clinic, &file, password.as_deref().map(String::as_str)).await?;
+            writeln!(out, "registered {} for clinic {clinic}: {}", cert.fingerprint, cert.subject)?;
+        }
+        ClinicCertCommand::List { clinic } => {
+            for c in store.list_clinic_certs(clinic.as_deref()).await? {
+                let state = if c.revoked_at.is_some() { "revoked" } else { "active" };
+                writeln!(out, "{}\t{}\t{state}\t{}", c.clinic_id, c.fingerprint, c.subject)?;
+            }
+        }
+        ClinicCertCommand::Revoke { fingerprint } => {
+            admin.clinic_cert_revoke(&fingerprint).await?;
+            writeln!(out, "revoked {fingerprint}")?;
+        }
+    }
+    Ok(())
+}
+
+impl Admin<'_> {
+    /// `clinic add`.
+    pub async fn clinic_add(&self, id: &str, name: &str) -> anyhow::Result<()> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || id.len() > 32 {
+            bail!("clinic id must be 1–32 letters, digits or '-', got {id:?}");
+        }
+        if name.trim().is_empty() {
+            bail!("clinic name must not be empty");
+        }
+        conflict_or(self.store.add_clinic(id, name.trim(), self.now).await, || format!("clinic {id} already exists"))?;
+        self.audit("clinic.add", id).await
+    }
+
+    /// `clinic disable` / `clinic enable`.
+    pub async fn clinic_set_enabled(&self, id: &str, enabled: bool) -> anyhow::Result<()> {
+        match self.store.set_clinic_enabled(id, enabled, self.now).await {
+            Err(store::Error::NotFound) => bail!("no clinic {id}"),
+            r => r?,
+        }
+        self.audit(if enabled { "clinic.enable" } else { "clinic.disable" }, id).await
+    }
+
+    /// `clinic-cert add`: registers a certificate file (PEM, DER, or PKCS#12 with `p12_password`).
+    pub async fn clinic_cert_add(
+        &self,
+        clinic_id: &str,
+        file: &std::path::Path,
+        p12_password: Option<&str>,
+    ) -> anyhow::Result<PeerCert> {
+        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let (der, intermediates) = if is_pkcs12(file) {
+            let password = p12_password.context("a .p12 file needs its password (--password-stdin)")?;
+            (pki::pkcs12_leaf(&bytes, password)?, Vec::new())
+        } else {
+            let mut all = read_certificates(&bytes).with_context(|| format!("{}", file.display()))?;
+            let leaf = all.remove(0);
+            (leaf, all)
+        };
+        let cert = PeerCert::from_der(&der)?;
+        match self.store.clinic(clinic_id).await {
+            Err(store::Error::NotFound) => bail!("no clinic {clinic_id}: add it first with `gateway admin clinic add`"),
+            r => r?,
+        };
+        let anchor = self.client_cert_anchor(&der, &intermediates, AnchorKind::Clinic).await.with_context(|| file.display().to_string())?;
+        let new = NewClinicCert {
+            fingerprint: &cert.fingerprint,
+            clinic_id,
+            subject: &cert.subject,
+            serial: &cert.serial,
+            not_after: cert.not_after,
+        };
+        conflict_or(self.store.add_clinic_cert(&new, self.now).await, || {
+            format!("certificate {} is already registered", cert.fingerprint)
+        })?;
+        self.store.record_anchor_of(AnchorKind::Clinic, &cert.fingerprint, &anchor).await?;
+        self.audit("clinic_cert.add", format!("{clinic_id}/{}", cert.fingerprint)).await?;
+        Ok(cert)
+    }
+
+    /// `clinic-cert revoke`.
+    pub async fn clinic_cert_revoke(&self, fingerprint: &str) -> anyhow::Result<()> {
+        let fp = normalise_fingerprint(fingerprint)?;
+        match self.store.revoke_clinic_cert(&fp, self.now).await {
+            Err(store::Error::NotFound) => bail!("no registered, unrevoked certificate {fp}"),
+            r => r?,
+        }
+        self.audit("clinic_cert.revoke", fp).await
+    }
+}
+
+fn is_pkcs12(path: &std::path::Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("p12" | "pfx"))
+}
