@@ -38,7 +38,7 @@ pub use anchors::{
 };
 pub use trust::CrlUsed;
 pub use report::{CertReport, CertSummary, Outcome, Step, StepName, explain};
-pub use role::{HC_ROLE_OID, JHPKI_CODING_SCHEME_OID, hc_roles};
+pub use role::{HC_ROLE_OID, JHPKI_CODING_SCHEME_OID, hc_roles, parse_hc_role_value};
 
 /// The role a doctor's HPKI certificate carries (MHLW CP table 7.1.2).
 pub const MEDICAL_DOCTOR: &str = "Medical Doctor";
