@@ -5,6 +5,8 @@
 //! `make_seeds` (ignored; run by hand) writes the fixtures and the card-made seeds:
 //! `cargo nextest run -p card --all-features --run-ignored only -E 'test(make_seeds)'`.
 
+#![allow(clippy::unwrap_used, reason = "test helpers: a missing corpus or fixture file is a failed test")]
+
 use std::path::{Path, PathBuf};
 
 use card::fuzzing;
