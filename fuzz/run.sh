@@ -32,6 +32,8 @@ for target in "${targets[@]}"; do
     mkdir -p "artifacts/$target" "target/corpus-new/$target"
     log="target/fuzz-$target.log"
     start=$(date +%s)
+    marker="target/run-$target.started"
+    touch "$marker"
     status=0
     # The first corpus directory receives new inputs; the committed one is only read.
     cargo +nightly fuzz run -s "$sanitizer" -a "$target" "target/corpus-new/$target" "corpus/$target" -- \
@@ -39,7 +41,8 @@ for target in "${targets[@]}"; do
         -artifact_prefix="artifacts/$target/" >"$log" 2>&1 || status=$?
     elapsed=$(( $(date +%s) - start ))
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
-    crashes=$(find "artifacts/$target" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
+    # Only this run's: fixed crashes keep their input in fuzz/corpus/, their artifact may stay here.
+    crashes=$(find "artifacts/$target" -type f -newer "$marker" \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
     if [ "$status" -ne 0 ] && [ "$crashes" -eq 0 ]; then
         crashes=1 # libFuzzer failed without an artifact (a build or setup failure): see the log
     fi
