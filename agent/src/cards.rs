@@ -47,6 +47,14 @@ impl Cards {
         Ok(Cards { jobs })
     }
 
+    /// A handle whose worker is already gone: every job answers [`WorkerGone`]. The fuzz target
+    /// (`crate::fuzzing`) drives the HTTP layer with it, without PC/SC.
+    #[cfg(feature = "fuzzing")]
+    pub fn stopped() -> Cards {
+        let (jobs, _) = mpsc::channel::<Job>();
+        Cards { jobs }
+    }
+
     /// Readers and the card in each.
     pub async fn status(&self) -> Result<card::Result<Vec<ReaderStatus>>, WorkerGone> {
         let (reply, rx) = oneshot::channel();

@@ -7,6 +7,8 @@
 
 pub mod cards;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod http;
 
 use std::future::Future;

@@ -15,6 +15,8 @@ mod auth;
 pub mod client_data;
 pub mod crypto;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod hpki;
 mod iso;
 pub mod jpki;

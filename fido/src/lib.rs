@@ -23,6 +23,8 @@
 pub mod soft;
 mod config;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod response;
 mod service;
 mod types;

@@ -15,6 +15,8 @@ pub mod config;
 pub mod connections;
 pub mod demo;
 pub mod enrollment;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod group_commit;
 pub mod handshake_audit;
 pub mod http;

@@ -267,10 +267,29 @@ impl TokenKeys {
     /// Re-reads the keys from the database and swaps the ring in one step.
     pub async fn refresh(&self, store: &Store, now: i64) -> anyhow::Result<()> {
         let rows = store.published_signing_keys(now - self.publish_retired_secs).await?;
+        self.ring.store(Arc::new(self.ring_of(&rows)?));
+        Ok(())
+    }
+
+    /// Keys from `rows` without a database (the fuzz targets, `crate::fuzzing`).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn from_rows(kek: Kek, rows: &[SigningKeyRow]) -> anyhow::Result<Self> {
+        let keys = Self {
+            ring: ArcSwap::from_pointee(KeyRing { active: None, verifiers: HashMap::new(), jwks: Arc::from("") }),
+            kek,
+            publish_retired_secs: 0,
+            rng: SystemRandom::new(),
+        };
+        keys.ring.store(Arc::new(keys.ring_of(rows)?));
+        Ok(keys)
+    }
+
+    /// The ring of `rows`: a verifier and a JWKS entry for each, the signer of the one not retired.
+    fn ring_of(&self, rows: &[SigningKeyRow]) -> anyhow::Result<KeyRing> {
         let mut active = None;
         let mut verifiers = HashMap::new();
         let mut jwks = Vec::new();
-        for row in &rows {
+        for row in rows {
             let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(&row.public_jwk).context("stored JWK")?;
             verifiers.insert(row.kid.clone(), jsonwebtoken::DecodingKey::from_jwk(&jwk).context("stored JWK")?);
             jwks.push(serde_json::from_str::<serde_json::Value>(&row.public_jwk)?);
@@ -283,8 +302,7 @@ impl TokenKeys {
             }
         }
         let jwks = Arc::from(serde_json::json!({ "keys": jwks }).to_string());
-        self.ring.store(Arc::new(KeyRing { active, verifiers, jwks }));
-        Ok(())
+        Ok(KeyRing { active, verifiers, jwks })
     }
 
     /// The JWKS document (current and still-published previous keys).

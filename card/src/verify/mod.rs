@@ -38,7 +38,7 @@ pub use anchors::{
 };
 pub use trust::CrlUsed;
 pub use report::{CertReport, CertSummary, Outcome, Step, StepName, explain};
-pub use role::{HC_ROLE_OID, JHPKI_CODING_SCHEME_OID, hc_roles};
+pub use role::{HC_ROLE_OID, JHPKI_CODING_SCHEME_OID, hc_roles, parse_hc_role_value};
 
 /// The role a doctor's HPKI certificate carries (MHLW CP table 7.1.2).
 pub const MEDICAL_DOCTOR: &str = "Medical Doctor";
@@ -50,9 +50,11 @@ pub const MAX_CLIENT_DATA: usize = 1024;
 /// What the agent returned and the browser forwarded to `/auth/card/finish`, decoded.
 ///
 /// Deserialises from the wire form `{"client_data","signature","certificate","chain"}` (base64url
-/// without padding, RFC 4648 §5), so the gateway can take it straight from the request body.
+/// without padding, RFC 4648 §5), so the gateway can take it straight from the request body. Only
+/// from an object: serde's derived struct form would also take an array of the values in field
+/// order, a second spelling of the same body (found by the fuzz target `card_finish_json`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(try_from = "WireResponse")]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct CardResponse {
     /// The signed client data bytes.
     pub client_data: Vec<u8>,
@@ -74,10 +76,11 @@ struct WireResponse {
     chain: Vec<String>,
 }
 
-impl TryFrom<WireResponse> for CardResponse {
-    type Error = VerifyError;
-    fn try_from(w: WireResponse) -> Result<CardResponse, VerifyError> {
-        CardResponse::from_base64url(&w.client_data, &w.signature, &w.certificate, &w.chain)
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for CardResponse {
+    type Error = String;
+    fn try_from(object: serde_json::Map<String, serde_json::Value>) -> Result<CardResponse, String> {
+        let w: WireResponse = serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())?;
+        CardResponse::from_base64url(&w.client_data, &w.signature, &w.certificate, &w.chain).map_err(|e| e.to_string())
     }
 }
 

@@ -33,12 +33,20 @@ pub fn hc_roles(cert: &X509Certificate<'_>) -> Result<Vec<String>, VerifyError> 
         if ext.oid.to_id_string() != SUBJECT_DIRECTORY_ATTRIBUTES_OID {
             continue;
         }
-        parse_subject_directory_attributes(ext.value, &mut roles).map_err(|reason| {
-            VerifyError::CertMalformed {
-                reason: format!("subjectDirectoryAttributes: {reason}"),
-            }
-        })?;
+        roles.extend(parse_hc_role_value(ext.value)?);
     }
+    Ok(roles)
+}
+
+/// The hcRole strings of one subjectDirectoryAttributes extension value (the extnValue contents),
+/// in order: the byte-level part of [`hc_roles`].
+pub fn parse_hc_role_value(value: &[u8]) -> Result<Vec<String>, VerifyError> {
+    let mut roles = Vec::new();
+    parse_subject_directory_attributes(value, &mut roles).map_err(|reason| {
+        VerifyError::CertMalformed {
+            reason: format!("subjectDirectoryAttributes: {reason}"),
+        }
+    })?;
     Ok(roles)
 }
 

@@ -738,6 +738,19 @@ fn key_usage_and_eku() {
     assert_eq!(run(email).unwrap_err().code(), "key_usage");
 }
 
+/// Regression, fuzz target `card_finish_json` (fuzz/corpus/card_finish_json/regression-array-body):
+/// serde's derived struct form also took a JSON array of the values in field order.
+#[test]
+fn wire_form_is_an_object_only() {
+    for body in [&b"[\"\",\"\",\"\"]"[..], br#"["e30","AQID","MAA",["MAA"]]"#] {
+        assert!(serde_json::from_slice::<CardResponse>(body).is_err());
+        let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert!(serde_json::from_value::<CardResponse>(value).is_err());
+    }
+    let object = serde_json::json!({"client_data": "e30", "signature": "AQID", "certificate": "MAA", "chain": ["MAA"]});
+    assert!(serde_json::from_value::<CardResponse>(object).is_ok());
+}
+
 #[test]
 fn wire_form_decodes() {
     let json = r#"{"client_data":"e30","signature":"AQID","certificate":"MAA","chain":["MAA"]}"#;
