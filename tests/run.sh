@@ -53,6 +53,8 @@ log "npm ci (tests/e2e)"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 log "building"
 cargo build --workspace --all-features --all-targets --locked
+# The process fault tests (tests/integration/faults/process.rs) run this gateway binary, just built.
+export NINSHO_GATEWAY_BIN=$(realpath "${CARGO_TARGET_DIR:-target}/debug/gateway")
 log "Rust tests (unit, card stack, integration and browser tests on SQLite and PostgreSQL)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast

@@ -1,6 +1,7 @@
 //! `bench`: the benchmark harness of issue 7. `bench run` is the whole comparison (see
 //! `bench/run.sh`); `bench load` drives one scenario against any server and prints JSON;
-//! `bench trivial-server` is the TLS + HTTP ceiling; `bench crypto` prints the crypto ceilings.
+//! `bench trivial-server` is the TLS + HTTP ceiling; `bench crypto` prints the crypto ceilings;
+//! `bench soak` is the long mixed load of issue 16.
 
 mod ceiling;
 mod load;
@@ -8,6 +9,7 @@ mod procstat;
 mod report;
 mod run;
 mod setup;
+mod soak;
 mod soft;
 mod tlsconf;
 mod verify;
@@ -33,6 +35,9 @@ enum Cmd {
     Run(run::RunArgs),
     /// One load run against a server, result as JSON on stdout.
     Load(LoadArgs),
+    /// A long mixed load (tokens, consumes, FIDO and card logins) at half the measured maximum:
+    /// errors, p99 over time and the gateway's RSS slope, as a `## Soak` section.
+    Soak(soak::SoakArgs),
     /// The trivial mTLS server (constant body).
     TrivialServer {
         #[arg(long)]
@@ -126,6 +131,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             }
             run::run(args).await
         }
+        Cmd::Soak(args) => soak::soak(args).await,
         Cmd::Load(a) => {
             let tls = tlsconf::client(&a.ca, &a.cert, &a.key, a.mode == load::Mode::KeepAlive)?;
             let target = load::Target {

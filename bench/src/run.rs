@@ -119,18 +119,18 @@ pub struct Measurements {
     pub notes: Vec<String>,
 }
 
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     name: String,
 }
 
 impl Proc {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
-    fn stop(mut self, grace: Duration) {
+    pub(crate) fn stop(mut self, grace: Duration) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -148,13 +148,31 @@ impl Proc {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// The gateway binary: `given`, else `gateway` next to this binary.
+pub(crate) fn gateway_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let bin = match given {
+        Some(p) => p.to_owned(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("binary directory")?
+            .join("gateway"),
+    };
+    if !bin.exists() {
+        bail!(
+            "no gateway binary at {} (build it, or pass --gateway)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-async fn wait_port(port: u16, proc: &mut Proc, secs: u64) -> anyhow::Result<()> {
+pub(crate) async fn wait_port(port: u16, proc: &mut Proc, secs: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -173,7 +191,7 @@ async fn wait_port(port: u16, proc: &mut Proc, secs: u64) -> anyhow::Result<()> 
     }
 }
 
-fn spawn(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
+pub(crate) fn spawn(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
     let out = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
     let err = out.try_clone()?;
     let child = cmd
@@ -268,7 +286,7 @@ impl Ctx {
     }
 }
 
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
@@ -279,19 +297,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     gateway::install_crypto_provider();
     let started = Instant::now();
     let now = SystemClock.now();
-    let gateway_bin = match &args.gateway {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("binary directory")?
-            .join("gateway"),
-    };
-    if !gateway_bin.exists() {
-        bail!(
-            "no gateway binary at {} (build it, or pass --gateway)",
-            gateway_bin.display()
-        );
-    }
+    let gateway_bin = gateway_binary(args.gateway.as_deref())?;
     let _ = std::fs::remove_dir_all(&args.work);
     std::fs::create_dir_all(&args.work)?;
     let work = std::fs::canonicalize(&args.work)?;
@@ -565,8 +571,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let text = report::markdown(&m, started.elapsed());
+    let mut text = report::markdown(&m, started.elapsed());
     println!("{text}");
+    // A soak result (`bench soak --out`) is a separate, longer run: keep it.
+    if let Some(soak) = std::fs::read_to_string(&args.out)
+        .ok()
+        .and_then(|old| crate::soak::section(&old).map(str::to_owned))
+    {
+        text = crate::soak::replace_section(&text, &soak);
+    }
     std::fs::write(&args.out, &text).with_context(|| format!("write {}", args.out.display()))?;
     eprintln!(
         "written to {} (raw numbers: {})",
@@ -740,7 +753,7 @@ async fn measure_login_timing(
 }
 
 /// The PostgreSQL server's version and durability settings, for the report.
-async fn pg_settings(admin_url: &str) -> anyhow::Result<String> {
+pub(crate) async fn pg_settings(admin_url: &str) -> anyhow::Result<String> {
     use sqlx::Connection as _;
     let mut conn = sqlx::PgConnection::connect(admin_url)
         .await
@@ -764,7 +777,7 @@ async fn pg_settings(admin_url: &str) -> anyhow::Result<String> {
 }
 
 /// Creates (`create`) or drops a database on the PostgreSQL server at `admin_url`; returns its URL.
-async fn pg_database(admin_url: &str, name: &str, create: bool) -> anyhow::Result<String> {
+pub(crate) async fn pg_database(admin_url: &str, name: &str, create: bool) -> anyhow::Result<String> {
     use sqlx::Connection as _;
     let mut conn = sqlx::PgConnection::connect(admin_url)
         .await

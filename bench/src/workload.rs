@@ -82,6 +82,9 @@ pub enum Workload {
     Get { path: String },
     /// `POST /api/v1/signing-tokens` for a random doctor `d1..=dN` of `clinic`.
     Token { clinic: String, doctors: u64 },
+    /// A signing token for a random doctor, then its consumption by the same EMR client (the
+    /// soak's token pair).
+    TokenConsume { clinic: String, doctors: u64 },
     /// The peer's `POST /token` (client credentials, tls_client_auth).
     PeerToken { body: Bytes },
     /// FIDO login: `/fido/auth/start` + `/fido/auth/finish` for the worker's doctor.
@@ -268,6 +271,53 @@ fn xorshift(s: &mut u64) -> u64 {
     *s
 }
 
+/// `POST /api/v1/signing-tokens` for a random doctor `d1..=d<doctors>` of `clinic`.
+fn token_request(
+    target: &Target,
+    clinic: &str,
+    doctors: u64,
+    rng: &mut u64,
+) -> Result<hyper::Request<http_body_util::Full<Bytes>>, OpError> {
+    let n = xorshift(rng) % doctors.max(1) + 1;
+    let body = format!(r#"{{"clinic_id":"{clinic}","doctor_id":"d{n}"}}"#);
+    with_body(
+        target.request(Method::POST, "/api/v1/signing-tokens"),
+        "application/json",
+        Bytes::from(body),
+    )
+}
+
+/// Issues a signing token for a random doctor; returns the token.
+pub async fn issue_token(
+    target: &Target,
+    conn: &mut Conn,
+    clinic: &str,
+    doctors: u64,
+    rng: &mut u64,
+) -> Result<String, OpError> {
+    let reply = conn
+        .send(token_request(target, clinic, doctors, rng)?)
+        .await?;
+    expect_ok(&reply, "token")?;
+    let body: Value =
+        serde_json::from_slice(&reply.body).map_err(|_| OpError("token_json".into()))?;
+    body["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| OpError("token_json".into()))
+}
+
+/// Consumes `token` as the EMR client it was issued to (`/api/v1/signing-tokens/consume`).
+pub async fn consume_token(target: &Target, conn: &mut Conn, token: &str) -> Result<(), OpError> {
+    let req = with_body(
+        target.request(Method::POST, "/api/v1/signing-tokens/consume"),
+        "application/json",
+        Bytes::from(json!({ "token": token }).to_string()),
+    )?;
+    let reply = conn.send(req).await?;
+    expect_ok(&reply, "consume")
+}
+
 fn expect_ok(reply: &Reply, what: &str) -> Result<(), OpError> {
     if reply.status == StatusCode::OK {
         Ok(())
@@ -281,7 +331,9 @@ impl Workload {
     pub async fn prepare(&self, index: usize, target: &Target) -> anyhow::Result<WorkerState> {
         match self {
             Workload::Get { .. } | Workload::PeerToken { .. } => Ok(WorkerState::None),
-            Workload::Token { .. } | Workload::FailedLogin { .. } => Ok(WorkerState::Rng(
+            Workload::Token { .. }
+            | Workload::TokenConsume { .. }
+            | Workload::FailedLogin { .. } => Ok(WorkerState::Rng(
                 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
             )),
             Workload::Fido {
@@ -364,15 +416,12 @@ impl Workload {
                 expect_ok(&reply, "get")
             }
             (Workload::Token { clinic, doctors }, WorkerState::Rng(s)) => {
-                let n = xorshift(s) % doctors.max(&1) + 1;
-                let body = format!(r#"{{"clinic_id":"{clinic}","doctor_id":"d{n}"}}"#);
-                let req = with_body(
-                    target.request(Method::POST, "/api/v1/signing-tokens"),
-                    "application/json",
-                    Bytes::from(body),
-                )?;
-                let reply = conn.send(req).await?;
+                let reply = conn.send(token_request(target, clinic, *doctors, s)?).await?;
                 expect_ok(&reply, "token")
+            }
+            (Workload::TokenConsume { clinic, doctors }, WorkerState::Rng(s)) => {
+                let token = issue_token(target, conn, clinic, *doctors, s).await?;
+                consume_token(target, conn, &token).await
             }
             (Workload::FailedLogin { login_ids, origin }, WorkerState::Rng(s)) => {
                 let n = (xorshift(s) % (login_ids.len().max(1) as u64)) as usize;

@@ -1,6 +1,7 @@
 //! Faults an operator meets: a database that stops answering, one that takes no writes. The
 //! gateway answers fast and clearly (503 `unavailable`, never 500), reports unready, claims
-//! nothing done that was not committed, and recovers by itself.
+//! nothing done that was not committed, and recovers by itself. `process`: kill -9 and SIGTERM of
+//! a gateway process under token load.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+
+mod process;
 
 /// A PostgreSQL server of the test's own, on a free port, that it can stop and start again.
 struct OwnPostgres {

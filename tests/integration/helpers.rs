@@ -285,44 +285,11 @@ impl TestAppBuilder {
     }
 
     pub async fn spawn(self) -> TestApp {
-        gateway::install_crypto_provider();
-        let clock = ManualClock::starting_now();
-        let now = clock.now();
-        let pki = Arc::new(TestPki::new(now));
-        let dir = tempfile::tempdir().unwrap();
-
-        std::fs::write(dir.path().join("server.pem"), format!("{}{}", pki.server.cert_pem, pki.server_ca.cert_pem()))
-            .unwrap();
-        std::fs::write(dir.path().join("server.key"), &pki.server.key_pem).unwrap();
-
-        let (db_url, pg_database) = fresh_database_on(self.db, dir.path(), self.pg_server.as_deref()).await;
+        let Prepared { config, store, clock, pki, dir, pg_database } = self.prepare().await;
         let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = main.local_addr().unwrap().port();
-
-        let mut config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
-        config.database.url = db_url.clone();
-        config.database.max_connections = 8;
-        // Generous for a loaded test machine; the outage tests set the 1 s default back.
-        config.database.acquire_timeout_ms = 5000;
-        // Tests stop at once; the drain test sets its own.
-        config.server.shutdown_drain_secs = 0;
+        let mut config = config;
         config.server.public_url = format!("https://localhost:{port}").parse().unwrap();
-        config.tls.cert = dir.path().join("server.pem");
-        config.tls.key = dir.path().join("server.key");
-        config.ops.listen = "127.0.0.1:0".parse().unwrap();
-        // The cheapest argon2id parameters the gateway accepts: tests exercise the logic, not the cost.
-        config.login.argon2_memory_kib = 8 * 1024;
-        config.login.argon2_iterations = 1;
-        for f in self.configure {
-            f(&mut config);
-        }
-        config.validate().unwrap();
-
-        let acquire = std::time::Duration::from_millis(config.database.acquire_timeout_ms);
-        let store = Store::connect_with(&db_url, 8, acquire).await.unwrap().with_audit_key(config.audit_key().unwrap());
-        store.migrate().await.unwrap();
-        seed(&store, &pki, &config, now.unix_timestamp()).await;
-
         let app = gateway::Application::with_parts(config.clone(), store, Arc::new(clock.clone()), main).await.unwrap();
         let ops_port = app.ops_addr().port();
         let state = app.state();
@@ -347,6 +314,58 @@ impl TestAppBuilder {
             task: Some(task),
         }
     }
+
+    /// Everything [`spawn`](Self::spawn) does before starting a server: PKI, data directory,
+    /// migrated and seeded database, configuration (ports not yet chosen).
+    pub async fn prepare(self) -> Prepared {
+        gateway::install_crypto_provider();
+        let clock = ManualClock::starting_now();
+        let now = clock.now();
+        let pki = Arc::new(TestPki::new(now));
+        let dir = tempfile::tempdir().unwrap();
+
+        std::fs::write(dir.path().join("server.pem"), format!("{}{}", pki.server.cert_pem, pki.server_ca.cert_pem()))
+            .unwrap();
+        std::fs::write(dir.path().join("server.key"), &pki.server.key_pem).unwrap();
+
+        let (db_url, pg_database) = fresh_database_on(self.db, dir.path(), self.pg_server.as_deref()).await;
+
+        let mut config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
+        config.database.url = db_url.clone();
+        config.database.max_connections = 8;
+        // Generous for a loaded test machine; the outage tests set the 1 s default back.
+        config.database.acquire_timeout_ms = 5000;
+        // Tests stop at once; the drain test sets its own.
+        config.server.shutdown_drain_secs = 0;
+        config.tls.cert = dir.path().join("server.pem");
+        config.tls.key = dir.path().join("server.key");
+        config.ops.listen = "127.0.0.1:0".parse().unwrap();
+        // The cheapest argon2id parameters the gateway accepts: tests exercise the logic, not the cost.
+        config.login.argon2_memory_kib = 8 * 1024;
+        config.login.argon2_iterations = 1;
+        for f in self.configure {
+            f(&mut config);
+        }
+        config.validate().unwrap();
+
+        let acquire = std::time::Duration::from_millis(config.database.acquire_timeout_ms);
+        let store = Store::connect_with(&db_url, 8, acquire).await.unwrap().with_audit_key(config.audit_key().unwrap());
+        store.migrate().await.unwrap();
+        seed(&store, &pki, &config, now.unix_timestamp()).await;
+        Prepared { config, store, clock, pki, dir, pg_database }
+    }
+}
+
+/// A seeded database and configuration that no server runs on yet.
+pub struct Prepared {
+    pub config: Config,
+    /// Open on the database, with the audit key.
+    pub store: Store,
+    pub clock: ManualClock,
+    pub pki: Arc<TestPki>,
+    pub dir: tempfile::TempDir,
+    /// (admin URL, database name) of a PostgreSQL test database, dropped by the owner.
+    pub pg_database: Option<(String, String)>,
 }
 
 async fn seed(store: &Store, pki: &TestPki, config: &Config, now: i64) {
