@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod assurance;
 pub mod audit_checkpoint;
 pub mod card_trust;
 pub mod cli;

@@ -14,8 +14,8 @@
 //! 5. key usage `digitalSignature` (RFC 5280 §4.2.1.3);
 //! 6. for HPKI, the hcRole (docs/cards.md) against the accepted roles.
 //!
-//! The gateway links a card by [`VerifiedCard::issuer_sha256`] (or `issuer`), `serial_hex` and
-//! `spki_sha256`. [`explain`] tells an operator why, running the same [`check_certificate`].
+//! The gateway links a card by the issuer (`issuer_sha256`), `serial_hex` and `spki_sha256` of
+//! [`VerifiedCard::cert`]. [`explain`] tells an operator why, running the same [`check_certificate`].
 //!
 //! x509-parser only *reads* fields of a certificate.
 
@@ -150,20 +150,10 @@ impl Default for Policy {
 pub struct VerifiedCard {
     /// The card kind.
     pub kind: CardKind,
-    /// Issuer DN of the certificate, RFC 4514-style string (for display and audit).
-    pub issuer: String,
-    /// Lowercase hex SHA-256 of the DER issuer Name (a stable linking key, independent of DN formatting).
-    pub issuer_sha256: String,
-    /// Certificate serial number, lowercase hex of its DER INTEGER content bytes.
-    pub serial_hex: String,
-    /// Lowercase hex SHA-256 of the DER SubjectPublicKeyInfo.
-    pub spki_sha256: String,
-    /// Lowercase hex SHA-256 of the DER certificate (the audit fingerprint).
-    pub cert_sha256: String,
-    /// Start of validity.
-    pub not_before: OffsetDateTime,
-    /// End of validity.
-    pub not_after: OffsetDateTime,
+    /// The certificate: `issuer_sha256` and `serial_hex` are the linking key (independent of DN
+    /// formatting), `cert_sha256` the audit fingerprint. Its subject names the holder: display
+    /// only, never logged or stored.
+    pub cert: CertSummary,
     /// The accepted hcRole (HPKI), `None` for JPKI or an HPKI certificate without role under `require_role = false`.
     pub hc_role: Option<String>,
     /// `true` if the certificate was checked against a current CRL; `false` under the anchor policy
@@ -462,16 +452,9 @@ pub fn check_certificate(
         CardKind::Jpki => None,
         CardKind::Hpki => check_role(&cert, policy)?,
     };
-    let summary = CertSummary::of(&cert, certificate);
     Ok(VerifiedCard {
         kind: trust.kind(),
-        issuer: summary.issuer,
-        issuer_sha256: summary.issuer_sha256,
-        serial_hex: summary.serial_hex,
-        spki_sha256: summary.spki_sha256,
-        cert_sha256: summary.cert_sha256,
-        not_before: summary.not_before,
-        not_after: summary.not_after,
+        cert: CertSummary::of(&cert, certificate),
         hc_role,
         revocation_checked: path.revocation_checked,
         anchor_sha256: path.anchor_sha256,

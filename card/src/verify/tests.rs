@@ -306,14 +306,14 @@ fn hpki_doctor_through_intermediate_with_crls() {
     assert_eq!(v.kind, CardKind::Hpki);
     assert_eq!(v.hc_role.as_deref(), Some("Medical Doctor"));
     assert!(v.revocation_checked);
-    assert_eq!(v.serial_hex, "65");
-    assert_eq!(v.cert_sha256, sha256_hex(&cert));
+    assert_eq!(v.cert.serial_hex, "65");
+    assert_eq!(v.cert.cert_sha256, sha256_hex(&cert));
     assert_eq!(v.anchor_sha256, sha256_hex(&pki().hpki_root.der));
     let (_, parsed) = X509Certificate::from_der(&cert).unwrap();
-    assert_eq!(v.spki_sha256, sha256_hex(parsed.public_key().raw));
-    assert_eq!(v.issuer, "C=JP, O=MEDIS-like HPKI Auth CA");
-    assert_eq!(v.issuer_sha256, sha256_hex(parsed.issuer().as_raw()));
-    assert_eq!(v.not_after, leaf.not_after.replace_nanosecond(0).unwrap());
+    assert_eq!(v.cert.spki_sha256, sha256_hex(parsed.public_key().raw));
+    assert_eq!(v.cert.issuer, "C=JP, O=MEDIS-like HPKI Auth CA");
+    assert_eq!(v.cert.issuer_sha256, sha256_hex(parsed.issuer().as_raw()));
+    assert_eq!(v.cert.not_after, leaf.not_after.replace_nanosecond(0).unwrap());
     // The role extension is byte for byte the real card's.
     let ext = parsed
         .extensions()

@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, Version, header};
+use axum::http::{HeaderValue, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
@@ -28,7 +28,8 @@ use hyper::body::{Frame, SizeHint};
 
 use super::AppState;
 use super::error::AppError;
-use super::i18n::{Lang, Msg};
+use super::i18n::Lang;
+use super::refusal::Refusal;
 
 /// How much of an oversized body is read and discarded so the connection or stream can go on.
 const DRAIN_BYTES: usize = 1024 * 1024;
@@ -58,8 +59,8 @@ pub(super) async fn read_whole_body(State(state): State<AppState>, req: Request,
         Ok(Read::Whole(bytes)) => return next.run(Request::from_parts(parts, Body::from(bytes))).await,
         Ok(Read::TooLarge { drained }) => too_large(&parts, drained),
         // The client is unlikely to read any answer; this one closes the connection.
-        Ok(Read::Broken) => refuse(&parts, StatusCode::BAD_REQUEST, "bad_request", Msg::BodyIncomplete, true),
-        Err(_) => refuse(&parts, StatusCode::REQUEST_TIMEOUT, "body_timeout", Msg::BodyTimeout, true),
+        Ok(Read::Broken) => refuse(&parts, Refusal::BodyIncomplete, true),
+        Err(_) => refuse(&parts, Refusal::BodyTimeout, true),
     };
     holding(refusal, body)
 }
@@ -116,13 +117,13 @@ async fn read(body: &mut Body, limit: usize) -> Read {
 }
 
 fn too_large(parts: &Parts, drained: bool) -> Response {
-    refuse(parts, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", Msg::BodyTooLarge, !drained)
+    refuse(parts, Refusal::PayloadTooLarge, !drained)
 }
 
 /// A refusal in the form the caller reads: JSON for the service API and for JSON requests of the
 /// browser (WebAuthn and card ceremonies), a page otherwise. With `close`, an HTTP/1.x
 /// connection is closed after it, because part of the body is still unread.
-fn refuse(parts: &Parts, status: StatusCode, code: &'static str, msg: Msg, close: bool) -> Response {
+fn refuse(parts: &Parts, refusal: Refusal, close: bool) -> Response {
     let path = parts.uri.path();
     let api = path.starts_with("/api/") || path.starts_with("/.well-known/");
     let json = parts
@@ -133,11 +134,11 @@ fn refuse(parts: &Parts, status: StatusCode, code: &'static str, msg: Msg, close
     let lang = Lang::from_request(&parts.headers, parts.uri.query());
     let mut res = if api {
         // The service API speaks English (see `api.rs`).
-        AppError::json(status, code, Lang::En, msg).into_response()
+        AppError::Json(refusal, Lang::En).into_response()
     } else if json {
-        AppError::json(status, code, lang, msg).into_response()
+        AppError::Json(refusal, lang).into_response()
     } else {
-        AppError::page(status, lang, Msg::ErrorTitle, msg).into_response()
+        AppError::Page(refusal, lang).into_response()
     };
     if close && parts.version < Version::HTTP_2 {
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

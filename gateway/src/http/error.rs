@@ -1,5 +1,6 @@
-//! The browser-facing error type: the only place (with the API error type) that picks status
-//! codes. Internal errors are logged once here and shown as a fixed message.
+//! The error types handlers end with: [`AppError`] for the browser, [`ApiError`] for the service
+//! API. Status codes, codes and messages come from the refusals of `refusal.rs`; internal errors
+//! are logged once here and shown as a fixed message.
 
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
@@ -8,14 +9,15 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use super::i18n::{Lang, Msg};
 use super::pages;
+use super::refusal::{ApiRefusal, Refusal};
 
 /// An error a browser request ends with.
 #[derive(Debug)]
 pub enum AppError {
-    /// A refusal the person should read.
-    Page { status: StatusCode, lang: Lang, title: Msg, text: String },
-    /// A refusal of a JSON request (the WebAuthn endpoints): `{"error": code, "message": text}`.
-    Json { status: StatusCode, code: &'static str, message: String },
+    /// A refusal the person should read, as a page.
+    Page(Refusal, Lang),
+    /// A refusal of a JSON request (the WebAuthn and card ceremonies): `{"error": code, "message": text}`.
+    Json(Refusal, Lang),
     /// Not signed in (or no longer): back to the login page.
     LoginRequired,
     /// Signed in with a temporary password: to the page that replaces it, and nowhere else.
@@ -28,16 +30,6 @@ pub enum AppError {
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
 impl AppError {
-    /// A refusal page with a fixed message.
-    pub fn page(status: StatusCode, lang: Lang, title: Msg, msg: Msg) -> Self {
-        AppError::Page { status, lang, title, text: msg.text(lang).to_owned() }
-    }
-
-    /// A JSON refusal with a fixed code and a message in `lang`.
-    pub fn json(status: StatusCode, code: &'static str, lang: Lang, msg: Msg) -> Self {
-        AppError::Json { status, code, message: msg.text(lang).to_owned() }
-    }
-
     /// An internal error with a description.
     pub fn internal(what: impl Into<String>) -> Self {
         AppError::Internal(anyhow::anyhow!(what.into()))
@@ -75,9 +67,9 @@ impl From<crate::password::HashError> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match self {
-            AppError::Page { status, lang, title, text } => (status, pages::message(lang, title, &text)).into_response(),
-            AppError::Json { status, code, message } => {
-                (status, axum::Json(serde_json::json!({ "error": code, "message": message }))).into_response()
+            AppError::Page(r, lang) => (r.status(), pages::message(lang, r.title(), &r.message(lang))).into_response(),
+            AppError::Json(r, lang) => {
+                (r.status(), axum::Json(serde_json::json!({ "error": r.code(), "message": r.message(lang) }))).into_response()
             }
             AppError::LoginRequired => Redirect::to("/login").into_response(),
             AppError::PasswordChangeRequired => Redirect::to("/password").into_response(),
@@ -85,14 +77,13 @@ impl IntoResponse for AppError {
                 tracing::warn!(error = %format!("{e:#}"), "database unavailable");
                 // The request's language is not known here: both, Japanese first.
                 let text = format!("{} {}", Msg::Unavailable.text(Lang::Ja), Msg::Unavailable.text(Lang::En));
-                (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")], pages::message(Lang::Ja, Msg::ErrorTitle, &text))
-                    .into_response()
+                let r = Refusal::Unavailable;
+                (r.status(), [(header::RETRY_AFTER, "5")], pages::message(Lang::Ja, r.title(), &text)).into_response()
             }
             AppError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "internal error");
-                let lang = Lang::Ja;
-                (StatusCode::INTERNAL_SERVER_ERROR, pages::message(lang, Msg::ErrorTitle, Msg::InternalError.text(lang)))
-                    .into_response()
+                let (r, lang) = (Refusal::Internal, Lang::Ja);
+                (r.status(), pages::message(lang, r.title(), &r.message(lang))).into_response()
             }
         }
     }
@@ -109,11 +100,58 @@ pub async fn json_internal_errors(lang: Lang, req: Request, next: Next) -> Respo
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
-    if res.status() == StatusCode::INTERNAL_SERVER_ERROR && html {
-        return AppError::json(StatusCode::INTERNAL_SERVER_ERROR, "internal", lang, Msg::InternalError).into_response();
-    }
-    if res.status() == StatusCode::SERVICE_UNAVAILABLE && html {
-        return AppError::json(StatusCode::SERVICE_UNAVAILABLE, "unavailable", lang, Msg::Unavailable).into_response();
+    for r in [Refusal::Internal, Refusal::Unavailable] {
+        if res.status() == r.status() && html {
+            return AppError::Json(r, lang).into_response();
+        }
     }
     res
+}
+
+/// An error of the service API: a refusal, or an internal error (logged once, answered as
+/// [`ApiRefusal::Internal`]).
+#[derive(Debug)]
+pub struct ApiError {
+    refusal: ApiRefusal,
+    internal: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    /// The refusal answered.
+    pub fn refusal(&self) -> &ApiRefusal {
+        &self.refusal
+    }
+}
+
+impl From<ApiRefusal> for ApiError {
+    fn from(refusal: ApiRefusal) -> Self {
+        Self { refusal, internal: None }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        let e = e.into();
+        if is_unavailable(&e) {
+            // Logged (once, as a warning) by the group commit or here; the client may retry.
+            tracing::warn!(error = %format!("{e:#}"), "database unavailable");
+            return ApiRefusal::Unavailable.into();
+        }
+        Self { refusal: ApiRefusal::Internal, internal: Some(e) }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(e) = &self.internal {
+            tracing::error!(error = %format!("{e:#}"), "internal error");
+        }
+        let status = self.refusal.status();
+        let body = serde_json::json!({ "error": self.refusal.code(), "message": self.refusal.message() });
+        let mut res = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        }
+        res
+    }
 }

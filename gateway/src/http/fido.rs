@@ -1,6 +1,6 @@
-//! FIDO routes (docs/design.md §3.4, §3.6, §3.7): linking an authenticator with a registration code or
-//! after confirming with a linked one, authenticating to open a signing session, managing linked
-//! authenticators, and ending the signing session.
+//! FIDO ceremonies (docs/design.md §3.4, §3.6, §3.7): linking an authenticator with a registration
+//! code or after confirming with a linked one, and authenticating to open a signing session.
+//! Renaming and removing authenticators is in `manage.rs`.
 //!
 //! The ceremonies are JSON endpoints driven by `/assets/fido.js`:
 //!
@@ -18,35 +18,31 @@
 //! `{"error": code, "message": text}` in the page's language, and every outcome is audited with
 //! ids only (never codes, never credential material).
 
-use axum::extract::rejection::{FormRejection, JsonRejection};
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::extract::rejection::JsonRejection;
 use axum::routing::post;
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
+use super::ceremony::Ceremony;
 use super::error::{AppError, Result};
-use super::extract::CurrentDoctor;
-use super::i18n::{Lang, Msg};
-use super::link::{
-    CodeOutcome, Presence, Refusal, check_registration_code, code_link_refusal, open_signing_session, reauth_required,
-    recently_proven,
-};
+use super::i18n::Msg;
+use super::link::{CodeOutcome, Presence, check_registration_code, code_link_refusal, open_signing_session};
+use super::manage::valid_name;
+use super::refusal::{Refusal, fido_refusal};
+use crate::assurance::{Assurance, Proof};
 use crate::store::{
-    self, AuditEvent, AuthMethod, AuthenticatorUse, CeremonyPurpose, EndReason, FidoCredential, LinkAuthorisation, NewCeremony,
-    NewFidoCredential, Outcome, SessionFilter, TakenCeremony,
+    self, AuditEvent, AuthMethod, AuthenticatorUse, CeremonyPurpose, FidoCredential, LinkAuthorisation, NewCeremony,
+    NewFidoCredential, Outcome, TakenCeremony,
 };
 
 /// Authenticator kind recorded on links and signing sessions.
-const KIND: &str = "fido";
+pub(super) const KIND: &str = "fido";
 
 pub(crate) fn router() -> axum::Router<AppState> {
-    // The ceremony routes answer JSON, errors included; the rest are form posts from the
-    // methods page and answer with pages.
+    // The ceremony routes answer JSON, errors included.
     Router::new()
         .route("/fido/register/start", post(register_start))
         .route("/fido/register/finish", post(register_finish))
@@ -56,9 +52,6 @@ pub(crate) fn router() -> axum::Router<AppState> {
         .route("/fido/auth/finish", post(auth_finish))
         .route("/fido/cancel", post(cancel))
         .route_layer(axum::middleware::from_fn(super::error::json_internal_errors))
-        .route("/fido/credentials/{id}/rename", post(rename))
-        .route("/fido/credentials/{id}/remove", post(remove))
-        .route("/signing-session/end", post(end_signing_session))
 }
 
 /// Which audit event a refusal becomes.
@@ -80,24 +73,12 @@ impl Step {
     }
 }
 
-/// Context of one request: who, where, when, in which language.
-struct Ctx<'a> {
-    state: &'a AppState,
-    doctor: &'a CurrentDoctor,
-    lang: Lang,
-    now: i64,
-}
-
-impl Ctx<'_> {
-    async fn audit(&self, event: AuditEvent) -> Result<()> {
-        Ok(self.state.store.audit(&event, self.now).await?)
-    }
-
-    /// Audits a refusal and turns it into the JSON error the page shows.
-    async fn refuse(&self, step: Step, r: Refusal, code_id: Option<String>, authenticator_id: Option<String>) -> AppError {
+impl Ceremony {
+    /// Audits a refusal of a FIDO step and turns it into the JSON error the page shows.
+    async fn refuse_step(&self, step: Step, r: Refusal, code_id: Option<String>, authenticator_id: Option<String>) -> AppError {
         let (clinic_id, user_id) = (self.doctor.clinic.clinic_id.clone(), self.doctor.user.id.clone());
         let event = match step {
-            Step::Register => AuditEvent::AuthenticatorLinkFailed { clinic_id, user_id, kind: KIND, reason: r.code, code_id },
+            Step::Register => AuditEvent::AuthenticatorLinkFailed { clinic_id, user_id, kind: KIND, reason: r.code(), code_id },
             Step::Authenticate(purpose) => AuditEvent::Authentication {
                 clinic_id,
                 user_id,
@@ -105,83 +86,26 @@ impl Ctx<'_> {
                 purpose,
                 authenticator_id,
                 outcome: Outcome::Failure,
-                reason: Some(r.code),
+                reason: Some(r.code()),
             },
         };
-        if let Err(e) = self.audit(event).await {
-            return e;
-        }
-        tracing::info!(reason = r.code, "FIDO step refused");
-        AppError::Json { status: r.status, code: r.code, message: r.message(self.lang) }
-    }
-
-    fn session_hash(&self) -> Result<[u8; 32]> {
-        // A signed-in doctor always has a stored session (the login stored it).
-        self.doctor.session.id_hash().ok_or_else(|| AppError::internal("browser session without id"))
+        tracing::info!(reason = r.code(), "FIDO step refused");
+        self.refuse(vec![event], r).await
     }
 
     fn user_handle(&self) -> Result<Uuid> {
         // Account ids are random v4 UUIDs: a stable, non-personal WebAuthn user handle.
         Uuid::parse_str(&self.doctor.user.id).map_err(|e| AppError::internal(format!("user id is not a UUID: {e}")))
     }
-
-    fn redirect(&self, done: &str) -> Json<Value> {
-        Json(json!({ "ok": true, "redirect": format!("/methods?done={done}&lang={}", self.lang.code()) }))
-    }
-}
-
-/// What the doctor sees for a `fido::Error`; `None` for our own failures (logged, 500).
-fn refusal_of(e: &fido::Error) -> Option<Refusal> {
-    use fido::Error as E;
-    let (code, status, msg) = match e {
-        E::UnknownCredential => ("unknown_credential", StatusCode::FORBIDDEN, Msg::FidoUnknownCredential),
-        E::CounterRegression { .. } => ("counter_regression", StatusCode::FORBIDDEN, Msg::FidoCounterRegression),
-        E::AttestationRefused { .. } | E::BackupEligibleRefused | E::BackupEligibilityChanged { .. } => {
-            ("policy_refused", StatusCode::FORBIDDEN, Msg::FidoPolicyRefused)
-        }
-        E::UserNotVerified | E::UserNotPresent => ("user_not_verified", StatusCode::FORBIDDEN, Msg::FidoUserNotVerified),
-        E::CredentialAlreadyRegistered => ("already_linked", StatusCode::CONFLICT, Msg::FidoAlreadyLinked),
-        E::NoCredentials => ("no_credentials", StatusCode::CONFLICT, Msg::FidoNoCredentials),
-        E::ChallengeMismatch | E::OriginMismatch | E::RpIdMismatch | E::InvalidSignature | E::InvalidResponse(_) => {
-            ("invalid_response", StatusCode::BAD_REQUEST, Msg::FidoFailed)
-        }
-        _ => return None,
-    };
-    Some(Refusal::new(code, status, msg))
 }
 
 fn internal(e: impl std::fmt::Display) -> AppError {
     AppError::internal(e.to_string())
 }
 
-/// The signed-in doctor, or a JSON 401 (a JSON client cannot follow the login redirect).
-pub(super) fn need_doctor(doctor: std::result::Result<CurrentDoctor, AppError>, lang: Lang) -> Result<CurrentDoctor> {
-    match doctor {
-        Ok(d) => Ok(d),
-        Err(AppError::LoginRequired) => {
-            Err(AppError::json(StatusCode::UNAUTHORIZED, "login_required", lang, Msg::LoginRequiredJson))
-        }
-        Err(AppError::PasswordChangeRequired) => {
-            Err(AppError::json(StatusCode::FORBIDDEN, "password_change_required", lang, Msg::PasswordChangeLead))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-fn bad_request(lang: Lang) -> AppError {
-    AppError::json(StatusCode::BAD_REQUEST, "bad_request", lang, Msg::FidoBadRequest)
-}
-
-/// A name for an authenticator: trimmed, 1–64 characters, no control characters.
-fn valid_name(name: &str) -> Option<String> {
-    let name = name.trim();
-    let n = name.chars().count();
-    ((1..=64).contains(&n) && !name.chars().any(char::is_control)).then(|| name.to_owned())
-}
-
 /// Stores a new ceremony for this browser session, replacing any earlier one.
 async fn begin(
-    ctx: &Ctx<'_>,
+    ctx: &Ceremony,
     purpose: CeremonyPurpose,
     state_json: &str,
     enrollment_code_id: Option<&str>,
@@ -203,24 +127,24 @@ async fn begin(
 
 /// Takes this browser session's ceremony out of the database (single use, whatever its purpose:
 /// a finish of the wrong kind uses it up too) and checks it is a live one of `purpose`.
-async fn take(ctx: &Ctx<'_>, purpose: CeremonyPurpose) -> Result<TakenCeremony> {
-    let missing = || Refusal::new("ceremony_missing", StatusCode::BAD_REQUEST, Msg::FidoCeremonyMissing);
+async fn take(ctx: &Ceremony, purpose: CeremonyPurpose) -> Result<TakenCeremony> {
+    let missing = || Refusal::CeremonyMissing;
     let taken = ctx.state.store.take_ceremony(&ctx.session_hash()?, &ctx.doctor.user.id, &ctx.doctor.clinic.clinic_id).await?;
     match taken {
         // Never started here, taken already (a replayed or concurrent finish, on this or another
         // instance), or started for something else.
-        None => Err(ctx.refuse(Step::of(purpose), missing(), None, None).await),
-        Some(t) if t.purpose != purpose => Err(ctx.refuse(Step::of(purpose), missing(), None, None).await),
+        None => Err(ctx.refuse_step(Step::of(purpose), missing(), None, None).await),
+        Some(t) if t.purpose != purpose => Err(ctx.refuse_step(Step::of(purpose), missing(), None, None).await),
         Some(t) if t.expires_at <= ctx.now => {
-            let r = Refusal::new("timed_out", StatusCode::BAD_REQUEST, Msg::FidoCancelled);
-            Err(ctx.refuse(Step::of(purpose), r, t.enrollment_code_id, None).await)
+            let r = Refusal::TimedOut;
+            Err(ctx.refuse_step(Step::of(purpose), r, t.enrollment_code_id, None).await)
         }
         Some(t) => Ok(t),
     }
 }
 
 /// The doctor's credentials, read back as the `fido` crate's records.
-async fn stored_credentials(ctx: &Ctx<'_>) -> Result<(Vec<FidoCredential>, Vec<fido::StoredCredential>)> {
+async fn stored_credentials(ctx: &Ceremony) -> Result<(Vec<FidoCredential>, Vec<fido::StoredCredential>)> {
     let rows = ctx.state.store.fido_credentials_of(&ctx.doctor.user.id).await?;
     let stored = rows.iter().map(|c| fido::StoredCredential::from_json(&c.stored)).collect::<Result<Vec<_>, _>>();
     Ok((rows, stored.map_err(internal)?))
@@ -228,7 +152,7 @@ async fn stored_credentials(ctx: &Ctx<'_>) -> Result<(Vec<FidoCredential>, Vec<f
 
 /// Starts a registration for the doctor (authorised by a code or a linked authenticator) and
 /// returns the creation options.
-async fn start_registration(ctx: &Ctx<'_>, code_id: Option<&str>, linked_via: Option<&str>) -> Result<Value> {
+async fn start_registration(ctx: &Ceremony, code_id: Option<&str>, linked_via: Option<&str>) -> Result<Value> {
     let (_, existing) = stored_credentials(ctx).await?;
     let user = &ctx.doctor.user;
     let info = fido::UserInfo {
@@ -243,11 +167,11 @@ async fn start_registration(ctx: &Ctx<'_>, code_id: Option<&str>, linked_via: Op
 }
 
 /// Starts an authentication offering all the doctor's credentials.
-async fn start_authentication(ctx: &Ctx<'_>, purpose: CeremonyPurpose) -> Result<Value> {
+async fn start_authentication(ctx: &Ceremony, purpose: CeremonyPurpose) -> Result<Value> {
     let (_, stored) = stored_credentials(ctx).await?;
     if stored.is_empty() {
-        let r = Refusal::new("no_credentials", StatusCode::CONFLICT, Msg::FidoNoCredentials);
-        return Err(ctx.refuse(Step::of(purpose), r, None, None).await);
+        let r = Refusal::NoCredentials;
+        return Err(ctx.refuse_step(Step::of(purpose), r, None, None).await);
     }
     let (options, state) = ctx.state.fido.start_authentication(ctx.user_handle()?, &stored).map_err(internal)?;
     begin(ctx, purpose, &state.to_json().map_err(internal)?, None, None).await?;
@@ -281,37 +205,33 @@ impl Assertion {
     }
 }
 
-fn counter_regression() -> Refusal {
-    Refusal::new("counter_regression", StatusCode::FORBIDDEN, Msg::FidoCounterRegression)
-}
-
 /// Verifies an assertion against a taken authentication ceremony: the credential must exist and
 /// be the doctor's, and the `fido` policies must pass. The caller stores the counter so it only
 /// goes up ([`Assertion::used`]).
-async fn verify_assertion(ctx: &Ctx<'_>, purpose: CeremonyPurpose, taken: TakenCeremony, response: &str) -> Result<Assertion> {
+async fn verify_assertion(ctx: &Ceremony, purpose: CeremonyPurpose, taken: TakenCeremony, response: &str) -> Result<Assertion> {
     let step = Step::of(purpose);
     let auth_state = fido::AuthenticationState::from_json(&taken.state).map_err(internal)?;
     let raw_id = match fido::credential_id_from_response(response) {
         Ok(id) => id,
-        Err(e) => return Err(match refusal_of(&e) { Some(r) => ctx.refuse(step, r, None, None).await, None => internal(e) }),
+        Err(e) => return Err(match fido_refusal(&e) { Some(r) => ctx.refuse_step(step, r, None, None).await, None => internal(e) }),
     };
     let cred = match ctx.state.store.fido_credential_by_credential_id(raw_id.as_bytes()).await {
         Ok(c) => c,
         Err(store::Error::NotFound) => {
-            let r = Refusal::new("unknown_credential", StatusCode::FORBIDDEN, Msg::FidoUnknownCredential);
-            return Err(ctx.refuse(step, r, None, None).await);
+            let r = Refusal::UnknownCredential;
+            return Err(ctx.refuse_step(step, r, None, None).await);
         }
         Err(e) => return Err(e.into()),
     };
     if cred.user_id != ctx.doctor.user.id {
-        let r = Refusal::new("credential_of_another_doctor", StatusCode::FORBIDDEN, Msg::FidoOtherDoctor);
-        return Err(ctx.refuse(step, r, None, Some(cred.id)).await);
+        let r = Refusal::CredentialOfAnotherDoctor;
+        return Err(ctx.refuse_step(step, r, None, Some(cred.id)).await);
     }
     let stored = fido::StoredCredential::from_json(&cred.stored).map_err(internal)?;
     let result = match ctx.state.fido.finish_authentication(auth_state, response, &stored) {
         Ok(r) => r,
         Err(e) => {
-            return Err(match refusal_of(&e) { Some(r) => ctx.refuse(step, r, None, Some(cred.id)).await, None => internal(e) });
+            return Err(match fido_refusal(&e) { Some(r) => ctx.refuse_step(step, r, None, Some(cred.id)).await, None => internal(e) });
         }
     };
     let stored_counter = stored.counter();
@@ -355,60 +275,50 @@ struct CredentialBody {
     card: Option<String>,
 }
 
-#[tracing::instrument(name = "fido.register_start", skip_all, fields(principal.id))]
+#[tracing::instrument(name = "fido.register_start", skip_all, fields(principal.id = %ctx.doctor.user.id))]
 async fn register_start(
-    State(state): State<AppState>,
-    lang: Lang,
-    doctor: std::result::Result<CurrentDoctor, AppError>,
+    ctx: Ceremony,
     body: std::result::Result<Json<CodeBody>, JsonRejection>,
 ) -> Result<Json<Value>> {
-    let doctor = need_doctor(doctor, lang)?;
-    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
-    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
-    let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
+    let Ok(Json(body)) = body else { return Err(AppError::Json(Refusal::FidoBadRequest, ctx.lang)) };
     // Refused before the code is looked at, so the refusal costs none of its tries.
-    if let Some(r) = code_link_refusal(&state, &doctor).await? {
-        return Err(ctx.refuse(Step::Register, r, None, None).await);
+    if let Some(r) = code_link_refusal(&ctx.state, &ctx.doctor).await? {
+        return Err(ctx.refuse_step(Step::Register, r, None, None).await);
     }
-    match check_registration_code(&state, &doctor.user.id, lang, &body.code, ctx.now).await? {
+    match check_registration_code(&ctx.state, &ctx.doctor.user.id, &body.code, ctx.now).await? {
         CodeOutcome::Valid { code_id } => Ok(Json(start_registration(&ctx, Some(&code_id), None).await?)),
-        CodeOutcome::Refused(refusal, code_id) => Err(ctx.refuse(Step::Register, refusal, code_id, None).await),
+        CodeOutcome::Refused(refusal, code_id) => Err(ctx.refuse_step(Step::Register, refusal, code_id, None).await),
     }
 }
 
-#[tracing::instrument(name = "fido.register_finish", skip_all, fields(principal.id))]
+#[tracing::instrument(name = "fido.register_finish", skip_all, fields(principal.id = %ctx.doctor.user.id))]
 async fn register_finish(
-    State(state): State<AppState>,
-    lang: Lang,
-    doctor: std::result::Result<CurrentDoctor, AppError>,
+    ctx: Ceremony,
     body: std::result::Result<Json<CredentialBody>, JsonRejection>,
 ) -> Result<Json<Value>> {
-    let doctor = need_doctor(doctor, lang)?;
-    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
-    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
-    let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
+    let Ok(Json(body)) = body else { return Err(AppError::Json(Refusal::FidoBadRequest, ctx.lang)) };
     // Checked before the ceremony is taken, so a bad name does not cost the doctor the ceremony.
     let name = match body.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
         None => None,
         Some(n) => match valid_name(n) {
             Some(n) => Some(n),
-            None => return Err(AppError::json(StatusCode::BAD_REQUEST, "name_invalid", lang, Msg::CredentialNameInvalid)),
+            None => return Err(AppError::Json(Refusal::NameInvalid, ctx.lang)),
         },
     };
     let taken = take(&ctx, CeremonyPurpose::Register).await?;
     let code_id = taken.enrollment_code_id.clone();
     let reg_state = fido::RegistrationState::from_json(&taken.state).map_err(internal)?;
-    let new = match state.fido.finish_registration(&reg_state, &body.credential.to_string()) {
+    let new = match ctx.state.fido.finish_registration(&reg_state, &body.credential.to_string()) {
         Ok(n) => n,
         Err(e) => {
-            return Err(match refusal_of(&e) { Some(r) => ctx.refuse(Step::Register, r, code_id, None).await, None => internal(e) });
+            return Err(match fido_refusal(&e) { Some(r) => ctx.refuse_step(Step::Register, r, code_id, None).await, None => internal(e) });
         }
     };
     if new.user_handle != ctx.user_handle()? {
         return Err(AppError::internal("registration state of another user"));
     }
     let (existing, _) = stored_credentials(&ctx).await?;
-    let name = name.unwrap_or_else(|| format!("{} {}", Msg::DefaultCredentialName.text(lang), existing.len() + 1));
+    let name = name.unwrap_or_else(|| format!("{} {}", Msg::DefaultCredentialName.text(ctx.lang), existing.len() + 1));
     let authorisation = match (&taken.enrollment_code_id, &taken.linked_via) {
         (Some(code_id), _) => LinkAuthorisation::Code { code_id },
         (None, Some(via)) => LinkAuthorisation::Authenticator { via },
@@ -420,7 +330,7 @@ async fn register_finish(
     let row = NewFidoCredential {
         id: &id,
         credential_id: new.credential_id.as_bytes(),
-        user_id: &doctor.user.id,
+        user_id: &ctx.doctor.user.id,
         name: &name,
         aaguid: &aaguid,
         aaguid_attested: new.aaguid_attested,
@@ -428,26 +338,22 @@ async fn register_finish(
         stored: &stored,
         counter: i64::from(new.counter),
     };
-    match state.store.link_fido_credential(&row, authorisation, ctx.now).await {
+    match ctx.state.store.link_fido_credential(&row, authorisation, ctx.now).await {
         Ok(()) => {}
         Err(store::Error::Precondition(_)) => {
             // The code was used, voided or expired while the doctor was at the authenticator.
-            let expired = state
+            let expired = ctx
+                .state
                 .store
-                .enrollment_code_of(&doctor.user.id)
+                .enrollment_code_of(&ctx.doctor.user.id)
                 .await?
                 .is_some_and(|c| Some(&c.id) == code_id.as_ref() && c.used_at.is_none() && c.expires_at <= ctx.now);
-            let r = if expired {
-                Refusal::new("code_expired", StatusCode::FORBIDDEN, Msg::CodeExpired)
-            } else {
-                Refusal::new("code_used", StatusCode::FORBIDDEN, Msg::CodeUsedUp)
-            };
-            return Err(ctx.refuse(Step::Register, r, code_id, None).await);
+            let r = if expired { Refusal::CodeExpired } else { Refusal::CodeUsed };
+            return Err(ctx.refuse_step(Step::Register, r, code_id, None).await);
         }
         Err(store::Error::Conflict(_)) => {
             // The credential ID is linked already (to this doctor or another).
-            let r = Refusal::new("already_linked", StatusCode::CONFLICT, Msg::FidoAlreadyLinked);
-            return Err(ctx.refuse(Step::Register, r, code_id, None).await);
+            return Err(ctx.refuse_step(Step::Register, Refusal::AlreadyLinked, code_id, None).await);
         }
         Err(e) => return Err(e.into()),
     }
@@ -456,8 +362,8 @@ async fn register_finish(
         LinkAuthorisation::Authenticator { via } => via.to_owned(),
     };
     ctx.audit(AuditEvent::AuthenticatorLinked {
-        clinic_id: doctor.clinic.clinic_id.clone(),
-        user_id: doctor.user.id.clone(),
+        clinic_id: ctx.doctor.clinic.clinic_id.clone(),
+        user_id: ctx.doctor.user.id.clone(),
         kind: KIND,
         authenticator_id: id,
         via,
@@ -466,232 +372,77 @@ async fn register_finish(
     Ok(ctx.redirect("linked"))
 }
 
-#[tracing::instrument(name = "fido.link_start", skip_all, fields(principal.id))]
+#[tracing::instrument(name = "fido.link_start", skip_all, fields(principal.id = %ctx.doctor.user.id))]
 async fn link_start(
-    State(state): State<AppState>,
-    lang: Lang,
-    doctor: std::result::Result<CurrentDoctor, AppError>,
+    ctx: Ceremony,
 ) -> Result<Json<Value>> {
-    let doctor = need_doctor(doctor, lang)?;
-    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
-    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
     Ok(Json(start_authentication(&ctx, CeremonyPurpose::Link).await?))
 }
 
-#[tracing::instrument(name = "fido.link_finish", skip_all, fields(principal.id))]
+#[tracing::instrument(name = "fido.link_finish", skip_all, fields(principal.id = %ctx.doctor.user.id))]
 async fn link_finish(
-    State(state): State<AppState>,
-    lang: Lang,
-    doctor: std::result::Result<CurrentDoctor, AppError>,
+    ctx: Ceremony,
     body: std::result::Result<Json<CredentialBody>, JsonRejection>,
 ) -> Result<Json<Value>> {
-    let doctor = need_doctor(doctor, lang)?;
-    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
-    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
-    let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
+    let Ok(Json(body)) = body else { return Err(AppError::Json(Refusal::FidoBadRequest, ctx.lang)) };
     let taken = take(&ctx, CeremonyPurpose::Link).await?;
     let a = verify_assertion(&ctx, CeremonyPurpose::Link, taken, &body.credential.to_string()).await?;
-    match state.store.record_use(&a.used(state.config.fido.counter_policy), ctx.now).await {
+    match ctx.state.store.record_use(&a.used(ctx.state.config.fido.counter_policy), ctx.now).await {
         Ok(()) => {}
         Err(store::Error::Precondition("fido counter")) => {
-            return Err(ctx.refuse(Step::Authenticate("link"), counter_regression(), None, Some(a.cred.id)).await);
+            return Err(ctx.refuse_step(Step::Authenticate("link"), Refusal::CounterRegression, None, Some(a.cred.id)).await);
         }
         Err(e) => return Err(e.into()),
     }
     let (cred, checked) = (a.cred, a.checked);
     ctx.audit(checked).await?;
     // A proof with a linked authenticator: it also allows renaming and removing for a while.
-    doctor.session.mark_proven().await?;
+    ctx.doctor.session.mark_proven().await?;
     // The registration ceremony (or, for a card, the card challenge) itself is the permission:
     // single use, 120 s, this session only.
     let via = format!("{KIND}:{}", cred.id);
     if let Some(card) = body.card.as_deref() {
-        return Ok(Json(super::card::link_challenge(&state, &doctor, lang, card, &via).await?));
+        return Ok(Json(super::card::link_challenge(&ctx, card, &via).await?));
     }
     Ok(Json(start_registration(&ctx, None, Some(&via)).await?))
 }
 
-#[tracing::instrument(name = "fido.auth_start", skip_all, fields(principal.id))]
+#[tracing::instrument(name = "fido.auth_start", skip_all, fields(principal.id = %ctx.doctor.user.id))]
 async fn auth_start(
-    State(state): State<AppState>,
-    lang: Lang,
-    doctor: std::result::Result<CurrentDoctor, AppError>,
+    ctx: Ceremony,
 ) -> Result<Json<Value>> {
-    let doctor = need_doctor(doctor, lang)?;
-    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
-    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
     Ok(Json(start_authentication(&ctx, CeremonyPurpose::Authenticate).await?))
 }
 
-#[tracing::instrument(name = "fido.auth_finish", skip_all, fields(principal.id))]
+#[tracing::instrument(name = "fido.auth_finish", skip_all, fields(principal.id = %ctx.doctor.user.id))]
 async fn auth_finish(
-    State(state): State<AppState>,
-    lang: Lang,
-    doctor: std::result::Result<CurrentDoctor, AppError>,
+    ctx: Ceremony,
     body: std::result::Result<Json<CredentialBody>, JsonRejection>,
 ) -> Result<Json<Value>> {
-    let doctor = need_doctor(doctor, lang)?;
-    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
-    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
-    let Ok(Json(body)) = body else { return Err(bad_request(lang)) };
+    let Ok(Json(body)) = body else { return Err(AppError::Json(Refusal::FidoBadRequest, ctx.lang)) };
     let taken = take(&ctx, CeremonyPurpose::Authenticate).await?;
     let a = verify_assertion(&ctx, CeremonyPurpose::Authenticate, taken, &body.credential.to_string()).await?;
     let cred = &a.cred;
 
-    let config = &state.config.signing_session;
-    // AAL3 needs a device-bound key (NIST SP 800-63B-4 does not count synced passkeys) and
-    // re-authentication within 12 h / 15 min; anything else is issued as AAL2.
-    let acr = if cred.backup_eligible || config.exceeds_aal3() { "aal2" } else { "aal3" };
-    // RFC 8176: password login, then a hardware (or, when synced, software) key with user
-    // verification: multi-factor.
-    let amr: [&str; 3] = ["pwd", if cred.backup_eligible { "swk" } else { "hwk" }, "mfa"];
-    let presence = Presence { method: AuthMethod::Fido, authenticator_id: &cred.id, amr: &amr, acr };
-    let used = a.used(state.config.fido.counter_policy);
-    if !open_signing_session(&state, &doctor, lang, &presence, used, a.checked.clone(), ctx.now).await? {
+    let assurance = Assurance::of(Proof::Fido { synced: cred.backup_eligible }, &ctx.state.config.signing_session);
+    let presence = Presence { method: AuthMethod::Fido, authenticator_id: &cred.id, assurance };
+    let used = a.used(ctx.state.config.fido.counter_policy);
+    if !open_signing_session(&ctx, &presence, used, a.checked.clone()).await? {
         let step = Step::Authenticate("signing_session");
-        return Err(ctx.refuse(step, counter_regression(), None, Some(cred.id.clone())).await);
+        return Err(ctx.refuse_step(step, Refusal::CounterRegression, None, Some(cred.id.clone())).await);
     }
     Ok(ctx.redirect("authenticated"))
 }
 
 /// The browser reported a cancelled or timed-out ceremony: drop the state and audit it.
-#[tracing::instrument(name = "fido.cancel", skip_all, fields(principal.id))]
+#[tracing::instrument(name = "fido.cancel", skip_all, fields(principal.id = %ctx.doctor.user.id))]
 async fn cancel(
-    State(state): State<AppState>,
-    lang: Lang,
-    doctor: std::result::Result<CurrentDoctor, AppError>,
+    ctx: Ceremony,
 ) -> Result<Json<Value>> {
-    let doctor = need_doctor(doctor, lang)?;
-    tracing::Span::current().record("principal.id", doctor.user.id.as_str());
-    let ctx = Ctx { state: &state, doctor: &doctor, lang, now: state.clock.unix() };
-    if let Some(taken) = state.store.take_ceremony(&ctx.session_hash()?, &doctor.user.id, &doctor.clinic.clinic_id).await? {
-        let r = Refusal::new("cancelled", StatusCode::OK, Msg::FidoCancelled);
+    if let Some(taken) = ctx.state.store.take_ceremony(&ctx.session_hash()?, &ctx.doctor.user.id, &ctx.doctor.clinic.clinic_id).await? {
         // Audited like any other refusal; the JSON error is not what the page needs.
-        let _ = ctx.refuse(Step::of(taken.purpose), r, taken.enrollment_code_id, None).await;
+        let _ = ctx.refuse_step(Step::of(taken.purpose), Refusal::Cancelled, taken.enrollment_code_id, None).await;
     }
     Ok(Json(json!({ "ok": true })))
 }
 
-#[derive(Deserialize)]
-struct RenameForm {
-    name: String,
-}
-
-/// Whether `id` is one of the doctor's FIDO credentials (another's is "not found", before any
-/// other answer).
-async fn owns(state: &AppState, doctor: &CurrentDoctor, id: &str) -> Result<bool> {
-    Ok(state.store.fido_credentials_of(&doctor.user.id).await?.iter().any(|c| c.id == id))
-}
-
-pub(super) fn back(lang: Lang, done: &str) -> Response {
-    Redirect::to(&format!("/methods?done={done}&lang={}", lang.code())).into_response()
-}
-
-async fn rename(
-    State(state): State<AppState>,
-    lang: Lang,
-    doctor: CurrentDoctor,
-    Path(id): Path<String>,
-    form: std::result::Result<Form<RenameForm>, FormRejection>,
-) -> Result<Response> {
-    let name = form.ok().and_then(|Form(f)| valid_name(&f.name));
-    let Some(name) = name else {
-        return Err(AppError::page(StatusCode::BAD_REQUEST, lang, Msg::ErrorTitle, Msg::CredentialNameInvalid));
-    };
-    if !owns(&state, &doctor, &id).await? {
-        return Err(AppError::page(StatusCode::NOT_FOUND, lang, Msg::ErrorTitle, Msg::CredentialNotFound));
-    }
-    if !recently_proven(&state, &doctor, "rename", &id).await? {
-        return Err(reauth_required(lang));
-    }
-    let now = state.clock.unix();
-    match state.store.rename_fido_credential(&doctor.user.id, &id, &name, now).await {
-        Ok(()) => {}
-        Err(store::Error::NotFound) => {
-            return Err(AppError::page(StatusCode::NOT_FOUND, lang, Msg::ErrorTitle, Msg::CredentialNotFound));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    let event = AuditEvent::AuthenticatorRenamed {
-        clinic_id: doctor.clinic.clinic_id,
-        user_id: doctor.user.id,
-        kind: KIND,
-        authenticator_id: id,
-    };
-    state.store.audit(&event, now).await?;
-    Ok(back(lang, "renamed"))
-}
-
-async fn remove(
-    State(state): State<AppState>,
-    lang: Lang,
-    doctor: CurrentDoctor,
-    Path(id): Path<String>,
-) -> Result<Response> {
-    if !owns(&state, &doctor, &id).await? {
-        return Err(AppError::page(StatusCode::NOT_FOUND, lang, Msg::ErrorTitle, Msg::CredentialNotFound));
-    }
-    if !recently_proven(&state, &doctor, "remove", &id).await? {
-        return Err(reauth_required(lang));
-    }
-    let now = state.clock.unix();
-    let ended = match state.store.remove_fido_credential(&doctor.user.id, &id, now).await {
-        Ok(ended) => ended,
-        Err(store::Error::NotFound) => {
-            return Err(AppError::page(StatusCode::NOT_FOUND, lang, Msg::ErrorTitle, Msg::CredentialNotFound));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    audit_removal(&state, KIND, &doctor.clinic.clinic_id, &doctor.user.id, &id, "doctor", &ended, now).await?;
-    Ok(back(lang, "removed"))
-}
-
-/// Audits a removed authenticator (`kind`: `fido`, `hpki`, `jpki`) and the signing sessions its
-/// removal ended.
-#[allow(clippy::too_many_arguments, reason = "one audit record's fields")]
-pub(crate) async fn audit_removal(
-    state: &AppState,
-    kind: &'static str,
-    clinic_id: &str,
-    user_id: &str,
-    credential: &str,
-    by: &'static str,
-    ended_sessions: &[String],
-    now: i64,
-) -> Result<()> {
-    let event = AuditEvent::AuthenticatorRemoved {
-        clinic_id: clinic_id.to_owned(),
-        user_id: user_id.to_owned(),
-        kind,
-        authenticator_id: credential.to_owned(),
-        by,
-    };
-    state.store.audit(&event, now).await?;
-    for session_id in ended_sessions {
-        let s = state.store.signing_session(session_id).await?;
-        let event = AuditEvent::SigningSessionEnded {
-            clinic_id: s.clinic_id,
-            user_id: s.user_id,
-            session_id: s.id,
-            reason: EndReason::AuthenticatorRemoved.as_str(),
-        };
-        state.store.audit(&event, now).await?;
-    }
-    Ok(())
-}
-
-async fn end_signing_session(State(state): State<AppState>, lang: Lang, doctor: CurrentDoctor) -> Result<Response> {
-    let now = state.clock.unix();
-    // Only this doctor's session at this clinic: another doctor's or clinic's is never touched.
-    let filter = SessionFilter::User { user_id: &doctor.user.id, clinic_id: Some(&doctor.clinic.clinic_id) };
-    for ended in state.store.end_signing_sessions(filter, EndReason::Doctor, now).await? {
-        let event = AuditEvent::SigningSessionEnded {
-            clinic_id: ended.clinic_id,
-            user_id: ended.user_id,
-            session_id: ended.id,
-            reason: EndReason::Doctor.as_str(),
-        };
-        state.store.audit(&event, now).await?;
-    }
-    Ok(back(lang, "ended"))
-}

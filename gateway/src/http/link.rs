@@ -1,5 +1,5 @@
-//! What FIDO and card routes share about linking authenticators (docs/design.md §3.6): the refusal type
-//! they answer with, and the check of an entered one-time registration code. Either kind of
+//! What FIDO and card routes share about linking authenticators (docs/design.md §3.6): the check
+//! of an entered one-time registration code. Either kind of
 //! authenticator is linked by a code (checked here, consumed in the transaction that links) or
 //! after a presence check with an authenticator already linked, recorded as `<kind>:<id>` on the
 //! single-use, 120 s ceremony or challenge row that carries the permission. Also what a
@@ -10,11 +10,11 @@
 //! session within `login.reauth_secs` ([`recently_proven`]). The first authenticator is linked
 //! with the registration code alone.
 
-use axum::http::StatusCode;
-
+use super::ceremony::Ceremony;
 use super::error::{AppError, Result};
-use super::i18n::{Lang, Msg};
+use super::refusal::Refusal;
 use super::{AppState, CurrentDoctor};
+use crate::assurance::Assurance;
 use crate::enrollment;
 use crate::store::{self, AuditEvent, AuthMethod, AuthenticatorUse, CodeCheck, NewSigningSession, Opening};
 
@@ -24,10 +24,8 @@ pub(super) struct Presence<'a> {
     pub method: AuthMethod,
     /// The linked authenticator that was used.
     pub authenticator_id: &'a str,
-    /// RFC 8176 methods.
-    pub amr: &'a [&'a str],
-    /// `aal3` or `aal2`.
-    pub acr: &'a str,
+    /// `acr` and `amr` of the session.
+    pub assurance: Assurance,
 }
 
 /// Opens the doctor's signing session at this clinic after a successful presence check
@@ -39,14 +37,12 @@ pub(super) struct Presence<'a> {
 /// `Ok(false)`: nothing was opened because a required FIDO counter could not be written (the
 /// caller refuses). A browser session signed out meanwhile is a JSON 401.
 pub(super) async fn open_signing_session(
-    state: &AppState,
-    doctor: &CurrentDoctor,
-    lang: Lang,
+    ctx: &Ceremony,
     p: &Presence<'_>,
     used: AuthenticatorUse<'_>,
     checked: AuditEvent,
-    now: i64,
 ) -> Result<bool> {
+    let (state, doctor, now) = (&ctx.state, &ctx.doctor, ctx.now);
     let config = &state.config.signing_session;
     let new = NewSigningSession {
         user_id: &doctor.user.id,
@@ -54,8 +50,8 @@ pub(super) async fn open_signing_session(
         method: p.method,
         authenticator_kind: p.method.as_str(),
         authenticator_id: p.authenticator_id,
-        amr: p.amr,
-        acr: p.acr,
+        amr: p.assurance.amr,
+        acr: p.assurance.acr,
         auth_time: now,
         absolute_secs: config.absolute_secs,
         idle_secs: config.idle_secs,
@@ -69,7 +65,7 @@ pub(super) async fn open_signing_session(
         }
         Err(store::Error::Precondition("fido counter")) => Ok(false),
         Err(store::Error::Precondition("browser session")) => {
-            Err(AppError::json(StatusCode::UNAUTHORIZED, "login_required", lang, Msg::LoginRequiredJson))
+            Err(AppError::Json(Refusal::LoginRequired, ctx.lang))
         }
         Err(e) => Err(e.into()),
     }
@@ -98,11 +94,6 @@ pub(super) async fn recently_proven(
     Ok(false)
 }
 
-/// The refusal of a change without a recent proof, for the page.
-pub(super) fn reauth_required(lang: Lang) -> AppError {
-    AppError::page(StatusCode::FORBIDDEN, lang, Msg::ErrorTitle, Msg::ReauthRequired)
-}
-
 /// Whether linking with a registration code needs a recent proof first: it does once the doctor
 /// has any authenticator (only the first one is linked with the code alone). `Some(refusal)`
 /// when the proof is missing; the caller audits it as a failed link.
@@ -112,32 +103,7 @@ pub(super) async fn code_link_refusal(state: &AppState, doctor: &CurrentDoctor) 
     }
     let has_fido = !state.store.fido_credentials_of(&doctor.user.id).await?.is_empty();
     let has_card = has_fido || !state.store.card_credentials_of(&doctor.user.id).await?.is_empty();
-    Ok(has_card.then(|| Refusal::new("reauth_required", StatusCode::FORBIDDEN, Msg::ReauthRequired)))
-}
-
-/// A refusal: fixed code (JSON and audit), status, and the message for the doctor.
-pub(super) struct Refusal {
-    pub(super) code: &'static str,
-    pub(super) status: StatusCode,
-    pub(super) msg: Msg,
-    /// Appended to the message (e.g. tries left).
-    pub(super) extra: Option<String>,
-}
-
-impl Refusal {
-    pub(super) fn new(code: &'static str, status: StatusCode, msg: Msg) -> Self {
-        Self { code, status, msg, extra: None }
-    }
-
-    /// The message in `lang`, with the extra text.
-    pub(super) fn message(&self, lang: Lang) -> String {
-        let mut message = self.msg.text(lang).to_owned();
-        if let Some(extra) = &self.extra {
-            message.push(' ');
-            message.push_str(extra);
-        }
-        message
-    }
+    Ok(has_card.then_some(Refusal::ReauthRequired))
 }
 
 /// What an entered registration code allows.
@@ -153,24 +119,19 @@ pub(super) enum CodeOutcome {
 
 /// Checks a code the doctor typed. A malformed entry is not a guess at a valid code, so it is
 /// refused without counting a failure; a wrong one counts against the doctor's open code.
-pub(super) async fn check_registration_code(state: &AppState, user_id: &str, lang: Lang, code: &str, now: i64) -> Result<CodeOutcome> {
+pub(super) async fn check_registration_code(state: &AppState, user_id: &str, code: &str, now: i64) -> Result<CodeOutcome> {
     let Some(code) = enrollment::normalise(code) else {
-        return Ok(CodeOutcome::Refused(Refusal::new("code_malformed", StatusCode::BAD_REQUEST, Msg::CodeMalformed), None));
+        return Ok(CodeOutcome::Refused(Refusal::CodeMalformed, None));
     };
     let check = state.store.check_enrollment_code(user_id, &enrollment::hash(&code), now).await?;
-    let forbidden = |code, msg| Refusal::new(code, StatusCode::FORBIDDEN, msg);
     let (refusal, code_id) = match check {
         CodeCheck::Valid { code_id } => return Ok(CodeOutcome::Valid { code_id }),
-        CodeCheck::Wrong { code_id, tries_left } => {
-            let mut r = forbidden("code_wrong", Msg::CodeWrong);
-            r.extra = Some(format!("{} {tries_left}", Msg::CodeTriesLeft.text(lang)));
-            (r, Some(code_id))
-        }
-        CodeCheck::NoCode => (forbidden("code_wrong", Msg::CodeWrong), None),
-        CodeCheck::Expired { code_id } => (forbidden("code_expired", Msg::CodeExpired), Some(code_id)),
-        CodeCheck::Used { code_id } => (forbidden("code_used", Msg::CodeUsedUp), Some(code_id)),
-        CodeCheck::Exhausted { code_id } => (forbidden("code_exhausted", Msg::CodeUsedUp), Some(code_id)),
-        CodeCheck::Voided { code_id } => (forbidden("code_voided", Msg::CodeUsedUp), Some(code_id)),
+        CodeCheck::Wrong { code_id, tries_left } => (Refusal::CodeWrong { tries_left: Some(tries_left) }, Some(code_id)),
+        CodeCheck::NoCode => (Refusal::CodeWrong { tries_left: None }, None),
+        CodeCheck::Expired { code_id } => (Refusal::CodeExpired, Some(code_id)),
+        CodeCheck::Used { code_id } => (Refusal::CodeUsed, Some(code_id)),
+        CodeCheck::Exhausted { code_id } => (Refusal::CodeExhausted, Some(code_id)),
+        CodeCheck::Voided { code_id } => (Refusal::CodeVoided, Some(code_id)),
     };
     Ok(CodeOutcome::Refused(refusal, code_id))
 }

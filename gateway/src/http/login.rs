@@ -3,10 +3,10 @@
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use card::CardKind;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -15,8 +15,9 @@ use super::error::{AppError, Result};
 use super::extract::{ClinicContext, CurrentDoctor};
 use super::i18n::{Lang, Msg};
 use super::pages;
+use super::refusal::Refusal;
 use super::session::{BrowserSession, LoginState};
-use crate::password::{Weakness, weakness};
+use crate::password::weakness;
 use crate::store::{self, AuditEvent, EndReason, LockoutRules, LoginReservation, SessionFilter, User, UserKind};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -53,8 +54,9 @@ struct LoginForm {
     password: String,
 }
 
-fn refused(status: StatusCode, lang: Lang, clinic: &ClinicContext, error: &str, login_id: &str) -> Response {
-    (status, pages::login(lang, &clinic.clinic_name, Some(error), None, login_id)).into_response()
+/// The login form again, with the refusal's message.
+fn refused(r: Refusal, lang: Lang, clinic: &ClinicContext, login_id: &str) -> Response {
+    (r.status(), pages::login(lang, &clinic.clinic_name, Some(&r.message(lang)), None, login_id)).into_response()
 }
 
 #[tracing::instrument(name = "login", skip_all, fields(clinic.id = %clinic.clinic_id, principal.id))]
@@ -66,21 +68,18 @@ async fn login(
     form: std::result::Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response> {
     let Ok(Form(form)) = form else {
-        return Ok(refused(StatusCode::BAD_REQUEST, lang, &clinic, Msg::MissingFields.text(lang), ""));
+        return Ok(refused(Refusal::MissingFields, lang, &clinic, ""));
     };
     let password = Zeroizing::new(form.password);
     let login_id = form.login_id.trim();
     if login_id.is_empty() || password.is_empty() || login_id.len() > 128 || password.len() > 1024 {
-        return Ok(refused(StatusCode::BAD_REQUEST, lang, &clinic, Msg::MissingFields.text(lang), login_id));
+        return Ok(refused(Refusal::MissingFields, lang, &clinic, login_id));
     }
     let now = state.clock.unix();
     // Failures are counted per (clinic, login ID) whether or not the ID exists, under the folded
     // ID that finds the account: `DOCTOR1` and `doctor1` share one count.
     let key = format!("{}/{}", clinic.clinic_id, crate::login_id::fold(login_id));
-    let locked = |until: i64| {
-        let text = format!("{} {}", Msg::LoginLocked.text(lang), lang.format_time(until));
-        refused(StatusCode::FORBIDDEN, lang, &clinic, &text, login_id)
-    };
+    let locked = |until: i64| refused(Refusal::LoginLocked { until }, lang, &clinic, login_id);
 
     let rules = LockoutRules {
         max_failures: state.config.login.max_failures,
@@ -125,7 +124,7 @@ async fn login(
                 return Ok(locked(until));
             }
             state.metrics.login("failure");
-            return Ok(refused(StatusCode::FORBIDDEN, lang, &clinic, Msg::InvalidCredentials.text(lang), login_id));
+            return Ok(refused(Refusal::InvalidCredentials, lang, &clinic, login_id));
         }
     };
     tracing::Span::current().record("principal.id", user.id.as_str());
@@ -137,7 +136,7 @@ async fn login(
         let event =
             AuditEvent::LoginFailed { clinic_id: clinic.clinic_id.clone(), user_id: Some(user.id.clone()), reason: "not_doctor" };
         state.store.audit(&event, now).await?;
-        return Ok(refused(StatusCode::FORBIDDEN, lang, &clinic, Msg::DoctorOnly.text(lang), login_id));
+        return Ok(refused(Refusal::DoctorOnly, lang, &clinic, login_id));
     }
 
     // A temporary password is for a first sign-in soon after it was set (ASVS 5.0 V6.4.1).
@@ -149,7 +148,7 @@ async fn login(
             reason: "temporary_password_expired",
         };
         state.store.audit(&event, now).await?;
-        return Ok(refused(StatusCode::FORBIDDEN, lang, &clinic, Msg::TemporaryPasswordExpired.text(lang), login_id));
+        return Ok(refused(Refusal::TemporaryPasswordExpired, lang, &clinic, login_id));
     }
 
     // New privilege, new session id (session fixation). A temporary password signs in to the
@@ -217,7 +216,7 @@ async fn methods_page(
         })
         .collect();
     credentials.extend(state.store.card_credentials_of(&doctor.user.id).await?.into_iter().map(|c| pages::LinkedView {
-        kind: if c.kind == "hpki" { "hpki" } else { "jpki" },
+        kind: c.kind.parse().unwrap_or(CardKind::Jpki).as_str(),
         id: c.id,
         name: c.name,
         created_at: c.created_at,
@@ -286,17 +285,6 @@ struct ChangeForm {
     confirm: String,
 }
 
-/// The message and audit reason of a refused new password.
-fn weakness_refusal(w: Weakness) -> (Msg, &'static str) {
-    match w {
-        Weakness::Length => (Msg::PasswordTooShortOrLong, "length"),
-        Weakness::Common => (Msg::PasswordCommon, "common"),
-        Weakness::Personal => (Msg::PasswordPersonal, "personal"),
-        Weakness::Context => (Msg::PasswordContext, "context"),
-        Weakness::Guessable => (Msg::PasswordGuessable, "weak"),
-    }
-}
-
 /// Changes the signed-in doctor's password (ASVS 5.0 V6.2.2, V6.2.3). The current password is
 /// checked first, as a login attempt: it is reserved under the same lockout count as the login
 /// form, so a borrowed browser session cannot be used to guess the password faster.
@@ -314,8 +302,9 @@ async fn change_password(
     tracing::Span::current().record("principal.id", user.id.as_str());
     let now = state.clock.unix();
     let temporary = login.must_change_password;
-    let refuse = |status: StatusCode, msg: &str| {
-        (status, pages::change_password(lang, &clinic.clinic_name, &user, temporary, Some(msg))).into_response()
+    // The form again with the refusal's message; the audit row carries its code.
+    let refuse = |r: Refusal| {
+        (r.status(), pages::change_password(lang, &clinic.clinic_name, &user, temporary, Some(&r.message(lang)))).into_response()
     };
     let audit_failure = |reason: &'static str| AuditEvent::PasswordChangeFailed {
         clinic_id: clinic.clinic_id.clone(),
@@ -323,14 +312,14 @@ async fn change_password(
         reason,
     };
     let Ok(Form(form)) = form else {
-        state.store.audit(&audit_failure("missing"), now).await?;
-        return Ok(refuse(StatusCode::BAD_REQUEST, Msg::MissingFields.text(lang)));
+        state.store.audit(&audit_failure(Refusal::MissingFields.code()), now).await?;
+        return Ok(refuse(Refusal::MissingFields));
     };
     let current = Zeroizing::new(form.current_password);
     let (new, confirm) = (Zeroizing::new(form.new_password), Zeroizing::new(form.confirm));
     if current.is_empty() || new.is_empty() || confirm.is_empty() || current.len() > 1024 {
-        state.store.audit(&audit_failure("missing"), now).await?;
-        return Ok(refuse(StatusCode::BAD_REQUEST, Msg::MissingFields.text(lang)));
+        state.store.audit(&audit_failure(Refusal::MissingFields.code()), now).await?;
+        return Ok(refuse(Refusal::MissingFields));
     }
 
     // The current password, under the login form's lockout count for this account.
@@ -340,22 +329,22 @@ async fn change_password(
         window_secs: state.config.login.failure_window_secs,
         lockout_secs: state.config.login.lockout_secs,
     };
-    let locked = |until: i64| format!("{} {}", Msg::LoginLocked.text(lang), lang.format_time(until));
     let locks_until = match state.store.reserve_login_attempt(&key, now, &rules).await? {
         LoginReservation::Reserved { locks_until } => locks_until,
         LoginReservation::Refused { until } => {
-            state.store.audit(&audit_failure("locked"), now).await?;
-            return Ok(refuse(StatusCode::FORBIDDEN, &locked(until)));
+            let r = Refusal::LoginLocked { until };
+            state.store.audit(&audit_failure(r.code()), now).await?;
+            return Ok(refuse(r));
         }
     };
     if !state.passwords.verify(current.clone(), Some(user.password_hash.clone())).await? {
-        state.store.audit(&audit_failure("bad_current_password"), now).await?;
+        state.store.audit(&audit_failure(Refusal::PasswordCurrentWrong.code()), now).await?;
         if let Some(until) = locks_until {
             let event = AuditEvent::LoginLocked { clinic_id: clinic.clinic_id.clone(), user_id: Some(user.id.clone()), locked_until: until };
             state.store.audit(&event, now).await?;
-            return Ok(refuse(StatusCode::FORBIDDEN, &locked(until)));
+            return Ok(refuse(Refusal::LoginLocked { until }));
         }
-        return Ok(refuse(StatusCode::FORBIDDEN, Msg::PasswordCurrentWrong.text(lang)));
+        return Ok(refuse(Refusal::PasswordCurrentWrong));
     }
     state.store.clear_login_failures(&key).await?;
 
@@ -365,24 +354,24 @@ async fn change_password(
             .flatten()
             .collect();
     let refusal = if *new != *confirm {
-        Some((Msg::PasswordMismatch, "mismatch"))
+        Some(Refusal::PasswordMismatch)
     } else if *new == *current {
         // The current password was just verified, so equal text is the same password.
-        Some((Msg::PasswordSameAsOld, "same_as_old"))
+        Some(Refusal::PasswordSameAsOld)
     } else {
-        weakness(&new, &personal).map(weakness_refusal)
+        weakness(&new, &personal).map(Refusal::PasswordWeak)
     };
-    if let Some((msg, reason)) = refusal {
-        state.store.audit(&audit_failure(reason), now).await?;
-        return Ok(refuse(StatusCode::BAD_REQUEST, msg.text(lang)));
+    if let Some(r) = refusal {
+        state.store.audit(&audit_failure(r.code()), now).await?;
+        return Ok(refuse(r));
     }
     let hash = state.passwords.hash(new).await?;
     if !state.store.replace_own_password(&user.id, &user.password_hash, &hash, now).await? {
         // An operator set another password meanwhile (and so ended this session's login).
-        state.store.audit(&audit_failure("changed_meanwhile"), now).await?;
+        let r = Refusal::PasswordChangedMeanwhile;
+        state.store.audit(&audit_failure(r.code()), now).await?;
         session.sign_out().await?;
-        let page = pages::login(lang, &clinic.clinic_name, Some(Msg::PasswordChangedMeanwhile.text(lang)), None, &user.login_id);
-        return Ok((StatusCode::CONFLICT, page).into_response());
+        return Ok(refused(r, lang, &clinic, &user.login_id));
     }
     // Whoever else knew the old password is signed out; this session moves to a new id.
     let keep = session.id_hash();

@@ -8,21 +8,24 @@
 pub mod api;
 mod body;
 mod card;
+mod ceremony;
 mod error;
 mod extract;
 mod fido;
 mod i18n;
 mod link;
 mod login;
+mod manage;
 pub mod ops;
 mod pages;
+mod refusal;
 mod session;
 
 use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -30,9 +33,10 @@ use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use error::AppError;
+pub use error::{ApiError, AppError};
 pub use extract::{ClinicContext, CurrentDoctor};
 pub use i18n::{Lang, Msg};
+pub use refusal::{ApiRefusal, Refusal};
 pub use session::{BrowserSession, LoginState};
 
 use crate::clock::SharedClock;
@@ -114,6 +118,7 @@ pub fn router(state: AppState) -> Router {
         .merge(login::router())
         .merge(fido::router())
         .merge(card::router())
+        .merge(manage::router())
         .route_layer(middleware::from_fn(tag_route))
         .layer(middleware::from_fn_with_state(state.clone(), session::layer))
         .layer(middleware::from_fn_with_state(state.clone(), same_origin))
@@ -153,7 +158,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(lang: Lang) -> Response {
-    AppError::page(StatusCode::NOT_FOUND, lang, Msg::ErrorTitle, Msg::NotFound).into_response()
+    AppError::Page(Refusal::NotFound, lang).into_response()
 }
 
 /// Maps the verified client certificate to its clinic, or refuses with a page that names the
@@ -165,8 +170,8 @@ async fn clinic_gate(State(state): State<AppState>, mut req: Request, next: Next
         return AppError::internal("request without a verified client certificate").into_response();
     };
     let refusal = match state.store.clinic_cert(&peer.fingerprint).await {
-        Ok(binding) if binding.revoked => Some(("revoked", Msg::CertRevoked)),
-        Ok(binding) if !binding.clinic_enabled => Some(("clinic_disabled", Msg::ClinicDisabled)),
+        Ok(binding) if binding.revoked => Some(Refusal::CertRevoked),
+        Ok(binding) if !binding.clinic_enabled => Some(Refusal::ClinicDisabled),
         Ok(binding) => {
             req.extensions_mut().insert(ClinicContext {
                 clinic_id: binding.clinic_id,
@@ -175,18 +180,19 @@ async fn clinic_gate(State(state): State<AppState>, mut req: Request, next: Next
             });
             None
         }
-        Err(store::Error::NotFound) => Some(("not_registered", Msg::CertNotRegistered)),
+        Err(store::Error::NotFound) => Some(Refusal::CertNotRegistered),
         Err(e) => return AppError::from(e).into_response(),
     };
     match refusal {
         None => next.run(req).await,
-        Some((reason, msg)) => {
+        Some(refusal) => {
+            let reason = refusal.code();
             let event = AuditEvent::GateRefused { fingerprint: peer.fingerprint.clone(), reason };
             if let Err(e) = state.store.audit(&event, state.clock.unix()).await {
                 return AppError::from(e).into_response();
             }
             tracing::info!(tls.fingerprint = %peer.fingerprint, reason, "clinic gate refused certificate");
-            AppError::page(StatusCode::FORBIDDEN, lang, Msg::GateTitle, msg).into_response()
+            AppError::Page(refusal, lang).into_response()
         }
     }
 }
@@ -204,7 +210,7 @@ async fn same_origin(State(state): State<AppState>, req: Request, next: Next) ->
         next.run(req).await
     } else {
         let lang = Lang::from_request(req.headers(), req.uri().query());
-        AppError::page(StatusCode::FORBIDDEN, lang, Msg::ErrorTitle, Msg::BadOrigin).into_response()
+        AppError::Page(Refusal::BadOrigin, lang).into_response()
     }
 }
 

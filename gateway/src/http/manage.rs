@@ -1,0 +1,167 @@
+//! Managing linked authenticators from the methods page (docs/design.md §3.6, §3.7): renaming a
+//! FIDO authenticator, removing one of either kind, and ending the signing session. Form posts,
+//! answered with a redirect back to the methods page or a refusal page. Renaming and removing
+//! need a recent proof (issue 15, `link::recently_proven`).
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::post;
+use axum::{Form, Router};
+use card::CardKind;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::{AppError, Result};
+use super::extract::CurrentDoctor;
+use super::fido::KIND;
+use super::i18n::Lang;
+use super::link::recently_proven;
+use super::refusal::Refusal;
+use crate::store::{self, AuditEvent, EndReason, SessionFilter};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/fido/credentials/{id}/rename", post(rename))
+        .route("/fido/credentials/{id}/remove", post(remove_fido))
+        .route("/auth/card/credentials/{id}/remove", post(remove_card))
+        .route("/signing-session/end", post(end_signing_session))
+}
+
+/// A name for an authenticator: trimmed, 1–64 characters, no control characters.
+pub(super) fn valid_name(name: &str) -> Option<String> {
+    let name = name.trim();
+    let n = name.chars().count();
+    ((1..=64).contains(&n) && !name.chars().any(char::is_control)).then(|| name.to_owned())
+}
+
+#[derive(Deserialize)]
+struct RenameForm {
+    name: String,
+}
+
+/// Whether `id` is one of the doctor's FIDO credentials (another's is "not found", before any
+/// other answer).
+async fn owns(state: &AppState, doctor: &CurrentDoctor, id: &str) -> Result<bool> {
+    Ok(state.store.fido_credentials_of(&doctor.user.id).await?.iter().any(|c| c.id == id))
+}
+
+fn back(lang: Lang, done: &str) -> Response {
+    Redirect::to(&format!("/methods?done={done}&lang={}", lang.code())).into_response()
+}
+
+/// The change needs a recent proof (audited when missing as `action` on `id`).
+async fn need_recent_proof(state: &AppState, doctor: &CurrentDoctor, lang: Lang, action: &'static str, id: &str) -> Result<()> {
+    if recently_proven(state, doctor, action, id).await? { Ok(()) } else { Err(AppError::Page(Refusal::ReauthRequired, lang)) }
+}
+
+async fn rename(
+    State(state): State<AppState>,
+    lang: Lang,
+    doctor: CurrentDoctor,
+    Path(id): Path<String>,
+    form: std::result::Result<Form<RenameForm>, FormRejection>,
+) -> Result<Response> {
+    let not_found = AppError::Page(Refusal::CredentialNotFound, lang);
+    let Some(name) = form.ok().and_then(|Form(f)| valid_name(&f.name)) else {
+        return Err(AppError::Page(Refusal::NameInvalid, lang));
+    };
+    if !owns(&state, &doctor, &id).await? {
+        return Err(not_found);
+    }
+    need_recent_proof(&state, &doctor, lang, "rename", &id).await?;
+    let now = state.clock.unix();
+    match state.store.rename_fido_credential(&doctor.user.id, &id, &name, now).await {
+        Ok(()) => {}
+        Err(store::Error::NotFound) => return Err(not_found),
+        Err(e) => return Err(e.into()),
+    }
+    let event = AuditEvent::AuthenticatorRenamed {
+        clinic_id: doctor.clinic.clinic_id,
+        user_id: doctor.user.id,
+        kind: KIND,
+        authenticator_id: id,
+    };
+    state.store.audit(&event, now).await?;
+    Ok(back(lang, "renamed"))
+}
+
+async fn remove_fido(State(state): State<AppState>, lang: Lang, doctor: CurrentDoctor, Path(id): Path<String>) -> Result<Response> {
+    let not_found = AppError::Page(Refusal::CredentialNotFound, lang);
+    if !owns(&state, &doctor, &id).await? {
+        return Err(not_found);
+    }
+    need_recent_proof(&state, &doctor, lang, "remove", &id).await?;
+    let now = state.clock.unix();
+    let ended = match state.store.remove_fido_credential(&doctor.user.id, &id, now).await {
+        Ok(ended) => ended,
+        Err(store::Error::NotFound) => return Err(not_found),
+        Err(e) => return Err(e.into()),
+    };
+    audit_removal(&state, &doctor, KIND, &id, &ended, now).await?;
+    Ok(back(lang, "removed"))
+}
+
+async fn remove_card(State(state): State<AppState>, lang: Lang, doctor: CurrentDoctor, Path(id): Path<String>) -> Result<Response> {
+    let not_found = AppError::Page(Refusal::CredentialNotFound, lang);
+    let linked = state.store.card_credentials_of(&doctor.user.id).await?;
+    let Some(card) = linked.into_iter().find(|c| c.id == id) else { return Err(not_found) };
+    need_recent_proof(&state, &doctor, lang, "remove", &id).await?;
+    let now = state.clock.unix();
+    let ended = match state.store.remove_card_credential(&doctor.user.id, &id, now).await {
+        Ok(ended) => ended,
+        Err(store::Error::NotFound) => return Err(not_found),
+        Err(e) => return Err(e.into()),
+    };
+    // The store holds only the two card kinds here; anything else reads as My Number, as before.
+    let kind = card.kind.parse().unwrap_or(CardKind::Jpki);
+    audit_removal(&state, &doctor, kind.as_str(), &id, &ended, now).await?;
+    Ok(back(lang, "removed"))
+}
+
+/// Audits a removed authenticator (`kind`: `fido`, `hpki`, `jpki`) and the signing sessions its
+/// removal ended.
+async fn audit_removal(
+    state: &AppState,
+    doctor: &CurrentDoctor,
+    kind: &'static str,
+    credential: &str,
+    ended_sessions: &[String],
+    now: i64,
+) -> Result<()> {
+    let event = AuditEvent::AuthenticatorRemoved {
+        clinic_id: doctor.clinic.clinic_id.clone(),
+        user_id: doctor.user.id.clone(),
+        kind,
+        authenticator_id: credential.to_owned(),
+        by: "doctor",
+    };
+    state.store.audit(&event, now).await?;
+    for session_id in ended_sessions {
+        let s = state.store.signing_session(session_id).await?;
+        let event = AuditEvent::SigningSessionEnded {
+            clinic_id: s.clinic_id,
+            user_id: s.user_id,
+            session_id: s.id,
+            reason: EndReason::AuthenticatorRemoved.as_str(),
+        };
+        state.store.audit(&event, now).await?;
+    }
+    Ok(())
+}
+
+async fn end_signing_session(State(state): State<AppState>, lang: Lang, doctor: CurrentDoctor) -> Result<Response> {
+    let now = state.clock.unix();
+    // Only this doctor's session at this clinic: another doctor's or clinic's is never touched.
+    let filter = SessionFilter::User { user_id: &doctor.user.id, clinic_id: Some(&doctor.clinic.clinic_id) };
+    for ended in state.store.end_signing_sessions(filter, EndReason::Doctor, now).await? {
+        let event = AuditEvent::SigningSessionEnded {
+            clinic_id: ended.clinic_id,
+            user_id: ended.user_id,
+            session_id: ended.id,
+            reason: EndReason::Doctor.as_str(),
+        };
+        state.store.audit(&event, now).await?;
+    }
+    Ok(back(lang, "ended"))
+}
