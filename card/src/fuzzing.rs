@@ -234,7 +234,7 @@ pub fn card_certificate(data: &[u8]) {
             assert!(v.revocation_checked);
             assert_eq!(v.crls.len(), 2);
             assert_eq!(v.hc_role.as_deref(), Some(MEDICAL_DOCTOR));
-            assert!(v.not_before <= NOW && NOW < v.not_after);
+            assert!(v.cert.not_before <= NOW && NOW < v.cert.not_after);
             assert_eq!(v.anchor_sha256, trust::sha256_hex(&h.root));
             assert!(!v.policies.is_empty());
         }
