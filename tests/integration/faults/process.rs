@@ -73,7 +73,7 @@ impl Setup {
         let prepared = TestApp::builder(db).prepare().await;
         let p = &prepared;
         // Real time: the process runs on the system clock, and so does this session.
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = gateway::clock::Clock::unix(&gateway::clock::SystemClock);
         let user = p.store.user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap();
         let cfg = &p.config.signing_session;
         let new = gateway::store::NewSigningSession {
