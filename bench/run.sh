@@ -7,6 +7,8 @@
 #   ./bench/run.sh                      # full run, ~10-15 min on 2 cores
 #   ./bench/run.sh --duration 5         # shorter scenarios (any `bench run --help` option)
 #   ./bench/run.sh --smoke              # 2-second harness check (what tests/run.sh runs)
+#   ./bench/run.sh soak --duration 30m --out BENCHMARKS.md   # only the soak (issue 16)
+#   BENCH_SOAK=30m ./bench/run.sh       # the full run, then a soak of that length on SQLite
 #
 # PostgreSQL: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres) must
 # accept CREATE DATABASE; pass --pg '' to skip it. Set BENCH_SKIP_BUILD=1 to reuse the binaries
@@ -26,4 +28,12 @@ if [ $smoke = 0 ] && command -v npm >/dev/null; then
   echo "== npm ci (bench/peer)" >&2
   (cd bench/peer && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
-exec "$BIN/bench" run --gateway "$BIN/gateway" "$@"
+if [ "${1:-}" = soak ]; then
+  shift
+  exec "$BIN/bench" soak --gateway "$BIN/gateway" "$@"
+fi
+"$BIN/bench" run --gateway "$BIN/gateway" "$@"
+# The soak loads both cores for its whole length; it runs only when asked for.
+if [ -n "${BENCH_SOAK:-}" ] && [ $smoke = 0 ]; then
+  "$BIN/bench" soak --gateway "$BIN/gateway" --duration "$BENCH_SOAK" --out BENCHMARKS.md
+fi

@@ -271,14 +271,16 @@ fn xorshift(s: &mut u64) -> u64 {
     *s
 }
 
-/// `POST /api/v1/signing-tokens` for a random doctor `d1..=d<doctors>` of `clinic`.
+/// `POST /api/v1/signing-tokens` for a random one of `doctors` doctors of `clinic` from
+/// `d<first>` on.
 fn token_request(
     target: &Target,
     clinic: &str,
+    first: u64,
     doctors: u64,
     rng: &mut u64,
 ) -> Result<hyper::Request<http_body_util::Full<Bytes>>, OpError> {
-    let n = xorshift(rng) % doctors.max(1) + 1;
+    let n = xorshift(rng) % doctors.max(1) + first;
     let body = format!(r#"{{"clinic_id":"{clinic}","doctor_id":"d{n}"}}"#);
     with_body(
         target.request(Method::POST, "/api/v1/signing-tokens"),
@@ -287,16 +289,18 @@ fn token_request(
     )
 }
 
-/// Issues a signing token for a random doctor; returns the token.
+/// Issues a signing token for a random one of `doctors` doctors from `d<first>` on; returns the
+/// token.
 pub async fn issue_token(
     target: &Target,
     conn: &mut Conn,
     clinic: &str,
+    first: u64,
     doctors: u64,
     rng: &mut u64,
 ) -> Result<String, OpError> {
     let reply = conn
-        .send(token_request(target, clinic, doctors, rng)?)
+        .send(token_request(target, clinic, first, doctors, rng)?)
         .await?;
     expect_ok(&reply, "token")?;
     let body: Value =
@@ -315,7 +319,15 @@ pub async fn consume_token(target: &Target, conn: &mut Conn, token: &str) -> Res
         Bytes::from(json!({ "token": token }).to_string()),
     )?;
     let reply = conn.send(req).await?;
-    expect_ok(&reply, "consume")
+    if reply.status == StatusCode::OK {
+        return Ok(());
+    }
+    // The error code tells a refused token (`session_ended`, `token_already_used`) from a failure.
+    let code = serde_json::from_slice::<Value>(&reply.body)
+        .ok()
+        .and_then(|b| b["error"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Err(OpError(format!("consume_{}_{code}", reply.status.as_u16())))
 }
 
 fn expect_ok(reply: &Reply, what: &str) -> Result<(), OpError> {
@@ -416,11 +428,11 @@ impl Workload {
                 expect_ok(&reply, "get")
             }
             (Workload::Token { clinic, doctors }, WorkerState::Rng(s)) => {
-                let reply = conn.send(token_request(target, clinic, *doctors, s)?).await?;
+                let reply = conn.send(token_request(target, clinic, 1, *doctors, s)?).await?;
                 expect_ok(&reply, "token")
             }
             (Workload::TokenConsume { clinic, doctors }, WorkerState::Rng(s)) => {
-                let token = issue_token(target, conn, clinic, *doctors, s).await?;
+                let token = issue_token(target, conn, clinic, 1, *doctors, s).await?;
                 consume_token(target, conn, &token).await
             }
             (Workload::FailedLogin { login_ids, origin }, WorkerState::Rng(s)) => {
