@@ -244,6 +244,9 @@ pub struct TokenKeys {
     /// A retired key stays published this long after it stopped signing.
     publish_retired_secs: i64,
     rng: SystemRandom,
+    /// Refreshes read and swap one at a time, so a slow read of older rows can never replace
+    /// the ring a later read built (the periodic refresh racing a rotation's).
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl TokenKeys {
@@ -259,6 +262,7 @@ impl TokenKeys {
             kek,
             publish_retired_secs,
             rng: SystemRandom::new(),
+            refreshing: tokio::sync::Mutex::new(()),
         };
         keys.refresh(store, now).await?;
         Ok(keys)
@@ -266,6 +270,7 @@ impl TokenKeys {
 
     /// Re-reads the keys from the database and swaps the ring in one step.
     pub async fn refresh(&self, store: &Store, now: i64) -> anyhow::Result<()> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let rows = store.published_signing_keys(now - self.publish_retired_secs).await?;
         self.ring.store(Arc::new(self.ring_of(&rows)?));
         Ok(())
@@ -279,6 +284,7 @@ impl TokenKeys {
             kek,
             publish_retired_secs: 0,
             rng: SystemRandom::new(),
+            refreshing: tokio::sync::Mutex::new(()),
         };
         keys.ring.store(Arc::new(keys.ring_of(rows)?));
         Ok(keys)
