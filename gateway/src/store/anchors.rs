@@ -3,7 +3,9 @@
 //! it, and its end-entity policy allow-list; plus which registered certificates and cards depend on
 //! an anchor.
 
-use super::{AnchorKind, Backend, Error, Result, Store, SubCrl, TrustAnchor, corrupt, read_all, with_pool, with_reader};
+use std::str::FromStr;
+
+use super::{Backend, Error, Result, Store, corrupt, read_all, with_pool, with_reader};
 
 /// What was registered under an anchor (rows from before migration 0007 whose anchor is unknown
 /// are counted as possibly depending on every anchor of their kind).
@@ -330,4 +332,118 @@ impl Store {
         })?;
         Ok(done == 1)
     }
+}
+
+/// What a trust anchor vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AnchorKind {
+    /// Issuer of clinic TLS client certificates.
+    Clinic,
+    /// Issuer of EMR service-client TLS certificates.
+    Service,
+    /// HPKI authentication certificate issuer.
+    Hpki,
+    /// JPKI (My Number card) user-authentication certificate issuer.
+    Jpki,
+}
+
+impl AnchorKind {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnchorKind::Clinic => "clinic",
+            AnchorKind::Service => "service",
+            AnchorKind::Hpki => "hpki",
+            AnchorKind::Jpki => "jpki",
+        }
+    }
+}
+
+impl FromStr for AnchorKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "clinic" => Ok(AnchorKind::Clinic),
+            "service" => Ok(AnchorKind::Service),
+            "hpki" => Ok(AnchorKind::Hpki),
+            "jpki" => Ok(AnchorKind::Jpki),
+            _ => Err(()),
+        }
+    }
+}
+
+/// How revocation is checked for certificates under an anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationPolicy {
+    /// A CRL must be present (and current); certificates are checked against it.
+    Crl,
+    /// No revocation data exists for this issuer; every use is logged.
+    None,
+}
+
+impl RevocationPolicy {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationPolicy::Crl => "crl",
+            RevocationPolicy::None => "none",
+        }
+    }
+}
+
+impl FromStr for RevocationPolicy {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "crl" => Ok(RevocationPolicy::Crl),
+            "none" => Ok(RevocationPolicy::None),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A trusted CA certificate.
+#[derive(Debug, Clone)]
+pub struct TrustAnchor {
+    /// What it vouches for.
+    pub kind: AnchorKind,
+    /// Lowercase hex SHA-256 of the DER.
+    pub fingerprint: String,
+    /// Subject DN.
+    pub subject: String,
+    /// The certificate.
+    pub cert_der: Vec<u8>,
+    /// Revocation policy.
+    pub revocation: RevocationPolicy,
+    /// The current CRL, if any.
+    pub crl_der: Option<Vec<u8>>,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// Where the CRL is fetched from, if configured (`anchor add --crl-url`).
+    pub crl_url: Option<String>,
+    /// nextUpdate of `crl_der`, Unix seconds, where known.
+    pub crl_next_update: Option<i64>,
+    /// End-entity policies (`any`, or OIDs and arcs); `None`: the kind's default.
+    pub policies: Option<String>,
+    /// CRLs of CAs below the anchor.
+    pub sub_crls: Vec<SubCrl>,
+}
+
+/// The CRL of an intermediate CA under an anchor.
+#[derive(Debug, Clone)]
+pub struct SubCrl {
+    /// Lowercase hex SHA-256 of the CA's DER subject Name.
+    pub issuer_sha256: String,
+    /// The CA's subject.
+    pub issuer_subject: String,
+    /// The CA certificate the CRL was checked against.
+    pub issuer_cert_der: Vec<u8>,
+    /// The CRL.
+    pub crl_der: Vec<u8>,
+    /// thisUpdate, Unix seconds.
+    pub this_update: i64,
+    /// nextUpdate, Unix seconds.
+    pub next_update: i64,
 }

@@ -9,7 +9,7 @@
 use super::enrollment::CONSUME_CODE_SQL;
 use super::signing::EndReason;
 use super::{
-    AnchorKind, Backend, Error, LinkAuthorisation, Result, Store, read_all, read_one, with_pool, write_execute,
+    AnchorKind, Backend, Error, LinkAuthorisation, Precondition, Result, Store, read_all, read_one, with_pool, write_execute,
     write_optional,
 };
 
@@ -294,7 +294,7 @@ impl Store {
                 code_ok
             }
         });
-        if code_ok { Ok(()) } else { Err(Error::Precondition("enrollment_code")) }
+        if code_ok { Ok(()) } else { Err(Error::Precondition(Precondition::EnrollmentCode)) }
     }
 
     /// The cards linked to a user, oldest first.

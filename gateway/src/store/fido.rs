@@ -4,7 +4,7 @@
 //! assertions of the same credential at once (docs/fido-policy.md).
 
 use super::signing::EndReason;
-use super::{Backend, Error, Result, Store, read_all, read_one, with_pool};
+use super::{Backend, Error, Precondition, Result, Store, read_all, read_one, with_pool};
 
 /// A linked FIDO credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +162,7 @@ impl Store {
                 code_ok
             }
         });
-        if code_ok { Ok(()) } else { Err(Error::Precondition("enrollment_code")) }
+        if code_ok { Ok(()) } else { Err(Error::Precondition(Precondition::EnrollmentCode)) }
     }
 
     /// The credentials linked to a user, oldest first.

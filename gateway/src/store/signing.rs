@@ -13,7 +13,7 @@ use super::audit::{append_audit_pg, append_audit_sqlite};
 use super::cards::CARD_USE;
 use super::fido::FIDO_USE;
 use super::sessions::{MOVE_SESSION, SessionMove};
-use super::{AuditEvent, Backend, Error, Result, Store, corrupt, with_pool, with_reader, write_execute};
+use super::{AuditEvent, Backend, Error, Precondition, Result, Store, corrupt, with_pool, with_reader, write_execute};
 
 /// How the doctor proved presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -301,7 +301,7 @@ impl AuthenticatorUse<'_> {
     /// Fails the opening when a required counter was not written (`rows` changed).
     fn check(&self, rows: u64) -> Result<()> {
         match self {
-            AuthenticatorUse::Fido { required: true, .. } if rows != 1 => Err(Error::Precondition("fido counter")),
+            AuthenticatorUse::Fido { required: true, .. } if rows != 1 => Err(Error::Precondition(Precondition::FidoCounter)),
             _ => Ok(()),
         }
     }
@@ -375,7 +375,7 @@ impl Store {
             events.push((event, now));
             events
         };
-        let moved = |rows: u64| if rows == 1 { Ok(()) } else { Err(Error::Precondition("browser session")) };
+        let moved = |rows: u64| if rows == 1 { Ok(()) } else { Err(Error::Precondition(Precondition::BrowserSession)) };
         // A concurrent open on another instance can win the unique index between our UPDATE
         // and INSERT; the second attempt then ends that session like any other.
         let mut attempt = 0;
