@@ -16,7 +16,8 @@ use hmac::{Hmac, Mac as _};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Backend, Error, Result, Store, inline, with_pool, with_reader};
+use super::tx::Tx;
+use super::{Backend, Error, Result, Store, row, transaction, tx_execute, tx_fetch, tx_rows, with_pool, with_reader};
 
 /// Outcome of an audited action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -465,7 +466,29 @@ pub fn audit_link(key: Option<&AuditKey>, prev: &[u8], row: RowFields<'_>) -> Ve
     }
 }
 
-type AuditRow = (i64, i64, String, String, Option<String>, Option<String>, String, Vec<u8>, Vec<u8>);
+row! {
+    /// An `audit_log` row as selected.
+    struct AuditRow {
+        seq: i64,
+        created_at: i64,
+        event: String,
+        outcome: String,
+        clinic_id: Option<String>,
+        user_id: Option<String>,
+        detail: String,
+        prev_hash: Vec<u8>,
+        hash: Vec<u8>,
+    }
+}
+
+row! {
+    /// The `audit_head` row: the last sequence number, its link, and the first keyed row.
+    struct HeadRow {
+        seq: i64,
+        hash: Vec<u8>,
+        keyed_from: Option<i64>,
+    }
+}
 
 /// The event that starts the keyed segment of a log written before keyed chaining.
 pub const CHAIN_KEYED_EVENT: &str = "audit_chain_keyed";
@@ -501,8 +524,18 @@ fn pending_rows(events: &[(AuditEvent, i64)]) -> Vec<PendingRow<'_>> {
         .collect()
 }
 
-/// A row chained into the log: (seq, at, name, outcome, clinic, user, detail, prev_hash, hash).
-type ChainedRow<'a> = (i64, i64, &'static str, &'static str, Option<&'a str>, Option<&'a str>, &'a str, Vec<u8>, Vec<u8>);
+/// A row chained into the log, as inserted.
+struct ChainedRow<'a> {
+    seq: i64,
+    at: i64,
+    event: &'static str,
+    outcome: &'static str,
+    clinic_id: Option<&'a str>,
+    user_id: Option<&'a str>,
+    detail: &'a str,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
 
 /// Takes `count` sequence numbers from the head row (concurrent appends queue on it).
 const TAKE_HEAD: &str = "UPDATE audit_head SET seq = seq + $1, updated_at = $2 WHERE id = 1 RETURNING seq, hash, keyed_from";
@@ -510,7 +543,14 @@ const TAKE_HEAD: &str = "UPDATE audit_head SET seq = seq + $1, updated_at = $2 W
 const SET_HEAD: &str = "UPDATE audit_head SET hash = $1 WHERE id = 1";
 /// Starts the keyed segment at a row (`audit rekey`).
 const SET_KEYED_FROM: &str = "UPDATE audit_head SET keyed_from = $1 WHERE id = 1";
-const INSERT_ROWS: &str = "INSERT INTO audit_log (seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash) ";
+macro_rules! insert_rows {
+    () => {
+        "INSERT INTO audit_log (seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash)"
+    };
+}
+const INSERT_ROWS: &str = insert_rows!();
+/// [`INSERT_ROWS`] that also moves the head to `$1` (PostgreSQL: a data-modifying `WITH`).
+const INSERT_ROWS_MOVING_HEAD: &str = concat!("WITH head AS (UPDATE audit_head SET hash = $1 WHERE id = 1) ", insert_rows!());
 
 /// Checks the head `(last, prev, keyed_from)` returned by [`TAKE_HEAD`] before `batch` is chained
 /// after it, and returns the audit key and the row that starts a keyed segment, if this batch does.
@@ -543,7 +583,17 @@ fn chain<'a>(key: &AuditKey, rows: &'a [PendingRow<'a>], last: i64, mut prev: Ve
     for (at, name, outcome, clinic_id, user_id, detail) in rows {
         seq += 1;
         let hash = audit_link(Some(key), &prev, (seq, *at, name, outcome.as_str(), *clinic_id, *user_id, detail));
-        chained.push((seq, *at, *name, outcome.as_str(), *clinic_id, *user_id, detail.as_str(), prev, hash.clone()));
+        chained.push(ChainedRow {
+            seq,
+            at: *at,
+            event: name,
+            outcome: outcome.as_str(),
+            clinic_id: *clinic_id,
+            user_id: *user_id,
+            detail: detail.as_str(),
+            prev_hash: prev,
+            hash: hash.clone(),
+        });
         prev = hash;
     }
     (chained, prev)
@@ -553,63 +603,38 @@ fn head_args(rows: &[PendingRow<'_>]) -> (i64, i64) {
     (i64::try_from(rows.len()).unwrap_or(i64::MAX), rows.iter().map(|r| r.0).max().unwrap_or_default())
 }
 
-/// Appends `batch` (from [`Store::audit_rows`], not empty) in the open PostgreSQL transaction
-/// `tx`: the head row is taken first, the batch is chained in memory and written with multi-row
-/// INSERTs (power-of-two chunks, so each connection caches a handful of statement texts), and the
-/// head moves to the last link.
-pub(super) async fn append_audit_pg(tx: &mut sqlx::PgConnection, batch: &AuditBatch<'_>) -> Result<()> {
+/// Appends `batch` (from [`Store::audit_rows`], not empty) in the open transaction `tx`: the head
+/// row is taken first, the batch is chained in memory and written with multi-row INSERTs
+/// (power-of-two chunks, so each connection caches a handful of statement texts), and the head
+/// moves to the last link.
+pub(super) async fn append_audit(tx: &mut Tx<'_>, batch: &AuditBatch<'_>) -> Result<()> {
     let rows = &batch.rows;
     let (count, updated_at) = head_args(rows);
-    let (last, prev, keyed_from): (i64, Vec<u8>, Option<i64>) =
-        sqlx::query_as(TAKE_HEAD).bind(count).bind(updated_at).fetch_one(&mut *tx).await?;
-    let (key, starts_keyed) = check_head(batch, last, &prev, keyed_from)?;
-    let (chained, head) = chain(key, rows, last, prev);
+    let head = tx_fetch!(tx, one, HeadRow, TAKE_HEAD, count, updated_at)?;
+    let (key, starts_keyed) = check_head(batch, head.seq, &head.hash, head.keyed_from)?;
+    let (chained, link) = chain(key, rows, head.seq, head.hash);
+    // On PostgreSQL the last INSERT moves the head as well: one round trip less while the head
+    // row is locked. SQLite has no data-modifying WITH and moves it after.
+    let head_in_insert = tx.is_postgres();
     let mut chunks = super::batch_chunks(&chained).peekable();
     while let Some(chunk) = chunks.next() {
-        // The last chunk moves the head in the same statement (one round trip less).
-        let mut insert = if chunks.peek().is_none() {
-            let mut q = sqlx::QueryBuilder::new("WITH head AS (UPDATE audit_head SET hash = ");
-            q.push_bind(head.as_slice()).push(" WHERE id = 1) ").push(INSERT_ROWS);
-            q
-        } else {
-            sqlx::QueryBuilder::new(INSERT_ROWS)
-        };
-        insert.push_values(chunk, |mut b, r| {
-            b.push_bind(r.0)
-                .push_bind(r.1)
-                .push_bind(r.2)
-                .push_bind(r.3)
-                .push_bind(r.4)
-                .push_bind(r.5)
-                .push_bind(r.6)
-                .push_bind(r.7.as_slice())
-                .push_bind(r.8.as_slice());
-        });
-        insert.build().execute(&mut *tx).await?;
+        let moves_head = head_in_insert && chunks.peek().is_none();
+        let insert = if moves_head { INSERT_ROWS_MOVING_HEAD } else { INSERT_ROWS };
+        tx_rows!(
+            tx,
+            execute,
+            insert,
+            with moves_head.then_some(link.as_slice()),
+            chunk,
+            |r| [r.seq, r.at, r.event, r.outcome, r.clinic_id, r.user_id, r.detail, r.prev_hash, r.hash],
+            "",
+        )?;
+    }
+    if !head_in_insert {
+        tx_execute!(tx, SET_HEAD, &link)?;
     }
     if let Some(first) = starts_keyed {
-        sqlx::query(SET_KEYED_FROM).bind(first).execute(&mut *tx).await?;
-    }
-    Ok(())
-}
-
-/// The same append in an open SQLite transaction on the inline writer (decision 0008).
-pub(super) fn append_audit_sqlite(tx: &rusqlite::Connection, batch: &AuditBatch<'_>) -> Result<()> {
-    let rows = &batch.rows;
-    let (count, updated_at) = head_args(rows);
-    let (last, prev, keyed_from): (i64, Vec<u8>, Option<i64>) = inline::one(tx, TAKE_HEAD, &[&count, &updated_at])?;
-    let (key, starts_keyed) = check_head(batch, last, &prev, keyed_from)?;
-    let (chained, head) = chain(key, rows, last, prev);
-    for chunk in super::batch_chunks(&chained) {
-        let params: Vec<&dyn rusqlite::ToSql> = chunk
-            .iter()
-            .flat_map(|r| [&r.0 as &dyn rusqlite::ToSql, &r.1, &r.2, &r.3, &r.4, &r.5, &r.6, &r.7, &r.8])
-            .collect();
-        inline::execute_rows(tx, INSERT_ROWS, "", 9, chunk.len(), &params)?;
-    }
-    inline::execute(tx, SET_HEAD, &[&head])?;
-    if let Some(first) = starts_keyed {
-        inline::execute(tx, SET_KEYED_FROM, &[&first])?;
+        tx_execute!(tx, SET_KEYED_FROM, first)?;
     }
     Ok(())
 }
@@ -651,23 +676,15 @@ impl Store {
     }
 
     async fn append(&self, batch: &AuditBatch<'_>) -> Result<()> {
-        match &self.backend {
-            Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| append_audit_sqlite(tx, batch))?,
-            Backend::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                append_audit_pg(&mut tx, batch).await?;
-                tx.commit().await?;
-            }
-        }
-        Ok(())
+        transaction!(self, |tx| append_audit(tx, batch).await)
     }
 
     /// The chain's head.
     pub async fn audit_head(&self) -> Result<AuditHead> {
-        let (rows, link, keyed_from): (i64, Vec<u8>, Option<i64>) = with_pool!(self, |pool| {
+        let head: HeadRow = with_pool!(self, |pool| {
             sqlx::query_as("SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1").fetch_one(pool).await
         })?;
-        Ok(AuditHead { rows, link, keyed_from })
+        Ok(AuditHead { rows: head.seq, link: head.hash, keyed_from: head.keyed_from })
     }
 
     /// Starts the keyed segment of a log written before keyed chaining (`gateway admin audit
@@ -726,7 +743,7 @@ impl Store {
                 break;
             }
             for r in rows {
-                let (seq, at, event, outcome, clinic_id, user_id, detail, prev_hash, hash) = r;
+                let AuditRow { seq, created_at: at, event, outcome, clinic_id, user_id, detail, prev_hash, hash } = r;
                 if upto.is_some_and(|upto| seq > upto) {
                     break 'pages;
                 }
@@ -779,7 +796,7 @@ impl Store {
             if rows.is_empty() {
                 return Ok(after);
             }
-            for (seq, at, event, outcome, clinic_id, user_id, detail, _prev, hash) in rows {
+            for AuditRow { seq, created_at: at, event, outcome, clinic_id, user_id, detail, hash, .. } in rows {
                 after = seq;
                 let detail = serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail));
                 each(AuditRecord { seq, at, event, outcome, clinic_id, user_id, detail, hash: hex::encode(hash) })
@@ -801,7 +818,7 @@ impl Store {
         })?;
         Ok(rows
             .into_iter()
-            .map(|(seq, at, event, outcome, clinic_id, user_id, detail, _prev, hash)| AuditRecord {
+            .map(|AuditRow { seq, created_at: at, event, outcome, clinic_id, user_id, detail, hash, .. }| AuditRecord {
                 seq,
                 at,
                 event,

@@ -227,6 +227,45 @@ macro_rules! write_optional {
 }
 pub(crate) use write_optional;
 
+/// A struct for a query's rows, decoded by column name on every path: `sqlx::FromRow` for SQLite
+/// and PostgreSQL, and `TryFrom<&rusqlite::Row>` for the inline statements (decision 0008). A
+/// query names each field as a column (`AS` where it computes one); swapping two columns changes
+/// nothing, and a missing one is an error, not another field's value.
+macro_rules! row {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        $vis struct $name { $($(#[$fmeta])* $fvis $field: $ty),* }
+        impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for $name {
+            fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> sqlx::Result<Self> {
+                use sqlx::Row as _;
+                Ok(Self { $($field: row.try_get(stringify!($field))?),* })
+            }
+        }
+        impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for $name {
+            fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+                use sqlx::Row as _;
+                Ok(Self { $($field: row.try_get(stringify!($field))?),* })
+            }
+        }
+        impl<'r> TryFrom<&'r rusqlite::Row<'r>> for $name {
+            type Error = rusqlite::Error;
+            // `at` counts past the last field.
+            #[allow(unused_assignments)]
+            fn try_from(row: &'r rusqlite::Row<'r>) -> rusqlite::Result<Self> {
+                let mut at = 0;
+                Ok(Self {
+                    $($field: {
+                        let value = $crate::store::inline::column(row, at, stringify!($field))?;
+                        at += 1;
+                        value
+                    }),*
+                })
+            }
+        }
+    };
+}
+pub(crate) use row;
+
 /// The database, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {

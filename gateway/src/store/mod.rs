@@ -18,9 +18,11 @@ mod enrollment;
 mod fido;
 mod inline;
 mod lockout;
+mod service_clients;
 mod sessions;
 mod signing;
 mod tokens;
+mod tx;
 mod users;
 
 pub use anchors::{AnchorKind, AnchorVersion, Dependents, RevocationPolicy, SubCrl, TrustAnchor};
@@ -37,10 +39,10 @@ pub use signing::{
     AuthMethod, AuthenticatorUse, EndReason, NewSigningSession, OpenedSession, Opening, SessionFilter, SigningSession,
     SigningSessionState, TouchOutcome,
 };
-pub use tokens::{
-    ClientAccess, ConsumedToken, Consumption, EmrContext, IssueContext, NewConsume, NewIssuedToken, OpenSession, ServiceClient, ServiceRole, SigningKeyRow,
-};
+pub use service_clients::{ClientAccess, EmrContext, IssueContext, OpenSession, ServiceClient, ServiceRole};
+pub use tokens::{ConsumedToken, Consumption, NewConsume, NewIssuedToken, SigningKeyRow};
 pub use users::{NewUser, User, UserKind};
 
 pub(crate) use db::batch_chunks;
-use db::{Backend, corrupt, read_all, read_one, read_optional, with_pool, with_reader, write_execute, write_optional};
+use db::{Backend, corrupt, read_all, read_one, read_optional, row, with_pool, with_reader, write_execute, write_optional};
+use tx::{transaction, tx_execute, tx_fetch, tx_rows};
