@@ -173,7 +173,7 @@ macro_rules! read_optional {
         match &$store.backend {
             Backend::Sqlite { inline, .. } => inline.optional::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
             Backend::Postgres(pool) => {
-                sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(pool).await.map_err(Error::from)
+                sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(pool).await.map_err($crate::store::Error::from)
             }
         }
     };
@@ -183,7 +183,7 @@ pub(crate) use read_optional;
 /// Like [`read_optional!`] for exactly one row: [`Error::NotFound`] when there is none.
 macro_rules! read_one {
     ($store:expr, $row:ty, $sql:expr $(, $param:expr)* $(,)?) => {
-        $crate::store::db::read_optional!($store, $row, $sql $(, $param)*).and_then(|row| row.ok_or(Error::NotFound))
+        $crate::store::db::read_optional!($store, $row, $sql $(, $param)*).and_then(|row| row.ok_or($crate::store::Error::NotFound))
     };
 }
 pub(crate) use read_one;
@@ -193,7 +193,7 @@ macro_rules! read_all {
     ($store:expr, $row:ty, $sql:expr $(, $param:expr)* $(,)?) => {
         match &$store.backend {
             Backend::Sqlite { inline, .. } => inline.all::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
-            Backend::Postgres(pool) => sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_all(pool).await.map_err(Error::from),
+            Backend::Postgres(pool) => sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_all(pool).await.map_err($crate::store::Error::from),
         }
     };
 }
@@ -206,7 +206,7 @@ macro_rules! write_execute {
         match &$store.backend {
             Backend::Sqlite { writer, .. } => writer.lock().await.execute($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
             Backend::Postgres(pool) => {
-                sqlx::query($sql)$(.bind($param))*.execute(pool).await.map(|r| r.rows_affected()).map_err(Error::from)
+                sqlx::query($sql)$(.bind($param))*.execute(pool).await.map(|r| r.rows_affected()).map_err($crate::store::Error::from)
             }
         }
     };
@@ -220,7 +220,7 @@ macro_rules! write_optional {
         match &$store.backend {
             Backend::Sqlite { writer, .. } => writer.lock().await.optional::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
             Backend::Postgres(pool) => {
-                sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(pool).await.map_err(Error::from)
+                sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(pool).await.map_err($crate::store::Error::from)
             }
         }
     };

@@ -1,6 +1,6 @@
 //! Login lockout: failed password checks counted per login key (issue 15).
 
-use super::{Backend, Error, Result, Store, with_pool, with_reader, write_optional};
+use super::{Backend, Result, Store, with_pool, with_reader, write_optional};
 
 impl Store {
     /// Until when `login_key` is locked, if it is locked at `now`.

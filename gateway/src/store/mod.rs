@@ -10,6 +10,7 @@
 
 mod anchors;
 mod audit;
+mod authenticators;
 mod cards;
 mod ceremonies;
 mod clinics;
@@ -32,7 +33,8 @@ pub use ceremonies::{CeremonyPurpose, NewCeremony, TakenCeremony};
 pub use clinics::{Clinic, ClinicCert, ClinicCertBinding, NewClinicCert};
 pub use db::{Error, Precondition, Result, Store, sqlx_unavailable};
 pub use enrollment::{CodeCheck, EnrollmentCode, IssuedCode};
-pub use fido::{FidoCredential, LinkAuthorisation, NewFidoCredential};
+pub use authenticators::LinkAuthorisation;
+pub use fido::{FidoCredential, NewFidoCredential};
 pub use lockout::{LockoutRules, LoginReservation};
 pub use sessions::{LoadedSession, SessionMove, SessionSignIn};
 pub use signing::{

@@ -1,7 +1,7 @@
 //! Browser-session rows for `http::session`. Ids arrive already hashed: the database never sees
 //! a usable session id.
 
-use super::{Backend, Error, Result, Store, read_optional, with_pool, write_execute};
+use super::{Backend, Result, Store, read_optional, with_pool, write_execute};
 
 /// A browser session moving to a new id after a card or FIDO presence check (docs/design.md §3.2: at
 /// every privilege change), by hashes. The move also records the check as the session's latest
