@@ -1,6 +1,6 @@
 //! Clinics and the TLS client certificates registered to them (the clinic gate).
 
-use super::{Backend, Error, Result, Store, read_one, with_pool, with_reader};
+use super::{Backend, Error, Result, Store, read_one, row, with_pool, with_reader};
 
 impl Store {
     /// Adds a clinic.
@@ -17,23 +17,22 @@ impl Store {
 
     /// All clinics, by id.
     pub async fn list_clinics(&self) -> Result<Vec<Clinic>> {
-        let rows: Vec<(String, String, bool, i64)> = with_reader!(self, |pool| {
+        let rows: Vec<Clinic> = with_reader!(self, |pool| {
             sqlx::query_as("SELECT id, name, enabled, created_at FROM clinics ORDER BY id")
                 .fetch_all(pool)
                 .await
         })?;
-        Ok(rows.into_iter().map(Clinic::from).collect())
+        Ok(rows)
     }
 
     /// One clinic.
     pub async fn clinic(&self, id: &str) -> Result<Clinic> {
-        let row: (String, String, bool, i64) = with_reader!(self, |pool| {
+        Ok(with_reader!(self, |pool| {
             sqlx::query_as("SELECT id, name, enabled, created_at FROM clinics WHERE id = $1")
                 .bind(id)
                 .fetch_one(pool)
                 .await
-        })?;
-        Ok(row.into())
+        })?)
     }
 
     /// Enables or disables a clinic; `NotFound` if there is none.
@@ -72,24 +71,24 @@ impl Store {
     pub async fn clinic_cert(&self, fingerprint: &str) -> Result<ClinicCertBinding> {
         let row = read_one!(
             self,
-            (String, String, Option<i64>, String, bool),
-            "SELECT c.fingerprint, c.clinic_id, c.revoked_at, k.name, k.enabled
+            BindingRow,
+            "SELECT c.fingerprint AS fingerprint, c.clinic_id AS clinic_id, c.revoked_at AS revoked_at,
+                    k.name AS clinic_name, k.enabled AS clinic_enabled
              FROM clinic_certs c JOIN clinics k ON k.id = c.clinic_id WHERE c.fingerprint = $1",
             fingerprint,
         )?;
         Ok(ClinicCertBinding {
-            fingerprint: row.0,
-            clinic_id: row.1,
-            revoked: row.2.is_some(),
-            clinic_name: row.3,
-            clinic_enabled: row.4,
+            fingerprint: row.fingerprint,
+            clinic_id: row.clinic_id,
+            revoked: row.revoked_at.is_some(),
+            clinic_name: row.clinic_name,
+            clinic_enabled: row.clinic_enabled,
         })
     }
 
     /// Registered certificates, optionally of one clinic.
     pub async fn list_clinic_certs(&self, clinic_id: Option<&str>) -> Result<Vec<ClinicCert>> {
-        type Row = (String, String, String, String, i64, Option<i64>, i64);
-        let rows: Vec<Row> = with_reader!(self, |pool| {
+        Ok(with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT fingerprint, clinic_id, subject, serial, not_after, revoked_at, created_at FROM clinic_certs
                  WHERE ($1 IS NULL OR clinic_id = $1) ORDER BY clinic_id, created_at",
@@ -97,19 +96,7 @@ impl Store {
             .bind(clinic_id)
             .fetch_all(pool)
             .await
-        })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ClinicCert {
-                fingerprint: r.0,
-                clinic_id: r.1,
-                subject: r.2,
-                serial: r.3,
-                not_after: r.4,
-                revoked_at: r.5,
-                created_at: r.6,
-            })
-            .collect())
+        })?)
     }
 
     /// Marks a registered certificate revoked; `NotFound` if it is not registered or already revoked.
@@ -124,22 +111,29 @@ impl Store {
     }
 }
 
-/// A clinic.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Clinic {
-    /// Clinic code.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Disabled clinics get nothing.
-    pub enabled: bool,
-    /// Unix seconds.
-    pub created_at: i64,
+row! {
+    /// A clinic.
+    #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+    pub struct Clinic {
+        /// Clinic code.
+        pub id: String,
+        /// Display name.
+        pub name: String,
+        /// Disabled clinics get nothing.
+        pub enabled: bool,
+        /// Unix seconds.
+        pub created_at: i64,
+    }
 }
 
-impl From<(String, String, bool, i64)> for Clinic {
-    fn from(r: (String, String, bool, i64)) -> Self {
-        Self { id: r.0, name: r.1, enabled: r.2, created_at: r.3 }
+row! {
+    /// A clinic certificate's registration joined with its clinic.
+    struct BindingRow {
+        fingerprint: String,
+        clinic_id: String,
+        revoked_at: Option<i64>,
+        clinic_name: String,
+        clinic_enabled: bool,
     }
 }
 
@@ -158,23 +152,25 @@ pub struct NewClinicCert<'a> {
     pub not_after: i64,
 }
 
-/// A registered clinic certificate.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ClinicCert {
-    /// Lowercase hex SHA-256 of the DER.
-    pub fingerprint: String,
-    /// Owning clinic.
-    pub clinic_id: String,
-    /// Subject DN.
-    pub subject: String,
-    /// Serial number, hex.
-    pub serial: String,
-    /// Unix seconds.
-    pub not_after: i64,
-    /// When an operator revoked it.
-    pub revoked_at: Option<i64>,
-    /// Unix seconds.
-    pub created_at: i64,
+row! {
+    /// A registered clinic certificate.
+    #[derive(Debug, Clone, serde::Serialize)]
+    pub struct ClinicCert {
+        /// Lowercase hex SHA-256 of the DER.
+        pub fingerprint: String,
+        /// Owning clinic.
+        pub clinic_id: String,
+        /// Subject DN.
+        pub subject: String,
+        /// Serial number, hex.
+        pub serial: String,
+        /// Unix seconds.
+        pub not_after: i64,
+        /// When an operator revoked it.
+        pub revoked_at: Option<i64>,
+        /// Unix seconds.
+        pub created_at: i64,
+    }
 }
 
 /// What the gate needs to know about a presented certificate.

@@ -10,6 +10,7 @@
 
 mod anchors;
 mod audit;
+mod audit_event;
 mod authenticators;
 mod cards;
 mod ceremonies;

@@ -2,14 +2,14 @@
 
 use std::str::FromStr;
 
-use super::{Backend, Error, Result, Store, corrupt, read_one, with_pool, with_reader, write_execute};
+use super::{Backend, Error, Result, Store, corrupt, read_one, row, transaction, tx_execute, with_pool, with_reader, write_execute};
 
 impl Store {
     /// Every (clinic, 医籍番号) held by more than one account, with the accounts' login IDs.
     pub(super) async fn shared_medical_reg_nos(&self) -> Result<Vec<String>> {
-        let rows: Vec<(String, String, String)> = with_reader!(self, |pool| {
+        let rows: Vec<SharedRow> = with_reader!(self, |pool| {
             sqlx::query_as(
-                "SELECT u.clinic_id, u.medical_reg_no, u.login_id FROM users u
+                "SELECT u.clinic_id AS clinic_id, u.medical_reg_no AS medical_reg_no, u.login_id AS login_id FROM users u
                  WHERE u.medical_reg_no IS NOT NULL AND EXISTS (
                      SELECT 1 FROM users o WHERE o.clinic_id = u.clinic_id AND o.medical_reg_no = u.medical_reg_no
                      AND o.id <> u.id)",
@@ -17,7 +17,7 @@ impl Store {
             .fetch_all(pool)
             .await
         })?;
-        Ok(group_accounts(rows.into_iter().map(|(clinic, number, login)| ((clinic, number), login)))
+        Ok(group_accounts(rows.into_iter().map(|r| ((r.clinic_id, r.medical_reg_no), r.login_id)))
             .map(|((clinic, number), logins)| format!("clinic {clinic}, 医籍番号 {number}: {}", logins.join(", ")))
             .collect())
     }
@@ -26,17 +26,17 @@ impl Store {
     /// by an older version since. Refuses, naming the accounts and changing nothing, when two
     /// login IDs of one clinic fold alike: merging or renaming accounts is an operator's call.
     pub(super) async fn fill_login_folded(&self) -> Result<()> {
-        let missing: Vec<(String, String)> = with_reader!(self, |pool| {
-            sqlx::query_as("SELECT id, login_id FROM users WHERE login_folded IS NULL").fetch_all(pool).await
+        let missing: Vec<LoginRow> = with_reader!(self, |pool| {
+            sqlx::query_as("SELECT id, clinic_id, login_id FROM users WHERE login_folded IS NULL").fetch_all(pool).await
         })?;
         if missing.is_empty() {
             return Ok(());
         }
-        let all: Vec<(String, String)> = with_reader!(self, |pool| {
-            sqlx::query_as("SELECT clinic_id, login_id FROM users").fetch_all(pool).await
+        let all: Vec<LoginRow> = with_reader!(self, |pool| {
+            sqlx::query_as("SELECT id, clinic_id, login_id FROM users").fetch_all(pool).await
         })?;
         let collisions: Vec<String> =
-            group_accounts(all.into_iter().map(|(clinic, login)| ((clinic, crate::login_id::fold(&login)), login)))
+            group_accounts(all.into_iter().map(|r| ((r.clinic_id, crate::login_id::fold(&r.login_id)), r.login_id)))
                 .filter(|(_, logins)| logins.len() > 1)
                 .map(|((clinic, _), logins)| format!("clinic {clinic}: {}", logins.join(", ")))
                 .collect();
@@ -48,21 +48,13 @@ impl Store {
                 collisions.join("; ")
             )));
         }
-        with_pool!(self, |pool| {
-            async {
-                let mut tx = pool.begin().await?;
-                for (id, login_id) in &missing {
-                    sqlx::query("UPDATE users SET login_folded = $2 WHERE id = $1 AND login_folded IS NULL")
-                        .bind(id)
-                        .bind(crate::login_id::fold(login_id))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await
+        transaction!(self, |tx| {
+            for r in &missing {
+                let folded = crate::login_id::fold(&r.login_id);
+                tx_execute!(tx, "UPDATE users SET login_folded = $2 WHERE id = $1 AND login_folded IS NULL", &r.id, &folded)?;
             }
-            .await
-        })?;
-        Ok(())
+            Ok(())
+        })
     }
 
 
@@ -196,6 +188,24 @@ impl Store {
     }
 }
 
+row! {
+    /// Who holds a 医籍番号 another account of the clinic holds too.
+    struct SharedRow {
+        clinic_id: String,
+        medical_reg_no: String,
+        login_id: String,
+    }
+}
+
+row! {
+    /// A login ID to fold.
+    struct LoginRow {
+        id: String,
+        clinic_id: String,
+        login_id: String,
+    }
+}
+
 /// Values grouped by key, keys and values sorted (so a caller need not order rows by a key the
 /// database cannot compute, such as a folded login ID).
 fn group_accounts<K: Ord>(rows: impl IntoIterator<Item = (K, String)>) -> impl Iterator<Item = (K, Vec<String>)> {
@@ -270,7 +280,22 @@ macro_rules! user_columns {
 }
 use user_columns;
 
-type UserRow = (String, String, String, String, String, Option<String>, String, bool, i64, bool, i64);
+row! {
+    /// A `users` row as `user_columns!` selects it.
+    struct UserRow {
+        id: String,
+        clinic_id: String,
+        login_id: String,
+        kind: String,
+        name: String,
+        medical_reg_no: Option<String>,
+        password_hash: String,
+        enabled: bool,
+        created_at: i64,
+        password_temporary: bool,
+        password_set_at: i64,
+    }
+}
 
 /// A user account.
 #[derive(Clone, serde::Serialize)]
@@ -311,17 +336,17 @@ impl TryFrom<UserRow> for User {
     type Error = Error;
     fn try_from(r: UserRow) -> Result<Self> {
         Ok(Self {
-            id: r.0,
-            clinic_id: r.1,
-            login_id: r.2,
-            kind: r.3.parse().map_err(|_| corrupt("users.kind"))?,
-            name: r.4,
-            medical_reg_no: r.5,
-            password_hash: r.6,
-            enabled: r.7,
-            created_at: r.8,
-            password_temporary: r.9,
-            password_set_at: r.10,
+            kind: r.kind.parse().map_err(|_| corrupt("users.kind"))?,
+            id: r.id,
+            clinic_id: r.clinic_id,
+            login_id: r.login_id,
+            name: r.name,
+            medical_reg_no: r.medical_reg_no,
+            password_hash: r.password_hash,
+            enabled: r.enabled,
+            created_at: r.created_at,
+            password_temporary: r.password_temporary,
+            password_set_at: r.password_set_at,
         })
     }
 }
