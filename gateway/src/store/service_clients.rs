@@ -130,18 +130,6 @@ impl From<&super::SigningSession> for OpenSession {
 
 
 row! {
-    /// A `service_clients` row, with one of its clinics when joined.
-    struct ClientRow {
-        id: String,
-        name: String,
-        role: String,
-        fingerprint: String,
-        subject: String,
-        enabled: bool,
-    }
-}
-
-row! {
     /// A service client joined with one of its clinics (`None`: it serves none).
     struct ClientClinicRow {
         id: String,
@@ -242,7 +230,7 @@ impl Store {
         })
     }
 
-    async fn client_from_row(&self, r: ClientRow) -> Result<ServiceClient> {
+    async fn client_from_row(&self, r: ClientClinicRow) -> Result<ServiceClient> {
         let clinics: Vec<ClinicIdRow> = with_reader!(self, |pool| {
             sqlx::query_as("SELECT clinic_id FROM service_client_clinics WHERE client_id = $1 ORDER BY clinic_id")
                 .bind(&r.id)
@@ -262,8 +250,10 @@ impl Store {
 
     /// All service clients.
     pub async fn list_service_clients(&self) -> Result<Vec<ServiceClient>> {
-        let rows: Vec<ClientRow> = with_reader!(self, |pool| {
-            sqlx::query_as("SELECT id, name, role, fingerprint, subject, enabled FROM service_clients ORDER BY id")
+        let rows: Vec<ClientClinicRow> = with_reader!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, name, role, fingerprint, subject, enabled, CAST(NULL AS TEXT) AS clinic_id FROM service_clients ORDER BY id",
+            )
                 .fetch_all(pool)
                 .await
         })?;

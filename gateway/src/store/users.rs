@@ -84,33 +84,21 @@ impl Store {
     /// A user by clinic and login ID, compared folded ([`crate::login_id::fold`]): `ＤＯＣＴＯＲ１`
     /// finds `doctor1`.
     pub async fn user_by_login(&self, clinic_id: &str, login_id: &str) -> Result<User> {
-        let row: UserRow = with_reader!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                user_columns!(),
-                " FROM users WHERE clinic_id = $1 AND login_folded = $2"
-            ))
-            .bind(clinic_id)
-            .bind(crate::login_id::fold(login_id))
-            .fetch_one(pool)
+        let folded = crate::login_id::fold(login_id);
+        self.user_of_clinic(concat!("SELECT ", user_columns!(), " FROM users WHERE clinic_id = $1 AND login_folded = $2"), clinic_id, &folded)
             .await
-        })?;
-        User::try_from(row)
     }
 
     /// The account of a clinic holding a 医籍番号.
     pub async fn user_by_medical_reg_no(&self, clinic_id: &str, medical_reg_no: &str) -> Result<User> {
-        let row: UserRow = with_reader!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                user_columns!(),
-                " FROM users WHERE clinic_id = $1 AND medical_reg_no = $2"
-            ))
-            .bind(clinic_id)
-            .bind(medical_reg_no)
-            .fetch_one(pool)
+        self.user_of_clinic(concat!("SELECT ", user_columns!(), " FROM users WHERE clinic_id = $1 AND medical_reg_no = $2"), clinic_id, medical_reg_no)
             .await
-        })?;
+    }
+
+    /// The one user `sql` selects with `$1` the clinic and `$2` the key.
+    async fn user_of_clinic(&self, sql: &'static str, clinic_id: &str, key: &str) -> Result<User> {
+        let row: UserRow =
+            with_reader!(self, |pool| sqlx::query_as(sql).bind(clinic_id).bind(key).fetch_one(pool).await)?;
         User::try_from(row)
     }
 
