@@ -389,7 +389,7 @@ async fn link_finish(
     let a = verify_assertion(&ctx, CeremonyPurpose::Link, taken, &body.credential.to_string()).await?;
     match ctx.state.store.record_use(&a.used(ctx.state.config.fido.counter_policy), ctx.now).await {
         Ok(()) => {}
-        Err(store::Error::Precondition("fido counter")) => {
+        Err(store::Error::Precondition(store::Precondition::FidoCounter)) => {
             return Err(ctx.refuse_step(Step::Authenticate("link"), Refusal::CounterRegression, None, Some(a.cred.id)).await);
         }
         Err(e) => return Err(e.into()),

@@ -63,8 +63,8 @@ pub(super) async fn open_signing_session(
             doctor.session.moved(rotation);
             Ok(true)
         }
-        Err(store::Error::Precondition("fido counter")) => Ok(false),
-        Err(store::Error::Precondition("browser session")) => {
+        Err(store::Error::Precondition(store::Precondition::FidoCounter)) => Ok(false),
+        Err(store::Error::Precondition(store::Precondition::BrowserSession)) => {
             Err(AppError::Json(Refusal::LoginRequired, ctx.lang))
         }
         Err(e) => Err(e.into()),

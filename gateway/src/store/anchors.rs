@@ -3,7 +3,9 @@
 //! it, and its end-entity policy allow-list; plus which registered certificates and cards depend on
 //! an anchor.
 
-use super::{AnchorKind, Backend, Error, Result, Store, SubCrl, TrustAnchor, corrupt, read_all, with_pool, with_reader};
+use std::str::FromStr;
+
+use super::{Backend, Error, Result, Store, corrupt, read_all, row, with_pool, with_reader};
 
 /// What was registered under an anchor (rows from before migration 0007 whose anchor is unknown
 /// are counted as possibly depending on every anchor of their kind).
@@ -28,6 +30,45 @@ impl Dependents {
 /// write to an anchor or its sub-CRLs moves `updated_at` forward by at least one, even within the
 /// same second, so a change is never mistaken for the version already built.
 pub type AnchorVersion = (String, i64, Option<i64>, i64);
+
+row! {
+    /// A `trust_anchors` row as [`Store::list_anchors`] selects it.
+    struct AnchorRow {
+        kind: String,
+        fingerprint: String,
+        subject: String,
+        cert_der: Vec<u8>,
+        revocation: String,
+        crl_der: Option<Vec<u8>>,
+        updated_at: i64,
+        crl_url: Option<String>,
+        crl_next_update: Option<i64>,
+        policies: Option<String>,
+    }
+}
+
+row! {
+    /// An `anchor_crls` row.
+    struct SubRow {
+        kind: String,
+        anchor_fingerprint: String,
+        issuer_sha256: String,
+        issuer_subject: String,
+        issuer_cert_der: Vec<u8>,
+        crl_der: Vec<u8>,
+        this_update: i64,
+        next_update: i64,
+    }
+}
+
+row! {
+    /// An anchor whose CRL is due for a fetch.
+    struct DueRow {
+        kind: String,
+        fingerprint: String,
+        crl_url: String,
+    }
+}
 
 impl Store {
     /// Adds a trust anchor.
@@ -192,7 +233,6 @@ impl Store {
 
     /// Trust anchors, optionally of one kind, with their sub-CRLs.
     pub async fn list_anchors(&self, kind: Option<AnchorKind>) -> Result<Vec<TrustAnchor>> {
-        type AnchorRow = (String, String, String, Vec<u8>, String, Option<Vec<u8>>, i64, Option<String>, Option<i64>, Option<String>);
         let rows: Vec<AnchorRow> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT kind, fingerprint, subject, cert_der, revocation, crl_der, updated_at, crl_url, crl_next_update, policies
@@ -202,7 +242,6 @@ impl Store {
             .fetch_all(pool)
             .await
         })?;
-        type SubRow = (String, String, String, String, Vec<u8>, Vec<u8>, i64, i64);
         let subs: Vec<SubRow> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT kind, anchor_fingerprint, issuer_sha256, issuer_subject, issuer_cert_der, crl_der, this_update, next_update
@@ -216,27 +255,27 @@ impl Store {
             .map(|r| {
                 let sub_crls = subs
                     .iter()
-                    .filter(|s| s.0 == r.0 && s.1 == r.1)
+                    .filter(|s| s.kind == r.kind && s.anchor_fingerprint == r.fingerprint)
                     .map(|s| SubCrl {
-                        issuer_sha256: s.2.clone(),
-                        issuer_subject: s.3.clone(),
-                        issuer_cert_der: s.4.clone(),
-                        crl_der: s.5.clone(),
-                        this_update: s.6,
-                        next_update: s.7,
+                        issuer_sha256: s.issuer_sha256.clone(),
+                        issuer_subject: s.issuer_subject.clone(),
+                        issuer_cert_der: s.issuer_cert_der.clone(),
+                        crl_der: s.crl_der.clone(),
+                        this_update: s.this_update,
+                        next_update: s.next_update,
                     })
                     .collect();
                 Ok(TrustAnchor {
-                    kind: r.0.parse().map_err(|_| corrupt("trust_anchors.kind"))?,
-                    fingerprint: r.1,
-                    subject: r.2,
-                    cert_der: r.3,
-                    revocation: r.4.parse().map_err(|_| corrupt("trust_anchors.revocation"))?,
-                    crl_der: r.5,
-                    updated_at: r.6,
-                    crl_url: r.7,
-                    crl_next_update: r.8,
-                    policies: r.9,
+                    kind: r.kind.parse().map_err(|_| corrupt("trust_anchors.kind"))?,
+                    revocation: r.revocation.parse().map_err(|_| corrupt("trust_anchors.revocation"))?,
+                    fingerprint: r.fingerprint,
+                    subject: r.subject,
+                    cert_der: r.cert_der,
+                    crl_der: r.crl_der,
+                    updated_at: r.updated_at,
+                    crl_url: r.crl_url,
+                    crl_next_update: r.crl_next_update,
+                    policies: r.policies,
                     sub_crls,
                 })
             })
@@ -295,7 +334,7 @@ impl Store {
     /// Anchors with a CRL URL whose CRL is missing or reaches its nextUpdate before `due_by`:
     /// `(kind, fingerprint, url)`.
     pub async fn anchors_due_for_crl_fetch(&self, due_by: i64) -> Result<Vec<(AnchorKind, String, String)>> {
-        let rows: Vec<(String, String, String)> = with_reader!(self, |pool| {
+        let rows: Vec<DueRow> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT kind, fingerprint, crl_url FROM trust_anchors
                  WHERE crl_url IS NOT NULL AND (crl_der IS NULL OR crl_next_update IS NULL OR crl_next_update <= $1)
@@ -306,7 +345,7 @@ impl Store {
             .await
         })?;
         rows.into_iter()
-            .map(|(k, fp, url)| Ok((k.parse().map_err(|()| corrupt("trust_anchors.kind"))?, fp, url)))
+            .map(|r| Ok((r.kind.parse().map_err(|()| corrupt("trust_anchors.kind"))?, r.fingerprint, r.crl_url)))
             .collect()
     }
 
@@ -330,4 +369,118 @@ impl Store {
         })?;
         Ok(done == 1)
     }
+}
+
+/// What a trust anchor vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AnchorKind {
+    /// Issuer of clinic TLS client certificates.
+    Clinic,
+    /// Issuer of EMR service-client TLS certificates.
+    Service,
+    /// HPKI authentication certificate issuer.
+    Hpki,
+    /// JPKI (My Number card) user-authentication certificate issuer.
+    Jpki,
+}
+
+impl AnchorKind {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnchorKind::Clinic => "clinic",
+            AnchorKind::Service => "service",
+            AnchorKind::Hpki => "hpki",
+            AnchorKind::Jpki => "jpki",
+        }
+    }
+}
+
+impl FromStr for AnchorKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "clinic" => Ok(AnchorKind::Clinic),
+            "service" => Ok(AnchorKind::Service),
+            "hpki" => Ok(AnchorKind::Hpki),
+            "jpki" => Ok(AnchorKind::Jpki),
+            _ => Err(()),
+        }
+    }
+}
+
+/// How revocation is checked for certificates under an anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationPolicy {
+    /// A CRL must be present (and current); certificates are checked against it.
+    Crl,
+    /// No revocation data exists for this issuer; every use is logged.
+    None,
+}
+
+impl RevocationPolicy {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationPolicy::Crl => "crl",
+            RevocationPolicy::None => "none",
+        }
+    }
+}
+
+impl FromStr for RevocationPolicy {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "crl" => Ok(RevocationPolicy::Crl),
+            "none" => Ok(RevocationPolicy::None),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A trusted CA certificate.
+#[derive(Debug, Clone)]
+pub struct TrustAnchor {
+    /// What it vouches for.
+    pub kind: AnchorKind,
+    /// Lowercase hex SHA-256 of the DER.
+    pub fingerprint: String,
+    /// Subject DN.
+    pub subject: String,
+    /// The certificate.
+    pub cert_der: Vec<u8>,
+    /// Revocation policy.
+    pub revocation: RevocationPolicy,
+    /// The current CRL, if any.
+    pub crl_der: Option<Vec<u8>>,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// Where the CRL is fetched from, if configured (`anchor add --crl-url`).
+    pub crl_url: Option<String>,
+    /// nextUpdate of `crl_der`, Unix seconds, where known.
+    pub crl_next_update: Option<i64>,
+    /// End-entity policies (`any`, or OIDs and arcs); `None`: the kind's default.
+    pub policies: Option<String>,
+    /// CRLs of CAs below the anchor.
+    pub sub_crls: Vec<SubCrl>,
+}
+
+/// The CRL of an intermediate CA under an anchor.
+#[derive(Debug, Clone)]
+pub struct SubCrl {
+    /// Lowercase hex SHA-256 of the CA's DER subject Name.
+    pub issuer_sha256: String,
+    /// The CA's subject.
+    pub issuer_subject: String,
+    /// The CA certificate the CRL was checked against.
+    pub issuer_cert_der: Vec<u8>,
+    /// The CRL.
+    pub crl_der: Vec<u8>,
+    /// thisUpdate, Unix seconds.
+    pub this_update: i64,
+    /// nextUpdate, Unix seconds.
+    pub next_update: i64,
 }

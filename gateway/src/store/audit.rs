@@ -16,332 +16,9 @@ use hmac::{Hmac, Mac as _};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Backend, Error, Result, Store, inline, with_pool, with_reader};
-
-/// Outcome of an audited action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// It happened.
-    Success,
-    /// It was refused.
-    Failure,
-}
-
-impl Outcome {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Failure => "failure",
-        }
-    }
-}
-
-/// Everything that is audited. Personal data is limited to ids; reasons are fixed codes.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum AuditEvent {
-    /// A doctor logged in.
-    LoginSucceeded { clinic_id: String, user_id: String },
-    /// A login was refused; `user_id` is known when the login ID exists.
-    LoginFailed { clinic_id: String, user_id: Option<String>, reason: &'static str },
-    /// A login ID got locked by this failure, or a login was tried while locked.
-    LoginLocked { clinic_id: String, user_id: Option<String>, locked_until: i64 },
-    /// A doctor logged out.
-    Logout { clinic_id: String, user_id: String },
-    /// A browser-session cookie was presented where it is not valid (`device_mismatch`: under
-    /// another client certificate than the one it was signed in under).
-    BrowserSessionRefused { clinic_id: String, user_id: Option<String>, reason: &'static str },
-    /// Adding (`link`), renaming or removing an authenticator was refused (`reauth_required`:
-    /// no recent card or FIDO proof in this browser session).
-    AuthenticatorChangeRefused {
-        clinic_id: String,
-        user_id: String,
-        action: &'static str,
-        authenticator_id: Option<String>,
-        reason: &'static str,
-    },
-    /// A password was changed, `by` the user (after a temporary one) or an `operator`
-    /// (`temporary` says whether the user must choose a new one); `browser_sessions_ended` of the
-    /// user's browser sessions were ended with it.
-    PasswordChanged { clinic_id: String, user_id: String, by: &'static str, temporary: bool, browser_sessions_ended: u64 },
-    /// A user's choice of a new password was refused (`weak`, `common`, `personal`, `length`,
-    /// `same_as_old`, `mismatch`, `changed_meanwhile`).
-    PasswordChangeFailed { clinic_id: String, user_id: String, reason: &'static str },
-    /// The clinic gate refused a verified TLS client certificate.
-    GateRefused { fingerprint: String, reason: &'static str },
-    /// TLS handshakes failed `count` times for `reason` from `source` (an IP address, or `other`
-    /// past the per-window bound) between `since` and `until`: one row per window, not per
-    /// failure (`handshake_audit`).
-    HandshakesFailed { reason: &'static str, source: String, count: u64, since: i64, until: i64 },
-    /// The service API refused a caller with a verified certificate (`client_not_registered`,
-    /// `client_disabled`, `wrong_role`, `clinic_not_allowed`, `doctor_not_in_clinic`,
-    /// `not_a_doctor`, `doctor_disabled`). `user_id` is set when the doctor exists;
-    /// `doctor_id` is the id the caller asked for.
-    ApiRefused {
-        fingerprint: String,
-        client_id: Option<String>,
-        route: String,
-        clinic_id: Option<String>,
-        user_id: Option<String>,
-        doctor_id: Option<String>,
-        reason: &'static str,
-    },
-    /// An operator changed something with `gateway admin`.
-    Admin { action: &'static str, target: String },
-    /// A presence check (`method`: `fido`, `hpki`, `jpki`) succeeded or failed. `purpose` is
-    /// `signing_session` or `link` (authorising a new authenticator); `reason` is a fixed code.
-    Authentication {
-        clinic_id: String,
-        user_id: String,
-        method: &'static str,
-        purpose: &'static str,
-        authenticator_id: Option<String>,
-        outcome: Outcome,
-        reason: Option<&'static str>,
-    },
-    /// A card presence check (`method`: `hpki` or `jpki`), like [`AuditEvent::Authentication`]
-    /// plus the certificate fingerprint (SHA-256 of the DER, when a certificate was presented) and
-    /// whether revocation was checked (`false` under an anchor policy `none`, audited on every
-    /// use, docs/design.md §3.3).
-    CardAuthentication {
-        clinic_id: String,
-        user_id: String,
-        method: &'static str,
-        purpose: &'static str,
-        authenticator_id: Option<String>,
-        outcome: Outcome,
-        reason: Option<&'static str>,
-        cert_sha256: Option<String>,
-        revocation_checked: Option<bool>,
-    },
-    /// An authenticator was linked to a doctor (`via`: `code` or `<kind>:<id>`).
-    AuthenticatorLinked { clinic_id: String, user_id: String, kind: &'static str, authenticator_id: String, via: String },
-    /// Linking an authenticator was refused (wrong code, policy, ...).
-    AuthenticatorLinkFailed { clinic_id: String, user_id: String, kind: &'static str, reason: &'static str, code_id: Option<String> },
-    /// A doctor (or operator: `by`) renamed an authenticator.
-    AuthenticatorRenamed { clinic_id: String, user_id: String, kind: &'static str, authenticator_id: String },
-    /// An authenticator was removed; `by` is `doctor` or `operator`.
-    AuthenticatorRemoved { clinic_id: String, user_id: String, kind: &'static str, authenticator_id: String, by: &'static str },
-    /// A signing session was opened.
-    SigningSessionOpened { clinic_id: String, user_id: String, session_id: String, method: &'static str, acr: String },
-    /// A signing session was ended (reason as in `signing_sessions.ended_reason`).
-    SigningSessionEnded { clinic_id: String, user_id: String, session_id: String, reason: &'static str },
-    /// An EMR service client ended a signing session through the API.
-    SigningSessionEndedByClient { clinic_id: String, user_id: String, session_id: String, client_id: String },
-    /// A signing token was issued.
-    TokenIssued { clinic_id: String, user_id: String, session_id: String, client_id: String, jti: String },
-    /// A signing token was refused (`no_session`, `session_expired`, ...).
-    TokenRefused { clinic_id: String, user_id: String, client_id: String, reason: &'static str },
-    /// A signing token was consumed.
-    TokenConsumed { clinic_id: String, user_id: String, client_id: String, jti: String },
-    /// A token consumption was refused (`invalid_token`, `token_expired`, `token_not_yet_valid`,
-    /// `cnf_mismatch`, `already_consumed`, `session_ended`). Clinic, user and jti are known
-    /// when the token's signature verified.
-    TokenConsumeRefused {
-        clinic_id: Option<String>,
-        user_id: Option<String>,
-        client_id: String,
-        jti: Option<String>,
-        reason: &'static str,
-    },
-    /// An operator started the keyed segment of a log written before keyed chaining
-    /// (`gateway admin audit rekey`); the row links to the old head under the audit key.
-    ChainKeyed { previous_rows: i64, previous_head: String },
-}
-
-impl AuditEvent {
-    fn parts(&self) -> (&'static str, Outcome, Option<&str>, Option<&str>, serde_json::Value) {
-        use serde_json::json;
-        match self {
-            AuditEvent::LoginSucceeded { clinic_id, user_id } => {
-                ("login", Outcome::Success, Some(clinic_id), Some(user_id), json!({}))
-            }
-            AuditEvent::LoginFailed { clinic_id, user_id, reason } => {
-                ("login", Outcome::Failure, Some(clinic_id), user_id.as_deref(), json!({ "reason": reason }))
-            }
-            AuditEvent::BrowserSessionRefused { clinic_id, user_id, reason } => (
-                "browser_session_refused",
-                Outcome::Failure,
-                Some(clinic_id),
-                user_id.as_deref(),
-                json!({ "reason": reason }),
-            ),
-            AuditEvent::AuthenticatorChangeRefused { clinic_id, user_id, action, authenticator_id, reason } => (
-                "authenticator_change_refused",
-                Outcome::Failure,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "action": action, "authenticator_id": authenticator_id, "reason": reason }),
-            ),
-            AuditEvent::PasswordChanged { clinic_id, user_id, by, temporary, browser_sessions_ended } => (
-                "password_changed",
-                Outcome::Success,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "by": by, "temporary": temporary, "browser_sessions_ended": browser_sessions_ended }),
-            ),
-            AuditEvent::PasswordChangeFailed { clinic_id, user_id, reason } => {
-                ("password_changed", Outcome::Failure, Some(clinic_id), Some(user_id), json!({ "reason": reason }))
-            }
-            AuditEvent::LoginLocked { clinic_id, user_id, locked_until } => (
-                "login_locked",
-                Outcome::Failure,
-                Some(clinic_id),
-                user_id.as_deref(),
-                json!({ "locked_until": locked_until }),
-            ),
-            AuditEvent::Logout { clinic_id, user_id } => {
-                ("logout", Outcome::Success, Some(clinic_id), Some(user_id), json!({}))
-            }
-            AuditEvent::GateRefused { fingerprint, reason } => (
-                "clinic_gate",
-                Outcome::Failure,
-                None,
-                None,
-                json!({ "fingerprint": fingerprint, "reason": reason }),
-            ),
-            AuditEvent::HandshakesFailed { reason, source, count, since, until } => (
-                "tls_handshake_failed",
-                Outcome::Failure,
-                None,
-                None,
-                json!({ "reason": reason, "source": source, "count": count, "since": since, "until": until }),
-            ),
-            AuditEvent::ApiRefused { fingerprint, client_id, route, clinic_id, user_id, doctor_id, reason } => (
-                "api_refused",
-                Outcome::Failure,
-                clinic_id.as_deref(),
-                user_id.as_deref(),
-                json!({
-                    "fingerprint": fingerprint,
-                    "client_id": client_id,
-                    "route": route,
-                    "doctor_id": doctor_id,
-                    "reason": reason,
-                }),
-            ),
-            AuditEvent::Admin { action, target } => {
-                ("admin", Outcome::Success, None, None, json!({ "action": action, "target": target }))
-            }
-            AuditEvent::Authentication { clinic_id, user_id, method, purpose, authenticator_id, outcome, reason } => (
-                "authentication",
-                *outcome,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "method": method, "purpose": purpose, "authenticator_id": authenticator_id, "reason": reason }),
-            ),
-            AuditEvent::CardAuthentication {
-                clinic_id,
-                user_id,
-                method,
-                purpose,
-                authenticator_id,
-                outcome,
-                reason,
-                cert_sha256,
-                revocation_checked,
-            } => (
-                "authentication",
-                *outcome,
-                Some(clinic_id),
-                Some(user_id),
-                json!({
-                    "method": method,
-                    "purpose": purpose,
-                    "authenticator_id": authenticator_id,
-                    "reason": reason,
-                    "cert_sha256": cert_sha256,
-                    "revocation_checked": revocation_checked,
-                }),
-            ),
-            AuditEvent::AuthenticatorLinked { clinic_id, user_id, kind, authenticator_id, via } => (
-                "authenticator_linked",
-                Outcome::Success,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "kind": kind, "authenticator_id": authenticator_id, "via": via }),
-            ),
-            AuditEvent::AuthenticatorLinkFailed { clinic_id, user_id, kind, reason, code_id } => (
-                "authenticator_linked",
-                Outcome::Failure,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "kind": kind, "reason": reason, "code_id": code_id }),
-            ),
-            AuditEvent::AuthenticatorRenamed { clinic_id, user_id, kind, authenticator_id } => (
-                "authenticator_renamed",
-                Outcome::Success,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "kind": kind, "authenticator_id": authenticator_id }),
-            ),
-            AuditEvent::AuthenticatorRemoved { clinic_id, user_id, kind, authenticator_id, by } => (
-                "authenticator_removed",
-                Outcome::Success,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "kind": kind, "authenticator_id": authenticator_id, "by": by }),
-            ),
-            AuditEvent::SigningSessionOpened { clinic_id, user_id, session_id, method, acr } => (
-                "signing_session_opened",
-                Outcome::Success,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "session_id": session_id, "method": method, "acr": acr }),
-            ),
-            AuditEvent::SigningSessionEnded { clinic_id, user_id, session_id, reason } => (
-                "signing_session_ended",
-                Outcome::Success,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "session_id": session_id, "reason": reason }),
-            ),
-            AuditEvent::SigningSessionEndedByClient { clinic_id, user_id, session_id, client_id } => (
-                "signing_session_ended",
-                Outcome::Success,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "session_id": session_id, "reason": "service_client", "client_id": client_id }),
-            ),
-            AuditEvent::TokenIssued { clinic_id, user_id, session_id, client_id, jti } => (
-                "token_issued",
-                Outcome::Success,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "session_id": session_id, "client_id": client_id, "jti": jti }),
-            ),
-            AuditEvent::TokenRefused { clinic_id, user_id, client_id, reason } => (
-                "token_issued",
-                Outcome::Failure,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "client_id": client_id, "reason": reason }),
-            ),
-            AuditEvent::TokenConsumed { clinic_id, user_id, client_id, jti } => (
-                "token_consumed",
-                Outcome::Success,
-                Some(clinic_id),
-                Some(user_id),
-                json!({ "client_id": client_id, "jti": jti }),
-            ),
-            AuditEvent::TokenConsumeRefused { clinic_id, user_id, client_id, jti, reason } => (
-                "token_consumed",
-                Outcome::Failure,
-                clinic_id.as_deref(),
-                user_id.as_deref(),
-                json!({ "client_id": client_id, "jti": jti, "reason": reason }),
-            ),
-            AuditEvent::ChainKeyed { previous_rows, previous_head } => (
-                CHAIN_KEYED_EVENT,
-                Outcome::Success,
-                None,
-                None,
-                json!({ "previous_rows": previous_rows, "previous_head": previous_head }),
-            ),
-        }
-    }
-}
+pub use super::audit_event::{AuditEvent, Outcome};
+use super::tx::Tx;
+use super::{Backend, Error, Result, Store, row, transaction, tx_execute, tx_fetch, tx_rows, with_pool, with_reader};
 
 /// One stored audit row.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -465,7 +142,29 @@ pub fn audit_link(key: Option<&AuditKey>, prev: &[u8], row: RowFields<'_>) -> Ve
     }
 }
 
-type AuditRow = (i64, i64, String, String, Option<String>, Option<String>, String, Vec<u8>, Vec<u8>);
+row! {
+    /// An `audit_log` row as selected.
+    struct AuditRow {
+        seq: i64,
+        created_at: i64,
+        event: String,
+        outcome: String,
+        clinic_id: Option<String>,
+        user_id: Option<String>,
+        detail: String,
+        prev_hash: Vec<u8>,
+        hash: Vec<u8>,
+    }
+}
+
+row! {
+    /// The `audit_head` row: the last sequence number, its link, and the first keyed row.
+    struct HeadRow {
+        seq: i64,
+        hash: Vec<u8>,
+        keyed_from: Option<i64>,
+    }
+}
 
 /// The event that starts the keyed segment of a log written before keyed chaining.
 pub const CHAIN_KEYED_EVENT: &str = "audit_chain_keyed";
@@ -501,8 +200,18 @@ fn pending_rows(events: &[(AuditEvent, i64)]) -> Vec<PendingRow<'_>> {
         .collect()
 }
 
-/// A row chained into the log: (seq, at, name, outcome, clinic, user, detail, prev_hash, hash).
-type ChainedRow<'a> = (i64, i64, &'static str, &'static str, Option<&'a str>, Option<&'a str>, &'a str, Vec<u8>, Vec<u8>);
+/// A row chained into the log, as inserted.
+struct ChainedRow<'a> {
+    seq: i64,
+    at: i64,
+    event: &'static str,
+    outcome: &'static str,
+    clinic_id: Option<&'a str>,
+    user_id: Option<&'a str>,
+    detail: &'a str,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
 
 /// Takes `count` sequence numbers from the head row (concurrent appends queue on it).
 const TAKE_HEAD: &str = "UPDATE audit_head SET seq = seq + $1, updated_at = $2 WHERE id = 1 RETURNING seq, hash, keyed_from";
@@ -510,7 +219,14 @@ const TAKE_HEAD: &str = "UPDATE audit_head SET seq = seq + $1, updated_at = $2 W
 const SET_HEAD: &str = "UPDATE audit_head SET hash = $1 WHERE id = 1";
 /// Starts the keyed segment at a row (`audit rekey`).
 const SET_KEYED_FROM: &str = "UPDATE audit_head SET keyed_from = $1 WHERE id = 1";
-const INSERT_ROWS: &str = "INSERT INTO audit_log (seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash) ";
+macro_rules! insert_rows {
+    () => {
+        "INSERT INTO audit_log (seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash)"
+    };
+}
+const INSERT_ROWS: &str = insert_rows!();
+/// [`INSERT_ROWS`] that also moves the head to `$1` (PostgreSQL: a data-modifying `WITH`).
+const INSERT_ROWS_MOVING_HEAD: &str = concat!("WITH head AS (UPDATE audit_head SET hash = $1 WHERE id = 1) ", insert_rows!());
 
 /// Checks the head `(last, prev, keyed_from)` returned by [`TAKE_HEAD`] before `batch` is chained
 /// after it, and returns the audit key and the row that starts a keyed segment, if this batch does.
@@ -543,7 +259,17 @@ fn chain<'a>(key: &AuditKey, rows: &'a [PendingRow<'a>], last: i64, mut prev: Ve
     for (at, name, outcome, clinic_id, user_id, detail) in rows {
         seq += 1;
         let hash = audit_link(Some(key), &prev, (seq, *at, name, outcome.as_str(), *clinic_id, *user_id, detail));
-        chained.push((seq, *at, *name, outcome.as_str(), *clinic_id, *user_id, detail.as_str(), prev, hash.clone()));
+        chained.push(ChainedRow {
+            seq,
+            at: *at,
+            event: name,
+            outcome: outcome.as_str(),
+            clinic_id: *clinic_id,
+            user_id: *user_id,
+            detail: detail.as_str(),
+            prev_hash: prev,
+            hash: hash.clone(),
+        });
         prev = hash;
     }
     (chained, prev)
@@ -553,63 +279,38 @@ fn head_args(rows: &[PendingRow<'_>]) -> (i64, i64) {
     (i64::try_from(rows.len()).unwrap_or(i64::MAX), rows.iter().map(|r| r.0).max().unwrap_or_default())
 }
 
-/// Appends `batch` (from [`Store::audit_rows`], not empty) in the open PostgreSQL transaction
-/// `tx`: the head row is taken first, the batch is chained in memory and written with multi-row
-/// INSERTs (power-of-two chunks, so each connection caches a handful of statement texts), and the
-/// head moves to the last link.
-pub(super) async fn append_audit_pg(tx: &mut sqlx::PgConnection, batch: &AuditBatch<'_>) -> Result<()> {
+/// Appends `batch` (from [`Store::audit_rows`], not empty) in the open transaction `tx`: the head
+/// row is taken first, the batch is chained in memory and written with multi-row INSERTs
+/// (power-of-two chunks, so each connection caches a handful of statement texts), and the head
+/// moves to the last link.
+pub(super) async fn append_audit(tx: &mut Tx<'_>, batch: &AuditBatch<'_>) -> Result<()> {
     let rows = &batch.rows;
     let (count, updated_at) = head_args(rows);
-    let (last, prev, keyed_from): (i64, Vec<u8>, Option<i64>) =
-        sqlx::query_as(TAKE_HEAD).bind(count).bind(updated_at).fetch_one(&mut *tx).await?;
-    let (key, starts_keyed) = check_head(batch, last, &prev, keyed_from)?;
-    let (chained, head) = chain(key, rows, last, prev);
+    let head = tx_fetch!(tx, one, HeadRow, TAKE_HEAD, count, updated_at)?;
+    let (key, starts_keyed) = check_head(batch, head.seq, &head.hash, head.keyed_from)?;
+    let (chained, link) = chain(key, rows, head.seq, head.hash);
+    // On PostgreSQL the last INSERT moves the head as well: one round trip less while the head
+    // row is locked. SQLite has no data-modifying WITH and moves it after.
+    let head_in_insert = tx.is_postgres();
     let mut chunks = super::batch_chunks(&chained).peekable();
     while let Some(chunk) = chunks.next() {
-        // The last chunk moves the head in the same statement (one round trip less).
-        let mut insert = if chunks.peek().is_none() {
-            let mut q = sqlx::QueryBuilder::new("WITH head AS (UPDATE audit_head SET hash = ");
-            q.push_bind(head.as_slice()).push(" WHERE id = 1) ").push(INSERT_ROWS);
-            q
-        } else {
-            sqlx::QueryBuilder::new(INSERT_ROWS)
-        };
-        insert.push_values(chunk, |mut b, r| {
-            b.push_bind(r.0)
-                .push_bind(r.1)
-                .push_bind(r.2)
-                .push_bind(r.3)
-                .push_bind(r.4)
-                .push_bind(r.5)
-                .push_bind(r.6)
-                .push_bind(r.7.as_slice())
-                .push_bind(r.8.as_slice());
-        });
-        insert.build().execute(&mut *tx).await?;
+        let moves_head = head_in_insert && chunks.peek().is_none();
+        let insert = if moves_head { INSERT_ROWS_MOVING_HEAD } else { INSERT_ROWS };
+        tx_rows!(
+            tx,
+            execute,
+            insert,
+            with moves_head.then_some(link.as_slice()),
+            chunk,
+            |r| [r.seq, r.at, r.event, r.outcome, r.clinic_id, r.user_id, r.detail, r.prev_hash, r.hash],
+            "",
+        )?;
+    }
+    if !head_in_insert {
+        tx_execute!(tx, SET_HEAD, &link)?;
     }
     if let Some(first) = starts_keyed {
-        sqlx::query(SET_KEYED_FROM).bind(first).execute(&mut *tx).await?;
-    }
-    Ok(())
-}
-
-/// The same append in an open SQLite transaction on the inline writer (decision 0008).
-pub(super) fn append_audit_sqlite(tx: &rusqlite::Connection, batch: &AuditBatch<'_>) -> Result<()> {
-    let rows = &batch.rows;
-    let (count, updated_at) = head_args(rows);
-    let (last, prev, keyed_from): (i64, Vec<u8>, Option<i64>) = inline::one(tx, TAKE_HEAD, &[&count, &updated_at])?;
-    let (key, starts_keyed) = check_head(batch, last, &prev, keyed_from)?;
-    let (chained, head) = chain(key, rows, last, prev);
-    for chunk in super::batch_chunks(&chained) {
-        let params: Vec<&dyn rusqlite::ToSql> = chunk
-            .iter()
-            .flat_map(|r| [&r.0 as &dyn rusqlite::ToSql, &r.1, &r.2, &r.3, &r.4, &r.5, &r.6, &r.7, &r.8])
-            .collect();
-        inline::execute_rows(tx, INSERT_ROWS, "", 9, chunk.len(), &params)?;
-    }
-    inline::execute(tx, SET_HEAD, &[&head])?;
-    if let Some(first) = starts_keyed {
-        inline::execute(tx, SET_KEYED_FROM, &[&first])?;
+        tx_execute!(tx, SET_KEYED_FROM, first)?;
     }
     Ok(())
 }
@@ -651,23 +352,15 @@ impl Store {
     }
 
     async fn append(&self, batch: &AuditBatch<'_>) -> Result<()> {
-        match &self.backend {
-            Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| append_audit_sqlite(tx, batch))?,
-            Backend::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                append_audit_pg(&mut tx, batch).await?;
-                tx.commit().await?;
-            }
-        }
-        Ok(())
+        transaction!(self, |tx| append_audit(tx, batch).await)
     }
 
     /// The chain's head.
     pub async fn audit_head(&self) -> Result<AuditHead> {
-        let (rows, link, keyed_from): (i64, Vec<u8>, Option<i64>) = with_pool!(self, |pool| {
+        let head: HeadRow = with_pool!(self, |pool| {
             sqlx::query_as("SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1").fetch_one(pool).await
         })?;
-        Ok(AuditHead { rows, link, keyed_from })
+        Ok(AuditHead { rows: head.seq, link: head.hash, keyed_from: head.keyed_from })
     }
 
     /// Starts the keyed segment of a log written before keyed chaining (`gateway admin audit
@@ -726,7 +419,7 @@ impl Store {
                 break;
             }
             for r in rows {
-                let (seq, at, event, outcome, clinic_id, user_id, detail, prev_hash, hash) = r;
+                let AuditRow { seq, created_at: at, event, outcome, clinic_id, user_id, detail, prev_hash, hash } = r;
                 if upto.is_some_and(|upto| seq > upto) {
                     break 'pages;
                 }
@@ -779,7 +472,7 @@ impl Store {
             if rows.is_empty() {
                 return Ok(after);
             }
-            for (seq, at, event, outcome, clinic_id, user_id, detail, _prev, hash) in rows {
+            for AuditRow { seq, created_at: at, event, outcome, clinic_id, user_id, detail, hash, .. } in rows {
                 after = seq;
                 let detail = serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail));
                 each(AuditRecord { seq, at, event, outcome, clinic_id, user_id, detail, hash: hex::encode(hash) })
@@ -801,7 +494,7 @@ impl Store {
         })?;
         Ok(rows
             .into_iter()
-            .map(|(seq, at, event, outcome, clinic_id, user_id, detail, _prev, hash)| AuditRecord {
+            .map(|AuditRow { seq, created_at: at, event, outcome, clinic_id, user_id, detail, hash, .. }| AuditRecord {
                 seq,
                 at,
                 event,

@@ -6,12 +6,8 @@
 //! replayed or concurrent finish, on any instance, finds nothing. Expiry is checked by the caller
 //! *after* taking, so an expired challenge is consumed too.
 
-use super::enrollment::CONSUME_CODE_SQL;
-use super::signing::EndReason;
-use super::{
-    AnchorKind, Backend, Error, LinkAuthorisation, Result, Store, read_all, read_one, with_pool, write_execute,
-    write_optional,
-};
+use super::authenticators::{AuthenticatorTable, LinkAuthorisation, NewAuthenticator};
+use super::{AnchorKind, Backend, Result, Store, read_all, read_one, row, with_pool, write_execute, write_optional};
 
 /// What a card challenge is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,33 +77,35 @@ pub struct CardChallenge {
     pub expires_at: i64,
 }
 
-/// A linked card.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CardCredential {
-    /// UUID.
-    pub id: String,
-    /// The doctor it is linked to.
-    pub user_id: String,
-    /// `hpki` or `jpki`.
-    pub kind: String,
-    /// Lowercase hex SHA-256 of the DER issuer Name.
-    pub issuer_sha256: String,
-    /// Serial number, lowercase hex.
-    pub serial_hex: String,
-    /// Lowercase hex SHA-256 of the SubjectPublicKeyInfo.
-    pub spki_sha256: String,
-    /// Fingerprint of the certificate that was linked.
-    pub cert_sha256: String,
-    /// Certificate expiry, Unix seconds.
-    pub not_after: i64,
-    /// Name shown to the doctor.
-    pub name: String,
-    /// `code` or `<kind>:<authenticator id>`.
-    pub linked_via: String,
-    /// Unix seconds.
-    pub last_used_at: Option<i64>,
-    /// Unix seconds.
-    pub created_at: i64,
+row! {
+    /// A linked card.
+    #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+    pub struct CardCredential {
+        /// UUID.
+        pub id: String,
+        /// The doctor it is linked to.
+        pub user_id: String,
+        /// `hpki` or `jpki`.
+        pub kind: String,
+        /// Lowercase hex SHA-256 of the DER issuer Name.
+        pub issuer_sha256: String,
+        /// Serial number, lowercase hex.
+        pub serial_hex: String,
+        /// Lowercase hex SHA-256 of the SubjectPublicKeyInfo.
+        pub spki_sha256: String,
+        /// Fingerprint of the certificate that was linked.
+        pub cert_sha256: String,
+        /// Certificate expiry, Unix seconds.
+        pub not_after: i64,
+        /// Name shown to the doctor.
+        pub name: String,
+        /// `code` or `<kind>:<authenticator id>`.
+        pub linked_via: String,
+        /// Unix seconds.
+        pub last_used_at: Option<i64>,
+        /// Unix seconds.
+        pub created_at: i64,
+    }
 }
 
 /// A card to link.
@@ -133,30 +131,21 @@ pub struct NewCardCredential<'a> {
     pub name: &'a str,
 }
 
-type CardRow = (String, String, String, String, String, String, String, i64, String, String, Option<i64>, i64);
-
 macro_rules! card_columns {
     () => {
         "id, user_id, kind, issuer_sha256, serial_hex, spki_sha256, cert_sha256, not_after, name, linked_via, last_used_at, created_at"
     };
 }
 
-impl From<CardRow> for CardCredential {
-    fn from(r: CardRow) -> Self {
-        Self {
-            id: r.0,
-            user_id: r.1,
-            kind: r.2,
-            issuer_sha256: r.3,
-            serial_hex: r.4,
-            spki_sha256: r.5,
-            cert_sha256: r.6,
-            not_after: r.7,
-            name: r.8,
-            linked_via: r.9,
-            last_used_at: r.10,
-            created_at: r.11,
-        }
+row! {
+    /// A card challenge as taken.
+    struct ChallengeRow {
+        kind: String,
+        purpose: String,
+        challenge: Vec<u8>,
+        enrollment_code_id: Option<String>,
+        linked_via: Option<String>,
+        expires_at: i64,
     }
 }
 
@@ -205,24 +194,23 @@ impl Store {
         user_id: &str,
         clinic_id: &str,
     ) -> Result<Option<CardChallenge>> {
-        type Row = (String, String, Vec<u8>, Option<String>, Option<String>, i64);
         let row = write_optional!(
             self,
-            Row,
+            ChallengeRow,
             "DELETE FROM card_challenges WHERE session_hash = $1 AND user_id = $2 AND clinic_id = $3
              RETURNING kind, purpose, challenge, enrollment_code_id, linked_via, expires_at",
             &session_hash[..],
             user_id,
             clinic_id,
         )?;
-        row.map(|(kind, purpose, challenge, enrollment_code_id, linked_via, expires_at)| {
+        row.map(|r| {
             Ok(CardChallenge {
-                kind: card_kind(&kind)?,
-                purpose: CardPurpose::parse(&purpose).ok_or_else(|| super::corrupt("card_challenges.purpose"))?,
-                challenge,
-                enrollment_code_id,
-                linked_via,
-                expires_at,
+                kind: card_kind(&r.kind)?,
+                purpose: CardPurpose::parse(&r.purpose).ok_or_else(|| super::corrupt("card_challenges.purpose"))?,
+                challenge: r.challenge,
+                enrollment_code_id: r.enrollment_code_id,
+                linked_via: r.linked_via,
+                expires_at: r.expires_at,
             })
         })
         .transpose()
@@ -246,114 +234,39 @@ impl Store {
         Ok(n)
     }
 
-    /// Links a card. With [`LinkAuthorisation::Code`] the code is consumed in the same
-    /// transaction (`Error::Precondition("enrollment_code")` if it was used, voided or expired
-    /// meanwhile). A card already linked, to anyone, is `Error::Conflict("card_credentials_card_key")`.
+    /// Links a card (see `Store::link_authenticator`): `Precondition::EnrollmentCode` when the
+    /// code was used, voided or expired meanwhile; a card already linked, to anyone, is
+    /// `Error::Conflict` (`card_credentials_card_key` on PostgreSQL).
     pub async fn link_card_credential(&self, new: &NewCardCredential<'_>, auth: LinkAuthorisation<'_>, now: i64) -> Result<()> {
-        let (linked_via, code_id) = match auth {
-            LinkAuthorisation::Code { code_id } => ("code", Some(code_id)),
-            LinkAuthorisation::Authenticator { via } => (via, None),
-        };
-        let code_ok = with_pool!(self, |pool| {
-            {
-                let mut tx = pool.begin().await?;
-                let code_ok = match code_id {
-                    Some(code_id) => {
-                        sqlx::query(CONSUME_CODE_SQL)
-                            .bind(code_id)
-                            .bind(new.user_id)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected()
-                            == 1
-                    }
-                    None => true,
-                };
-                if code_ok {
-                    sqlx::query(
-                        "INSERT INTO card_credentials (id, user_id, kind, issuer_sha256, serial_hex, spki_sha256,
-                            cert_sha256, not_after, name, linked_via, last_used_at, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11, $11)",
-                    )
-                    .bind(new.id)
-                    .bind(new.user_id)
-                    .bind(new.kind.as_str())
-                    .bind(new.issuer_sha256)
-                    .bind(new.serial_hex)
-                    .bind(new.spki_sha256)
-                    .bind(new.cert_sha256)
-                    .bind(new.not_after)
-                    .bind(new.name)
-                    .bind(linked_via)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                }
-                code_ok
-            }
-        });
-        if code_ok { Ok(()) } else { Err(Error::Precondition("enrollment_code")) }
+        self.link_authenticator(NewAuthenticator::Card(new), auth, now).await
     }
 
     /// The cards linked to a user, oldest first.
     pub async fn card_credentials_of(&self, user_id: &str) -> Result<Vec<CardCredential>> {
-        let rows = read_all!(
+        read_all!(
             self,
-            CardRow,
+            CardCredential,
             concat!("SELECT ", card_columns!(), " FROM card_credentials WHERE user_id = $1 ORDER BY created_at, id"),
             user_id,
-        )?;
-        Ok(rows.into_iter().map(CardCredential::from).collect())
+        )
     }
 
     /// The linked card with this issuer and serial, whoever it belongs to.
     pub async fn card_credential_by_card(&self, kind: AnchorKind, issuer_sha256: &str, serial_hex: &str) -> Result<CardCredential> {
-        let row = read_one!(
+        read_one!(
             self,
-            CardRow,
+            CardCredential,
             concat!("SELECT ", card_columns!(), " FROM card_credentials WHERE kind = $1 AND issuer_sha256 = $2 AND serial_hex = $3"),
             kind.as_str(),
             issuer_sha256,
             serial_hex,
-        )?;
-        Ok(row.into())
+        )
     }
 
     /// Removes a card of `user_id` and, in the same transaction, ends the open signing sessions
     /// opened with it (docs/design.md §3.7). Returns the ids of the sessions ended; `NotFound` if the card
     /// is not theirs.
     pub async fn remove_card_credential(&self, user_id: &str, id: &str, now: i64) -> Result<Vec<String>> {
-        let removed: Option<Vec<(String,)>> = with_pool!(self, |pool| {
-            {
-                let mut tx = pool.begin().await?;
-                let gone: Option<(String,)> =
-                    sqlx::query_as("DELETE FROM card_credentials WHERE id = $1 AND user_id = $2 RETURNING kind")
-                        .bind(id)
-                        .bind(user_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if let Some((kind,)) = gone {
-                    let ended: Vec<(String,)> = sqlx::query_as(
-                        "UPDATE signing_sessions SET ended_at = $3, ended_reason = $4, updated_at = $3
-                         WHERE authenticator_kind = $5 AND authenticator_id = $1 AND user_id = $2 AND ended_at IS NULL
-                         RETURNING id",
-                    )
-                    .bind(id)
-                    .bind(user_id)
-                    .bind(now)
-                    .bind(EndReason::AuthenticatorRemoved.as_str())
-                    .bind(kind)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    Some(ended)
-                } else {
-                    None
-                }
-            }
-        });
-        removed.map(|v| v.into_iter().map(|(id,)| id).collect()).ok_or(Error::NotFound)
+        self.remove_authenticator(AuthenticatorTable::Card, user_id, id, now).await
     }
 }

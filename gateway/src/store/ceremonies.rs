@@ -7,7 +7,7 @@
 //! the wrong kind or too late uses the ceremony up too, and the doctor is told "timed out"
 //! rather than "not found".
 
-use super::{Backend, Error, Result, Store, with_pool, with_reader, write_execute, write_optional};
+use super::{Backend, Result, Store, with_pool, with_reader, write_execute, write_optional};
 
 /// What a ceremony is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

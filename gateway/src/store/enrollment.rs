@@ -8,7 +8,7 @@
 //! up); a code expires; `max_failures` wrong entries void it; it is used once (consumed in the
 //! same transaction that links the authenticator, see `store::fido`).
 
-use super::{Backend, Error, Result, Store, with_pool, with_reader};
+use super::{Backend, Error, Result, Store, row, with_pool, with_reader};
 
 /// A code as stored (without the hash).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -97,7 +97,29 @@ pub enum CodeCheck {
 pub(super) const CONSUME_CODE_SQL: &str = "UPDATE enrollment_codes SET used_at = $3, updated_at = $3
      WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND voided_at IS NULL AND expires_at > $3";
 
-type CodeRow = (String, String, Vec<u8>, i64, i64, i64, Option<i64>, Option<i64>, Option<String>, i64);
+row! {
+    /// An `enrollment_codes` row as `code_columns!` selects it.
+    struct CodeRow {
+        id: String,
+        user_id: String,
+        code_hash: Vec<u8>,
+        failures: i64,
+        max_failures: i64,
+        expires_at: i64,
+        used_at: Option<i64>,
+        voided_at: Option<i64>,
+        void_reason: Option<String>,
+        created_at: i64,
+    }
+}
+
+row! {
+    /// A code's failures after counting one.
+    struct CountedRow {
+        failures: i64,
+        max_failures: i64,
+    }
+}
 
 macro_rules! code_columns {
     () => {
@@ -108,17 +130,17 @@ macro_rules! code_columns {
 fn code_from_row(r: CodeRow) -> (EnrollmentCode, Vec<u8>) {
     (
         EnrollmentCode {
-            id: r.0,
-            user_id: r.1,
-            failures: r.3,
-            max_failures: r.4,
-            expires_at: r.5,
-            used_at: r.6,
-            voided_at: r.7,
-            void_reason: r.8,
-            created_at: r.9,
+            id: r.id,
+            user_id: r.user_id,
+            failures: r.failures,
+            max_failures: r.max_failures,
+            expires_at: r.expires_at,
+            used_at: r.used_at,
+            voided_at: r.voided_at,
+            void_reason: r.void_reason,
+            created_at: r.created_at,
         },
-        r.2,
+        r.code_hash,
     )
 }
 
@@ -249,7 +271,7 @@ impl Store {
             // Whatever was typed, the only code the doctor could have is no longer valid.
             return Ok(CodeCheck::Expired { code_id: id });
         }
-        let counted: Option<(i64, i64)> = with_pool!(self, |pool| {
+        let counted: Option<CountedRow> = with_pool!(self, |pool| {
             sqlx::query_as(
                 "UPDATE enrollment_codes SET
                     failures = failures + 1,
@@ -265,7 +287,7 @@ impl Store {
             .await
         })?;
         Ok(match counted {
-            Some((failures, max)) if failures < max => CodeCheck::Wrong { code_id: id, tries_left: max - failures },
+            Some(c) if c.failures < c.max_failures => CodeCheck::Wrong { code_id: id, tries_left: c.max_failures - c.failures },
             Some(_) => CodeCheck::Exhausted { code_id: id },
             // Used, voided or exhausted by a concurrent request since we read it.
             None => CodeCheck::NoCode,

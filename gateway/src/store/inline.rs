@@ -131,13 +131,29 @@ impl InlineWriter {
         optional(&self.conn, sql, params).map_err(inline_error)
     }
 
-    /// Runs `work` in one transaction (`BEGIN IMMEDIATE`), committed if it returns `Ok` and rolled
-    /// back if it returns an error (its own, e.g. [`Error::Precondition`], or SQLite's).
-    pub(super) fn transaction<T>(&mut self, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = work(&tx)?;
-        tx.commit()?;
-        Ok(out)
+    /// Opens a transaction (`BEGIN IMMEDIATE`) for `tx::transaction!`, which ends it with
+    /// [`InlineWriter::finish`].
+    pub(super) fn begin(&mut self) -> Result<&mut Connection> {
+        // A transaction left open by a body that never finished (its future dropped) is undone.
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(&mut self.conn)
+    }
+
+    /// Commits the open transaction, or rolls it back (best effort: [`InlineWriter::begin`]
+    /// undoes one that is still open).
+    pub(super) fn finish(&mut self, commit: bool) -> Result<()> {
+        if commit {
+            if let Err(e) = self.conn.execute_batch("COMMIT") {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        } else if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        Ok(())
     }
 }
 
@@ -258,50 +274,28 @@ pub(super) fn execute(conn: &Connection, sql: &str, params: &[&dyn ToSql]) -> ru
     statement.raw_execute().map(|n| n as u64)
 }
 
-/// `head VALUES (?, …), … tail` with `rows` groups of `columns` placeholders, prepared (and
-/// cached) on `conn` and bound in order to `params`.
-fn rows_statement<'c>(
-    conn: &'c Connection,
-    head: &str,
-    tail: &str,
-    columns: usize,
-    rows: usize,
-    params: &[&dyn ToSql],
-) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
-    if params.len() != columns * rows {
-        return Err(rusqlite::Error::InvalidParameterCount(params.len(), columns * rows));
+/// `sql` prepared (and cached) on `conn` with `params[i]` bound to parameter `i + 1`: for
+/// multi-row statements (`tx::rows_sql`), whose `$N` appear in order, past the 16 names
+/// [`bind`] knows.
+fn positional<'c>(conn: &'c Connection, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    if params.len() != statement.parameter_count() {
+        return Err(rusqlite::Error::InvalidParameterCount(params.len(), statement.parameter_count()));
     }
-    let group = format!("({})", vec!["?"; columns].join(", "));
-    let sql = format!("{head} VALUES {} {tail}", vec![group.as_str(); rows].join(", "));
-    let mut statement = conn.prepare_cached(&sql)?;
     for (i, param) in params.iter().enumerate() {
         statement.raw_bind_parameter(i + 1, param)?;
     }
     Ok(statement)
 }
 
-/// A multi-row `INSERT` (see [`rows_statement`]); returns the rows changed.
-pub(super) fn execute_rows(
-    conn: &Connection,
-    head: &str,
-    tail: &str,
-    columns: usize,
-    rows: usize,
-    params: &[&dyn ToSql],
-) -> rusqlite::Result<u64> {
-    rows_statement(conn, head, tail, columns, rows, params)?.raw_execute().map(|n| n as u64)
+/// A multi-row statement (see [`positional`]); returns the rows changed.
+pub(super) fn execute_positional(conn: &Connection, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<u64> {
+    positional(conn, sql, params)?.raw_execute().map(|n| n as u64)
 }
 
-/// A multi-row statement with `RETURNING` (see [`rows_statement`]); every returned row.
-pub(super) fn all_rows<T: FromRow>(
-    conn: &Connection,
-    head: &str,
-    tail: &str,
-    columns: usize,
-    rows: usize,
-    params: &[&dyn ToSql],
-) -> rusqlite::Result<Vec<T>> {
-    collect(rows_statement(conn, head, tail, columns, rows, params)?.raw_query())
+/// A multi-row statement with `RETURNING` (see [`positional`]); every returned row.
+pub(super) fn all_positional<T: FromRow>(conn: &Connection, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<Vec<T>> {
+    collect(positional(conn, sql, params)?.raw_query())
 }
 
 /// Exactly one row of `sql` with `params` on `conn`.
@@ -309,7 +303,16 @@ pub(super) fn one<T: FromRow>(conn: &Connection, sql: &str, params: &[&dyn ToSql
     optional(conn, sql, params)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
-/// A row decodable as a tuple (rusqlite implements this for tuples of up to 16 columns).
+/// Column `name` of `row`, expected at index `at` (where the row's query lists it; otherwise it
+/// is looked up by name, as rusqlite does, which compares every column name).
+pub(super) fn column<T: rusqlite::types::FromSql>(row: &rusqlite::Row<'_>, at: usize, name: &str) -> rusqlite::Result<T> {
+    match row.as_ref().column_name(at) {
+        Ok(found) if found == name => row.get(at),
+        _ => row.get(name),
+    }
+}
+
+/// A row decodable from rusqlite (tuples of up to 16 columns, and the structs of `row!`).
 pub(super) trait FromRow: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error> {}
 impl<T> FromRow for T where T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error> {}
 

@@ -1,7 +1,7 @@
 //! Browser-session rows for `http::session`. Ids arrive already hashed: the database never sees
 //! a usable session id.
 
-use super::{Backend, Error, Result, Store, read_optional, with_pool, write_execute};
+use super::{Backend, Result, Store, read_optional, row, with_pool, write_execute};
 
 /// A browser session moving to a new id after a card or FIDO presence check (docs/design.md §3.2: at
 /// every privilege change), by hashes. The move also records the check as the session's latest
@@ -52,7 +52,16 @@ pub struct LoadedSession {
     pub reauth_at: Option<i64>,
 }
 
-type LoadedRow = (String, i64, i64, Vec<u8>, Option<i64>);
+row! {
+    /// A live `browser_sessions` row as [`Store::session_load`] selects it.
+    struct LoadedRow {
+        data: String,
+        expires_at: i64,
+        absolute_expires_at: i64,
+        client_cert_sha256: Vec<u8>,
+        reauth_at: Option<i64>,
+    }
+}
 
 impl Store {
     /// Inserts a new signed-in session; `false` if the id hash already exists (the caller picks
@@ -125,12 +134,12 @@ impl Store {
             id_hash,
             now,
         )?;
-        Ok(row.map(|(data, expires_at, absolute_expires_at, client_cert_sha256, reauth_at)| LoadedSession {
-            data,
-            expires_at,
-            absolute_expires_at,
-            client_cert_sha256,
-            reauth_at,
+        Ok(row.map(|r| LoadedSession {
+            data: r.data,
+            expires_at: r.expires_at,
+            absolute_expires_at: r.absolute_expires_at,
+            client_cert_sha256: r.client_cert_sha256,
+            reauth_at: r.reauth_at,
         }))
     }
 

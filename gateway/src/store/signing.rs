@@ -9,11 +9,14 @@
 
 use std::str::FromStr;
 
-use super::audit::{append_audit_pg, append_audit_sqlite};
+use super::audit::append_audit;
 use super::cards::CARD_USE;
 use super::fido::FIDO_USE;
 use super::sessions::{MOVE_SESSION, SessionMove};
-use super::{AuditEvent, Backend, Error, Result, Store, corrupt, with_pool, with_reader, write_execute};
+use super::{
+    AuditEvent, Backend, Error, Precondition, Result, Store, corrupt, row, transaction, tx_execute, tx_fetch, with_pool,
+    with_reader, write_execute,
+};
 
 /// How the doctor proved presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -211,8 +214,26 @@ pub enum TouchOutcome {
     NotFound,
 }
 
-type SessionRow =
-    (String, String, String, String, String, String, String, String, i64, i64, i64, i64, Option<i64>, Option<String>, i64);
+row! {
+    /// A `signing_sessions` row as `session_columns!` selects it.
+    struct SessionRow {
+        id: String,
+        user_id: String,
+        clinic_id: String,
+        method: String,
+        authenticator_kind: String,
+        authenticator_id: String,
+        amr: String,
+        acr: String,
+        auth_time: i64,
+        expires_at: i64,
+        idle_secs: i64,
+        last_activity_at: i64,
+        ended_at: Option<i64>,
+        ended_reason: Option<String>,
+        created_at: i64,
+    }
+}
 
 macro_rules! session_columns {
     () => {
@@ -225,21 +246,21 @@ impl TryFrom<SessionRow> for SigningSession {
     type Error = Error;
     fn try_from(r: SessionRow) -> Result<Self> {
         Ok(Self {
-            id: r.0,
-            user_id: r.1,
-            clinic_id: r.2,
-            method: r.3.parse().map_err(|()| corrupt("signing_sessions.method"))?,
-            authenticator_kind: r.4,
-            authenticator_id: r.5,
-            amr: serde_json::from_str(&r.6).map_err(|_| corrupt("signing_sessions.amr"))?,
-            acr: r.7,
-            auth_time: r.8,
-            expires_at: r.9,
-            idle_secs: r.10,
-            last_activity_at: r.11,
-            ended_at: r.12,
-            ended_reason: r.13,
-            created_at: r.14,
+            method: r.method.parse().map_err(|()| corrupt("signing_sessions.method"))?,
+            amr: serde_json::from_str(&r.amr).map_err(|_| corrupt("signing_sessions.amr"))?,
+            id: r.id,
+            user_id: r.user_id,
+            clinic_id: r.clinic_id,
+            authenticator_kind: r.authenticator_kind,
+            authenticator_id: r.authenticator_id,
+            acr: r.acr,
+            auth_time: r.auth_time,
+            expires_at: r.expires_at,
+            idle_secs: r.idle_secs,
+            last_activity_at: r.last_activity_at,
+            ended_at: r.ended_at,
+            ended_reason: r.ended_reason,
+            created_at: r.created_at,
         })
     }
 }
@@ -267,7 +288,7 @@ pub struct Opening<'a> {
     pub used: Option<AuthenticatorUse<'a>>,
     /// The browser session's move to a new id (docs/design.md §3.2: a method success is a privilege
     /// change). Without a session under the old id (signed out meanwhile), nothing is opened:
-    /// `Precondition("browser session")`.
+    /// `Precondition::BrowserSession`.
     pub session_move: Option<&'a SessionMove>,
 }
 
@@ -277,7 +298,7 @@ pub enum AuthenticatorUse<'a> {
     /// A FIDO credential: its counter and stored state, written only while the stored counter is
     /// below (`strict`) or at most the new one. When `required` and the counter could not be
     /// written (a concurrent assertion with the same or a higher counter won), nothing is opened:
-    /// `Precondition("fido counter")`.
+    /// `Precondition::FidoCounter`.
     Fido {
         /// `fido_credentials.id`.
         id: &'a str,
@@ -301,7 +322,7 @@ impl AuthenticatorUse<'_> {
     /// Fails the opening when a required counter was not written (`rows` changed).
     fn check(&self, rows: u64) -> Result<()> {
         match self {
-            AuthenticatorUse::Fido { required: true, .. } if rows != 1 => Err(Error::Precondition("fido counter")),
+            AuthenticatorUse::Fido { required: true, .. } if rows != 1 => Err(Error::Precondition(Precondition::FidoCounter)),
             _ => Ok(()),
         }
     }
@@ -356,114 +377,67 @@ impl Store {
         let events = |opened: &SessionRow, ended: &[SessionRow]| -> Vec<(AuditEvent, i64)> {
             let mut events: Vec<_> = with.checked.map(|e| (e.clone(), now)).into_iter().collect();
             for r in ended {
-                let reason = if r.13.as_deref() == Some(expired) { EndReason::Expired } else { EndReason::Superseded };
+                let reason = if r.ended_reason.as_deref() == Some(expired) { EndReason::Expired } else { EndReason::Superseded };
                 let event = AuditEvent::SigningSessionEnded {
-                    clinic_id: r.2.clone(),
-                    user_id: r.1.clone(),
-                    session_id: r.0.clone(),
+                    clinic_id: r.clinic_id.clone(),
+                    user_id: r.user_id.clone(),
+                    session_id: r.id.clone(),
                     reason: reason.as_str(),
                 };
                 events.push((event, now));
             }
             let event = AuditEvent::SigningSessionOpened {
-                clinic_id: opened.2.clone(),
-                user_id: opened.1.clone(),
-                session_id: opened.0.clone(),
+                clinic_id: opened.clinic_id.clone(),
+                user_id: opened.user_id.clone(),
+                session_id: opened.id.clone(),
                 method: new.method.as_str(),
-                acr: opened.7.clone(),
+                acr: opened.acr.clone(),
             };
             events.push((event, now));
             events
         };
-        let moved = |rows: u64| if rows == 1 { Ok(()) } else { Err(Error::Precondition("browser session")) };
+        let moved = |rows: u64| if rows == 1 { Ok(()) } else { Err(Error::Precondition(Precondition::BrowserSession)) };
         // A concurrent open on another instance can win the unique index between our UPDATE
         // and INSERT; the second attempt then ends that session like any other.
         let mut attempt = 0;
         loop {
             let id = uuid::Uuid::new_v4().to_string();
-            let result: Result<(SessionRow, Vec<SessionRow>)> = match &self.backend {
-                // One transaction, inline on the writer connection (decision 0008).
-                Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| {
-                    use super::inline::{all, execute, one};
-                    match &with.used {
-                        Some(u @ AuthenticatorUse::Fido { id, stored, counter, strict, .. }) => {
-                            u.check(execute(tx, FIDO_USE, &[id, stored, counter, &now, strict])?)?;
-                        }
-                        Some(AuthenticatorUse::Card { id }) => {
-                            execute(tx, CARD_USE, &[id, &now])?;
-                        }
-                        None => {}
+            // One transaction; on SQLite inline on the writer connection (decision 0008).
+            let result: Result<(SessionRow, Vec<SessionRow>)> = transaction!(self, |tx| {
+                match &with.used {
+                    Some(u @ AuthenticatorUse::Fido { id, stored, counter, strict, .. }) => {
+                        u.check(tx_execute!(tx, FIDO_USE, id, stored, counter, now, strict)?)?;
                     }
-                    if let Some(m) = with.session_move {
-                        moved(execute(tx, MOVE_SESSION, &[&&m.from[..], &&m.to[..], &m.expires_at, &now])?)?;
+                    Some(AuthenticatorUse::Card { id }) => {
+                        tx_execute!(tx, CARD_USE, id, now)?;
                     }
-                    let ended = all(tx, END_OPEN, &[&new.user_id, &new.clinic_id, &now, &expired, &superseded])?;
-                    let opened = one(
-                        tx,
-                        INSERT,
-                        &[
-                            &id,
-                            &new.user_id,
-                            &new.clinic_id,
-                            &new.method.as_str(),
-                            &new.authenticator_kind,
-                            &new.authenticator_id,
-                            &amr,
-                            &new.acr,
-                            &new.auth_time,
-                            &expires_at,
-                            &new.idle_secs,
-                            &now,
-                        ],
-                    )?;
-                    append_audit_sqlite(tx, &self.audit_rows(&events(&opened, &ended)))?;
-                    Ok((opened, ended))
-                }),
-                Backend::Postgres(pool) => async {
-                    let mut tx = pool.begin().await?;
-                    match &with.used {
-                        Some(u @ AuthenticatorUse::Fido { id, stored, counter, strict, .. }) => {
-                            let q = sqlx::query(FIDO_USE).bind(id).bind(stored).bind(counter).bind(now).bind(strict);
-                            u.check(q.execute(&mut *tx).await?.rows_affected())?;
-                        }
-                        Some(AuthenticatorUse::Card { id }) => {
-                            sqlx::query(CARD_USE).bind(id).bind(now).execute(&mut *tx).await?;
-                        }
-                        None => {}
-                    }
-                    if let Some(m) = with.session_move {
-                        let q = sqlx::query(MOVE_SESSION).bind(&m.from[..]).bind(&m.to[..]);
-                        moved(q.bind(m.expires_at).bind(now).execute(&mut *tx).await?.rows_affected())?;
-                    }
-                    let ended: Vec<SessionRow> = sqlx::query_as(END_OPEN)
-                        .bind(new.user_id)
-                        .bind(new.clinic_id)
-                        .bind(now)
-                        .bind(expired)
-                        .bind(superseded)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let opened: SessionRow = sqlx::query_as(INSERT)
-                        .bind(&id)
-                        .bind(new.user_id)
-                        .bind(new.clinic_id)
-                        .bind(new.method.as_str())
-                        .bind(new.authenticator_kind)
-                        .bind(new.authenticator_id)
-                        .bind(&amr)
-                        .bind(new.acr)
-                        .bind(new.auth_time)
-                        .bind(expires_at)
-                        .bind(new.idle_secs)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    append_audit_pg(&mut tx, &self.audit_rows(&events(&opened, &ended))).await?;
-                    tx.commit().await?;
-                    Ok::<_, Error>((opened, ended))
+                    None => {}
                 }
-                .await,
-            };
+                if let Some(m) = with.session_move {
+                    moved(tx_execute!(tx, MOVE_SESSION, &m.from[..], &m.to[..], m.expires_at, now)?)?;
+                }
+                let ended = tx_fetch!(tx, all, SessionRow, END_OPEN, new.user_id, new.clinic_id, now, expired, superseded)?;
+                let opened = tx_fetch!(
+                    tx,
+                    one,
+                    SessionRow,
+                    INSERT,
+                    &id,
+                    new.user_id,
+                    new.clinic_id,
+                    new.method.as_str(),
+                    new.authenticator_kind,
+                    new.authenticator_id,
+                    &amr,
+                    new.acr,
+                    new.auth_time,
+                    expires_at,
+                    new.idle_secs,
+                    now,
+                )?;
+                append_audit(tx, &self.audit_rows(&events(&opened, &ended))).await?;
+                Ok((opened, ended))
+            });
             match result {
                 Ok((opened, ended)) => {
                     return Ok(OpenedSession {

@@ -1,150 +1,36 @@
-//! Service clients, token signing keys and issued token ids (docs/design.md §3.8).
+//! Token signing keys and issued token ids (docs/design.md §3.8).
 //!
 //! Issuing a token costs one read (calling client, its access to the clinic, doctor and open
-//! signing session in a single join) and a share of one write: token ids are inserted in batches
-//! (see `group_commit`), by a statement that re-checks that each session is still live, so a
-//! session ended on another instance a moment earlier gets no token.
+//! signing session in a single join: `service_clients`) and a share of one write: token ids are
+//! inserted in batches (see `group_commit`), by a statement that re-checks that each session is
+//! still live, so a session ended on another instance a moment earlier gets no token.
 //! Consumption is one conditional `UPDATE … RETURNING`: only one presentation, on any instance,
 //! can succeed, and only while the token's signing session is open.
 
-use super::audit::{append_audit_pg, append_audit_sqlite};
-use super::{AuditEvent, Backend, Error, Result, Store, corrupt, inline, read_optional, with_pool, with_reader};
+use super::audit::append_audit;
+use super::{AuditEvent, Backend, Error, Result, Store, read_optional, row, transaction, tx_execute, tx_rows, with_pool, with_reader};
 
-/// What a service client may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ServiceRole {
-    /// An EMR backend: reads signing-session state and obtains tokens for its clinics.
-    Emr,
-    /// A remote signer: consumes tokens.
-    Signer,
-}
-
-impl ServiceRole {
-    /// Database spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceRole::Emr => "emr",
-            ServiceRole::Signer => "signer",
-        }
+row! {
+    /// A stored signing key.
+    #[derive(Debug, Clone)]
+    pub struct SigningKeyRow {
+        /// Key id.
+        pub kid: String,
+        /// Public JWK JSON.
+        pub public_jwk: String,
+        /// Encrypted private key.
+        pub private_key: Vec<u8>,
+        /// When it stopped signing.
+        pub retired_at: Option<i64>,
+        /// Unix seconds.
+        pub created_at: i64,
     }
 }
 
-impl std::str::FromStr for ServiceRole {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "emr" => Ok(ServiceRole::Emr),
-            "signer" => Ok(ServiceRole::Signer),
-            _ => Err(()),
-        }
-    }
-}
-
-/// A registered service client.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ServiceClient {
-    /// Operator-chosen id.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Role.
-    pub role: ServiceRole,
-    /// Certificate fingerprint (hex SHA-256).
-    pub fingerprint: String,
-    /// Certificate subject.
-    pub subject: String,
-    /// Disabled clients are refused.
-    pub enabled: bool,
-    /// Clinics served.
-    pub clinics: Vec<String>,
-}
-
-/// A stored signing key.
-#[derive(Debug, Clone)]
-pub struct SigningKeyRow {
-    /// Key id.
-    pub kid: String,
-    /// Public JWK JSON.
-    pub public_jwk: String,
-    /// Encrypted private key.
-    pub private_key: Vec<u8>,
-    /// When it stopped signing.
-    pub retired_at: Option<i64>,
-    /// Unix seconds.
-    pub created_at: i64,
-}
-
-/// A service client as one request about one clinic sees it.
-#[derive(Debug, Clone)]
-pub struct ClientAccess {
-    /// Client id.
-    pub id: String,
-    /// Role.
-    pub role: ServiceRole,
-    /// Disabled clients are refused.
-    pub enabled: bool,
-    /// Whether it serves the clinic asked about.
-    pub serves_clinic: bool,
-}
-
-/// [`Store::emr_context`]: the calling client and the doctor asked about.
-#[derive(Debug, Clone)]
-pub struct EmrContext {
-    /// The client presenting the certificate.
-    pub client: ClientAccess,
-    /// The doctor (any kind of user with that login ID) at the clinic, if there is one.
-    pub doctor: Option<IssueContext>,
-}
-
-/// What token issuance needs to know about a doctor, in one read.
-#[derive(Debug, Clone)]
-pub struct IssueContext {
-    /// Gateway user id.
-    pub user_id: String,
-    /// Enabled.
-    pub enabled: bool,
-    /// `doctor` or `staff`.
-    pub is_doctor: bool,
-    /// 医籍番号.
-    pub medical_reg_no: Option<String>,
-    /// The open signing session, if any.
-    pub session: Option<OpenSession>,
-}
-
-/// The open signing session of a doctor at a clinic.
-#[derive(Debug, Clone)]
-pub struct OpenSession {
-    /// Session id.
-    pub id: String,
-    /// `fido`, `hpki`, `jpki`.
-    pub method: String,
-    /// JSON array.
-    pub amr: String,
-    /// ACR.
-    pub acr: String,
-    /// Authentication time.
-    pub auth_time: i64,
-    /// Absolute expiry.
-    pub expires_at: i64,
-    /// Idle timeout.
-    pub idle_secs: i64,
-    /// Last activity.
-    pub last_activity_at: i64,
-}
-
-impl From<&super::SigningSession> for OpenSession {
-    fn from(s: &super::SigningSession) -> Self {
-        Self {
-            id: s.id.clone(),
-            method: s.method.as_str().to_owned(),
-            amr: serde_json::to_string(&s.amr).unwrap_or_else(|_| "[]".to_owned()),
-            acr: s.acr.clone(),
-            auth_time: s.auth_time,
-            expires_at: s.expires_at,
-            idle_secs: s.idle_secs,
-            last_activity_at: s.last_activity_at,
-        }
+row! {
+    /// Whether a refused token's session ended ([`Store::consume_refusal`]).
+    struct RefusalRow {
+        session_ended: bool,
     }
 }
 
@@ -235,175 +121,24 @@ pub enum Consumption {
     NotConsumable,
 }
 
-type ClientRow = (String, String, String, String, String, bool);
-/// A [`ClientRow`] joined with one of the client's clinics.
-type ClientClinicRow = (String, String, String, String, String, bool, Option<String>);
+row! {
+    /// A token id the group commit recorded.
+    struct IssuedJti {
+        jti: String,
+    }
+}
+
+row! {
+    /// A token the group commit consumed.
+    struct ConsumedRow {
+        jti: String,
+        session_id: String,
+        client_id: String,
+    }
+}
+
 
 impl Store {
-    /// Registers a service client serving `clinics`, in one transaction.
-    pub async fn add_service_client(&self, client: &ServiceClient, now: i64) -> Result<()> {
-        with_pool!(self, |pool| {
-            async {
-                let mut tx = pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO service_clients (id, name, role, fingerprint, subject, enabled, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6)",
-                )
-                .bind(&client.id)
-                .bind(&client.name)
-                .bind(client.role.as_str())
-                .bind(&client.fingerprint)
-                .bind(&client.subject)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                for clinic in &client.clinics {
-                    sqlx::query("INSERT INTO service_client_clinics (client_id, clinic_id, created_at) VALUES ($1, $2, $3)")
-                        .bind(&client.id)
-                        .bind(clinic)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await
-            }
-            .await
-        })?;
-        Ok(())
-    }
-
-    /// The enabled-or-not service client presenting `fingerprint`.
-    ///
-    /// One query (client and clinics joined): it runs on every API request.
-    pub async fn service_client_by_fingerprint(&self, fingerprint: &str) -> Result<ServiceClient> {
-        let rows: Vec<ClientClinicRow> = with_reader!(self, |pool| {
-            sqlx::query_as(
-                "SELECT c.id, c.name, c.role, c.fingerprint, c.subject, c.enabled, cc.clinic_id
-                 FROM service_clients c LEFT JOIN service_client_clinics cc ON cc.client_id = c.id
-                 WHERE c.fingerprint = $1 ORDER BY cc.clinic_id",
-            )
-            .bind(fingerprint)
-            .fetch_all(pool)
-            .await
-        })?;
-        let Some(first) = rows.first() else { return Err(Error::NotFound) };
-        Ok(ServiceClient {
-            id: first.0.clone(),
-            name: first.1.clone(),
-            role: first.2.parse().map_err(|()| corrupt("service_clients.role"))?,
-            fingerprint: first.3.clone(),
-            subject: first.4.clone(),
-            enabled: first.5,
-            clinics: rows.iter().filter_map(|r| r.6.clone()).collect(),
-        })
-    }
-
-    async fn client_from_row(&self, r: ClientRow) -> Result<ServiceClient> {
-        let clinics: Vec<(String,)> = with_reader!(self, |pool| {
-            sqlx::query_as("SELECT clinic_id FROM service_client_clinics WHERE client_id = $1 ORDER BY clinic_id")
-                .bind(&r.0)
-                .fetch_all(pool)
-                .await
-        })?;
-        Ok(ServiceClient {
-            id: r.0,
-            name: r.1,
-            role: r.2.parse().map_err(|()| corrupt("service_clients.role"))?,
-            fingerprint: r.3,
-            subject: r.4,
-            enabled: r.5,
-            clinics: clinics.into_iter().map(|(c,)| c).collect(),
-        })
-    }
-
-    /// All service clients.
-    pub async fn list_service_clients(&self) -> Result<Vec<ServiceClient>> {
-        let rows: Vec<ClientRow> = with_reader!(self, |pool| {
-            sqlx::query_as("SELECT id, name, role, fingerprint, subject, enabled FROM service_clients ORDER BY id")
-                .fetch_all(pool)
-                .await
-        })?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push(self.client_from_row(r).await?);
-        }
-        Ok(out)
-    }
-
-    /// Enables or disables a service client.
-    pub async fn set_service_client_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<()> {
-        let n = with_pool!(self, |pool| {
-            sqlx::query("UPDATE service_clients SET enabled = $2, updated_at = $3 WHERE id = $1")
-                .bind(id)
-                .bind(enabled)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        if n == 0 { Err(Error::NotFound) } else { Ok(()) }
-    }
-
-    /// Everything an EMR call about one doctor needs, in one read: the service client presenting
-    /// `fingerprint` (whether it serves `clinic_id`), and the doctor `login_id` at that clinic
-    /// with their open signing session (login IDs compared folded, as at login). `None` if no client
-    /// has that certificate.
-    pub async fn emr_context(&self, fingerprint: &str, clinic_id: &str, login_id: &str) -> Result<Option<EmrContext>> {
-        type Row = (
-            String,
-            String,
-            bool,
-            bool,
-            Option<String>,
-            Option<bool>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-        );
-        let row = read_optional!(
-            self,
-            Row,
-            "SELECT c.id, c.role, c.enabled,
-                    EXISTS (SELECT 1 FROM service_client_clinics cc WHERE cc.client_id = c.id AND cc.clinic_id = $2),
-                    u.id, u.enabled, u.kind, u.medical_reg_no,
-                    s.id, s.method, s.amr, s.acr, s.auth_time, s.expires_at, s.idle_secs, s.last_activity_at
-             FROM service_clients c
-             LEFT JOIN users u ON u.clinic_id = $2 AND u.login_folded = $3
-             LEFT JOIN signing_sessions s ON s.user_id = u.id AND s.clinic_id = u.clinic_id AND s.ended_at IS NULL
-             WHERE c.fingerprint = $1",
-            fingerprint,
-            clinic_id,
-            crate::login_id::fold(login_id),
-        )?;
-        let Some(r) = row else { return Ok(None) };
-        let client = ClientAccess {
-            id: r.0,
-            role: r.1.parse().map_err(|()| corrupt("service_clients.role"))?,
-            enabled: r.2,
-            serves_clinic: r.3,
-        };
-        let doctor = match (r.4, r.5, r.6) {
-            (Some(user_id), Some(enabled), Some(kind)) => {
-                let session = match (r.8, r.9, r.10, r.11, r.12, r.13, r.14, r.15) {
-                    (Some(id), Some(method), Some(amr), Some(acr), Some(auth_time), Some(expires_at), Some(idle), Some(last)) => {
-                        Some(OpenSession { id, method, amr, acr, auth_time, expires_at, idle_secs: idle, last_activity_at: last })
-                    }
-                    _ => None,
-                };
-                Some(IssueContext { user_id, enabled, is_doctor: kind == "doctor", medical_reg_no: r.7, session })
-            }
-            _ => None,
-        };
-        Ok(Some(EmrContext { client, doctor }))
-    }
-
     /// Records issued tokens and appends audit events, in one transaction (see
     /// [`Store::commit_batch`]). Returns, per token, whether it was recorded.
     pub async fn record_issued_tokens(&self, tokens: &[NewIssuedToken], events: &[(AuditEvent, i64)]) -> Result<Vec<bool>> {
@@ -457,7 +192,7 @@ impl Store {
                AND issued_tokens.expires_at > v.column3
                AND EXISTS (SELECT 1 FROM signing_sessions s JOIN users u ON u.id = s.user_id
                            WHERE s.id = issued_tokens.session_id AND s.ended_at IS NULL AND u.enabled)
-             RETURNING issued_tokens.jti, issued_tokens.session_id, issued_tokens.client_id";
+             RETURNING issued_tokens.jti AS jti, issued_tokens.session_id AS session_id, issued_tokens.client_id AS client_id";
         let outcome = |inserted: std::collections::HashSet<String>| -> Vec<bool> {
             tokens.iter().map(|t| inserted.contains(&t.jti)).collect()
         };
@@ -489,80 +224,38 @@ impl Store {
                 .chain(events.iter().cloned())
                 .collect()
         };
-        type Won = (String, String, String);
-        let won_map = |rows: Vec<Won>| {
-            rows.into_iter().map(|(jti, session_id, client_id)| (jti, ConsumedToken { session_id, client_id })).collect()
+        let won_map = |rows: Vec<ConsumedRow>| {
+            rows.into_iter().map(|r| (r.jti, ConsumedToken { session_id: r.session_id, client_id: r.client_id })).collect()
         };
-        match &self.backend {
-            // One inline transaction on the writer connection (decision 0008).
-            Backend::Sqlite { writer, .. } => writer.lock().await.transaction(|tx| {
-                let mut inserted = std::collections::HashSet::with_capacity(tokens.len());
-                for chunk in super::batch_chunks(tokens) {
-                    let params: Vec<&dyn rusqlite::ToSql> = chunk
-                        .iter()
-                        .flat_map(|t| [&t.jti as &dyn rusqlite::ToSql, &t.session_id, &t.client_id, &t.expires_at, &t.issued_at])
-                        .collect();
-                    let jtis: Vec<(String,)> = inline::all_rows(tx, HEAD, TAIL, 5, chunk.len(), &params)?;
-                    inserted.extend(jtis.into_iter().map(|(j,)| j));
-                }
-                let recorded = outcome(inserted);
-                for chunk in super::batch_chunks(&touched(&recorded)) {
-                    let params: Vec<&dyn rusqlite::ToSql> =
-                        chunk.iter().flat_map(|(id, at)| [id as &dyn rusqlite::ToSql, at]).collect();
-                    inline::execute_rows(tx, TOUCH_HEAD, TOUCH_TAIL, 2, chunk.len(), &params)?;
-                }
-                let mut won = Vec::new();
-                for chunk in super::batch_chunks(&first_consumes) {
-                    let params: Vec<&dyn rusqlite::ToSql> =
-                        chunk.iter().flat_map(|c| [&c.jti as &dyn rusqlite::ToSql, &c.consumer, &c.at]).collect();
-                    won.extend(inline::all_rows::<Won>(tx, CONSUME_HEAD, CONSUME_TAIL, 3, chunk.len(), &params)?);
-                }
-                let consumed = consumed(won_map(won));
-                let all = audit(&recorded, &consumed);
-                if !all.is_empty() {
-                    append_audit_sqlite(tx, &self.audit_rows(&all))?;
-                }
-                Ok((recorded, consumed))
-            }),
-            Backend::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let mut inserted = std::collections::HashSet::with_capacity(tokens.len());
-                for chunk in super::batch_chunks(tokens) {
-                    let mut insert = sqlx::QueryBuilder::new(HEAD);
-                    insert.push_values(chunk, |mut b, t| {
-                        b.push_bind(&t.jti).push_bind(&t.session_id).push_bind(&t.client_id).push_bind(t.expires_at).push_bind(t.issued_at);
-                    });
-                    insert.push(TAIL);
-                    let jtis: Vec<(String,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
-                    inserted.extend(jtis.into_iter().map(|(j,)| j));
-                }
-                let recorded = outcome(inserted);
-                for chunk in super::batch_chunks(&touched(&recorded)) {
-                    let mut touch = sqlx::QueryBuilder::new(TOUCH_HEAD);
-                    touch.push_values(chunk, |mut b, (id, at)| {
-                        b.push_bind(*id).push_bind(*at);
-                    });
-                    touch.push(TOUCH_TAIL);
-                    touch.build().execute(&mut *tx).await?;
-                }
-                let mut won = Vec::new();
-                for chunk in super::batch_chunks(&first_consumes) {
-                    let mut consume = sqlx::QueryBuilder::new(CONSUME_HEAD);
-                    consume.push_values(chunk, |mut b, c| {
-                        b.push_bind(&c.jti).push_bind(&c.consumer).push_bind(c.at);
-                    });
-                    consume.push(CONSUME_TAIL);
-                    won.extend(consume.build_query_as::<Won>().fetch_all(&mut *tx).await?);
-                }
-                let consumed = consumed(won_map(won));
-                let all = audit(&recorded, &consumed);
-                if !all.is_empty() {
-                    append_audit_pg(&mut tx, &self.audit_rows(&all)).await?;
-                }
-                tx.commit().await?;
-                Ok((recorded, consumed))
+        // One transaction; on SQLite inline on the writer connection (decision 0008).
+        transaction!(self, |tx| {
+            let mut inserted = std::collections::HashSet::with_capacity(tokens.len());
+            for chunk in super::batch_chunks(tokens) {
+                let jtis = tx_rows!(
+                    tx,
+                    all<IssuedJti>,
+                    HEAD,
+                    chunk,
+                    |t| [t.jti, t.session_id, t.client_id, t.expires_at, t.issued_at],
+                    TAIL,
+                )?;
+                inserted.extend(jtis.into_iter().map(|r| r.jti));
             }
-        }
+            let recorded = outcome(inserted);
+            for chunk in super::batch_chunks(&touched(&recorded)) {
+                tx_rows!(tx, execute, TOUCH_HEAD, chunk, |t| [t.0, t.1], TOUCH_TAIL)?;
+            }
+            let mut won = Vec::new();
+            for chunk in super::batch_chunks(&first_consumes) {
+                won.extend(tx_rows!(tx, all<ConsumedRow>, CONSUME_HEAD, chunk, |c| [c.jti, c.consumer, c.at], CONSUME_TAIL)?);
+            }
+            let consumed = consumed(won_map(won));
+            let all = audit(&recorded, &consumed);
+            if !all.is_empty() {
+                append_audit(tx, &self.audit_rows(&all)).await?;
+            }
+            Ok((recorded, consumed))
+        })
     }
 
     /// Why a token was not consumed; only which answer to give is read here, the decision was
@@ -572,9 +265,9 @@ impl Store {
     pub async fn consume_refusal(&self, jti: &str, now: i64) -> Result<Consumption> {
         let ended = read_optional!(
             self,
-            (bool,),
+            RefusalRow,
             "SELECT COALESCE(t.consumed_at IS NULL AND t.expires_at > $2
-                             AND (s.id IS NULL OR s.ended_at IS NOT NULL OR NOT u.enabled), FALSE)
+                             AND (s.id IS NULL OR s.ended_at IS NOT NULL OR NOT u.enabled), FALSE) AS session_ended
              FROM issued_tokens t
              LEFT JOIN signing_sessions s ON s.id = t.session_id
              LEFT JOIN users u ON u.id = s.user_id
@@ -582,7 +275,7 @@ impl Store {
             jti,
             now,
         )?;
-        Ok(if ended == Some((true,)) { Consumption::SessionEnded } else { Consumption::NotConsumable })
+        Ok(if ended.is_some_and(|r| r.session_ended) { Consumption::SessionEnded } else { Consumption::NotConsumable })
     }
 
     /// Deletes token ids that expired before `before`.
@@ -600,7 +293,7 @@ impl Store {
 
     /// The active ES256 key, if any.
     pub async fn active_signing_key(&self) -> Result<Option<SigningKeyRow>> {
-        let row: Option<KeyTuple> = with_reader!(self, |pool| {
+        let row: Option<SigningKeyRow> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT kid, public_jwk, private_key, retired_at, created_at FROM signing_keys
                  WHERE alg = 'ES256' AND retired_at IS NULL",
@@ -608,7 +301,7 @@ impl Store {
             .fetch_optional(pool)
             .await
         })?;
-        Ok(row.map(key_row))
+        Ok(row)
     }
 
     /// Inserts a key unless an active one exists (several instances may start at once).
@@ -646,35 +339,25 @@ impl Store {
 
     /// Retires the active key and activates a new one, atomically.
     pub async fn rotate_signing_key(&self, kid: &str, alg: &str, public_jwk: &str, private_key: &[u8], now: i64) -> Result<()> {
-        with_pool!(self, |pool| {
-            async {
-                let mut tx = pool.begin().await?;
-                sqlx::query("UPDATE signing_keys SET retired_at = $2, updated_at = $2 WHERE alg = $1 AND retired_at IS NULL")
-                    .bind(alg)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO signing_keys (kid, alg, public_jwk, private_key, retired_at, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, NULL, $5, $5)",
-                )
-                .bind(kid)
-                .bind(alg)
-                .bind(public_jwk)
-                .bind(private_key)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await
-            }
-            .await
-        })?;
-        Ok(())
+        transaction!(self, |tx| {
+            tx_execute!(tx, "UPDATE signing_keys SET retired_at = $2, updated_at = $2 WHERE alg = $1 AND retired_at IS NULL", alg, now)?;
+            tx_execute!(
+                tx,
+                "INSERT INTO signing_keys (kid, alg, public_jwk, private_key, retired_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, NULL, $5, $5)",
+                kid,
+                alg,
+                public_jwk,
+                private_key,
+                now,
+            )?;
+            Ok(())
+        })
     }
 
     /// Keys to publish: the active one and those retired after `retired_after`.
     pub async fn published_signing_keys(&self, retired_after: i64) -> Result<Vec<SigningKeyRow>> {
-        let rows: Vec<KeyTuple> = with_reader!(self, |pool| {
+        let rows: Vec<SigningKeyRow> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT kid, public_jwk, private_key, retired_at, created_at FROM signing_keys
                  WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC",
@@ -683,18 +366,11 @@ impl Store {
             .fetch_all(pool)
             .await
         })?;
-        Ok(rows.into_iter().map(key_row).collect())
+        Ok(rows)
     }
 
     /// Every key, newest first.
     pub async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRow>> {
         self.published_signing_keys(i64::MIN).await
     }
-}
-
-/// A `signing_keys` row as selected: kid, public JWK, sealed private key, retired_at, created_at.
-type KeyTuple = (String, String, Vec<u8>, Option<i64>, i64);
-
-fn key_row(r: KeyTuple) -> SigningKeyRow {
-    SigningKeyRow { kid: r.0, public_jwk: r.1, private_key: r.2, retired_at: r.3, created_at: r.4 }
 }

@@ -1,0 +1,331 @@
+//! What is audited: [`AuditEvent`], and how each event becomes a row of the chain (name, outcome,
+//! clinic, user, detail JSON). The chain itself is `audit.rs`.
+
+use serde::Serialize;
+
+use super::audit::CHAIN_KEYED_EVENT;
+
+/// Outcome of an audited action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// It happened.
+    Success,
+    /// It was refused.
+    Failure,
+}
+
+impl Outcome {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// Everything that is audited. Personal data is limited to ids; reasons are fixed codes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// A doctor logged in.
+    LoginSucceeded { clinic_id: String, user_id: String },
+    /// A login was refused; `user_id` is known when the login ID exists.
+    LoginFailed { clinic_id: String, user_id: Option<String>, reason: &'static str },
+    /// A login ID got locked by this failure, or a login was tried while locked.
+    LoginLocked { clinic_id: String, user_id: Option<String>, locked_until: i64 },
+    /// A doctor logged out.
+    Logout { clinic_id: String, user_id: String },
+    /// A browser-session cookie was presented where it is not valid (`device_mismatch`: under
+    /// another client certificate than the one it was signed in under).
+    BrowserSessionRefused { clinic_id: String, user_id: Option<String>, reason: &'static str },
+    /// Adding (`link`), renaming or removing an authenticator was refused (`reauth_required`:
+    /// no recent card or FIDO proof in this browser session).
+    AuthenticatorChangeRefused {
+        clinic_id: String,
+        user_id: String,
+        action: &'static str,
+        authenticator_id: Option<String>,
+        reason: &'static str,
+    },
+    /// A password was changed, `by` the user (after a temporary one) or an `operator`
+    /// (`temporary` says whether the user must choose a new one); `browser_sessions_ended` of the
+    /// user's browser sessions were ended with it.
+    PasswordChanged { clinic_id: String, user_id: String, by: &'static str, temporary: bool, browser_sessions_ended: u64 },
+    /// A user's choice of a new password was refused (`weak`, `common`, `personal`, `length`,
+    /// `same_as_old`, `mismatch`, `changed_meanwhile`).
+    PasswordChangeFailed { clinic_id: String, user_id: String, reason: &'static str },
+    /// The clinic gate refused a verified TLS client certificate.
+    GateRefused { fingerprint: String, reason: &'static str },
+    /// TLS handshakes failed `count` times for `reason` from `source` (an IP address, or `other`
+    /// past the per-window bound) between `since` and `until`: one row per window, not per
+    /// failure (`handshake_audit`).
+    HandshakesFailed { reason: &'static str, source: String, count: u64, since: i64, until: i64 },
+    /// The service API refused a caller with a verified certificate (`client_not_registered`,
+    /// `client_disabled`, `wrong_role`, `clinic_not_allowed`, `doctor_not_in_clinic`,
+    /// `not_a_doctor`, `doctor_disabled`). `user_id` is set when the doctor exists;
+    /// `doctor_id` is the id the caller asked for.
+    ApiRefused {
+        fingerprint: String,
+        client_id: Option<String>,
+        route: String,
+        clinic_id: Option<String>,
+        user_id: Option<String>,
+        doctor_id: Option<String>,
+        reason: &'static str,
+    },
+    /// An operator changed something with `gateway admin`.
+    Admin { action: &'static str, target: String },
+    /// A presence check (`method`: `fido`, `hpki`, `jpki`) succeeded or failed. `purpose` is
+    /// `signing_session` or `link` (authorising a new authenticator); `reason` is a fixed code.
+    Authentication {
+        clinic_id: String,
+        user_id: String,
+        method: &'static str,
+        purpose: &'static str,
+        authenticator_id: Option<String>,
+        outcome: Outcome,
+        reason: Option<&'static str>,
+    },
+    /// A card presence check (`method`: `hpki` or `jpki`), like [`AuditEvent::Authentication`]
+    /// plus the certificate fingerprint (SHA-256 of the DER, when a certificate was presented) and
+    /// whether revocation was checked (`false` under an anchor policy `none`, audited on every
+    /// use, docs/design.md §3.3).
+    CardAuthentication {
+        clinic_id: String,
+        user_id: String,
+        method: &'static str,
+        purpose: &'static str,
+        authenticator_id: Option<String>,
+        outcome: Outcome,
+        reason: Option<&'static str>,
+        cert_sha256: Option<String>,
+        revocation_checked: Option<bool>,
+    },
+    /// An authenticator was linked to a doctor (`via`: `code` or `<kind>:<id>`).
+    AuthenticatorLinked { clinic_id: String, user_id: String, kind: &'static str, authenticator_id: String, via: String },
+    /// Linking an authenticator was refused (wrong code, policy, ...).
+    AuthenticatorLinkFailed { clinic_id: String, user_id: String, kind: &'static str, reason: &'static str, code_id: Option<String> },
+    /// A doctor (or operator: `by`) renamed an authenticator.
+    AuthenticatorRenamed { clinic_id: String, user_id: String, kind: &'static str, authenticator_id: String },
+    /// An authenticator was removed; `by` is `doctor` or `operator`.
+    AuthenticatorRemoved { clinic_id: String, user_id: String, kind: &'static str, authenticator_id: String, by: &'static str },
+    /// A signing session was opened.
+    SigningSessionOpened { clinic_id: String, user_id: String, session_id: String, method: &'static str, acr: String },
+    /// A signing session was ended (reason as in `signing_sessions.ended_reason`).
+    SigningSessionEnded { clinic_id: String, user_id: String, session_id: String, reason: &'static str },
+    /// An EMR service client ended a signing session through the API.
+    SigningSessionEndedByClient { clinic_id: String, user_id: String, session_id: String, client_id: String },
+    /// A signing token was issued.
+    TokenIssued { clinic_id: String, user_id: String, session_id: String, client_id: String, jti: String },
+    /// A signing token was refused (`no_session`, `session_expired`, ...).
+    TokenRefused { clinic_id: String, user_id: String, client_id: String, reason: &'static str },
+    /// A signing token was consumed.
+    TokenConsumed { clinic_id: String, user_id: String, client_id: String, jti: String },
+    /// A token consumption was refused (`invalid_token`, `token_expired`, `token_not_yet_valid`,
+    /// `cnf_mismatch`, `already_consumed`, `session_ended`). Clinic, user and jti are known
+    /// when the token's signature verified.
+    TokenConsumeRefused {
+        clinic_id: Option<String>,
+        user_id: Option<String>,
+        client_id: String,
+        jti: Option<String>,
+        reason: &'static str,
+    },
+    /// An operator started the keyed segment of a log written before keyed chaining
+    /// (`gateway admin audit rekey`); the row links to the old head under the audit key.
+    ChainKeyed { previous_rows: i64, previous_head: String },
+}
+
+impl AuditEvent {
+    pub(super) fn parts(&self) -> (&'static str, Outcome, Option<&str>, Option<&str>, serde_json::Value) {
+        use serde_json::json;
+        match self {
+            AuditEvent::LoginSucceeded { clinic_id, user_id } => {
+                ("login", Outcome::Success, Some(clinic_id), Some(user_id), json!({}))
+            }
+            AuditEvent::LoginFailed { clinic_id, user_id, reason } => {
+                ("login", Outcome::Failure, Some(clinic_id), user_id.as_deref(), json!({ "reason": reason }))
+            }
+            AuditEvent::BrowserSessionRefused { clinic_id, user_id, reason } => (
+                "browser_session_refused",
+                Outcome::Failure,
+                Some(clinic_id),
+                user_id.as_deref(),
+                json!({ "reason": reason }),
+            ),
+            AuditEvent::AuthenticatorChangeRefused { clinic_id, user_id, action, authenticator_id, reason } => (
+                "authenticator_change_refused",
+                Outcome::Failure,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "action": action, "authenticator_id": authenticator_id, "reason": reason }),
+            ),
+            AuditEvent::PasswordChanged { clinic_id, user_id, by, temporary, browser_sessions_ended } => (
+                "password_changed",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "by": by, "temporary": temporary, "browser_sessions_ended": browser_sessions_ended }),
+            ),
+            AuditEvent::PasswordChangeFailed { clinic_id, user_id, reason } => {
+                ("password_changed", Outcome::Failure, Some(clinic_id), Some(user_id), json!({ "reason": reason }))
+            }
+            AuditEvent::LoginLocked { clinic_id, user_id, locked_until } => (
+                "login_locked",
+                Outcome::Failure,
+                Some(clinic_id),
+                user_id.as_deref(),
+                json!({ "locked_until": locked_until }),
+            ),
+            AuditEvent::Logout { clinic_id, user_id } => {
+                ("logout", Outcome::Success, Some(clinic_id), Some(user_id), json!({}))
+            }
+            AuditEvent::GateRefused { fingerprint, reason } => (
+                "clinic_gate",
+                Outcome::Failure,
+                None,
+                None,
+                json!({ "fingerprint": fingerprint, "reason": reason }),
+            ),
+            AuditEvent::HandshakesFailed { reason, source, count, since, until } => (
+                "tls_handshake_failed",
+                Outcome::Failure,
+                None,
+                None,
+                json!({ "reason": reason, "source": source, "count": count, "since": since, "until": until }),
+            ),
+            AuditEvent::ApiRefused { fingerprint, client_id, route, clinic_id, user_id, doctor_id, reason } => (
+                "api_refused",
+                Outcome::Failure,
+                clinic_id.as_deref(),
+                user_id.as_deref(),
+                json!({
+                    "fingerprint": fingerprint,
+                    "client_id": client_id,
+                    "route": route,
+                    "doctor_id": doctor_id,
+                    "reason": reason,
+                }),
+            ),
+            AuditEvent::Admin { action, target } => {
+                ("admin", Outcome::Success, None, None, json!({ "action": action, "target": target }))
+            }
+            AuditEvent::Authentication { clinic_id, user_id, method, purpose, authenticator_id, outcome, reason } => (
+                "authentication",
+                *outcome,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "method": method, "purpose": purpose, "authenticator_id": authenticator_id, "reason": reason }),
+            ),
+            AuditEvent::CardAuthentication {
+                clinic_id,
+                user_id,
+                method,
+                purpose,
+                authenticator_id,
+                outcome,
+                reason,
+                cert_sha256,
+                revocation_checked,
+            } => (
+                "authentication",
+                *outcome,
+                Some(clinic_id),
+                Some(user_id),
+                json!({
+                    "method": method,
+                    "purpose": purpose,
+                    "authenticator_id": authenticator_id,
+                    "reason": reason,
+                    "cert_sha256": cert_sha256,
+                    "revocation_checked": revocation_checked,
+                }),
+            ),
+            AuditEvent::AuthenticatorLinked { clinic_id, user_id, kind, authenticator_id, via } => (
+                "authenticator_linked",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "kind": kind, "authenticator_id": authenticator_id, "via": via }),
+            ),
+            AuditEvent::AuthenticatorLinkFailed { clinic_id, user_id, kind, reason, code_id } => (
+                "authenticator_linked",
+                Outcome::Failure,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "kind": kind, "reason": reason, "code_id": code_id }),
+            ),
+            AuditEvent::AuthenticatorRenamed { clinic_id, user_id, kind, authenticator_id } => (
+                "authenticator_renamed",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "kind": kind, "authenticator_id": authenticator_id }),
+            ),
+            AuditEvent::AuthenticatorRemoved { clinic_id, user_id, kind, authenticator_id, by } => (
+                "authenticator_removed",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "kind": kind, "authenticator_id": authenticator_id, "by": by }),
+            ),
+            AuditEvent::SigningSessionOpened { clinic_id, user_id, session_id, method, acr } => (
+                "signing_session_opened",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "session_id": session_id, "method": method, "acr": acr }),
+            ),
+            AuditEvent::SigningSessionEnded { clinic_id, user_id, session_id, reason } => (
+                "signing_session_ended",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "session_id": session_id, "reason": reason }),
+            ),
+            AuditEvent::SigningSessionEndedByClient { clinic_id, user_id, session_id, client_id } => (
+                "signing_session_ended",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "session_id": session_id, "reason": "service_client", "client_id": client_id }),
+            ),
+            AuditEvent::TokenIssued { clinic_id, user_id, session_id, client_id, jti } => (
+                "token_issued",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "session_id": session_id, "client_id": client_id, "jti": jti }),
+            ),
+            AuditEvent::TokenRefused { clinic_id, user_id, client_id, reason } => (
+                "token_issued",
+                Outcome::Failure,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "client_id": client_id, "reason": reason }),
+            ),
+            AuditEvent::TokenConsumed { clinic_id, user_id, client_id, jti } => (
+                "token_consumed",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "client_id": client_id, "jti": jti }),
+            ),
+            AuditEvent::TokenConsumeRefused { clinic_id, user_id, client_id, jti, reason } => (
+                "token_consumed",
+                Outcome::Failure,
+                clinic_id.as_deref(),
+                user_id.as_deref(),
+                json!({ "client_id": client_id, "jti": jti, "reason": reason }),
+            ),
+            AuditEvent::ChainKeyed { previous_rows, previous_head } => (
+                CHAIN_KEYED_EVENT,
+                Outcome::Success,
+                None,
+                None,
+                json!({ "previous_rows": previous_rows, "previous_head": previous_head }),
+            ),
+        }
+    }
+}

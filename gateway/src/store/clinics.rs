@@ -1,0 +1,189 @@
+//! Clinics and the TLS client certificates registered to them (the clinic gate).
+
+use super::{Backend, Error, Result, Store, read_one, row, with_pool, with_reader};
+
+impl Store {
+    /// Adds a clinic.
+    pub async fn add_clinic(&self, id: &str, name: &str, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("INSERT INTO clinics (id, name, enabled, created_at, updated_at) VALUES ($1, $2, TRUE, $3, $3)")
+                .bind(id)
+                .bind(name)
+                .bind(now)
+                .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// All clinics, by id.
+    pub async fn list_clinics(&self) -> Result<Vec<Clinic>> {
+        let rows: Vec<Clinic> = with_reader!(self, |pool| {
+            sqlx::query_as("SELECT id, name, enabled, created_at FROM clinics ORDER BY id")
+                .fetch_all(pool)
+                .await
+        })?;
+        Ok(rows)
+    }
+
+    /// One clinic.
+    pub async fn clinic(&self, id: &str) -> Result<Clinic> {
+        Ok(with_reader!(self, |pool| {
+            sqlx::query_as("SELECT id, name, enabled, created_at FROM clinics WHERE id = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await
+        })?)
+    }
+
+    /// Enables or disables a clinic; `NotFound` if there is none.
+    pub async fn set_clinic_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE clinics SET enabled = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(enabled)
+                .bind(now)
+                .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
+    // ---- clinic certificates ----------------------------------------------------------------
+
+    /// Registers a clinic certificate by fingerprint.
+    pub async fn add_clinic_cert(&self, cert: &NewClinicCert<'_>, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO clinic_certs (fingerprint, clinic_id, subject, serial, not_after, revoked_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, NULL, $6)",
+            )
+            .bind(cert.fingerprint)
+            .bind(cert.clinic_id)
+            .bind(cert.subject)
+            .bind(cert.serial)
+            .bind(cert.not_after)
+            .bind(now)
+            .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// The registration of a certificate fingerprint, joined with its clinic.
+    pub async fn clinic_cert(&self, fingerprint: &str) -> Result<ClinicCertBinding> {
+        let row = read_one!(
+            self,
+            BindingRow,
+            "SELECT c.fingerprint AS fingerprint, c.clinic_id AS clinic_id, c.revoked_at AS revoked_at,
+                    k.name AS clinic_name, k.enabled AS clinic_enabled
+             FROM clinic_certs c JOIN clinics k ON k.id = c.clinic_id WHERE c.fingerprint = $1",
+            fingerprint,
+        )?;
+        Ok(ClinicCertBinding {
+            fingerprint: row.fingerprint,
+            clinic_id: row.clinic_id,
+            revoked: row.revoked_at.is_some(),
+            clinic_name: row.clinic_name,
+            clinic_enabled: row.clinic_enabled,
+        })
+    }
+
+    /// Registered certificates, optionally of one clinic.
+    pub async fn list_clinic_certs(&self, clinic_id: Option<&str>) -> Result<Vec<ClinicCert>> {
+        Ok(with_reader!(self, |pool| {
+            sqlx::query_as(
+                "SELECT fingerprint, clinic_id, subject, serial, not_after, revoked_at, created_at FROM clinic_certs
+                 WHERE ($1 IS NULL OR clinic_id = $1) ORDER BY clinic_id, created_at",
+            )
+            .bind(clinic_id)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// Marks a registered certificate revoked; `NotFound` if it is not registered or already revoked.
+    pub async fn revoke_clinic_cert(&self, fingerprint: &str, now: i64) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE clinic_certs SET revoked_at = $2 WHERE fingerprint = $1 AND revoked_at IS NULL")
+                .bind(fingerprint)
+                .bind(now)
+                .execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+}
+
+row! {
+    /// A clinic.
+    #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+    pub struct Clinic {
+        /// Clinic code.
+        pub id: String,
+        /// Display name.
+        pub name: String,
+        /// Disabled clinics get nothing.
+        pub enabled: bool,
+        /// Unix seconds.
+        pub created_at: i64,
+    }
+}
+
+row! {
+    /// A clinic certificate's registration joined with its clinic.
+    struct BindingRow {
+        fingerprint: String,
+        clinic_id: String,
+        revoked_at: Option<i64>,
+        clinic_name: String,
+        clinic_enabled: bool,
+    }
+}
+
+/// A certificate to register for a clinic.
+#[derive(Debug)]
+pub struct NewClinicCert<'a> {
+    /// Lowercase hex SHA-256 of the DER.
+    pub fingerprint: &'a str,
+    /// Owning clinic.
+    pub clinic_id: &'a str,
+    /// Subject DN, for operators.
+    pub subject: &'a str,
+    /// Serial number, hex.
+    pub serial: &'a str,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+row! {
+    /// A registered clinic certificate.
+    #[derive(Debug, Clone, serde::Serialize)]
+    pub struct ClinicCert {
+        /// Lowercase hex SHA-256 of the DER.
+        pub fingerprint: String,
+        /// Owning clinic.
+        pub clinic_id: String,
+        /// Subject DN.
+        pub subject: String,
+        /// Serial number, hex.
+        pub serial: String,
+        /// Unix seconds.
+        pub not_after: i64,
+        /// When an operator revoked it.
+        pub revoked_at: Option<i64>,
+        /// Unix seconds.
+        pub created_at: i64,
+    }
+}
+
+/// What the gate needs to know about a presented certificate.
+#[derive(Debug, Clone)]
+pub struct ClinicCertBinding {
+    /// Fingerprint.
+    pub fingerprint: String,
+    /// The clinic it is registered to.
+    pub clinic_id: String,
+    /// Revoked by an operator.
+    pub revoked: bool,
+    /// The clinic's name.
+    pub clinic_name: String,
+    /// Whether the clinic is enabled.
+    pub clinic_enabled: bool,
+}
