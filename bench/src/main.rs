@@ -4,6 +4,7 @@
 //! `bench soak` is the long mixed load of issue 16.
 
 mod ceiling;
+mod conn;
 mod load;
 mod procstat;
 mod report;
@@ -134,7 +135,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Soak(args) => soak::soak(args).await,
         Cmd::Load(a) => {
             let tls = tlsconf::client(&a.ca, &a.cert, &a.key, a.mode == load::Mode::KeepAlive)?;
-            let target = load::Target {
+            let target = conn::Target {
                 addr: a.addr,
                 host: a.host,
                 tls,

@@ -14,7 +14,8 @@ use gateway::clock::{Clock as _, SystemClock};
 use serde::Serialize;
 
 use crate::ceiling::{self, CryptoRates};
-use crate::load::{self, LoadResult, Mode, Spec, Target};
+use crate::conn::Target;
+use crate::load::{self, LoadResult, Mode, Spec};
 use crate::report;
 use crate::setup::{self, GatewayConfig, PkiFiles};
 use crate::workload::{CardKey, Workload};

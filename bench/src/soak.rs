@@ -15,7 +15,8 @@ use gateway::clock::{Clock as _, SystemClock};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use crate::load::{self, Conn, Mode, OpError, Spec, Target};
+use crate::conn::{Conn, OpError, Target};
+use crate::load::{self, Mode, Spec};
 use crate::run::{self, Proc};
 use crate::setup::{self, GatewayConfig};
 use crate::workload::{self, CardKey, WorkerState, Workload};

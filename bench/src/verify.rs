@@ -11,7 +11,7 @@ use hyper::{Method, StatusCode};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::load::{Target, empty, with_body};
+use crate::conn::{Target, empty, with_body};
 
 /// What was checked, for the report.
 pub struct Checked {

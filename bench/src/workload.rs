@@ -13,7 +13,7 @@ use hyper::header::{COOKIE, HeaderValue, ORIGIN, SET_COOKIE};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::load::{Conn, OpError, Reply, Target, empty, with_body};
+use crate::conn::{Conn, OpError, Reply, Target, empty, with_body};
 use crate::soft::SoftAuthenticator;
 
 /// The gateway's browser-session cookie.

@@ -1,5 +1,8 @@
 //! Japanese-first user interface text. Every message a person sees exists in Japanese and
 //! English; the language comes from `?lang=`, then the `lang` cookie, then `Accept-Language`.
+//!
+//! Longer than most files on purpose: it is the message catalogue, every text in both languages
+//! side by side, so a translator reviews one file and a missing language is visible at a glance.
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
