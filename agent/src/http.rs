@@ -75,7 +75,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The agent's error codes (docs/design.md §3.5, plus `bad_request`), with ja/en messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     /// No reader, or the PC/SC service is not running.
     NoReader,
@@ -102,18 +103,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// The JSON `error` value.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::NoReader => "no_reader",
-            ErrorCode::NoCard => "no_card",
-            ErrorCode::WrongCard => "wrong_card",
-            ErrorCode::PinFormat => "pin_format",
-            ErrorCode::WrongPin => "wrong_pin",
-            ErrorCode::PinLocked => "pin_locked",
-            ErrorCode::CardRemoved => "card_removed",
-            ErrorCode::CardError => "card_error",
-            ErrorCode::OriginNotAllowed => "origin_not_allowed",
-            ErrorCode::BadRequest => "bad_request",
-        }
+        self.into()
     }
 
     fn status(self) -> StatusCode {

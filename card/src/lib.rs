@@ -32,8 +32,6 @@ pub mod verify;
 #[cfg(test)]
 mod testutil;
 
-use std::fmt;
-use std::str::FromStr;
 
 pub use auth::{AuthOptions, CardSignature, authenticate, authenticate_with, detect, pin_status};
 pub use client_data::{ClientData, ClientDataError};
@@ -42,7 +40,8 @@ pub use pin::{Pin, PinStatus};
 pub use transport::CardTransport;
 
 /// The two card kinds the gateway accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::VariantNames, strum::Display)]
+#[strum(serialize_all = "lowercase")]
 pub enum CardKind {
     /// My Number card, JPKI user-authentication certificate (4-digit PIN, 3 tries).
     Jpki,
@@ -53,10 +52,7 @@ pub enum CardKind {
 impl CardKind {
     /// The lowercase name used in JSON and on the command line: `jpki` or `hpki`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            CardKind::Jpki => "jpki",
-            CardKind::Hpki => "hpki",
-        }
+        self.into()
     }
 
     /// The PIN rule, for messages.
@@ -72,29 +68,6 @@ impl CardKind {
         match self {
             CardKind::Jpki => jpki::AUTH_PIN_MAX_TRIES,
             CardKind::Hpki => hpki::PIN_MAX_TRIES,
-        }
-    }
-}
-
-impl fmt::Display for CardKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Error for [`CardKind::from_str`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown card kind (expected \"jpki\" or \"hpki\")")]
-pub struct UnknownCardKind;
-
-impl FromStr for CardKind {
-    type Err = UnknownCardKind;
-
-    fn from_str(s: &str) -> std::result::Result<CardKind, UnknownCardKind> {
-        match s {
-            "jpki" => Ok(CardKind::Jpki),
-            "hpki" => Ok(CardKind::Hpki),
-            _ => Err(UnknownCardKind),
         }
     }
 }

@@ -13,29 +13,9 @@
   const lang = msg.lang || 'ja';
   const agentUrl = msg.agentUrl;
   const pinInput = document.getElementById('card-pin');
-  const status = document.getElementById('fido-status');
-  const working = document.getElementById('fido-working');
   const codeInput = document.getElementById('enroll-code');
-
-  class ShownError extends Error {}
-
-  const show = (text) => { status.textContent = text || ''; };
-
-  async function gateway(path, body) {
-    const res = await fetch(`${path}?lang=${encodeURIComponent(lang)}`, {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-      body: JSON.stringify(body || {}),
-    });
-    let data = null;
-    try { data = await res.json(); } catch (_) { /* not JSON: an error page */ }
-    if (!res.ok || !data) {
-      if (res.status === 401) setTimeout(() => location.assign('/login'), 2500);
-      throw new ShownError((data && data.message) || msg.msgFailed);
-    }
-    return data;
-  }
+  const { ShownError, post } = window.ninshoPage;
+  const gateway = (path, body) => post(path, body, { lang, failed: msg.msgFailed });
 
   // The agent's error codes (agent/README.md) → this page's messages.
   function agentMessage(data) {
@@ -76,12 +56,8 @@
     return { client_data: data.client_data, signature: data.signature, certificate: data.certificate, chain: data.chain || [] };
   }
 
-  let busy = false;
-  async function run(challengeRequest) {
-    if (busy) return;
-    busy = true;
-    show('');
-    working.hidden = false;
+  // Reads the PIN, gets a challenge, has the agent sign it and the gateway check it.
+  const run = (challengeRequest) => window.ninshoPage.run(async () => {
     const pin = pinInput.value;
     try {
       if (!pin) {
@@ -90,17 +66,12 @@
       }
       const challenge = await challengeRequest();
       const answer = await sign(challenge, pin);
-      const done = await gateway('/auth/card/finish', answer);
-      location.assign(done.redirect);
-    } catch (e) {
-      show(e instanceof ShownError ? e.message : msg.msgFailed);
+      return (await gateway('/auth/card/finish', answer)).redirect;
     } finally {
       // The PIN is not kept on the page once used.
       pinInput.value = '';
-      busy = false;
-      working.hidden = true;
     }
-  }
+  }, (e) => (e instanceof ShownError ? e.message : msg.msgFailed));
 
   for (const card of ['hpki', 'jpki']) {
     const login = document.getElementById(`card-${card}`);

@@ -9,34 +9,13 @@
   if (!root) return;
   const msg = root.dataset;
   const lang = msg.lang || 'ja';
-  const status = document.getElementById('fido-status');
-  const working = document.getElementById('fido-working');
   const authButton = document.getElementById('fido-auth');
   const codeForm = document.getElementById('link-code-form');
   const codeInput = document.getElementById('enroll-code');
   const nameInput = document.getElementById('credential-name');
   const existingButton = document.getElementById('link-existing');
-
-  class ServerError extends Error {}
-
-  const show = (text) => { status.textContent = text || ''; };
-
-  // POSTs JSON and returns the JSON answer; refusals carry a message in the page's language.
-  async function post(path, body) {
-    const res = await fetch(`${path}?lang=${encodeURIComponent(lang)}`, {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-      body: JSON.stringify(body || {}),
-    });
-    let data = null;
-    try { data = await res.json(); } catch (_) { /* not JSON: an error page */ }
-    if (!res.ok || !data) {
-      if (res.status === 401) setTimeout(() => location.assign('/login'), 2500);
-      throw new ServerError((data && data.message) || msg.msgFailed);
-    }
-    return data;
-  }
+  const { ShownError, show } = window.ninshoPage;
+  const post = (path, body) => window.ninshoPage.post(path, body, { lang, failed: msg.msgFailed });
 
   async function create(options) {
     const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(options.publicKey);
@@ -50,35 +29,17 @@
     return credential.toJSON();
   }
 
-  let busy = false;
-  async function run(flow) {
-    if (busy) return;
-    busy = true;
-    show('');
-    working.hidden = false;
-    try {
-      const next = await flow();
-      if (next) location.assign(next);
-    } catch (e) {
-      if (e instanceof ServerError) {
-        show(e.message);
-      } else if (e && (e.name === 'NotAllowedError' || e.name === 'AbortError')) {
-        // Cancelled or timed out in the browser: let the server drop (and audit) the ceremony.
-        show(msg.msgCancelled);
-        post('/fido/cancel').catch(() => {});
-      } else if (e && e.name === 'InvalidStateError') {
-        // The authenticator holds a credential from the exclude list: already linked.
-        show(msg.msgAlready);
-        post('/fido/cancel').catch(() => {});
-      } else {
-        show(msg.msgFailed);
-        post('/fido/cancel').catch(() => {});
-      }
-    } finally {
-      busy = false;
-      working.hidden = true;
-    }
+  // What the doctor sees when a flow fails. A browser-side failure (cancelled, timed out, already
+  // linked, anything else) also drops the server's ceremony, which audits it.
+  function describe(e) {
+    if (e instanceof ShownError) return e.message;
+    post('/fido/cancel').catch(() => {});
+    if (e && (e.name === 'NotAllowedError' || e.name === 'AbortError')) return msg.msgCancelled;
+    // The authenticator holds a credential from the exclude list: already linked.
+    if (e && e.name === 'InvalidStateError') return msg.msgAlready;
+    return msg.msgFailed;
   }
+  const run = (flow) => window.ninshoPage.run(flow, describe);
 
   if (!window.PublicKeyCredential || !PublicKeyCredential.parseCreationOptionsFromJSON) {
     show(msg.msgUnsupported);

@@ -55,7 +55,8 @@ impl CertSummary {
 }
 
 /// The checks [`explain`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "snake_case")]
 pub enum StepName {
     /// DER / X.509 parsing.
     Parse,
@@ -78,16 +79,7 @@ pub enum StepName {
 impl StepName {
     /// Lowercase name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            StepName::Parse => "parse",
-            StepName::Purpose => "purpose",
-            StepName::Chain => "chain",
-            StepName::Validity => "validity",
-            StepName::Policy => "policy",
-            StepName::KeyUsage => "key_usage",
-            StepName::Role => "role",
-            StepName::Revocation => "revocation",
-        }
+        self.into()
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use super::{Admin, conflict_or, normalise_fingerprint, utc};
+use super::{Admin, conflict_or, normalise_fingerprint, spelled, utc};
 use crate::config::Config;
 use crate::pki::{parse_certificate, parse_crl, read_certificate};
 use crate::store::{self, AnchorKind, RevocationPolicy, TrustAnchor};
@@ -20,7 +20,7 @@ pub enum AnchorCommand {
     /// Add a CA certificate as a trust anchor.
     Add {
         /// What the anchor vouches for.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = spelled::<AnchorKind>())]
         kind: AnchorKind,
         /// CA certificate (PEM or DER).
         file: PathBuf,
@@ -28,7 +28,7 @@ pub enum AnchorCommand {
         #[arg(long)]
         crl: Option<PathBuf>,
         /// Revocation checking: crl (needs --crl or --crl-url) or none (logged on every use).
-        #[arg(long, value_enum, default_value = "crl")]
+        #[arg(long, value_parser = spelled::<RevocationPolicy>(), default_value = "crl")]
         revocation: RevocationPolicy,
         /// HPKI/JPKI anchors: fetch the CRL from this URL (every instance, cached in the database
         /// until its nextUpdate; until the first fetch, cards under this anchor are refused).
@@ -43,14 +43,14 @@ pub enum AnchorCommand {
     /// List trust anchors.
     List {
         /// Only this kind.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = spelled::<AnchorKind>())]
         kind: Option<AnchorKind>,
     },
     /// Replace an anchor's CRL, or the CRL of a CA below it (--issuer). The CRL must be signed by
     /// that CA, current, and not older than the one in force.
     SetCrl {
         /// Anchor kind.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = spelled::<AnchorKind>())]
         kind: AnchorKind,
         /// Anchor fingerprint.
         #[arg(long)]
@@ -64,7 +64,7 @@ pub enum AnchorCommand {
     /// Set the end-entity certificate policies accepted under an anchor.
     SetPolicy {
         /// Anchor kind.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = spelled::<AnchorKind>())]
         kind: AnchorKind,
         /// Anchor fingerprint.
         #[arg(long)]
@@ -75,7 +75,7 @@ pub enum AnchorCommand {
     /// Remove an anchor (refused while certificates or cards registered under it remain).
     Remove {
         /// Anchor kind.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = spelled::<AnchorKind>())]
         kind: AnchorKind,
         /// Anchor fingerprint.
         #[arg(long)]
@@ -93,7 +93,7 @@ pub enum CertCommand {
     /// role, revocation, and the account it is linked to.
     Check {
         /// Card kind.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = spelled::<AnchorKind>())]
         kind: AnchorKind,
         /// The card's authentication certificate (PEM or DER).
         file: PathBuf,

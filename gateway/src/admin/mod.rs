@@ -33,6 +33,17 @@ use crate::config::Config;
 use crate::password;
 use crate::store::{self, AuditEvent, EndReason, Store, UserKind};
 
+/// A command-line parser for a store enum: its derived spellings are the possible values (shown in
+/// `--help` and in the error for anything else), parsed with its `FromStr`. Store types do not
+/// derive clap's `ValueEnum`: the database spelling is the one string form.
+fn spelled<E>() -> impl clap::builder::TypedValueParser<Value = E>
+where
+    E: std::str::FromStr<Err = strum::ParseError> + strum::VariantNames + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(E::VARIANTS).try_map(|s| s.parse::<E>())
+}
+
 /// What admin actions need.
 pub struct Admin<'a> {
     /// The database.

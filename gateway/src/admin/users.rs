@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 use anyhow::bail;
 use clap::Subcommand;
 
-use super::{Admin, PasswordChoice, conflict_or, password_choice, print_password, validate_login_id};
+use super::{Admin, PasswordChoice, conflict_or, password_choice, print_password, spelled, validate_login_id};
 use crate::config::Config;
 use crate::password::PasswordHasher;
 use zeroize::Zeroizing;
@@ -24,7 +24,7 @@ pub enum UserCommand {
         #[arg(long)]
         login_id: String,
         /// User type.
-        #[arg(long = "type", value_parser = parse_kind, default_value = "doctor")]
+        #[arg(long = "type", value_parser = spelled::<UserKind>(), default_value = "doctor")]
         kind: UserKind,
         /// Name.
         #[arg(long)]
@@ -79,10 +79,6 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-}
-
-fn parse_kind(s: &str) -> Result<UserKind, String> {
-    s.parse()
 }
 
 /// Runs a `user` command.

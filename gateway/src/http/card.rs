@@ -174,7 +174,7 @@ async fn challenge(ctx: Ceremony, body: std::result::Result<Json<ChallengeBody>,
     let bad = || AppError::Json(Refusal::CardBadRequest, ctx.lang);
     let Ok(Json(body)) = body else { return Err(bad()) };
     let Ok(kind) = body.card.parse::<CardKind>() else { return Err(bad()) };
-    let Some(purpose) = CardPurpose::parse(body.purpose.as_deref().unwrap_or("signing_session")) else { return Err(bad()) };
+    let Ok(purpose) = body.purpose.as_deref().unwrap_or("signing_session").parse::<CardPurpose>() else { return Err(bad()) };
     let (state, doctor) = (&ctx.state, &ctx.doctor);
     let facts = Facts { method: Some(method_of(kind)), purpose: Some(purpose), ..Facts::default() };
     match purpose {

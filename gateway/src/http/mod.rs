@@ -123,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), session::layer))
         .layer(middleware::from_fn_with_state(state.clone(), same_origin))
         .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], pages::CSS) }))
+        .route("/assets/common.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::COMMON_JS) }))
         .route("/assets/fido.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::FIDO_JS) }))
         .route("/assets/card.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::CARD_JS) }))
         .fallback(not_found)

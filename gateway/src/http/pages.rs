@@ -13,6 +13,9 @@ pub const CSS: &str = include_str!("../../assets/app.css");
 /// `'unsafe-inline'`).
 pub const FIDO_JS: &str = include_str!("../../assets/fido.js");
 
+/// What the two method-page scripts share, served at `/assets/common.js` (loaded before them).
+pub const COMMON_JS: &str = include_str!("../../assets/common.js");
+
 /// The card page script served at `/assets/card.js`: challenge → local card agent → finish.
 pub const CARD_JS: &str = include_str!("../../assets/card.js");
 
@@ -285,6 +288,7 @@ pub fn methods(lang: Lang, clinic_name: &str, user: &User, agent_url: &str, view
             form method="post" action="/logout" {
                 button #sign-out.secondary type="submit" { (Msg::SignOut.text(lang)) }
             }
+            script src="/assets/common.js" defer {}
             script src="/assets/fido.js" defer {}
             script src="/assets/card.js" defer {}
         },

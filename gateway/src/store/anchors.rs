@@ -3,7 +3,6 @@
 //! it, and its end-entity policy allow-list; plus which registered certificates and cards depend on
 //! an anchor.
 
-use std::str::FromStr;
 
 use super::{Backend, Error, Result, Store, corrupt, read_all, row, with_pool, with_reader};
 
@@ -345,7 +344,7 @@ impl Store {
             .await
         })?;
         rows.into_iter()
-            .map(|r| Ok((r.kind.parse().map_err(|()| corrupt("trust_anchors.kind"))?, r.fingerprint, r.crl_url)))
+            .map(|r| Ok((r.kind.parse().map_err(|_| corrupt("trust_anchors.kind"))?, r.fingerprint, r.crl_url)))
             .collect()
     }
 
@@ -372,8 +371,9 @@ impl Store {
 }
 
 /// What a trust anchor vouches for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum AnchorKind {
     /// Issuer of clinic TLS client certificates.
     Clinic,
@@ -388,31 +388,15 @@ pub enum AnchorKind {
 impl AnchorKind {
     /// Database spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            AnchorKind::Clinic => "clinic",
-            AnchorKind::Service => "service",
-            AnchorKind::Hpki => "hpki",
-            AnchorKind::Jpki => "jpki",
-        }
+        self.into()
     }
 }
 
-impl FromStr for AnchorKind {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "clinic" => Ok(AnchorKind::Clinic),
-            "service" => Ok(AnchorKind::Service),
-            "hpki" => Ok(AnchorKind::Hpki),
-            "jpki" => Ok(AnchorKind::Jpki),
-            _ => Err(()),
-        }
-    }
-}
 
 /// How revocation is checked for certificates under an anchor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum RevocationPolicy {
     /// A CRL must be present (and current); certificates are checked against it.
     Crl,
@@ -423,23 +407,10 @@ pub enum RevocationPolicy {
 impl RevocationPolicy {
     /// Database spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            RevocationPolicy::Crl => "crl",
-            RevocationPolicy::None => "none",
-        }
+        self.into()
     }
 }
 
-impl FromStr for RevocationPolicy {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "crl" => Ok(RevocationPolicy::Crl),
-            "none" => Ok(RevocationPolicy::None),
-            _ => Err(()),
-        }
-    }
-}
 
 /// A trusted CA certificate.
 #[derive(Debug, Clone)]

@@ -6,8 +6,9 @@ use serde::Serialize;
 use super::audit::CHAIN_KEYED_EVENT;
 
 /// Outcome of an audited action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Outcome {
     /// It happened.
     Success,
@@ -17,10 +18,7 @@ pub enum Outcome {
 
 impl Outcome {
     pub(super) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Failure => "failure",
-        }
+        self.into()
     }
 }
 

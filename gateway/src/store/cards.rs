@@ -10,7 +10,8 @@ use super::authenticators::{AuthenticatorTable, LinkAuthorisation, NewAuthentica
 use super::{AnchorKind, Backend, Result, Store, read_all, read_one, row, with_pool, write_execute, write_optional};
 
 /// What a card challenge is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "snake_case")]
 pub enum CardPurpose {
     /// Authentication that opens a signing session.
     SigningSession,
@@ -21,19 +22,7 @@ pub enum CardPurpose {
 impl CardPurpose {
     /// Database and API spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            CardPurpose::SigningSession => "signing_session",
-            CardPurpose::Link => "link",
-        }
-    }
-
-    /// Parses [`CardPurpose::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "signing_session" => Some(CardPurpose::SigningSession),
-            "link" => Some(CardPurpose::Link),
-            _ => None,
-        }
+        self.into()
     }
 }
 
@@ -206,7 +195,7 @@ impl Store {
         row.map(|r| {
             Ok(CardChallenge {
                 kind: card_kind(&r.kind)?,
-                purpose: CardPurpose::parse(&r.purpose).ok_or_else(|| super::corrupt("card_challenges.purpose"))?,
+                purpose: r.purpose.parse().map_err(|_| super::corrupt("card_challenges.purpose"))?,
                 challenge: r.challenge,
                 enrollment_code_id: r.enrollment_code_id,
                 linked_via: r.linked_via,

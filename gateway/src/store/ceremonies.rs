@@ -10,7 +10,8 @@
 use super::{Backend, Result, Store, with_pool, with_reader, write_execute, write_optional};
 
 /// What a ceremony is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "snake_case")]
 pub enum CeremonyPurpose {
     /// Registration of a new credential (authorised by a code or an authenticator).
     Register,
@@ -23,18 +24,7 @@ pub enum CeremonyPurpose {
 impl CeremonyPurpose {
     /// Database spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            CeremonyPurpose::Register => "register",
-            CeremonyPurpose::Authenticate => "authenticate",
-            CeremonyPurpose::Link => "link",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        [Self::Register, Self::Authenticate, Self::Link]
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| super::corrupt("webauthn_ceremonies.purpose"))
+        self.into()
     }
 }
 
@@ -111,7 +101,7 @@ impl Store {
             clinic_id,
         )?;
         row.map(|(purpose, state, enrollment_code_id, linked_via, expires_at)| {
-            Ok(TakenCeremony { purpose: CeremonyPurpose::parse(&purpose)?, state, enrollment_code_id, linked_via, expires_at })
+            Ok(TakenCeremony { purpose: purpose.parse().map_err(|_| super::corrupt("webauthn_ceremonies.purpose"))?, state, enrollment_code_id, linked_via, expires_at })
         })
         .transpose()
     }

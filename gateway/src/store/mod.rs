@@ -49,3 +49,58 @@ pub use users::{NewUser, User, UserKind};
 pub(crate) use db::batch_chunks;
 use db::{Backend, corrupt, read_all, read_one, read_optional, row, with_pool, with_reader, write_execute, write_optional};
 use tx::{transaction, tx_execute, tx_fetch, tx_rows};
+
+/// The database spellings of the enums stored as text. Rows written by every earlier version hold
+/// these strings, so a renamed variant must not change them (strum derives them from the names).
+#[cfg(test)]
+mod spellings {
+    use strum::VariantNames;
+
+    use super::*;
+
+    #[test]
+    fn stored_spellings_are_fixed() {
+        assert_eq!(AnchorKind::VARIANTS, ["clinic", "service", "hpki", "jpki"]);
+        assert_eq!(RevocationPolicy::VARIANTS, ["crl", "none"]);
+        assert_eq!(Outcome::VARIANTS, ["success", "failure"]);
+        assert_eq!(CardPurpose::VARIANTS, ["signing_session", "link"]);
+        assert_eq!(CeremonyPurpose::VARIANTS, ["register", "authenticate", "link"]);
+        assert_eq!(ServiceRole::VARIANTS, ["emr", "signer"]);
+        assert_eq!(AuthMethod::VARIANTS, ["fido", "hpki", "jpki"]);
+        assert_eq!(
+            EndReason::VARIANTS,
+            [
+                "ended_by_doctor",
+                "logout",
+                "superseded",
+                "expired",
+                "authenticator_removed",
+                "account_disabled",
+                "operator",
+                "password_changed"
+            ]
+        );
+        assert_eq!(UserKind::VARIANTS, ["doctor", "staff"]);
+    }
+
+    #[test]
+    fn spellings_round_trip_and_nothing_else_parses() {
+        fn check<E: Copy + PartialEq + std::fmt::Debug + Into<&'static str> + std::str::FromStr>(all: &[E]) {
+            for &v in all {
+                let s: &'static str = v.into();
+                assert_eq!(s.parse::<E>().ok(), Some(v), "{s}");
+                assert!(s.to_uppercase().parse::<E>().is_err(), "{s} parses in upper case");
+                assert!(format!(" {s}").parse::<E>().is_err());
+            }
+        }
+        check(&[AnchorKind::Clinic, AnchorKind::Service, AnchorKind::Hpki, AnchorKind::Jpki]);
+        check(&[RevocationPolicy::Crl, RevocationPolicy::None]);
+        check(&[CardPurpose::SigningSession, CardPurpose::Link]);
+        check(&[CeremonyPurpose::Register, CeremonyPurpose::Authenticate, CeremonyPurpose::Link]);
+        check(&[ServiceRole::Emr, ServiceRole::Signer]);
+        check(&[AuthMethod::Fido, AuthMethod::Hpki, AuthMethod::Jpki]);
+        check(&[EndReason::Doctor, EndReason::Superseded, EndReason::PasswordChanged]);
+        check(&[UserKind::Doctor, UserKind::Staff]);
+        assert!("".parse::<AnchorKind>().is_err());
+    }
+}

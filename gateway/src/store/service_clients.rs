@@ -5,8 +5,9 @@
 use super::{Backend, Error, Result, Store, corrupt, read_optional, row, transaction, tx_execute, with_pool, with_reader};
 
 /// What a service client may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ServiceRole {
     /// An EMR backend: reads signing-session state and obtains tokens for its clinics.
     Emr,
@@ -17,23 +18,10 @@ pub enum ServiceRole {
 impl ServiceRole {
     /// Database spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceRole::Emr => "emr",
-            ServiceRole::Signer => "signer",
-        }
+        self.into()
     }
 }
 
-impl std::str::FromStr for ServiceRole {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "emr" => Ok(ServiceRole::Emr),
-            "signer" => Ok(ServiceRole::Signer),
-            _ => Err(()),
-        }
-    }
-}
 
 /// A registered service client.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -172,7 +160,7 @@ row! {
 }
 
 fn role(s: &str) -> Result<ServiceRole> {
-    s.parse().map_err(|()| corrupt("service_clients.role"))
+    s.parse().map_err(|_| corrupt("service_clients.role"))
 }
 
 impl Store {

@@ -7,7 +7,6 @@
 //! both and records activity in one statement. The store is generic over the method (`fido`,
 //! `hpki`, `jpki`) and the authenticator, so card login uses the same functions.
 
-use std::str::FromStr;
 
 use super::audit::append_audit;
 use super::cards::CARD_USE;
@@ -19,8 +18,9 @@ use super::{
 };
 
 /// How the doctor proved presence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum AuthMethod {
     /// WebAuthn (docs/design.md §3.4).
     Fido,
@@ -33,30 +33,17 @@ pub enum AuthMethod {
 impl AuthMethod {
     /// Database spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::Fido => "fido",
-            AuthMethod::Hpki => "hpki",
-            AuthMethod::Jpki => "jpki",
-        }
+        self.into()
     }
 }
 
-impl FromStr for AuthMethod {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "fido" => Ok(AuthMethod::Fido),
-            "hpki" => Ok(AuthMethod::Hpki),
-            "jpki" => Ok(AuthMethod::Jpki),
-            _ => Err(()),
-        }
-    }
-}
 
 /// Why a signing session ended (stored in `ended_reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "snake_case")]
 pub enum EndReason {
     /// The doctor pressed the end button.
+    #[strum(serialize = "ended_by_doctor")]
     Doctor,
     /// The doctor signed out.
     Logout,
@@ -77,16 +64,7 @@ pub enum EndReason {
 impl EndReason {
     /// Database spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Doctor => "ended_by_doctor",
-            EndReason::Logout => "logout",
-            EndReason::Superseded => "superseded",
-            EndReason::Expired => "expired",
-            EndReason::AuthenticatorRemoved => "authenticator_removed",
-            EndReason::AccountDisabled => "account_disabled",
-            EndReason::Operator => "operator",
-            EndReason::PasswordChanged => "password_changed",
-        }
+        self.into()
     }
 }
 
@@ -246,7 +224,7 @@ impl TryFrom<SessionRow> for SigningSession {
     type Error = Error;
     fn try_from(r: SessionRow) -> Result<Self> {
         Ok(Self {
-            method: r.method.parse().map_err(|()| corrupt("signing_sessions.method"))?,
+            method: r.method.parse().map_err(|_| corrupt("signing_sessions.method"))?,
             amr: serde_json::from_str(&r.amr).map_err(|_| corrupt("signing_sessions.amr"))?,
             id: r.id,
             user_id: r.user_id,

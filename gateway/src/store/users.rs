@@ -1,6 +1,5 @@
 //! User accounts, and the login IDs migration 0009 folds (`users.login_folded`).
 
-use std::str::FromStr;
 
 use super::{Backend, Error, Result, Store, corrupt, read_one, row, transaction, tx_execute, with_pool, with_reader, write_execute};
 
@@ -210,8 +209,9 @@ fn group_accounts<K: Ord>(rows: impl IntoIterator<Item = (K, String)>) -> impl I
 }
 
 /// User types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum UserKind {
     /// 医師: may authenticate for e-prescription signing.
     Doctor,
@@ -222,23 +222,10 @@ pub enum UserKind {
 impl UserKind {
     /// Database spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            UserKind::Doctor => "doctor",
-            UserKind::Staff => "staff",
-        }
+        self.into()
     }
 }
 
-impl FromStr for UserKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "doctor" => Ok(UserKind::Doctor),
-            "staff" => Ok(UserKind::Staff),
-            other => Err(format!("unknown user type {other:?} (expected doctor or staff)")),
-        }
-    }
-}
 
 /// A user to add.
 #[derive(Debug)]
