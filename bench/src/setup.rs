@@ -317,7 +317,7 @@ async fn bulk(db_url: &str, n: u64, hash: &str, now: i64) -> anyhow::Result<()> 
         sqlx::query(
             "INSERT INTO users (id, clinic_id, login_id, login_folded, kind, name, medical_reg_no, password_hash, enabled, created_at, updated_at)
              SELECT '00000000-0000-4000-8000-' || lpad(n::text, 12, '0'), $2, 'd' || n, 'd' || n, 'doctor', 'Doctor ' || n,
-                lpad(n::text, 6, '0'), $3, TRUE, $4, $4
+                lpad(n::text, greatest(6, length(n::text)), '0'), $3, TRUE, $4, $4
              FROM generate_series(1, $1::bigint) AS n",
         )
         .bind(n)

@@ -171,7 +171,7 @@ pub async fn verify(store: &Store, key: &CheckpointKey, checkpoint: &Checkpoint)
         bail!(
             "the chain up to row {} no longer produces the checkpoint's head link: rows up to it were rewritten after {}",
             c.rows,
-            crate::clock::utc(c.at)
+            crate::clock::jst(c.at)
         );
     }
     let head = store.audit_head().await?;

@@ -6,6 +6,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::clock::SystemClock;
@@ -31,7 +32,8 @@ pub enum Command {
     Serve,
     /// Create a development PKI, a demo clinic, doctor and staff user, and serve on https://localhost:8443.
     Demo(crate::demo::DemoArgs),
-    /// Apply database migrations and exit.
+    /// Create or upgrade the database (and the audit key on a first installation), then exit.
+    /// Run it once per upgrade, before the new version serves; admin commands never migrate.
     Migrate,
     /// Manage clinics, certificates, users, trust anchors and the audit log.
     #[command(subcommand)]
@@ -39,24 +41,55 @@ pub enum Command {
 }
 
 /// Parses `args` and runs the command. Returns the process exit code.
-pub async fn run(args: Vec<String>, out: &mut (dyn Write + Send), input: &mut (dyn BufRead + Send)) -> i32 {
+///
+/// Results go to `out` and nothing else does: errors, warnings and usage go to `err`, so
+/// `gateway admin audit export > file` never writes an error into the file. `--help` and
+/// `--version` are results.
+pub async fn run(
+    args: Vec<String>,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+    input: &mut (dyn BufRead + Send),
+) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = write!(out, "{e}");
+            let _ = if e.use_stderr() { write!(err, "{}", e.render()) } else { write!(out, "{}", e.render()) };
             return e.exit_code();
         }
     };
-    match dispatch(cli, out, input).await {
+    match dispatch(cli, out, err, input).await {
         Ok(()) => 0,
         Err(e) => {
-            let _ = writeln!(out, "error: {e:#}");
+            let _ = writeln!(err, "error: {}", error_message(&e));
             1
         }
     }
 }
 
-async fn dispatch(cli: Cli, out: &mut (dyn Write + Send), input: &mut (dyn BufRead + Send)) -> anyhow::Result<()> {
+/// An error and its causes on one line, each said once: a cause whose text its context already
+/// quotes (`database error: connection refused` over `connection refused`) is not repeated.
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+async fn dispatch(
+    cli: Cli,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+    input: &mut (dyn BufRead + Send),
+) -> anyhow::Result<()> {
     crate::install_crypto_provider();
     let config = || Config::load(cli.config.as_deref());
     match cli.command {
@@ -72,9 +105,14 @@ async fn dispatch(cli: Cli, out: &mut (dyn Write + Send), input: &mut (dyn BufRe
             let store = Store::connect(&config.database_url(), 1).await?;
             store.migrate().await?;
             writeln!(out, "migrations applied ({})", store.backend_name())?;
+            // The audit key the admin commands and every instance link rows under: read, or
+            // created here on a first installation (admin commands never create one).
+            config.audit_key().context("audit key")?;
             Ok(())
         }
-        Command::Admin(cmd) => crate::admin::run_admin(&config()?, cmd, out, input, &SystemClock).await,
+        Command::Admin(cmd) => {
+            crate::admin::run_admin(&config()?, cli.config.as_deref(), cmd, out, err, input, &SystemClock).await
+        },
     }
 }
 

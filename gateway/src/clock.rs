@@ -64,10 +64,12 @@ impl Clock for ManualClock {
 /// Shared handle to the clock used by the whole application.
 pub type SharedClock = Arc<dyn Clock>;
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
-pub fn utc(unix: i64) -> String {
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS JST`: how operators read times (every `gateway admin`
+/// listing and message, like the doctor's pages), Japan Standard Time being UTC+9 all year.
+pub fn jst(unix: i64) -> String {
+    let jst = time::UtcOffset::from_hms(9, 0, 0).unwrap_or(time::UtcOffset::UTC);
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]")).ok())
+        .and_then(|t| t.to_offset(jst).format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] JST")).ok())
         .unwrap_or_else(|| unix.to_string())
 }

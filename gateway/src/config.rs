@@ -693,13 +693,19 @@ impl Config {
         if !self.audit.key.is_empty() {
             return crate::store::AuditKey::from_base64(&self.audit.key);
         }
-        let path = if self.audit.key_file.as_os_str().is_empty() { self.data_dir.join("audit-key") } else { self.audit.key_file.clone() };
+        let path = self.audit_key_path();
         let text = crate::audit_checkpoint::read_private_file(&path, "audit key", || {
             use base64::Engine as _;
             let bytes = crate::audit_checkpoint::random_bytes::<32>()?;
             Ok(zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref())))
         })?;
         crate::store::AuditKey::from_base64(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// The audit key's file when the key is not given as a value: `audit.key_file`, else
+    /// `<data_dir>/audit-key`.
+    pub fn audit_key_path(&self) -> PathBuf {
+        if self.audit.key_file.as_os_str().is_empty() { self.data_dir.join("audit-key") } else { self.audit.key_file.clone() }
     }
 
     /// The checkpoint signing key: `audit.checkpoint_key_file`, else

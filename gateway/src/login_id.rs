@@ -17,6 +17,12 @@ pub fn fold(login_id: &str) -> String {
     nfkc.normalize(&folded).into_owned()
 }
 
+/// The key failed logins are counted under (`login_attempts.login_key`): per clinic and folded
+/// login ID, whether or not the account exists, so `DOCTOR1` and `doctor1` share one count.
+pub fn lockout_key(clinic_id: &str, login_id: &str) -> String {
+    format!("{clinic_id}/{}", fold(login_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::fold;

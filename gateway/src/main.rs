@@ -4,7 +4,6 @@
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mut input = std::io::BufReader::new(std::io::stdin());
-    let mut out = std::io::stdout();
-    let code = gateway::cli::run(args, &mut out, &mut input).await;
+    let code = gateway::cli::run(args, &mut std::io::stdout(), &mut std::io::stderr(), &mut input).await;
     std::process::exit(code);
 }

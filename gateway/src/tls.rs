@@ -100,6 +100,20 @@ impl Identity {
         let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| anyhow::anyhow!("{}: {e}", key_path.display()))?;
         Ok(Identity { chain, key: Arc::new(key) })
     }
+
+    /// Reads the files like [`Identity::load`] and checks that the key belongs to the first
+    /// certificate, naming both files otherwise: `serve` runs this before it binds or connects.
+    pub fn check_files(cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
+        let identity = Identity::load(cert_path, key_path)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let signing_key = provider
+            .key_provider
+            .load_private_key(identity.key.clone_key())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", key_path.display()))?;
+        rustls::sign::CertifiedKey::new(identity.chain, signing_key).keys_match().map_err(|e| {
+            anyhow::anyhow!("{} does not belong to the certificate in {}: {e}", key_path.display(), cert_path.display())
+        })
+    }
 }
 
 /// Checks client certificates against the clinic and service-client anchors, each anchor with its

@@ -327,9 +327,9 @@ async fn the_audit_key_is_read_from_the_configuration_or_a_private_file(db: Db) 
         )
         .unwrap();
         let argv = ["gateway", "--config", &path.display().to_string(), "admin", "clinic", "add", "--id", "77777", "--name", "x"];
-        let mut out = Vec::new();
-        let code = gateway::cli::run(argv.map(str::to_owned).to_vec(), &mut out, &mut std::io::empty()).await;
-        let out = String::from_utf8(out).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = gateway::cli::run(argv.map(str::to_owned).to_vec(), &mut out, &mut err, &mut std::io::empty()).await;
+        let out = String::from_utf8(out).unwrap() + &String::from_utf8(err).unwrap();
         assert_eq!(code, 1, "{out}");
         assert!(out.contains("audit key") && out.contains("must be 32 bytes"), "{out}");
     }

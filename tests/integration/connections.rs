@@ -358,7 +358,7 @@ async fn files_holding_secrets_are_created_readable_by_their_owner_only() {
     let demo = dir.path().join("demo");
     let args = ["gateway", "demo", "--dir", demo.to_str().unwrap(), "--port", "18443", "--ops-port", "19090", "--no-serve"];
     let mut out = Vec::new();
-    let code = gateway::cli::run(args.map(str::to_owned).to_vec(), &mut out, &mut std::io::empty()).await;
+    let code = gateway::cli::run(args.map(str::to_owned).to_vec(), &mut out, &mut std::io::stderr(), &mut std::io::empty()).await;
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
     // The token key-encryption key is made on first start, from the configuration.
     gateway::config::Config::load(Some(&demo.join("gateway.toml"))).unwrap().token_kek().unwrap();

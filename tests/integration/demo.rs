@@ -19,7 +19,7 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
     };
 
     let mut out = Vec::new();
-    let code = gateway::cli::run(args(&["--no-serve"]), &mut out, &mut std::io::empty()).await;
+    let code = gateway::cli::run(args(&["--no-serve"]), &mut out, &mut std::io::stderr(), &mut std::io::empty()).await;
     let printed = String::from_utf8(out).unwrap();
     assert_eq!(code, 0, "{printed}");
     let p12_password = printed.lines().find_map(|l| l.trim().strip_prefix("PKCS#12 password: ")).unwrap().to_owned();
@@ -49,7 +49,7 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
         let args = args(&[]);
         async move {
             let mut sink = Vec::new();
-            gateway::cli::run(args, &mut sink, &mut std::io::empty()).await
+            gateway::cli::run(args, &mut sink, &mut std::io::stderr(), &mut std::io::empty()).await
         }
     });
     wait_for_port(port).await;
@@ -100,15 +100,15 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
 
     // A second run reuses the PKI and prints the same secrets.
     let mut out = Vec::new();
-    assert_eq!(gateway::cli::run(args(&["--no-serve"]), &mut out, &mut std::io::empty()).await, 0);
+    assert_eq!(gateway::cli::run(args(&["--no-serve"]), &mut out, &mut std::io::stderr(), &mut std::io::empty()).await, 0);
     let again = String::from_utf8(out).unwrap();
     assert!(again.contains("reused") && again.contains(&p12_password) && again.contains(&doctor_password));
 }
 
 async fn run_cli(args: Vec<String>) -> (i32, String) {
-    let mut out = Vec::new();
-    let code = gateway::cli::run(args, &mut out, &mut std::io::empty()).await;
-    (code, String::from_utf8(out).unwrap())
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = gateway::cli::run(args, &mut out, &mut err, &mut std::io::empty()).await;
+    (code, String::from_utf8(out).unwrap() + &String::from_utf8(err).unwrap())
 }
 
 fn free_port() -> u16 {

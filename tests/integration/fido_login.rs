@@ -669,9 +669,9 @@ async fn cli(app: &TestApp, args: &[&str]) -> (i32, String) {
     .unwrap();
     let mut argv = vec!["gateway".to_owned(), "--config".to_owned(), path.display().to_string()];
     argv.extend(args.iter().map(|s| (*s).to_owned()));
-    let mut out = Vec::new();
-    let code = gateway::cli::run(argv, &mut out, &mut std::io::empty()).await;
-    (code, String::from_utf8(out).unwrap())
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = gateway::cli::run(argv, &mut out, &mut err, &mut std::io::empty()).await;
+    (code, String::from_utf8(out).unwrap() + &String::from_utf8(err).unwrap())
 }
 
 async fn operators_manage_codes_credentials_and_sessions(db: Db) {
@@ -721,6 +721,8 @@ async fn operators_manage_codes_credentials_and_sessions(db: Db) {
     assert!(out.contains("Key") && out.contains("device-bound"), "{out}");
     let (code, out) = cli(&app, &["admin", "session", "list", "--clinic", CLINIC]).await;
     assert!(code == 0 && out.contains("\tlive\t") && out.contains("aal3"), "{out}");
+    // Sessions name the doctor by login ID as well as by id.
+    assert!(out.contains(&format!("\t{CLINIC}\t{DOCTOR_LOGIN}\t")), "{out}");
     let (code, out) = cli(&app, &["admin", "fido", "remove", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN, "--id", &id]).await;
     assert!(code == 0 && out.contains("1 signing session(s) ended"), "{out}");
     assert!(!doctor.methods().await.contains("認証済み"));
@@ -729,10 +731,21 @@ async fn operators_manage_codes_credentials_and_sessions(db: Db) {
     let mut other = authenticator(&app);
     let (_, out) = cli(&app, &["admin", "enroll-code", "issue", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
     let fourth = out.lines().map(str::trim).find(|l| l.len() == 29 && l.matches('-').count() == 5).unwrap().to_owned();
+    // Listed while open, by id, clinic and login ID, never the code itself.
+    let (code, listed) = cli(&app, &["admin", "enroll-code", "list", "--clinic", CLINIC]).await;
+    assert_eq!(code, 0, "{listed}");
+    let open: Vec<&str> = listed.lines().filter(|l| l.contains("\topen until ")).collect();
+    assert_eq!(open.len(), 1, "{listed}");
+    assert!(open[0].contains(&format!("\t{CLINIC}\t{DOCTOR_LOGIN}\t")) && !listed.contains(&fourth), "{listed}");
     assert_eq!(doctor.link_with_code(&mut other, &fourth).await.0, 200);
     assert_eq!(doctor.authenticate(&mut other).await.0, 200);
     let (code, out) = cli(&app, &["admin", "session", "revoke", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN]).await;
     assert!(code == 0 && out.contains("1 signing session(s) ended"), "{out}");
+    // Once used, a code leaves the default list and shows under --all.
+    let (_, listed) = cli(&app, &["admin", "enroll-code", "list", "--clinic", CLINIC]).await;
+    assert!(!listed.contains("\topen until "), "{listed}");
+    let (_, all) = cli(&app, &["admin", "enroll-code", "list", "--all"]).await;
+    assert!(all.lines().filter(|l| l.contains("\tused ")).count() >= 2, "{all}");
     let audit = events(&app).await;
     assert!(audit.iter().any(|(e, _, d)| e == "signing_session_ended" && d["reason"] == "operator"));
     assert!(audit.iter().any(|(e, _, d)| e == "authenticator_removed" && d["by"] == "operator"));

@@ -332,6 +332,7 @@ async fn rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key(db:
     let code = gateway::cli::run(
         vec!["gateway".into(), "--config".into(), config_path.display().to_string(), "admin".into(), "keys".into(), "rotate".into()],
         &mut out,
+        &mut std::io::stderr(),
         &mut std::io::empty(),
     )
     .await;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use super::{Admin, conflict_or, normalise_fingerprint, spelled, utc};
+use super::{Admin, conflict_or, jst, normalise_fingerprint, spelled};
 use crate::config::Config;
 use crate::pki::{parse_certificate, parse_crl, read_certificate};
 use crate::store::{self, AnchorKind, RevocationPolicy, TrustAnchor};
@@ -20,7 +20,7 @@ pub enum AnchorCommand {
     /// Add a CA certificate as a trust anchor.
     Add {
         /// What the anchor vouches for.
-        #[arg(long, value_parser = spelled::<AnchorKind>())]
+        #[arg(long, value_parser = spelled::<AnchorKind>("anchor kind"))]
         kind: AnchorKind,
         /// CA certificate (PEM or DER).
         file: PathBuf,
@@ -28,7 +28,7 @@ pub enum AnchorCommand {
         #[arg(long)]
         crl: Option<PathBuf>,
         /// Revocation checking: crl (needs --crl or --crl-url) or none (logged on every use).
-        #[arg(long, value_parser = spelled::<RevocationPolicy>(), default_value = "crl")]
+        #[arg(long, value_parser = spelled::<RevocationPolicy>("revocation policy"), default_value = "crl")]
         revocation: RevocationPolicy,
         /// HPKI/JPKI anchors: fetch the CRL from this URL (every instance, cached in the database
         /// until its nextUpdate; until the first fetch, cards under this anchor are refused).
@@ -43,14 +43,14 @@ pub enum AnchorCommand {
     /// List trust anchors.
     List {
         /// Only this kind.
-        #[arg(long, value_parser = spelled::<AnchorKind>())]
+        #[arg(long, value_parser = spelled::<AnchorKind>("anchor kind"))]
         kind: Option<AnchorKind>,
     },
     /// Replace an anchor's CRL, or the CRL of a CA below it (--issuer). The CRL must be signed by
     /// that CA, current, and not older than the one in force.
     SetCrl {
         /// Anchor kind.
-        #[arg(long, value_parser = spelled::<AnchorKind>())]
+        #[arg(long, value_parser = spelled::<AnchorKind>("anchor kind"))]
         kind: AnchorKind,
         /// Anchor fingerprint.
         #[arg(long)]
@@ -64,7 +64,7 @@ pub enum AnchorCommand {
     /// Set the end-entity certificate policies accepted under an anchor.
     SetPolicy {
         /// Anchor kind.
-        #[arg(long, value_parser = spelled::<AnchorKind>())]
+        #[arg(long, value_parser = spelled::<AnchorKind>("anchor kind"))]
         kind: AnchorKind,
         /// Anchor fingerprint.
         #[arg(long)]
@@ -75,7 +75,7 @@ pub enum AnchorCommand {
     /// Remove an anchor (refused while certificates or cards registered under it remain).
     Remove {
         /// Anchor kind.
-        #[arg(long, value_parser = spelled::<AnchorKind>())]
+        #[arg(long, value_parser = spelled::<AnchorKind>("anchor kind"))]
         kind: AnchorKind,
         /// Anchor fingerprint.
         #[arg(long)]
@@ -93,7 +93,7 @@ pub enum CertCommand {
     /// role, revocation, and the account it is linked to.
     Check {
         /// Card kind.
-        #[arg(long, value_parser = spelled::<AnchorKind>())]
+        #[arg(long, value_parser = spelled::<AnchorKind>("anchor kind"))]
         kind: AnchorKind,
         /// The card's authentication certificate (PEM or DER).
         file: PathBuf,
@@ -104,7 +104,12 @@ pub enum CertCommand {
 }
 
 /// Runs an `anchor` command.
-pub(super) async fn run_anchor(admin: &Admin<'_>, cmd: AnchorCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+pub(super) async fn run_anchor(
+    admin: &Admin<'_>,
+    cmd: AnchorCommand,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     let store = admin.store;
     match cmd {
         AnchorCommand::Add { kind, file, crl, revocation, crl_url, policy } => {
@@ -117,7 +122,7 @@ pub(super) async fn run_anchor(admin: &Admin<'_>, cmd: AnchorCommand, out: &mut 
             .with_context(|| file.display().to_string())?;
             writeln!(out, "added {} anchor {}: {}", kind.as_str(), anchor.fingerprint, anchor.subject)?;
             for w in warnings {
-                writeln!(out, "warning: {w}")?;
+                writeln!(err, "warning: {w}")?;
             }
             if matches!(kind, AnchorKind::Clinic | AnchorKind::Service) {
                 writeln!(out, "running instances apply it within tls.trust_refresh_secs")?;
@@ -155,7 +160,7 @@ pub(super) async fn run_anchor(admin: &Admin<'_>, cmd: AnchorCommand, out: &mut 
             let dependents = admin.anchor_remove(kind, &fingerprint, force).await?;
             writeln!(out, "removed {} anchor {fingerprint}", kind.as_str())?;
             if !dependents.is_empty() {
-                writeln!(out, "warning: removed with --force; certificates and cards under it are refused from now on")?;
+                writeln!(err, "warning: removed with --force; certificates and cards under it are refused from now on")?;
             }
         }
     }
@@ -185,10 +190,10 @@ impl Admin<'_> {
             bail!("{} is a CA certificate, not a device or client certificate", facts.subject);
         }
         if facts.not_after < self.now {
-            bail!("the certificate expired at {} (UTC)", utc(facts.not_after));
+            bail!("the certificate expired at {}", jst(facts.not_after));
         }
         if facts.not_before > self.now {
-            bail!("the certificate is not valid before {} (UTC)", utc(facts.not_before));
+            bail!("the certificate is not valid before {}", jst(facts.not_before));
         }
         let anchors = self.store.list_anchors(Some(kind)).await?;
         let result = crate::tls::gate_trust(&anchors).validate(der, intermediates, self.now, trust::Purpose::ClientTls);
@@ -228,11 +233,11 @@ impl Admin<'_> {
             bail!("{} is not a CA certificate (basicConstraints CA:TRUE missing)", facts.subject);
         }
         if facts.not_after < self.now {
-            bail!("the CA certificate {} expired at {} (UTC)", facts.subject, utc(facts.not_after));
+            bail!("the CA certificate {} expired at {}", facts.subject, jst(facts.not_after));
         }
         let mut warnings = Vec::new();
         if facts.not_before > self.now {
-            warnings.push(format!("the CA certificate is not valid before {} (UTC); nothing validates under it until then", utc(facts.not_before)));
+            warnings.push(format!("the CA certificate is not valid before {}; nothing validates under it until then", jst(facts.not_before)));
         }
         if crate::card_trust::card_kind(kind).is_some() && looks_signing_only(&facts) {
             warnings.push(format!(
@@ -251,9 +256,9 @@ impl Admin<'_> {
                     Err(trust::CrlError::Stale { next_update }) => {
                         crl_next_update = Some(next_update);
                         warnings.push(format!(
-                            "the CRL's nextUpdate {} (UTC) has passed: certificates under this anchor are refused until a \
+                            "the CRL's nextUpdate {} has passed: certificates under this anchor are refused until a \
                              current CRL is set (anchor set-crl)",
-                            utc(next_update)
+                            jst(next_update)
                         ));
                     }
                     Err(e) => bail!("{e}"),
@@ -492,7 +497,7 @@ fn crl_state(present: bool, next_update: Option<i64>, now: i64, required: bool) 
         (false, _) if required => "NO CRL (certificates under it are refused)".to_owned(),
         (false, _) => "no crl".to_owned(),
         (true, None) => "crl present".to_owned(),
-        (true, Some(next)) if next <= now => format!("CRL STALE since {} (certificates under it are refused)", utc(next)),
-        (true, Some(next)) => format!("crl until {} ({} h left)", utc(next), (next - now) / 3600),
+        (true, Some(next)) if next <= now => format!("CRL STALE since {} (certificates under it are refused)", jst(next)),
+        (true, Some(next)) => format!("crl until {} ({} h left)", jst(next), (next - now) / 3600),
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use super::{Admin, utc};
+use super::{Admin, jst};
 use crate::audit_checkpoint::describe;
 use crate::config::Config;
 use crate::store::AuditVerification;
@@ -29,23 +29,32 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         verify: Option<PathBuf>,
     },
-    /// Write every audit row as JSON Lines.
+    /// Write every audit row as JSON Lines and say how many.
     Export {
-        /// Output file (default: standard output).
+        /// Output file (default: standard output). An existing file is kept unless --force.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Replace an existing output file.
+        #[arg(long, requires = "output")]
+        force: bool,
     },
 }
 
 /// Runs an `audit` command.
-pub(super) async fn run(admin: &Admin<'_>, config: &Config, cmd: AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+pub(super) async fn run(
+    admin: &Admin<'_>,
+    config: &Config,
+    cmd: AuditCommand,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     let store = admin.store;
     match cmd {
         AuditCommand::Verify => match store.audit_verify().await? {
             AuditVerification::Intact { rows, keyed_from } => {
                 writeln!(out, "audit log intact: {rows} rows ({})", AuditVerification::segments(rows, keyed_from))?;
                 if keyed_from.is_none() {
-                    writeln!(out, "warning: no keyed segment yet; run `gateway admin audit rekey`")?;
+                    writeln!(err, "warning: no keyed segment yet; run `gateway admin audit rekey`")?;
                 }
             }
             broken => bail!("audit log TAMPERED: {}", describe(&broken)),
@@ -79,27 +88,49 @@ pub(super) async fn run(admin: &Admin<'_>, config: &Config, cmd: AuditCommand, o
                 "checkpoint matches: the chain's first {} rows still end in {} (taken {})",
                 checkpoint.rows,
                 checkpoint.head,
-                utc(checkpoint.at)
+                jst(checkpoint.at)
             )?;
         }
-        AuditCommand::Export { output } => {
-            let rows = match output {
-                Some(path) => {
-                    let mut f = std::io::BufWriter::new(
-                        std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?,
-                    );
-                    let n = admin.audit_export(&mut f).await?;
-                    f.flush()?;
-                    n
-                }
-                None => admin.audit_export(out).await?,
-            };
-            tracing::info!(rows, "audit exported");
+        AuditCommand::Export { output: Some(path), force } => {
+            let file = export_file(&path, force)?;
+            let mut f = std::io::BufWriter::new(file);
+            let rows = admin.audit_export(&mut f).await.with_context(|| format!("writing {}", path.display()))?;
+            f.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            writeln!(out, "exported {rows} audit rows to {}", path.display())?;
+        }
+        AuditCommand::Export { output: None, .. } => {
+            // Standard output carries the rows only; the count goes beside them.
+            let rows = admin.audit_export(out).await?;
+            out.flush()?;
+            writeln!(err, "exported {rows} audit rows")?;
         }
     }
     Ok(())
 }
 
+
+/// The export's output file: a new one, or with `force` an existing one emptied. Readable by its
+/// owner only (audit rows name accounts and devices).
+fn export_file(path: &std::path::Path, force: bool) -> anyhow::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            anyhow::anyhow!("{} already exists; choose another file or pass --force to replace it", path.display())
+        }
+        _ => anyhow::Error::new(e).context(format!("cannot create {}", path.display())),
+    })
+}
 
 impl Admin<'_> {
     /// `audit export` as JSON Lines.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use super::{Admin, conflict_or, normalise_fingerprint, read_secret};
+use super::{Admin, conflict_or, jst, normalise_fingerprint, read_secret};
 use crate::pki::read_certificates;
 use crate::pki;
 use crate::store::{self, AnchorKind, NewClinicCert};
@@ -66,6 +66,11 @@ pub enum ClinicCertCommand {
         /// Fingerprint (hex, colons allowed).
         fingerprint: String,
     },
+    /// Reinstate a revoked certificate (e.g. revoked by mistake); refused once it has expired.
+    Restore {
+        /// Fingerprint (hex, colons allowed).
+        fingerprint: String,
+    },
 }
 
 /// Runs a `clinic` command.
@@ -110,12 +115,17 @@ pub(super) async fn run_clinic_cert(
         ClinicCertCommand::List { clinic } => {
             for c in store.list_clinic_certs(clinic.as_deref()).await? {
                 let state = if c.revoked_at.is_some() { "revoked" } else { "active" };
-                writeln!(out, "{}\t{}\t{state}\t{}", c.clinic_id, c.fingerprint, c.subject)?;
+                let until = jst(c.not_after);
+                writeln!(out, "{}\t{}\t{state}\tuntil {until}\t{}", c.clinic_id, c.fingerprint, c.subject)?;
             }
         }
         ClinicCertCommand::Revoke { fingerprint } => {
             admin.clinic_cert_revoke(&fingerprint).await?;
             writeln!(out, "revoked {fingerprint}")?;
+        }
+        ClinicCertCommand::Restore { fingerprint } => {
+            let cert = admin.clinic_cert_restore(&fingerprint).await?;
+            writeln!(out, "restored {} (clinic {}, valid until {})", cert.fingerprint, cert.clinic_id, jst(cert.not_after))?;
         }
     }
     Ok(())
@@ -172,6 +182,19 @@ impl Admin<'_> {
             serial: &cert.serial,
             not_after: cert.not_after,
         };
+        if let Some(known) = self.registered_clinic_cert(&cert.fingerprint).await? {
+            match known.revoked_at {
+                Some(at) => bail!(
+                    "certificate {} is registered for clinic {} and was revoked at {}; to reinstate it, run \
+                     `gateway admin clinic-cert restore {}`",
+                    known.fingerprint,
+                    known.clinic_id,
+                    jst(at),
+                    known.fingerprint
+                ),
+                None => bail!("certificate {} is already registered for clinic {}", known.fingerprint, known.clinic_id),
+            }
+        }
         conflict_or(self.store.add_clinic_cert(&new, self.now).await, || {
             format!("certificate {} is already registered", cert.fingerprint)
         })?;
@@ -188,6 +211,31 @@ impl Admin<'_> {
             r => r?,
         }
         self.audit("clinic_cert.revoke", fp).await
+    }
+
+    /// `clinic-cert restore`: lifts an operator's revocation. An expired certificate stays
+    /// revoked (the clinic needs a new one), and the restore is audited.
+    pub async fn clinic_cert_restore(&self, fingerprint: &str) -> anyhow::Result<store::ClinicCert> {
+        let fp = normalise_fingerprint(fingerprint)?;
+        let Some(cert) = self.registered_clinic_cert(&fp).await? else {
+            bail!("no registered certificate {fp}");
+        };
+        if cert.revoked_at.is_none() {
+            bail!("certificate {fp} is not revoked; nothing to restore");
+        }
+        if cert.not_after <= self.now {
+            bail!("certificate {fp} expired at {}; register the clinic's new certificate instead", jst(cert.not_after));
+        }
+        match self.store.restore_clinic_cert(&fp).await {
+            Err(store::Error::NotFound) => bail!("certificate {fp} is not revoked; nothing to restore"),
+            r => r?,
+        }
+        self.audit("clinic_cert.restore", format!("{}/{fp}", cert.clinic_id)).await?;
+        Ok(cert)
+    }
+
+    async fn registered_clinic_cert(&self, fingerprint: &str) -> anyhow::Result<Option<store::ClinicCert>> {
+        Ok(self.store.list_clinic_certs(None).await?.into_iter().find(|c| c.fingerprint == fingerprint))
     }
 }
 

@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use zeroize::Zeroizing;
 
-use super::Admin;
+use super::{Admin, jst};
 use crate::config::Config;
 use crate::store;
 
@@ -27,6 +27,16 @@ pub enum EnrollCodeCommand {
         /// Lifetime in hours (default: enrollment.code_ttl_secs, 24 h).
         #[arg(long)]
         expires_hours: Option<i64>,
+    },
+    /// List open codes (with --all, used, voided and expired ones too). Codes themselves are
+    /// never shown again: only their ids, doctors and states.
+    List {
+        /// Only this clinic.
+        #[arg(long)]
+        clinic: Option<String>,
+        /// Include used, voided and expired codes.
+        #[arg(long)]
+        all: bool,
     },
     /// Void the doctor's open code.
     Revoke {
@@ -58,9 +68,30 @@ pub(super) async fn run(admin: &Admin<'_>, config: &Config, cmd: EnrollCodeComma
             writeln!(
                 out,
                 "valid until {} ({} wrong entries void it)",
-                crate::http::Lang::En.format_time(issued.expires_at),
+                jst(issued.expires_at),
                 config.enrollment.code_max_failures
             )?;
+        }
+        EnrollCodeCommand::List { clinic, all } => {
+            for listed in admin.store.list_enrollment_codes(clinic.as_deref(), all).await? {
+                let c = &listed.code;
+                let state = match (c.used_at, c.voided_at, c.void_reason.as_deref()) {
+                    (Some(at), _, _) => format!("used {}", jst(at)),
+                    (None, Some(at), reason) => format!("void ({}) {}", reason.unwrap_or("-"), jst(at)),
+                    (None, None, _) if c.expires_at <= admin.now => format!("expired {}", jst(c.expires_at)),
+                    (None, None, _) => format!("open until {}", jst(c.expires_at)),
+                };
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{state}\t{}/{} wrong entries\tissued {}",
+                    c.id,
+                    listed.clinic_id,
+                    listed.login_id,
+                    c.failures,
+                    c.max_failures,
+                    jst(c.created_at)
+                )?;
+            }
         }
         EnrollCodeCommand::Revoke { clinic, login_id } => {
             let id = admin.enroll_code_revoke(&clinic, &login_id).await?;

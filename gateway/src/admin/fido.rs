@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::bail;
 use clap::Subcommand;
 
-use super::Admin;
+use super::{Admin, jst};
 use crate::store::{self, AuditEvent, EndReason};
 
 /// `admin fido …`.
@@ -38,7 +38,7 @@ pub enum FidoCommand {
 pub(super) async fn run(admin: &Admin<'_>, cmd: FidoCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     match cmd {
         FidoCommand::List { clinic, login_id } => {
-            let fmt = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), |t| crate::http::Lang::En.format_time(t));
+            let fmt = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), jst);
             for c in admin.fido_list(&clinic, &login_id).await? {
                 writeln!(
                     out,

@@ -33,9 +33,9 @@ pub(super) async fn run(store: &Store, config: &Config, now: i64, cmd: KeysComma
             for k in store.list_signing_keys().await? {
                 let state = match k.retired_at {
                     None => "active".to_owned(),
-                    Some(t) => format!("retired at {t}"),
+                    Some(t) => format!("retired {}", super::jst(t)),
                 };
-                writeln!(out, "{}\t{state}\tcreated {}", k.kid, k.created_at)?;
+                writeln!(out, "{}\t{state}\tcreated {}", k.kid, super::jst(k.created_at))?;
             }
         }
     }

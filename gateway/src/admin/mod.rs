@@ -13,6 +13,7 @@ mod sessions;
 mod users;
 
 use std::io::{BufRead, Write};
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
@@ -28,20 +29,48 @@ pub use service_clients::ServiceClientCommand;
 pub use sessions::SessionCommand;
 pub use users::UserCommand;
 
-use crate::clock::{Clock, utc};
+use crate::clock::{Clock, jst};
 use crate::config::Config;
 use crate::password;
-use crate::store::{self, AuditEvent, EndReason, Store, UserKind};
+use crate::store::{self, AuditEvent, EndReason, SchemaStatus, Store, UserKind};
 
-/// A command-line parser for a store enum: its derived spellings are the possible values (shown in
-/// `--help` and in the error for anything else), parsed with its `FromStr`. Store types do not
-/// derive clap's `ValueEnum`: the database spelling is the one string form.
-fn spelled<E>() -> impl clap::builder::TypedValueParser<Value = E>
+/// A command-line parser for a store enum, from its derived spellings (store types do not derive
+/// clap's `ValueEnum`: the database spelling is the one string form). `--help` lists the
+/// spellings; anything else is refused as "unknown <what>".
+fn spelled<E>(what: &'static str) -> Spelled<E> {
+    Spelled { what, kind: std::marker::PhantomData }
+}
+
+/// See [`spelled`].
+#[derive(Clone)]
+struct Spelled<E> {
+    what: &'static str,
+    kind: std::marker::PhantomData<fn() -> E>,
+}
+
+impl<E> clap::builder::TypedValueParser for Spelled<E>
 where
-    E: std::str::FromStr<Err = strum::ParseError> + strum::VariantNames + Clone + Send + Sync + 'static,
+    E: std::str::FromStr + strum::VariantNames + Clone + Send + Sync + 'static,
 {
-    use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new(E::VARIANTS).try_map(|s| s.parse::<E>())
+    type Value = E;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<E, clap::Error> {
+        let text = value.to_string_lossy();
+        text.parse().map_err(|_| {
+            let expected = E::VARIANTS.join(", ");
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("unknown {} {text:?} (expected one of: {expected})\n", self.what))
+                .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(E::VARIANTS.iter().map(|v| clap::builder::PossibleValue::new(*v))))
+    }
 }
 
 /// What admin actions need.
@@ -152,20 +181,70 @@ pub enum AdminCommand {
     Cert(CertCommand),
 }
 
-/// Runs an `admin` command against `config`'s database.
+/// Runs an `admin` command against `config`'s database (`config_file` is where `config` came
+/// from, for messages). Never creates or upgrades a database: that is `gateway migrate`'s job,
+/// run once per upgrade, not a side effect of `list`.
 pub async fn run_admin(
     config: &Config,
+    config_file: Option<&Path>,
     command: AdminCommand,
     out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
     input: &mut (dyn BufRead + Send),
     clock: &dyn Clock,
 ) -> anyhow::Result<()> {
-    let key = config.audit_key().context("audit key")?;
-    let store = Store::connect(&config.database_url(), 2).await?.with_audit_key(key);
-    store.migrate().await?;
-    let result = admin_on(&store, config, command, out, input, clock).await;
+    let url = config.database_url();
+    if let Some(path) = url.strip_prefix("sqlite://").map(Path::new).filter(|p| !p.exists()) {
+        match config_file {
+            Some(file) => bail!(
+                "no database at {} (the SQLite file named by {}); check data_dir and database.url there, \
+                 or create it with `gateway migrate`",
+                path.display(),
+                file.display()
+            ),
+            None => bail!(
+                "no configuration given (--config FILE or GATEWAY_CONFIG) and no database at the default {}; \
+                 pass the gateway's configuration, e.g. --config /etc/ninsho/gateway.toml",
+                path.display()
+            ),
+        }
+    }
+    let store = Store::connect(&url, 2).await?;
+    let result = match ready(&store, config).await {
+        Ok(key) => {
+            let store = store.clone().with_audit_key(key);
+            admin_on(&store, config, command, out, err, input, clock).await
+        }
+        Err(e) => Err(e),
+    };
     store.close().await;
     result
+}
+
+/// Checks that the schema is this build's and reads the gateway's audit key, never a new one:
+/// rows linked under another key would break the chain for every instance.
+async fn ready(store: &Store, config: &Config) -> anyhow::Result<store::AuditKey> {
+    match store.schema_status().await? {
+        SchemaStatus::Current => {}
+        SchemaStatus::Empty => bail!("the database has no schema yet: run `gateway migrate` first (nothing was changed)"),
+        SchemaStatus::Behind { pending } => bail!(
+            "the database schema is {pending} migration{} behind this gateway: run `gateway migrate` first \
+             (nothing was changed)",
+            if pending == 1 { "" } else { "s" }
+        ),
+        SchemaStatus::Ahead { unknown } => bail!(
+            "the database was migrated by a newer gateway (migration {unknown} is unknown to this one): use the \
+             newer gateway's admin commands (nothing was changed)"
+        ),
+    }
+    if config.audit.key.is_empty() && !config.audit_key_path().exists() {
+        bail!(
+            "no audit key at {}: admin commands link their audit rows under the gateway's key; run them with the \
+             gateway's configuration (audit.key or audit.key_file), or `gateway migrate` on a first installation",
+            config.audit_key_path().display()
+        );
+    }
+    config.audit_key().context("audit key")
 }
 
 async fn admin_on(
@@ -173,6 +252,7 @@ async fn admin_on(
     config: &Config,
     command: AdminCommand,
     out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
     input: &mut (dyn BufRead + Send),
     clock: &dyn Clock,
 ) -> anyhow::Result<()> {
@@ -186,14 +266,14 @@ async fn admin_on(
         AdminCommand::Clinic(c) => clinics::run_clinic(&admin, c, out).await,
         AdminCommand::ClinicCert(c) => clinics::run_clinic_cert(&admin, c, out, input).await,
         AdminCommand::User(c) => users::run(&admin, config, c, out, input).await,
-        AdminCommand::Anchor(c) => anchors::run_anchor(&admin, c, out).await,
+        AdminCommand::Anchor(c) => anchors::run_anchor(&admin, c, out, err).await,
         AdminCommand::Cert(c) => anchors::run_cert(&admin, config, c, out).await,
         AdminCommand::EnrollCode(c) => enrollment::run(&admin, config, c, out).await,
         AdminCommand::Fido(c) => fido::run(&admin, c, out).await,
         AdminCommand::Session(c) => sessions::run(&admin, c, out).await,
         AdminCommand::ServiceClient(c) => service_clients::run(&admin, c, out).await,
         AdminCommand::Keys(c) => keys::run(store, config, admin.now, c, out).await,
-        AdminCommand::Audit(c) => audit::run(&admin, config, c, out).await,
+        AdminCommand::Audit(c) => audit::run(&admin, config, c, out, err).await,
     }
 }
 

@@ -23,7 +23,7 @@ pub enum ServiceClientCommand {
         #[arg(long)]
         name: String,
         /// emr (obtains tokens) or signer (consumes tokens).
-        #[arg(long, value_parser = spelled::<ServiceRole>(), default_value = "emr")]
+        #[arg(long, value_parser = spelled::<ServiceRole>("service role"), default_value = "emr")]
         role: ServiceRole,
         /// Its TLS client certificate (PEM or DER), issued under a `service` trust anchor.
         #[arg(long)]

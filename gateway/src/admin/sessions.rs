@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::bail;
 use clap::Subcommand;
 
-use super::Admin;
+use super::{Admin, jst};
 use crate::store::{self, AuditEvent, EndReason, SessionFilter};
 
 /// `admin session …`.
@@ -42,7 +42,17 @@ pub(super) async fn run(admin: &Admin<'_>, cmd: SessionCommand, out: &mut (dyn W
     match cmd {
         SessionCommand::List { clinic, login_id, all } => {
             let now = admin.now;
+            // Login IDs for the doctors listed, one lookup each.
+            let mut login_ids = std::collections::HashMap::new();
             for s in admin.session_list(clinic.as_deref(), login_id.as_deref(), all).await? {
+                if !login_ids.contains_key(&s.user_id) {
+                    let login = match admin.store.user(&s.user_id).await {
+                        Ok(u) => u.login_id,
+                        Err(store::Error::NotFound) => "-".to_owned(),
+                        Err(e) => return Err(e.into()),
+                    };
+                    login_ids.insert(s.user_id.clone(), login);
+                }
                 let state = match s.state(now) {
                     store::SigningSessionState::Live => "live".to_owned(),
                     store::SigningSessionState::ExpiredAbsolute => "expired".to_owned(),
@@ -51,13 +61,14 @@ pub(super) async fn run(admin: &Admin<'_>, cmd: SessionCommand, out: &mut (dyn W
                 };
                 writeln!(
                     out,
-                    "{}\t{}\t{}\t{}\t{}\t{state}\tuntil {}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{state}\tuntil {}",
                     s.id,
                     s.clinic_id,
+                    login_ids[&s.user_id],
                     s.user_id,
                     s.method.as_str(),
                     s.acr,
-                    crate::http::Lang::En.format_time(s.effective_expires_at()),
+                    jst(s.effective_expires_at()),
                 )?;
             }
         }

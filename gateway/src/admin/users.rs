@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 use anyhow::bail;
 use clap::Subcommand;
 
-use super::{Admin, PasswordChoice, conflict_or, password_choice, print_password, spelled, validate_login_id};
+use super::{Admin, PasswordChoice, conflict_or, jst, password_choice, print_password, spelled, validate_login_id};
 use crate::config::Config;
 use crate::password::PasswordHasher;
 use zeroize::Zeroizing;
@@ -24,7 +24,7 @@ pub enum UserCommand {
         #[arg(long)]
         login_id: String,
         /// User type.
-        #[arg(long = "type", value_parser = spelled::<UserKind>(), default_value = "doctor")]
+        #[arg(long = "type", value_parser = spelled::<UserKind>("user type"), default_value = "doctor")]
         kind: UserKind,
         /// Name.
         #[arg(long)]
@@ -58,6 +58,16 @@ pub enum UserCommand {
     },
     /// Enable a user.
     Enable {
+        /// Clinic code.
+        #[arg(long)]
+        clinic: String,
+        /// Login ID.
+        #[arg(long)]
+        login_id: String,
+    },
+    /// Lift a login lock (and forget the failed attempts) after checking who caused it: the
+    /// audit log's `login_locked` rows name the clinic device each attempt came through.
+    Unlock {
         /// Clinic code.
         #[arg(long)]
         clinic: String,
@@ -105,11 +115,12 @@ pub(super) async fn run(
                 let state = if u.enabled { "enabled" } else { "disabled" };
                 writeln!(
                     out,
-                    "{}\t{}\t{}\t{state}\t{}\t{}",
+                    "{}\t{}\t{}\t{state}\t{}\t{}\t{}",
                     u.clinic_id,
                     u.login_id,
                     u.kind.as_str(),
                     u.medical_reg_no.as_deref().unwrap_or("-"),
+                    u.id,
                     u.name
                 )?;
             }
@@ -122,6 +133,16 @@ pub(super) async fn run(
             admin.user_set_enabled(&clinic, &login_id, true).await?;
             writeln!(out, "enabled {login_id}")?;
         }
+        UserCommand::Unlock { clinic, login_id } => match admin.user_unlock(&clinic, &login_id).await? {
+            Some(lock) => {
+                let state = match lock.locked_until {
+                    Some(until) if until > admin.now => format!("was locked until {}", jst(until)),
+                    _ => "was not locked".to_owned(),
+                };
+                writeln!(out, "unlocked {login_id} ({state}; {} failed attempt(s) forgotten)", lock.failures)?;
+            }
+            None => writeln!(out, "{login_id} is not locked and has no failed attempts; nothing changed")?,
+        },
         UserCommand::SetPassword { clinic, login_id, password_stdin } => {
             let choice = password_choice(input, password_stdin)?;
             let password = admin.user_set_password(&hasher()?, &clinic, &login_id, choice).await?;
@@ -133,6 +154,20 @@ pub(super) async fn run(
 }
 
 impl Admin<'_> {
+    /// `user unlock`: forgets the login ID's failed attempts and lock; audited when there was
+    /// anything to forget. The account must exist (an operator unlocks a person, not a guess).
+    pub async fn user_unlock(&self, clinic_id: &str, login_id: &str) -> anyhow::Result<Option<store::LockState>> {
+        let user = match self.store.user_by_login(clinic_id, login_id).await {
+            Err(store::Error::NotFound) => bail!("no user {login_id} in clinic {clinic_id}"),
+            r => r?,
+        };
+        let forgotten = self.store.unlock_login(&crate::login_id::lockout_key(clinic_id, &user.login_id)).await?;
+        if forgotten.is_some() {
+            self.audit("user.unlock", format!("{clinic_id}/{}", user.id)).await?;
+        }
+        Ok(forgotten)
+    }
+
     /// `user add`. Returns the new user's id and the password stored. Unless `permanent`, the
     /// password is temporary: the user chooses a new one at the first login.
     #[allow(clippy::too_many_arguments, reason = "one argument per CLI flag")]

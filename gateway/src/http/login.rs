@@ -76,9 +76,7 @@ async fn login(
         return Ok(refused(Refusal::MissingFields, lang, &clinic, login_id));
     }
     let now = state.clock.unix();
-    // Failures are counted per (clinic, login ID) whether or not the ID exists, under the folded
-    // ID that finds the account: `DOCTOR1` and `doctor1` share one count.
-    let key = format!("{}/{}", clinic.clinic_id, crate::login_id::fold(login_id));
+    let key = crate::login_id::lockout_key(&clinic.clinic_id, login_id);
     let locked = |until: i64| refused(Refusal::LoginLocked { until }, lang, &clinic, login_id);
 
     let rules = LockoutRules {
@@ -92,7 +90,7 @@ async fn login(
         LoginReservation::Reserved { locks_until } => locks_until,
         LoginReservation::Refused { until } => {
             state.metrics.login("locked");
-            state.store.audit(&AuditEvent::LoginLocked { clinic_id: clinic.clinic_id.clone(), user_id: None, locked_until: until }, now).await?;
+            state.store.audit(&AuditEvent::LoginLocked { clinic_id: clinic.clinic_id.clone(), user_id: None, locked_until: until, device: clinic.fingerprint.clone() }, now).await?;
             return Ok(locked(until));
         }
     };
@@ -115,11 +113,21 @@ async fn login(
                 Some(_) => "bad_password",
             };
             // The reservation already counted this failure.
-            let event = AuditEvent::LoginFailed { clinic_id: clinic.clinic_id.clone(), user_id: user_id.clone(), reason };
+            let event = AuditEvent::LoginFailed {
+                clinic_id: clinic.clinic_id.clone(),
+                user_id: user_id.clone(),
+                reason,
+                device: clinic.fingerprint.clone(),
+            };
             state.store.audit(&event, now).await?;
             if let Some(until) = locks_until {
                 state.metrics.login("locked");
-                let event = AuditEvent::LoginLocked { clinic_id: clinic.clinic_id.clone(), user_id, locked_until: until };
+                let event = AuditEvent::LoginLocked {
+                    clinic_id: clinic.clinic_id.clone(),
+                    user_id,
+                    locked_until: until,
+                    device: clinic.fingerprint.clone(),
+                };
                 state.store.audit(&event, now).await?;
                 return Ok(locked(until));
             }
@@ -134,7 +142,12 @@ async fn login(
     if user.kind != UserKind::Doctor {
         state.metrics.login("not_doctor");
         let event =
-            AuditEvent::LoginFailed { clinic_id: clinic.clinic_id.clone(), user_id: Some(user.id.clone()), reason: "not_doctor" };
+            AuditEvent::LoginFailed {
+                clinic_id: clinic.clinic_id.clone(),
+                user_id: Some(user.id.clone()),
+                reason: "not_doctor",
+                device: clinic.fingerprint.clone(),
+            };
         state.store.audit(&event, now).await?;
         return Ok(refused(Refusal::DoctorOnly, lang, &clinic, login_id));
     }
@@ -146,6 +159,7 @@ async fn login(
             clinic_id: clinic.clinic_id.clone(),
             user_id: Some(user.id.clone()),
             reason: "temporary_password_expired",
+            device: clinic.fingerprint.clone(),
         };
         state.store.audit(&event, now).await?;
         return Ok(refused(Refusal::TemporaryPasswordExpired, lang, &clinic, login_id));
@@ -323,7 +337,7 @@ async fn change_password(
     }
 
     // The current password, under the login form's lockout count for this account.
-    let key = format!("{}/{}", clinic.clinic_id, crate::login_id::fold(&user.login_id));
+    let key = crate::login_id::lockout_key(&clinic.clinic_id, &user.login_id);
     let rules = LockoutRules {
         max_failures: state.config.login.max_failures,
         window_secs: state.config.login.failure_window_secs,
@@ -340,7 +354,12 @@ async fn change_password(
     if !state.passwords.verify(current.clone(), Some(user.password_hash.clone())).await? {
         state.store.audit(&audit_failure(Refusal::PasswordCurrentWrong.code()), now).await?;
         if let Some(until) = locks_until {
-            let event = AuditEvent::LoginLocked { clinic_id: clinic.clinic_id.clone(), user_id: Some(user.id.clone()), locked_until: until };
+            let event = AuditEvent::LoginLocked {
+                clinic_id: clinic.clinic_id.clone(),
+                user_id: Some(user.id.clone()),
+                locked_until: until,
+                device: clinic.fingerprint.clone(),
+            };
             state.store.audit(&event, now).await?;
             return Ok(refuse(Refusal::LoginLocked { until }));
         }

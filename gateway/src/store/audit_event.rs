@@ -29,9 +29,11 @@ pub enum AuditEvent {
     /// A doctor logged in.
     LoginSucceeded { clinic_id: String, user_id: String },
     /// A login was refused; `user_id` is known when the login ID exists.
-    LoginFailed { clinic_id: String, user_id: Option<String>, reason: &'static str },
-    /// A login ID got locked by this failure, or a login was tried while locked.
-    LoginLocked { clinic_id: String, user_id: Option<String>, locked_until: i64 },
+    /// `device` is the fingerprint of the clinic certificate it came through, so an operator can
+    /// find the device that locks accounts out.
+    LoginFailed { clinic_id: String, user_id: Option<String>, reason: &'static str, device: String },
+    /// A login ID got locked by this failure, or a login was tried while locked (`device` as above).
+    LoginLocked { clinic_id: String, user_id: Option<String>, locked_until: i64, device: String },
     /// A doctor logged out.
     Logout { clinic_id: String, user_id: String },
     /// A browser-session cookie was presented where it is not valid (`device_mismatch`: under
@@ -142,9 +144,13 @@ impl AuditEvent {
             AuditEvent::LoginSucceeded { clinic_id, user_id } => {
                 ("login", Outcome::Success, Some(clinic_id), Some(user_id), json!({}))
             }
-            AuditEvent::LoginFailed { clinic_id, user_id, reason } => {
-                ("login", Outcome::Failure, Some(clinic_id), user_id.as_deref(), json!({ "reason": reason }))
-            }
+            AuditEvent::LoginFailed { clinic_id, user_id, reason, device } => (
+                "login",
+                Outcome::Failure,
+                Some(clinic_id),
+                user_id.as_deref(),
+                json!({ "reason": reason, "device": device }),
+            ),
             AuditEvent::BrowserSessionRefused { clinic_id, user_id, reason } => (
                 "browser_session_refused",
                 Outcome::Failure,
@@ -169,12 +175,12 @@ impl AuditEvent {
             AuditEvent::PasswordChangeFailed { clinic_id, user_id, reason } => {
                 ("password_changed", Outcome::Failure, Some(clinic_id), Some(user_id), json!({ "reason": reason }))
             }
-            AuditEvent::LoginLocked { clinic_id, user_id, locked_until } => (
+            AuditEvent::LoginLocked { clinic_id, user_id, locked_until, device } => (
                 "login_locked",
                 Outcome::Failure,
                 Some(clinic_id),
                 user_id.as_deref(),
-                json!({ "locked_until": locked_until }),
+                json!({ "locked_until": locked_until, "device": device }),
             ),
             AuditEvent::Logout { clinic_id, user_id } => {
                 ("logout", Outcome::Success, Some(clinic_id), Some(user_id), json!({}))

@@ -99,6 +99,19 @@ impl Store {
         })?)
     }
 
+    /// Lifts the revocation of a registered certificate; `NotFound` if it is not registered or
+    /// not revoked.
+    pub async fn restore_clinic_cert(&self, fingerprint: &str) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE clinic_certs SET revoked_at = NULL WHERE fingerprint = $1 AND revoked_at IS NOT NULL")
+                .bind(fingerprint)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
     /// Marks a registered certificate revoked; `NotFound` if it is not registered or already revoked.
     pub async fn revoke_clinic_cert(&self, fingerprint: &str, now: i64) -> Result<()> {
         let done = with_pool!(self, |pool| {

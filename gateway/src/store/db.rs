@@ -25,6 +25,10 @@ pub enum Error {
     /// or expired by a concurrent request); names what.
     #[error("precondition failed: {}", .0.code())]
     Precondition(Precondition),
+    /// The PostgreSQL server could not be reached or refused the login; `target` is
+    /// `host:port (database name)`, never the password.
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect { target: String, source: sqlx::Error },
     /// Anything else the database reported.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -49,6 +53,7 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         match self {
             Error::Database(e) => sqlx_unavailable(e),
+            Error::Connect { .. } => true,
             Error::Inline(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DatabaseBusy
@@ -87,6 +92,19 @@ impl Precondition {
             Precondition::AuditHead => "audit_head row missing",
         }
     }
+}
+
+/// What [`Store::schema_status`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaStatus {
+    /// No migration was ever applied (a new database).
+    Empty,
+    /// Older than this build: `pending` migrations to apply.
+    Behind { pending: usize },
+    /// Exactly this build's migrations.
+    Current,
+    /// A newer build migrated it (`unknown` is a version this build does not have).
+    Ahead { unknown: i64 },
 }
 
 /// See [`Error::is_unavailable`].
@@ -415,6 +433,23 @@ impl Store {
             Backend::Sqlite { write, read, inline, writer, checkpointer }
         } else {
             let options = PgConnectOptions::from_str(url)?;
+            // One connection first, outside the pool: the pool retries until its timeout and
+            // then reports only "pool timed out", while an operator needs the cause
+            // ("connection refused", "password authentication failed").
+            let target = format!(
+                "{}:{} (database {})",
+                options.get_host(),
+                options.get_port(),
+                options.get_database().unwrap_or("postgres")
+            );
+            let connect_error = |source| Error::Connect { target: target.clone(), source };
+            match tokio::time::timeout(acquire_timeout, <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)).await {
+                Ok(Ok(probe)) => {
+                    let _ = sqlx::Connection::close(probe).await;
+                }
+                Ok(Err(e)) => return Err(connect_error(e)),
+                Err(_) => return Err(connect_error(sqlx::Error::PoolTimedOut)),
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(acquire_timeout)
@@ -446,6 +481,33 @@ impl Store {
         self.fill_login_folded().await
     }
 
+
+    /// Where the schema stands against this build's migrations, without changing anything: the
+    /// admin commands run only on a current schema and leave upgrading to `gateway migrate`.
+    pub async fn schema_status(&self) -> Result<SchemaStatus> {
+        let applied: Vec<i64> = match with_reader!(self, |pool| {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version").fetch_all(pool).await
+        }) {
+            Ok(v) => v,
+            // SQLite: "no such table"; PostgreSQL: 42P01 undefined_table. Nothing was ever migrated.
+            Err(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("42P01") || db.message().contains("no such table") =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let known: Vec<i64> = MIGRATIONS.iter().map(|m| m.0).collect();
+        if let Some(&unknown) = applied.iter().find(|v| !known.contains(v)) {
+            return Ok(SchemaStatus::Ahead { unknown });
+        }
+        let pending = known.iter().filter(|v| !applied.contains(v)).count();
+        Ok(match (applied.is_empty(), pending) {
+            (true, _) => SchemaStatus::Empty,
+            (false, 0) => SchemaStatus::Current,
+            (false, pending) => SchemaStatus::Behind { pending },
+        })
+    }
 
     /// `sqlite` or `postgres`.
     pub fn backend_name(&self) -> &'static str {

@@ -40,6 +40,34 @@ impl EnrollmentCode {
     }
 }
 
+/// A code as `gateway admin enroll-code list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedCode {
+    /// The doctor's clinic.
+    pub clinic_id: String,
+    /// The doctor's login ID.
+    pub login_id: String,
+    /// The code.
+    pub code: EnrollmentCode,
+}
+
+row! {
+    /// A listed code's row.
+    struct ListedCodeRow {
+        id: String,
+        clinic_id: String,
+        login_id: String,
+        user_id: String,
+        failures: i64,
+        max_failures: i64,
+        expires_at: i64,
+        used_at: Option<i64>,
+        voided_at: Option<i64>,
+        void_reason: Option<String>,
+        created_at: i64,
+    }
+}
+
 /// The result of issuing a code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedCode {
@@ -199,6 +227,44 @@ impl Store {
             .await
         })?;
         row.map(|(id,)| id).ok_or(Error::NotFound)
+    }
+
+    /// Codes with their doctor's clinic and login ID, newest first: open ones only, or (`all`)
+    /// used, voided and expired ones too. Optionally of one clinic.
+    pub async fn list_enrollment_codes(&self, clinic_id: Option<&str>, all: bool) -> Result<Vec<ListedCode>> {
+        let rows: Vec<ListedCodeRow> = with_reader!(self, |pool| {
+            sqlx::query_as(
+                "SELECT c.id AS id, u.clinic_id AS clinic_id, u.login_id AS login_id, c.user_id AS user_id,
+                        c.failures AS failures, c.max_failures AS max_failures, c.expires_at AS expires_at,
+                        c.used_at AS used_at, c.voided_at AS voided_at, c.void_reason AS void_reason,
+                        c.created_at AS created_at
+                 FROM enrollment_codes c JOIN users u ON u.id = c.user_id
+                 WHERE ($1 IS NULL OR u.clinic_id = $1) AND ($2 OR (c.used_at IS NULL AND c.voided_at IS NULL))
+                 ORDER BY c.created_at DESC, c.id",
+            )
+            .bind(clinic_id)
+            .bind(all)
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ListedCode {
+                clinic_id: r.clinic_id,
+                login_id: r.login_id,
+                code: EnrollmentCode {
+                    id: r.id,
+                    user_id: r.user_id,
+                    failures: r.failures,
+                    max_failures: r.max_failures,
+                    expires_at: r.expires_at,
+                    used_at: r.used_at,
+                    voided_at: r.voided_at,
+                    void_reason: r.void_reason,
+                    created_at: r.created_at,
+                },
+            })
+            .collect())
     }
 
     /// The user's most relevant code: the open one if any, else the newest.

@@ -1,6 +1,6 @@
 //! Login lockout: failed password checks counted per login key (issue 15).
 
-use super::{Backend, Result, Store, with_pool, with_reader, write_optional};
+use super::{Backend, Result, Store, row, with_pool, with_reader, write_optional};
 
 impl Store {
     /// Until when `login_key` is locked, if it is locked at `now`.
@@ -64,12 +64,35 @@ impl Store {
         Ok(LoginReservation::Refused { until: until.unwrap_or(now + rules.lockout_secs) })
     }
 
+    /// Forgets `login_key`'s failures and lock (an operator's `user unlock`); returns what was
+    /// forgotten, `None` when there was nothing.
+    pub async fn unlock_login(&self, login_key: &str) -> Result<Option<LockState>> {
+        let row = write_optional!(
+            self,
+            LockState,
+            "DELETE FROM login_attempts WHERE login_key = $1 RETURNING failures, locked_until",
+            login_key
+        )?;
+        Ok(row)
+    }
+
     /// Forgets failures after a successful login.
     pub async fn clear_login_failures(&self, login_key: &str) -> Result<()> {
         with_pool!(self, |pool| {
             sqlx::query("DELETE FROM login_attempts WHERE login_key = $1").bind(login_key).execute(pool).await.map(|r| r.rows_affected())
         })?;
         Ok(())
+    }
+}
+
+row! {
+    /// A login key's count as [`Store::unlock_login`] found it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct LockState {
+        /// Failed (or reserved) checks in the current window.
+        pub failures: i64,
+        /// Until when it was locked (it may have run out already).
+        pub locked_until: Option<i64>,
     }
 }
 

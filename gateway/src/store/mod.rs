@@ -32,11 +32,11 @@ pub use audit::{AuditEvent, AuditHead, AuditKey, AuditRecord, AuditVerification,
 pub use cards::{CardChallenge, CardCredential, CardPurpose, NewCardChallenge, NewCardCredential};
 pub use ceremonies::{CeremonyPurpose, NewCeremony, TakenCeremony};
 pub use clinics::{Clinic, ClinicCert, ClinicCertBinding, NewClinicCert};
-pub use db::{Error, Precondition, Result, Store, sqlx_unavailable};
-pub use enrollment::{CodeCheck, EnrollmentCode, IssuedCode};
+pub use db::{Error, Precondition, Result, SchemaStatus, Store, sqlx_unavailable};
+pub use enrollment::{CodeCheck, EnrollmentCode, IssuedCode, ListedCode};
 pub use authenticators::LinkAuthorisation;
 pub use fido::{FidoCredential, NewFidoCredential};
-pub use lockout::{LockoutRules, LoginReservation};
+pub use lockout::{LockState, LockoutRules, LoginReservation};
 pub use sessions::{LoadedSession, SessionMove, SessionSignIn};
 pub use signing::{
     AuthMethod, AuthenticatorUse, EndReason, NewSigningSession, OpenedSession, Opening, SessionFilter, SigningSession,

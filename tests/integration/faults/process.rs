@@ -36,7 +36,7 @@ fn gateway_main() {
     let argv: Vec<String> = serde_json::from_str(argv.to_str().unwrap()).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut input = std::io::BufReader::new(std::io::stdin());
-    let code = runtime.block_on(gateway::cli::run(argv, &mut std::io::stdout(), &mut input));
+    let code = runtime.block_on(gateway::cli::run(argv, &mut std::io::stdout(), &mut std::io::stderr(), &mut input));
     std::process::exit(code);
 }
 
@@ -163,7 +163,7 @@ impl Setup {
         assert!(status.success() && out.contains("audit log intact"), "audit verify: {status}\n{out}");
         let file = self.prepared.dir.path().join("audit.jsonl");
         let path = file.to_str().unwrap();
-        let (status, out) = self.admin(&["audit", "export", "--output", path]).await;
+        let (status, out) = self.admin(&["audit", "export", "--output", path, "--force"]).await;
         assert!(status.success(), "audit export: {status}\n{out}");
         let (mut issued, mut consumed) = (BTreeSet::new(), BTreeSet::new());
         for line in std::fs::read_to_string(&file).unwrap().lines() {
