@@ -29,7 +29,7 @@ fn target(app: &TestApp, login_id: &str, key: &str) -> Vec<String> {
         "--url".to_owned(),
         app.origin(),
         "--ca".to_owned(),
-        public("ca.pem", &pki.server_ca.cert_pem()),
+        public("ca.pem", pki.server_ca.cert_pem()),
         "--clinic-cert".to_owned(),
         public("clinic.pem", &pki.clinic_client.cert_pem),
         "--clinic-key".to_owned(),
