@@ -11,7 +11,6 @@ mod report;
 mod run;
 mod setup;
 mod soak;
-mod soft;
 mod tlsconf;
 mod verify;
 mod workload;

@@ -14,7 +14,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::conn::{Conn, OpError, Reply, Target, empty, with_body};
-use crate::soft::SoftAuthenticator;
+use gateway::check::soft::SoftAuthenticator;
 
 /// The gateway's browser-session cookie.
 const SESSION_COOKIE: &str = "__Host-ninsho";

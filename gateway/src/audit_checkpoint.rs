@@ -56,7 +56,7 @@ pub fn read_private_file(
     Ok(Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {} ({what})", path.display()))?))
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -1,4 +1,4 @@
-//! The `gateway` command line: `serve`, `demo`, `migrate` and `admin …`.
+//! The `gateway` command line: `serve`, `demo`, `migrate`, `admin …` and `check …`.
 //!
 //! [`run`] takes its output and input streams as arguments so tests drive the real CLI
 //! in-process.
@@ -38,6 +38,9 @@ pub enum Command {
     /// Manage clinics, certificates, users, trust anchors and the audit log.
     #[command(subcommand)]
     Admin(crate::admin::AdminCommand),
+    /// End-to-end smoke test of a live deployment with a test account (`check link`, then `check run`).
+    #[command(subcommand)]
+    Check(Box<crate::check::CheckCommand>),
 }
 
 /// Parses `args` and runs the command. Returns the process exit code.
@@ -113,6 +116,7 @@ async fn dispatch(
         Command::Admin(cmd) => {
             crate::admin::run_admin(&config()?, cli.config.as_deref(), cmd, out, err, input, &SystemClock).await
         },
+        Command::Check(cmd) => crate::check::run(*cmd, out, input).await,
     }
 }
 

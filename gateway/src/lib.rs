@@ -10,6 +10,7 @@ pub mod admin;
 pub mod assurance;
 pub mod audit_checkpoint;
 pub mod card_trust;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -75,6 +75,10 @@ pub struct Claims {
     /// The doctor's medical registration number (医籍番号), so the signer can select the key.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub medical_reg_no: Option<String>,
+    /// `true` for a test account's token (docs/design.md §3.10): a signer must not sign a real
+    /// prescription with it. Absent for a real doctor's.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub test: bool,
     /// SCAL2-style binding: base64url hashes the signer may sign, in order.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub hashes: Option<Vec<String>>,

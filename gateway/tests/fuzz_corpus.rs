@@ -62,6 +62,7 @@ fn claims(nbf: i64, exp: i64) -> gateway::tokens::Claims {
         jti: gateway::tokens::new_jti(nbf),
         cnf: gateway::tokens::Confirmation { x5t_s256: "x5t".into() },
         medical_reg_no: Some("123456".into()),
+        test: false,
         hashes: Some(vec!["aGFzaA".into()]),
         hash_alg: Some(gateway::tokens::SHA256_OID.into()),
         num_signatures: Some(1),

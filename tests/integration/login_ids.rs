@@ -69,6 +69,7 @@ async fn admin_refuses_a_login_id_spelled_like_an_existing_one(db: Db) {
         medical_reg_no: Some("888888"),
         password_hash: "$argon2id$not-used",
         password_temporary: false,
+        test_account: false,
     };
     assert!(matches!(app.store().add_user(&user, app.clock.unix()).await, Err(Error::Conflict(_))));
     app.stop().await;
@@ -94,6 +95,7 @@ async fn medical_reg_no_is_unique_per_clinic(db: Db) {
         medical_reg_no: Some("123456"),
         password_hash: "$argon2id$not-used",
         password_temporary: false,
+        test_account: false,
     };
     assert!(matches!(app.store().add_user(&user, app.clock.unix()).await, Err(Error::Conflict(_))));
 

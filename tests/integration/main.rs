@@ -11,6 +11,7 @@ mod admin_cli;
 mod asvs_doc;
 mod audit;
 mod card_login;
+mod check;
 mod connections;
 mod demo;
 mod e2e;

@@ -41,6 +41,24 @@ pub enum UserCommand {
         #[arg(long)]
         permanent: bool,
     },
+    /// Add a test account for `gateway check` (docs/design.md §3.10): a doctor-kind account with
+    /// no 医籍番号, marked as a test account for good. Its signing tokens carry `"test": true`.
+    /// Without --password-stdin a password is generated and printed once; it is permanent (the
+    /// check signs in unattended).
+    AddTest {
+        /// Clinic code.
+        #[arg(long)]
+        clinic: String,
+        /// Login ID (unique within the clinic).
+        #[arg(long)]
+        login_id: String,
+        /// Name shown for the account.
+        #[arg(long, default_value = "gateway check")]
+        name: String,
+        /// Read the password from the first line of standard input (it must pass the strength rule).
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// List users.
     List {
         /// Only this clinic.
@@ -110,6 +128,12 @@ pub(super) async fn run(
             writeln!(out, "added {} {login_id} ({id}) to clinic {clinic}", kind.as_str())?;
             print_password(out, password_stdin, permanent, &password)?;
         }
+        UserCommand::AddTest { clinic, login_id, name, password_stdin } => {
+            let choice = password_choice(input, password_stdin)?;
+            let (id, password) = admin.user_add_test(&hasher()?, &clinic, &login_id, &name, choice).await?;
+            writeln!(out, "added test account {login_id} ({id}) to clinic {clinic}")?;
+            print_password(out, password_stdin, true, &password)?;
+        }
         UserCommand::List { clinic } => {
             for u in store.list_users(clinic.as_deref()).await? {
                 let state = if u.enabled { "enabled" } else { "disabled" };
@@ -119,7 +143,8 @@ pub(super) async fn run(
                     u.clinic_id,
                     u.login_id,
                     u.kind.as_str(),
-                    u.medical_reg_no.as_deref().unwrap_or("-"),
+                    // A test account never has a 医籍番号: its column says what it is instead.
+                    if u.test_account { "test" } else { u.medical_reg_no.as_deref().unwrap_or("-") },
                     u.id,
                     u.name
                 )?;
@@ -153,6 +178,16 @@ pub(super) async fn run(
     Ok(())
 }
 
+/// What `user add` and `user add-test` give a new account besides its clinic and login ID.
+#[derive(Clone, Copy)]
+struct Account<'a> {
+    kind: UserKind,
+    name: &'a str,
+    medical_reg_no: Option<&'a str>,
+    permanent: bool,
+    test: bool,
+}
+
 impl Admin<'_> {
     /// `user unlock`: forgets the login ID's failed attempts and lock; audited when there was
     /// anything to forget. The account must exist (an operator unlocks a person, not a guess).
@@ -182,11 +217,40 @@ impl Admin<'_> {
         password: PasswordChoice,
         permanent: bool,
     ) -> anyhow::Result<(String, Zeroizing<String>)> {
+        let account = Account { kind, name, medical_reg_no, permanent, test: false };
+        self.add_account(hasher, clinic_id, login_id, &account, password).await
+    }
+
+    /// `user add-test`: a doctor-kind test account without 医籍番号, its password permanent.
+    /// Returns its id and password. Audited as `user.add_test`.
+    pub async fn user_add_test(
+        &self,
+        hasher: &PasswordHasher,
+        clinic_id: &str,
+        login_id: &str,
+        name: &str,
+        password: PasswordChoice,
+    ) -> anyhow::Result<(String, Zeroizing<String>)> {
+        let account = Account { kind: UserKind::Doctor, name, medical_reg_no: None, permanent: true, test: true };
+        self.add_account(hasher, clinic_id, login_id, &account, password).await
+    }
+
+    async fn add_account(
+        &self,
+        hasher: &PasswordHasher,
+        clinic_id: &str,
+        login_id: &str,
+        account: &Account<'_>,
+        password: PasswordChoice,
+    ) -> anyhow::Result<(String, Zeroizing<String>)> {
+        let Account { kind, name, medical_reg_no, permanent, test } = *account;
         validate_login_id(login_id)?;
         if name.trim().is_empty() {
             bail!("name must not be empty");
         }
         match (kind, medical_reg_no) {
+            (UserKind::Doctor, Some(_)) if test => bail!("a test account never has a medical registration number"),
+            (UserKind::Doctor, None) if test => {}
             (UserKind::Doctor, None) => bail!("a doctor needs --medical-reg-no (医籍番号)"),
             (UserKind::Doctor, Some(n)) if n.is_empty() || n.len() > 16 || !n.chars().all(|c| c.is_ascii_digit()) => {
                 bail!("--medical-reg-no must be 1–16 digits, got {n:?}")
@@ -212,12 +276,13 @@ impl Admin<'_> {
             medical_reg_no,
             password_hash: &hash,
             password_temporary: !permanent,
+            test_account: test,
         };
         // The unique indexes decide if another command added the same account meanwhile.
         conflict_or(self.store.add_user(&user, self.now).await, || {
             format!("login ID {login_id} or its medical registration number already exists in clinic {clinic_id}")
         })?;
-        self.audit("user.add", id.clone()).await?;
+        self.audit(if test { "user.add_test" } else { "user.add" }, id.clone()).await?;
         Ok((id, password))
     }
 

@@ -356,6 +356,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0010_keyed_audit_chain.sql"),
         include_str!("../../../migrations/postgres/0010_keyed_audit_chain.sql"),
     ),
+    (
+        11,
+        "test accounts",
+        include_str!("../../../migrations/sqlite/0011_test_accounts.sql"),
+        include_str!("../../../migrations/postgres/0011_test_accounts.sql"),
+    ),
 ];
 
 fn migrator(postgres: bool) -> sqlx::migrate::Migrator {

@@ -76,6 +76,8 @@ pub struct IssueContext {
     pub is_doctor: bool,
     /// 医籍番号.
     pub medical_reg_no: Option<String>,
+    /// A test account (docs/design.md §3.10).
+    pub test_account: bool,
     /// The open signing session, if any.
     pub session: Option<OpenSession>,
 }
@@ -148,6 +150,7 @@ row! {
         user_enabled: Option<bool>,
         kind: Option<String>,
         medical_reg_no: Option<String>,
+        test_account: Option<bool>,
         session_id: Option<String>,
         method: Option<String>,
         amr: Option<String>,
@@ -278,6 +281,7 @@ impl Store {
                     EXISTS (SELECT 1 FROM service_client_clinics cc WHERE cc.client_id = c.id AND cc.clinic_id = $2)
                         AS serves_clinic,
                     u.id AS user_id, u.enabled AS user_enabled, u.kind AS kind, u.medical_reg_no AS medical_reg_no,
+                    u.test_account AS test_account,
                     s.id AS session_id, s.method AS method, s.amr AS amr, s.acr AS acr, s.auth_time AS auth_time,
                     s.expires_at AS expires_at, s.idle_secs AS idle_secs, s.last_activity_at AS last_activity_at
              FROM service_clients c
@@ -298,7 +302,7 @@ impl Store {
                     }
                     _ => None,
                 };
-                Some(IssueContext { user_id, enabled, is_doctor: kind == "doctor", medical_reg_no: r.medical_reg_no, session })
+                Some(IssueContext { user_id, enabled, is_doctor: kind == "doctor", medical_reg_no: r.medical_reg_no, test_account: r.test_account.unwrap_or(false), session })
             }
             _ => None,
         };

@@ -62,8 +62,8 @@ impl Store {
         with_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO users (id, clinic_id, login_id, login_folded, kind, name, medical_reg_no, password_hash, enabled,
-                    created_at, updated_at, password_temporary, password_set_at)
-                 VALUES ($1, $2, $3, $9, $4, $5, $6, $7, TRUE, $8, $8, $10, $8)",
+                    created_at, updated_at, password_temporary, password_set_at, test_account)
+                 VALUES ($1, $2, $3, $9, $4, $5, $6, $7, TRUE, $8, $8, $10, $8, $11)",
             )
             .bind(user.id)
             .bind(user.clinic_id)
@@ -75,6 +75,7 @@ impl Store {
             .bind(now)
             .bind(crate::login_id::fold(user.login_id))
             .bind(user.password_temporary)
+            .bind(user.test_account)
             .execute(pool).await.map(|r| r.rows_affected())
         })?;
         Ok(())
@@ -246,11 +247,13 @@ pub struct NewUser<'a> {
     pub password_hash: &'a str,
     /// The user must choose a new password at the next login.
     pub password_temporary: bool,
+    /// A test account (`admin user add-test`): a doctor without 医籍番号, for `gateway check`.
+    pub test_account: bool,
 }
 
 macro_rules! user_columns {
     () => {
-        "id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at, password_temporary, password_set_at"
+        "id, clinic_id, login_id, kind, name, medical_reg_no, password_hash, enabled, created_at, password_temporary, password_set_at, test_account"
     };
 }
 use user_columns;
@@ -269,6 +272,7 @@ row! {
         created_at: i64,
         password_temporary: bool,
         password_set_at: i64,
+        test_account: bool,
     }
 }
 
@@ -299,6 +303,8 @@ pub struct User {
     /// When the password was last set (Unix seconds): a temporary one expires
     /// `login.temporary_password_secs` later.
     pub password_set_at: i64,
+    /// A test account (docs/design.md §3.10): never a real doctor's; its tokens say so.
+    pub test_account: bool,
 }
 
 impl std::fmt::Debug for User {
@@ -322,6 +328,7 @@ impl TryFrom<UserRow> for User {
             created_at: r.created_at,
             password_temporary: r.password_temporary,
             password_set_at: r.password_set_at,
+            test_account: r.test_account,
         })
     }
 }

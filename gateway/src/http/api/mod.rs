@@ -82,6 +82,9 @@ struct SessionQuery {
 #[derive(Serialize)]
 struct SessionState {
     active: bool,
+    /// The doctor is a test account (docs/design.md §3.10); `gateway check` runs only for one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    test_account: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,8 +110,10 @@ async fn session_state(
     let call = EmrCall::resolve(&state, "GET /api/v1/signing-sessions", &peer, query, |q| (&q.clinic_id, &q.doctor_id)).await?;
     let now = state.clock.unix();
     let ctx = call.doctor(&state, &call.request.clinic_id, &call.request.doctor_id).await?.clone();
+    let test_account = ctx.test_account;
     let inactive = |reason| SessionState {
         active: false,
+        test_account,
         session_id: None,
         method: None,
         acr: None,
@@ -123,6 +128,7 @@ async fn session_state(
             Err(e) => inactive(e.code()),
             Ok(()) => SessionState {
                 active: true,
+                test_account,
                 session_id: Some(s.id),
                 method: Some(s.method),
                 acr: Some(s.acr),
@@ -287,6 +293,7 @@ async fn issue(
             jti: tokens::new_jti(now),
             cnf: Confirmation { x5t_s256: call.x5t_s256.clone() },
             medical_reg_no: ctx.medical_reg_no.clone(),
+            test: ctx.test_account,
             hashes: hashes.clone(),
             hash_alg: hash_alg.clone(),
             num_signatures,
@@ -338,6 +345,9 @@ struct ConsumeRequest {
 struct ConsumeResponse {
     sub: String,
     medical_reg_no: Option<String>,
+    /// A test account's token (docs/design.md §3.10): never sign a real prescription with it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    test: bool,
     clinic_id: String,
     session_id: String,
     amr: Vec<String>,
@@ -414,6 +424,7 @@ async fn consume(
     Ok(Json(ConsumeResponse {
         sub: claims.sub,
         medical_reg_no: claims.medical_reg_no,
+        test: claims.test,
         clinic_id: claims.clinic,
         session_id: claims.sid,
         amr: claims.amr,
