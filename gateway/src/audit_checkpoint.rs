@@ -31,7 +31,7 @@ pub fn random_bytes<const N: usize>() -> anyhow::Result<Zeroizing<[u8; N]>> {
 }
 
 /// Reads a secret file, creating it first (mode 0600, with `generate`'s content) if it does not
-/// exist. A file readable by other users is refused.
+/// exist. A file readable by other users is refused ([`private_mode_allowed`]).
 pub fn read_private_file(
     path: &Path,
     what: &str,
@@ -45,15 +45,46 @@ pub fn read_private_file(
         write_private(path, contents.as_bytes())?;
         tracing::warn!(path = %path.display(), "created a new {what} file; every instance must use the same one");
     }
+    read_existing_private_file(path, what)
+}
+
+/// Reads a configured secret file, which must exist: it is never generated, since every instance
+/// has to read the same secret (decision 0014). A file readable by other users is refused
+/// ([`private_mode_allowed`]).
+pub fn read_existing_private_file(path: &Path, what: &str) -> anyhow::Result<Zeroizing<String>> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{} ({what}) does not exist", path.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("{} ({what})", path.display())),
+    };
+    if !meta.is_file() {
+        bail!("{} ({what}) is not a regular file", path.display());
+    }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(path)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            bail!("{} ({what}) is readable by other users (mode {:o}); chmod 600 it", path.display(), mode & 0o777);
+        use std::os::unix::fs::MetadataExt as _;
+        let mode = meta.mode() & 0o777;
+        if !private_mode_allowed(mode, meta.uid()) {
+            bail!(
+                "{} ({what}) is readable by other users (mode {mode:o}, owner uid {}); chmod 600 it \
+                 (a secret mounted by the platform may instead be root's with group read only, 0640 or 0440)",
+                path.display(),
+                meta.uid()
+            );
         }
     }
     Ok(Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {} ({what})", path.display()))?))
+}
+
+/// Whether a secret file with permission bits `mode` owned by `owner` is private enough: no
+/// bits for group or others, or, for a file owned by root, group read and nothing more. The
+/// second form is how Kubernetes mounts a secret for a pod's `fsGroup` (root-owned, group read
+/// added to the file's mode): a group the platform chose grants the read, and neither the gateway
+/// nor that group can change or widen it (decision 0014).
+pub fn private_mode_allowed(mode: u32, owner: u32) -> bool {
+    mode & 0o077 == 0 || (owner == 0 && mode & 0o037 == 0)
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
@@ -86,6 +117,16 @@ impl CheckpointKey {
             let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| anyhow::anyhow!("key generation failed"))?;
             Ok(Zeroizing::new(STANDARD.encode(pkcs8.as_ref())))
         })?;
+        Self::from_text(path, &text)
+    }
+
+    /// Reads a configured key file (base64 PKCS#8), which must exist.
+    pub fn from_existing_file(path: &Path) -> anyhow::Result<Self> {
+        let text = read_existing_private_file(path, "audit checkpoint key")?;
+        Self::from_text(path, &text)
+    }
+
+    fn from_text(path: &Path, text: &str) -> anyhow::Result<Self> {
         let der = Zeroizing::new(
             STANDARD.decode(text.trim()).map_err(|_| anyhow::anyhow!("{}: the checkpoint key is not valid base64", path.display()))?,
         );

@@ -13,6 +13,7 @@ mod audit;
 mod card_login;
 mod connections;
 mod demo;
+mod deploy;
 mod e2e;
 mod faults;
 mod fido_login;

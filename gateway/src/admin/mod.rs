@@ -149,8 +149,10 @@ pub async fn run_admin(
     input: &mut (dyn BufRead + Send),
     clock: &dyn Clock,
 ) -> anyhow::Result<()> {
+    // The database first: a refused one (database.require) leaves no key file behind.
+    let url = config.database_url()?;
     let key = config.audit_key().context("audit key")?;
-    let store = Store::connect(&config.database_url(), 2).await?.with_audit_key(key);
+    let store = Store::connect(&url, 2).await?.with_audit_key(key);
     store.migrate().await?;
     let result = admin_on(&store, config, command, out, input, clock).await;
     store.close().await;
