@@ -22,6 +22,10 @@ deploy/check-requirements.txt), itself a step of tests/run.sh:
   workspace member's Cargo.toml copied into the dependency layer; and stub-workspace.sh's tree
   loads with `cargo tree --locked`.
 
+With NINSHO_GATEWAY_BIN and TEST_DATABASE_URL (tests/run.sh sets both), rehearse_compose.py also
+runs the compose setup as processes on loopback: the same configuration, secrets script and
+haproxy.cfg, two real gateways on PostgreSQL, requests through the balancer, a drain.
+
 Then the same checks run on deliberately broken copies, each of which must be refused: a check
 that passes everything would pass them too.
 """
@@ -501,6 +505,16 @@ def broken_copies():
 def main() -> int:
     f = files()
     problems = all_checks(f, DEPLOY / "compose" / "haproxy.cfg") + check_stub_workspace() + check_secrets_init()
+    gateway, database = os.environ.get("NINSHO_GATEWAY_BIN"), os.environ.get("TEST_DATABASE_URL")
+    if gateway and database and not problems:
+        import rehearse_compose
+
+        problems += rehearse_compose.rehearse(gateway, database)
+        if not problems:
+            print("deploy/check.py: compose rehearsal on loopback (init-secrets.sh, two gateways on PostgreSQL, "
+                  "haproxy.cfg): both instances serve the public origin, a drained one leaves the balancer")
+    else:
+        print("deploy/check.py: no compose rehearsal (NINSHO_GATEWAY_BIN and TEST_DATABASE_URL unset; tests/run.sh sets them)")
     for p in problems:
         print(f"FAIL {p}")
     if problems:

@@ -3,6 +3,8 @@
 # these machines have no container engine and no cluster. A step of tests/run.sh; see
 # deploy/check.py for what is checked. Needs python3 with venv, haproxy and cargo (tests/run.sh
 # installs them); the Python packages go into a virtualenv under target/ (or $DEPLOY_CHECK_DIR).
+# With NINSHO_GATEWAY_BIN and TEST_DATABASE_URL set (tests/run.sh sets both) it also rehearses the
+# compose setup with real gateways and haproxy on loopback (deploy/rehearse_compose.py; psql, curl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${DEPLOY_CHECK_DIR:-$PWD/target/deploy-check}

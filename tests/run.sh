@@ -55,12 +55,13 @@ log "npm ci (tests/e2e)"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 log "building"
 cargo build --workspace --all-features --all-targets --locked
-# The deployment files (compose, haproxy, Kubernetes, Dockerfile), checked offline: these machines
-# have no container engine and no cluster. Fails on a broken manifest, and shows that it does.
-log "deployment files (deploy/check.sh)"
-./deploy/check.sh
 # The process fault tests (tests/integration/faults/process.rs) run this gateway binary, just built.
 export NINSHO_GATEWAY_BIN=$(realpath "${CARGO_TARGET_DIR:-target}/debug/gateway")
+# The deployment files (compose, haproxy, Kubernetes, Dockerfile), checked offline: these machines
+# have no container engine and no cluster. Fails on a broken manifest, and shows that it does; with
+# the binary above and PostgreSQL it also rehearses the compose setup as processes on loopback.
+log "deployment files (deploy/check.sh)"
+./deploy/check.sh
 log "Rust tests (unit, card stack, integration and browser tests on SQLite and PostgreSQL)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast
