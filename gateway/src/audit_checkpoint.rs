@@ -66,25 +66,64 @@ pub fn read_existing_private_file(path: &Path, what: &str) -> anyhow::Result<Zer
     {
         use std::os::unix::fs::MetadataExt as _;
         let mode = meta.mode() & 0o777;
-        if !private_mode_allowed(mode, meta.uid()) {
+        let me = ProcessIds::current();
+        if !private_mode_allowed(mode, meta.uid(), meta.gid(), me.as_ref()) {
             bail!(
-                "{} ({what}) is readable by other users (mode {mode:o}, owner uid {}); chmod 600 it \
-                 (a secret mounted by the platform may instead be root's with group read only, 0640 or 0440)",
+                "{} ({what}) is readable by other users (mode {mode:o}, owner uid {}, group {}); chmod 600 it \
+                 (a secret mounted by the platform may instead be root's, mode 0640 or 0440, with a group this \
+                 process runs in)",
                 path.display(),
-                meta.uid()
+                meta.uid(),
+                meta.gid()
             );
         }
     }
     Ok(Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {} ({what})", path.display()))?))
 }
 
-/// Whether a secret file with permission bits `mode` owned by `owner` is private enough: no
-/// bits for group or others, or, for a file owned by root, group read and nothing more. The
+/// Whether a secret file with permission bits `mode`, owned by `owner` and `group`, is private
+/// enough for a process with the ids `me`: no bits for group or others; or a file of root's with
+/// group read and nothing more, when that group is one this process (not root) runs in. The
 /// second form is how Kubernetes mounts a secret for a pod's `fsGroup` (root-owned, group read
-/// added to the file's mode): a group the platform chose grants the read, and neither the gateway
-/// nor that group can change or widen it (decision 0014).
-pub fn private_mode_allowed(mode: u32, owner: u32) -> bool {
-    mode & 0o077 == 0 || (owner == 0 && mode & 0o037 == 0)
+/// added, the fsGroup among the container's groups): the platform granted the read to the
+/// gateway's group, and neither the gateway nor that group can widen it. Unknown ids (`None`)
+/// allow the first form only (decision 0014).
+pub fn private_mode_allowed(mode: u32, owner: u32, group: u32, me: Option<&ProcessIds>) -> bool {
+    if mode & 0o077 == 0 {
+        return true;
+    }
+    let Some(me) = me else { return false };
+    owner == 0 && mode & 0o037 == 0 && me.uid != 0 && (me.gid == group || me.groups.contains(&group))
+}
+
+/// This process's effective user and group ids and its supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessIds {
+    /// Effective user id.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl ProcessIds {
+    /// From `/proc/self/status` (Linux); `None` where it cannot be read or parsed.
+    pub fn current() -> Option<Self> {
+        Self::parse_status(&std::fs::read_to_string("/proc/self/status").ok()?)
+    }
+
+    /// Parses the `Uid:`, `Gid:` (real, effective, saved, filesystem) and `Groups:` lines of
+    /// `/proc/<pid>/status`. Any of them missing or malformed: `None`.
+    pub fn parse_status(text: &str) -> Option<Self> {
+        let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(str::split_whitespace);
+        let effective = |name: &str| -> Option<u32> {
+            let ids: Vec<u32> = field(name)?.map(str::parse).collect::<Result<_, _>>().ok()?;
+            (ids.len() == 4).then(|| ids[1])
+        };
+        let groups = field("Groups:")?.map(str::parse).collect::<Result<Vec<u32>, _>>().ok()?;
+        Some(Self { uid: effective("Uid:")?, gid: effective("Gid:")?, groups })
+    }
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {

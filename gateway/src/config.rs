@@ -77,9 +77,10 @@ pub struct TokensConfig {
     /// The key-encryption key for token signing keys at rest, base64 of 32 bytes. Prefer
     /// `key_encryption_key_file`; not together with it.
     pub key_encryption_key: String,
-    /// File holding the base64 key-encryption key (mode 0600, or root's with group read only);
-    /// it must exist. Empty with no key above means `<data_dir>/token-kek`, created on first
-    /// start: fine for one instance, but several instances must share the same key.
+    /// File holding the base64 key-encryption key (mode 0600, or root's with group read only for
+    /// a group this process runs in); it must exist. Empty with no key above means
+    /// `<data_dir>/token-kek`, created on first start: fine for one instance, but several
+    /// instances must share the same key.
     pub key_encryption_key_file: PathBuf,
     /// How often each instance re-reads the signing keys (rotation takes effect within this).
     pub key_refresh_secs: u64,
@@ -121,9 +122,10 @@ pub struct AuditConfig {
     /// The audit key (HMAC-SHA256 of the chain), base64 of 32 bytes. Prefer `key_file`; not
     /// together with it.
     pub key: String,
-    /// File holding the base64 audit key (mode 0600, or root's with group read only); it must
-    /// exist. Empty with no key above means `<data_dir>/audit-key`, created on first start:
-    /// fine for one instance, but several instances must share the same key.
+    /// File holding the base64 audit key (mode 0600, or root's with group read only for a group
+    /// this process runs in); it must exist. Empty with no key above means
+    /// `<data_dir>/audit-key`, created on first start: fine for one instance, but several
+    /// instances must share the same key.
     pub key_file: PathBuf,
     /// File holding the Ed25519 checkpoint signing key (base64 PKCS#8, mode 0600); it must
     /// exist. Empty means `<data_dir>/audit-checkpoint-key`, created on first use.
@@ -255,7 +257,8 @@ pub struct DatabaseConfig {
     /// `sqlite://<data_dir>/gateway.db`.
     pub url: String,
     /// File holding the URL (it carries the PostgreSQL password): mode 0600, or root's with group
-    /// read only, as container secrets are mounted. Not together with `url`.
+    /// read only for a group this process runs in, as Kubernetes mounts secrets. Not together
+    /// with `url`.
     pub url_file: PathBuf,
     /// `postgres`: refuse to start (`serve`, `migrate`, `admin`) unless the URL is a PostgreSQL
     /// one, so a replica whose URL went missing never runs on a private SQLite file.

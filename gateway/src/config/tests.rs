@@ -242,26 +242,58 @@ fn configured_key_files_must_exist_and_are_never_generated() {
 }
 
 #[test]
-fn private_files_allow_owner_only_or_root_with_group_read() {
-    use crate::audit_checkpoint::private_mode_allowed;
-    for (mode, owner, allowed) in [
-        (0o600, 65532, true),
-        (0o400, 65532, true),
-        (0o600, 0, true),
-        // Kubernetes: a secret volume with fsGroup is root's, group-readable.
-        (0o440, 0, true),
-        (0o640, 0, true),
-        (0o440, 65532, false),
-        (0o640, 1000, false),
-        (0o660, 0, false),
-        (0o650, 0, false),
-        (0o444, 0, false),
-        (0o604, 0, false),
-        (0o644, 65532, false),
-        (0o777, 0, false),
+fn private_files_allow_owner_only_or_root_with_group_read_for_our_group() {
+    use crate::audit_checkpoint::{ProcessIds, private_mode_allowed};
+    // The gateway in a pod: uid 65532, gid 65532, fsGroup 65532 among its groups.
+    let pod = ProcessIds { uid: 65532, gid: 65532, groups: vec![65532] };
+    let supplementary = ProcessIds { uid: 65532, gid: 65532, groups: vec![2000] };
+    let root = ProcessIds { uid: 0, gid: 0, groups: vec![0, 100] };
+    for (mode, owner, group, me, allowed) in [
+        (0o600, 65532, 65532, Some(&pod), true),
+        (0o400, 65532, 65532, Some(&pod), true),
+        (0o600, 0, 0, Some(&root), true),
+        (0o600, 1000, 1000, None, true),
+        // Kubernetes: a secret volume with fsGroup is root's, group-readable for the pod's group.
+        (0o440, 0, 65532, Some(&pod), true),
+        (0o640, 0, 65532, Some(&pod), true),
+        (0o440, 0, 2000, Some(&supplementary), true),
+        // ...but not for a group the process is not in, nor for a process running as root (the
+        // group then only widens who else reads it), nor when the ids are unknown.
+        (0o440, 0, 100, Some(&pod), false),
+        (0o640, 0, 100, Some(&root), false),
+        (0o440, 0, 65532, None, false),
+        (0o440, 65532, 65532, Some(&pod), false),
+        (0o640, 1000, 65532, Some(&pod), false),
+        (0o660, 0, 65532, Some(&pod), false),
+        (0o650, 0, 65532, Some(&pod), false),
+        (0o444, 0, 65532, Some(&pod), false),
+        (0o604, 0, 65532, Some(&pod), false),
+        (0o644, 65532, 65532, Some(&pod), false),
+        (0o777, 0, 65532, Some(&pod), false),
     ] {
-        assert_eq!(private_mode_allowed(mode, owner), allowed, "mode {mode:o} owner {owner}");
+        assert_eq!(private_mode_allowed(mode, owner, group, me), allowed, "mode {mode:o} owner {owner} group {group} {me:?}");
     }
+}
+
+#[test]
+fn process_ids_are_parsed_from_proc_status() {
+    use crate::audit_checkpoint::ProcessIds;
+    let status = "Name:\tgateway\nUmask:\t0022\nUid:\t1000\t65532\t65532\t65532\nGid:\t1001\t65533\t65533\t65533\nFDSize:\t64\nGroups:\t65533 2000 \nNStgid:\t1\n";
+    assert_eq!(ProcessIds::parse_status(status), Some(ProcessIds { uid: 65532, gid: 65533, groups: vec![65533, 2000] }));
+    let no_groups = status.replace("Groups:\t65533 2000 ", "Groups:\t");
+    assert_eq!(ProcessIds::parse_status(&no_groups).map(|p| p.groups), Some(vec![]));
+    for broken in [
+        status.replace("Uid:\t1000\t65532\t65532\t65532\n", ""),
+        status.replace("\t65533\t65533\t65533", "\t65533"),
+        status.replace("2000", "x"),
+        status.replace("Groups:", "Grps:"),
+    ] {
+        assert_eq!(ProcessIds::parse_status(&broken), None, "{broken:?}");
+    }
+    // This process: its own ids, as the kernel reports them.
+    let me = ProcessIds::current().expect("/proc/self/status on Linux");
+    let meta = std::fs::metadata("/proc/self").unwrap();
+    assert_eq!(me.uid, std::os::unix::fs::MetadataExt::uid(&meta));
 }
 
 #[test]
