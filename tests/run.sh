@@ -13,8 +13,10 @@ log() { printf '\n== %s\n' "$*"; }
 # real PC/SC stack with a virtual reader and an independent card oracle. curl: the demo smoke
 # test's independent HTTPS client. chromium: the browser tests (tests/e2e, driven by playwright-core;
 # never a downloaded browser). nodejs/npm: only when the machine has no Node.js.
-# postgresql: only when no server answers on 127.0.0.1:5432.
-PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium)
+# postgresql: only when no server answers on 127.0.0.1:5432. haproxy, python3-venv: the offline
+# checks of deploy/ (deploy/check.sh: `haproxy -c` of the compose load balancer, and a virtualenv
+# for the Kubernetes and Compose schema checks).
+PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium haproxy python3-venv)
 command -v npm >/dev/null || PKGS+=(nodejs npm)
 pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 pg_up || PKGS+=(postgresql)
@@ -55,6 +57,11 @@ log "building"
 cargo build --workspace --all-features --all-targets --locked
 # The process fault tests (tests/integration/faults/process.rs) run this gateway binary, just built.
 export NINSHO_GATEWAY_BIN=$(realpath "${CARGO_TARGET_DIR:-target}/debug/gateway")
+# The deployment files (compose, haproxy, Kubernetes, Dockerfile), checked offline: these machines
+# have no container engine and no cluster. Fails on a broken manifest, and shows that it does; with
+# the binary above and PostgreSQL it also rehearses the compose setup as processes on loopback.
+log "deployment files (deploy/check.sh)"
+./deploy/check.sh
 log "Rust tests (unit, card stack, integration and browser tests on SQLite and PostgreSQL)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast

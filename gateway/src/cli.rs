@@ -1,4 +1,4 @@
-//! The `gateway` command line: `serve`, `demo`, `migrate`, `admin …` and `check …`.
+//! The `gateway` command line: `serve`, `demo`, `migrate`, `healthcheck`, `admin …` and `check …`.
 //!
 //! [`run`] takes its output and input streams as arguments so tests drive the real CLI
 //! in-process.
@@ -35,12 +35,27 @@ pub enum Command {
     /// Create or upgrade the database (and the audit key on a first installation), then exit.
     /// Run it once per upgrade, before the new version serves; admin commands never migrate.
     Migrate,
+    /// Ask a running gateway's ops listener whether it is ready; exit 0 if it answers 200, 1
+    /// otherwise. For container healthchecks (the image has no shell and no curl).
+    Healthcheck(HealthcheckArgs),
     /// Manage clinics, certificates, users, trust anchors and the audit log.
     #[command(subcommand)]
     Admin(crate::admin::AdminCommand),
     /// End-to-end smoke test of a live deployment with a test account (`check link`, then `check run`).
     #[command(subcommand)]
     Check(Box<crate::check::CheckCommand>),
+}
+
+/// `gateway healthcheck`.
+#[derive(Debug, clap::Args)]
+pub struct HealthcheckArgs {
+    /// The URL to ask (plain http). Default: `/readyz` on the configured `ops.listen`, an
+    /// unspecified address (0.0.0.0, ::) replaced by loopback.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// How long to wait for the answer, in milliseconds (100..=60000).
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
 }
 
 /// Parses `args` and runs the command. Returns the process exit code.
@@ -105,7 +120,7 @@ async fn dispatch(
         }
         Command::Migrate => {
             let config = config()?;
-            let store = Store::connect(&config.database_url(), 1).await?;
+            let store = Store::connect(&config.database_url()?, 1).await?;
             store.migrate().await?;
             writeln!(out, "migrations applied ({})", store.backend_name())?;
             // The audit key the admin commands and every instance link rows under: read, or
@@ -115,8 +130,54 @@ async fn dispatch(
         }
         Command::Admin(cmd) => {
             crate::admin::run_admin(&config()?, cli.config.as_deref(), cmd, out, err, input, &SystemClock).await
-        },
+        }
         Command::Check(cmd) => crate::check::run(*cmd, out, input).await,
+        Command::Healthcheck(ref args) => {
+            let url = match &args.url {
+                Some(url) => url.clone(),
+                None => healthcheck_url(&config()?),
+            };
+            healthcheck(&url, args.timeout_ms, out).await
+        }
     }
+}
+
+/// `/readyz` on the configured ops listener, reached over loopback when it listens on every
+/// address.
+fn healthcheck_url(config: &Config) -> String {
+    let mut addr = config.ops.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}/readyz")
+}
+
+/// GET `url`; Ok when it answers 200, an error naming what it answered (or why nothing answered)
+/// otherwise.
+async fn healthcheck(url: &str, timeout_ms: u64, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--url {url:?} is not a URL: {e}"))?;
+    if parsed.scheme() != "http" || parsed.host().is_none() {
+        anyhow::bail!("--url {url:?} must be an http:// URL of the ops listener (it serves plain HTTP)");
+    }
+    if !(100..=60_000).contains(&timeout_ms) {
+        anyhow::bail!("--timeout-ms must be between 100 and 60000");
+    }
+    // No proxy: the ops listener is local, whatever HTTP_PROXY the container inherited.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_millis(timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    // The chain of causes ("connection refused") is printed with the error (`run`).
+    let response = client.get(parsed).send().await.with_context(|| format!("not ready: {url}"))?;
+    let status = response.status();
+    if status != reqwest::StatusCode::OK {
+        anyhow::bail!("not ready: {url} answered {status}");
+    }
+    writeln!(out, "ready: {url} answered {status}")?;
+    Ok(())
 }
 

@@ -2,6 +2,11 @@
 //! variables (`__` separates nesting levels: `GATEWAY_SERVER__LISTEN`). Environment beats file.
 //! Unknown keys are errors, and everything is checked once at start-up ([`Config::validate`]).
 //!
+//! Every secret can come from a file instead of a value (`database.url_file`,
+//! `tokens.key_encryption_key_file`, `audit.key_file`), so none has to sit in the environment;
+//! setting both the value and the file is an error, and a configured file must exist and be
+//! private (decision 0014).
+//!
 //! Longer than most files on purpose: every section's keys, defaults and checks are in this one
 //! file so that an operator's question "what does this key do, and what is its default" has one
 //! place to look (the example configuration is checked against it).
@@ -20,6 +25,10 @@ pub const EXAMPLE: &str = include_str!("../../deploy/gateway.example.toml");
 
 /// Upper bound of `server.max_body_bytes`: bodies are buffered whole before a handler runs.
 const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Upper bound of `login.password_hash_concurrency`: 256 slots of the default 19 MiB are
+/// already 4.75 GiB of argon2 memory.
+const MAX_PASSWORD_HASH_CONCURRENCY: usize = 256;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -65,10 +74,11 @@ pub struct TokensConfig {
     pub default_ttl_secs: i64,
     /// Longest lifetime a request may ask for (at most 300).
     pub max_ttl_secs: i64,
-    /// The key-encryption key for token signing keys at rest, base64 of 32 bytes. Prefer the
-    /// environment (`GATEWAY_TOKENS__KEY_ENCRYPTION_KEY`) or `key_encryption_key_file`.
+    /// The key-encryption key for token signing keys at rest, base64 of 32 bytes. Prefer
+    /// `key_encryption_key_file`; not together with it.
     pub key_encryption_key: String,
-    /// File holding the base64 key-encryption key (mode 0600). Empty with no key above means
+    /// File holding the base64 key-encryption key (mode 0600, or root's with group read only for
+    /// a group this process runs in); it must exist. Empty with no key above means
     /// `<data_dir>/token-kek`, created on first start: fine for one instance, but several
     /// instances must share the same key.
     pub key_encryption_key_file: PathBuf,
@@ -109,15 +119,16 @@ impl fmt::Debug for TokensConfig {
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
-    /// The audit key (HMAC-SHA256 of the chain), base64 of 32 bytes. Prefer the environment
-    /// (`GATEWAY_AUDIT__KEY`) or `key_file`.
+    /// The audit key (HMAC-SHA256 of the chain), base64 of 32 bytes. Prefer `key_file`; not
+    /// together with it.
     pub key: String,
-    /// File holding the base64 audit key (mode 0600). Empty with no key above means
+    /// File holding the base64 audit key (mode 0600, or root's with group read only for a group
+    /// this process runs in); it must exist. Empty with no key above means
     /// `<data_dir>/audit-key`, created on first start: fine for one instance, but several
     /// instances must share the same key.
     pub key_file: PathBuf,
-    /// File holding the Ed25519 checkpoint signing key (base64 PKCS#8, mode 0600). Empty means
-    /// `<data_dir>/audit-checkpoint-key`, created on first use.
+    /// File holding the Ed25519 checkpoint signing key (base64 PKCS#8, mode 0600); it must
+    /// exist. Empty means `<data_dir>/audit-checkpoint-key`, created on first use.
     pub checkpoint_key_file: PathBuf,
     /// How often the server logs a signed checkpoint of the chain's head (target `audit`);
     /// 0 disables.
@@ -242,12 +253,31 @@ pub struct OpsConfig {
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://path` or `postgres://...`. Empty means `sqlite://<data_dir>/gateway.db`.
+    /// `sqlite://path` or `postgres://...`. Empty (and no `url_file`) means
+    /// `sqlite://<data_dir>/gateway.db`.
     pub url: String,
+    /// File holding the URL (it carries the PostgreSQL password): mode 0600, or root's with group
+    /// read only for a group this process runs in, as Kubernetes mounts secrets. Not together
+    /// with `url`.
+    pub url_file: PathBuf,
+    /// `postgres`: refuse to start (`serve`, `migrate`, `admin`) unless the URL is a PostgreSQL
+    /// one, so a replica whose URL went missing never runs on a private SQLite file.
+    pub require: DatabaseRequirement,
     /// Pool size.
     pub max_connections: u32,
     /// How long a request waits for a PostgreSQL connection before it is answered 503.
     pub acquire_timeout_ms: u64,
+}
+
+/// What `database.require` asks of the database URL.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseRequirement {
+    /// SQLite or PostgreSQL (the default).
+    #[default]
+    Any,
+    /// PostgreSQL only: several instances share the database.
+    Postgres,
 }
 
 /// Doctor login.
@@ -274,6 +304,10 @@ pub struct LoginConfig {
     pub argon2_memory_kib: u32,
     /// argon2id iterations.
     pub argon2_iterations: u32,
+    /// Password hashes computed at once; each holds `argon2_memory_kib` while it runs, and the
+    /// gateway keeps one such buffer per slot. 0: one per CPU the process may use (the container's
+    /// CPU quota, not the node's CPUs: see [`Config::password_hash_concurrency`]).
+    pub password_hash_concurrency: usize,
 }
 
 /// The `[fido]` section: `fido::Config` without the origin, which is always the origin of
@@ -434,7 +468,13 @@ impl Default for OpsConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: String::new(), max_connections: 16, acquire_timeout_ms: 1000 }
+        Self {
+            url: String::new(),
+            url_file: PathBuf::new(),
+            require: DatabaseRequirement::Any,
+            max_connections: 16,
+            acquire_timeout_ms: 1000,
+        }
     }
 }
 
@@ -443,7 +483,10 @@ impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseConfig")
             .field("url", &redact_url(&self.url))
+            .field("url_file", &self.url_file)
+            .field("require", &self.require)
             .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
             .finish()
     }
 }
@@ -471,6 +514,7 @@ impl Default for LoginConfig {
             temporary_password_secs: 3 * 24 * 60 * 60,
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
+            password_hash_concurrency: 0,
         }
     }
 }
@@ -574,6 +618,11 @@ impl Config {
         if l.argon2_memory_kib < 8 * 1024 || l.argon2_iterations == 0 {
             return invalid("login.argon2_memory_kib must be at least 8192 and argon2_iterations at least 1");
         }
+        if l.password_hash_concurrency > MAX_PASSWORD_HASH_CONCURRENCY {
+            return Err(ConfigError::Invalid(format!(
+                "login.password_hash_concurrency must be between 0 (one per CPU) and {MAX_PASSWORD_HASH_CONCURRENCY}"
+            )));
+        }
         let s = &self.signing_session;
         if s.absolute_secs <= 0 || s.idle_secs <= 0 {
             return invalid("signing_session.absolute_secs and idle_secs must be positive");
@@ -624,22 +673,75 @@ impl Config {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
         }
-        if !self.database.url.is_empty()
-            && !self.database.url.starts_with("sqlite:")
-            && !self.database.url.starts_with("postgres:")
-            && !self.database.url.starts_with("postgresql:")
-        {
-            return invalid("database.url must start with sqlite: or postgres:");
+        // A secret given twice: which one wins would be a silent choice (decision 0014).
+        for (value, file, name) in [
+            (self.database.url.is_empty(), &self.database.url_file, "database.url"),
+            (self.tokens.key_encryption_key.is_empty(), &self.tokens.key_encryption_key_file, "tokens.key_encryption_key"),
+            (self.audit.key.is_empty(), &self.audit.key_file, "audit.key"),
+        ] {
+            if !value && !file.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid(format!("{name} and {name}_file are both set: set one of them")));
+            }
+        }
+        // The URL itself when it is given as a value; from a file, when it is read.
+        if self.database.url_file.as_os_str().is_empty() {
+            self.check_database_url(&self.database.url).map_err(ConfigError::Invalid)?;
         }
         Ok(())
     }
 
-    /// The database URL, with the default SQLite file in the data directory.
-    pub fn database_url(&self) -> String {
-        if self.database.url.is_empty() {
-            format!("sqlite://{}", self.data_dir.join("gateway.db").display())
-        } else {
+    /// A database URL as this configuration accepts it: `sqlite:` or `postgres:`, and PostgreSQL
+    /// when `database.require = "postgres"` (empty means the SQLite file in `data_dir`).
+    fn check_database_url(&self, url: &str) -> Result<(), String> {
+        let postgres = url.starts_with("postgres:") || url.starts_with("postgresql:");
+        if !url.is_empty() && !postgres && !url.starts_with("sqlite:") {
+            return Err("database.url must start with sqlite: or postgres:".into());
+        }
+        if self.database.require == DatabaseRequirement::Postgres && !postgres {
+            let what = if url.is_empty() {
+                format!("no database URL is set (neither database.url nor database.url_file), so this instance would use its own SQLite file {}", self.data_dir.join("gateway.db").display())
+            } else {
+                "the database URL is a SQLite one".to_owned()
+            };
+            return Err(format!(
+                "database.require = \"postgres\", but {what}: refusing to start (set database.url_file to a file with the postgres:// URL)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL: `database.url`, or the contents of `database.url_file` (trailing
+    /// whitespace dropped), or the default SQLite file in the data directory. Checked against
+    /// `database.require`, so every command that opens the database refuses the wrong one.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        let url = if self.database.url_file.as_os_str().is_empty() {
             self.database.url.clone()
+        } else {
+            let text = crate::audit_checkpoint::read_existing_private_file(&self.database.url_file, "database URL")?;
+            let url = text.trim_end().to_owned();
+            if url.is_empty() || url.contains(['\n', '\r']) {
+                anyhow::bail!("{} (database URL) must hold one URL on one line", self.database.url_file.display());
+            }
+            url
+        };
+        if let Err(e) = self.check_database_url(&url) {
+            match self.database.url_file.as_os_str().is_empty() {
+                true => anyhow::bail!("{e}"),
+                false => anyhow::bail!("{e} (the URL read from {})", self.database.url_file.display()),
+            }
+        }
+        if url.is_empty() { Ok(format!("sqlite://{}", self.data_dir.join("gateway.db").display())) } else { Ok(url) }
+    }
+
+    /// How many password hashes run at once: `login.password_hash_concurrency`, or when it is 0
+    /// one per CPU this process may use. `std::thread::available_parallelism` already counts the
+    /// affinity mask and, on Linux, the cgroup v1 and v2 CPU quota (rounded down, at least 1), so
+    /// a container limited to 2 CPUs gets 2 whatever the node has. A container without a CPU
+    /// limit gets the node's CPUs; such deployments set the key (decision 0014).
+    pub fn password_hash_concurrency(&self) -> usize {
+        match self.login.password_hash_concurrency {
+            0 => crate::password::auto_concurrency(),
+            n => n,
         }
     }
 
@@ -674,17 +776,17 @@ impl Config {
     }
 
     /// The key-encryption key for token signing keys: from the configuration value, else the
-    /// configured file, else `<data_dir>/token-kek` (created on first use).
+    /// configured file (which must exist), else `<data_dir>/token-kek` (created on first use).
     pub fn token_kek(&self) -> anyhow::Result<crate::tokens::Kek> {
         if !self.tokens.key_encryption_key.is_empty() {
             return crate::tokens::Kek::from_base64(&self.tokens.key_encryption_key);
         }
-        let path = if self.tokens.key_encryption_key_file.as_os_str().is_empty() {
-            self.data_dir.join("token-kek")
-        } else {
-            self.tokens.key_encryption_key_file.clone()
-        };
-        crate::tokens::Kek::from_file(&path)
+        if self.tokens.key_encryption_key_file.as_os_str().is_empty() {
+            return crate::tokens::Kek::from_file(&self.data_dir.join("token-kek"));
+        }
+        let path = &self.tokens.key_encryption_key_file;
+        let text = crate::audit_checkpoint::read_existing_private_file(path, "token key-encryption key")?;
+        crate::tokens::Kek::from_base64(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     /// The audit key: from the configuration value, else the configured file, else
@@ -694,11 +796,15 @@ impl Config {
             return crate::store::AuditKey::from_base64(&self.audit.key);
         }
         let path = self.audit_key_path();
-        let text = crate::audit_checkpoint::read_private_file(&path, "audit key", || {
-            use base64::Engine as _;
-            let bytes = crate::audit_checkpoint::random_bytes::<32>()?;
-            Ok(zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref())))
-        })?;
+        let text = if self.audit.key_file.as_os_str().is_empty() {
+            crate::audit_checkpoint::read_private_file(&path, "audit key", || {
+                use base64::Engine as _;
+                let bytes = crate::audit_checkpoint::random_bytes::<32>()?;
+                Ok(zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref())))
+            })?
+        } else {
+            crate::audit_checkpoint::read_existing_private_file(&path, "audit key")?
+        };
         crate::store::AuditKey::from_base64(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
@@ -708,15 +814,14 @@ impl Config {
         if self.audit.key_file.as_os_str().is_empty() { self.data_dir.join("audit-key") } else { self.audit.key_file.clone() }
     }
 
-    /// The checkpoint signing key: `audit.checkpoint_key_file`, else
+    /// The checkpoint signing key: `audit.checkpoint_key_file` (which must exist), else
     /// `<data_dir>/audit-checkpoint-key` (created on first use).
     pub fn audit_checkpoint_key(&self) -> anyhow::Result<crate::audit_checkpoint::CheckpointKey> {
-        let path = if self.audit.checkpoint_key_file.as_os_str().is_empty() {
-            self.data_dir.join("audit-checkpoint-key")
+        if self.audit.checkpoint_key_file.as_os_str().is_empty() {
+            crate::audit_checkpoint::CheckpointKey::from_file(&self.data_dir.join("audit-checkpoint-key"))
         } else {
-            self.audit.checkpoint_key_file.clone()
-        };
-        crate::audit_checkpoint::CheckpointKey::from_file(&path)
+            crate::audit_checkpoint::CheckpointKey::from_existing_file(&self.audit.checkpoint_key_file)
+        }
     }
 }
 

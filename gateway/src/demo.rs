@@ -169,7 +169,7 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
     debug_assert_eq!(config.log.format, LogFormat::Pretty);
 
     // Database content.
-    let store = Store::connect(&config.database_url(), 2).await?.with_audit_key(config.audit_key()?);
+    let store = Store::connect(&config.database_url()?, 2).await?.with_audit_key(config.audit_key()?);
     store.migrate().await?;
     let admin = Admin { store: &store, now: now.unix_timestamp() };
     admin.clinic_add(CLINIC_ID, "ニンショウ内科クリニック").await?;

@@ -1,8 +1,9 @@
 //! Password hashing with argon2id (RFC 9106), run on the blocking pool so a login never stalls
-//! the async workers. At most one hash per CPU runs at a time: each one holds its memory cost
-//! (19 MiB by default), so a burst of logins must queue rather than multiply the process's memory.
+//! the async workers. At most `login.password_hash_concurrency` hashes run at a time (by default
+//! one per CPU the process may use): each one holds its memory cost (19 MiB by default), so a
+//! burst of logins must queue rather than multiply the process's memory (decision 0014).
 //!
-//! Verification (every login) reuses argon2's working memory: one buffer per CPU, allocated on
+//! Verification (every login) reuses argon2's working memory: one buffer per slot, allocated on
 //! first use and kept. Allocating it per login let each allocator arena keep its own freed copy
 //! (glibc raises its mmap threshold after the first large free), which grew the process by tens of
 //! MiB during a burst of logins and never gave it back.
@@ -23,7 +24,7 @@ use zeroize::Zeroizing;
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
-    /// Bounds concurrent hashes (and so argon2's memory) to the number of CPUs.
+    /// Bounds concurrent hashes (and so argon2's memory) to the configured concurrency.
     permits: std::sync::Arc<tokio::sync::Semaphore>,
     /// A hash of a random password, verified against when the login ID does not exist so that
     /// unknown and known IDs cost the same time.
@@ -50,17 +51,31 @@ impl std::fmt::Debug for PasswordHasher {
 pub struct HashError(String);
 
 impl PasswordHasher {
-    /// argon2id with `memory_kib` and `iterations`, one lane.
+    /// argon2id with `memory_kib` and `iterations`, one lane, one hash per CPU at a time
+    /// ([`auto_concurrency`]).
     pub fn new(memory_kib: u32, iterations: u32) -> Result<Self, HashError> {
+        Self::with_concurrency(memory_kib, iterations, auto_concurrency())
+    }
+
+    /// argon2id with `memory_kib` and `iterations`, one lane, at most `concurrency` hashes at a
+    /// time (and so at most `concurrency` working buffers of `memory_kib` kept). 0 is refused.
+    pub fn with_concurrency(memory_kib: u32, iterations: u32, concurrency: usize) -> Result<Self, HashError> {
+        if concurrency == 0 {
+            return Err(HashError("the password hash concurrency must be at least 1".into()));
+        }
         let params = Params::new(memory_kib, iterations, 1, None).map_err(|e| HashError(e.to_string()))?;
-        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(cpus));
-        let memory = std::sync::Arc::new(Mutex::new(Vec::with_capacity(cpus)));
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let memory = std::sync::Arc::new(Mutex::new(Vec::with_capacity(concurrency)));
         let mut hasher =
-            Self { params, permits, dummy: String::new(), memory, slots: cpus, verifications: Counter::default() };
+            Self { params, permits, dummy: String::new(), memory, slots: concurrency, verifications: Counter::default() };
         let random: [u8; 24] = rand::random();
         hasher.dummy = hasher.hash_blocking(&hex::encode(random))?;
         Ok(hasher)
+    }
+
+    /// How many hashes may run at once.
+    pub fn concurrency(&self) -> usize {
+        self.slots
     }
 
     /// Counts verifications on `counter` (shared with the metrics registry).
@@ -144,6 +159,14 @@ impl PasswordHasher {
         let computed = Output::new(&out).map_err(|e| err(&e))?;
         Ok(computed == expected)
     }
+}
+
+/// One password hash per CPU this process may use: `std::thread::available_parallelism`, which
+/// on Linux counts the affinity mask and the cgroup v1 and v2 CPU quota (rounded down, at least
+/// 1), so it follows a container's CPU limit, not the node's CPUs (decision 0014). 2 when it
+/// cannot tell.
+pub fn auto_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 /// Passwords shipped with the product that are refused outright (gateway/data/README.md says
@@ -316,6 +339,35 @@ mod tests {
         let pool = h.memory.lock().unwrap_or_else(PoisonError::into_inner);
         assert!(!pool.is_empty() && pool.len() <= h.slots, "{} buffers for {} permits", pool.len(), h.slots);
         assert!(pool.iter().all(|b| b.len() == 1024), "1 KiB blocks");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_configured_concurrency_bounds_running_hashes_and_kept_buffers() -> Result<(), HashError> {
+        assert!(PasswordHasher::with_concurrency(1024, 1, 0).is_err(), "0 slots would block every login");
+        let h = PasswordHasher::with_concurrency(1024, 1, 3)?;
+        assert_eq!(h.concurrency(), 3);
+        let stored = h.hash(pw("x")).await?;
+        // Hold two of the three permits: a third login still runs, a fourth would wait.
+        let held = h.permits.clone().acquire_many_owned(2).await.map_err(|e| HashError(e.to_string()))?;
+        assert!(h.verify(pw("x"), Some(stored.clone())).await?);
+        assert_eq!(h.permits.available_permits(), 1);
+        drop(held);
+        let mut logins = Vec::new();
+        for _ in 0..24 {
+            let h = h.clone();
+            let stored = stored.clone();
+            logins.push(tokio::spawn(async move { h.verify(pw("x"), Some(stored)).await }));
+        }
+        for l in logins {
+            assert!(l.await.map_err(|e| HashError(e.to_string()))??);
+        }
+        let pool = h.memory.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(!pool.is_empty() && pool.len() <= 3, "{} buffers for 3 slots", pool.len());
+        assert_eq!(h.permits.available_permits(), 3);
+        // The automatic default is the std count this process may use, never 0.
+        assert_eq!(auto_concurrency(), std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get));
+        assert!(PasswordHasher::new(1024, 1)?.concurrency() >= 1);
         Ok(())
     }
 

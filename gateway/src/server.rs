@@ -79,9 +79,10 @@ impl Application {
         // start-up naming the files, before a port is taken or the database touched.
         tls::Identity::check_files(&config.tls.cert, &config.tls.key).context("server certificate (tls.cert, tls.key)")?;
         let acquire = std::time::Duration::from_millis(config.database.acquire_timeout_ms);
-        let store = Store::connect_with(&config.database_url(), config.database.max_connections, acquire)
+        let url = config.database_url()?;
+        let store = Store::connect_with(&url, config.database.max_connections, acquire)
             .await
-            .with_context(|| format!("database {}", crate::config::redact_url(&config.database_url())))?;
+            .with_context(|| format!("database {}", crate::config::redact_url(&url)))?;
         store.migrate().await.context("migrations")?;
         // A database that reads but does not take writes (a read-only SQLite file or directory, a
         // PostgreSQL standby) would answer every login and token with an error: refuse to start.
@@ -118,8 +119,18 @@ impl Application {
         });
         let ops = TcpListener::bind(config.ops.listen).await.with_context(|| format!("bind {}", config.ops.listen))?;
         let metrics = Metrics::new();
-        let passwords = PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations)?
-            .counting(metrics.password_verifications());
+        let passwords = PasswordHasher::with_concurrency(
+            config.login.argon2_memory_kib,
+            config.login.argon2_iterations,
+            config.password_hash_concurrency(),
+        )?
+        .counting(metrics.password_verifications());
+        // What the memory limit of a container must leave room for (decision 0014).
+        tracing::info!(
+            password_hash_concurrency = passwords.concurrency(),
+            argon2_memory_kib = config.login.argon2_memory_kib,
+            "password hashing: at most this many at once, each holding argon2_memory_kib"
+        );
         let fido = fido::Service::new(&config.fido_config()).context("fido")?;
         let s = &config.signing_session;
         if s.beyond_aal3 {

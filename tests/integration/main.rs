@@ -14,6 +14,7 @@ mod card_login;
 mod check;
 mod connections;
 mod demo;
+mod deploy;
 mod e2e;
 mod faults;
 mod fido_login;

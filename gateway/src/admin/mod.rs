@@ -193,7 +193,8 @@ pub async fn run_admin(
     input: &mut (dyn BufRead + Send),
     clock: &dyn Clock,
 ) -> anyhow::Result<()> {
-    let url = config.database_url();
+    // The database first: a refused one (database.require) leaves no key file behind.
+    let url = config.database_url()?;
     if let Some(path) = url.strip_prefix("sqlite://").map(Path::new).filter(|p| !p.exists()) {
         match config_file {
             Some(file) => bail!(
