@@ -75,11 +75,12 @@ impl Application {
     /// Connects to the database, migrates it, builds TLS from the configured server certificate
     /// and the stored trust anchors, and binds both listeners.
     pub async fn build(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
-        // The server certificate and key first: a wrong path or a key of another certificate stops
-        // start-up naming the files, before a port is taken or the database touched.
+        // The configured files before anything else: the database URL (its file, `database.require`),
+        // then the server certificate and key, so a wrong path or a key of another certificate
+        // stops start-up naming the files, before a port is taken or the database touched.
+        let url = config.database_url()?;
         tls::Identity::check_files(&config.tls.cert, &config.tls.key).context("server certificate (tls.cert, tls.key)")?;
         let acquire = std::time::Duration::from_millis(config.database.acquire_timeout_ms);
-        let url = config.database_url()?;
         let store = Store::connect_with(&url, config.database.max_connections, acquire)
             .await
             .with_context(|| format!("database {}", crate::config::redact_url(&url)))?;
