@@ -13,8 +13,9 @@ log() { printf '\n== %s\n' "$*"; }
 # real PC/SC stack with a virtual reader and an independent card oracle. curl: the demo smoke
 # test's independent HTTPS client. chromium: the browser tests (tests/e2e, driven by playwright-core;
 # never a downloaded browser). nodejs/npm: only when the machine has no Node.js.
-# postgresql: only when no server answers on 127.0.0.1:5432.
-PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium)
+# postgresql: only when no server answers on 127.0.0.1:5432. prometheus: its promtool checks and
+# unit-tests the alert rules of deploy/monitoring (tests/integration/metrics.rs).
+PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium prometheus)
 command -v npm >/dev/null || PKGS+=(nodejs npm)
 pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 pg_up || PKGS+=(postgresql)
@@ -25,6 +26,10 @@ if ((${#missing[@]})); then
   if [ "$(id -u)" != 0 ]; then echo "tests/run.sh: run as root to install: ${missing[*]}" >&2; exit 1; fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Where systemd runs, the prometheus package starts its server (on :9090); only promtool is wanted.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 # --- PostgreSQL ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ mod fido_login;
 mod login;
 mod login_form;
 mod login_ids;
+mod metrics;
 mod schema;
 mod sessions;
 mod tls_gate;
