@@ -17,7 +17,7 @@ use crate::helpers::*;
 type Labels = BTreeSet<(String, String)>;
 
 /// One parsed scrape: its samples and the type of each metric family.
-struct Scrape {
+pub(crate) struct Scrape {
     text: String,
     samples: Vec<(String, Labels, f64)>,
     /// `# TYPE` lines: family name → `counter`, `gauge`, `histogram`.
@@ -25,7 +25,7 @@ struct Scrape {
 }
 
 impl Scrape {
-    async fn of(app: &TestApp) -> Scrape {
+    pub(crate) async fn of(app: &TestApp) -> Scrape {
         Scrape::parse(app.metrics().await)
     }
 
@@ -47,12 +47,12 @@ impl Scrape {
     }
 
     /// The value of the sample `name` with exactly `labels`.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let want: Labels = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         self.samples.iter().find(|(n, l, _)| n == name && *l == want).map(|s| s.2)
     }
 
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.get(name, labels).unwrap_or_else(|| panic!("{name}{labels:?} is not in the scrape:\n{}", self.text))
     }
 

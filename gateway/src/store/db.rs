@@ -493,7 +493,10 @@ impl Store {
     }
 
     /// SQLite's write lock, its wait recorded (every write takes it: decision 0007).
-    pub(super) async fn lock_writer<'w>(&self, writer: &'w tokio::sync::Mutex<inline::InlineWriter>) -> tokio::sync::MutexGuard<'w, inline::InlineWriter> {
+    pub(super) async fn lock_writer<'w>(
+        &self,
+        writer: &'w tokio::sync::Mutex<inline::InlineWriter>,
+    ) -> tokio::sync::MutexGuard<'w, inline::InlineWriter> {
         let start = Instant::now();
         let guard = writer.lock().await;
         self.metrics.waited(start.elapsed());

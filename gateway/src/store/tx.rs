@@ -74,8 +74,9 @@ pub(super) fn rows_sql(head: &str, tail: &str, first: usize, columns: usize, row
 }
 
 /// Runs `$body` (an expression using `$tx: &mut Tx`) in one transaction on `$store`: committed if
-/// it returns `Ok`, rolled back otherwise. The body is compiled once per backend.
-/// The audit rows it appended are counted once it has committed.
+/// it returns `Ok`, rolled back otherwise. The body is compiled once per backend. The audit rows
+/// it appended are counted in the metrics once it has committed; the wait for its connection
+/// (PostgreSQL) or the write lock (SQLite) is recorded.
 macro_rules! transaction {
     ($store:expr, |$tx:ident| $body:expr) => {
         match &$store.backend {
