@@ -52,6 +52,11 @@ impl Scrape {
         self.samples.iter().find(|(n, l, _)| n == name && *l == want).map(|s| s.2)
     }
 
+    /// The label sets of every sample named `name`.
+    pub(crate) fn samples_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Labels> + 'a {
+        self.samples.iter().filter(move |(n, _, _)| n == name).map(|(_, labels, _)| labels)
+    }
+
     pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.get(name, labels).unwrap_or_else(|| panic!("{name}{labels:?} is not in the scrape:\n{}", self.text))
     }
