@@ -15,8 +15,9 @@ log() { printf '\n== %s\n' "$*"; }
 # never a downloaded browser). nodejs/npm: only when the machine has no Node.js.
 # postgresql: only when no server answers on 127.0.0.1:5432. haproxy, python3-venv: the offline
 # checks of deploy/ (deploy/check.sh: `haproxy -c` of the compose load balancer, and a virtualenv
-# for the Kubernetes and Compose schema checks).
-PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium haproxy python3-venv)
+# for the Kubernetes and Compose schema checks). prometheus: its promtool checks and unit-tests the
+# alert rules of deploy/monitoring (tests/integration/metrics.rs).
+PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium haproxy python3-venv prometheus)
 command -v npm >/dev/null || PKGS+=(nodejs npm)
 pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 pg_up || PKGS+=(postgresql)
@@ -27,6 +28,10 @@ if ((${#missing[@]})); then
   if [ "$(id -u)" != 0 ]; then echo "tests/run.sh: run as root to install: ${missing[*]}" >&2; exit 1; fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Where systemd runs, the prometheus package starts its server (on :9090); only promtool is wanted.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 # --- PostgreSQL ---------------------------------------------------------------------------------

@@ -10,8 +10,11 @@
 //! once what it reports is durable and audited. Opening a signing session appends its events in
 //! its own transaction, and administrative events append on their own.
 
+use std::time::{Duration, Instant};
+
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::GroupCommitMetrics;
 use crate::store::{AuditEvent, ConsumedToken, NewConsume, NewIssuedToken, Store};
 
 /// Messages queued before senders wait.
@@ -48,23 +51,26 @@ impl std::fmt::Debug for Msg {
     }
 }
 
+/// A message and when it was queued (for the wait the metrics report).
+type Queued = (Msg, Instant);
+
 /// Handle to the writer task.
 #[derive(Clone, Debug)]
 pub struct GroupCommit {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<Queued>,
 }
 
 impl GroupCommit {
-    /// Starts the writer task on `store`.
-    pub fn start(store: Store) -> Self {
+    /// Starts the writer task on `store`, recording each transaction into `metrics`.
+    pub fn start(store: Store, metrics: GroupCommitMetrics) -> Self {
         let (tx, rx) = mpsc::channel(CAPACITY);
-        tokio::spawn(run(store, rx));
+        tokio::spawn(run(store, metrics, rx));
         Self { tx }
     }
 
     async fn send<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> Result<T, NotCommitted> {
         let (done, reply) = oneshot::channel();
-        self.tx.send(msg(done)).await.map_err(|_| NotCommitted)?;
+        self.tx.send((msg(done), Instant::now())).await.map_err(|_| NotCommitted)?;
         reply.await.unwrap_or(Err(NotCommitted))
     }
 
@@ -89,7 +95,7 @@ impl GroupCommit {
     /// Waits until everything queued before this call has been written or refused.
     pub async fn flush(&self) {
         let (done, reply) = oneshot::channel();
-        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+        if self.tx.send((Msg::Flush(done), Instant::now())).await.is_ok() {
             let _ = reply.await;
         }
     }
@@ -105,10 +111,15 @@ struct Batch {
     events: Vec<(AuditEvent, i64)>,
     event_replies: Vec<Reply<()>>,
     flushes: Vec<oneshot::Sender<()>>,
+    /// When the oldest message of the batch was queued.
+    oldest: Option<Instant>,
 }
 
 impl Batch {
-    fn add(&mut self, msg: Msg) {
+    fn add(&mut self, (msg, queued): Queued) {
+        if !matches!(msg, Msg::Flush(_)) {
+            self.oldest = Some(self.oldest.map_or(queued, |o| o.min(queued)));
+        }
         match msg {
             Msg::Token(t, done) => {
                 self.tokens.push(t);
@@ -133,19 +144,23 @@ impl Batch {
     /// Writes everything in one transaction, retried once after a short pause (a failover, a
     /// busy SQLite file). Nothing is dropped: if the retry fails too, every waiting request is
     /// told so and answers 503 without claiming anything done.
-    async fn write(&mut self, store: &Store) {
+    async fn write(&mut self, store: &Store, metrics: &GroupCommitMetrics) {
         if self.tokens.is_empty() && self.consumes.is_empty() && self.events.is_empty() {
             for done in self.flushes.drain(..) {
                 let _ = done.send(());
             }
             return;
         }
+        let start = Instant::now();
         let mut result = store.commit_batch(&self.tokens, &self.consumes, &self.events).await;
         if let Err(e) = &result {
             tracing::warn!(error = %e, "group commit failed; retrying once");
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             result = store.commit_batch(&self.tokens, &self.consumes, &self.events).await;
         }
+        let messages = self.tokens.len() + self.consumes.len() + self.events.len();
+        let oldest_wait = self.oldest.take().map_or(Duration::ZERO, |o| o.elapsed());
+        metrics.transaction(messages, start.elapsed(), oldest_wait);
         match result {
             Ok((recorded, consumed)) => {
                 for (done, r) in self.token_replies.drain(..).zip(recorded) {
@@ -186,7 +201,7 @@ impl Batch {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Msg>) {
+async fn run(store: Store, metrics: GroupCommitMetrics, mut rx: mpsc::Receiver<Queued>) {
     let mut batch = Batch::default();
     while let Some(first) = rx.recv().await {
         batch.add(first);
@@ -200,6 +215,6 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Msg>) {
                 Err(_) => break,
             }
         }
-        batch.write(&store).await;
+        batch.write(&store, &metrics).await;
     }
 }

@@ -99,7 +99,8 @@ impl Application {
     pub async fn with_parts(config: Config, store: Store, clock: SharedClock, main: TcpListener) -> anyhow::Result<Self> {
         // The audit key links every row (docs/design.md §3.9); a missing or malformed one stops start-up,
         // and so does a log that still waits for `gateway admin audit rekey`.
-        let store = store.with_audit_key(config.audit_key().context("audit key")?);
+        let metrics = Metrics::new();
+        let store = store.with_audit_key(config.audit_key().context("audit key")?).with_metrics(&metrics);
         if store.audit_head().await?.keyed_from.is_none() {
             anyhow::bail!(
                 "the audit log was written before keyed chaining: stop older instances and run `gateway admin audit rekey` once (docs/design.md §3.9)"
@@ -119,7 +120,6 @@ impl Application {
             version: std::sync::Mutex::new(version),
         });
         let ops = TcpListener::bind(config.ops.listen).await.with_context(|| format!("bind {}", config.ops.listen))?;
-        let metrics = Metrics::new();
         let passwords = PasswordHasher::with_concurrency(
             config.login.argon2_memory_kib,
             config.login.argon2_iterations,
@@ -146,7 +146,7 @@ impl Application {
         let kek = config.token_kek().context("token key-encryption key")?;
         let publish_retired = config.tokens.max_ttl_secs + 2 * i64::try_from(config.tokens.key_refresh_secs).unwrap_or(60) + 60;
         let token_keys = crate::tokens::TokenKeys::load(&store, kek, publish_retired, clock.unix()).await.context("token keys")?;
-        let group_commit = crate::group_commit::GroupCommit::start(store.clone());
+        let group_commit = crate::group_commit::GroupCommit::start(store.clone(), metrics.group_commit());
         let state = AppState(Arc::new(App {
             config,
             store,
@@ -160,7 +160,7 @@ impl Application {
             draining: std::sync::atomic::AtomicBool::new(false),
             handshake_failures: crate::handshake_audit::HandshakeFailures::default(),
         }));
-        state.metrics.observe_anchors(&anchors, state.clock.unix());
+        state.metrics.observe_anchors(&anchors);
         Ok(Self { main, ops, tls, state, checkpoint_key })
     }
 
@@ -211,6 +211,7 @@ impl Application {
         let stop_accepting = async move {
             shutdown.await;
             drain_state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            drain_state.metrics.set_ready(false);
             tracing::info!(drain_secs, "shutting down: unready now, still serving while load balancers take this instance out");
             tokio::time::sleep(Duration::from_secs(drain_secs)).await;
         };
@@ -409,7 +410,7 @@ async fn trust_refresh_loop(state: AppState, tls: Arc<GateTls>, mut stop: tokio:
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "refreshing TLS trust failed; keeping the current anchors"),
         }
         match state.store.list_anchors(None).await {
-            Ok(anchors) => state.metrics.observe_anchors(&anchors, state.clock.unix()),
+            Ok(anchors) => state.metrics.observe_anchors(&anchors),
             Err(e) => tracing::warn!(error = %e, "reading anchors for metrics failed"),
         }
     }

@@ -274,6 +274,14 @@ async fn hpki_link_with_code_then_login_opens_a_session_for_tokens(db: Db) {
     let (status, token) = issue_token(&app).await;
     assert_eq!(status, 200, "{token}");
 
+    // The metrics count the card logins by kind and reason; linking is no login (docs/metrics.md).
+    let m = crate::metrics::Scrape::of(&app).await;
+    let logins = |outcome, reason| m.get("ninsho_logins_total", &[("method", "hpki"), ("outcome", outcome), ("reason", reason)]);
+    assert_eq!(logins("success", "none"), Some(1.0));
+    assert_eq!(logins("failure", "no_card_linked"), Some(1.0));
+    assert_eq!(logins("failure", "response_malformed"), Some(1.0));
+    assert_eq!(m.samples_of("ninsho_logins_total").filter(|l| l.iter().any(|(k, v)| k == "method" && v == "hpki")).count(), 3);
+
     let events = card_events(&app).await;
     let ok: Vec<_> = events.iter().filter(|(o, _)| o == "success").collect();
     assert_eq!(ok.len(), 2, "{events:?}");

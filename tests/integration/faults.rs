@@ -139,6 +139,11 @@ async fn a_postgresql_outage_is_answered_fast_and_recovered_from() {
     let (status, took) = ready(&app).await;
     assert_eq!(status, 503);
     assert!(took < Duration::from_millis(1500), "readyz answered in {took:?}");
+    // What an operator's alerts see (docs/metrics.md): unready, and requests that gave up
+    // waiting for a connection.
+    let m = crate::metrics::Scrape::of(&app).await;
+    assert_eq!(m.value("ninsho_ready", &[]), 0.0);
+    assert!(m.value("ninsho_db_pool_acquire_timeouts_total", &[("pool", "postgres")]) >= 1.0, "{}", app.metrics().await);
     let page = app.clinic_client().get(app.url("/methods")).send().await.unwrap();
     // The browser session lookup needs the database too.
     assert_eq!(page.status(), 503);
@@ -156,6 +161,9 @@ async fn a_postgresql_outage_is_answered_fast_and_recovered_from() {
     }
     assert!(served, "the gateway serves again once PostgreSQL is back");
     assert_eq!(ready(&app).await.0, 200);
+    let m = crate::metrics::Scrape::of(&app).await;
+    assert_eq!(m.value("ninsho_ready", &[]), 1.0);
+    assert_eq!(m.value("ninsho_readiness_checks_total", &[("result", "unready")]), 1.0);
     // The session opened before the outage is still the doctor's.
     let live = app.store().signing_session(&sid).await.unwrap();
     assert!(live.ended_at.is_none());

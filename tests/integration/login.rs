@@ -33,7 +33,7 @@ async fn doctor_logs_in_and_sees_the_three_methods(db: Db) {
 
     let audit = app.store().audit_tail(1).await.unwrap();
     assert_eq!((audit[0].event.as_str(), audit[0].outcome.as_str()), ("login", "success"));
-    assert!(app.metrics().await.contains(r#"ninsho_logins_total{outcome="success"} 1"#));
+    assert!(app.metrics().await.contains(r#"ninsho_logins_total{method="password",outcome="success",reason="none"} 1"#));
     app.stop().await;
 }
 

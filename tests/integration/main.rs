@@ -21,6 +21,7 @@ mod fido_login;
 mod login;
 mod login_form;
 mod login_ids;
+mod metrics;
 mod schema;
 mod sessions;
 mod tls_gate;

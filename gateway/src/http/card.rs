@@ -103,14 +103,19 @@ impl Ceremony {
     /// refused link is also recorded as a failed link (with the code it was tried with).
     async fn refuse_card(&self, f: &Facts, r: Refusal) -> AppError {
         let mut events = vec![self.authentication(f, Outcome::Failure, Some(r.code()))];
+        let method = f.method.map_or("card", AuthMethod::as_str);
         if f.purpose == Some(CardPurpose::Link) {
             events.push(AuditEvent::AuthenticatorLinkFailed {
                 clinic_id: self.doctor.clinic.clinic_id.clone(),
                 user_id: self.doctor.user.id.clone(),
-                kind: f.method.map_or("card", AuthMethod::as_str),
+                kind: method,
                 reason: r.code(),
                 code_id: f.code_id.clone(),
             });
+        } else {
+            // A refused login (docs/metrics.md); `card` while the challenge, and so the kind, is
+            // unknown. Presence checks for linking are no logins.
+            self.state.metrics.login(method, Outcome::Failure, Some(r.code()));
         }
         tracing::info!(reason = r.code(), card.cert_sha256 = f.cert_sha256.as_deref(), "card step refused");
         self.refuse(events, r).await

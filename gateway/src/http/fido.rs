@@ -40,6 +40,8 @@ use crate::store::{
 
 /// Authenticator kind recorded on links and signing sessions.
 pub(super) const KIND: &str = "fido";
+/// The purpose of a presence check that opens a signing session: a login.
+const SIGNING_SESSION: &str = "signing_session";
 
 pub(crate) fn router() -> axum::Router<AppState> {
     // The ceremony routes answer JSON, errors included.
@@ -67,7 +69,7 @@ impl Step {
     fn of(purpose: CeremonyPurpose) -> Self {
         match purpose {
             CeremonyPurpose::Register => Step::Register,
-            CeremonyPurpose::Authenticate => Step::Authenticate("signing_session"),
+            CeremonyPurpose::Authenticate => Step::Authenticate(SIGNING_SESSION),
             CeremonyPurpose::Link => Step::Authenticate("link"),
         }
     }
@@ -76,6 +78,10 @@ impl Step {
 impl Ceremony {
     /// Audits a refusal of a FIDO step and turns it into the JSON error the page shows.
     async fn refuse_step(&self, step: Step, r: Refusal, code_id: Option<String>, authenticator_id: Option<String>) -> AppError {
+        if let Step::Authenticate(SIGNING_SESSION) = step {
+            // A refused login (docs/metrics.md); presence checks for linking are no logins.
+            self.state.metrics.login(KIND, Outcome::Failure, Some(r.code()));
+        }
         let (clinic_id, user_id) = (self.doctor.clinic.clinic_id.clone(), self.doctor.user.id.clone());
         let event = match step {
             Step::Register => AuditEvent::AuthenticatorLinkFailed { clinic_id, user_id, kind: KIND, reason: r.code(), code_id },
@@ -428,7 +434,7 @@ async fn auth_finish(
     let presence = Presence { method: AuthMethod::Fido, authenticator_id: &cred.id, assurance };
     let used = a.used(ctx.state.config.fido.counter_policy);
     if !open_signing_session(&ctx, &presence, used, a.checked.clone()).await? {
-        let step = Step::Authenticate("signing_session");
+        let step = Step::Authenticate(SIGNING_SESSION);
         return Err(ctx.refuse_step(step, Refusal::CounterRegression, None, Some(cred.id.clone())).await);
     }
     Ok(ctx.redirect("authenticated"))

@@ -16,7 +16,7 @@ use super::refusal::Refusal;
 use super::{AppState, CurrentDoctor};
 use crate::assurance::Assurance;
 use crate::enrollment;
-use crate::store::{self, AuditEvent, AuthMethod, AuthenticatorUse, CodeCheck, NewSigningSession, Opening};
+use crate::store::{self, AuditEvent, AuthMethod, AuthenticatorUse, CodeCheck, NewSigningSession, Opening, Outcome};
 
 /// How a presence check authenticated the doctor, for the signing session it opens.
 pub(super) struct Presence<'a> {
@@ -61,6 +61,13 @@ pub(super) async fn open_signing_session(
     match state.store.open_signing_session(&new, now, &opening).await {
         Ok(_) => {
             doctor.session.moved(rotation);
+            // A login (docs/metrics.md), with the check's note if it has one (an allowed
+            // counter regression, a changed backup state).
+            let note = match checked {
+                AuditEvent::Authentication { reason, .. } | AuditEvent::CardAuthentication { reason, .. } => reason,
+                _ => None,
+            };
+            state.metrics.login(p.method.as_str(), Outcome::Success, note);
             Ok(true)
         }
         Err(store::Error::Precondition(store::Precondition::FidoCounter)) => Ok(false),

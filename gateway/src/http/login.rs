@@ -18,7 +18,10 @@ use super::pages;
 use super::refusal::Refusal;
 use super::session::{BrowserSession, LoginState};
 use crate::password::weakness;
-use crate::store::{self, AuditEvent, EndReason, LockoutRules, LoginReservation, SessionFilter, User, UserKind};
+use crate::store::{self, AuditEvent, EndReason, LockoutRules, LoginReservation, Outcome, SessionFilter, User, UserKind};
+
+/// The `method` label of the login form's attempts in `ninsho_logins_total`.
+const PASSWORD: &str = "password";
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -67,12 +70,16 @@ async fn login(
     session: BrowserSession,
     form: std::result::Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response> {
+    // docs/metrics.md: every outcome is counted by reason code (never by login ID).
+    let count = |outcome: Outcome, reason: Option<&'static str>| state.metrics.login(PASSWORD, outcome, reason);
     let Ok(Form(form)) = form else {
+        count(Outcome::Failure, Some(Refusal::MissingFields.code()));
         return Ok(refused(Refusal::MissingFields, lang, &clinic, ""));
     };
     let password = Zeroizing::new(form.password);
     let login_id = form.login_id.trim();
     if login_id.is_empty() || password.is_empty() || login_id.len() > 128 || password.len() > 1024 {
+        count(Outcome::Failure, Some(Refusal::MissingFields.code()));
         return Ok(refused(Refusal::MissingFields, lang, &clinic, login_id));
     }
     let now = state.clock.unix();
@@ -89,8 +96,14 @@ async fn login(
     let locks_until = match state.store.reserve_login_attempt(&key, now, &rules).await? {
         LoginReservation::Reserved { locks_until } => locks_until,
         LoginReservation::Refused { until } => {
-            state.metrics.login("locked");
-            state.store.audit(&AuditEvent::LoginLocked { clinic_id: clinic.clinic_id.clone(), user_id: None, locked_until: until, device: clinic.fingerprint.clone() }, now).await?;
+            count(Outcome::Failure, Some("locked"));
+            let event = AuditEvent::LoginLocked {
+                clinic_id: clinic.clinic_id.clone(),
+                user_id: None,
+                locked_until: until,
+                device: clinic.fingerprint.clone(),
+            };
+            state.store.audit(&event, now).await?;
             return Ok(locked(until));
         }
     };
@@ -119,9 +132,10 @@ async fn login(
                 reason,
                 device: clinic.fingerprint.clone(),
             };
+            count(Outcome::Failure, Some(reason));
             state.store.audit(&event, now).await?;
             if let Some(until) = locks_until {
-                state.metrics.login("locked");
+                state.metrics.lockout();
                 let event = AuditEvent::LoginLocked {
                     clinic_id: clinic.clinic_id.clone(),
                     user_id,
@@ -131,7 +145,6 @@ async fn login(
                 state.store.audit(&event, now).await?;
                 return Ok(locked(until));
             }
-            state.metrics.login("failure");
             return Ok(refused(Refusal::InvalidCredentials, lang, &clinic, login_id));
         }
     };
@@ -140,7 +153,7 @@ async fn login(
     state.store.clear_login_failures(&key).await?;
 
     if user.kind != UserKind::Doctor {
-        state.metrics.login("not_doctor");
+        count(Outcome::Failure, Some("not_doctor"));
         let event =
             AuditEvent::LoginFailed {
                 clinic_id: clinic.clinic_id.clone(),
@@ -154,7 +167,7 @@ async fn login(
 
     // A temporary password is for a first sign-in soon after it was set (ASVS 5.0 V6.4.1).
     if user.password_temporary && now >= user.password_set_at.saturating_add(state.config.login.temporary_password_secs) {
-        state.metrics.login("failure");
+        count(Outcome::Failure, Some("temporary_password_expired"));
         let event = AuditEvent::LoginFailed {
             clinic_id: clinic.clinic_id.clone(),
             user_id: Some(user.id.clone()),
@@ -170,7 +183,7 @@ async fn login(
     let must_change_password = user.password_temporary;
     let login = LoginState { user_id: user.id.clone(), clinic_id: clinic.clinic_id.clone(), login_at: now, must_change_password };
     session.sign_in(login, &clinic).await?;
-    state.metrics.login("success");
+    count(Outcome::Success, None);
     state.store.audit(&AuditEvent::LoginSucceeded { clinic_id: clinic.clinic_id, user_id: user.id }, now).await?;
     let next = if must_change_password { "/password" } else { "/methods" };
     Ok(Redirect::to(next).into_response())
@@ -354,6 +367,7 @@ async fn change_password(
     if !state.passwords.verify(current.clone(), Some(user.password_hash.clone())).await? {
         state.store.audit(&audit_failure(Refusal::PasswordCurrentWrong.code()), now).await?;
         if let Some(until) = locks_until {
+            state.metrics.lockout();
             let event = AuditEvent::LoginLocked {
                 clinic_id: clinic.clinic_id.clone(),
                 user_id: Some(user.id.clone()),

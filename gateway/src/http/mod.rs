@@ -41,7 +41,7 @@ pub use session::{BrowserSession, LoginState};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Route};
 use crate::password::PasswordHasher;
 use crate::store::{self, AuditEvent, Store};
 use crate::tls::PeerCert;
@@ -58,7 +58,7 @@ pub struct App {
     pub store: Store,
     /// The injected clock.
     pub clock: SharedClock,
-    /// Counters.
+    /// Prometheus metrics (docs/metrics.md).
     pub metrics: Metrics,
     /// Password hashing.
     pub passwords: PasswordHasher,
@@ -244,9 +244,13 @@ async fn tag_route(path: MatchedPath, req: Request, next: Next) -> Response {
     res
 }
 
+/// Counts every request of the main listener and records its latency, labelled with the matched
+/// route's template (never the raw path, so the labels stay a fixed set: docs/metrics.md).
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = std::time::Instant::now();
+    let method = crate::metrics::method_label(req.method());
     let res = next.run(req).await;
-    let route = res.extensions().get::<RouteTag>().map_or("other", |t| t.0.as_str());
-    state.metrics.request(route, res.status().as_u16());
+    let route = res.extensions().get::<RouteTag>().map_or(Route::OTHER, |t| Route::matched(t.0.clone()));
+    state.metrics.request(route, method, res.status().as_u16(), start.elapsed());
     res
 }

@@ -19,7 +19,14 @@ pub fn router(state: AppState) -> Router {
 
 /// Ready when the database takes a commit within a second (not only a read): a read-only
 /// SQLite file, a PostgreSQL standby, a lost audit head or an outage report unready, quickly.
+/// Every answer is published as `ninsho_ready` (docs/metrics.md), so flapping shows.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let (status, text) = check(&state).await;
+    state.metrics.readiness_checked(status == StatusCode::OK);
+    (status, text)
+}
+
+async fn check(state: &AppState) -> (StatusCode, &'static str) {
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
@@ -38,5 +45,6 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+    let text = state.metrics.render(state.clock.unix(), &state.store.pool_usage());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }

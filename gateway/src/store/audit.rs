@@ -312,6 +312,7 @@ pub(super) async fn append_audit(tx: &mut Tx<'_>, batch: &AuditBatch<'_>) -> Res
     if let Some(first) = starts_keyed {
         tx_execute!(tx, SET_KEYED_FROM, first)?;
     }
+    tx.audited(rows.iter().map(|r| (r.1, r.2.as_str())));
     Ok(())
 }
 
@@ -352,7 +353,9 @@ impl Store {
     }
 
     async fn append(&self, batch: &AuditBatch<'_>) -> Result<()> {
-        transaction!(self, |tx| append_audit(tx, batch).await)
+        let appended = transaction!(self, |tx| append_audit(tx, batch).await);
+        self.count_audit_failure(&appended);
+        appended
     }
 
     /// The chain's head.

@@ -3,13 +3,14 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::AuditKey;
 use super::inline;
+use crate::metrics::{Metrics, StoreMetrics};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +163,7 @@ macro_rules! with_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.backend {
             Backend::Sqlite { write: $pool, writer, .. } => {
-                let _write_lock = writer.lock().await;
+                let _write_lock = $store.lock_writer(writer).await;
                 $body
             }
             Backend::Postgres($pool) => $body,
@@ -190,9 +191,12 @@ macro_rules! read_optional {
     ($store:expr, $row:ty, $sql:expr $(, $param:expr)* $(,)?) => {
         match &$store.backend {
             Backend::Sqlite { inline, .. } => inline.optional::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
-            Backend::Postgres(pool) => {
-                sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(pool).await.map_err($crate::store::Error::from)
-            }
+            Backend::Postgres(pool) => match $store.acquire(pool).await {
+                Ok(mut conn) => {
+                    sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(&mut *conn).await.map_err($crate::store::Error::from)
+                }
+                Err(e) => Err(e),
+            },
         }
     };
 }
@@ -211,7 +215,10 @@ macro_rules! read_all {
     ($store:expr, $row:ty, $sql:expr $(, $param:expr)* $(,)?) => {
         match &$store.backend {
             Backend::Sqlite { inline, .. } => inline.all::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
-            Backend::Postgres(pool) => sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_all(pool).await.map_err($crate::store::Error::from),
+            Backend::Postgres(pool) => match $store.acquire(pool).await {
+                Ok(mut conn) => sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_all(&mut *conn).await.map_err($crate::store::Error::from),
+                Err(e) => Err(e),
+            },
         }
     };
 }
@@ -222,10 +229,13 @@ pub(crate) use read_all;
 macro_rules! write_execute {
     ($store:expr, $sql:expr $(, $param:expr)* $(,)?) => {
         match &$store.backend {
-            Backend::Sqlite { writer, .. } => writer.lock().await.execute($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
-            Backend::Postgres(pool) => {
-                sqlx::query($sql)$(.bind($param))*.execute(pool).await.map(|r| r.rows_affected()).map_err($crate::store::Error::from)
-            }
+            Backend::Sqlite { writer, .. } => $store.lock_writer(writer).await.execute($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
+            Backend::Postgres(pool) => match $store.acquire(pool).await {
+                Ok(mut conn) => {
+                    sqlx::query($sql)$(.bind($param))*.execute(&mut *conn).await.map(|r| r.rows_affected()).map_err($crate::store::Error::from)
+                }
+                Err(e) => Err(e),
+            },
         }
     };
 }
@@ -236,10 +246,13 @@ pub(crate) use write_execute;
 macro_rules! write_optional {
     ($store:expr, $row:ty, $sql:expr $(, $param:expr)* $(,)?) => {
         match &$store.backend {
-            Backend::Sqlite { writer, .. } => writer.lock().await.optional::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
-            Backend::Postgres(pool) => {
-                sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(pool).await.map_err($crate::store::Error::from)
-            }
+            Backend::Sqlite { writer, .. } => $store.lock_writer(writer).await.optional::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
+            Backend::Postgres(pool) => match $store.acquire(pool).await {
+                Ok(mut conn) => {
+                    sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(&mut *conn).await.map_err($crate::store::Error::from)
+                }
+                Err(e) => Err(e),
+            },
         }
     };
 }
@@ -290,6 +303,21 @@ pub struct Store {
     pub(super) backend: Backend,
     /// Links new audit rows and verifies keyed ones (docs/design.md §3.9); never in the database.
     pub(super) audit_key: Option<Arc<AuditKey>>,
+    /// Audit rows written and failed, and waits for the write path (docs/metrics.md).
+    pub(super) metrics: StoreMetrics,
+}
+
+/// How full one connection pool is, for the metrics (read at scrape time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// `postgres`, or `sqlite_read` (the read-only connections sqlx manages).
+    pub pool: &'static str,
+    /// Connections open.
+    pub open: u32,
+    /// Of which idle.
+    pub idle: u32,
+    /// Most it opens (`database.max_connections`).
+    pub max: u32,
 }
 
 /// Migrations, embedded in the binary: (version, description, SQLite SQL, PostgreSQL SQL).
@@ -463,7 +491,65 @@ impl Store {
                 .await?;
             Backend::Postgres(pool)
         };
-        Ok(Self { backend, audit_key: None })
+        Ok(Self { backend, audit_key: None, metrics: StoreMetrics::default() })
+    }
+
+    /// This store recording into `metrics` (docs/metrics.md): audit rows committed and failed,
+    /// and the waits of its write path, labelled `postgres` (a pooled connection) or
+    /// `sqlite_write` (the one writer, decision 0007).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        let pool = match self.backend {
+            Backend::Sqlite { .. } => "sqlite_write",
+            Backend::Postgres(_) => "postgres",
+        };
+        self.metrics = metrics.store(pool);
+        self
+    }
+
+    /// Usage of the sqlx pools, for the metrics. The SQLite writer is a lock, not a pool: its
+    /// waits are measured instead ([`Store::lock_writer`]).
+    pub fn pool_usage(&self) -> Vec<PoolUsage> {
+        fn usage<DB: sqlx::Database>(pool: &'static str, p: &sqlx::Pool<DB>) -> PoolUsage {
+            let idle = u32::try_from(p.num_idle()).unwrap_or(u32::MAX);
+            PoolUsage { pool, open: p.size(), idle, max: p.options().get_max_connections() }
+        }
+        match &self.backend {
+            Backend::Sqlite { read, .. } => vec![usage("sqlite_read", read)],
+            Backend::Postgres(pool) => vec![usage("postgres", pool)],
+        }
+    }
+
+    /// A PostgreSQL connection from `pool`, its wait recorded. The request paths' statements
+    /// (the `read_*!`, `write_*!` and `transaction!` macros) take theirs here; sqlx would take
+    /// the same one inside `execute(pool)`.
+    pub(super) async fn acquire(&self, pool: &PgPool) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        let start = Instant::now();
+        let conn = pool.acquire().await;
+        self.metrics.waited(start.elapsed());
+        if matches!(conn, Err(sqlx::Error::PoolTimedOut)) {
+            self.metrics.timed_out();
+        }
+        Ok(conn?)
+    }
+
+    /// SQLite's write lock, its wait recorded (every write takes it: decision 0007).
+    pub(super) async fn lock_writer<'w>(
+        &self,
+        writer: &'w tokio::sync::Mutex<inline::InlineWriter>,
+    ) -> tokio::sync::MutexGuard<'w, inline::InlineWriter> {
+        let start = Instant::now();
+        let guard = writer.lock().await;
+        self.metrics.waited(start.elapsed());
+        guard
+    }
+
+    /// Counts `result` of a transaction that was to write audit rows when it failed: everything
+    /// but a refused precondition, which rolls back on purpose and is answered as such.
+    pub(super) fn count_audit_failure<T>(&self, result: &Result<T>) {
+        if matches!(result, Err(e) if !matches!(e, Error::Precondition(_))) {
+            self.metrics.audit_failed();
+        }
     }
 
     /// Applies pending migrations, then fills the columns that only Rust can compute

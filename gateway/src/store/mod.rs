@@ -32,7 +32,7 @@ pub use audit::{AuditEvent, AuditHead, AuditKey, AuditRecord, AuditVerification,
 pub use cards::{CardChallenge, CardCredential, CardPurpose, NewCardChallenge, NewCardCredential};
 pub use ceremonies::{CeremonyPurpose, NewCeremony, TakenCeremony};
 pub use clinics::{Clinic, ClinicCert, ClinicCertBinding, NewClinicCert};
-pub use db::{Error, Precondition, Result, SchemaStatus, Store, sqlx_unavailable};
+pub use db::{Error, PoolUsage, Precondition, Result, SchemaStatus, Store, sqlx_unavailable};
 pub use enrollment::{CodeCheck, EnrollmentCode, IssuedCode, ListedCode};
 pub use authenticators::LinkAuthorisation;
 pub use fido::{FidoCredential, NewFidoCredential};

@@ -424,7 +424,11 @@ impl Store {
                     });
                 }
                 Err(Error::Conflict(_)) if attempt == 0 => attempt += 1,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    let failed = Err(e);
+                    self.count_audit_failure(&failed);
+                    return failed;
+                }
             }
         }
     }

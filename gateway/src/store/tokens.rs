@@ -228,7 +228,7 @@ impl Store {
             rows.into_iter().map(|r| (r.jti, ConsumedToken { session_id: r.session_id, client_id: r.client_id })).collect()
         };
         // One transaction; on SQLite inline on the writer connection (decision 0008).
-        transaction!(self, |tx| {
+        let committed = transaction!(self, |tx| {
             let mut inserted = std::collections::HashSet::with_capacity(tokens.len());
             for chunk in super::batch_chunks(tokens) {
                 let jtis = tx_rows!(
@@ -255,7 +255,9 @@ impl Store {
                 append_audit(tx, &self.audit_rows(&all)).await?;
             }
             Ok((recorded, consumed))
-        })
+        });
+        self.count_audit_failure(&committed);
+        committed
     }
 
     /// Why a token was not consumed; only which answer to give is read here, the decision was

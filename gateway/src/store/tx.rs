@@ -10,18 +10,40 @@ use rusqlite::Connection;
 
 use super::Result;
 
-/// An open transaction.
-pub(super) enum Tx<'c> {
+/// An open transaction: its connection, and the audit rows appended in it, which the metrics
+/// count once it commits (docs/metrics.md).
+pub(super) struct Tx<'c> {
+    pub(super) conn: Conn<'c>,
+    /// Event names and outcomes of the audit rows appended so far ([`Tx::audited`]).
+    audited: Vec<(&'static str, &'static str)>,
+}
+
+/// The connection of an open transaction.
+pub(super) enum Conn<'c> {
     /// Inside `BEGIN IMMEDIATE` on the inline writer (see `inline::InlineWriter::begin`).
     Sqlite(&'c mut Connection),
     /// Inside a sqlx transaction.
     Postgres(&'c mut sqlx::PgConnection),
 }
 
-impl Tx<'_> {
+impl<'c> Tx<'c> {
+    pub(super) fn new(conn: Conn<'c>) -> Self {
+        Self { conn, audited: Vec::new() }
+    }
+
     /// Whether this is PostgreSQL (for the rare statement only one dialect has).
     pub(super) fn is_postgres(&self) -> bool {
-        matches!(self, Tx::Postgres(_))
+        matches!(self.conn, Conn::Postgres(_))
+    }
+
+    /// Notes audit rows appended in this transaction, counted if it commits.
+    pub(super) fn audited(&mut self, rows: impl IntoIterator<Item = (&'static str, &'static str)>) {
+        self.audited.extend(rows);
+    }
+
+    /// The audit rows appended, for the count after the commit.
+    pub(super) fn into_audited(self) -> Vec<(&'static str, &'static str)> {
+        self.audited
     }
 }
 
@@ -52,30 +74,48 @@ pub(super) fn rows_sql(head: &str, tail: &str, first: usize, columns: usize, row
 }
 
 /// Runs `$body` (an expression using `$tx: &mut Tx`) in one transaction on `$store`: committed if
-/// it returns `Ok`, rolled back otherwise. The body is compiled once per backend.
+/// it returns `Ok`, rolled back otherwise. The body is compiled once per backend. The audit rows
+/// it appended are counted in the metrics once it has committed; the wait for its connection
+/// (PostgreSQL) or the write lock (SQLite) is recorded.
 macro_rules! transaction {
     ($store:expr, |$tx:ident| $body:expr) => {
         match &$store.backend {
             Backend::Sqlite { writer, .. } => {
-                let mut writer = writer.lock().await;
-                let mut open = $crate::store::tx::Tx::Sqlite(writer.begin()?);
-                let out = {
-                    let $tx = &mut open;
-                    $crate::store::tx::run(async { $body }).await
+                let mut writer = $store.lock_writer(writer).await;
+                let (out, audited) = {
+                    let mut open = $crate::store::tx::Tx::new($crate::store::tx::Conn::Sqlite(writer.begin()?));
+                    let out = {
+                        let $tx = &mut open;
+                        $crate::store::tx::run(async { $body }).await
+                    };
+                    (out, open.into_audited())
                 };
-                writer.finish(out.is_ok()).and(out)
+                let done = writer.finish(out.is_ok()).and(out);
+                if done.is_ok() {
+                    $store.metrics.audit_written(&audited);
+                }
+                done
             }
             Backend::Postgres(pool) => {
-                let mut conn = pool.begin().await?;
-                let out = {
-                    let $tx = &mut $crate::store::tx::Tx::Postgres(&mut *conn);
-                    $crate::store::tx::run(async { $body }).await
+                let mut pooled = $store.acquire(pool).await?;
+                let mut conn = sqlx::Connection::begin(&mut *pooled).await?;
+                let (out, audited) = {
+                    let mut open = $crate::store::tx::Tx::new($crate::store::tx::Conn::Postgres(&mut *conn));
+                    let out = {
+                        let $tx = &mut open;
+                        $crate::store::tx::run(async { $body }).await
+                    };
+                    (out, open.into_audited())
                 };
                 // Dropping an uncommitted sqlx transaction rolls it back.
-                match out {
+                let done = match out {
                     Ok(v) => conn.commit().await.map(|()| v).map_err($crate::store::Error::from),
                     Err(e) => Err(e),
+                };
+                if done.is_ok() {
+                    $store.metrics.audit_written(&audited);
                 }
+                done
             }
         }
     };
@@ -85,11 +125,11 @@ pub(crate) use transaction;
 /// One statement in `$tx`; the rows changed.
 macro_rules! tx_execute {
     ($tx:expr, $sql:expr $(, $param:expr)* $(,)?) => {
-        match &mut *$tx {
-            $crate::store::tx::Tx::Sqlite(conn) => {
+        match &mut $tx.conn {
+            $crate::store::tx::Conn::Sqlite(conn) => {
                 $crate::store::inline::execute(conn, $sql, &[$(&$param as &dyn rusqlite::ToSql),*]).map_err($crate::store::Error::from)
             }
-            $crate::store::tx::Tx::Postgres(conn) => sqlx::query($sql)$(.bind($param))*
+            $crate::store::tx::Conn::Postgres(conn) => sqlx::query($sql)$(.bind($param))*
                 .execute(&mut **conn)
                 .await
                 .map(|r| r.rows_affected())
@@ -103,11 +143,11 @@ pub(crate) use tx_execute;
 /// one), `one` (exactly one) or `all`.
 macro_rules! tx_fetch {
     ($tx:expr, $fetch:ident, $row:ty, $sql:expr $(, $param:expr)* $(,)?) => {
-        match &mut *$tx {
-            $crate::store::tx::Tx::Sqlite(conn) => {
+        match &mut $tx.conn {
+            $crate::store::tx::Conn::Sqlite(conn) => {
                 $crate::store::inline::$fetch::<$row>(conn, $sql, &[$(&$param as &dyn rusqlite::ToSql),*]).map_err($crate::store::Error::from)
             }
-            $crate::store::tx::Tx::Postgres(conn) => {
+            $crate::store::tx::Conn::Postgres(conn) => {
                 $crate::store::tx::tx_fetch!(@pg $fetch, sqlx::query_as::<_, $row>($sql)$(.bind($param))*, conn)
             }
         }
@@ -134,14 +174,14 @@ macro_rules! tx_rows {
         $(let pre = $pre;)?
         let first = 1 $(+ { let _ = stringify!($pre); usize::from(pre.is_some()) })?;
         let sql = $crate::store::tx::rows_sql($head, $tail, first, [$(stringify!($col)),+].len(), rows.len());
-        match &mut *$tx {
-            $crate::store::tx::Tx::Sqlite(conn) => {
+        match &mut $tx.conn {
+            $crate::store::tx::Conn::Sqlite(conn) => {
                 let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * [$(stringify!($col)),+].len() + 1);
                 $(let _ = stringify!($pre); if let Some(p) = &pre { params.push(p); })?
                 params.extend(rows.iter().flat_map(|$r| [$(&$col as &dyn rusqlite::ToSql),+]));
                 $crate::store::tx::tx_rows!(@sqlite $fetch $(<$row>)?, conn, &sql, &params)
             }
-            $crate::store::tx::Tx::Postgres(conn) => {
+            $crate::store::tx::Conn::Postgres(conn) => {
                 let mut q = $crate::store::tx::tx_rows!(@query $fetch $(<$row>)?, sql);
                 $(let _ = stringify!($pre); if let Some(p) = pre { q = q.bind(p); })?
                 for $r in rows.iter() {

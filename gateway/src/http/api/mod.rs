@@ -23,6 +23,7 @@ use caller::{EmrCall, Peer};
 use super::AppState;
 use super::error::ApiError;
 use super::refusal::ApiRefusal;
+use crate::metrics::TokenOperation;
 use crate::store::{self, AuditEvent, Consumption, EndReason, ServiceRole, SessionFilter};
 use crate::tokens::{self, Claims, Confirmation, SHA256_OID, TokenError};
 
@@ -240,13 +241,32 @@ fn validate_binding(req: &IssueRequest) -> Result<Binding, ApiRefusal> {
     }
 }
 
+/// Counts the answer of a token operation (docs/metrics.md): a success, or the error code given.
+fn count<T>(state: &AppState, operation: TokenOperation, answer: &ApiResult<T>) {
+    match (answer, operation) {
+        (Ok(_), TokenOperation::Issue) => state.metrics.token_issued(),
+        (Ok(_), TokenOperation::Consume) => state.metrics.token_consumed(),
+        (Err(e), _) => state.metrics.token_refused(operation, e.refusal().code()),
+    }
+}
+
 #[tracing::instrument(name = "api.issue_token", skip_all, fields(clinic.id, service_client.id))]
 async fn issue(
     State(state): State<AppState>,
+    peer: Peer,
+    body: Result<Json<IssueRequest>, JsonRejection>,
+) -> ApiResult<Json<IssueResponse>> {
+    let answer = issue_token(&state, peer, body).await;
+    count(&state, TokenOperation::Issue, &answer);
+    answer
+}
+
+async fn issue_token(
+    state: &AppState,
     Peer(peer): Peer,
     body: Result<Json<IssueRequest>, JsonRejection>,
 ) -> ApiResult<Json<IssueResponse>> {
-    let call = EmrCall::resolve(&state, "POST /api/v1/signing-tokens", &peer, json_body(body), |r| (&r.clinic_id, &r.doctor_id)).await?;
+    let call = EmrCall::resolve(state, "POST /api/v1/signing-tokens", &peer, json_body(body), |r| (&r.clinic_id, &r.doctor_id)).await?;
     let req = &call.request;
     tracing::Span::current().record("clinic.id", req.clinic_id.as_str());
     let cfg = &state.config.tokens;
@@ -258,7 +278,7 @@ async fn issue(
     };
     let Binding { hashes, hash_alg, num_signatures } = validate_binding(req)?;
     let now = state.clock.unix();
-    let ctx = call.doctor(&state, &req.clinic_id, &req.doctor_id).await?;
+    let ctx = call.doctor(state, &req.clinic_id, &req.doctor_id).await?;
     let refuse = |code: &'static str| AuditEvent::TokenRefused {
         clinic_id: req.clinic_id.clone(),
         user_id: ctx.user_id.clone(),
@@ -362,9 +382,26 @@ struct ConsumeResponse {
     expires_at: i64,
 }
 
-#[tracing::instrument(name = "api.consume_token", skip_all, fields(service_client.id = %auth.client.id))]
+#[tracing::instrument(name = "api.consume_token", skip_all, fields(service_client.id))]
 async fn consume(
     State(state): State<AppState>,
+    auth: Result<ServiceAuth, ApiError>,
+    body: Result<Json<ConsumeRequest>, JsonRejection>,
+) -> ApiResult<Json<ConsumeResponse>> {
+    // The caller's refusal (unregistered, disabled) is a refused consumption too.
+    let answer = match auth {
+        Ok(auth) => {
+            tracing::Span::current().record("service_client.id", auth.client.id.as_str());
+            consume_token(&state, auth, body).await
+        }
+        Err(refused) => Err(refused),
+    };
+    count(&state, TokenOperation::Consume, &answer);
+    answer
+}
+
+async fn consume_token(
+    state: &AppState,
     auth: ServiceAuth,
     body: Result<Json<ConsumeRequest>, JsonRejection>,
 ) -> ApiResult<Json<ConsumeResponse>> {
