@@ -32,7 +32,6 @@ that passes everything would pass them too.
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import shutil
