@@ -87,6 +87,9 @@ def _rehearse(gateway: str, admin_url: str) -> None:
             env = dict(clean_env(), GATEWAY_CONFIG=str(config), GATEWAY_SERVER__PUBLIC_URL=f"https://localhost:{lb}",
                        GATEWAY_DATA_DIR=str(tmp / "data-admin"))
             demo = tmp / "demo"
+            # What the first instance's start does under `docker compose up`: admin commands never
+            # create or upgrade a schema.
+            subprocess.run([gateway, "migrate"], check=True, capture_output=True, text=True, env=env)
             for args in (["anchor", "add", "--kind", "clinic", str(demo / "clinic/ca.pem"), "--crl", str(demo / "clinic/crl.der")],
                          ["clinic", "add", "--id", "21234", "--name", "リハーサル内科"],
                          ["clinic-cert", "add", "--clinic", "21234", str(demo / "clinic/client.pem")]):
