@@ -191,18 +191,11 @@ impl SoftAuthenticator {
         obj.insert(text("attStmt"), Cbor::Map(BTreeMap::new()));
         obj.insert(text("authData"), Cbor::Bytes(auth_data));
         let att_obj = serde_cbor_2::to_vec(&Cbor::Map(obj))?;
-        Ok(json!({
-            "id": b64(&self.credential_id),
-            "rawId": b64(&self.credential_id),
-            "type": "public-key",
-            "authenticatorAttachment": "cross-platform",
-            "response": {
-                "clientDataJSON": b64(&client_data),
-                "attestationObject": b64(&att_obj),
-                "transports": ["usb"],
-            },
-            "clientExtensionResults": {},
-        }))
+        Ok(self.credential_json(json!({
+            "clientDataJSON": b64(&client_data),
+            "attestationObject": b64(&att_obj),
+            "transports": ["usb"],
+        })))
     }
 
     /// `navigator.credentials.get(options)` → `toJSON()`.
@@ -220,18 +213,23 @@ impl SoftAuthenticator {
             .key
             .sign(&self.rng, &msg)
             .map_err(|_| anyhow!("ECDSA signing"))?;
-        Ok(json!({
+        Ok(self.credential_json(json!({
+            "clientDataJSON": b64(&client_data),
+            "authenticatorData": b64(&auth_data),
+            "signature": b64(sig.as_ref()),
+            "userHandle": null,
+        })))
+    }
+
+    /// What `PublicKeyCredential.toJSON()` wraps around a ceremony's `response`.
+    fn credential_json(&self, response: Value) -> Value {
+        json!({
             "id": b64(&self.credential_id),
             "rawId": b64(&self.credential_id),
             "type": "public-key",
             "authenticatorAttachment": "cross-platform",
-            "response": {
-                "clientDataJSON": b64(&client_data),
-                "authenticatorData": b64(&auth_data),
-                "signature": b64(sig.as_ref()),
-                "userHandle": null,
-            },
+            "response": response,
             "clientExtensionResults": {},
-        }))
+        })
     }
 }
