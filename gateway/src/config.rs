@@ -15,8 +15,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -491,16 +489,7 @@ impl fmt::Debug for DatabaseConfig {
     }
 }
 
-/// A database URL fit for logs: any password is replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use infra::config::redact_url;
 
 impl Default for LoginConfig {
     fn default() -> Self {
@@ -539,15 +528,7 @@ pub enum ConfigError {
 impl Config {
     /// Defaults, then `file` (if given; it must exist), then `GATEWAY_*` variables.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = file {
-            if !file.exists() {
-                return Err(ConfigError::Invalid(format!("file {} not found", file.display())));
-            }
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        // GATEWAY_CONFIG names the file itself and is not a key.
-        figment = figment.merge(Env::prefixed("GATEWAY_").ignore(&["config"]).split("__"));
+        let figment = infra::config::layered::<Config>(file, "GATEWAY_").map_err(ConfigError::Invalid)?;
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
@@ -555,8 +536,7 @@ impl Config {
 
     /// Parses TOML text on top of the defaults (no environment); for tests and tools.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string(text))
+        let config: Config = infra::config::from_toml::<Config>(text)
             .extract()
             .map_err(Box::new)?;
         config.validate()?;
@@ -717,12 +697,7 @@ impl Config {
         let url = if self.database.url_file.as_os_str().is_empty() {
             self.database.url.clone()
         } else {
-            let text = crate::audit_checkpoint::read_existing_private_file(&self.database.url_file, "database URL")?;
-            let url = text.trim_end().to_owned();
-            if url.is_empty() || url.contains(['\n', '\r']) {
-                anyhow::bail!("{} (database URL) must hold one URL on one line", self.database.url_file.display());
-            }
-            url
+            infra::config::read_url_file(&self.database.url_file, "database URL")?
         };
         if let Err(e) = self.check_database_url(&url) {
             match self.database.url_file.as_os_str().is_empty() {

@@ -12,9 +12,7 @@ pub mod audit_checkpoint;
 pub mod card_trust;
 pub mod check;
 pub mod cli;
-pub mod clock;
 pub mod config;
-pub mod connections;
 pub mod demo;
 pub mod enrollment;
 #[cfg(feature = "fuzzing")]
@@ -32,6 +30,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod tokens;
 
+pub use infra::{clock, connections};
 pub use server::Application;
 
 /// Installs aws-lc-rs as the process-wide rustls provider. Idempotent.

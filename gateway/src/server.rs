@@ -13,23 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt as _;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::connections::{Activity, Admission, Permit};
+use crate::connections::Admission;
 use crate::http::{self, App, AppState};
 use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
 use crate::store::{AnchorKind, Store};
-use crate::tls::{self, PeerCert};
+use crate::tls;
 
 /// A gateway ready to serve: listeners bound, database migrated, TLS configured.
 pub struct Application {
@@ -205,6 +200,12 @@ impl Application {
         let router = http::router(state.clone());
         let limits = &state.config.server;
         let admission = Admission::new(limits.max_connections, limits.max_connections_per_ip, state.metrics.connections_open());
+        let timeouts = infra::serve::Timeouts {
+            handshake: Duration::from_secs(limits.handshake_timeout_secs),
+            header: Duration::from_secs(limits.header_timeout_secs),
+            idle: Duration::from_secs(limits.idle_timeout_secs),
+        };
+        let events = Arc::new(ConnectionEvents(state.clone()));
         // Resolves `server.shutdown_drain_secs` after `shutdown` did, having set `draining`.
         let drain_secs = limits.shutdown_drain_secs;
         let drain_state = state.clone();
@@ -240,8 +241,9 @@ impl Application {
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let conn = Connection { acceptor: tls.acceptor(), router: router.clone(), state: state.clone() };
-            tokio::spawn(conn.serve(tcp, remote, permit, stop_rx.clone()));
+            let conn = infra::serve::Connection { acceptor: tls.acceptor(), router: router.clone(), timeouts };
+            let (stop, events) = (stop_rx.clone(), events.clone());
+            tokio::spawn(async move { conn.serve(tcp, remote, permit, stop, events.as_ref()).await });
         }
         drop(main);
         // Every connection sees this, finishes its open requests and closes (HTTP/2: GOAWAY).
@@ -268,86 +270,18 @@ fn ops_task_addr(state: &AppState) -> SocketAddr {
     state.config.ops.listen
 }
 
-struct Connection {
-    acceptor: TlsAcceptor,
-    router: Router,
-    state: AppState,
-}
+/// The gateway's side of a connection's events: metrics, and the aggregated audit of handshake
+/// failures.
+struct ConnectionEvents(AppState);
 
-impl Connection {
-    /// Serves one connection until it ends, the server stops or it goes idle; `permit` holds its
-    /// slot under the connection caps until then.
-    async fn serve(self, tcp: tokio::net::TcpStream, remote: SocketAddr, permit: Permit, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let timeouts = &self.state.config.server;
-        let handshake = tokio::time::timeout(Duration::from_secs(timeouts.handshake_timeout_secs), self.acceptor.accept(tcp));
-        let stream = match handshake.await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                let reason = tls::handshake_failure_reason(&e);
-                self.state.metrics.handshake_failure(reason);
-                self.state.handshake_failures.record(reason, remote.ip(), self.state.clock.unix());
-                tracing::info!(%remote, reason, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                self.state.metrics.handshake_failure("timeout");
-                self.state.handshake_failures.record("timeout", remote.ip(), self.state.clock.unix());
-                tracing::info!(%remote, "TLS handshake timed out");
-                return;
-            }
-        };
-        // The verifier made a certificate mandatory, so a missing one here is a bug: drop the
-        // connection rather than serve it unidentified.
-        let Some(peer) = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|der| PeerCert::from_der(der).ok())
-        else {
-            tracing::error!(%remote, "handshake completed without a usable client certificate");
-            return;
-        };
-        let router = self.router;
-        let activity = Activity::new();
-        let requests = activity.clone();
-        let service = tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-            let guard = requests.request();
-            req.extensions_mut().insert(peer.clone());
-            let response = router.clone().oneshot(req.map(axum::body::Body::new));
-            async move {
-                let response = response.await;
-                drop(guard);
-                response
-            }
-        });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(timeouts.header_timeout_secs));
-        builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-        tokio::pin!(conn);
-        let idle = activity.idle_for(Duration::from_secs(timeouts.idle_timeout_secs));
-        tokio::pin!(idle);
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                ended = conn.as_mut() => {
-                    if let Err(e) = ended {
-                        tracing::debug!(%remote, error = %e, "connection ended with an error");
-                    }
-                    break;
-                }
-                () = &mut idle, if !closing => {
-                    self.state.metrics.connection_idle_closed();
-                    tracing::debug!(%remote, "closing an idle connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                _ = stop.wait_for(|s| *s), if !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            }
-        }
-        drop(permit);
+impl infra::serve::Events for ConnectionEvents {
+    fn handshake_failed(&self, reason: &'static str, remote: SocketAddr) {
+        self.0.metrics.handshake_failure(reason);
+        self.0.handshake_failures.record(reason, remote.ip(), self.0.clock.unix());
+    }
+
+    fn idle_closed(&self) {
+        self.0.metrics.connection_idle_closed();
     }
 }
 

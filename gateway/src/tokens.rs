@@ -12,19 +12,16 @@
 //! rotation the previous key stays in the JWKS until the last token it signed has expired.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use arc_swap::ArcSwap;
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
+use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 
 use crate::store::{SigningKeyRow, Store};
 
@@ -106,69 +103,7 @@ pub fn new_jti(now: i64) -> String {
     URL_SAFE_NO_PAD.encode(id)
 }
 
-/// The key-encryption key protecting token signing keys at rest.
-pub struct Kek(LessSafeKey);
-
-impl std::fmt::Debug for Kek {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Kek(***)")
-    }
-}
-
-impl Kek {
-    /// From 32 raw bytes.
-    pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Self> {
-        if bytes.len() != 32 {
-            bail!("the token key-encryption key must be 32 bytes (base64: 44 characters), got {}", bytes.len());
-        }
-        let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| anyhow::anyhow!("invalid AES-256 key"))?;
-        Ok(Self(LessSafeKey::new(key)))
-    }
-
-    /// From base64 text (the configuration value or the key file's content).
-    pub fn from_base64(text: &str) -> anyhow::Result<Self> {
-        let bytes = Zeroizing::new(
-            STANDARD.decode(text.trim()).context("the token key-encryption key is not valid base64")?,
-        );
-        Self::from_bytes(&bytes)
-    }
-
-    /// Reads the KEK file, creating it (mode 0600, 32 random bytes) if it does not exist. A file
-    /// readable by others is refused.
-    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = crate::audit_checkpoint::read_private_file(path, "token key-encryption key", || {
-            let bytes = crate::audit_checkpoint::random_bytes::<32>()?;
-            Ok(Zeroizing::new(STANDARD.encode(bytes.as_ref())))
-        })?;
-        Self::from_base64(&text)
-    }
-
-    fn seal(&self, kid: &str, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| anyhow::anyhow!("no randomness"))?;
-        let mut buf = plaintext.to_vec();
-        self.0
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(kid.as_bytes()), &mut buf)
-            .map_err(|_| anyhow::anyhow!("encrypting the signing key failed"))?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        Ok(out)
-    }
-
-    fn open(&self, kid: &str, sealed: &[u8]) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-        if sealed.len() < NONCE_LEN {
-            bail!("signing key {kid}: ciphertext too short");
-        }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow::anyhow!("bad nonce"))?;
-        let mut buf = Zeroizing::new(ct.to_vec());
-        let plain = self
-            .0
-            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buf)
-            .map_err(|_| anyhow::anyhow!("signing key {kid} cannot be decrypted: wrong key-encryption key?"))?;
-        Ok(Zeroizing::new(plain.to_vec()))
-    }
-}
+pub use infra::kek::Kek;
 
 /// A newly generated key, ready to store.
 pub struct NewKey {

@@ -12,9 +12,9 @@
 
 use std::sync::Arc;
 
-use hmac::{Hmac, Mac as _};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+
+pub use infra::audit_chain::{AuditKey, RowFields, audit_link};
 
 pub use super::audit_event::{AuditEvent, Outcome};
 use super::tx::Tx;
@@ -77,68 +77,6 @@ impl AuditVerification {
             parts.push("empty, keyed from its first row".to_owned());
         }
         parts.join(", ")
-    }
-}
-
-/// The audit key: the HMAC-SHA256 key of the keyed chain (docs/design.md §3.9). It is never stored in the
-/// database, so whoever can write the database cannot recompute the links of rows they change.
-#[derive(Clone)]
-pub struct AuditKey(Hmac<Sha256>);
-
-impl std::fmt::Debug for AuditKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AuditKey(***)")
-    }
-}
-
-impl AuditKey {
-    /// Length of the key in bytes.
-    pub const LEN: usize = 32;
-
-    /// From 32 raw bytes.
-    pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Self> {
-        if bytes.len() != Self::LEN {
-            anyhow::bail!("the audit key must be 32 bytes (base64: 44 characters), got {}", bytes.len());
-        }
-        Ok(Self(Hmac::new_from_slice(bytes).map_err(|_| anyhow::anyhow!("invalid HMAC key"))?))
-    }
-
-    /// From base64 text (the configuration value or the key file's content).
-    pub fn from_base64(text: &str) -> anyhow::Result<Self> {
-        use base64::Engine as _;
-        let bytes = zeroize::Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .map_err(|_| anyhow::anyhow!("the audit key is not valid base64"))?,
-        );
-        Self::from_bytes(&bytes)
-    }
-}
-
-/// The canonical fields of a row: (seq, at, event, outcome, clinic, user, detail).
-pub type RowFields<'a> = (i64, i64, &'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
-
-/// A row's link from the previous row's link and the row's canonical fields: the one definition
-/// of the chain, used by both append paths and by verification (docs/design.md §3.9).
-///
-/// Keyed rows: `HMAC-SHA256(audit key, prev || canonical(row))`. Rows written before keyed
-/// chaining (`key` = `None`, kept only to verify them): `SHA-256(prev || canonical(row))`.
-pub fn audit_link(key: Option<&AuditKey>, prev: &[u8], row: RowFields<'_>) -> Vec<u8> {
-    // serde_json of a tuple of integers and strings is deterministic: a stable canonical form.
-    let canonical = serde_json::to_vec(&row).unwrap_or_default();
-    match key {
-        Some(key) => {
-            let mut mac = key.0.clone();
-            mac.update(prev);
-            mac.update(&canonical);
-            mac.finalize().into_bytes().to_vec()
-        }
-        None => {
-            let mut h = Sha256::new();
-            h.update(prev);
-            h.update(&canonical);
-            h.finalize().to_vec()
-        }
     }
 }
 

@@ -1,12 +1,11 @@
 //! The store's plumbing: its errors, the two backends and how to connect to them, the macros that
 //! write a query once for both, and the migrations. The domains live in files of their own.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::{SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::AuditKey;
 use super::inline;
@@ -95,30 +94,14 @@ impl Precondition {
     }
 }
 
-/// What [`Store::schema_status`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SchemaStatus {
-    /// No migration was ever applied (a new database).
-    Empty,
-    /// Older than this build: `pending` migrations to apply.
-    Behind { pending: usize },
-    /// Exactly this build's migrations.
-    Current,
-    /// A newer build migrated it (`unknown` is a version this build does not have).
-    Ahead { unknown: i64 },
-}
+pub use infra::db::{SchemaStatus, sqlx_unavailable};
 
-/// See [`Error::is_unavailable`].
-pub fn sqlx_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            // PostgreSQL: class 08 (connection exception), 57P01–57P03 (shutdown, cannot
-            // connect now), 53 (insufficient resources); SQLite: busy, locked, read-only.
-            let code = db.code().unwrap_or_default();
-            code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") || matches!(code.as_ref(), "5" | "6" | "8" | "517" | "262")
+impl From<infra::db::ConnectError> for Error {
+    fn from(e: infra::db::ConnectError) -> Self {
+        match e {
+            infra::db::ConnectError::Unreachable { target, source } => Error::Connect { target, source },
+            infra::db::ConnectError::Other(e) => e.into(),
         }
-        _ => false,
     }
 }
 
@@ -320,10 +303,8 @@ pub struct PoolUsage {
     pub max: u32,
 }
 
-/// Migrations, embedded in the binary: (version, description, SQLite SQL, PostgreSQL SQL).
-/// Built by hand rather than with `sqlx::migrate!`, whose macro feature compiles both database
-/// drivers a second time for the host; the result is the same `Migrator`.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+/// The gateway's migrations, embedded in the binary (`infra::db::Migrations`).
+const MIGRATIONS: infra::db::Migrations = &[
     (
         1,
         "foundation",
@@ -392,37 +373,6 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     ),
 ];
 
-fn migrator(postgres: bool) -> sqlx::migrate::Migrator {
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
-    use std::borrow::Cow;
-    let migrations = MIGRATIONS
-        .iter()
-        .map(|&(version, description, sqlite, pg)| {
-            let sql: &'static str = if postgres { pg } else { sqlite };
-            Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, sqlx::SqlSafeStr::into_sql_str(sql), false)
-        })
-        .collect::<Vec<_>>();
-    Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT }
-}
-
-/// Creates a missing SQLite file empty (a valid empty database) and readable by its owner only,
-/// before SQLite would create it with 0644 less the umask: it holds password hashes, sessions
-/// and sealed signing keys. SQLite gives the `-wal` and `-shm` files the main file's mode.
-fn create_private(path: &std::path::Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://...`) with a 10 s wait for a pooled
     /// connection (commands and tools; the server uses [`Store::connect_with`]).
@@ -435,10 +385,7 @@ impl Store {
     /// fast (503) instead of queueing.
     pub async fn connect_with(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Self> {
         let backend = if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
-            create_private(options.get_filename()).map_err(sqlx::Error::Io)?;
+            let options = infra::db::sqlite_options(url)?;
             // The writer opens (and creates) the file first and switches it to WAL, which lets the
             // readers run beside it.
             let write = SqlitePoolOptions::new()
@@ -466,29 +413,7 @@ impl Store {
                 .await?;
             Backend::Sqlite { write, read, inline, writer, checkpointer }
         } else {
-            let options = PgConnectOptions::from_str(url)?;
-            // One connection first, outside the pool: the pool retries until its timeout and
-            // then reports only "pool timed out", while an operator needs the cause
-            // ("connection refused", "password authentication failed").
-            let target = format!(
-                "{}:{} (database {})",
-                options.get_host(),
-                options.get_port(),
-                options.get_database().unwrap_or("postgres")
-            );
-            let connect_error = |source| Error::Connect { target: target.clone(), source };
-            match tokio::time::timeout(acquire_timeout, <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)).await {
-                Ok(Ok(probe)) => {
-                    let _ = sqlx::Connection::close(probe).await;
-                }
-                Ok(Err(e)) => return Err(connect_error(e)),
-                Err(_) => return Err(connect_error(sqlx::Error::PoolTimedOut)),
-            }
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(acquire_timeout)
-                .connect_with(options)
-                .await?;
+            let pool = infra::db::connect_postgres(url, max_connections, acquire_timeout).await?;
             Backend::Postgres(pool)
         };
         Ok(Self { backend, audit_key: None, metrics: StoreMetrics::default() })
@@ -556,8 +481,8 @@ impl Store {
     /// (`users.login_folded`, migration 0009). Safe to run again: it only touches what is missing.
     pub async fn migrate(&self) -> Result<()> {
         let migrated = match &self.backend {
-            Backend::Sqlite { write, .. } => migrator(false).run(write).await,
-            Backend::Postgres(pool) => migrator(true).run(pool).await,
+            Backend::Sqlite { write, .. } => infra::db::migrator(MIGRATIONS, false).run(write).await,
+            Backend::Postgres(pool) => infra::db::migrator(MIGRATIONS, true).run(pool).await,
         };
         if let Err(e) = migrated {
             // Name the accounts when shared 医籍番号 kept migration 0009 from building its index.
@@ -577,28 +502,13 @@ impl Store {
     /// Where the schema stands against this build's migrations, without changing anything: the
     /// admin commands run only on a current schema and leave upgrading to `gateway migrate`.
     pub async fn schema_status(&self) -> Result<SchemaStatus> {
-        let applied: Vec<i64> = match with_reader!(self, |pool| {
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version").fetch_all(pool).await
-        }) {
-            Ok(v) => v,
-            // SQLite: "no such table"; PostgreSQL: 42P01 undefined_table. Nothing was ever migrated.
-            Err(sqlx::Error::Database(db))
-                if db.code().as_deref() == Some("42P01") || db.message().contains("no such table") =>
-            {
-                Vec::new()
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let known: Vec<i64> = MIGRATIONS.iter().map(|m| m.0).collect();
-        if let Some(&unknown) = applied.iter().find(|v| !known.contains(v)) {
-            return Ok(SchemaStatus::Ahead { unknown });
-        }
-        let pending = known.iter().filter(|v| !applied.contains(v)).count();
-        Ok(match (applied.is_empty(), pending) {
-            (true, _) => SchemaStatus::Empty,
-            (false, 0) => SchemaStatus::Current,
-            (false, pending) => SchemaStatus::Behind { pending },
-        })
+        let applied: Vec<i64> =
+            match with_reader!(self, |pool| sqlx::query_scalar(infra::db::APPLIED_MIGRATIONS_SQL).fetch_all(pool).await) {
+                Ok(v) => v,
+                Err(e) if infra::db::is_missing_table(&e) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+        Ok(SchemaStatus::of(&applied, MIGRATIONS))
     }
 
     /// `sqlite` or `postgres`.

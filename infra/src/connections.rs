@@ -1,9 +1,9 @@
-//! Limits on the main listener's connections: how many may be open (in all and per client IP),
+//! Limits on a main listener's connections: how many may be open (in all and per client IP),
 //! and how long one may stay open without a request.
 //!
-//! Both are enforced by the accept loop in `server.rs`; they are process-local on purpose (a
-//! connection lives in one process), unlike the limits of the application, which live in the
-//! database.
+//! Both are enforced by each service's accept loop and [`crate::serve`]; they are process-local on
+//! purpose (a connection lives in one process), unlike the limits of the application, which live
+//! in the database.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
