@@ -5,7 +5,7 @@
 //! | field | value |
 //! |---|---|
 //! | subject | `C=JP, O=<facility>, CN=<name in romaji>, serialNumber=<CA-assigned id>` |
-//! | subjectAltName | directoryName `C=JP, O=<facility>, CN=<name in kanji>, serialNumber=<id>`, when a kanji name is given |
+//! | subjectAltName | directoryName `C=JP, O=<facility>, CN=<kanji name>, serialNumber=<id>` (with a kanji name) |
 //! | keyUsage | **critical**, nonRepudiation only |
 //! | certificatePolicies | **critical**, `1.2.392.100495.1.5.1.1.0.1` with a CPS pointer |
 //! | subjectDirectoryAttributes | hcRole `Medical Doctor` (the real bytes, `devpki::hc_role_extension`) |
@@ -108,7 +108,8 @@ impl PublicKeyData for RemoteKey<'_> {
 
 impl SigningKey for RemoteKey<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        let signed = sha256(msg).and_then(|digest| self.backend.sign_digest(self.key, SignAlgorithm::RsaPkcs1Sha256, &digest));
+        let signed = sha256(msg)
+            .and_then(|digest| self.backend.sign_digest(self.key, SignAlgorithm::RsaPkcs1Sha256, &digest));
         signed.map_err(|e| {
             self.error.replace(Some(e));
             rcgen::Error::RemoteKeyError
@@ -175,7 +176,8 @@ impl SigningCa {
     /// A CA from its certificate (PEM) and its private key (PKCS#8 PEM). The key must be the
     /// certificate's (RSA-2048 or more, or ECDSA P-256/P-384: what rcgen signs with).
     pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, KeyError> {
-        let cert = X509::from_pem(cert_pem.as_bytes()).map_err(|_| KeyError::Certificate("CA certificate: not PEM".into()))?;
+        let cert = X509::from_pem(cert_pem.as_bytes())
+            .map_err(|_| KeyError::Certificate("CA certificate: not PEM".into()))?;
         let private = PKey::private_key_from_pem(key_pem.as_bytes())
             .map_err(|_| KeyError::Certificate("CA private key: not a PEM private key".into()))?;
         if !cert.public_key()?.public_eq(&private) {

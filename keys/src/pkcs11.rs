@@ -231,7 +231,10 @@ impl Token {
         let broken = matches!(
             result,
             Err(KeyError::Pkcs11 {
-                source: CkError::Pkcs11(RvError::SessionHandleInvalid | RvError::SessionClosed | RvError::DeviceRemoved, _),
+                source: CkError::Pkcs11(
+                    RvError::SessionHandleInvalid | RvError::SessionClosed | RvError::DeviceRemoved,
+                    _
+                ),
                 ..
             })
         );
