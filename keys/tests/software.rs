@@ -35,7 +35,7 @@ fn pkcs1_equals_openssl_dgst_sign_over_the_message() {
     let (ok, out) = openssl(&["dgst", "-sha256", "-sign", key_file, "-out", sig_file, msg_file]);
     assert!(ok, "{out}");
     let ours = Backend::Software.sign_digest(&key, SignAlgorithm::RsaPkcs1Sha256, &sha256(b"<SignedInfo/>")).unwrap();
-    assert_eq!(ours, std::fs::read(&sig_file).unwrap());
+    assert_eq!(ours, std::fs::read(sig_file).unwrap());
 }
 
 #[test]
