@@ -16,8 +16,9 @@ log() { printf '\n== %s\n' "$*"; }
 # postgresql: only when no server answers on 127.0.0.1:5432. haproxy, python3-venv: the offline
 # checks of deploy/ (deploy/check.sh: `haproxy -c` of the compose load balancer, and a virtualenv
 # for the Kubernetes and Compose schema checks). prometheus: its promtool checks and unit-tests the
-# alert rules of deploy/monitoring (tests/integration/metrics.rs).
-PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium haproxy python3-venv prometheus)
+# alert rules of deploy/monitoring (tests/integration/metrics.rs). softhsm2: the PKCS#11 module the
+# signer's key backend is tested against (keys/tests/pkcs11.rs, a token store per test).
+PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium haproxy python3-venv prometheus softhsm2)
 command -v npm >/dev/null || PKGS+=(nodejs npm)
 pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 pg_up || PKGS+=(postgresql)

@@ -496,8 +496,8 @@ impl Hpki {
     }
 
     fn leaf(&self, spec: &CardSpec, ca: &CardCa, usage: KeyUsagePurpose, policy: &str, id: &str) -> Result<Leaf, PkiError> {
-        let subject = Name::new(&[(Attr::C, "JP"), (Attr::O, &spec.organization), (Attr::Cn, &spec.name), (Attr::SerialNumber, id)]);
-        let alt = Name::new(&[(Attr::C, "JP"), (Attr::O, &spec.organization_kanji), (Attr::Cn, &spec.name_kanji), (Attr::SerialNumber, id)]);
+        let subject = hpki_name(&spec.organization, &spec.name, id);
+        let alt = hpki_name(&spec.organization_kanji, &spec.name_kanji, id);
         make_leaf(
             LeafPlan {
                 ca,
@@ -513,6 +513,38 @@ impl Hpki {
             spec,
         )
     }
+}
+
+/// The name of an HPKI end entity: `C=JP, O=organization, CN=name, serialNumber=id`, one attribute
+/// per RDN (the subject in romaji, the subjectAltName directoryName in kanji).
+fn hpki_name(organization: &str, name: &str, id: &str) -> Name {
+    Name::new(&[(Attr::C, "JP"), (Attr::O, organization), (Attr::Cn, name), (Attr::SerialNumber, id)])
+}
+
+/// The subject of an HPKI end-entity certificate as the real ones write it (`docs/cards.md` §2.5):
+/// `C=JP, O=organization, CN=name, serialNumber=id`, one attribute per RDN, C and serialNumber as
+/// PrintableString, O and CN as UTF8String. For certificates issued outside this module (the remote
+/// signer's credential certificates, `keys::certificate`).
+pub fn hpki_subject(organization: &str, name: &str, id: &str) -> Result<rcgen::DistinguishedName, PkiError> {
+    hpki_name(organization, name, id).rcgen()
+}
+
+/// The subjectAltName (non-critical) of an HPKI end entity: one directoryName of the same shape as
+/// [`hpki_subject`], carrying the names in kanji.
+pub fn hpki_alt_name(organization: &str, name: &str, id: &str) -> Result<rcgen::CustomExtension, PkiError> {
+    ext::subject_alt_name(Some(&hpki_name(organization, name, id)), &[])
+}
+
+/// certificatePolicies (2.5.29.32), **critical** as on real HPKI certificates: one policy (dotted
+/// OID) with a CPS pointer qualifier.
+pub fn certificate_policies(policy: &str, cps_uri: &str) -> Result<rcgen::CustomExtension, PkiError> {
+    ext::certificate_policies(policy, cps_uri)
+}
+
+/// subjectKeyIdentifier (non-critical) for a public key given as its subjectPublicKey bits (for RSA
+/// the RSAPublicKey DER): the key id this crate's CAs and end entities carry.
+pub fn subject_key_identifier(public_key_bits: &[u8]) -> rcgen::CustomExtension {
+    ext::subject_key_identifier(&ext::key_id(public_key_bits))
 }
 
 fn hpki_id(spec: &CardSpec) -> String {
