@@ -104,7 +104,10 @@ macro_rules! in_transaction {
     ($store:expr, |$tx:ident| $body:expr) => {
         match &$store.pools {
             Pools::Sqlite { write, .. } => {
-                let mut $tx = write.begin().await?;
+                // IMMEDIATE: take the write lock at BEGIN. A deferred transaction that read the
+                // head first could not upgrade when another process (instances may share the
+                // file) committed meanwhile, and SQLite would not wait for it.
+                let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
                 let out = $body;
                 $tx.commit().await?;
                 out
