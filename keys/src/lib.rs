@@ -212,6 +212,13 @@ impl From<devpki::PkiError> for KeyError {
     }
 }
 
+/// Whether `signature` is a valid `alg` signature over the SHA-256 `digest` under the RSA
+/// public key `spki` (SubjectPublicKeyInfo DER). Errors only for unusable input (not RSA, a
+/// digest of the wrong length).
+pub fn verify_digest(spki: &[u8], alg: SignAlgorithm, digest: &[u8], signature: &[u8]) -> Result<bool, KeyError> {
+    software::verify_digest(spki, alg, digest, signature)
+}
+
 /// Lower-case hex, for key ids in messages.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

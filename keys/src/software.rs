@@ -80,6 +80,28 @@ pub(crate) fn sign_with(key: &PKey<Private>, alg: SignAlgorithm, digest: &[u8]) 
     Ok(signature)
 }
 
+/// Verifies `signature` over a SHA-256 `digest` with an RSA public key (SubjectPublicKeyInfo
+/// DER): the counterpart of [`sign_with`], for relying parties (`ninsho-signer verify`).
+pub(crate) fn verify_digest(spki: &[u8], alg: SignAlgorithm, digest: &[u8], signature: &[u8]) -> Result<bool, KeyError> {
+    if digest.len() != 32 {
+        return Err(KeyError::DigestLength { len: digest.len() });
+    }
+    let key = rsa_public(spki)?;
+    let mut ctx = PkeyCtx::new(&key)?;
+    ctx.verify_init()?;
+    match alg {
+        SignAlgorithm::RsaPkcs1Sha256 => ctx.set_rsa_padding(Padding::PKCS1)?,
+        SignAlgorithm::RsaPssSha256 => {
+            ctx.set_rsa_padding(Padding::PKCS1_PSS)?;
+            ctx.set_rsa_pss_saltlen(RsaPssSaltlen::custom(PSS_SALT_LEN as i32))?;
+            ctx.set_rsa_mgf1_md(Md::sha256())?;
+        }
+    }
+    ctx.set_signature_md(Md::sha256())?;
+    // A mismatching signature is an OpenSSL error too: it means "does not verify" here.
+    Ok(ctx.verify(digest, signature).unwrap_or(false))
+}
+
 /// Parses a stored PKCS#8 and insists on RSA (the only key type this crate makes).
 pub(crate) fn load(pkcs8: &[u8]) -> Result<PKey<Private>, KeyError> {
     let key = PKey::private_key_from_pkcs8(pkcs8).map_err(|_| KeyError::BadStoredKey)?;

@@ -38,6 +38,9 @@ pub enum Command {
     /// Manage callers, credentials and the audit log.
     #[command(subcommand)]
     Admin(crate::admin::AdminCommand),
+    /// Check a signature made by signHash: its value under the certificate's key, the
+    /// certificate's HPKI signing shape and, with --ca, its path. Exit 0 only if all pass.
+    Verify(crate::verify::VerifyArgs),
 }
 
 /// The process entry point.
@@ -117,6 +120,15 @@ async fn dispatch(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> 
             Ok(())
         }
         Command::Admin(cmd) => crate::admin::run(cmd, &config, out).await,
+        Command::Verify(args) => {
+            use crate::clock::Clock as _;
+            let (report, ok) = crate::verify::run(&args, SystemClock.unix())?;
+            write!(out, "{report}")?;
+            if !ok {
+                anyhow::bail!("the signature or its certificate did not pass every check");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -48,6 +48,11 @@ pub enum Purpose {
     /// the path, has clientAuth or anyExtendedKeyUsage. keyUsage is the card verifier's to judge (it
     /// tells a signing certificate apart with its own reason).
     CardAuth,
+    /// A document-signing certificate (an e-prescription signer's, like an HPKI signing
+    /// certificate): the end entity's keyUsage must be present and allow nonRepudiation
+    /// (contentCommitment). The HPKI profile defines no extendedKeyUsage for signing; it is not
+    /// checked.
+    DocumentSigning,
 }
 
 /// Which checks a validation runs. Logins and the TLS gate always run [`Checks::ALL`]; the others
@@ -470,6 +475,9 @@ impl TrustStore {
                 check_card_eku(der, depth)?;
             }
         }
+        if purpose == Purpose::DocumentSigning {
+            check_non_repudiation(leaf_parsed)?;
+        }
         profile::check_path(&path, checks.end_entity)?;
         let policies = end_entity_policies(leaf_parsed)?;
         if checks.policies && !anchor.policies.allows(&policies) {
@@ -613,6 +621,15 @@ fn check_card_eku(der: &[u8], depth: usize) -> Result<(), PathError> {
             reason: format!("extendedKeyUsage at depth {depth} allows neither clientAuth nor anyExtendedKeyUsage"),
         }),
         Err(e) => Err(PathError::Malformed { reason: format!("extendedKeyUsage: {e}") }),
+    }
+}
+
+/// A document-signing end entity: keyUsage present, nonRepudiation set.
+fn check_non_repudiation(cert: &X509Certificate<'_>) -> Result<(), PathError> {
+    match cert.key_usage() {
+        Ok(Some(ku)) if ku.value.non_repudiation() => Ok(()),
+        Ok(_) => Err(PathError::WrongPurpose { reason: "the signing certificate's keyUsage lacks nonRepudiation".into() }),
+        Err(e) => Err(PathError::Malformed { reason: format!("keyUsage: {e}") }),
     }
 }
 

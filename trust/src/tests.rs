@@ -425,3 +425,16 @@ fn end_entities_that_are_cas_or_carry_name_constraints_are_refused() {
         assert!(store.validate(&leaf(&root, &LeafOpts::default()).der, &[], NOW, purpose).is_ok());
     }
 }
+
+#[test]
+fn a_document_signing_certificate_needs_non_repudiation() {
+    let root = root("HPKI Root");
+    let store = TrustStore::new(vec![anchor(&root, Revocation::None, "1.2.392.100495.1.5.1.1.*")]);
+    let signing =
+        leaf(&root, &LeafOpts { policies: vec![HPKI_SIGN], key_usage: vec![KeyUsagePurpose::ContentCommitment], ..LeafOpts::default() });
+    assert!(store.validate(&signing.der, &[], NOW, Purpose::DocumentSigning).is_ok());
+    let auth_usage = leaf(&root, &LeafOpts { policies: vec![HPKI_SIGN], ..LeafOpts::default() });
+    assert_eq!(store.validate(&auth_usage.der, &[], NOW, Purpose::DocumentSigning).unwrap_err().code(), "wrong_purpose");
+    let no_usage = leaf(&root, &LeafOpts { policies: vec![HPKI_SIGN], key_usage: vec![], ..LeafOpts::default() });
+    assert_eq!(store.validate(&no_usage.der, &[], NOW, Purpose::DocumentSigning).unwrap_err().code(), "wrong_purpose");
+}
