@@ -71,6 +71,8 @@ pub struct TestSigner {
     pub config_path: PathBuf,
     pub dir: tempfile::TempDir,
     pki: Arc<TestPki>,
+    /// The PostgreSQL database's URL, and (admin URL, name) to drop it.
+    pg_url: String,
     pg_database: Option<(String, String)>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -122,6 +124,7 @@ impl TestSigner {
                 )
             }
         };
+        // A path as a TOML string (`d.join("")` is the directory itself, with a trailing slash).
         let p = |name: &str| format!("{:?}", d.join(name).display().to_string());
         let gateway_url = setup.gateway_url.clone().unwrap_or_else(|| format!("{}/", app.origin()));
         let toml = format!(
@@ -134,7 +137,7 @@ impl TestSigner {
              [csc]\naudience = {audience:?}\n\
              [ca]\ncert_file = {ca_cert}\nkey_file = {ca_key}\n\
              [keys]\n{keys}",
-            data = format!("{:?}", d.display().to_string()),
+            data = p(""),
             cert = p("server.pem"),
             key = p("server.key"),
             client_ca = p("client-ca.pem"),
@@ -149,7 +152,7 @@ impl TestSigner {
         let config_path = d.join("signer.toml");
         std::fs::write(&config_path, toml).unwrap();
 
-        let mut signer = TestSigner { port: 0, config_path, dir, pki, pg_database, shutdown: None, task: None };
+        let mut signer = TestSigner { port: 0, config_path, dir, pki, pg_url: db_url, pg_database, shutdown: None, task: None };
         signer.admin_ok(&["migrate"]).await;
         let (ca_cert, ca_key) = (signer.path("signing-ca.pem"), signer.path("signing-ca.key"));
         signer.admin_ok(&["admin", "ca", "generate-demo", "--cert", &ca_cert, "--key", &ca_key]).await;
@@ -238,9 +241,8 @@ impl TestSigner {
     pub async fn execute(&self, sql: &str) -> u64 {
         use sqlx::Connection as _;
         match &self.pg_database {
-            Some((admin, name)) => {
-                let url = admin.rsplit_once('/').map(|(base, _)| format!("{base}/{name}")).unwrap();
-                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            Some(_) => {
+                let mut conn = sqlx::PgConnection::connect(&self.pg_url).await.unwrap();
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut conn).await.unwrap().rows_affected()
             }
             None => {
