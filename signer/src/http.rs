@@ -187,7 +187,9 @@ fn body<T>(body: Result<Json<T>, JsonRejection>) -> CscResult<T> {
 /// serde's message for a missing or mistyped field, said the CSC way.
 fn csc_shape_error(text: &str) -> String {
     for field in ["credentialID", "SAD", "hashes", "hashAlgorithmOID", "signAlgo", "signAlgoParams", "operationMode", "certificates", "userID"] {
-        if text.contains(&format!("`{field}`")) {
+        // Missing: "missing field `SAD`"; mistyped: axum names the path, "…: hashes: invalid
+        // type…" or "…: hashes[0]: invalid type…".
+        if text.contains(&format!("`{field}`")) || text.contains(&format!(": {field}: ")) || text.contains(&format!(": {field}[")) {
             let kind = if field == "hashes" { "array" } else { "string" };
             return format!("Missing (or invalid type) {kind} parameter {field}");
         }

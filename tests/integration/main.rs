@@ -24,5 +24,7 @@ mod login_ids;
 mod metrics;
 mod schema;
 mod sessions;
+mod signer;
+mod signer_harness;
 mod tls_gate;
 mod tokens;
