@@ -44,6 +44,15 @@ pub enum Command {
     /// End-to-end smoke test of a live deployment with a test account (`check link`, then `check run`).
     #[command(subcommand)]
     Check(Box<crate::check::CheckCommand>),
+    /// The demo's remote signer: `ninsho-signer` with these arguments (`--config` is the
+    /// signer's file). `gateway demo` runs it as its own process, so `cargo run -p gateway`
+    /// needs no second binary; not for production, where `ninsho-signer` runs.
+    #[command(hide = true)]
+    DemoSigner {
+        /// The signer's command and arguments; default `serve`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// `gateway healthcheck`.
@@ -76,6 +85,19 @@ pub async fn run(
             return e.exit_code();
         }
     };
+    if let Command::DemoSigner { args } = cli.command {
+        // The signer's own entry point, exit code and error printing: this process *is* the
+        // signer, sharing only the binary with the gateway.
+        let mut argv = vec!["ninsho-signer".to_owned()];
+        if let Some(config) = &cli.config {
+            argv.extend(["--config".to_owned(), config.display().to_string()]);
+        }
+        if args.is_empty() {
+            argv.push("serve".to_owned());
+        }
+        argv.extend(args);
+        return signer::cli::run(argv, out, err).await;
+    }
     match dispatch(cli, out, err, input).await {
         Ok(()) => 0,
         Err(e) => {
@@ -132,6 +154,7 @@ async fn dispatch(
             crate::admin::run_admin(&config()?, cli.config.as_deref(), cmd, out, err, input, &SystemClock).await
         }
         Command::Check(cmd) => crate::check::run(*cmd, out, input).await,
+        Command::DemoSigner { .. } => anyhow::bail!("demo-signer is handled before dispatch"),
         Command::Healthcheck(ref args) => {
             let url = match &args.url {
                 Some(url) => url.clone(),

@@ -1,6 +1,11 @@
 //! `gateway demo`: a complete development installation in one directory — PKI, configuration,
-//! database with a demo clinic, doctor and staff user — then the server on localhost.
-//! A second run reuses everything and prints the same instructions.
+//! database with a demo clinic, doctor and staff user, and a remote signer (docs/design.md §3.10)
+//! with a credential for the demo doctor — then the gateway on localhost and the signer beside it
+//! as its own process. A second run reuses everything and prints the same instructions.
+//!
+//! The signer is set up through its own CLI (`signer::cli::run`, in this process) and served by
+//! this same executable's hidden `demo-signer` command in a child process: its own listener,
+//! configuration, database and keys, as in production, without a second binary to build.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,9 +39,28 @@ pub struct DemoArgs {
     /// Set everything up and print the instructions, but do not serve.
     #[arg(long)]
     pub no_serve: bool,
+    /// The remote signer's HTTPS port (CSC API) on localhost.
+    #[arg(long, default_value_t = 9443)]
+    pub signer_port: u16,
+    /// The remote signer's ops (health, metrics) port on localhost.
+    #[arg(long, default_value_t = 9444)]
+    pub signer_ops_port: u16,
+    /// The executable run as `EXE --config FILE demo-signer` for the signer; default: this one.
+    /// (Tests run the demo inside their own binary and point this at the built `gateway`.)
+    #[arg(long, hide = true)]
+    pub signer_exe: Option<PathBuf>,
 }
 
 pub const CLINIC_ID: &str = "21234";
+/// The demo doctor's login ID and 医籍番号: the signer's credential is bound to the latter, which
+/// the gateway's tokens carry as `sub`.
+const DOCTOR_LOGIN: &str = "doctor1";
+const DOCTOR_REG_NO: &str = "123456";
+/// The demo doctor's credential at the signer (CSC `credentialID`).
+const CREDENTIAL_ID: &str = "cred-doctor1";
+/// CSC OIDs of the printed signHash call: SHA-256, and RSASSA-PKCS1-v1_5 with SHA-256.
+const SHA256_OID: &str = "2.16.840.1.101.3.4.2.1";
+const RSA_SHA256_OID: &str = "1.2.840.113549.1.1.11";
 
 /// Secrets the demo generated, kept (mode 0600) so a second run can print them again.
 #[derive(Serialize, Deserialize)]
@@ -50,6 +74,17 @@ struct DemoSecrets {
     /// The registration code issued for doctor1 at setup (demo only: a real code is shown once).
     #[serde(default)]
     enroll_code: Option<String>,
+    /// The remote signer; absent in a demo directory made before the demo had one.
+    #[serde(default)]
+    signer: Option<DemoSigner>,
+}
+
+/// The demo's remote signer, as set up.
+#[derive(Serialize, Deserialize)]
+struct DemoSigner {
+    port: u16,
+    ops_port: u16,
+    credential_id: String,
 }
 
 fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
@@ -74,6 +109,10 @@ impl DemoPaths {
     pub fn config(&self) -> PathBuf {
         self.p("gateway.toml")
     }
+    /// The signer's configuration file.
+    pub fn signer_config(&self) -> PathBuf {
+        self.p("signer/signer.toml")
+    }
 }
 
 /// Sets up (or reuses) the demo in `args.dir`, prints instructions to `out` and, unless
@@ -96,7 +135,91 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     }
     crate::telemetry::init(&config.log);
     let app = crate::Application::build(config, Arc::new(SystemClock)).await?;
-    app.run_until(crate::server::shutdown_signal()).await
+    if secrets.signer.is_none() {
+        return app.run_until(crate::server::shutdown_signal()).await;
+    }
+    let exe = match &args.signer_exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe().context("locating this executable to run the signer")?,
+    };
+    let signer = SignerProcess::spawn(&exe, &paths.signer_config())?;
+    serve_with_signer(app, signer).await
+}
+
+/// The signer's child process. Dropped (the demo's task aborted, an error), it is killed:
+/// `kill_on_drop`.
+struct SignerProcess {
+    child: tokio::process::Child,
+}
+
+impl SignerProcess {
+    fn spawn(exe: &Path, config: &Path) -> anyhow::Result<Self> {
+        let child = tokio::process::Command::new(exe)
+            .arg("--config")
+            .arg(config)
+            .args(["demo-signer", "serve"])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting the signer ({} demo-signer)", exe.display()))?;
+        Ok(Self { child })
+    }
+
+    /// SIGTERM (the signer drains and exits 0), then waits; SIGKILL if it is still there after
+    /// `limit`. On Ctrl-C in a terminal the signer got the SIGINT too; a second signal is harmless.
+    async fn stop(mut self, limit: std::time::Duration) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id().and_then(|id| i32::try_from(id).ok()).and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    tracing::warn!(%status, "the demo signer exited with an error");
+                }
+            }
+            Err(_) => {
+                tracing::warn!("the demo signer did not stop in time; killing it");
+                self.child.kill().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serves the gateway until Ctrl-C or SIGTERM, or until the signer process ends on its own (then
+/// the demo stops too: half a demo would only confuse); stops the signer and waits for both.
+async fn serve_with_signer(app: crate::Application, mut signer: SignerProcess) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let gateway = app.run_until(async move {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(gateway);
+    let signal = crate::server::shutdown_signal();
+    tokio::pin!(signal);
+    tokio::select! {
+        () = &mut signal => {
+            let _ = stop_tx.send(());
+            let (gateway, signer) = tokio::join!(gateway, signer.stop(std::time::Duration::from_secs(10)));
+            gateway.and(signer)
+        }
+        status = signer.child.wait() => {
+            let status = status?;
+            let _ = stop_tx.send(());
+            gateway.await?;
+            // Ctrl-C in a terminal reaches both processes; the signer, draining for 0 s, may
+            // exit before this one notices its own signal. Exit 0 is such a stop.
+            if status.success() {
+                Ok(())
+            } else {
+                anyhow::bail!("the demo signer exited ({status}); its output above says why")
+            }
+        }
+        result = &mut gateway => {
+            signer.stop(std::time::Duration::from_secs(10)).await?;
+            result
+        }
+    }
 }
 
 async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets> {
@@ -153,6 +276,22 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
     write_file(&paths.p("service/emr.pem"), emr.cert_pem.as_bytes(), false)?;
     write_file(&paths.p("service/emr.key"), emr.key_pem.as_bytes(), true)?;
 
+    // Remote signer: its server certificate for localhost (the browser's and curl's demo server CA
+    // vouches for both services), and its client certificate at the gateway (service client
+    // `signer-demo`, role signer: it consumes tokens).
+    let signer_server = server_ca.issue(&LeafSpec::new(
+        "localhost",
+        LeafUsage::TlsServer { dns_names: vec!["localhost".into()] },
+        now,
+        825,
+    ))?;
+    write_file(&paths.p("signer/server.pem"), format!("{}{}", signer_server.cert_pem, server_ca.cert_pem()).as_bytes(), false)?;
+    write_file(&paths.p("signer/server.key"), signer_server.key_pem.as_bytes(), true)?;
+    let signer_client =
+        service_ca.issue(&LeafSpec::new("signer-demo", LeafUsage::TlsClient, now, 365).organization("Demo Remote Signer"))?;
+    write_file(&paths.p("signer/gateway-client.pem"), signer_client.cert_pem.as_bytes(), false)?;
+    write_file(&paths.p("signer/gateway-client.key"), signer_client.key_pem.as_bytes(), true)?;
+
     // Configuration.
     let config_text = format!(
         "# Generated by `gateway demo`. See deploy/gateway.example.toml for every key.\n\
@@ -189,31 +328,103 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
         clinics: vec![CLINIC_ID.into()],
     };
     store.add_service_client(&emr_client, now.unix_timestamp()).await?;
+    let signer_cert = crate::tls::PeerCert::from_der(&signer_client.cert_der)?;
+    let signer_client = crate::store::ServiceClient {
+        id: "signer-demo".into(),
+        name: "Demo remote signer".into(),
+        role: crate::store::ServiceRole::Signer,
+        fingerprint: signer_cert.fingerprint,
+        subject: signer_cert.subject,
+        enabled: true,
+        // A signer consumes tokens of any clinic; which clinics' doctors it signs for is its own
+        // configuration (its callers and credentials).
+        clinics: Vec::new(),
+    };
+    store.add_service_client(&signer_client, now.unix_timestamp()).await?;
     admin.clinic_cert_add(CLINIC_ID, &paths.p("clinic/client.pem"), None).await?;
     let hasher = PasswordHasher::new(config.login.argon2_memory_kib, config.login.argon2_iterations)?;
     // Permanent: the logins the demo prints keep working, without a change-password page first.
     let (_, doctor_password) = admin
-        .user_add(&hasher, CLINIC_ID, "doctor1", UserKind::Doctor, "山田 太郎", Some("123456"), PasswordChoice::Generate, true)
+        .user_add(&hasher, CLINIC_ID, DOCTOR_LOGIN, UserKind::Doctor, "山田 太郎", Some(DOCTOR_REG_NO), PasswordChoice::Generate, true)
         .await?;
     let (_, staff_password) =
         admin.user_add(&hasher, CLINIC_ID, "staff1", UserKind::Staff, "佐藤 花子", None, PasswordChoice::Generate, true).await?;
     // A registration code so the demo doctor can link a passkey right away (docs/design.md §5).
     let (enroll_code, _) = admin
-        .enroll_code_issue(CLINIC_ID, "doctor1", config.enrollment.code_ttl_secs, config.enrollment.code_max_failures)
+        .enroll_code_issue(CLINIC_ID, DOCTOR_LOGIN, config.enrollment.code_ttl_secs, config.enrollment.code_max_failures)
         .await?;
     store.close().await;
+    let signer = setup_signer(paths, args, &config).await.context("setting up the demo signer")?;
 
     let secrets = DemoSecrets {
         p12_password: p12_password.to_string(),
-        doctor_login: "doctor1".into(),
+        doctor_login: DOCTOR_LOGIN.into(),
         doctor_password: doctor_password.to_string(),
         staff_login: "staff1".into(),
         staff_password: staff_password.to_string(),
         port: args.port,
         enroll_code: Some(enroll_code.to_string()),
+        signer: Some(signer),
     };
     write_file(&paths.p("demo-secrets.json"), &serde_json::to_vec_pretty(&secrets)?, true)?;
     Ok(secrets)
+}
+
+/// The signer's configuration under `signer/`, its database (SQLite, with its key-encryption and
+/// audit key files beside it, created by the signer), the demo EMR as its caller, a demo signing
+/// CA and the demo doctor's credential — all through the signer's own CLI.
+async fn setup_signer(paths: &DemoPaths, args: &DemoArgs, gateway: &Config) -> anyhow::Result<DemoSigner> {
+    let q = |rel: &str| format!("{:?}", paths.p(rel).display().to_string());
+    let text = format!(
+        "# Generated by `gateway demo`. See deploy/signer.example.toml for every key.\n\
+         data_dir = {data}\n\n[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_drain_secs = 0\n\n\
+         [tls]\ncert_file = {cert}\nkey_file = {key}\nclient_ca_file = {client_ca}\n\n\
+         [ops]\nlisten = \"127.0.0.1:{ops}\"\n\n\
+         [gateway]\nurl = \"https://localhost:{gw_port}/\"\nca_file = {gw_ca}\nclient_cert_file = {gw_cert}\nclient_key_file = {gw_key}\n\n\
+         [csc]\naudience = {audience:?}\n\n[keys]\nbackend = \"software\"\n\n\
+         [ca]\ncert_file = {ca_cert}\nkey_file = {ca_key}\n",
+        data = q("signer"),
+        port = args.signer_port,
+        cert = q("signer/server.pem"),
+        key = q("signer/server.key"),
+        client_ca = q("service/ca.pem"),
+        ops = args.signer_ops_port,
+        gw_port = args.port,
+        gw_ca = q("tls/server-ca.pem"),
+        gw_cert = q("signer/gateway-client.pem"),
+        gw_key = q("signer/gateway-client.key"),
+        audience = gateway.tokens.audience,
+        ca_cert = q("signer/signing-ca.pem"),
+        ca_key = q("signer/signing-ca.key"),
+    );
+    let config = paths.signer_config();
+    write_file(&config, text.as_bytes(), false)?;
+    let path = |rel: &str| paths.p(rel).display().to_string();
+    signer_cli(&config, &["migrate"]).await?;
+    signer_cli(&config, &["admin", "ca", "generate-demo", "--cert", &path("signer/signing-ca.pem"), "--key", &path("signer/signing-ca.key")])
+        .await?;
+    let emr = path("service/emr.pem");
+    signer_cli(&config, &["admin", "client", "add", "--id", "emr-demo", "--name", "Demo EMR", "--cert", &emr, "--clinic", CLINIC_ID]).await?;
+    signer_cli(
+        &config,
+        &[
+            "admin", "credential", "create", "--clinic", CLINIC_ID, "--doctor", DOCTOR_REG_NO, "--name", "Taro Yamada",
+            "--name-kanji", "山田 太郎", "--organization", "NINSHO NAIKA CLINIC", "--id", CREDENTIAL_ID,
+        ],
+    )
+    .await?;
+    Ok(DemoSigner { port: args.signer_port, ops_port: args.signer_ops_port, credential_id: CREDENTIAL_ID.into() })
+}
+
+/// `ninsho-signer --config CONFIG ARGS…`, in this process; its output, or its error message.
+async fn signer_cli(config: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let mut argv = vec!["ninsho-signer".to_owned(), "--config".to_owned(), config.display().to_string()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    if signer::cli::run(argv, &mut out, &mut err).await != 0 {
+        anyhow::bail!("ninsho-signer {}: {}", args.join(" "), String::from_utf8_lossy(&err).trim());
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn print_instructions(out: &mut dyn Write, paths: &DemoPaths, s: &DemoSecrets, fresh: bool) -> anyhow::Result<()> {
@@ -249,6 +460,52 @@ fn print_instructions(out: &mut dyn Write, paths: &DemoPaths, s: &DemoSecrets, f
         out,
         "   {emr} -H 'content-type: application/json' -d '{{\"clinic_id\":\"{CLINIC_ID}\",\"doctor_id\":\"doctor1\"}}' https://localhost:{port}/api/v1/signing-tokens"
     )?;
+    if let Some(signer) = &s.signer {
+        print_signer(out, paths, port, signer)?;
+    } else {
+        writeln!(out, "(This demo directory predates the remote signer; remove {d} and run `gateway demo` again to have one.)")?;
+    }
     writeln!(out, "Admin: gateway --config {d}/gateway.toml admin --help")?;
+    Ok(())
+}
+
+/// The EMR's side of a signature, as shell lines to paste: a token bound to a file's hash, signHash
+/// at the signer, the credential's certificate, and the check with the openssl command line.
+fn print_signer(out: &mut dyn Write, paths: &DemoPaths, port: u16, signer: &DemoSigner) -> anyhow::Result<()> {
+    let d = paths.dir.display();
+    let (sp, cred) = (signer.port, &signer.credential_id);
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Remote signer (its own process; CSC API v2 on https://localhost:{sp}, ready: http://127.0.0.1:{}/readyz), credential {cred}",
+        signer.ops_port
+    )?;
+    writeln!(out, "of {DOCTOR_LOGIN} (医籍番号 {DOCTOR_REG_NO}). The EMR signs a file's SHA-256 once {DOCTOR_LOGIN} has a signing session")?;
+    writeln!(out, "(sh, with curl, openssl and jq):")?;
+    let lines = [
+        "FILE=prescription.txt; printf 'Rp1 demo prescription\\n' > \"$FILE\"   # or any file".to_owned(),
+        format!(
+            "emr() {{ curl -sS --cert '{d}/service/emr.pem' --key '{d}/service/emr.key' --cacert '{d}/tls/server-ca.pem' -H 'content-type: application/json' \"$@\"; }}"
+        ),
+        "HASH=$(openssl dgst -sha256 -binary \"$FILE\" | base64); HASH_URL=$(printf %s \"$HASH\" | tr '+/' '-_' | tr -d '=')".to_owned(),
+        "# 1. a token for the doctor bound to the hash (base64url), from the gateway".to_owned(),
+        format!(
+            "SAD=$(emr -d \"{{\\\"clinic_id\\\":\\\"{CLINIC_ID}\\\",\\\"doctor_id\\\":\\\"{DOCTOR_LOGIN}\\\",\\\"hashes\\\":[\\\"$HASH_URL\\\"]}}\" https://localhost:{port}/api/v1/signing-tokens | jq -r .token)"
+        ),
+        "# 2. signHash at the signer, the token as SAD (the hash in standard base64)".to_owned(),
+        format!(
+            "emr -d \"{{\\\"credentialID\\\":\\\"{cred}\\\",\\\"SAD\\\":\\\"$SAD\\\",\\\"hashes\\\":[\\\"$HASH\\\"],\\\"hashAlgorithmOID\\\":\\\"{SHA256_OID}\\\",\\\"signAlgo\\\":\\\"{RSA_SHA256_OID}\\\"}}\" https://localhost:{sp}/csc/v2/signatures/signHash | jq -r '.signatures[0]' | base64 -d > \"$FILE.sig\""
+        ),
+        "# 3. the credential's certificate, and the signature checked against its public key".to_owned(),
+        format!(
+            "emr -d '{{\"credentialID\":\"{cred}\"}}' https://localhost:{sp}/csc/v2/credentials/info | jq -r '.cert.certificates[0]' | base64 -d | openssl x509 -inform DER -pubkey -noout > {DOCTOR_LOGIN}.pub"
+        ),
+        format!("openssl dgst -sha256 -verify {DOCTOR_LOGIN}.pub -signature \"$FILE.sig\" \"$FILE\""),
+    ];
+    for line in lines {
+        writeln!(out, "   {line}")?;
+    }
+    writeln!(out, "A token is good for one signature: presenting it again is refused (invalid_request).")?;
+    writeln!(out, "Signer admin: gateway --config {d}/signer/signer.toml demo-signer admin --help")?;
     Ok(())
 }
