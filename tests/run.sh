@@ -11,14 +11,14 @@ log() { printf '\n== %s\n' "$*"; }
 # libpcsclite-dev, pkg-config: the pcsc crate. libssl-dev, openssl: the trust crate (OpenSSL path
 # validation, decision 0012) and the tests' independent openssl oracle. pcscd, vsmartcard-vpcd, pcsc-tools, opensc: the
 # real PC/SC stack with a virtual reader and an independent card oracle. curl: the demo smoke
-# test's independent HTTPS client. chromium: the browser tests (tests/e2e, driven by playwright-core;
+# test's independent HTTPS client; jq: the demo test runs the printed signing commands, which use it. chromium: the browser tests (tests/e2e, driven by playwright-core;
 # never a downloaded browser). nodejs/npm: only when the machine has no Node.js.
 # postgresql: only when no server answers on 127.0.0.1:5432. haproxy, python3-venv: the offline
 # checks of deploy/ (deploy/check.sh: `haproxy -c` of the compose load balancer, and a virtualenv
 # for the Kubernetes and Compose schema checks). prometheus: its promtool checks and unit-tests the
 # alert rules of deploy/monitoring (tests/integration/metrics.rs). softhsm2: the PKCS#11 module the
 # signer's key backend is tested against (keys/tests/pkcs11.rs, a token store per test).
-PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium haproxy python3-venv prometheus softhsm2)
+PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl jq pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium haproxy python3-venv prometheus softhsm2)
 command -v npm >/dev/null || PKGS+=(nodejs npm)
 pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 pg_up || PKGS+=(postgresql)
@@ -63,6 +63,9 @@ log "building"
 cargo build --workspace --all-features --all-targets --locked
 # The process fault tests (tests/integration/faults/process.rs) run this gateway binary, just built.
 export NINSHO_GATEWAY_BIN=$(realpath "${CARGO_TARGET_DIR:-target}/debug/gateway")
+# The signer process tests (tests/integration/signer_process.rs) run this ninsho-signer. (Not
+# NINSHO_SIGNER_BIN: the signer reads every NINSHO_SIGNER_* variable as configuration.)
+export NINSHO_TEST_SIGNER_BIN=$(realpath "${CARGO_TARGET_DIR:-target}/debug/ninsho-signer")
 # The deployment files (compose, haproxy, Kubernetes, Dockerfile), checked offline: these machines
 # have no container engine and no cluster. Fails on a broken manifest, and shows that it does; with
 # the binary above and PostgreSQL it also rehearses the compose setup as processes on loopback.

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-mod process;
+pub(crate) mod process;
 
 /// A PostgreSQL server of the test's own, on a free port, that it can stop and start again.
 struct OwnPostgres {

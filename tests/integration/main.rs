@@ -26,5 +26,6 @@ mod schema;
 mod sessions;
 mod signer;
 mod signer_harness;
+mod signer_process;
 mod tls_gate;
 mod tokens;

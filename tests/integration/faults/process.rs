@@ -41,7 +41,7 @@ fn gateway_main() {
 }
 
 /// `gateway <args>` as a command.
-fn gateway_command(args: &[&str]) -> Command {
+pub(crate) fn gateway_command(args: &[&str]) -> Command {
     if let Some(bin) = std::env::var_os("NINSHO_GATEWAY_BIN") {
         let mut c = Command::new(bin);
         c.args(args);
@@ -55,7 +55,7 @@ fn gateway_command(args: &[&str]) -> Command {
     c
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
