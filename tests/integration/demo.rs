@@ -1,5 +1,7 @@
 //! `gateway demo` on a fresh directory: the printed client.p12 and password work with an
-//! independent HTTPS client (curl with OpenSSL), and a second run reuses everything.
+//! independent HTTPS client (curl with OpenSSL), the remote signer runs as its own process (the
+//! built `gateway` binary's `demo-signer`), the printed signing commands sign a file that openssl
+//! verifies, and a second run reuses everything.
 
 use std::process::Command;
 
@@ -9,11 +11,17 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let ops_port = free_port();
+    let (signer_port, signer_ops_port) = (free_port(), free_port());
     let demo_dir = dir.path().join("demo");
+    // The demo runs in this process, whose executable is the test binary: its signer process is
+    // the built gateway's.
+    let signer_exe = crate::signer_process::gateway_bin();
     let args = |extra: &[&str]| {
         let mut a: Vec<String> = ["gateway", "demo", "--dir"].iter().map(|s| (*s).to_owned()).collect();
         a.push(demo_dir.display().to_string());
         a.extend(["--port".to_owned(), port.to_string(), "--ops-port".to_owned(), ops_port.to_string()]);
+        a.extend(["--signer-port".to_owned(), signer_port.to_string(), "--signer-ops-port".to_owned(), signer_ops_port.to_string()]);
+        a.extend(["--signer-exe".to_owned(), signer_exe.display().to_string()]);
         a.extend(extra.iter().map(|s| (*s).to_owned()));
         a
     };
@@ -95,8 +103,66 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
         .unwrap();
     assert!(!bare.status.success());
 
+    // The signer process answers on its ops port.
+    let readyz = format!("http://127.0.0.1:{signer_ops_port}/readyz");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(res) = reqwest::get(&readyz).await
+            && res.status() == 200
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the demo signer was not ready within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // doctor1 links a software authenticator with the printed code and opens a signing session;
+    // then the printed signing commands, as pasted into a shell, sign a file openssl verifies.
+    let code = printed.lines().find_map(|l| l.split_once("registration code for doctor1")).unwrap().1.rsplit(' ').next().unwrap();
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    let clinic_identity = std::fs::read_to_string(demo_dir.join("clinic/client.pem")).unwrap()
+        + &std::fs::read_to_string(demo_dir.join("clinic/client.key")).unwrap();
+    let browser = crate::signer_process::Browser::new(port, &ca_pem, &clinic_identity);
+    browser.login("doctor1", &doctor_password).await;
+    browser.link_and_authenticate(code).await;
+    let commands: Vec<&str> = printed
+        .lines()
+        .skip_while(|l| !l.starts_with("(sh, with curl, openssl and jq):"))
+        .skip(1)
+        .take_while(|l| l.starts_with("   "))
+        .map(str::trim)
+        .filter(|l| !l.starts_with("FILE=") && !l.starts_with('#'))
+        .collect();
+    assert_eq!(commands.len(), 6, "{printed}");
+    let work = dir.path().join("emr");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("prescription.xml"), "<Document>demo</Document>\n").unwrap();
+    let script = format!("set -euo pipefail\nFILE=prescription.xml\n{}\nprintf %s \"$SAD\" > sad\n", commands.join("\n"));
+    let shell = Command::new("bash").arg("-c").arg(&script).current_dir(&work).output().unwrap();
+    let stdout = String::from_utf8_lossy(&shell.stdout);
+    assert!(shell.status.success() && stdout.contains("Verified OK"), "{script}\n{stdout}{}", String::from_utf8_lossy(&shell.stderr));
+    // The token, presented again, is refused.
+    let sad = std::fs::read_to_string(work.join("sad")).unwrap();
+    let emr_identity = std::fs::read_to_string(demo_dir.join("service/emr.pem")).unwrap()
+        + &std::fs::read_to_string(demo_dir.join("service/emr.key")).unwrap();
+    let emr = crate::signer_process::https_client(signer_port, &ca_pem, &emr_identity);
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(b"<Document>demo</Document>\n");
+    let (status, answer) = crate::signer_process::post(
+        &emr,
+        &format!("https://localhost:{signer_port}/csc/v2/signatures/signHash"),
+        &crate::signer_process::sign_hash_request("cred-doctor1", &sad, &digest),
+    )
+    .await;
+    assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_request")), "{answer}");
+
+    // Stopping the demo stops its signer process.
     serve.abort();
     let _ = serve.await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", signer_ops_port)).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the demo signer outlived the demo");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     // A second run reuses the PKI and prints the same secrets.
     let mut out = Vec::new();
