@@ -350,7 +350,7 @@ async fn fido_token_signhash_and_replay_across_two_signer_processes(db: Db) {
     let ca = pki.server_ca.cert_pem();
     let browser = Browser::new(gw_port, ca, &format!("{}{}", pki.clinic_client.cert_pem, pki.clinic_client.key_pem));
     browser.login(DOCTOR_LOGIN, DOCTOR_PASSWORD).await;
-    browser.link_and_authenticate(&code.to_string()).await;
+    browser.link_and_authenticate(code.as_ref()).await;
 
     // The EMR: a token bound to the document's hash, then signHash on signer 1.
     let document = b"Rp1 process test prescription\n".as_slice();
