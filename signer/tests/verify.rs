@@ -2,6 +2,8 @@
 //! implementation) and by the signer's own key backend, with certificates from the demo
 //! signing CA and a certificate that is not a signing one.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test support code")]
+
 use std::process::Command;
 
 use base64::Engine as _;
