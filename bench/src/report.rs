@@ -82,12 +82,13 @@ pub fn markdown(m: &Measurements, took: Duration) -> String {
         } else {
             None
         };
-        let trivial = if r.server == "trivial" || r.server.starts_with("signer") || r.paced.is_some() {
-            None
-        } else {
-            find(m, "trivial", "constant body", "", None, r.mode, false)
-                .map(|t| ratio(res.rate, t.result.rate))
-        };
+        let trivial =
+            if r.server == "trivial" || r.server.starts_with("signer") || r.paced.is_some() {
+                None
+            } else {
+                find(m, "trivial", "constant body", "", None, r.mode, false)
+                    .map(|t| ratio(res.rate, t.result.rate))
+            };
         let crypto = if r.server == "gateway" && r.paced.is_none() {
             crypto_ceiling(m, &r.scenario)
                 .map(|(c, what)| format!("{} ({what})", ratio(res.rate, c)))
@@ -502,24 +503,54 @@ pub fn signer_section(m: &Measurements, took: Option<Duration>) -> String {
          `signer CPU` and `gateway CPU` are each process's CPU time per operation over the window; `consume` is the signer's own mean of the consume round trip (`ninsho_signer_consume_seconds`).\n",
         first.doctors, first.concurrency
     );
-    let _ = writeln!(s, "### RSA-2048 signing ceiling (PKCS#1 v1.5 over a SHA-256 digest, `keys::Backend::sign_digest` in a tight loop, same run)\n");
-    let _ = writeln!(s, "| key backend | 1 thread /s | all threads /s | threads |");
+    let _ = writeln!(
+        s,
+        "### RSA-2048 signing ceiling (PKCS#1 v1.5 over a SHA-256 digest, `keys::Backend::sign_digest` in a tight loop, same run)\n"
+    );
+    let _ = writeln!(
+        s,
+        "| key backend | 1 thread /s | all threads /s | threads |"
+    );
     let _ = writeln!(s, "|---|--:|--:|--:|");
     for (kind, c) in &sr.ceilings {
-        let _ = writeln!(s, "| {} (`{}`) | {:.0} | {:.0} | {} |", kind.label(), c.backend, c.one, c.all, c.threads);
+        let _ = writeln!(
+            s,
+            "| {} (`{}`) | {:.0} | {:.0} | {} |",
+            kind.label(),
+            c.backend,
+            c.one,
+            c.all,
+            c.threads
+        );
     }
-    let ceiling_of = |kind: KeyKind| sr.ceilings.iter().find(|(k, _)| *k == kind).map(|(_, c)| c.one);
+    let ceiling_of = |kind: KeyKind| {
+        sr.ceilings
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, c)| c.one)
+    };
     let software_one = ceiling_of(KeyKind::Software);
     let _ = writeln!(s, "\n### signHash\n");
     let _ = writeln!(
         s,
         "| keys | measured | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors | signer CPU (cores) | signer CPU µs/op | gateway CPU µs/op | consume ms (mean) | ÷ own backend's 1-thread ceiling | ÷ software 1-thread ceiling |"
     );
-    let _ = writeln!(s, "|---|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(
+        s,
+        "|---|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|"
+    );
     for run in &sr.runs {
         for (what, r, consume) in [
-            ("token + signHash", &run.with_token, run.consume_ms_with_token),
-            ("signHash (tokens issued ahead)", &run.sign_only, run.consume_ms_sign_only),
+            (
+                "token + signHash",
+                &run.with_token,
+                run.consume_ms_with_token,
+            ),
+            (
+                "signHash (tokens issued ahead)",
+                &run.sign_only,
+                run.consume_ms_sign_only,
+            ),
         ] {
             let of = |c: Option<f64>| c.map_or_else(|| "–".to_owned(), |c| ratio(r.rate, c));
             let _ = writeln!(
@@ -542,9 +573,15 @@ pub fn signer_section(m: &Measurements, took: Option<Duration>) -> String {
         }
     }
     let _ = writeln!(s, "\n### Goal (issue 19)\n");
-    match (sr.runs.iter().find(|r| r.keys == KeyKind::Software), software_one) {
+    match (
+        sr.runs.iter().find(|r| r.keys == KeyKind::Software),
+        software_one,
+    ) {
         (Some(run), Some(ceiling)) if ceiling > 0.0 => {
-            for (what, r) in [("signHash", &run.sign_only), ("token + signHash", &run.with_token)] {
+            for (what, r) in [
+                ("signHash", &run.sign_only),
+                ("token + signHash", &run.with_token),
+            ] {
                 let share = r.rate / ceiling;
                 let _ = writeln!(
                     s,

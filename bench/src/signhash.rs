@@ -100,7 +100,8 @@ impl Signer {
         let (softhsm_conf, keys_toml) = match keys {
             KeyKind::Software => (None, "backend = \"software\"\n".to_owned()),
             KeyKind::SoftHsm2 => {
-                let conf = keys::testing::make_store(&dir.join("softhsm")).map_err(|e| anyhow!(e))?;
+                let conf =
+                    keys::testing::make_store(&dir.join("softhsm")).map_err(|e| anyhow!(e))?;
                 write_private(&dir.join("pin"), keys::testing::USER_PIN.as_bytes())?;
                 let toml = format!(
                     "backend = \"pkcs11\"\n[keys.pkcs11]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\n",
@@ -137,7 +138,10 @@ impl Signer {
         std::fs::write(&config, text)?;
         let admin = |args: &[&str]| -> anyhow::Result<String> {
             let mut cmd = Command::new(exe);
-            cmd.arg("signer-admin").arg("--config").arg(&config).args(args);
+            cmd.arg("signer-admin")
+                .arg("--config")
+                .arg(&config)
+                .args(args);
             if let Some(conf) = &softhsm_conf {
                 cmd.env("SOFTHSM2_CONF", conf);
             }
@@ -155,12 +159,26 @@ impl Signer {
         admin(&["migrate"])?;
         let (ca_cert, ca_key) = (dir.join("signing-ca.pem"), dir.join("signing-ca.key"));
         admin(&[
-            "admin", "ca", "generate-demo", "--cert", &ca_cert.display().to_string(), "--key",
+            "admin",
+            "ca",
+            "generate-demo",
+            "--cert",
+            &ca_cert.display().to_string(),
+            "--key",
             &ca_key.display().to_string(),
         ])?;
         admin(&[
-            "admin", "client", "add", "--id", "bench-emr", "--name", "Bench EMR", "--cert",
-            &pki.emr_cert.display().to_string(), "--clinic", setup::CLINIC,
+            "admin",
+            "client",
+            "add",
+            "--id",
+            "bench-emr",
+            "--name",
+            "Bench EMR",
+            "--cert",
+            &pki.emr_cert.display().to_string(),
+            "--clinic",
+            setup::CLINIC,
         ])?;
         let mut list = Vec::new();
         for n in 1..=doctors.max(1) {
@@ -168,10 +186,24 @@ impl Signer {
             let reg_no = format!("{n:06}");
             let id = format!("cred-d{n}");
             admin(&[
-                "admin", "credential", "create", "--clinic", setup::CLINIC, "--doctor", &reg_no, "--name",
-                &format!("Bench Doctor {n}"), "--organization", "Bench Clinic", "--id", &id,
+                "admin",
+                "credential",
+                "create",
+                "--clinic",
+                setup::CLINIC,
+                "--doctor",
+                &reg_no,
+                "--name",
+                &format!("Bench Doctor {n}"),
+                "--organization",
+                "Bench Clinic",
+                "--id",
+                &id,
             ])?;
-            list.push(SignDoctor { login_id: format!("d{n}"), credential: id });
+            list.push(SignDoctor {
+                login_id: format!("d{n}"),
+                credential: id,
+            });
         }
         let mut cmd = Command::new(exe);
         cmd.arg("signer-serve").arg("--config").arg(&config);
@@ -205,7 +237,10 @@ impl Signer {
         }
         let out = cmd.output().context("bench key-ceiling")?;
         if !out.status.success() {
-            bail!("bench key-ceiling: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "bench key-ceiling: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(serde_json::from_slice(&out.stdout)?)
     }
@@ -234,12 +269,16 @@ impl Signer {
 async fn ops_get(port: u16, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut buf = Vec::new();
     tcp.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf);
-    let (_, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("{path}: no body"))?;
+    let (_, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("{path}: no body"))?;
     Ok(body.to_owned())
 }
 
@@ -262,7 +301,9 @@ pub fn key_ceiling(config: &Path, secs: f64) -> anyhow::Result<KeyCeiling> {
     let backend = Arc::new(config.key_backend()?);
     let (key, _) = backend.generate_rsa("bench-ceiling", 2048)?;
     let key = Arc::new(key);
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let time = Duration::from_secs_f64(secs);
     let rate = |threads: usize| -> anyhow::Result<f64> {
         let handles: Vec<_> = (0..threads)
@@ -287,7 +328,12 @@ pub fn key_ceiling(config: &Path, secs: f64) -> anyhow::Result<KeyCeiling> {
         }
         Ok(total)
     };
-    Ok(KeyCeiling { backend: backend.name().to_owned(), threads, one: rate(1)?, all: rate(threads)? })
+    Ok(KeyCeiling {
+        backend: backend.name().to_owned(),
+        threads,
+        one: rate(1)?,
+        all: rate(threads)?,
+    })
 }
 
 /// Issues `count` tokens, each bound to its own digest, for the doctors in turn, over
@@ -304,7 +350,10 @@ pub async fn pre_issue(
         let (gateway, doctors) = (gateway.clone(), doctors.clone());
         let share = count / connections + usize::from(c < count % connections);
         tasks.push(tokio::spawn(async move {
-            let mut conn = gateway.connect().await.map_err(|e| anyhow!("connect: {}", e.0))?;
+            let mut conn = gateway
+                .connect()
+                .await
+                .map_err(|e| anyhow!("connect: {}", e.0))?;
             let mut out = Vec::with_capacity(share);
             for i in 0..share {
                 let n = (c + i * connections) % doctors.len().max(1);
@@ -312,10 +361,20 @@ pub async fn pre_issue(
                 let mut digest = [0u8; 32];
                 digest[..8].copy_from_slice(&(c as u64).to_le_bytes());
                 digest[8..16].copy_from_slice(&(i as u64).to_le_bytes());
-                let token = workload::issue_bound_token(&gateway, &mut conn, setup::CLINIC, &doctor.login_id, &digest)
-                    .await
-                    .map_err(|e| anyhow!("issuing a token ahead: {}", e.0))?;
-                out.push(PreIssued { credential: doctor.credential.clone(), token, digest });
+                let token = workload::issue_bound_token(
+                    &gateway,
+                    &mut conn,
+                    setup::CLINIC,
+                    &doctor.login_id,
+                    &digest,
+                )
+                .await
+                .map_err(|e| anyhow!("issuing a token ahead: {}", e.0))?;
+                out.push(PreIssued {
+                    credential: doctor.credential.clone(),
+                    token,
+                    digest,
+                });
             }
             anyhow::Ok(out)
         }));
@@ -329,13 +388,24 @@ pub async fn pre_issue(
 
 /// One signHash before measuring, its signature checked under the credential's certificate (from
 /// `credentials/info`) with `keys::verify_digest`; a line for the report's notes.
-pub async fn check_one(gateway: &Target, signer: &Target, doctor: &SignDoctor) -> anyhow::Result<String> {
-    let mut gw = gateway.connect().await.map_err(|e| anyhow!("connect to the gateway: {}", e.0))?;
-    let mut conn = signer.connect().await.map_err(|e| anyhow!("connect to the signer: {}", e.0))?;
-    let digest = *b"ninsho bench: one checked digest";
-    let token = workload::issue_bound_token(gateway, &mut gw, setup::CLINIC, &doctor.login_id, &digest)
+pub async fn check_one(
+    gateway: &Target,
+    signer: &Target,
+    doctor: &SignDoctor,
+) -> anyhow::Result<String> {
+    let mut gw = gateway
+        .connect()
         .await
-        .map_err(|e| anyhow!("token: {}", e.0))?;
+        .map_err(|e| anyhow!("connect to the gateway: {}", e.0))?;
+    let mut conn = signer
+        .connect()
+        .await
+        .map_err(|e| anyhow!("connect to the signer: {}", e.0))?;
+    let digest = *b"ninsho bench: one checked digest";
+    let token =
+        workload::issue_bound_token(gateway, &mut gw, setup::CLINIC, &doctor.login_id, &digest)
+            .await
+            .map_err(|e| anyhow!("token: {}", e.0))?;
     let signature = workload::sign_hash(signer, &mut conn, &doctor.credential, &token, &digest)
         .await
         .map_err(|e| anyhow!("signHash: {}", e.0))?;
@@ -353,15 +423,24 @@ pub async fn check_one(gateway: &Target, signer: &Target, doctor: &SignDoctor) -
         bytes::Bytes::from(body.to_string()),
     )
     .map_err(|e| anyhow!(e.0))?;
-    let reply = conn.send(req).await.map_err(|e| anyhow!("credentials/info: {}", e.0))?;
+    let reply = conn
+        .send(req)
+        .await
+        .map_err(|e| anyhow!("credentials/info: {}", e.0))?;
     let info: serde_json::Value = serde_json::from_slice(&reply.body)?;
     let cert = info["cert"]["certificates"][0]
         .as_str()
         .and_then(|c| STANDARD.decode(c).ok())
         .ok_or_else(|| anyhow!("credentials/info without a certificate: {info}"))?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&cert).map_err(|e| anyhow!("certificate: {e}"))?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(&cert).map_err(|e| anyhow!("certificate: {e}"))?;
     let spki = parsed.public_key().raw;
-    if !keys::verify_digest(spki, keys::SignAlgorithm::RsaPkcs1Sha256, &digest, &signature)? {
+    if !keys::verify_digest(
+        spki,
+        keys::SignAlgorithm::RsaPkcs1Sha256,
+        &digest,
+        &signature,
+    )? {
         bail!("the signHash signature does not verify under the credential's certificate");
     }
     Ok(format!(

@@ -871,4 +871,15 @@ mod tests {
         assert_eq!(section(&replaced), Some("## Soak\n\nsecond"));
         assert_eq!(section(doc), None);
     }
+
+    /// `bench run --sign-hash-only` replaces the signer's section and leaves the soak alone.
+    #[test]
+    fn the_signer_section_is_replaced_alone() {
+        let signer = crate::report::SIGNER_HEADING;
+        let doc = format!("# B\n\n## Soak\n\nsoak\n\n{signer}\n\nold\n\n### What limits it\n\nprose\n");
+        let replaced = replace_heading(&doc, signer, &format!("{signer}\n\nnew\n"));
+        assert_eq!(replaced, format!("# B\n\n## Soak\n\nsoak\n\n{signer}\n\nnew\n"));
+        assert_eq!(section(&replaced), Some("## Soak\n\nsoak"));
+        assert_eq!(heading_section(&doc, "## Nothing"), None);
+    }
 }
