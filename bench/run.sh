@@ -7,6 +7,8 @@
 #   ./bench/run.sh                      # full run, ~10-15 min on 2 cores
 #   ./bench/run.sh --duration 5         # shorter scenarios (any `bench run --help` option)
 #   ./bench/run.sh --smoke              # 2-second harness check (what tests/run.sh runs)
+#   ./bench/run.sh --sign-hash-only     # only the remote signer's signHash (issue 19): replaces
+#                                       # its section of BENCHMARKS.md, keeps the rest
 #   ./bench/run.sh soak --duration 30m --out BENCHMARKS.md   # only the soak (issue 16)
 #   BENCH_SOAK=30m ./bench/run.sh       # the full run, then a soak of that length on SQLite
 #

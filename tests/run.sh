@@ -79,8 +79,8 @@ else
 fi
 
 # The benchmark harness (issue 7) on a 2-second budget per scenario, so it cannot rot: trivial
-# mTLS server and a gateway on SQLite (token, FIDO, card, handshake); fails on any error. Full run:
-# ./bench/run.sh.
+# mTLS server and a gateway on SQLite (token, FIDO, card, handshake) and the remote signer's signHash
+# beside it (software keys and SoftHSM2); fails on any error. Full run: ./bench/run.sh.
 log "benchmark harness smoke run"
 "${CARGO_TARGET_DIR:-target}/debug/bench" run --smoke --gateway "${CARGO_TARGET_DIR:-target}/debug/gateway" \
   --work "${CARGO_TARGET_DIR:-target}/bench-smoke"

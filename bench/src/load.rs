@@ -55,6 +55,8 @@ pub struct Spec {
     pub rate: Option<f64>,
     /// Server process whose CPU and memory to sample.
     pub server_pid: Option<u32>,
+    /// A second server process whose CPU to sample (the gateway behind the remote signer).
+    pub second_pid: Option<u32>,
 }
 
 /// What one run measured (the JSON output of `bench load`).
@@ -81,6 +83,9 @@ pub struct LoadResult {
     pub machine_cpu_us_per_op: f64,
     /// Server RSS at the end, KiB.
     pub server_rss_end_kib: u64,
+    /// The second server's CPU time per operation, microseconds (0 without one).
+    #[serde(default)]
+    pub second_cpu_us_per_op: f64,
 }
 
 impl LoadResult {
@@ -165,7 +170,9 @@ pub async fn run(
         .server_pid
         .and_then(|p| procstat::process_cpu(p, ticks));
     let busy0 = procstat::machine_busy(ticks);
+    let second0 = spec.second_pid.and_then(|p| procstat::process_cpu(p, ticks));
     tokio::time::sleep_until(end).await;
+    let second1 = spec.second_pid.and_then(|p| procstat::process_cpu(p, ticks));
     let cpu1 = spec
         .server_pid
         .and_then(|p| procstat::process_cpu(p, ticks));
@@ -192,6 +199,10 @@ pub async fn run(
         (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
         _ => 0.0,
     };
+    let second = match (second0, second1) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+        _ => 0.0,
+    };
     let per_op = |s: f64| if ops > 0 { s * 1e6 / ops as f64 } else { 0.0 };
     let ms = |us: u64| us as f64 / 1000.0;
     Ok(LoadResult {
@@ -207,6 +218,7 @@ pub async fn run(
         server_cpu_us_per_op: per_op(cpu),
         machine_cpu_us_per_op: per_op(busy),
         server_rss_end_kib: rss,
+        second_cpu_us_per_op: per_op(second),
     })
 }
 

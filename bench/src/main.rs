@@ -1,7 +1,9 @@
 //! `bench`: the benchmark harness of issue 7. `bench run` is the whole comparison (see
 //! `bench/run.sh`); `bench load` drives one scenario against any server and prints JSON;
 //! `bench trivial-server` is the TLS + HTTP ceiling; `bench crypto` prints the crypto ceilings;
-//! `bench soak` is the long mixed load of issue 16.
+//! `bench soak` is the long mixed load of issue 16. The hidden `signer-admin`, `signer-serve` and
+//! `key-ceiling` run the remote signer and its key backend in a child process for the signHash
+//! scenario (`signhash.rs`).
 
 mod ceiling;
 mod conn;
@@ -10,6 +12,7 @@ mod procstat;
 mod report;
 mod run;
 mod setup;
+mod signhash;
 mod soak;
 mod tlsconf;
 mod verify;
@@ -51,6 +54,27 @@ enum Cmd {
     },
     /// In-process crypto rates as JSON.
     Crypto {
+        #[arg(long, default_value_t = 1.0)]
+        secs: f64,
+    },
+    /// `ninsho-signer ARGS…` through the signer's own CLI (`signer::cli::run`), in this process.
+    #[command(hide = true)]
+    SignerAdmin {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The remote signer (`signer::Application`) with the configuration `--config`, until SIGTERM.
+    #[command(hide = true)]
+    SignerServe {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// RSA-2048 signatures per second of the key backend of the signer configuration `--config`,
+    /// as JSON.
+    #[command(hide = true)]
+    KeyCeiling {
+        #[arg(long)]
+        config: PathBuf,
         #[arg(long, default_value_t = 1.0)]
         secs: f64,
     },
@@ -119,6 +143,27 @@ fn main() -> std::process::ExitCode {
 async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     gateway::install_crypto_provider();
     match cmd {
+        Cmd::SignerAdmin { args } => {
+            let mut argv = vec!["ninsho-signer".to_owned()];
+            argv.extend(args);
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            match signer::cli::run(argv, &mut out, &mut err).await {
+                0 => Ok(()),
+                code => anyhow::bail!("ninsho-signer exited with {code}"),
+            }
+        }
+        Cmd::SignerServe { config } => {
+            signer::install_crypto_provider();
+            let config = signer::config::Config::load(Some(&config))?;
+            let app = signer::Application::build(config, Arc::new(signer::clock::SystemClock)).await?;
+            app.run_until(signer::server::shutdown_signal()).await
+        }
+        Cmd::KeyCeiling { config, secs } => {
+            let ceiling =
+                tokio::task::spawn_blocking(move || signhash::key_ceiling(&config, secs)).await??;
+            println!("{}", serde_json::to_string(&ceiling)?);
+            Ok(())
+        }
         Cmd::Run(mut args) => {
             if args.smoke {
                 args.duration = 2.0;
@@ -155,6 +200,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 mode: a.mode,
                 rate: a.rate,
                 server_pid: a.pid,
+                second_pid: None,
             };
             let result = load::run(&target, Arc::new(workload), &spec).await?;
             println!("{}", serde_json::to_string_pretty(&result)?);

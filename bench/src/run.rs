@@ -18,7 +18,8 @@ use crate::conn::Target;
 use crate::load::{self, LoadResult, Mode, Spec};
 use crate::report;
 use crate::setup::{self, GatewayConfig, PkiFiles};
-use crate::workload::{CardKey, Workload};
+use crate::signhash::{KeyCeiling, KeyKind, Signer};
+use crate::workload::{CardKey, SignDoctor, Workload};
 use crate::{procstat, tlsconf, verify};
 
 /// Options of `bench run`.
@@ -82,10 +83,24 @@ pub struct RunArgs {
     /// Gateway log level (`info` is the production default).
     #[arg(long, default_value = "info")]
     pub log_level: String,
-    /// 2-second harness check: trivial server and a gateway on SQLite (token, FIDO, card, page),
-    /// fails on any error; no peer, no PostgreSQL, no report.
+    /// 2-second harness check: trivial server and a gateway on SQLite (token, FIDO, card, page,
+    /// and the remote signer's signHash), fails on any error; no peer, no PostgreSQL, no report.
     #[arg(long)]
     pub smoke: bool,
+    /// Only the remote signer's signHash scenarios (issue 19) and their key ceilings, beside a
+    /// gateway on SQLite; replaces the `## Remote signer: signHash` section of `--out` and keeps
+    /// the rest of the file.
+    #[arg(long)]
+    pub sign_hash_only: bool,
+    /// Doctors with a credential at the signer in the signHash scenarios.
+    #[arg(long, default_value_t = 8)]
+    pub sign_doctors: u64,
+    /// EMR connections in the signHash scenarios (each also keeps one to the gateway).
+    #[arg(long, default_value_t = 16)]
+    pub sign_concurrency: usize,
+    /// Skip the SoftHSM2 variant of the signHash scenarios.
+    #[arg(long)]
+    pub no_softhsm: bool,
 }
 
 /// One measured line of the table.
@@ -118,6 +133,36 @@ pub struct Measurements {
     pub seed_seconds: Vec<(String, u64, f64)>,
     pub args: String,
     pub notes: Vec<String>,
+    /// The remote signer's signHash scenarios.
+    pub signer: SignerResults,
+}
+
+/// What the signHash scenarios measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SignerResults {
+    /// RSA-2048 signing ceiling of each key backend.
+    pub ceilings: Vec<(KeyKind, KeyCeiling)>,
+    pub runs: Vec<SignerRun>,
+    pub checks: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// One key backend's signHash measurements.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignerRun {
+    pub keys: KeyKind,
+    pub doctors: u64,
+    pub concurrency: usize,
+    /// Token at the gateway + signHash, per operation.
+    pub with_token: LoadResult,
+    /// signHash alone, tokens issued ahead.
+    pub sign_only: LoadResult,
+    /// Mean consume round trip as the signer measured it (ms), in each measurement.
+    pub consume_ms_with_token: f64,
+    pub consume_ms_sign_only: f64,
+    /// Tokens issued ahead and how fast.
+    pub pre_issued: usize,
+    pub pre_issue_rate: f64,
 }
 
 pub(crate) struct Proc {
@@ -225,6 +270,7 @@ impl Ctx {
             mode,
             rate,
             server_pid: pid,
+            second_pid: None,
         }
     }
 
@@ -305,7 +351,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let pki = setup::make_pki(&work.join("pki"), now)?;
     let cards = Arc::new(setup::CardPki::new(args.card_concurrency, now)?);
     let load_before = load_average();
-    let crypto = if args.smoke {
+    let crypto = if args.smoke || args.sign_hash_only {
         CryptoRates::default()
     } else {
         eprintln!("-- crypto ceilings");
@@ -332,7 +378,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut notes = Vec::new();
 
     // --- trivial mTLS server -------------------------------------------------------------------
-    {
+    if !args.sign_hash_only {
         let port = free_port()?;
         let mut p = spawn(
             "trivial server",
@@ -383,7 +429,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .args
         .peer_dir
         .join("node_modules/oidc-provider/package.json");
-    if args.smoke || args.no_peer {
+    if args.smoke || args.no_peer || args.sign_hash_only {
     } else if !peer_ready.exists() {
         notes.push(format!(
             "peer skipped: {} missing (run `npm ci` in {})",
@@ -453,8 +499,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut gateway_check = Vec::new();
     let mut login_timing = Vec::new();
     let mut seed_seconds = Vec::new();
+    let mut signer = SignerResults::default();
     let mut dbs = vec!["sqlite"];
-    if !args.smoke && !args.pg.is_empty() {
+    if !args.smoke && !args.sign_hash_only && !args.pg.is_empty() {
         dbs.push("postgres");
         notes.push(pg_settings(&args.pg).await?);
     }
@@ -464,7 +511,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.small
     };
     let mut scales = vec![small];
-    if !args.smoke && args.large > 0 {
+    if !args.smoke && !args.sign_hash_only && args.large > 0 {
         scales.push(args.large);
     }
     for db in dbs {
@@ -509,20 +556,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     .arg(&config_path),
                 &dir.join("gateway.log"),
             )?;
-            let result = gateway_scenarios(
-                &mut ctx,
-                &mut gw,
-                &cfg,
-                db,
-                rows,
-                &seeded,
-                rows == small,
-                &cards,
-                &mut idle_rss,
-                &mut gateway_check,
-                &mut login_timing,
-            )
-            .await;
+            let result = if args.sign_hash_only {
+                wait_port(cfg.port, &mut gw, 60).await
+            } else {
+                gateway_scenarios(
+                    &mut ctx,
+                    &mut gw,
+                    &cfg,
+                    db,
+                    rows,
+                    &seeded,
+                    rows == small,
+                    &cards,
+                    &mut idle_rss,
+                    &mut gateway_check,
+                    &mut login_timing,
+                )
+                .await
+            };
+            // The remote signer beside the small SQLite gateway.
+            let result = match result {
+                Ok(()) if db == "sqlite" && rows == small => {
+                    signer_scenarios(&mut ctx, &exe, &work, &gw, cfg.port, rows, &mut signer).await
+                }
+                other => other,
+            };
             gw.stop(Duration::from_secs(35));
             if db == "postgres" {
                 let _ = pg_database(&args.pg, &format!("ninsho_bench_{rows}"), false).await;
@@ -544,6 +602,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         seed_seconds,
         args: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         notes,
+        signer,
     };
     std::fs::write(work.join("results.json"), serde_json::to_vec_pretty(&m)?)?;
     if args.smoke {
@@ -570,6 +629,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         if !bad.is_empty() {
             bail!("bench smoke failed:\n{}", bad.join("\n"));
         }
+        return Ok(());
+    }
+    if args.sign_hash_only {
+        let section = report::signer_section(&m, Some(started.elapsed()));
+        println!("{section}");
+        let old = std::fs::read_to_string(&args.out).unwrap_or_default();
+        let text = crate::soak::replace_heading(&old, report::SIGNER_HEADING, &section);
+        std::fs::write(&args.out, &text).with_context(|| format!("write {}", args.out.display()))?;
+        eprintln!("written to {} (raw numbers: {})", args.out.display(), work.join("results.json").display());
         return Ok(());
     }
     let mut text = report::markdown(&m, started.elapsed());
@@ -704,6 +772,110 @@ async fn gateway_scenarios(
     )
     .await?;
     Ok(())
+}
+
+/// The remote signer's signHash (issue 19) beside the gateway on `gateway_port`: for software keys
+/// and (when installed) SoftHSM2, the backend's RSA-2048 ceiling, then token + signHash per
+/// operation, then signHash alone with tokens issued ahead.
+async fn signer_scenarios(
+    ctx: &mut Ctx,
+    exe: &Path,
+    work: &Path,
+    gw: &Proc,
+    gateway_port: u16,
+    rows: u64,
+    out: &mut SignerResults,
+) -> anyhow::Result<()> {
+    let mut kinds = vec![KeyKind::Software];
+    if ctx.args.no_softhsm {
+    } else if crate::signhash::softhsm2_available() {
+        kinds.push(KeyKind::SoftHsm2);
+    } else {
+        out.notes.push("SoftHSM2 skipped: its module or softhsm2-util is not installed (apt-get install softhsm2)".into());
+    }
+    let doctors = if ctx.args.smoke { ctx.args.sign_doctors.min(2) } else { ctx.args.sign_doctors };
+    let doctors = doctors.clamp(1, rows);
+    let c = if ctx.args.smoke { ctx.args.sign_concurrency.min(4) } else { ctx.args.sign_concurrency };
+    for keys in kinds {
+        eprintln!("-- signer with {}: set-up ({doctors} credentials)", keys.label());
+        let dir = work.join(format!("signer-{}", if keys == KeyKind::Software { "software" } else { "softhsm2" }));
+        let signer = Signer::start(exe, &dir, &ctx.pki, gateway_port, keys, doctors).await?;
+        let result = signer_measure(ctx, &signer, gw, gateway_port, rows, keys, c, out).await;
+        signer.stop();
+        result?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments, reason = "internal step of signer_scenarios()")]
+async fn signer_measure(
+    ctx: &mut Ctx,
+    signer: &Signer,
+    gw: &Proc,
+    gateway_port: u16,
+    rows: u64,
+    keys: KeyKind,
+    c: usize,
+    out: &mut SignerResults,
+) -> anyhow::Result<()> {
+    let server = format!("signer ({})", keys.label());
+    let gateway = ctx.target(gateway_port, false, Mode::KeepAlive);
+    let target = ctx.target(signer.port, false, Mode::KeepAlive);
+    let first: &SignDoctor = signer.doctors.first().context("no signer credentials")?;
+    let check = crate::signhash::check_one(&gateway, &target, first).await.context("signHash check")?;
+    out.checks.push(format!("{}: {check}", keys.label()));
+    if !ctx.args.smoke {
+        let secs = ctx.args.crypto_secs.max(2.0);
+        eprintln!("-- {} RSA-2048 ceiling ({secs} s per measurement)", keys.label());
+        let ceiling = signer.key_ceiling(secs)?;
+        eprintln!("   {:.0}/s on 1 thread, {:.0}/s on {}", ceiling.one, ceiling.all, ceiling.threads);
+        out.ceilings.push((keys, ceiling));
+    }
+    let spec = |ctx: &Ctx| {
+        let mut spec = ctx.spec(Mode::KeepAlive, c, None, Some(signer.proc.pid()));
+        spec.second_pid = Some(gw.pid());
+        spec
+    };
+    let workload = Workload::SignHash {
+        gateway: gateway.clone(),
+        clinic: setup::CLINIC.into(),
+        doctors: signer.doctors.clone(),
+    };
+    let before = signer.consume_seconds().await?;
+    let s = spec(ctx);
+    let with_token = ctx.measure(&server, "token + signHash", "sqlite", rows, &target, workload, s).await?;
+    let after = signer.consume_seconds().await?;
+    let consume_ms_with_token = mean_ms(before, after);
+    // Enough tokens for three times the rate just measured over the warm-up and the window.
+    let secs = ctx.args.warmup + ctx.args.duration;
+    let count = ((with_token.rate * 3.0 * secs) as usize + 200).min(300_000);
+    eprintln!("-- issuing {count} tokens ahead");
+    let started = Instant::now();
+    let tokens = crate::signhash::pre_issue(&gateway, &signer.doctors, count, 16).await?;
+    let pre_issue_rate = count as f64 / started.elapsed().as_secs_f64();
+    let workload = Workload::SignHashOnly { tokens: Arc::new(std::sync::Mutex::new(tokens)) };
+    let before = signer.consume_seconds().await?;
+    let s = spec(ctx);
+    let sign_only = ctx.measure(&server, "signHash (tokens issued ahead)", "sqlite", rows, &target, workload, s).await?;
+    let after = signer.consume_seconds().await?;
+    out.runs.push(SignerRun {
+        keys,
+        doctors: signer.doctors.len() as u64,
+        concurrency: c,
+        with_token,
+        sign_only,
+        consume_ms_with_token,
+        consume_ms_sign_only: mean_ms(before, after),
+        pre_issued: count,
+        pre_issue_rate,
+    });
+    Ok(())
+}
+
+/// Mean of a histogram between two (sum, count) readings, in milliseconds.
+fn mean_ms(before: (f64, f64), after: (f64, f64)) -> f64 {
+    let n = after.1 - before.1;
+    if n > 0.0 { 1000.0 * (after.0 - before.0) / n } else { 0.0 }
 }
 
 /// Login timing (issue 15): refused password logins for doctors that exist and for login IDs

@@ -39,6 +39,9 @@ pub struct PkiFiles {
     pub service_ca: PathBuf,
     pub emr_cert: PathBuf,
     pub emr_key: PathBuf,
+    /// The remote signer's client certificate at the gateway (service role `signer`).
+    pub signer_cert: PathBuf,
+    pub signer_key: PathBuf,
 }
 
 /// Creates the PKI in `dir`.
@@ -64,6 +67,9 @@ pub fn make_pki(dir: &Path, now: OffsetDateTime) -> anyhow::Result<PkiFiles> {
     let emr = service_ca.issue(
         &LeafSpec::new("bench-emr", LeafUsage::TlsClient, now, 30).organization("Bench EMR"),
     )?;
+    let signer = service_ca.issue(
+        &LeafSpec::new("bench-signer", LeafUsage::TlsClient, now, 30).organization("Bench Signer"),
+    )?;
     let p = |n: &str| dir.join(n);
     let files = PkiFiles {
         server_chain: p("server.pem"),
@@ -75,6 +81,8 @@ pub fn make_pki(dir: &Path, now: OffsetDateTime) -> anyhow::Result<PkiFiles> {
         service_ca: p("service-ca.pem"),
         emr_cert: p("emr.pem"),
         emr_key: p("emr.key"),
+        signer_cert: p("signer-client.pem"),
+        signer_key: p("signer-client.key"),
     };
     let write = |path: &Path, s: &str| {
         std::fs::write(path, s).with_context(|| format!("write {}", path.display()))
@@ -91,6 +99,8 @@ pub fn make_pki(dir: &Path, now: OffsetDateTime) -> anyhow::Result<PkiFiles> {
     write(&files.service_ca, service_ca.cert_pem())?;
     write(&files.emr_cert, &emr.cert_pem)?;
     write(&files.emr_key, &emr.key_pem)?;
+    write(&files.signer_cert, &signer.cert_pem)?;
+    write(&files.signer_key, &signer.key_pem)?;
     Ok(files)
 }
 
@@ -203,6 +213,23 @@ pub async fn seed(
                 role: ServiceRole::Emr,
                 fingerprint: peer.fingerprint,
                 subject: peer.subject,
+                enabled: true,
+                clinics: vec![CLINIC.to_owned()],
+            },
+            now,
+        )
+        .await?;
+    // The remote signer of the signHash scenario consumes tokens here.
+    let signer_der = gateway::pki::parse_certificate(&std::fs::read(&pki.signer_cert)?)?;
+    let signer = gateway::tls::PeerCert::from_der(&signer_der).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    store
+        .add_service_client(
+            &ServiceClient {
+                id: "bench-signer".into(),
+                name: "Bench signer".into(),
+                role: ServiceRole::Signer,
+                fingerprint: signer.fingerprint,
+                subject: signer.subject,
                 enabled: true,
                 clinics: vec![CLINIC.to_owned()],
             },

@@ -470,6 +470,7 @@ async fn drive(
                 mode: Mode::KeepAlive,
                 rate: None,
                 server_pid: Some(pid),
+                second_pid: None,
             };
             let pairs = Arc::new(Workload::TokenConsume {
                 clinic: setup::CLINIC.into(),
@@ -780,8 +781,13 @@ pub fn markdown(r: &SoakResult) -> String {
 /// `old` with its `## Soak` section (up to the next `## ` heading) replaced by `section`, or
 /// with `section` appended.
 pub fn replace_section(old: &str, section: &str) -> String {
+    replace_heading(old, "## Soak", section)
+}
+
+/// [`replace_section`] for the section under any `## ` heading (the signer's section too).
+pub fn replace_heading(old: &str, heading: &str, section: &str) -> String {
     let section = section.trim_end();
-    let Some(start) = find_heading(old, "## Soak") else {
+    let Some(start) = find_heading(old, heading) else {
         let base = old.trim_end();
         return if base.is_empty() {
             format!("{section}\n")
@@ -814,7 +820,12 @@ fn find_heading(text: &str, heading: &str) -> Option<usize> {
 
 /// The `## Soak` section of `text`, if any (kept when `bench run` rewrites the file).
 pub fn section(text: &str) -> Option<&str> {
-    let start = find_heading(text, "## Soak")?;
+    heading_section(text, "## Soak")
+}
+
+/// [`section`] for the section under any `## ` heading.
+pub fn heading_section<'a>(text: &'a str, heading: &str) -> Option<&'a str> {
+    let start = find_heading(text, heading)?;
     let body = &text[start..];
     let body = body.strip_prefix('\n').unwrap_or(body);
     let end = body[1..].find("\n## ").map_or(body.len(), |i| i + 1);
@@ -859,5 +870,16 @@ mod tests {
         assert_eq!(section(middle), Some("## Soak\n\nold"));
         assert_eq!(section(&replaced), Some("## Soak\n\nsecond"));
         assert_eq!(section(doc), None);
+    }
+
+    /// `bench run --sign-hash-only` replaces the signer's section and leaves the soak alone.
+    #[test]
+    fn the_signer_section_is_replaced_alone() {
+        let signer = crate::report::SIGNER_HEADING;
+        let doc = format!("# B\n\n## Soak\n\nsoak\n\n{signer}\n\nold\n\n### What limits it\n\nprose\n");
+        let replaced = replace_heading(&doc, signer, &format!("{signer}\n\nnew\n"));
+        assert_eq!(replaced, format!("# B\n\n## Soak\n\nsoak\n\n{signer}\n\nnew\n"));
+        assert_eq!(section(&replaced), Some("## Soak\n\nsoak"));
+        assert_eq!(heading_section(&doc, "## Nothing"), None);
     }
 }

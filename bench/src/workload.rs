@@ -7,7 +7,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeyPair as RsaKeyPair;
 use aws_lc_rs::signature::RSA_PKCS1_SHA256;
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use hyper::header::{COOKIE, HeaderValue, ORIGIN, SET_COOKIE};
 use hyper::{Method, StatusCode};
@@ -100,6 +100,20 @@ pub enum Workload {
         login_ids: Arc<Vec<String>>,
         origin: String,
     },
+    /// The remote signer's signHash (issue 19), as an EMR backend does it: a signing token bound
+    /// to one SHA-256 digest from the gateway (`gateway`, the worker's own connection), then
+    /// `signatures/signHash` of that digest at the signer (the target) for a random one of
+    /// `doctors`. The signer verifies the token, consumes it at the gateway, signs (RSA-2048
+    /// PKCS#1 v1.5) and audits.
+    SignHash {
+        gateway: Target,
+        clinic: String,
+        doctors: Arc<Vec<SignDoctor>>,
+    },
+    /// signHash alone: each operation takes one of `tokens`, issued before the clock starts.
+    SignHashOnly {
+        tokens: Arc<std::sync::Mutex<Vec<PreIssued>>>,
+    },
     /// Card login: `/auth/card/challenge` + `/auth/card/finish` for the worker's doctor, the
     /// client data signed in-process with the worker's card key.
     Card {
@@ -110,6 +124,22 @@ pub enum Workload {
     },
 }
 
+/// A doctor whose signing key the remote signer holds: the gateway login id (its token's
+/// subject) and the signer's credential id.
+#[derive(Debug, Clone)]
+pub struct SignDoctor {
+    pub login_id: String,
+    pub credential: String,
+}
+
+/// A signing token issued before the clock starts, bound to one digest.
+#[derive(Debug, Clone)]
+pub struct PreIssued {
+    pub credential: String,
+    pub token: String,
+    pub digest: [u8; 32],
+}
+
 /// Per-worker state.
 pub enum WorkerState {
     None,
@@ -117,6 +147,15 @@ pub enum WorkerState {
     Rng(u64),
     Fido(Box<FidoWorker>),
     Card(Box<CardWorker>),
+    /// The signHash scenario's worker: its doctor picker and its own keep-alive connection to
+    /// the gateway (the measured target is the signer).
+    SignHash(Box<SignHashWorker>),
+}
+
+/// An EMR backend's worker in the signHash scenario.
+pub struct SignHashWorker {
+    rng: u64,
+    gateway: Option<Conn>,
 }
 
 /// A doctor's browser: the session cookie and the origin it sends.
@@ -330,6 +369,76 @@ pub async fn consume_token(target: &Target, conn: &mut Conn, token: &str) -> Res
     Err(OpError(format!("consume_{}_{code}", reply.status.as_u16())))
 }
 
+/// A digest-sized value from the worker's generator (distinct per operation; its content does
+/// not matter to the signer).
+fn digest(rng: &mut u64) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    for chunk in d.chunks_mut(8) {
+        chunk.copy_from_slice(&xorshift(rng).to_le_bytes());
+    }
+    d
+}
+
+/// A signing token for `login_id` bound to `digest` (`hashes`: one unpadded base64url value).
+pub async fn issue_bound_token(
+    target: &Target,
+    conn: &mut Conn,
+    clinic: &str,
+    login_id: &str,
+    digest: &[u8; 32],
+) -> Result<String, OpError> {
+    let body = json!({ "clinic_id": clinic, "doctor_id": login_id, "hashes": [URL_SAFE_NO_PAD.encode(digest)] });
+    let req = with_body(
+        target.request(Method::POST, "/api/v1/signing-tokens"),
+        "application/json",
+        Bytes::from(body.to_string()),
+    )?;
+    let reply = conn.send(req).await?;
+    expect_ok(&reply, "token")?;
+    let body: Value =
+        serde_json::from_slice(&reply.body).map_err(|_| OpError("token_json".into()))?;
+    body["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| OpError("token_json".into()))
+}
+
+/// `POST /csc/v2/signatures/signHash` of `digest` with `credential` under `token` (RSA with
+/// SHA-256, PKCS#1 v1.5); returns the one signature. A refusal is counted by its CSC error code.
+pub async fn sign_hash(
+    target: &Target,
+    conn: &mut Conn,
+    credential: &str,
+    token: &str,
+    digest: &[u8; 32],
+) -> Result<Vec<u8>, OpError> {
+    let body = json!({
+        "credentialID": credential,
+        "SAD": token,
+        "hashes": [STANDARD.encode(digest)],
+        "hashAlgorithmOID": "2.16.840.1.101.3.4.2.1",
+        "signAlgo": "1.2.840.113549.1.1.11",
+    });
+    let req = with_body(
+        target.request(Method::POST, "/csc/v2/signatures/signHash"),
+        "application/json",
+        Bytes::from(body.to_string()),
+    )?;
+    let reply = conn.send(req).await?;
+    let answer: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    if reply.status != StatusCode::OK {
+        let code = answer["error"].as_str().unwrap_or_default();
+        return Err(OpError(format!("signhash_{}_{code}", reply.status.as_u16())));
+    }
+    match answer["signatures"].as_array().map(Vec::as_slice) {
+        Some([one]) => one
+            .as_str()
+            .and_then(|s| STANDARD.decode(s).ok())
+            .ok_or_else(|| OpError("signhash_base64".into())),
+        _ => Err(OpError("signhash_json".into())),
+    }
+}
+
 fn expect_ok(reply: &Reply, what: &str) -> Result<(), OpError> {
     if reply.status == StatusCode::OK {
         Ok(())
@@ -342,7 +451,13 @@ impl Workload {
     /// Per-worker set-up, before the measurement starts.
     pub async fn prepare(&self, index: usize, target: &Target) -> anyhow::Result<WorkerState> {
         match self {
-            Workload::Get { .. } | Workload::PeerToken { .. } => Ok(WorkerState::None),
+            Workload::Get { .. } | Workload::PeerToken { .. } | Workload::SignHashOnly { .. } => {
+                Ok(WorkerState::None)
+            }
+            Workload::SignHash { .. } => Ok(WorkerState::SignHash(Box::new(SignHashWorker {
+                rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
+                gateway: None,
+            }))),
             Workload::Token { .. }
             | Workload::TokenConsume { .. }
             | Workload::FailedLogin { .. } => Ok(WorkerState::Rng(
@@ -483,6 +598,42 @@ impl Workload {
                     )
                     .await?;
                 Ok(())
+            }
+            (
+                Workload::SignHash {
+                    gateway,
+                    clinic,
+                    doctors,
+                },
+                WorkerState::SignHash(w),
+            ) => {
+                let n = (xorshift(&mut w.rng) % (doctors.len().max(1) as u64)) as usize;
+                let doctor = doctors.get(n).ok_or_else(|| OpError("no_doctors".into()))?;
+                let digest = digest(&mut w.rng);
+                if w.gateway.is_none() {
+                    w.gateway = Some(gateway.connect().await?);
+                }
+                let gw = w.gateway.as_mut().ok_or_else(|| OpError("connect".into()))?;
+                let token = match issue_bound_token(gateway, gw, clinic, &doctor.login_id, &digest).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        w.gateway = None;
+                        return Err(e);
+                    }
+                };
+                sign_hash(target, conn, &doctor.credential, &token, &digest)
+                    .await
+                    .map(drop)
+            }
+            (Workload::SignHashOnly { tokens }, _) => {
+                let next = tokens
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .pop()
+                    .ok_or_else(|| OpError("tokens_exhausted".into()))?;
+                sign_hash(target, conn, &next.credential, &next.token, &next.digest)
+                    .await
+                    .map(drop)
             }
             (Workload::Card { .. }, WorkerState::Card(w)) => {
                 w.present(target, conn, json!({ "card": "hpki" })).await

@@ -1,4 +1,4 @@
-//! The CSC API v2 subset (docs/design.md §3.10): `info`, `credentials/list`, `credentials/info`
+//! The CSC API v2 subset (docs/design.md §3.11): `info`, `credentials/list`, `credentials/info`
 //! and `signatures/signHash`, over mTLS for registered callers. Field names and error codes are
 //! the CSC v2 specification's; every error is `{"error": code, "error_description": text}`.
 //!

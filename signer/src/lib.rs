@@ -1,4 +1,4 @@
-//! The Ninsho remote signer (docs/design.md §3.10): holds each doctor's signing key in software
+//! The Ninsho remote signer (docs/design.md §3.11): holds each doctor's signing key in software
 //! or on a PKCS#11 token and signs, over the CSC API v2, only what a live single-use signing
 //! token from the Ninsho Gateway allows.
 //!

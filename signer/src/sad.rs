@@ -1,4 +1,4 @@
-//! The SAD (Signature Activation Data) is the gateway's signing token (docs/design.md §3.10):
+//! The SAD (Signature Activation Data) is the gateway's signing token (docs/design.md §3.11):
 //! an ES256 JWT, typed `ninsho-signing+jwt`, verified here offline against the gateway's JWKS
 //! before anything else happens. Only what [`verify`] accepts goes on to be consumed at the
 //! gateway, and only a consumed token signs.

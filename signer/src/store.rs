@@ -1,5 +1,5 @@
 //! The signer's database: its callers, the doctors' credentials, and its own keyed audit chain
-//! (docs/design.md §3.10). SQLite (one writer connection, readers beside it under WAL) or
+//! (docs/design.md §3.11). SQLite (one writer connection, readers beside it under WAL) or
 //! PostgreSQL for several instances; each statement is written once and compiled for both
 //! through [`on_pool!`]. Connections, migrations and the chain's link come from `infra`.
 
