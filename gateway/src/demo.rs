@@ -1,5 +1,5 @@
 //! `gateway demo`: a complete development installation in one directory — PKI, configuration,
-//! database with a demo clinic, doctor and staff user, and a remote signer (docs/design.md §3.10)
+//! database with a demo clinic, doctor and staff user, and a remote signer (docs/design.md §3.11)
 //! with a credential for the demo doctor — then the gateway on localhost and the signer beside it
 //! as its own process. A second run reuses everything and prints the same instructions.
 //!

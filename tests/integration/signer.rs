@@ -1,4 +1,4 @@
-//! The remote signer (docs/design.md §3.10) against the real gateway: CSC `info`,
+//! The remote signer (docs/design.md §3.11) against the real gateway: CSC `info`,
 //! `credentials/list|info` and `signatures/signHash` with signatures checked by the openssl
 //! command line, in both key backends (software, PKCS#11 on SoftHSM2); every refusal with its CSC
 //! error, no signature, the token still usable when the refusal came before the consume, and a
