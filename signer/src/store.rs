@@ -3,6 +3,8 @@
 //! PostgreSQL for several instances; each statement is written once and compiled for both
 //! through [`on_pool!`]. Connections, migrations and the chain's link come from `infra`.
 
+mod inline;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +41,9 @@ pub enum Error {
     /// No audit key was given to a store asked to write audit rows.
     #[error("audit log: no audit key")]
     NoAuditKey,
+    /// An inline SQLite statement failed (see `inline`).
+    #[error("database error: {0}")]
+    Inline(#[source] rusqlite::Error),
     /// A stored value is not what this version writes.
     #[error("unexpected value in {0}")]
     Corrupt(&'static str),
@@ -50,6 +55,9 @@ impl Error {
         match self {
             Error::Database(e) => infra::db::sqlx_unavailable(e),
             Error::Connect(_) => true,
+            Error::Inline(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked | rusqlite::ErrorCode::ReadOnly)
+            }
             _ => false,
         }
     }
@@ -74,7 +82,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 enum Pools {
     /// `write` is one connection: SQLite takes one writer at a time, so writers queue here
     /// instead of meeting SQLITE_BUSY.
-    Sqlite { write: SqlitePool, read: SqlitePool },
+    /// `inline` runs the signHash path's statements on rusqlite (`inline`).
+    Sqlite { write: SqlitePool, read: SqlitePool, inline: Arc<inline::Inline> },
     Postgres(PgPool),
 }
 
@@ -308,6 +317,8 @@ macro_rules! credential_select {
     };
 }
 
+pub(crate) use credential_select;
+
 type CredentialRow = (String, String, String, String, String, Vec<u8>, i64, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>, bool, i64);
 
 fn credential(row: CredentialRow) -> Result<Credential> {
@@ -356,9 +367,10 @@ impl Store {
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(acquire_timeout)
-                .connect_with(options.read_only(true))
+                .connect_with(options.clone().read_only(true))
                 .await?;
-            Pools::Sqlite { write, read }
+            let inline = Arc::new(inline::Inline::open(options.get_filename())?);
+            Pools::Sqlite { write, read, inline }
         } else {
             Pools::Postgres(infra::db::connect_postgres(url, max_connections, acquire_timeout).await?)
         };
@@ -409,7 +421,7 @@ impl Store {
     /// Closes the pools.
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite { write, read } => {
+            Pools::Sqlite { write, read, .. } => {
                 read.close().await;
                 write.close().await;
             }
@@ -486,6 +498,9 @@ impl Store {
 
     /// The caller registered under a certificate fingerprint, with its clinics.
     pub async fn client_by_fingerprint(&self, fingerprint: &str) -> Result<Option<ServiceClient>> {
+        if let Pools::Sqlite { inline, .. } = &self.pools {
+            return inline.client_by_fingerprint(fingerprint);
+        }
         let rows: Vec<(String, String, String, String, bool, Option<String>)> = on_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT c.id, c.name, c.fingerprint, c.subject, c.enabled, s.clinic_id FROM service_clients c
@@ -536,6 +551,9 @@ impl Store {
 
     /// A credential by id.
     pub async fn credential(&self, id: &str) -> Result<Option<Credential>> {
+        if let Pools::Sqlite { inline, .. } = &self.pools {
+            return inline.credential(id)?.map(credential).transpose();
+        }
         let row: Option<CredentialRow> =
             on_reader!(self, |pool| sqlx::query_as(credential_select!("WHERE id = $1")).bind(id).fetch_optional(pool).await?);
         row.map(credential).transpose()
@@ -599,6 +617,9 @@ impl Store {
     /// Appends events in one transaction; returns once they are committed.
     pub async fn audit(&self, events: &[AuditEntry]) -> Result<()> {
         let key = self.key()?;
+        if let Pools::Sqlite { inline, .. } = &self.pools {
+            return inline.append(&key, events).await;
+        }
         in_transaction!(self, |tx| {
             append!(tx, key, events);
         });
