@@ -569,6 +569,47 @@ async fn pkcs11_keys_sign_and_refuse(db: Db) {
     app.stop().await;
 }
 
+/// The ops listener: `/healthz`, `/readyz` (a committed write), and `/metrics` counting requests
+/// by endpoint, outcome and CSC error, signatures, and consume round trips.
+async fn the_ops_listener_reports_health_and_counts_requests(db: Db) {
+    let app = TestApp::spawn(db).await;
+    open_session(&app).await;
+    let signer = TestSigner::spawn(&app, SignerSetup::minimal(db)).await;
+    let ops = |path: &str| format!("http://127.0.0.1:{}{path}", signer.ops_port);
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let (http, url) = (http.clone(), ops(path));
+        async move {
+            let res = http.get(url).send().await.unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await, (200, "ok".to_owned()));
+    assert_eq!(get("/readyz").await, (200, "ready".to_owned()));
+
+    let data: &[u8] = b"prescription for the metrics";
+    let token = issue_token(&app, Some(&[data])).await;
+    // A refusal before the consume (another hash), then the signature.
+    let (status, _) = signer.sign(CREDENTIAL, &token, &[b"another document"]).await;
+    assert_eq!(status, 400);
+    let (status, body) = signer.sign(CREDENTIAL, &token, &[data]).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "ninsho_signer_signatures_total 1",
+        r#"ninsho_signer_requests_total{endpoint="signatures/signHash",outcome="ok",error=""} 1"#,
+        r#"ninsho_signer_requests_total{endpoint="signatures/signHash",outcome="refused",error="invalid_request"} 1"#,
+        "ninsho_signer_consume_seconds_count 1",
+        "ninsho_signer_ready 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+    }
+    signer.stop().await;
+    app.stop().await;
+}
+
 db_tests!(
     signs_hashes_that_verify_with_openssl,
     refusals_before_the_consume_change_nothing,
@@ -578,4 +619,5 @@ db_tests!(
     disabling_a_credential_or_a_caller_takes_effect_at_once,
     the_gateway_down_signs_nothing,
     pkcs11_keys_sign_and_refuse,
+    the_ops_listener_reports_health_and_counts_requests,
 );

@@ -68,6 +68,8 @@ impl SignerSetup {
 /// A running signer.
 pub struct TestSigner {
     pub port: u16,
+    /// The ops listener's port (`/healthz`, `/readyz`, `/metrics`).
+    pub ops_port: u16,
     pub config_path: PathBuf,
     pub dir: tempfile::TempDir,
     pki: Arc<TestPki>,
@@ -152,7 +154,7 @@ impl TestSigner {
         let config_path = d.join("signer.toml");
         std::fs::write(&config_path, toml).unwrap();
 
-        let mut signer = TestSigner { port: 0, config_path, dir, pki, pg_url: db_url, pg_database, shutdown: None, task: None };
+        let mut signer = TestSigner { port: 0, ops_port: 0, config_path, dir, pki, pg_url: db_url, pg_database, shutdown: None, task: None };
         signer.admin_ok(&["migrate"]).await;
         let (ca_cert, ca_key) = (signer.path("signing-ca.pem"), signer.path("signing-ca.key"));
         signer.admin_ok(&["admin", "ca", "generate-demo", "--cert", &ca_cert, "--key", &ca_key]).await;
@@ -178,6 +180,7 @@ impl TestSigner {
         let config = signer::config::Config::load(Some(&signer.config_path)).unwrap();
         let application = signer::Application::build(config, Arc::new(app.clock.clone())).await.unwrap();
         signer.port = application.local_addr().port();
+        signer.ops_port = application.ops_addr().port();
         let (tx, rx) = oneshot::channel::<()>();
         signer.shutdown = Some(tx);
         signer.task = Some(tokio::spawn(async move {
