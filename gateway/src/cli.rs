@@ -107,22 +107,7 @@ pub async fn run(
     }
 }
 
-/// An error and its causes on one line, each said once: a cause whose text its context already
-/// quotes (`database error: connection refused` over `connection refused`) is not repeated.
-pub fn error_message(e: &anyhow::Error) -> String {
-    let mut message = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || message.contains(&text) {
-            continue;
-        }
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(&text);
-    }
-    message
-}
+pub use infra::cli::error_message;
 
 async fn dispatch(
     cli: Cli,

@@ -514,16 +514,7 @@ impl Default for LogConfig {
     }
 }
 
-/// A configuration that cannot be used, with the reason.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file or environment could not be read or had unknown or mistyped keys.
-    #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
-    /// A value is out of range or contradicts another.
-    #[error("configuration: {0}")]
-    Invalid(String),
-}
+pub use infra::config::ConfigError;
 
 impl Config {
     /// Defaults, then `file` (if given; it must exist), then `GATEWAY_*` variables.

@@ -216,41 +216,8 @@ impl Application {
             tracing::info!(drain_secs, "shutting down: unready now, still serving while load balancers take this instance out");
             tokio::time::sleep(Duration::from_secs(drain_secs)).await;
         };
-        tokio::pin!(stop_accepting);
-        loop {
-            let (tcp, remote) = tokio::select! {
-                accepted = main.accept() => match accepted {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut stop_accepting => break,
-            };
-            // Refused before the handshake: a refused client costs no TLS work.
-            let permit = match admission.admit(remote.ip()) {
-                Ok(permit) => permit,
-                Err(refusal) => {
-                    state.metrics.connection_refused(refusal.reason());
-                    tracing::debug!(%remote, reason = refusal.reason(), "connection refused");
-                    drop(tcp);
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let conn = infra::serve::Connection { acceptor: tls.acceptor(), router: router.clone(), timeouts };
-            let (stop, events) = (stop_rx.clone(), events.clone());
-            tokio::spawn(async move { conn.serve(tcp, remote, permit, stop, events.as_ref()).await });
-        }
-        drop(main);
-        // Every connection sees this, finishes its open requests and closes (HTTP/2: GOAWAY).
-        let _ = stop_tx.send(true);
-        if tokio::time::timeout(Duration::from_secs(30), admission.all_closed()).await.is_err() {
-            tracing::warn!("connections still open after 30 s; closing");
-        }
+        let listener = infra::serve::Listener { tcp: main, admission, router, timeouts };
+        listener.run(|| tls.acceptor(), events, &stop_tx, stop_accepting).await;
         let _ = ops_task.await;
         let _ = purge.await;
         let _ = key_refresh.await;
@@ -282,6 +249,10 @@ impl infra::serve::Events for ConnectionEvents {
 
     fn idle_closed(&self) {
         self.0.metrics.connection_idle_closed();
+    }
+
+    fn connection_refused(&self, reason: &'static str) {
+        self.0.metrics.connection_refused(reason);
     }
 }
 
@@ -414,25 +385,4 @@ async fn checkpoint_loop(state: AppState, key: Arc<crate::audit_checkpoint::Chec
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM (what container runtimes send).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown requested");
-}
+pub use infra::serve::shutdown_signal;

@@ -7,6 +7,17 @@ use std::path::Path;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or had unknown or mistyped keys.
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is out of range or contradicts another.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
 /// Defaults from `T::default()`, then `file` (if given; it must exist), then the variables
 /// starting with `env_prefix`. `<PREFIX>CONFIG` names the file itself and is not a key.
 pub fn layered<T: serde::Serialize + Default>(file: Option<&Path>, env_prefix: &str) -> Result<Figment, String> {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit_chain;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connections;

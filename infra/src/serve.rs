@@ -1,9 +1,11 @@
-//! One TLS connection of a main listener, served to its end: the handshake under a timeout, the
-//! verified client certificate attached to every request as [`PeerCert`], HTTP/1.1 or HTTP/2,
-//! and a close when it goes idle or the server stops. Each service runs its own accept loop
-//! (admission, draining) and hands every admitted connection here.
+//! A main listener, as both services run it: [`Listener::run`] accepts, admits each connection
+//! under the caps before any TLS work, and serves it to its end (the handshake under a timeout,
+//! the verified client certificate attached to every request as [`PeerCert`], HTTP/1.1 or
+//! HTTP/2, and a close when it goes idle or the server stops).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,7 +15,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use crate::connections::{Activity, Permit};
+use crate::connections::{Activity, Admission, Permit};
 use crate::tls::{PeerCert, handshake_failure_reason};
 
 /// How long a connection may take for each stage.
@@ -33,6 +35,91 @@ pub trait Events: Send + Sync + 'static {
     fn handshake_failed(&self, reason: &'static str, remote: SocketAddr);
     /// The connection was closed for being idle.
     fn idle_closed(&self);
+    /// The connection was refused before the handshake (`reason`: which cap).
+    fn connection_refused(&self, reason: &'static str);
+}
+
+/// A bound main listener with its caps, routes and timeouts.
+pub struct Listener {
+    /// The bound socket.
+    pub tcp: tokio::net::TcpListener,
+    /// The connection caps.
+    pub admission: Arc<Admission>,
+    /// The service's routes.
+    pub router: Router,
+    /// Stage timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl Listener {
+    /// Accepts until `stop_accepting` resolves, serving each admitted connection with the TLS
+    /// configuration `acceptor` gives at accept. Then sets `stop` (every connection finishes its
+    /// open requests and closes; HTTP/2 sends GOAWAY) and waits up to 30 s for them to close.
+    pub async fn run(
+        self,
+        acceptor: impl Fn() -> TlsAcceptor,
+        events: Arc<dyn Events>,
+        stop: &tokio::sync::watch::Sender<bool>,
+        stop_accepting: impl Future<Output = ()>,
+    ) {
+        let Listener { tcp: listener, admission, router, timeouts } = self;
+        tokio::pin!(stop_accepting);
+        loop {
+            let (tcp, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut stop_accepting => break,
+            };
+            // Refused before the handshake: a refused client costs no TLS work.
+            let permit = match admission.admit(remote.ip()) {
+                Ok(permit) => permit,
+                Err(refusal) => {
+                    events.connection_refused(refusal.reason());
+                    tracing::debug!(%remote, reason = refusal.reason(), "connection refused");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let conn = Connection { acceptor: acceptor(), router: router.clone(), timeouts };
+            let (stop, events) = (stop.subscribe(), events.clone());
+            tokio::spawn(async move { conn.serve(tcp, remote, permit, stop, events.as_ref()).await });
+        }
+        drop(listener);
+        let _ = stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(30), admission.all_closed()).await.is_err() {
+            tracing::warn!("connections still open after 30 s; closing");
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested");
 }
 
 /// An accepted connection's service: the TLS configuration current at accept, the routes and

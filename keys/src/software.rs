@@ -66,6 +66,15 @@ fn cached(pkcs8: &[u8]) -> Result<PKey<Private>, KeyError> {
 pub(crate) fn sign_with(key: &PKey<Private>, alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>, KeyError> {
     let mut ctx = PkeyCtx::new(key)?;
     ctx.sign_init()?;
+    set_scheme(&mut ctx, alg)?;
+    let mut signature = Vec::new();
+    ctx.sign_to_vec(digest, &mut signature)?;
+    Ok(signature)
+}
+
+/// Sets `alg`'s padding on a context initialised for signing or verifying, with SHA-256 as the
+/// signature digest.
+fn set_scheme<T>(ctx: &mut PkeyCtx<T>, alg: SignAlgorithm) -> Result<(), KeyError> {
     match alg {
         SignAlgorithm::RsaPkcs1Sha256 => ctx.set_rsa_padding(Padding::PKCS1)?,
         SignAlgorithm::RsaPssSha256 => {
@@ -75,9 +84,7 @@ pub(crate) fn sign_with(key: &PKey<Private>, alg: SignAlgorithm, digest: &[u8]) 
         }
     }
     ctx.set_signature_md(Md::sha256())?;
-    let mut signature = Vec::new();
-    ctx.sign_to_vec(digest, &mut signature)?;
-    Ok(signature)
+    Ok(())
 }
 
 /// Verifies `signature` over a SHA-256 `digest` with an RSA public key (SubjectPublicKeyInfo
@@ -89,15 +96,7 @@ pub(crate) fn verify_digest(spki: &[u8], alg: SignAlgorithm, digest: &[u8], sign
     let key = rsa_public(spki)?;
     let mut ctx = PkeyCtx::new(&key)?;
     ctx.verify_init()?;
-    match alg {
-        SignAlgorithm::RsaPkcs1Sha256 => ctx.set_rsa_padding(Padding::PKCS1)?,
-        SignAlgorithm::RsaPssSha256 => {
-            ctx.set_rsa_padding(Padding::PKCS1_PSS)?;
-            ctx.set_rsa_pss_saltlen(RsaPssSaltlen::custom(PSS_SALT_LEN as i32))?;
-            ctx.set_rsa_mgf1_md(Md::sha256())?;
-        }
-    }
-    ctx.set_signature_md(Md::sha256())?;
+    set_scheme(&mut ctx, alg)?;
     // A mismatching signature is an OpenSSL error too: it means "does not verify" here.
     Ok(ctx.verify(digest, signature).unwrap_or(false))
 }

@@ -6,7 +6,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use base64::Engine as _;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -328,7 +327,7 @@ async fn credential(cmd: CredentialCommand, config: &Config, store: &Store, now:
             let c = store.credential(&id).await?.with_context(|| format!("no credential {id}"))?;
             let Some(cert) = &c.certificate else { anyhow::bail!("credential {id} has no certificate yet (CSR pending)") };
             for der in std::iter::once(cert).chain(c.chain.iter()) {
-                write!(out, "{}", pem("CERTIFICATE", der))?;
+                write!(out, "{}", infra::cli::pem("CERTIFICATE", der))?;
             }
             Ok(())
         }
@@ -405,11 +404,6 @@ fn read_certificate(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(certs.first().map(|c| c.to_vec()).unwrap_or_default())
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64.as_bytes().chunks(64).filter_map(|c| std::str::from_utf8(c).ok()).collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
-}
 
 fn write_new(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
     if private {

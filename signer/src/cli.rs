@@ -70,22 +70,10 @@ pub async fn run(args: Vec<String>, out: &mut (dyn Write + Send), err: &mut (dyn
     match dispatch(cli, out).await {
         Ok(()) => 0,
         Err(e) => {
-            let _ = writeln!(err, "ninsho-signer: {}", error_message(&e));
+            let _ = writeln!(err, "ninsho-signer: {}", infra::cli::error_message(&e));
             1
         }
     }
-}
-
-/// An error and its causes on one line, each cause once.
-fn error_message(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
 }
 
 async fn dispatch(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {

@@ -129,36 +129,8 @@ impl Application {
             tracing::info!(drain_secs, "shutting down: unready now, still serving while load balancers take this instance out");
             tokio::time::sleep(Duration::from_secs(drain_secs)).await;
         };
-        tokio::pin!(stop_accepting);
-        loop {
-            let (tcp, remote) = tokio::select! {
-                accepted = main.accept() => match accepted {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut stop_accepting => break,
-            };
-            let permit = match admission.admit(remote.ip()) {
-                Ok(permit) => permit,
-                Err(refusal) => {
-                    state.metrics.connection_refused(refusal.reason());
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let conn = infra::serve::Connection { acceptor: acceptor.clone(), router: router.clone(), timeouts };
-            let (stop, events) = (stop_rx.clone(), events.clone());
-            tokio::spawn(async move { conn.serve(tcp, remote, permit, stop, events.as_ref()).await });
-        }
-        drop(main);
-        let _ = stop_tx.send(true);
-        if tokio::time::timeout(Duration::from_secs(30), admission.all_closed()).await.is_err() {
-            tracing::warn!("connections still open after 30 s; closing");
-        }
+        let listener = infra::serve::Listener { tcp: main, admission, router, timeouts };
+        listener.run(|| acceptor.clone(), events, &stop_tx, stop_accepting).await;
         let _ = ops_task.await;
         state.store.close().await;
         Ok(())
@@ -175,27 +147,10 @@ impl infra::serve::Events for Events {
     fn idle_closed(&self) {
         self.0.idle_closed();
     }
+
+    fn connection_refused(&self, reason: &'static str) {
+        self.0.connection_refused(reason);
+    }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+pub use infra::serve::shutdown_signal;

@@ -5,8 +5,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -34,11 +32,6 @@ pub(super) fn certificate_der(path: &Path) -> anyhow::Result<Vec<u8>> {
     crate::pki::read_certificate(&bytes).with_context(|| path.display().to_string())
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let lines: Vec<&str> = b64.as_bytes().chunks(64).filter_map(|c| std::str::from_utf8(c).ok()).collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
-}
 
 /// A PEM certificate (chain) and its PEM key (a 0600 file) as one identity.
 fn pem_identity(cert: &Path, key: &Path) -> anyhow::Result<reqwest::Identity> {
@@ -58,9 +51,9 @@ fn pkcs12_identity(p12: &Path, password_file: &Path) -> anyhow::Result<reqwest::
     let store = KeyStore::from_pkcs12(&data, &password, Pkcs12ImportPolicy::Relaxed)
         .map_err(|e| anyhow::anyhow!("{}: cannot open (wrong password or not a PKCS#12 file): {e}", p12.display()))?;
     let (_, chain) = store.private_key_chain().with_context(|| format!("{} holds no private key", p12.display()))?;
-    let mut text = Zeroizing::new(pem("PRIVATE KEY", chain.key().as_der()));
+    let mut text = Zeroizing::new(infra::cli::pem("PRIVATE KEY", chain.key().as_der()));
     for cert in chain.certs() {
-        text.push_str(&pem("CERTIFICATE", cert.as_der()));
+        text.push_str(&infra::cli::pem("CERTIFICATE", cert.as_der()));
     }
     reqwest::Identity::from_pem(text.as_bytes()).with_context(|| format!("{}: unusable key or certificate", p12.display()))
 }
