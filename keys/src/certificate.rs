@@ -1,6 +1,6 @@
 //! The credential certificates of the signer's keys: a PKCS#10 request for a real CA
 //! ([`csr_pem`]), and certificates from a signing CA this process holds ([`SigningCa`]), shaped like
-//! the real MEDIS-issued HPKI signing certificate (`shared/domain/cards.md` §2.5):
+//! the real MEDIS-issued HPKI signing certificate (docs/cards.md §2.5):
 //!
 //! | field | value |
 //! |---|---|
@@ -47,7 +47,7 @@ pub struct DoctorSubject {
     /// Subject O, the facility (`MEDIS UNIVERSITY HOSPITAL`).
     pub organization: String,
     /// Subject serialNumber, a CA-assigned identifier (`Test117120`): PrintableString characters
-    /// only. Not the medical registration number (cards.md §2.5).
+    /// only. Not the medical registration number (docs/cards.md §2.5).
     pub serial: String,
 }
 
@@ -269,7 +269,7 @@ impl SigningCa {
         params.not_after = not_after;
         params.serial_number = Some(random_serial()?);
         // nonRepudiation (X.509 "contentCommitment") alone, critical (rcgen marks keyUsage
-        // critical): MSV refuses an HPKI signing certificate without it (cards.md §2.5).
+        // critical): MSV refuses an HPKI signing certificate without it (docs/cards.md §2.5).
         params.key_usages = vec![KeyUsagePurpose::ContentCommitment];
         params.use_authority_key_identifier_extension = true;
         params.custom_extensions.push(devpki::cards::subject_key_identifier(public.der_bytes()));

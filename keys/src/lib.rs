@@ -1,4 +1,4 @@
-//! The remote signer's key backends and its credential certificates (DESIGN §3.10). No HTTP, no SQL,
+//! The remote signer's key backends and its credential certificates (docs/design.md §3.11). No HTTP, no SQL,
 //! no clock: the signer (`signer/`) stores what [`StoredKey`] holds, passes `now` in, and calls
 //! these blocking functions from `spawn_blocking`.
 //!

@@ -1,7 +1,6 @@
 //! The software backend: RSA keys generated and used by the system OpenSSL 3.
 //!
-//! Parsed keys are cached. Measured on this project's 2-core machine (`tests/software.rs`,
-//! `parse_cost`): parsing an RSA-2048 PKCS#8 through OpenSSL 3's decoders costs 0.65 to 0.95 ms,
+//! Parsed keys are cached. Measured once on this project's 2-core machine: parsing an RSA-2048 PKCS#8 through OpenSSL 3's decoders costs 0.65 to 0.95 ms,
 //! more than the signature itself (`openssl speed rsa2048`: 0.44 ms), so parsing on every signature
 //! held the signer at about a quarter of the RSA ceiling (1.6 ms a signature); with the cache a
 //! signature costs 0.41 ms, the ceiling. The cache maps SHA-256 of the PKCS#8 to the

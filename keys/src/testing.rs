@@ -16,7 +16,7 @@
 //! }
 //! ```
 //!
-//! Recipe and packages: `shared/testing/recipes.md` §8 (`apt-get install softhsm2`).
+//! Packages: Debian's `softhsm2` (`tests/run.sh` installs it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

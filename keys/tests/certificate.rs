@@ -17,7 +17,7 @@ fn subject(kanji: bool) -> DoctorSubject {
     }
 }
 
-/// extnValue of the real MEDIS certificate's subjectDirectoryAttributes (cards.md §2.5), 54 bytes.
+/// extnValue of the real MEDIS certificate's subjectDirectoryAttributes (docs/cards.md §2.5), 54 bytes.
 fn real_hc_role_bytes() -> Vec<u8> {
     let mut bytes = vec![
         0x30, 0x34, 0x30, 0x32, 0x06, 0x06, 0x28, 0x81, 0x85, 0x42, 0x00, 0x01, 0x31, 0x28, 0x31, 0x26, 0x30, 0x24,

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::time::Instant;
 
 use common::{cli_verifies, openssl, sha256, sign_and_check, write_spki_pem};
 use keys::{Backend, KeyError, SignAlgorithm, StoredKey};
@@ -71,27 +70,4 @@ fn bad_input_is_a_clear_error() {
     let ec = openssl::pkey::PKey::from_ec_key(ec).unwrap().private_key_to_pkcs8().unwrap();
     let err = Backend::Software.public_key(&StoredKey::Software { pkcs8: ec.into() }).unwrap_err();
     assert!(matches!(err, KeyError::BadStoredKey), "{err:?}");
-}
-
-/// What parsing the PKCS#8 costs next to a signature with a parsed (cached) key (the module
-/// documentation of `software.rs` quotes it; compare `openssl speed rsa2048`).
-/// `cargo test -p keys --test software -- --ignored --nocapture parse_cost`
-#[test]
-#[ignore = "a measurement, not a check"]
-fn parse_cost() {
-    let (key, _) = Backend::Software.generate_rsa("", 2048).unwrap();
-    let StoredKey::Software { pkcs8 } = &key else { panic!() };
-    let n = 1000;
-    let digest = sha256(b"m");
-    let start = Instant::now();
-    for _ in 0..n {
-        Backend::Software.sign_digest(&key, SignAlgorithm::RsaPkcs1Sha256, &digest).unwrap();
-    }
-    let sign = start.elapsed() / n;
-    let start = Instant::now();
-    for _ in 0..n {
-        openssl::pkey::PKey::private_key_from_pkcs8(pkcs8).unwrap();
-    }
-    let parse = start.elapsed() / n;
-    println!("sign (cached key) {sign:?}, parse alone {parse:?}");
 }
