@@ -152,6 +152,10 @@ def _rehearse(gateway: str, admin_url: str) -> None:
             for _ in range(3):
                 code, _ = curl(tmp, p12_password, lb, "/login")
                 assert code == "200", f"GET /login during gateway-1's drain answered {code}"
+            # haproxy writes a connection's log line when the connection closes, which may come after
+            # curl has its answer: wait for the three lines before reading who served them.
+            wait_for("haproxy to log the drain's connections",
+                     lambda: len(re.findall(r"\] https gateways/", haproxy_log.read_text()[down:])) >= 3, 10)
             tail = haproxy_log.read_text()[down:]
             assert not re.search(r"\] https gateways/gateway-1 ", tail), f"a connection went to the draining instance: {tail}"
             assert len(re.findall(r"\] https gateways/gateway-2 ", tail)) >= 3, tail
