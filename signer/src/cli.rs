@@ -38,8 +38,9 @@ pub enum Command {
     /// Manage callers, credentials and the audit log.
     #[command(subcommand)]
     Admin(crate::admin::AdminCommand),
-    /// Check a signature made by signHash: its value under the certificate's key, the
-    /// certificate's HPKI signing shape and, with --ca, its path. Exit 0 only if all pass.
+    /// Verify a signed e-prescription document (FILE), or a signature made by signHash (its value
+    /// under the certificate's key, the certificate's HPKI signing shape and, with --ca, its
+    /// path). Exit 0 only if all pass.
     Verify(crate::verify::VerifyArgs),
 }
 
@@ -110,7 +111,10 @@ async fn dispatch(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> 
         Command::Admin(cmd) => crate::admin::run(cmd, &config, out).await,
         Command::Verify(args) => {
             use crate::clock::Clock as _;
-            let (report, ok) = crate::verify::run(&args, SystemClock.unix())?;
+            let (report, ok) = match &args.file {
+                Some(file) => crate::verify::run_document(&args, file, &config)?,
+                None => crate::verify::run(&args, SystemClock.unix())?,
+            };
             write!(out, "{report}")?;
             if !ok {
                 anyhow::bail!("the signature or its certificate did not pass every check");

@@ -40,6 +40,12 @@ pub struct Config {
     pub ca: CaConfig,
     /// The audit log's key.
     pub audit: AuditConfig,
+    /// The e-prescription signature (`signatures/signDoc`).
+    pub signdoc: SignDocConfig,
+    /// The time-stamping authority signDoc asks.
+    pub tsa: TsaConfig,
+    /// What `POST /api/v1/verify` and `ninsho-signer verify FILE` trust.
+    pub verify: VerifyConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -265,6 +271,49 @@ pub struct AuditConfig {
     pub key_file: PathBuf,
 }
 
+/// `[signdoc]`: the e-prescription signature (docs/design.md §3.12).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignDocConfig {
+    /// CRLs (PEM or DER files) of the CAs on the signing certificates' paths, embedded in every
+    /// signature (RevocationValues). Read at each signDoc, so a CA's new CRL is picked up when the
+    /// file is replaced; a document is signed only while they are current and do not list the
+    /// signing certificate.
+    pub crl_files: Vec<PathBuf>,
+}
+
+/// `[tsa]`: the RFC 3161 time-stamping authority (an accredited one in production).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TsaConfig {
+    /// The TSA's URL (http or https). Empty: signDoc is refused (AdES-B-LT needs a time-stamp).
+    pub url: String,
+    /// CA certificates (PEM) the TSA's certificate must chain to; its tokens are checked against
+    /// them before they are embedded.
+    pub anchor_files: Vec<PathBuf>,
+    /// CRLs (PEM or DER files) of the TSA's CAs, embedded as the time-stamp's validation data.
+    pub crl_files: Vec<PathBuf>,
+    /// How long one time-stamp request may take.
+    pub timeout_ms: u64,
+}
+
+impl Default for TsaConfig {
+    fn default() -> Self {
+        Self { url: String::new(), anchor_files: Vec::new(), crl_files: Vec::new(), timeout_ms: 10_000 }
+    }
+}
+
+/// `[verify]`: the anchors a signed prescription is judged against.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// HPKI signing CA roots (PEM). None configured: every signature's certificate is reported
+    /// untrusted.
+    pub anchor_files: Vec<PathBuf>,
+    /// TSA roots (PEM) for the signature time-stamp.
+    pub tsa_anchor_files: Vec<PathBuf>,
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -294,6 +343,9 @@ impl Default for Config {
             keys: KeysConfig { rsa_bits: 2048, ..KeysConfig::default() },
             ca: CaConfig { validity_years: 5, ..CaConfig::default() },
             audit: AuditConfig::default(),
+            signdoc: SignDocConfig::default(),
+            tsa: TsaConfig::default(),
+            verify: VerifyConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -374,6 +426,18 @@ impl Config {
         }
         if !(1..=10).contains(&self.ca.validity_years) {
             return invalid("ca.validity_years must be between 1 and 10");
+        }
+        if !self.tsa.url.is_empty() {
+            match Url::parse(&self.tsa.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => return invalid("tsa.url must be an http or https URL"),
+            }
+            if self.tsa.anchor_files.is_empty() {
+                return invalid("tsa.url needs tsa.anchor_files: the TSA's tokens are checked before they are embedded");
+            }
+        }
+        if !(100..=120_000).contains(&self.tsa.timeout_ms) {
+            return invalid("tsa.timeout_ms must be between 100 and 120000");
         }
         if !self.audit.key.is_empty() && !self.audit.key_file.as_os_str().is_empty() {
             return invalid("audit.key and audit.key_file are exclusive: set one");

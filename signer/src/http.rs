@@ -1,5 +1,6 @@
-//! The CSC API v2 subset (docs/design.md §3.11): `info`, `credentials/list`, `credentials/info`
-//! and `signatures/signHash`, over mTLS for registered callers. Field names and error codes are
+//! The CSC API v2 subset (docs/design.md §3.11): `info`, `credentials/list`, `credentials/info`,
+//! `signatures/signHash` and `signatures/signDoc` ([`sign_doc`], §3.12), and `POST /api/v1/verify`
+//! ([`verify_doc`]), over mTLS for registered callers. Field names and error codes are
 //! the CSC v2 specification's; every error is `{"error": code, "error_description": text}`.
 //!
 //! `signHash` checks everything it can before the key is touched, in this order: the caller,
@@ -36,6 +37,12 @@ use crate::metrics::Metrics;
 use crate::sad::{self, Jwks, SadError};
 use crate::store::{AuditEntry, Credential, ServiceClient, Store};
 
+mod sign_doc;
+mod verify_doc;
+
+pub use sign_doc::DocSigning;
+pub use verify_doc::Anchors;
+
 /// The OID of SHA-256, the one hash algorithm accepted.
 pub const SHA256_OID: &str = "2.16.840.1.101.3.4.2.1";
 
@@ -61,6 +68,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Set on SIGTERM: `/readyz` fails.
     pub draining: Arc<AtomicBool>,
+    /// signDoc's time-stamping authority and validation data.
+    pub doc_signing: Arc<DocSigning>,
+    /// What `POST /api/v1/verify` trusts.
+    pub verify_anchors: Arc<Anchors>,
 }
 
 /// A CSC error answer.
@@ -81,11 +92,11 @@ impl CscError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
 
-    fn unavailable(description: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(description: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", description)
     }
 
-    fn internal() -> Self {
+    pub(crate) fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "The signer failed; nothing was signed")
     }
 
@@ -126,9 +137,9 @@ type CscResult<T> = Result<T, CscError>;
 
 /// The registered caller behind the connection's client certificate.
 pub struct Caller {
-    client: ServiceClient,
+    pub(crate) client: ServiceClient,
     /// base64url SHA-256 of its certificate: what a token's `cnf.x5t#S256` must equal.
-    x5t_s256: String,
+    pub(crate) x5t_s256: String,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -166,6 +177,8 @@ pub fn router(state: AppState) -> Router {
         .route("/csc/v2/credentials/list", post(credentials_list))
         .route("/csc/v2/credentials/info", post(credentials_info))
         .route("/csc/v2/signatures/signHash", post(sign_hash))
+        .route("/csc/v2/signatures/signDoc", post(sign_doc::sign_doc))
+        .route("/api/v1/verify", post(verify_doc::verify))
         .route("/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .fallback(|| async { CscError::new(StatusCode::NOT_FOUND, "invalid_request", "No such CSC method") })
         .layer(DefaultBodyLimit::max(limit))
@@ -173,7 +186,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The body as JSON, or the CSC answer to why not.
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> CscResult<T> {
+pub(crate) fn body<T>(body: Result<Json<T>, JsonRejection>) -> CscResult<T> {
     match body {
         Ok(Json(t)) => Ok(t),
         Err(JsonRejection::BytesRejection(_)) => {
@@ -186,11 +199,11 @@ fn body<T>(body: Result<Json<T>, JsonRejection>) -> CscResult<T> {
 
 /// serde's message for a missing or mistyped field, said the CSC way.
 fn csc_shape_error(text: &str) -> String {
-    for field in ["credentialID", "SAD", "hashes", "hashAlgorithmOID", "signAlgo", "signAlgoParams", "operationMode", "certificates", "userID"] {
+    for field in ["credentialID", "SAD", "documents", "document", "signature_format", "hashes", "hashAlgorithmOID", "signAlgo", "signAlgoParams", "operationMode", "certificates", "userID"] {
         // Missing: "missing field `SAD`"; mistyped: axum names the path, "…: hashes: invalid
         // type…" or "…: hashes[0]: invalid type…".
         if text.contains(&format!("`{field}`")) || text.contains(&format!(": {field}: ")) || text.contains(&format!(": {field}[")) {
-            let kind = if field == "hashes" { "array" } else { "string" };
+            let kind = if matches!(field, "hashes" | "documents") { "array" } else { "string" };
             return format!("Missing (or invalid type) {kind} parameter {field}");
         }
     }
@@ -425,11 +438,11 @@ struct SignHashResponse {
     signatures: Vec<String>,
 }
 
-/// What a signHash refusal records: the reason and what was known by then.
-struct Refusal {
-    error: CscError,
-    reason: &'static str,
-    claims: Option<sad::Claims>,
+/// What a signHash or signDoc refusal records: the reason and what was known by then.
+pub(crate) struct Refusal {
+    pub(crate) error: CscError,
+    pub(crate) reason: &'static str,
+    pub(crate) claims: Option<sad::Claims>,
 }
 
 impl From<CscError> for Refusal {
@@ -438,38 +451,41 @@ impl From<CscError> for Refusal {
     }
 }
 
-fn refuse(reason: &'static str, error: CscError) -> Refusal {
+pub(crate) fn refuse(reason: &'static str, error: CscError) -> Refusal {
     Refusal { error, reason, claims: None }
 }
 
 async fn sign_hash(State(state): State<AppState>, caller: Caller, req: Result<Json<SignHashRequest>, JsonRejection>) -> Response {
     let answer = sign_hash_checked(&state, &caller, req).await;
-    let answer = match answer {
-        Ok(ok) => Ok(ok),
-        Err(Refusal { error, reason, claims }) => {
-            // Every refusal is audited (before the answer); a failing audit turns it into 503.
-            let reason = if reason.is_empty() { error.code() } else { reason };
-            let detail = json!({
-                "reason": reason,
-                "client": caller.client.id,
-                "jti": claims.as_ref().map(|c| c.jti.clone()),
-            });
-            let entry = AuditEntry {
-                at: state.clock.unix(),
-                event: "signature_refused",
-                outcome: "failure",
-                clinic_id: claims.as_ref().map(|c| c.clinic.clone()),
-                user_id: claims.as_ref().map(|c| c.sub.clone()),
-                detail,
-            };
-            match state.store.audit(std::slice::from_ref(&entry)).await {
-                Ok(()) => Err(error),
-                Err(e) => Err(CscError::from(e)),
-            }
-        }
-    };
+    let answer = audit_refused(&state, &caller, answer).await;
     state.metrics.request("signatures/signHash", answer.as_ref().err().map(CscError::code));
     answer.into_response()
+}
+
+/// Audits a refusal (before it is answered); a failing audit turns it into 503.
+pub(crate) async fn audit_refused<T>(state: &AppState, caller: &Caller, answer: Result<T, Refusal>) -> Result<T, CscError> {
+    let Refusal { error, reason, claims } = match answer {
+        Ok(ok) => return Ok(ok),
+        Err(refusal) => refusal,
+    };
+    let reason = if reason.is_empty() { error.code() } else { reason };
+    let detail = json!({
+        "reason": reason,
+        "client": caller.client.id,
+        "jti": claims.as_ref().map(|c| c.jti.clone()),
+    });
+    let entry = AuditEntry {
+        at: state.clock.unix(),
+        event: "signature_refused",
+        outcome: "failure",
+        clinic_id: claims.as_ref().map(|c| c.clinic.clone()),
+        user_id: claims.as_ref().map(|c| c.sub.clone()),
+        detail,
+    };
+    match state.store.audit(std::slice::from_ref(&entry)).await {
+        Ok(()) => Err(error),
+        Err(e) => Err(CscError::from(e)),
+    }
 }
 
 async fn sign_hash_checked(
@@ -501,9 +517,62 @@ async fn sign_hash_checked(
         }
         digests.push(bytes);
     }
+    let Authorized { credential, claims } = authorize(state, caller, &req.credential_id, &req.sad, hash_alg, &digests).await?;
+    let with_claims = |reason: &'static str, error: CscError| Refusal { error, reason, claims: Some(claims.clone()) };
+    consume(state, caller, &req.sad, &claims).await?;
+    let now = state.clock.unix();
+    let keyring = state.keyring.clone();
+    let signing = credential.clone();
+    let signed = tokio::task::spawn_blocking(move || keyring.sign(&signing, alg, &digests)).await;
+    let signatures = match signed {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::error!(credential = %credential.id, error = %e, "signing failed");
+            return Err(with_claims("key_failure", CscError::internal()));
+        }
+        Err(_) => return Err(with_claims("key_failure", CscError::internal())),
+    };
+    let entry = AuditEntry {
+        at: now,
+        event: "signature_created",
+        outcome: "success",
+        clinic_id: Some(claims.clinic.clone()),
+        user_id: Some(claims.sub.clone()),
+        detail: json!({
+            "credential": credential.id,
+            "jti": claims.jti,
+            "client": caller.client.id,
+            "hashes": signatures.len(),
+            "sign_algo": alg.oid(),
+        }),
+    };
+    // Answered only once audited; a failed audit answers no signature.
+    state.store.audit(std::slice::from_ref(&entry)).await.map_err(|e| with_claims("audit_failed", e.into()))?;
+    state.metrics.signed(signatures.len());
+    Ok(Json(SignHashResponse { signatures: signatures.iter().map(|s| STANDARD.encode(s)).collect() }))
+}
+
+/// A credential and the SAD that allows signing `digests` with it.
+pub(crate) struct Authorized {
+    pub(crate) credential: Credential,
+    pub(crate) claims: sad::Claims,
+}
+
+/// What signHash and signDoc both check before the token is consumed: the credential (the
+/// caller's clinic, enabled, its certificate in date), the SAD (signature, `typ`, `iss`, `aud`,
+/// time, certificate binding, doctor and clinic), and that the SAD authorises exactly `digests`
+/// (as a set, no more of them than `numSignatures`) with `hash_alg`.
+pub(crate) async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    credential_id: &str,
+    sad_token: &str,
+    hash_alg: &str,
+    digests: &[Vec<u8>],
+) -> Result<Authorized, Refusal> {
     // The credential: the caller's clinic, enabled, in this backend, certificate in force.
     let now = state.clock.unix();
-    let credential = callers_credential(state, caller, &req.credential_id).await.map_err(|e| refuse("unknown_credential", e))?;
+    let credential = callers_credential(state, caller, credential_id).await.map_err(|e| refuse("unknown_credential", e))?;
     if !credential.enabled {
         return Err(refuse("credential_disabled", CscError::invalid("The credential identified by credentialID is disabled")));
     }
@@ -513,7 +582,7 @@ async fn sign_hash_checked(
         _ => return Err(refuse("certificate_not_valid", CscError::invalid("Signing certificate is not valid yet or not issued"))),
     }
     // The SAD, offline.
-    let claims = match sad::verify(&req.sad, &state.jwks, &state.gateway, &state.config.issuer(), &state.config.csc.audience, now).await {
+    let claims = match sad::verify(sad_token, &state.jwks, &state.gateway, &state.config.issuer(), &state.config.csc.audience, now).await {
         Ok(c) => c,
         Err(SadError::Expired) => return Err(refuse("sad_expired", CscError::invalid("SAD expired"))),
         Err(SadError::NotYetValid) => return Err(refuse("sad_not_yet_valid", CscError::invalid("Invalid parameter SAD: not yet valid"))),
@@ -549,9 +618,16 @@ async fn sign_hash_checked(
     if digests.len() > allowed {
         return Err(with_claims("too_many_signatures", CscError::invalid("Numbers of signatures is too high")));
     }
+    Ok(Authorized { credential, claims })
+}
+
+/// Consumes the SAD at the gateway: single use on every instance, decided there. Only after this
+/// succeeds may a key be touched.
+pub(crate) async fn consume(state: &AppState, caller: &Caller, sad_token: &str, claims: &sad::Claims) -> Result<(), Refusal> {
+    let with_claims = |reason: &'static str, error: CscError| Refusal { error, reason, claims: Some(claims.clone()) };
     // Single use, decided by the gateway for every instance: only then is the key touched.
     let started = Instant::now();
-    let consumed = state.gateway.consume(&req.sad, &caller.x5t_s256).await;
+    let consumed = state.gateway.consume(sad_token, &caller.x5t_s256).await;
     state.metrics.consume_took(started.elapsed().as_secs_f64());
     match consumed {
         Ok(c) if c.sub == claims.sub && c.clinic_id == claims.clinic && c.medical_reg_no == claims.medical_reg_no => {}
@@ -576,35 +652,7 @@ async fn sign_hash_checked(
             ));
         }
     }
-    let keyring = state.keyring.clone();
-    let signing = credential.clone();
-    let signed = tokio::task::spawn_blocking(move || keyring.sign(&signing, alg, &digests)).await;
-    let signatures = match signed {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::error!(credential = %credential.id, error = %e, "signing failed");
-            return Err(with_claims("key_failure", CscError::internal()));
-        }
-        Err(_) => return Err(with_claims("key_failure", CscError::internal())),
-    };
-    let entry = AuditEntry {
-        at: now,
-        event: "signature_created",
-        outcome: "success",
-        clinic_id: Some(claims.clinic.clone()),
-        user_id: Some(claims.sub.clone()),
-        detail: json!({
-            "credential": credential.id,
-            "jti": claims.jti,
-            "client": caller.client.id,
-            "hashes": signatures.len(),
-            "sign_algo": alg.oid(),
-        }),
-    };
-    // Answered only once audited; a failed audit answers no signature.
-    state.store.audit(std::slice::from_ref(&entry)).await.map_err(|e| with_claims("audit_failed", e.into()))?;
-    state.metrics.signed(signatures.len());
-    Ok(Json(SignHashResponse { signatures: signatures.iter().map(|s| STANDARD.encode(s)).collect() }))
+    Ok(())
 }
 
 /// The DER of RSASSA-PSS-params with SHA-256, MGF1 with SHA-256 and a 32-byte salt (RFC 8017

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod sad;
 pub mod server;
 pub mod store;
+pub mod validation;
 pub mod verify;
 
 pub use infra::clock;

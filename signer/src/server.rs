@@ -67,7 +67,11 @@ impl Application {
         let main = TcpListener::bind(config.server.listen).await.with_context(|| format!("binding {}", config.server.listen))?;
         let ops = TcpListener::bind(config.ops.listen).await.with_context(|| format!("binding {}", config.ops.listen))?;
         let jwks = Arc::new(Jwks::new(config.gateway.jwks_refresh_min_secs, config.gateway.jwks_max_age_secs));
+        let doc_signing = Arc::new(http::DocSigning::new(&config)?);
+        let verify_anchors = Arc::new(http::Anchors::new(&config)?);
         let state = AppState {
+            doc_signing,
+            verify_anchors,
             config: Arc::new(config),
             store,
             gateway,

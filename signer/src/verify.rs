@@ -1,11 +1,12 @@
-//! `ninsho-signer verify`: checks a signature the signer made over a hash (signHash), as a
-//! relying party would — the signature value with the certificate's public key (OpenSSL), the
+//! `ninsho-signer verify`: with a FILE, checks a signed e-prescription document (docs/design.md
+//! §3.12) and prints the verification report ([`run_document`]); without one, checks a signature
+//! the signer made over a hash (signHash), as a relying party would — the signature value with the certificate's public key (OpenSSL), the
 //! certificate's shape as an HPKI signing certificate (nonRepudiation, the HPKI signing policy,
 //! hcRole) and, given the CA certificates, its path at the signing time. It prints one line per
 //! check and succeeds only when every check passes.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use base64::Engine as _;
@@ -19,14 +20,27 @@ const HPKI_SIGNING_ARC: &str = "1.2.392.100495.1.5.1.1.";
 /// `ninsho-signer verify`.
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
+    /// A signed e-prescription document (XML) to verify. Without it, the --cert/--signature form
+    /// checks a signHash signature.
+    #[arg(conflicts_with_all = ["cert", "signature", "data", "hash", "ca"])]
+    pub file: Option<PathBuf>,
+    /// With FILE: HPKI signing CA roots (PEM), repeatable; default `verify.anchor_files`.
+    #[arg(long = "anchors")]
+    pub anchors: Vec<PathBuf>,
+    /// With FILE: TSA roots (PEM), repeatable; default `verify.tsa_anchor_files`.
+    #[arg(long = "tsa-anchors")]
+    pub tsa_anchors: Vec<PathBuf>,
+    /// With FILE: the report as JSON.
+    #[arg(long)]
+    pub json: bool,
     /// The signer's certificate (PEM, or DER).
-    #[arg(long)]
-    pub cert: PathBuf,
+    #[arg(long, required_unless_present = "file")]
+    pub cert: Option<PathBuf>,
     /// The signature: a file holding its base64 (as signHash answers it) or raw bytes.
-    #[arg(long)]
-    pub signature: PathBuf,
+    #[arg(long, required_unless_present = "file")]
+    pub signature: Option<PathBuf>,
     /// The signed data; its SHA-256 is what was signed.
-    #[arg(long, conflicts_with = "hash", required_unless_present = "hash")]
+    #[arg(long, conflicts_with = "hash", required_unless_present_any = ["hash", "file"])]
     pub data: Option<PathBuf>,
     /// Or the SHA-256 that was sent to signHash, base64.
     #[arg(long)]
@@ -37,19 +51,51 @@ pub struct VerifyArgs {
     /// CA certificates (PEM) to validate the certificate's path against (no revocation check).
     #[arg(long)]
     pub ca: Option<PathBuf>,
-    /// The time the path is checked at, Unix seconds (default: now).
-    #[arg(long)]
+    /// The time the certificate is judged at: Unix seconds or RFC 3339 (default: now; with FILE,
+    /// the time-stamp's time).
+    #[arg(long, value_parser = parse_time)]
     pub at: Option<i64>,
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(unix) = text.parse::<i64>() {
+        return Ok(unix);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| format!("{text:?} is neither Unix seconds nor an RFC 3339 time"))
+}
+
+/// Verifies the signed document `file`; returns the report (text or JSON) and the verdict.
+pub fn run_document(args: &VerifyArgs, file: &Path, config: &crate::config::Config) -> anyhow::Result<(String, bool)> {
+    let document = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let read = |given: &[PathBuf], configured: &[PathBuf]| -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for path in if given.is_empty() { configured } else { given } {
+            out.extend(crate::validation::read_certificates(path)?);
+        }
+        Ok(out)
+    };
+    let signer_anchors = read(&args.anchors, &config.verify.anchor_files)?;
+    let tsa_anchors = read(&args.tsa_anchors, &config.verify.tsa_anchor_files)?;
+    let policy = xades::VerifyPolicy { signer_anchors: &signer_anchors, tsa_anchors: &tsa_anchors, at: args.at };
+    let report = xades::verify(&document, &policy);
+    let valid = report.verdict == xades::Verdict::Valid;
+    let text = if args.json { format!("{:#}\n", report.to_json()) } else { report.to_string() };
+    Ok((text, valid))
 }
 
 /// Runs the checks; returns the report and whether every check passed.
 pub fn run(args: &VerifyArgs, now: i64) -> anyhow::Result<(String, bool)> {
-    let cert_bytes = std::fs::read(&args.cert).with_context(|| format!("cannot read {}", args.cert.display()))?;
-    let cert_der = match infra::tls::read_pem_certs(&args.cert) {
+    let (Some(cert_path), Some(signature_path)) = (&args.cert, &args.signature) else {
+        anyhow::bail!("give FILE, or --cert and --signature");
+    };
+    let cert_bytes = std::fs::read(cert_path).with_context(|| format!("cannot read {}", cert_path.display()))?;
+    let cert_der = match infra::tls::read_pem_certs(cert_path) {
         Ok(certs) => certs.first().map(|c| c.to_vec()).unwrap_or_default(),
         Err(_) => cert_bytes,
     };
-    let (_, cert) = X509Certificate::from_der(&cert_der).map_err(|e| anyhow::anyhow!("{}: not a certificate: {e}", args.cert.display()))?;
+    let (_, cert) = X509Certificate::from_der(&cert_der).map_err(|e| anyhow::anyhow!("{}: not a certificate: {e}", cert_path.display()))?;
     let digest: Vec<u8> = match (&args.data, &args.hash) {
         (Some(path), _) => {
             use sha2::Digest as _;
@@ -61,7 +107,7 @@ pub fn run(args: &VerifyArgs, now: i64) -> anyhow::Result<(String, bool)> {
     if digest.len() != 32 {
         anyhow::bail!("the hash must be a SHA-256 (32 bytes), got {}", digest.len());
     }
-    let raw = std::fs::read(&args.signature).with_context(|| format!("cannot read {}", args.signature.display()))?;
+    let raw = std::fs::read(signature_path).with_context(|| format!("cannot read {}", signature_path.display()))?;
     let signature = match std::str::from_utf8(&raw).ok().and_then(|t| STANDARD.decode(t.trim()).ok()) {
         Some(decoded) => decoded,
         None => raw,
