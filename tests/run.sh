@@ -17,8 +17,9 @@ log() { printf '\n== %s\n' "$*"; }
 # checks of deploy/ (deploy/check.sh: `haproxy -c` of the compose load balancer, and a virtualenv
 # for the Kubernetes and Compose schema checks). prometheus: its promtool checks and unit-tests the
 # alert rules of deploy/monitoring (tests/integration/metrics.rs). softhsm2: the PKCS#11 module the
-# signer's key backend is tested against (keys/tests/pkcs11.rs, a token store per test).
-PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl jq pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium haproxy python3-venv prometheus softhsm2)
+# signer's key backend is tested against (keys/tests/pkcs11.rs, a token store per test). xmlsec1: the
+# independent XML-signature oracle for the e-prescription signature (xades/tests, the signDoc tests).
+PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl jq pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium haproxy python3-venv prometheus softhsm2 xmlsec1)
 command -v npm >/dev/null || PKGS+=(nodejs npm)
 pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 pg_up || PKGS+=(postgresql)
