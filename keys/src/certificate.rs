@@ -22,8 +22,8 @@ use std::cell::RefCell;
 use openssl::pkey::PKey;
 use openssl::x509::X509;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyIdMethod, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SerialNumber, SignatureAlgorithm, SigningKey,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType, IsCa, Issuer, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SerialNumber, SignatureAlgorithm, SigningKey,
 };
 use time::macros::{offset, time};
 use time::{Date, Duration, OffsetDateTime};
@@ -277,6 +277,35 @@ impl SigningCa {
         params.custom_extensions.push(devpki::hc_role_extension(MEDICAL_DOCTOR));
         params.custom_extensions.push(devpki::cards::certificate_policies(HPKI_SIGN_POLICY, &self.cps_uri)?);
         Ok(params.signed_by(&public, &self.issuer)?.der().to_vec())
+    }
+}
+
+impl SigningCa {
+    /// A CRL (DER) of this CA: thisUpdate `this_update`, nextUpdate `next_update`, listing the
+    /// certificates with `revoked` serial numbers (big-endian bytes) as revoked at `this_update`,
+    /// with authorityKeyIdentifier and a random cRLNumber (RFC 5280 §5.2). The e-prescription
+    /// signature embeds such CRLs (docs/design.md §3.12).
+    pub fn crl(&self, this_update: OffsetDateTime, next_update: OffsetDateTime, revoked: &[Vec<u8>]) -> Result<Vec<u8>, KeyError> {
+        if next_update <= this_update {
+            return Err(KeyError::Certificate("a CRL's nextUpdate must be after its thisUpdate".into()));
+        }
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: random_serial()?,
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: this_update,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.der().to_vec())
     }
 }
 

@@ -134,6 +134,19 @@ pub enum CaCommand {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Issue a CRL of the configured signing CA (`[ca]`) to embed in e-prescription signatures
+    /// (`signdoc.crl_files`); the file is replaced.
+    Crl {
+        /// Where to write the CRL (DER).
+        #[arg(long)]
+        out: PathBuf,
+        /// Days until its nextUpdate.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u16).range(1..=90))]
+        days: u16,
+        /// Serial numbers (hex) of certificates to list as revoked; repeatable.
+        #[arg(long = "revoke-serial")]
+        revoke_serial: Vec<String>,
+    },
 }
 
 /// `admin audit …`.
@@ -152,6 +165,18 @@ pub async fn run(cmd: AdminCommand, config: &Config, out: &mut (dyn Write + Send
         write_new(cert, ca.cert_pem().as_bytes(), false)?;
         write_new(key, ca.key_pem().as_bytes(), true)?;
         writeln!(out, "demo signing CA written to {} and {}", cert.display(), key.display())?;
+        return Ok(());
+    }
+    if let AdminCommand::Ca(CaCommand::Crl { out: path, days, revoke_serial }) = &cmd {
+        let ca = signing_ca(config)?.context("admin ca crl needs [ca] cert_file and key_file")?;
+        let revoked = revoke_serial
+            .iter()
+            .map(|h| hex::decode(h.trim().replace(':', "")).with_context(|| format!("--revoke-serial {h:?} is not hex")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let now = SystemClock.now();
+        let crl = ca.crl(now, now + time::Duration::days(i64::from(*days)), &revoked)?;
+        replace_file(path, &crl)?;
+        writeln!(out, "CRL of {} written to {} (next update in {days} days, {} revoked)", config.ca.cert_file.display(), path.display(), revoked.len())?;
         return Ok(());
     }
     let store = open(config).await?;
@@ -404,6 +429,15 @@ fn read_certificate(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(certs.first().map(|c| c.to_vec()).unwrap_or_default())
 }
 
+
+/// Writes `contents` to a temporary file beside `path`, then renames it over `path`: a signer
+/// reading the file at the same time sees the old CRL or the new one, never half of one.
+fn replace_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let name = path.file_name().context("the output path has no file name")?.to_string_lossy().into_owned();
+    let temp = path.with_file_name(format!(".{name}.new"));
+    std::fs::write(&temp, contents).with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("replacing {}", path.display()))
+}
 
 fn write_new(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
     if private {
