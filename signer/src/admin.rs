@@ -173,8 +173,9 @@ pub async fn run(cmd: AdminCommand, config: &Config, out: &mut (dyn Write + Send
             .iter()
             .map(|h| hex::decode(h.trim().replace(':', "")).with_context(|| format!("--revoke-serial {h:?} is not hex")))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // thisUpdate five minutes back, for relying parties whose clocks run behind.
         let now = SystemClock.now();
-        let crl = ca.crl(now, now + time::Duration::days(i64::from(*days)), &revoked)?;
+        let crl = ca.crl(now - time::Duration::minutes(5), now + time::Duration::days(i64::from(*days)), &revoked)?;
         replace_file(path, &crl)?;
         writeln!(out, "CRL of {} written to {} (next update in {days} days, {} revoked)", config.ca.cert_file.display(), path.display(), revoked.len())?;
         return Ok(());

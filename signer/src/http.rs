@@ -223,7 +223,11 @@ async fn info(State(state): State<AppState>, _caller: Caller) -> Json<serde_json
         "lang": "ja-JP",
         "description": "Remote signing for Japanese electronic prescriptions; the SAD is a Ninsho Gateway signing token",
         "authType": ["external"],
-        "methods": ["credentials/list", "credentials/info", "signatures/signHash"],
+        "methods": if state.doc_signing.enabled() {
+            json!(["credentials/list", "credentials/info", "signatures/signHash", "signatures/signDoc"])
+        } else {
+            json!(["credentials/list", "credentials/info", "signatures/signHash"])
+        },
         "signAlgorithms": {
             "algos": SignAlgorithm::ALL.iter().map(|a| a.oid()).collect::<Vec<_>>(),
         },

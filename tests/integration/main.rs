@@ -26,6 +26,7 @@ mod schema;
 mod sessions;
 mod signer;
 mod signer_harness;
+mod signdoc;
 mod signer_process;
 mod tls_gate;
 mod tokens;

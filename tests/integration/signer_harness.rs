@@ -52,11 +52,15 @@ pub struct SignerSetup {
     pub audience: Option<String>,
     /// Overrides `gateway.url` (a closed port).
     pub gateway_url: Option<String>,
+    /// signDoc set up: a local TSA (`tsp::responder`) on the gateway's clock, its CA as
+    /// `tsa.anchor_files` and `verify.tsa_anchor_files`, the signing CA's CRL (`admin ca crl`) as
+    /// `signdoc.crl_files`, the signing CA as `verify.anchor_files`.
+    pub signdoc: bool,
 }
 
 impl SignerSetup {
     pub fn new(db: Db) -> Self {
-        Self { db, keys: KeyBackend::Software, all_credentials: true, issuer: None, audience: None, gateway_url: None }
+        Self { db, keys: KeyBackend::Software, all_credentials: true, issuer: None, audience: None, gateway_url: None, signdoc: false }
     }
 
     /// Only the doctor's credential: a second instance, a signer with another configuration.
@@ -78,6 +82,8 @@ pub struct TestSigner {
     pg_database: Option<(String, String)>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The local TSA's task, when [`SignerSetup::signdoc`].
+    pub tsa: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Writes `contents` to a new file readable only by its owner (keys, PINs).
@@ -128,6 +134,29 @@ impl TestSigner {
         };
         // A path as a TOML string (`d.join("")` is the directory itself, with a trailing slash).
         let p = |name: &str| format!("{:?}", d.join(name).display().to_string());
+        let (signdoc, tsa) = if setup.signdoc {
+            let responder = Arc::new(tsp::responder::Responder::generate(now.unix_timestamp()).unwrap());
+            std::fs::write(d.join("tsa-ca.pem"), responder.ca_pem()).unwrap();
+            std::fs::write(d.join("tsa-ca.crl"), responder.crl_der(now.unix_timestamp()).unwrap()).unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let tsa_port = listener.local_addr().unwrap().port();
+            let clock = app.clock.clone();
+            let task = tokio::spawn(async move {
+                let _ = responder.serve(listener, move || clock.unix()).await;
+            });
+            let toml = format!(
+                "[signdoc]\ncrl_files = [{crl}]\n\
+                 [tsa]\nurl = \"http://127.0.0.1:{tsa_port}/\"\nanchor_files = [{tsa_ca}]\ncrl_files = [{tsa_crl}]\n\
+                 [verify]\nanchor_files = [{ca}]\ntsa_anchor_files = [{tsa_ca}]\n",
+                crl = p("signing-ca.crl"),
+                tsa_ca = p("tsa-ca.pem"),
+                tsa_crl = p("tsa-ca.crl"),
+                ca = p("signing-ca.pem"),
+            );
+            (toml, Some(task))
+        } else {
+            (String::new(), None)
+        };
         let gateway_url = setup.gateway_url.clone().unwrap_or_else(|| format!("{}/", app.origin()));
         let toml = format!(
             "data_dir = {data}\n\
@@ -138,6 +167,7 @@ impl TestSigner {
              [gateway]\nurl = {gateway_url:?}\nca_file = {gw_ca}\nclient_cert_file = {gw_cert}\nclient_key_file = {gw_key}\nissuer = {issuer:?}\n\
              [csc]\naudience = {audience:?}\n\
              [ca]\ncert_file = {ca_cert}\nkey_file = {ca_key}\n\
+             {signdoc}\
              [keys]\n{keys}",
             data = p(""),
             cert = p("server.pem"),
@@ -154,7 +184,8 @@ impl TestSigner {
         let config_path = d.join("signer.toml");
         std::fs::write(&config_path, toml).unwrap();
 
-        let mut signer = TestSigner { port: 0, ops_port: 0, config_path, dir, pki, pg_url: db_url, pg_database, shutdown: None, task: None };
+        let mut signer =
+            TestSigner { port: 0, ops_port: 0, config_path, dir, pki, pg_url: db_url, pg_database, shutdown: None, task: None, tsa };
         signer.admin_ok(&["migrate"]).await;
         let (ca_cert, ca_key) = (signer.path("signing-ca.pem"), signer.path("signing-ca.key"));
         signer.admin_ok(&["admin", "ca", "generate-demo", "--cert", &ca_cert, "--key", &ca_key]).await;
@@ -176,6 +207,10 @@ impl TestSigner {
                 .await;
             assert_eq!(out.trim(), id, "with [ca] configured the certificate is issued at once, no CSR");
         }
+        if setup.signdoc {
+            let crl = signer.path("signing-ca.crl");
+            signer.admin_ok(&["admin", "ca", "crl", "--out", &crl]).await;
+        }
 
         let config = signer::config::Config::load(Some(&signer.config_path)).unwrap();
         let application = signer::Application::build(config, Arc::new(app.clock.clone())).await.unwrap();
@@ -194,7 +229,8 @@ impl TestSigner {
         signer
     }
 
-    fn path(&self, name: &str) -> String {
+    /// A file of this signer's directory.
+    pub fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
 
@@ -286,6 +322,9 @@ impl TestSigner {
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+        if let Some(tsa) = self.tsa.take() {
+            tsa.abort();
         }
         if let Some((admin, name)) = self.pg_database.take() {
             drop_database(&admin, &name).await;

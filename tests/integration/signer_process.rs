@@ -3,7 +3,10 @@
 //! doctor signs in and authenticates with the product's software authenticator
 //! (`gateway::check::soft`, which `gateway check` uses) over real HTTPS, the EMR requests a token
 //! bound to a hash, signs it with signHash on signer 1, the openssl command line verifies the
-//! signature, and the same token is refused by both signers afterwards.
+//! signature, and the same token is refused by both signers afterwards. Then a token bound to a
+//! prescription document's hash signs it with signDoc on signer 2 (time-stamped by a local TSA),
+//! and the signed document verifies with `xmlsec1` and with `ninsho-signer verify FILE` run as a
+//! process.
 //!
 //! The gateway runs as `faults::process` runs it (`NINSHO_GATEWAY_BIN`, else this binary
 //! re-executed); the signers run `NINSHO_TEST_SIGNER_BIN` (tests/run.sh sets it to the
@@ -227,7 +230,7 @@ async fn signer_cli(config: &Path, args: &[&str]) -> String {
     out
 }
 
-async fn fido_token_signhash_and_replay_across_two_signer_processes(db: Db) {
+async fn fido_tokens_sign_hash_and_document_across_two_signer_processes(db: Db) {
     let prepared = TestApp::builder(db).prepare().await;
     let (pki, dir) = (prepared.pki.clone(), prepared.dir.path().to_owned());
     // The processes run on the system clock; so does the registration code.
@@ -287,6 +290,15 @@ async fn fido_token_signhash_and_replay_across_two_signer_processes(db: Db) {
     std::fs::write(shared.join("gateway-client.pem"), &pki.signer.cert_pem).unwrap();
     write_private(&shared.join("gateway-client.key"), pki.signer.key_pem.as_bytes());
     std::fs::write(shared.join("emr-a.pem"), &pki.emr_a.cert_pem).unwrap();
+    // A local TSA in this process, on the system clock as the processes are.
+    let responder = std::sync::Arc::new(tsp::responder::Responder::generate(now).unwrap());
+    std::fs::write(shared.join("tsa-ca.pem"), responder.ca_pem()).unwrap();
+    std::fs::write(shared.join("tsa-ca.crl"), responder.crl_der(now).unwrap()).unwrap();
+    let tsa_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tsa_port = tsa_listener.local_addr().unwrap().port();
+    let tsa = tokio::spawn(async move {
+        let _ = responder.serve(tsa_listener, || gateway::clock::Clock::unix(&gateway::clock::SystemClock)).await;
+    });
     let s = |name: &str| toml_path(&shared.join(name));
     let signers: Vec<(PathBuf, u16, u16)> = (1..=2)
         .map(|i| {
@@ -307,6 +319,9 @@ async fn fido_token_signhash_and_replay_across_two_signer_processes(db: Db) {
                      [keys]\nbackend = \"software\"\nkey_encryption_key_file = {kek}\n\
                      [ca]\ncert_file = {ca_cert}\nkey_file = {ca_key}\n\
                      [audit]\nkey_file = {audit}\n\
+                     [signdoc]\ncrl_files = [{ca_crl}]\n\
+                     [tsa]\nurl = \"http://127.0.0.1:{tsa_port}/\"\nanchor_files = [{tsa_ca}]\ncrl_files = [{tsa_crl}]\n\
+                     [verify]\nanchor_files = [{ca_cert}]\ntsa_anchor_files = [{tsa_ca}]\n\
                      [log]\njson = true\n",
                     data = toml_path(&data),
                     cert = s("server.pem"),
@@ -320,6 +335,9 @@ async fn fido_token_signhash_and_replay_across_two_signer_processes(db: Db) {
                     ca_cert = s("signing-ca.pem"),
                     ca_key = s("signing-ca.key"),
                     audit = s("audit-key"),
+                    ca_crl = s("signing-ca.crl"),
+                    tsa_ca = s("tsa-ca.pem"),
+                    tsa_crl = s("tsa-ca.crl"),
                 ),
             )
             .unwrap();
@@ -338,6 +356,7 @@ async fn fido_token_signhash_and_replay_across_two_signer_processes(db: Db) {
     )
     .await;
     assert_eq!(created.trim(), CREDENTIAL);
+    signer_cli(first, &["admin", "ca", "crl", "--out", shared.join("signing-ca.crl").to_str().unwrap()]).await;
     let mut processes = Vec::new();
     for (i, (config, _, ops)) in signers.iter().enumerate() {
         let name = if i == 0 { "signer 1" } else { "signer 2" };
@@ -390,16 +409,39 @@ async fn fido_token_signhash_and_replay_across_two_signer_processes(db: Db) {
         assert!(answer.get("signatures").is_none());
     }
 
-    // One signature and two replays in the shared, intact audit log.
+    // A prescription document: a token bound to its hash, signDoc on signer 2, the signed
+    // document checked by xmlsec1 and by `ninsho-signer verify FILE` as a process.
+    let document = crate::signdoc::SAMPLE;
+    let (status, answer) = post(
+        &emr_gateway,
+        &format!("https://localhost:{gw_port}/api/v1/signing-tokens"),
+        &json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN, "hashes": [URL_SAFE_NO_PAD.encode(Sha256::digest(document))] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let token = answer["token"].as_str().unwrap().to_owned();
+    let (client, url) = at_signer(1, "signatures/signDoc");
+    let (status, answer) = post(&client, &url, &crate::signdoc::sign_doc_request(CREDENTIAL, &token, &[document])).await;
+    assert_eq!(status, 200, "signDoc on signer 2: {answer}");
+    let signed = STANDARD.decode(answer["DocumentWithSignature"][0].as_str().unwrap()).unwrap();
+    crate::signdoc::xmlsec1_verifies(&signed, &cert).unwrap_or_else(|e| panic!("xmlsec1: {e}"));
+    let file = dir.join("signed-prescription.xml");
+    std::fs::write(&file, &signed).unwrap();
+    let verified = signer_command(&["--config", first.to_str().unwrap(), "verify", file.to_str().unwrap()]).output().unwrap();
+    let report = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success() && report.contains("有効"), "ninsho-signer verify: {report}{}", String::from_utf8_lossy(&verified.stderr));
+
+    // Two signatures and two replays in the shared, intact audit log.
     for p in processes {
         p.stop().await;
     }
     gw.stop().await;
+    tsa.abort();
     let verified = signer_cli(first, &["admin", "audit", "verify"]).await;
     assert!(verified.contains("audit log intact"), "{verified}");
     let rows: Vec<Value> = signer_cli(first, &["admin", "audit", "export"]).await.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let count = |event: &str| rows.iter().filter(|r| r["event"] == event).count();
-    assert_eq!((count("signature_created"), count("signature_refused")), (1, 2), "{rows:?}");
+    assert_eq!((count("signature_created"), count("signature_refused")), (2, 2), "{rows:?}");
     if let Some((admin, name)) = pg_database {
         drop_database(&admin, &name).await;
     }
@@ -408,4 +450,4 @@ async fn fido_token_signhash_and_replay_across_two_signer_processes(db: Db) {
     }
 }
 
-db_tests!(fido_token_signhash_and_replay_across_two_signer_processes);
+db_tests!(fido_tokens_sign_hash_and_document_across_two_signer_processes);

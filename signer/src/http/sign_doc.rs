@@ -66,6 +66,11 @@ impl DocSigning {
         };
         Ok(Self { tsa, tsa_anchors, tsa_store, sources })
     }
+
+    /// Whether signDoc can sign (a TSA is configured).
+    pub fn enabled(&self) -> bool {
+        self.tsa.is_some()
+    }
 }
 
 #[derive(Deserialize)]
