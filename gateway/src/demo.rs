@@ -45,6 +45,10 @@ pub struct DemoArgs {
     /// The remote signer's ops (health, metrics) port on localhost.
     #[arg(long, default_value_t = 9444)]
     pub signer_ops_port: u16,
+    /// The demo's local time-stamping authority (RFC 3161 over HTTP) on localhost, which the
+    /// signer asks for the e-prescription signature's time-stamp.
+    #[arg(long, default_value_t = 9445)]
+    pub tsa_port: u16,
     /// The executable run as `EXE --config FILE demo-signer` for the signer; default: this one.
     /// (Tests run the demo inside their own binary and point this at the built `gateway`.)
     #[arg(long, hide = true)]
@@ -85,6 +89,9 @@ struct DemoSigner {
     port: u16,
     ops_port: u16,
     credential_id: String,
+    /// The local TSA's port; absent in a demo directory made before signDoc.
+    #[serde(default)]
+    tsa_port: Option<u16>,
 }
 
 fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
@@ -128,6 +135,9 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         serde_json::from_slice(&std::fs::read(&secrets_path)?).context("reading demo-secrets.json")?
     };
     let config = Config::load(Some(&paths.config()))?;
+    if secrets.signer.as_ref().is_some_and(|s| s.tsa_port.is_some()) {
+        refresh_crls(&paths).await.context("issuing the demo's CRLs")?;
+    }
     print_instructions(out, &paths, &secrets, fresh)?;
     out.flush()?;
     if args.no_serve {
@@ -142,8 +152,16 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         Some(exe) => exe.clone(),
         None => std::env::current_exe().context("locating this executable to run the signer")?,
     };
+    let tsa = match secrets.signer.as_ref().and_then(|s| s.tsa_port) {
+        Some(port) => Some(start_tsa(&paths, port).await?),
+        None => None,
+    };
     let signer = SignerProcess::spawn(&exe, &paths.signer_config())?;
-    serve_with_signer(app, signer).await
+    let served = serve_with_signer(app, signer).await;
+    if let Some(tsa) = tsa {
+        tsa.abort();
+    }
+    served
 }
 
 /// The signer's child process. Dropped (the demo's task aborted, an error), it is killed:
@@ -382,7 +400,10 @@ async fn setup_signer(paths: &DemoPaths, args: &DemoArgs, gateway: &Config) -> a
          [ops]\nlisten = \"127.0.0.1:{ops}\"\n\n\
          [gateway]\nurl = \"https://localhost:{gw_port}/\"\nca_file = {gw_ca}\nclient_cert_file = {gw_cert}\nclient_key_file = {gw_key}\n\n\
          [csc]\naudience = {audience:?}\n\n[keys]\nbackend = \"software\"\n\n\
-         [ca]\ncert_file = {ca_cert}\nkey_file = {ca_key}\n",
+         [ca]\ncert_file = {ca_cert}\nkey_file = {ca_key}\n\n\
+         [signdoc]\ncrl_files = [{ca_crl}]\n\n\
+         [tsa]\nurl = \"http://127.0.0.1:{tsa_port}/\"\nanchor_files = [{tsa_ca}]\ncrl_files = [{tsa_crl}]\n\n\
+         [verify]\nanchor_files = [{ca_cert}]\ntsa_anchor_files = [{tsa_ca}]\n",
         data = q("signer"),
         port = args.signer_port,
         cert = q("signer/server.pem"),
@@ -396,7 +417,17 @@ async fn setup_signer(paths: &DemoPaths, args: &DemoArgs, gateway: &Config) -> a
         audience = gateway.tokens.audience,
         ca_cert = q("signer/signing-ca.pem"),
         ca_key = q("signer/signing-ca.key"),
+        ca_crl = q("signer/signing-ca.crl"),
+        tsa_port = args.tsa_port,
+        tsa_ca = q("tsa/ca.pem"),
+        tsa_crl = q("tsa/ca.crl"),
     );
+    // The demo TSA's CA and certificate, made once (its CRL is issued at each start).
+    let tsa = tsp::responder::Responder::generate(SystemClock.unix())?;
+    write_file(&paths.p("tsa/ca.pem"), tsa.ca_pem().as_bytes(), false)?;
+    write_file(&paths.p("tsa/tsa.pem"), tsa.tsa_cert_pem().as_bytes(), false)?;
+    write_file(&paths.p("tsa/tsa.key"), tsa.tsa_key_pem().as_bytes(), true)?;
+    write_file(&paths.p("signer/sample-prescription.xml"), SAMPLE_PRESCRIPTION, false)?;
     let config = paths.signer_config();
     write_file(&config, text.as_bytes(), false)?;
     let path = |rel: &str| paths.p(rel).display().to_string();
@@ -413,7 +444,41 @@ async fn setup_signer(paths: &DemoPaths, args: &DemoArgs, gateway: &Config) -> a
         ],
     )
     .await?;
-    Ok(DemoSigner { port: args.signer_port, ops_port: args.signer_ops_port, credential_id: CREDENTIAL_ID.into() })
+    Ok(DemoSigner {
+        port: args.signer_port,
+        ops_port: args.signer_ops_port,
+        credential_id: CREDENTIAL_ID.into(),
+        tsa_port: Some(args.tsa_port),
+    })
+}
+
+/// The sample unsigned e-prescription the printed signDoc commands sign.
+const SAMPLE_PRESCRIPTION: &[u8] = include_bytes!("../../signer/data/sample-prescription.xml");
+
+/// The demo TSA, loaded from `tsa/`.
+fn demo_tsa(paths: &DemoPaths) -> anyhow::Result<tsp::responder::Responder> {
+    let read = |rel: &str| std::fs::read_to_string(paths.p(rel)).with_context(|| format!("reading {}", paths.p(rel).display()));
+    Ok(tsp::responder::Responder::from_pem(&read("tsa/ca.pem")?, &read("tsa/tsa.pem")?, &read("tsa/tsa.key")?)?)
+}
+
+/// The CRLs the signer embeds, issued anew at each start so they are current: the signing CA's
+/// (through the signer's CLI) and the TSA CA's.
+async fn refresh_crls(paths: &DemoPaths) -> anyhow::Result<()> {
+    let crl = paths.p("signer/signing-ca.crl").display().to_string();
+    signer_cli(&paths.signer_config(), &["admin", "ca", "crl", "--out", &crl]).await?;
+    let tsa = demo_tsa(paths)?;
+    write_file(&paths.p("tsa/ca.crl"), &tsa.crl_der(SystemClock.unix())?, false)
+}
+
+/// Serves the demo TSA on `127.0.0.1:port` until the task is aborted.
+async fn start_tsa(paths: &DemoPaths, port: u16) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let tsa = Arc::new(demo_tsa(paths)?);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding the demo TSA on port {port}"))?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = tsa.serve(listener, || SystemClock.unix()).await {
+            tracing::warn!(error = %e, "the demo TSA stopped");
+        }
+    }))
 }
 
 /// `ninsho-signer --config CONFIG ARGS…`, in this process; its output, or its error message.
@@ -469,6 +534,30 @@ fn print_instructions(out: &mut dyn Write, paths: &DemoPaths, s: &DemoSecrets, f
     Ok(())
 }
 
+/// The e-prescription: a token bound to the sample document's SHA-256, signDoc, and the signed
+/// document's verification, as shell lines to paste after [`print_signer`]'s (they use its `emr`).
+fn print_sign_doc(out: &mut dyn Write, paths: &DemoPaths, port: u16, signer: &DemoSigner) -> anyhow::Result<()> {
+    let d = paths.dir.display();
+    let (sp, cred) = (signer.port, &signer.credential_id);
+    writeln!(out)?;
+    writeln!(out, "An e-prescription (XAdES, time-stamped by the demo TSA on 127.0.0.1:{}), in the same shell:", signer.tsa_port.unwrap_or_default())?;
+    let lines = [
+        format!("DOC='{d}/signer/sample-prescription.xml'"),
+        "DOC_HASH=$(openssl dgst -sha256 -binary \"$DOC\" | base64 | tr '+/' '-_' | tr -d '=')".to_owned(),
+        format!(
+            "SAD=$(emr -d \"{{\\\"clinic_id\\\":\\\"{CLINIC_ID}\\\",\\\"doctor_id\\\":\\\"{DOCTOR_LOGIN}\\\",\\\"hashes\\\":[\\\"$DOC_HASH\\\"]}}\" https://localhost:{port}/api/v1/signing-tokens | jq -r .token)"
+        ),
+        format!(
+            "jq -n --arg sad \"$SAD\" --arg doc \"$(base64 -w0 \"$DOC\")\" '{{credentialID: \"{cred}\", SAD: $sad, documents: [{{document: $doc, signature_format: \"X\", conformance_level: \"AdES-B-LT\", signed_envelope_property: \"Internally detached\", signAlgo: \"{RSA_SHA256_OID}\"}}]}}' | emr -d @- https://localhost:{sp}/csc/v2/signatures/signDoc | jq -r '.DocumentWithSignature[0]' | base64 -d > signed-prescription.xml"
+        ),
+        format!("gateway --config '{d}/signer/signer.toml' demo-signer verify signed-prescription.xml"),
+    ];
+    for line in lines {
+        writeln!(out, "   {line}")?;
+    }
+    Ok(())
+}
+
 /// The EMR's side of a signature, as shell lines to paste: a token bound to a file's hash, signHash
 /// at the signer, the credential's certificate, and the check with the openssl command line.
 fn print_signer(out: &mut dyn Write, paths: &DemoPaths, port: u16, signer: &DemoSigner) -> anyhow::Result<()> {
@@ -506,6 +595,11 @@ fn print_signer(out: &mut dyn Write, paths: &DemoPaths, port: u16, signer: &Demo
         writeln!(out, "   {line}")?;
     }
     writeln!(out, "A token is good for one signature: presenting it again is refused (invalid_request).")?;
+    if signer.tsa_port.is_some() {
+        print_sign_doc(out, paths, port, signer)?;
+    } else {
+        writeln!(out, "(This demo directory predates signDoc; remove {d} and run `gateway demo` again to sign prescriptions.)")?;
+    }
     writeln!(out, "Signer admin: gateway --config {d}/signer/signer.toml demo-signer admin --help")?;
     Ok(())
 }

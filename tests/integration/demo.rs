@@ -11,7 +11,7 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let ops_port = free_port();
-    let (signer_port, signer_ops_port) = (free_port(), free_port());
+    let (signer_port, signer_ops_port, tsa_port) = (free_port(), free_port(), free_port());
     let demo_dir = dir.path().join("demo");
     // The demo runs in this process, whose executable is the test binary: its signer process is
     // the built gateway's.
@@ -21,7 +21,7 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
         a.push(demo_dir.display().to_string());
         a.extend(["--port".to_owned(), port.to_string(), "--ops-port".to_owned(), ops_port.to_string()]);
         a.extend(["--signer-port".to_owned(), signer_port.to_string(), "--signer-ops-port".to_owned(), signer_ops_port.to_string()]);
-        a.extend(["--signer-exe".to_owned(), signer_exe.display().to_string()]);
+        a.extend(["--signer-exe".to_owned(), signer_exe.display().to_string(), "--tsa-port".to_owned(), tsa_port.to_string()]);
         a.extend(extra.iter().map(|s| (*s).to_owned()));
         a
     };
@@ -141,6 +141,29 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
     let shell = Command::new("bash").arg("-c").arg(&script).current_dir(&work).output().unwrap();
     let stdout = String::from_utf8_lossy(&shell.stdout);
     assert!(shell.status.success() && stdout.contains("Verified OK"), "{script}\n{stdout}{}", String::from_utf8_lossy(&shell.stderr));
+    // The e-prescription commands, in the same shell (they use its `emr`): signDoc, then the
+    // printed verification, run with the built gateway binary.
+    let sign_doc: Vec<String> = printed
+        .lines()
+        .skip_while(|l| !l.starts_with("An e-prescription"))
+        .skip(1)
+        .take_while(|l| l.starts_with("   "))
+        .map(|l| l.trim().replacen("gateway --config", &format!("{} --config", signer_exe.display()), 1))
+        .collect();
+    assert_eq!(sign_doc.len(), 5, "{printed}");
+    let emr_fn = commands.iter().find(|l| l.starts_with("emr()")).unwrap();
+    let script = format!("set -euo pipefail\n{emr_fn}\n{}\n", sign_doc.join("\n"));
+    let shell = Command::new("bash").arg("-c").arg(&script).current_dir(&work).output().unwrap();
+    let stdout = String::from_utf8_lossy(&shell.stdout);
+    assert!(shell.status.success() && stdout.contains("有効"), "{script}\n{stdout}{}", String::from_utf8_lossy(&shell.stderr));
+    let signed = std::fs::read(work.join("signed-prescription.xml")).unwrap();
+    let cert_der = {
+        let text = String::from_utf8(signed.clone()).unwrap();
+        let start = text.find("X509Certificate>").unwrap() + "X509Certificate>".len();
+        let end = start + text[start..].find('<').unwrap();
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text[start..end].split_whitespace().collect::<String>()).unwrap()
+    };
+    crate::signdoc::xmlsec1_verifies(&signed, &cert_der).unwrap_or_else(|e| panic!("xmlsec1 refuses the demo's signature: {e}"));
     // The token, presented again, is refused.
     let sad = std::fs::read_to_string(work.join("sad")).unwrap();
     let emr_identity = std::fs::read_to_string(demo_dir.join("service/emr.pem")).unwrap()
