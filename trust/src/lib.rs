@@ -53,6 +53,10 @@ pub enum Purpose {
     /// (contentCommitment). The HPKI profile defines no extendedKeyUsage for signing; it is not
     /// checked.
     DocumentSigning,
+    /// A time-stamping authority's certificate (RFC 3161 §2.3): extendedKeyUsage present,
+    /// critical, and timeStamping its only purpose; keyUsage, if present, allows only
+    /// digitalSignature and nonRepudiation (OpenSSL's `timestampsign` purpose, and checked here).
+    TimeStamping,
 }
 
 /// Which checks a validation runs. Logins and the TLS gate always run [`Checks::ALL`]; the others
@@ -430,6 +434,9 @@ impl TrustStore {
                 if purpose == Purpose::ClientTls {
                     param.set_purpose(X509PurposeId::SSL_CLIENT)?;
                 }
+                if purpose == Purpose::TimeStamping {
+                    param.set_purpose(X509PurposeId::TIMESTAMP_SIGN)?;
+                }
                 if ctx.verify_cert()? {
                     let path: Vec<Vec<u8>> = match ctx.chain() {
                         Some(c) => c.iter().map(|x| x.to_der()).collect::<Result<_, _>>()?,
@@ -477,6 +484,9 @@ impl TrustStore {
         }
         if purpose == Purpose::DocumentSigning {
             check_non_repudiation(leaf_parsed)?;
+        }
+        if purpose == Purpose::TimeStamping {
+            check_time_stamping(leaf_parsed)?;
         }
         profile::check_path(&path, checks.end_entity)?;
         let policies = end_entity_policies(leaf_parsed)?;
@@ -629,6 +639,33 @@ fn check_non_repudiation(cert: &X509Certificate<'_>) -> Result<(), PathError> {
     match cert.key_usage() {
         Ok(Some(ku)) if ku.value.non_repudiation() => Ok(()),
         Ok(_) => Err(PathError::WrongPurpose { reason: "the signing certificate's keyUsage lacks nonRepudiation".into() }),
+        Err(e) => Err(PathError::Malformed { reason: format!("keyUsage: {e}") }),
+    }
+}
+
+/// A TSA's certificate (RFC 3161 §2.3): extendedKeyUsage critical with timeStamping alone.
+/// OpenSSL's purpose check says the same; this one gives the reason.
+fn check_time_stamping(cert: &X509Certificate<'_>) -> Result<(), PathError> {
+    let wrong = |reason: &str| Err(PathError::WrongPurpose { reason: reason.to_owned() });
+    match cert.extended_key_usage() {
+        Ok(Some(eku)) => {
+            let e = &eku.value;
+            let only = e.time_stamping
+                && !(e.any || e.server_auth || e.client_auth || e.code_signing || e.email_protection || e.ocsp_signing)
+                && e.other.is_empty();
+            if !eku.critical {
+                return wrong("the time-stamping certificate's extendedKeyUsage is not critical");
+            }
+            if !only {
+                return wrong("the time-stamping certificate's extendedKeyUsage is not timeStamping alone");
+            }
+        }
+        Ok(None) => return wrong("the time-stamping certificate has no extendedKeyUsage timeStamping"),
+        Err(e) => return Err(PathError::Malformed { reason: format!("extendedKeyUsage: {e}") }),
+    }
+    match cert.key_usage() {
+        Ok(Some(ku)) if ku.value.flags & !0b11 != 0 => wrong("the time-stamping certificate's keyUsage allows more than signing"),
+        Ok(_) => Ok(()),
         Err(e) => Err(PathError::Malformed { reason: format!("keyUsage: {e}") }),
     }
 }
