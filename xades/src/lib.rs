@@ -15,6 +15,11 @@
 //! [`verify`] checks any such document, ours or another implementation's, and reports every reason.
 #![forbid(unsafe_code)]
 
+mod build;
+mod report;
+mod verify;
+mod xml;
+
 /// Why a document cannot be signed. Shown to the EMR (CSC `error_description`), so in English and
 /// without document content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,56 +49,9 @@ pub struct ValidationData {
     pub crls: Vec<Vec<u8>>,
 }
 
-/// An unsigned document with its `SignedInfo` built, waiting for the signature value.
-pub struct Prepared {
-    _private: (),
-}
-
-impl Prepared {
-    /// Checks `document` (UTF-8 XML) and builds the signature for the signer's `certificate` (DER)
-    /// at `signing_time` (Unix seconds, written as UTC xs:dateTime).
-    pub fn new(document: &[u8], certificate: &[u8], signing_time: i64) -> Result<Prepared, DocumentError> {
-        let _ = (document, certificate, signing_time);
-        unimplemented!("helper: xades Prepared::new")
-    }
-
-    /// SHA-256 of the exclusive canonical form of `SignedInfo`: what the key signs.
-    pub fn signed_info_digest(&self) -> [u8; 32] {
-        unimplemented!("helper: xades signed_info_digest")
-    }
-
-    /// Places the RSASSA-PKCS1-v1_5 signature value over [`Prepared::signed_info_digest`]; it is
-    /// checked against the certificate's key.
-    pub fn with_signature(self, signature_value: &[u8]) -> Result<Signed, DocumentError> {
-        let _ = signature_value;
-        unimplemented!("helper: xades with_signature")
-    }
-}
-
-/// A signed document waiting for its signature time-stamp.
-pub struct Signed {
-    _private: (),
-}
-
-impl Signed {
-    /// SHA-256 of the inclusive canonical form of the `SignatureValue` element: the imprint of
-    /// the `SignatureTimeStamp`.
-    pub fn timestamp_imprint(&self) -> [u8; 32] {
-        unimplemented!("helper: xades timestamp_imprint")
-    }
-
-    /// The document without unsigned properties (XAdES B-B), e.g. for an XMLDSig-only check.
-    pub fn basic(&self) -> Vec<u8> {
-        unimplemented!("helper: xades basic")
-    }
-
-    /// The B-LT document: the time-stamp `token` (its imprint must be [`Signed::timestamp_imprint`]),
-    /// the signer path's and the TSA path's validation data.
-    pub fn complete(self, token: &[u8], signer: &ValidationData, tsa: &ValidationData) -> Result<Vec<u8>, DocumentError> {
-        let _ = (token, signer, tsa);
-        unimplemented!("helper: xades complete")
-    }
-}
+pub use build::{Prepared, SIGNATURE_ID, Signed};
+pub use verify::{TIME_STAMP_SKEW_SECS, verify};
+pub use xml::MAX_DOCUMENT_BYTES;
 
 /// What [`verify`] trusts.
 pub struct VerifyPolicy<'a> {
@@ -144,8 +102,3 @@ pub struct Report {
     pub timestamp_time: Option<i64>,
 }
 
-/// Verifies a signed e-prescription document (see the crate documentation) and reports every check.
-pub fn verify(document: &[u8], policy: &VerifyPolicy<'_>) -> Report {
-    let _ = (document, policy);
-    unimplemented!("helper: xades verify")
-}
