@@ -425,6 +425,7 @@ async fn setup_signer(paths: &DemoPaths, args: &DemoArgs, gateway: &Config) -> a
     // The demo TSA's CA and certificate, made once (its CRL is issued at each start).
     let tsa = tsp::responder::Responder::generate(SystemClock.unix())?;
     write_file(&paths.p("tsa/ca.pem"), tsa.ca_pem().as_bytes(), false)?;
+    write_file(&paths.p("tsa/ca.key"), tsa.ca_key_pem().as_bytes(), true)?;
     write_file(&paths.p("tsa/tsa.pem"), tsa.tsa_cert_pem().as_bytes(), false)?;
     write_file(&paths.p("tsa/tsa.key"), tsa.tsa_key_pem().as_bytes(), true)?;
     write_file(&paths.p("signer/sample-prescription.xml"), SAMPLE_PRESCRIPTION, false)?;
@@ -458,7 +459,7 @@ const SAMPLE_PRESCRIPTION: &[u8] = include_bytes!("../../signer/data/sample-pres
 /// The demo TSA, loaded from `tsa/`.
 fn demo_tsa(paths: &DemoPaths) -> anyhow::Result<tsp::responder::Responder> {
     let read = |rel: &str| std::fs::read_to_string(paths.p(rel)).with_context(|| format!("reading {}", paths.p(rel).display()));
-    Ok(tsp::responder::Responder::from_pem(&read("tsa/ca.pem")?, &read("tsa/tsa.pem")?, &read("tsa/tsa.key")?)?)
+    Ok(tsp::responder::Responder::from_pem(&read("tsa/ca.pem")?, &read("tsa/ca.key")?, &read("tsa/tsa.pem")?, &read("tsa/tsa.key")?)?)
 }
 
 /// The CRLs the signer embeds, issued anew at each start so they are current: the signing CA's

@@ -201,13 +201,19 @@ async fn revoked_or_stale_revocation_data_signs_nothing(db: Db) {
     let (status, answer) = signer.call(emr_a, "signatures/signDoc", &sign_doc_request(CREDENTIAL, &sad, &[SAMPLE])).await;
     assert_eq!((status, answer["error_description"].as_str()), (400, Some("Signing certificate is revoked")), "{answer}");
 
-    // A CRL past its nextUpdate: 503, nothing signed, the token kept.
-    signer.admin_ok(&["admin", "ca", "crl", "--out", &crl, "--days", "1"]).await;
-    app.clock.advance(time::Duration::days(2));
+    // A CRL past its nextUpdate (the CA's own, issued for last week): 503, nothing signed, the
+    // token kept.
+    let ca = keys::certificate::SigningCa::load(
+        &std::fs::read_to_string(signer.path("signing-ca.pem")).unwrap(),
+        &std::fs::read_to_string(signer.path("signing-ca.key")).unwrap(),
+    )
+    .unwrap();
+    let now = app.clock.now();
+    std::fs::write(&crl, ca.crl(now - time::Duration::days(8), now - time::Duration::days(1), &[]).unwrap()).unwrap();
     let sad = issue_token(&app, Some(&[SAMPLE])).await;
     let (status, answer) = signer.call(emr_a, "signatures/signDoc", &sign_doc_request(CREDENTIAL, &sad, &[SAMPLE])).await;
     assert_eq!((status, answer["error"].as_str()), (503, Some("temporarily_unavailable")), "{answer}");
-    // A current CRL again (valid for 7 days from the wall clock): the same token signs.
+    // A current CRL again: the same token signs.
     signer.admin_ok(&["admin", "ca", "crl", "--out", &crl]).await;
     signed_documents(&signer.call(emr_a, "signatures/signDoc", &sign_doc_request(CREDENTIAL, &sad, &[SAMPLE])).await);
     assert_eq!(signer.refusals().await, ["certificate_revoked", "validation_data"]);

@@ -12,8 +12,6 @@
 //! answered. A TSA that fails after the consume leaves the token used and nothing answered: it is
 //! audited as such and answered 503.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -263,6 +261,3 @@ fn check_entry(entry: &DocumentEntry) -> Result<Vec<u8>, (&'static str, CscError
     }
     Ok(document)
 }
-
-/// Shared for [`AppState`].
-pub type SharedDocSigning = Arc<DocSigning>;
