@@ -51,7 +51,7 @@ pub struct ValidationData {
 
 pub use build::{Prepared, SIGNATURE_ID, Signed};
 pub use verify::{TIME_STAMP_SKEW_SECS, verify};
-pub use xml::MAX_DOCUMENT_BYTES;
+pub use xml::{MAX_DOCUMENT_BYTES, canonicalize_document};
 
 /// What [`verify`] trusts.
 pub struct VerifyPolicy<'a> {

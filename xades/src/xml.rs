@@ -123,3 +123,11 @@ pub fn mode(uri: &str) -> Option<C14nMode> {
         _ => None,
     }
 }
+
+/// The canonical form of a whole document in the C14N algorithm `uri` (any of the six W3C
+/// variants): what the conformance tests compare with an independent implementation.
+pub fn canonicalize_document(bytes: &[u8], uri: &str) -> Result<Vec<u8>, String> {
+    let doc = parse(bytes).map_err(|e| e.0)?;
+    let mode = C14nMode::from_uri(uri).ok_or_else(|| format!("unknown canonicalisation {uri}"))?;
+    bergshamra_c14n::canonicalize_doc(&doc, mode, None, &[] as &[String]).map_err(|e| e.to_string())
+}
