@@ -69,6 +69,15 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The local TSA (`tsp::responder`) from the files in `--dir` (ca.pem, ca.key, tsa.pem,
+    /// tsa.key) on 127.0.0.1:`--port`, until killed.
+    #[command(hide = true)]
+    TsaServe {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        port: u16,
+    },
     /// RSA-2048 signatures per second of the key backend of the signer configuration `--config`,
     /// as JSON.
     #[command(hide = true)]
@@ -157,6 +166,13 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             let config = signer::config::Config::load(Some(&config))?;
             let app = signer::Application::build(config, Arc::new(signer::clock::SystemClock)).await?;
             app.run_until(signer::server::shutdown_signal()).await
+        }
+        Cmd::TsaServe { dir, port } => {
+            let read = |name: &str| std::fs::read_to_string(dir.join(name));
+            let tsa = tsp::responder::Responder::from_pem(&read("ca.pem")?, &read("ca.key")?, &read("tsa.pem")?, &read("tsa.key")?)?;
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+            Arc::new(tsa).serve(listener, || infra::clock::Clock::unix(&infra::clock::SystemClock)).await?;
+            Ok(())
         }
         Cmd::KeyCeiling { config, secs } => {
             let ceiling =

@@ -163,6 +163,12 @@ pub struct SignerRun {
     /// Tokens issued ahead and how fast.
     pub pre_issued: usize,
     pub pre_issue_rate: f64,
+    /// signDoc of the sample prescription (tokens issued ahead, the local TSA over HTTP); the
+    /// signer's mean consume round trip in it (ms).
+    pub sign_doc: Option<LoadResult>,
+    pub consume_ms_sign_doc: f64,
+    /// The document's own work in-process, one thread, no network (signed documents/s).
+    pub document_pipeline: Option<f64>,
 }
 
 pub(crate) struct Proc {
@@ -851,13 +857,32 @@ async fn signer_measure(
     let count = ((with_token.rate * 3.0 * secs) as usize + 200).min(300_000);
     eprintln!("-- issuing {count} tokens ahead");
     let started = Instant::now();
-    let tokens = crate::signhash::pre_issue(&gateway, &signer.doctors, count, 16).await?;
+    let tokens = crate::signhash::pre_issue(&gateway, &signer.doctors, count, 16, None).await?;
     let pre_issue_rate = count as f64 / started.elapsed().as_secs_f64();
     let workload = Workload::SignHashOnly { tokens: Arc::new(std::sync::Mutex::new(tokens)) };
     let before = signer.consume_seconds().await?;
     let s = spec(ctx);
     let sign_only = ctx.measure(&server, "signHash (tokens issued ahead)", "sqlite", rows, &target, workload, s).await?;
     let after = signer.consume_seconds().await?;
+    let consume_ms_sign_only = mean_ms(before, after);
+    // signDoc (software keys): the sample prescription, time-stamped by the local TSA.
+    let (mut sign_doc, mut consume_ms_sign_doc, mut document_pipeline) = (None, 0.0, None);
+    if keys == KeyKind::Software {
+        let secs_pipeline = if ctx.args.smoke { 0.5 } else { ctx.args.crypto_secs.max(2.0) };
+        let rate = tokio::task::spawn_blocking(move || crate::signhash::document_pipeline_rate(secs_pipeline)).await??;
+        eprintln!("   signed-document pipeline in-process: {rate:.0}/s on 1 thread");
+        document_pipeline = Some(rate);
+        let digest: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), crate::signhash::SAMPLE_PRESCRIPTION)).into();
+        let count = ((sign_only.rate.min(1000.0) * secs) as usize + 200).min(100_000);
+        eprintln!("-- issuing {count} tokens for the sample prescription ahead");
+        let tokens = crate::signhash::pre_issue(&gateway, &signer.doctors, count, 16, Some(digest)).await?;
+        let document = Arc::new(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crate::signhash::SAMPLE_PRESCRIPTION));
+        let workload = Workload::SignDocOnly { tokens: Arc::new(std::sync::Mutex::new(tokens)), document };
+        let before = signer.consume_seconds().await?;
+        let s = spec(ctx);
+        sign_doc = Some(ctx.measure(&server, "signDoc (tokens issued ahead, local TSA)", "sqlite", rows, &target, workload, s).await?);
+        consume_ms_sign_doc = mean_ms(before, signer.consume_seconds().await?);
+    }
     out.runs.push(SignerRun {
         keys,
         doctors: signer.doctors.len() as u64,
@@ -865,9 +890,12 @@ async fn signer_measure(
         with_token,
         sign_only,
         consume_ms_with_token,
-        consume_ms_sign_only: mean_ms(before, after),
+        consume_ms_sign_only,
         pre_issued: count,
         pre_issue_rate,
+        sign_doc,
+        consume_ms_sign_doc,
+        document_pipeline,
     });
     Ok(())
 }

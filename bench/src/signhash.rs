@@ -48,6 +48,8 @@ impl KeyKind {
 /// A running signer.
 pub struct Signer {
     pub proc: Proc,
+    /// The local TSA signDoc asks (`bench tsa-serve`).
+    pub tsa: Proc,
     pub port: u16,
     pub ops_port: u16,
     pub config: PathBuf,
@@ -113,6 +115,25 @@ impl Signer {
             }
         };
         let (port, ops_port) = (free_port()?, free_port()?);
+        // The local TSA (its own child process, `bench tsa-serve`) that signDoc asks.
+        let tsa_dir = dir.join("tsa");
+        std::fs::create_dir_all(&tsa_dir)?;
+        let now = infra::clock::Clock::unix(&infra::clock::SystemClock);
+        let tsa = tsp::responder::Responder::generate(now)?;
+        for (name, text, private) in [
+            ("ca.pem", tsa.ca_pem(), false),
+            ("ca.key", tsa.ca_key_pem(), true),
+            ("tsa.pem", tsa.tsa_cert_pem(), false),
+            ("tsa.key", tsa.tsa_key_pem(), true),
+        ] {
+            if private { write_private(&tsa_dir.join(name), text.as_bytes())? } else { std::fs::write(tsa_dir.join(name), text)? }
+        }
+        std::fs::write(tsa_dir.join("ca.crl"), tsa.crl_der(now)?)?;
+        let tsa_port = free_port()?;
+        let mut tsa_cmd = Command::new(exe);
+        tsa_cmd.arg("tsa-serve").arg("--dir").arg(&tsa_dir).arg("--port").arg(tsa_port.to_string());
+        let mut tsa_proc = spawn("tsa", &mut tsa_cmd, &dir.join("tsa.log"))?;
+        wait_port(tsa_port, &mut tsa_proc, 30).await?;
         let q = |p: &Path| format!("{:?}", p.display().to_string());
         let text = format!(
             "# Written by `bench run` (signHash scenario).\n\
@@ -122,6 +143,8 @@ impl Signer {
              [ops]\nlisten = \"127.0.0.1:{ops_port}\"\n\
              [gateway]\nurl = \"https://localhost:{gateway_port}/\"\nca_file = {gw_ca}\nclient_cert_file = {gw_cert}\nclient_key_file = {gw_key}\n\
              [ca]\ncert_file = {ca_cert}\nkey_file = {ca_key}\n\
+             [signdoc]\ncrl_files = [{ca_crl}]\n\
+             [tsa]\nurl = \"http://127.0.0.1:{tsa_port}/\"\nanchor_files = [{tsa_ca}]\ncrl_files = [{tsa_crl}]\n\
              [log]\nfilter = \"warn\"\n\
              [keys]\n{keys_toml}",
             data = q(dir),
@@ -133,6 +156,9 @@ impl Signer {
             gw_key = q(&gateway_key),
             ca_cert = q(&dir.join("signing-ca.pem")),
             ca_key = q(&dir.join("signing-ca.key")),
+            ca_crl = q(&dir.join("signing-ca.crl")),
+            tsa_ca = q(&tsa_dir.join("ca.pem")),
+            tsa_crl = q(&tsa_dir.join("ca.crl")),
         );
         let config = dir.join("signer.toml");
         std::fs::write(&config, text)?;
@@ -167,6 +193,7 @@ impl Signer {
             "--key",
             &ca_key.display().to_string(),
         ])?;
+        admin(&["admin", "ca", "crl", "--out", &dir.join("signing-ca.crl").display().to_string()])?;
         admin(&[
             "admin",
             "client",
@@ -214,6 +241,7 @@ impl Signer {
         wait_port(port, &mut proc, 30).await?;
         Ok(Self {
             proc,
+            tsa: tsa_proc,
             port,
             ops_port,
             config,
@@ -262,7 +290,59 @@ impl Signer {
     /// Stops the signer (SIGTERM; no drain is configured).
     pub fn stop(self) {
         self.proc.stop(Duration::from_secs(35));
+        self.tsa.stop(Duration::from_secs(5));
     }
+}
+
+/// The sample unsigned prescription signDoc signs (signer/data/sample-prescription.xml).
+pub const SAMPLE_PRESCRIPTION: &[u8] = include_bytes!("../../signer/data/sample-prescription.xml");
+
+/// The e-prescription signature's own work, one thread, no network: `xades::Prepared`, the
+/// RSA-2048 signature with an OpenSSL software key, the time-stamp made by the local TSA's
+/// `respond` in-process and checked (`tsp::accept_reply`), the validation data embedded. Signed
+/// documents per second over `secs`, after one document is checked by `xades::verify`.
+pub fn document_pipeline_rate(secs: f64) -> anyhow::Result<f64> {
+    use openssl::pkey::PKey;
+    let now = infra::clock::Clock::unix(&infra::clock::SystemClock);
+    let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t);
+    let ca = keys::certificate::SigningCa::generate_demo(at(now - 86_400)?)?;
+    let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?;
+    let subject = keys::certificate::DoctorSubject {
+        name_romaji: "Bench Doctor".into(),
+        name_kanji: None,
+        organization: "Bench Clinic".into(),
+        serial: "Bench00001".into(),
+    };
+    let cert = ca.issue(&key.public_key_to_der()?, &subject, at(now - 86_400)?, at(now + 86_400 * 365)?)?;
+    let tsa = tsp::responder::Responder::generate(now)?;
+    let signer_data = xades::ValidationData { certificates: vec![ca.cert_der().to_vec()], crls: vec![ca.crl(at(now - 60)?, at(now + 86_400)?, &[])?] };
+    let tsa_data = xades::ValidationData { certificates: vec![tsa.ca_der()], crls: vec![tsa.crl_der(now)?] };
+    let one = |nonce: u64| -> anyhow::Result<Vec<u8>> {
+        let prepared = xades::Prepared::new(SAMPLE_PRESCRIPTION, &cert, now)?;
+        let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&key)?;
+        ctx.sign_init()?;
+        ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1)?;
+        ctx.set_signature_md(openssl::md::Md::sha256())?;
+        let mut value = Vec::new();
+        ctx.sign_to_vec(&prepared.signed_info_digest(), &mut value)?;
+        let signed = prepared.with_signature(&value)?;
+        let imprint = signed.timestamp_imprint();
+        let (token, _) = tsp::accept_reply(&tsa.respond(&tsp::request(&imprint, nonce), now), &imprint, nonce)?;
+        Ok(signed.complete(&token, &signer_data, &tsa_data)?)
+    };
+    let first = one(0)?;
+    let (anchors, tsa_anchors) = (vec![ca.cert_der().to_vec()], vec![tsa.ca_der()]);
+    let report = xades::verify(&first, &xades::VerifyPolicy { signer_anchors: &anchors, tsa_anchors: &tsa_anchors, at: None });
+    if report.verdict != xades::Verdict::Valid {
+        bail!("the pipeline's document does not verify:\n{report}");
+    }
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed().as_secs_f64() < secs {
+        n += 1;
+        one(n)?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 /// A plain-HTTP GET to the ops listener on `port`: the body.
@@ -336,13 +416,14 @@ pub fn key_ceiling(config: &Path, secs: f64) -> anyhow::Result<KeyCeiling> {
     })
 }
 
-/// Issues `count` tokens, each bound to its own digest, for the doctors in turn, over
-/// `connections` keep-alive connections to the gateway.
+/// Issues `count` tokens, each bound to its own digest (or all to `fixed`, a document's), for the
+/// doctors in turn, over `connections` keep-alive connections to the gateway.
 pub async fn pre_issue(
     gateway: &Target,
     doctors: &Arc<Vec<SignDoctor>>,
     count: usize,
     connections: usize,
+    fixed: Option<[u8; 32]>,
 ) -> anyhow::Result<Vec<PreIssued>> {
     let connections = connections.clamp(1, count.max(1));
     let mut tasks = Vec::new();
@@ -361,6 +442,7 @@ pub async fn pre_issue(
                 let mut digest = [0u8; 32];
                 digest[..8].copy_from_slice(&(c as u64).to_le_bytes());
                 digest[8..16].copy_from_slice(&(i as u64).to_le_bytes());
+                let digest = fixed.unwrap_or(digest);
                 let token = workload::issue_bound_token(
                     &gateway,
                     &mut conn,

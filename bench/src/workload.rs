@@ -114,6 +114,12 @@ pub enum Workload {
     SignHashOnly {
         tokens: Arc<std::sync::Mutex<Vec<PreIssued>>>,
     },
+    /// signDoc of `document` (base64): each operation takes one of `tokens`, bound to the
+    /// document's SHA-256 and issued before the clock starts.
+    SignDocOnly {
+        tokens: Arc<std::sync::Mutex<Vec<PreIssued>>>,
+        document: Arc<String>,
+    },
     /// Card login: `/auth/card/challenge` + `/auth/card/finish` for the worker's doctor, the
     /// client data signed in-process with the worker's card key.
     Card {
@@ -439,6 +445,34 @@ pub async fn sign_hash(
     }
 }
 
+/// `POST /csc/v2/signatures/signDoc` of one e-prescription `document` (base64) with
+/// `credential` under `token`; returns the signed document (base64). A refusal is counted by its
+/// CSC error code.
+pub async fn sign_doc(target: &Target, conn: &mut Conn, credential: &str, token: &str, document: &str) -> Result<String, OpError> {
+    let body = json!({
+        "credentialID": credential,
+        "SAD": token,
+        "documents": [{
+            "document": document,
+            "signature_format": "X",
+            "conformance_level": "AdES-B-LT",
+            "signed_envelope_property": "Internally detached",
+            "signAlgo": "1.2.840.113549.1.1.11",
+        }],
+    });
+    let req = with_body(target.request(Method::POST, "/csc/v2/signatures/signDoc"), "application/json", Bytes::from(body.to_string()))?;
+    let reply = conn.send(req).await?;
+    let answer: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    if reply.status != StatusCode::OK {
+        let code = answer["error"].as_str().unwrap_or_default();
+        return Err(OpError(format!("signdoc_{}_{code}", reply.status.as_u16())));
+    }
+    match answer["DocumentWithSignature"].as_array().map(Vec::as_slice) {
+        Some([one]) => one.as_str().map(str::to_owned).ok_or_else(|| OpError("signdoc_json".into())),
+        _ => Err(OpError("signdoc_json".into())),
+    }
+}
+
 fn expect_ok(reply: &Reply, what: &str) -> Result<(), OpError> {
     if reply.status == StatusCode::OK {
         Ok(())
@@ -451,7 +485,7 @@ impl Workload {
     /// Per-worker set-up, before the measurement starts.
     pub async fn prepare(&self, index: usize, target: &Target) -> anyhow::Result<WorkerState> {
         match self {
-            Workload::Get { .. } | Workload::PeerToken { .. } | Workload::SignHashOnly { .. } => {
+            Workload::Get { .. } | Workload::PeerToken { .. } | Workload::SignHashOnly { .. } | Workload::SignDocOnly { .. } => {
                 Ok(WorkerState::None)
             }
             Workload::SignHash { .. } => Ok(WorkerState::SignHash(Box::new(SignHashWorker {
@@ -634,6 +668,14 @@ impl Workload {
                 sign_hash(target, conn, &next.credential, &next.token, &next.digest)
                     .await
                     .map(drop)
+            }
+            (Workload::SignDocOnly { tokens, document }, _) => {
+                let next = tokens
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .pop()
+                    .ok_or_else(|| OpError("tokens_exhausted".into()))?;
+                sign_doc(target, conn, &next.credential, &next.token, document).await.map(drop)
             }
             (Workload::Card { .. }, WorkerState::Card(w)) => {
                 w.present(target, conn, json!({ "card": "hpki" })).await
