@@ -525,35 +525,54 @@ async fn sign_hash_checked(
     let with_claims = |reason: &'static str, error: CscError| Refusal { error, reason, claims: Some(claims.clone()) };
     consume(state, caller, &req.sad, &claims).await?;
     let now = state.clock.unix();
+    let signatures = sign_digests(state, &credential, alg, digests).await.map_err(|e| with_claims("key_failure", e))?;
+    let detail = json!({ "hashes": signatures.len(), "sign_algo": alg.oid() });
+    // Answered only once audited; a failed audit answers no signature.
+    audit_created(state, caller, &claims, &credential, now, detail).await?;
+    state.metrics.signed(signatures.len());
+    Ok(Json(SignHashResponse { signatures: signatures.iter().map(|s| STANDARD.encode(s)).collect() }))
+}
+
+/// Signs `digests` with the credential's key, off the async threads.
+pub(crate) async fn sign_digests(state: &AppState, credential: &Credential, alg: SignAlgorithm, digests: Vec<Vec<u8>>) -> CscResult<Vec<Vec<u8>>> {
     let keyring = state.keyring.clone();
     let signing = credential.clone();
-    let signed = tokio::task::spawn_blocking(move || keyring.sign(&signing, alg, &digests)).await;
-    let signatures = match signed {
-        Ok(Ok(s)) => s,
+    match tokio::task::spawn_blocking(move || keyring.sign(&signing, alg, &digests)).await {
+        Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => {
             tracing::error!(credential = %credential.id, error = %e, "signing failed");
-            return Err(with_claims("key_failure", CscError::internal()));
+            Err(CscError::internal())
         }
-        Err(_) => return Err(with_claims("key_failure", CscError::internal())),
-    };
+        Err(_) => Err(CscError::internal()),
+    }
+}
+
+/// The `signature_created` audit row (credential, token, client and `detail`'s fields); what it
+/// audits is answered only once the row is committed.
+pub(crate) async fn audit_created(
+    state: &AppState,
+    caller: &Caller,
+    claims: &sad::Claims,
+    credential: &Credential,
+    now: i64,
+    mut detail: serde_json::Value,
+) -> Result<(), Refusal> {
+    detail["credential"] = json!(credential.id);
+    detail["jti"] = json!(claims.jti);
+    detail["client"] = json!(caller.client.id);
     let entry = AuditEntry {
         at: now,
         event: "signature_created",
         outcome: "success",
         clinic_id: Some(claims.clinic.clone()),
         user_id: Some(claims.sub.clone()),
-        detail: json!({
-            "credential": credential.id,
-            "jti": claims.jti,
-            "client": caller.client.id,
-            "hashes": signatures.len(),
-            "sign_algo": alg.oid(),
-        }),
+        detail,
     };
-    // Answered only once audited; a failed audit answers no signature.
-    state.store.audit(std::slice::from_ref(&entry)).await.map_err(|e| with_claims("audit_failed", e.into()))?;
-    state.metrics.signed(signatures.len());
-    Ok(Json(SignHashResponse { signatures: signatures.iter().map(|s| STANDARD.encode(s)).collect() }))
+    state
+        .store
+        .audit(std::slice::from_ref(&entry))
+        .await
+        .map_err(|e| Refusal { error: e.into(), reason: "audit_failed", claims: Some(claims.clone()) })
 }
 
 /// A credential and the SAD that allows signing `digests` with it.

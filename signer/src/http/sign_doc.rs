@@ -24,9 +24,10 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use trust::{AnchorSpec, Policies, Purpose, Revocation, TrustStore};
 
-use super::{AppState, Authorized, Caller, CscError, Refusal, SHA256_OID, audit_refused, authorize, body, consume, refuse};
+use super::{
+    AppState, Authorized, Caller, CscError, Refusal, SHA256_OID, audit_created, audit_refused, authorize, body, consume, refuse, sign_digests,
+};
 use crate::config::Config;
-use crate::store::AuditEntry;
 use crate::validation::{self, Unusable};
 
 /// What signDoc needs besides the signHash state: the TSA and the validation data's sources.
@@ -180,17 +181,7 @@ async fn sign_doc_checked(state: &AppState, caller: &Caller, req: Result<Json<Si
     consume(state, caller, &req.sad, &claims).await?;
 
     let to_sign: Vec<Vec<u8>> = prepared.iter().map(|p| p.signed_info_digest().to_vec()).collect();
-    let keyring = state.keyring.clone();
-    let key_credential = credential.clone();
-    let signed = tokio::task::spawn_blocking(move || keyring.sign(&key_credential, SignAlgorithm::RsaPkcs1Sha256, &to_sign)).await;
-    let values = match signed {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            tracing::error!(credential = %credential.id, error = %e, "signing failed");
-            return Err(with_claims("key_failure", CscError::internal()));
-        }
-        Err(_) => return Err(with_claims("key_failure", CscError::internal())),
-    };
+    let values = sign_digests(state, &credential, SignAlgorithm::RsaPkcs1Sha256, to_sign).await.map_err(|e| with_claims("key_failure", e))?;
     let mut out = Vec::with_capacity(prepared.len());
     for (p, value) in prepared.into_iter().zip(values) {
         let signed = p.with_signature(&value).map_err(|e| {
@@ -215,22 +206,8 @@ async fn sign_doc_checked(state: &AppState, caller: &Caller, req: Result<Json<Si
         })?;
         out.push(STANDARD.encode(document));
     }
-    let entry = AuditEntry {
-        at: now,
-        event: "signature_created",
-        outcome: "success",
-        clinic_id: Some(claims.clinic.clone()),
-        user_id: Some(claims.sub.clone()),
-        detail: json!({
-            "credential": credential.id,
-            "jti": claims.jti,
-            "client": caller.client.id,
-            "documents": out.len(),
-            "signature_format": "X",
-            "conformance_level": "AdES-B-LT",
-        }),
-    };
-    state.store.audit(std::slice::from_ref(&entry)).await.map_err(|e| with_claims("audit_failed", e.into()))?;
+    let detail = json!({ "documents": out.len(), "signature_format": "X", "conformance_level": "AdES-B-LT" });
+    audit_created(state, caller, &claims, &credential, now, detail).await?;
     state.metrics.signed(out.len());
     Ok(Json(SignDocResponse { document_with_signature: out }))
 }
