@@ -101,12 +101,17 @@ fn reparse(text: &str) -> Result<Document<'_>, DocumentError> {
     xml::parse(text.as_bytes()).map_err(|e| DocumentError::Input(format!("the signed document does not parse: {}", e.0)))
 }
 
-/// The canonical form of the element with `id` in `text`.
-fn canonical_by_id(text: &str, id: &str, mode: C14nMode) -> Result<Vec<u8>, DocumentError> {
+/// The canonical forms of the elements with these ids in `text`, in `mode` each (one parse).
+fn canonical_by_ids(text: &str, wanted: &[(&str, C14nMode)]) -> Result<Vec<Vec<u8>>, DocumentError> {
     let doc = reparse(text)?;
     let ids = xml::ids(&doc).map_err(|dup| DocumentError::Input(format!("the id {dup:?} is used twice")))?;
-    let node = *ids.get(id).ok_or_else(|| DocumentError::Input(format!("no element with id {id}")))?;
-    xml::canonical(&doc, node, mode, &[]).map_err(DocumentError::Input)
+    wanted
+        .iter()
+        .map(|(id, mode)| {
+            let node = *ids.get(*id).ok_or_else(|| DocumentError::Input(format!("no element with id {id}")))?;
+            xml::canonical(&doc, node, *mode, &[]).map_err(DocumentError::Input)
+        })
+        .collect()
 }
 
 impl Prepared {
@@ -136,9 +141,11 @@ impl Prepared {
         // Reference digests, from the text as it will be read (the marks are outside the referenced
         // elements, so filling them in later changes none of these).
         let parsed = text.replace(SIGNED_INFO_MARK, "").replace(VALUE_MARK, "").replace(UNSIGNED_MARK, "");
-        let document_digest = sha256_b64(&canonical_by_id(&parsed, "PrescriptionDocument", C14nMode::Inclusive)?);
-        let key_info_digest = sha256_b64(&canonical_by_id(&parsed, KEY_INFO_ID, C14nMode::Exclusive)?);
-        let properties_digest = sha256_b64(&canonical_by_id(&parsed, SIGNED_PROPERTIES_ID, C14nMode::Exclusive)?);
+        let digests = canonical_by_ids(
+            &parsed,
+            &[("PrescriptionDocument", C14nMode::Inclusive), (KEY_INFO_ID, C14nMode::Exclusive), (SIGNED_PROPERTIES_ID, C14nMode::Exclusive)],
+        )?;
+        let [document_digest, key_info_digest, properties_digest] = [0, 1, 2].map(|i| sha256_b64(&digests[i]));
         let signed_info = format!(
             "<ds:SignedInfo><ds:CanonicalizationMethod Algorithm=\"{EXC_C14N}\"/><ds:SignatureMethod Algorithm=\"{RSA_SHA256}\"/>\
              <ds:Reference URI=\"#PrescriptionDocument\"><ds:DigestMethod Algorithm=\"{SHA256}\"/><ds:DigestValue>{document_digest}</ds:DigestValue></ds:Reference>\
@@ -169,7 +176,8 @@ impl Prepared {
             return Err(DocumentError::Input("the signature value does not verify under the certificate".into()));
         }
         let text = self.text.replace(VALUE_MARK, &STANDARD.encode(signature_value));
-        let imprint = Sha256::digest(canonical_by_id(&text.replace(UNSIGNED_MARK, ""), SIGNATURE_VALUE_ID, C14nMode::Inclusive)?).into();
+        let canonical = canonical_by_ids(&text.replace(UNSIGNED_MARK, ""), &[(SIGNATURE_VALUE_ID, C14nMode::Inclusive)])?;
+        let imprint = Sha256::digest(&canonical[0]).into();
         Ok(Signed { text, imprint })
     }
 }
