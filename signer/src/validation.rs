@@ -3,9 +3,12 @@
 //! certificates and CRLs. Read from the configured files at each signDoc, so that replacing a
 //! file with a CA's newer CRL takes effect without a restart, and checked before the token is
 //! consumed: a signature is never made with revocation data that is stale or that lists the
-//! signing certificate.
+//! signing certificate. The files are parsed again only when one of them changes (its
+//! modification time or size), and the trust store of a CA with them is kept until then.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context as _;
 use trust::{AnchorSpec, PathError, Policies, Purpose, Revocation, TrustStore};
@@ -25,21 +28,61 @@ pub enum Unusable {
     Path(PathError),
 }
 
+/// What the CRL files were when read ((modification time, size) of each), and their CRLs.
+type ReadCrls = (Vec<(std::time::SystemTime, u64)>, Arc<Vec<Vec<u8>>>);
+
+/// CRL files and what was last read from them.
+#[derive(Debug)]
+struct CrlFiles {
+    paths: Vec<PathBuf>,
+    read: Mutex<Option<ReadCrls>>,
+}
+
+impl CrlFiles {
+    fn new(paths: Vec<PathBuf>) -> Self {
+        Self { paths, read: Mutex::new(None) }
+    }
+
+    /// The CRLs, read again if a file changed since the last read; and whether they were.
+    fn current(&self) -> anyhow::Result<(Arc<Vec<Vec<u8>>>, bool)> {
+        let stamps = self
+            .paths
+            .iter()
+            .map(|p| {
+                let m = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+                Ok((m.modified()?, m.len()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, crls)) = read.as_ref()
+            && *seen == stamps
+        {
+            return Ok((crls.clone(), false));
+        }
+        let crls = Arc::new(read_crls(&self.paths)?);
+        *read = Some((stamps, crls.clone()));
+        Ok((crls, true))
+    }
+}
+
 /// The configured sources.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Sources {
-    signer_crls: Vec<PathBuf>,
+    signer_crls: CrlFiles,
     tsa_anchors: Vec<PathBuf>,
-    tsa_crls: Vec<PathBuf>,
+    tsa_crls: CrlFiles,
+    /// A trust store per signing CA (DER of the anchor) with the current signer CRLs.
+    stores: Mutex<HashMap<Vec<u8>, Arc<TrustStore>>>,
 }
 
 impl Sources {
     /// From `[signdoc]` and `[tsa]`.
     pub fn new(config: &Config) -> Self {
         Self {
-            signer_crls: config.signdoc.crl_files.clone(),
+            signer_crls: CrlFiles::new(config.signdoc.crl_files.clone()),
             tsa_anchors: config.tsa.anchor_files.clone(),
-            tsa_crls: config.tsa.crl_files.clone(),
+            tsa_crls: CrlFiles::new(config.tsa.crl_files.clone()),
+            stores: Mutex::new(HashMap::new()),
         }
     }
 
@@ -53,16 +96,30 @@ impl Sources {
         let Some((root, intermediates)) = credential.chain.split_last() else {
             return Err(Unusable::Files(format!("credential {} has no CA certificates stored", credential.id)));
         };
-        let all = read_crls(&self.signer_crls).map_err(|e| Unusable::Files(format!("signdoc.crl_files: {e:#}")))?;
-        let revocation = Revocation::Crl(all.clone());
-        let store = TrustStore::new(vec![AnchorSpec { certificate: root.clone(), revocation, policies: Policies::Any }]);
-        if let Some(problem) = store.problems().first() {
-            return Err(Unusable::Files(format!("the credential's CA or signdoc.crl_files: {}", problem.reason)));
-        }
+        let (all, changed) = self.signer_crls.current().map_err(|e| Unusable::Files(format!("signdoc.crl_files: {e:#}")))?;
+        let store = {
+            let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+            if changed {
+                stores.clear();
+            }
+            match stores.get(root) {
+                Some(store) => store.clone(),
+                None => {
+                    let revocation = Revocation::Crl(all.as_ref().clone());
+                    let store = TrustStore::new(vec![AnchorSpec { certificate: root.clone(), revocation, policies: Policies::Any }]);
+                    if let Some(problem) = store.problems().first() {
+                        return Err(Unusable::Files(format!("the credential's CA or signdoc.crl_files: {}", problem.reason)));
+                    }
+                    let store = Arc::new(store);
+                    stores.insert(root.clone(), store.clone());
+                    store
+                }
+            }
+        };
         let validated = store.validate(cert, intermediates, now, Purpose::DocumentSigning).map_err(Unusable::Path)?;
         // Only the CRLs the path used: one per CA.
         let used: Vec<&str> = validated.crls.iter().map(|c| c.sha256.as_str()).collect();
-        let crls = all.into_iter().filter(|c| used.contains(&trust::sha256_hex(c).as_str())).collect();
+        let crls = all.iter().filter(|c| used.contains(&trust::sha256_hex(c).as_str())).cloned().collect();
         Ok(ValidationData { certificates: credential.chain.clone(), crls })
     }
 
@@ -84,8 +141,8 @@ impl Sources {
                 certificates.push(c.clone());
             }
         }
-        let crls = read_crls(&self.tsa_crls).context("tsa.crl_files")?;
-        Ok(ValidationData { certificates, crls })
+        let (crls, _) = self.tsa_crls.current().context("tsa.crl_files")?;
+        Ok(ValidationData { certificates, crls: crls.as_ref().clone() })
     }
 }
 
