@@ -16,6 +16,8 @@
 #![forbid(unsafe_code)]
 
 mod build;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod report;
 mod verify;
 mod xml;
