@@ -58,6 +58,56 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The OQS relay.
+    pub oqs: OqsConfig,
+}
+
+/// The `[oqs]` section: the relay of files between EMRs and clinics' OQS terminals through the
+/// clinic agent (docs/design.md §3.13).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OqsConfig {
+    /// Largest request or answer file, in bytes (at most 8 MiB). The routes that carry files take
+    /// a body of this size in base64 plus a little, whatever `server.max_body_bytes` is.
+    pub max_file_bytes: usize,
+    /// A request not answered this many seconds after it was queued expires with a reason.
+    pub answer_timeout_secs: i64,
+    /// How long the clinic agent holds a request it took before it must report it written.
+    pub lease_secs: i64,
+    /// Another agent is refused the clinic's relay while the holder was seen within this.
+    pub agent_hold_secs: i64,
+    /// Longest long-poll (`wait`) a caller may ask for.
+    pub max_wait_secs: u64,
+    /// Most live (queued or delivered) requests per clinic.
+    pub max_queued_per_clinic: i64,
+    /// Ended requests (and their files) are deleted this long after they end.
+    pub retention_secs: i64,
+    /// How often each instance expires overdue requests and refreshes the queue metrics; also
+    /// how often a long-poll looks at the database for work queued through another instance.
+    pub sweep_ms: u64,
+}
+
+impl Default for OqsConfig {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 1024 * 1024,
+            answer_timeout_secs: 300,
+            lease_secs: 60,
+            agent_hold_secs: 30,
+            max_wait_secs: 30,
+            max_queued_per_clinic: 1000,
+            retention_secs: 24 * 60 * 60,
+            sweep_ms: 1000,
+        }
+    }
+}
+
+impl OqsConfig {
+    /// The body limit of the routes that carry a file: the file in base64, plus room for the
+    /// JSON around it.
+    pub fn body_limit(&self) -> usize {
+        self.max_file_bytes.div_ceil(3) * 4 + 4096
+    }
 }
 
 /// The `[tokens]` section: signing tokens for the EMR backend.
@@ -427,6 +477,7 @@ impl Default for Config {
             card: CardConfig::default(),
             audit: AuditConfig::default(),
             log: LogConfig::default(),
+            oqs: OqsConfig::default(),
         }
     }
 }
@@ -572,6 +623,19 @@ impl Config {
         }
         if !(1024..=MAX_BODY_LIMIT).contains(&self.server.max_body_bytes) {
             return invalid("server.max_body_bytes must be between 1024 and 16777216");
+        }
+        let o = &self.oqs;
+        if !(1024..=8 * 1024 * 1024).contains(&o.max_file_bytes) {
+            return invalid("oqs.max_file_bytes must be between 1024 and 8388608");
+        }
+        if o.answer_timeout_secs <= 0 || o.lease_secs <= 0 || o.agent_hold_secs <= 0 || o.retention_secs <= 0 {
+            return invalid("oqs.answer_timeout_secs, lease_secs, agent_hold_secs and retention_secs must be positive");
+        }
+        if !(1..=120).contains(&o.max_wait_secs) {
+            return invalid("oqs.max_wait_secs must be between 1 and 120");
+        }
+        if o.max_queued_per_clinic <= 0 || !(50..=60_000).contains(&o.sweep_ms) {
+            return invalid("oqs.max_queued_per_clinic must be positive and oqs.sweep_ms between 50 and 60000");
         }
         let l = &self.login;
         if !(100..=60_000).contains(&self.database.acquire_timeout_ms) {

@@ -22,6 +22,7 @@ pub mod handshake_audit;
 pub mod http;
 pub mod login_id;
 pub mod metrics;
+pub mod oqs;
 pub mod password;
 pub mod pki;
 pub mod server;

@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::store::{Outcome, PoolUsage, RevocationPolicy, TrustAnchor};
+use crate::store::{Outcome, PoolUsage, QueueDepth, RelayHolder, RevocationPolicy, TrustAnchor};
 
 /// Request latencies, seconds: 0.5 ms to 10 s (a login's argon2 check takes tenths of a second).
 const LATENCY_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -189,6 +189,26 @@ struct CrlLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClinicLabels {
+    clinic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    clinic: String,
+    status: &'static str,
+}
+
+/// The OQS queue as the last sweep read it; ages are worked out at each scrape.
+#[derive(Debug, Default)]
+struct OqsSnapshot {
+    /// (clinic, status, requests, oldest created_at).
+    depths: Vec<(String, &'static str, i64, i64)>,
+    /// (clinic, agent last seen).
+    agents: Vec<(String, i64)>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AnchorLabels {
     kind: &'static str,
     anchor: String,
@@ -308,6 +328,13 @@ pub struct Metrics {
     connections_refused: Family<ReasonLabels, Counter>,
     connections_idle_closed: Counter,
     connections_open: Gauge,
+    oqs_enqueued: Counter,
+    oqs_answered: Counter,
+    oqs_expired: Counter,
+    oqs: Mutex<OqsSnapshot>,
+    oqs_queue: Family<QueueLabels, Gauge>,
+    oqs_oldest_age: Family<ClinicLabels, Gauge>,
+    oqs_agent_seen_age: Family<ClinicLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -443,6 +470,30 @@ impl Metrics {
         );
         let connections_open = Gauge::default();
         r.register("connections_open", "Open connections of the main listener", connections_open.clone());
+        let oqs_enqueued = Counter::default();
+        r.register("oqs_requests_enqueued", "OQS requests queued by EMRs (their audit rows committed)", oqs_enqueued.clone());
+        let oqs_answered = Counter::default();
+        r.register("oqs_requests_answered", "OQS requests whose answer the clinic agent uploaded", oqs_answered.clone());
+        let oqs_expired = Counter::default();
+        r.register("oqs_requests_expired", "OQS requests expired unanswered by this instance's sweep", oqs_expired.clone());
+        let oqs_queue = Family::<QueueLabels, Gauge>::default();
+        r.register(
+            "oqs_queue_requests",
+            "Live OQS requests per clinic and status (queued: waiting for the agent; delivered: waiting for the terminal), as of the last sweep",
+            oqs_queue.clone(),
+        );
+        let oqs_oldest_age = Family::<ClinicLabels, Gauge>::default();
+        r.register(
+            "oqs_oldest_request_age_seconds",
+            "Age of each clinic's oldest live OQS request, at scrape time (the queue as of the last sweep)",
+            oqs_oldest_age.clone(),
+        );
+        let oqs_agent_seen_age = Family::<ClinicLabels, Gauge>::default();
+        r.register(
+            "oqs_agent_last_seen_age_seconds",
+            "Seconds since each clinic's relaying agent last called the gateway, at scrape time",
+            oqs_agent_seen_age.clone(),
+        );
         Self {
             registry: r,
             requests,
@@ -469,7 +520,44 @@ impl Metrics {
             connections_refused,
             connections_idle_closed,
             connections_open,
+            oqs_enqueued,
+            oqs_answered,
+            oqs_expired,
+            oqs: Mutex::new(OqsSnapshot::default()),
+            oqs_queue,
+            oqs_oldest_age,
+            oqs_agent_seen_age,
         }
+    }
+
+    /// Counts a queued OQS request.
+    pub fn oqs_enqueued(&self) {
+        self.oqs_enqueued.inc();
+    }
+
+    /// Counts an answered OQS request.
+    pub fn oqs_answered(&self) {
+        self.oqs_answered.inc();
+    }
+
+    /// Counts an OQS request expired by this instance.
+    pub fn oqs_expired(&self) {
+        self.oqs_expired.inc();
+    }
+
+    /// Publishes the OQS queue and the relaying agents as read by a sweep (replacing what was
+    /// published before).
+    pub fn observe_oqs(&self, depths: &[QueueDepth], holders: &[RelayHolder]) {
+        let status = |s: &str| match s {
+            "queued" => "queued",
+            "delivered" => "delivered",
+            _ => "other",
+        };
+        let snapshot = OqsSnapshot {
+            depths: depths.iter().map(|d| (d.clinic_id.clone(), status(&d.status), d.requests, d.oldest)).collect(),
+            agents: holders.iter().map(|h| (h.clinic_id.clone(), h.last_seen)).collect(),
+        };
+        *self.oqs.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
     }
 
     /// Counts a finished request of the main listener and records its latency.
@@ -597,6 +685,22 @@ impl Metrics {
         self.crl_seconds_left.clear();
         for (labels, next) in crls.iter() {
             self.crl_seconds_left.get_or_create(labels).set(next.saturating_sub(now));
+        }
+        let oqs = self.oqs.lock().unwrap_or_else(PoisonError::into_inner);
+        self.oqs_queue.clear();
+        self.oqs_oldest_age.clear();
+        self.oqs_agent_seen_age.clear();
+        let mut oldest = std::collections::BTreeMap::<&str, i64>::new();
+        for (clinic, status, requests, created) in &oqs.depths {
+            self.oqs_queue.get_or_create(&QueueLabels { clinic: clinic.clone(), status }).set(*requests);
+            let entry = oldest.entry(clinic).or_insert(*created);
+            *entry = (*entry).min(*created);
+        }
+        for (clinic, created) in oldest {
+            self.oqs_oldest_age.get_or_create(&ClinicLabels { clinic: clinic.to_owned() }).set(now.saturating_sub(created).max(0));
+        }
+        for (clinic, seen) in &oqs.agents {
+            self.oqs_agent_seen_age.get_or_create(&ClinicLabels { clinic: clinic.clone() }).set(now.saturating_sub(*seen).max(0));
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

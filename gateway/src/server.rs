@@ -154,6 +154,7 @@ impl Application {
             card_trust: crate::card_trust::TrustCache::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             handshake_failures: crate::handshake_audit::HandshakeFailures::default(),
+            oqs_signals: crate::oqs::Signals::default(),
         }));
         state.metrics.observe_anchors(&anchors);
         Ok(Self { main, ops, tls, state, checkpoint_key })
@@ -194,6 +195,7 @@ impl Application {
         let crl_refresh = tokio::spawn(crl_refresh_loop(state.clone(), stop_rx.clone()));
         let trust_refresh = tokio::spawn(trust_refresh_loop(state.clone(), tls.clone(), stop_rx.clone()));
         let handshake_audit = tokio::spawn(handshake_audit_loop(state.clone(), stop_rx.clone()));
+        let oqs_sweep = tokio::spawn(oqs_sweep_loop(state.clone(), stop_rx.clone()));
         let checkpoints = checkpoint_key.map(|key| tokio::spawn(checkpoint_loop(state.clone(), key, stop_rx.clone())));
         tracing::info!(addr = %main.local_addr()?, ops = %ops_task_addr(&state), db = state.store.backend_name(), "gateway listening");
 
@@ -224,6 +226,7 @@ impl Application {
         let _ = crl_refresh.await;
         let _ = trust_refresh.await;
         let _ = handshake_audit.await;
+        let _ = oqs_sweep.await;
         if let Some(checkpoints) = checkpoints {
             let _ = checkpoints.await;
         }
@@ -280,6 +283,42 @@ async fn purge_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
             tracing::warn!(error = %e, "purging issued token ids failed");
         }
     }
+}
+
+/// Expires overdue OQS requests (each with its reason and audit row), deletes those past
+/// `oqs.retention_secs`, wakes the long-polls of the clinics concerned, and refreshes the queue
+/// metrics, every `oqs.sweep_ms` (docs/design.md §3.13). Every instance runs it; the database
+/// lets each request expire once.
+async fn oqs_sweep_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(state.config.oqs.sweep_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = state.clock.unix();
+        if let Err(e) = sweep_oqs(&state, now).await {
+            tracing::warn!(error = %e, "expiring overdue OQS requests failed");
+        }
+        match (state.store.oqs_queue_depths().await, state.store.oqs_relay_holders().await) {
+            (Ok(depths), Ok(holders)) => state.metrics.observe_oqs(&depths, &holders),
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "reading the OQS queue for the metrics failed"),
+        }
+    }
+}
+
+/// Expires the OQS requests overdue at `now` and deletes the old ones; wakes the clinics' waiters.
+pub async fn sweep_oqs(state: &AppState, now: i64) -> crate::store::Result<()> {
+    let clinics = state.store.oqs_expire_due(now, now - state.config.oqs.retention_secs).await?;
+    let mut woken = std::collections::HashSet::new();
+    for clinic in clinics {
+        state.metrics.oqs_expired();
+        if woken.insert(clinic.clone()) {
+            state.oqs_signals.clinic(&clinic).ended.notify_waiters();
+        }
+    }
+    Ok(())
 }
 
 /// Re-reads the token signing keys every `tokens.key_refresh_secs`, so a rotation made on any

@@ -46,8 +46,13 @@ enum Read {
 
 /// The layer: buffers the body within the limit and the time allowed, or refuses the request.
 pub(super) async fn read_whole_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = state.config.server.max_body_bytes;
     let (parts, mut body) = req.into_parts();
+    // The routes that carry an OQS file take one of `oqs.max_file_bytes` (docs/design.md §3.13).
+    let limit = if super::agent::carries_file(&parts.method, parts.uri.path()) {
+        state.config.oqs.body_limit()
+    } else {
+        state.config.server.max_body_bytes
+    };
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let drain_bound = u64::try_from(limit.saturating_add(DRAIN_BYTES)).unwrap_or(u64::MAX);
     if declared.is_some_and(|n| n > drain_bound) {

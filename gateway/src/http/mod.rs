@@ -5,6 +5,7 @@
 //! `server.max_body_bytes`) → **clinic gate** → same-origin check → session → route. The gate
 //! runs for every route, so no handler can skip the clinic check.
 
+mod agent;
 pub mod api;
 mod body;
 mod card;
@@ -74,6 +75,8 @@ pub struct App {
     pub draining: std::sync::atomic::AtomicBool,
     /// Failed TLS handshakes of the current window, audited in aggregate.
     pub handshake_failures: crate::handshake_audit::HandshakeFailures,
+    /// Wake-ups of the OQS relay's long-polls.
+    pub oqs_signals: crate::oqs::Signals,
 }
 
 impl App {
@@ -128,6 +131,11 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/card.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::CARD_JS) }))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), clinic_gate));
+    // The clinic agent's API: behind the clinic gate (the clinic's certificate), JSON, no browser
+    // session and no same-origin check (no browser calls it).
+    let agent = agent::router()
+        .route_layer(middleware::from_fn(tag_route))
+        .layer(middleware::from_fn_with_state(state.clone(), clinic_gate));
     // Service-client API: authenticated per handler by `api::ServiceAuth`, not by the clinic gate.
     let api = api::router().route_layer(middleware::from_fn(tag_route));
     // The method page calls the card agent on the clinic PC (docs/design.md §3.5): its origin, and only
@@ -141,6 +149,7 @@ pub fn router(state: AppState) -> Router {
     ));
     Router::new()
         .merge(api)
+        .merge(agent)
         .merge(browser)
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), body::read_whole_body))
@@ -166,6 +175,8 @@ async fn not_found(lang: Lang) -> Response {
 /// reason. Runs before every route of the main listener.
 async fn clinic_gate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let lang = Lang::from_request(req.headers(), req.uri().query());
+    // The agent's API answers in JSON; the pages, with a page.
+    let agent_api = req.uri().path().starts_with("/agent/");
     let Some(peer) = req.extensions().get::<PeerCert>().cloned() else {
         // The accept loop always inserts it; without it nothing is known about the client.
         return AppError::internal("request without a verified client certificate").into_response();
@@ -182,6 +193,7 @@ async fn clinic_gate(State(state): State<AppState>, mut req: Request, next: Next
             None
         }
         Err(store::Error::NotFound) => Some(Refusal::CertNotRegistered),
+        Err(e) if agent_api => return ApiError::from(e).into_response(),
         Err(e) => return AppError::from(e).into_response(),
     };
     match refusal {
@@ -193,6 +205,14 @@ async fn clinic_gate(State(state): State<AppState>, mut req: Request, next: Next
                 return AppError::from(e).into_response();
             }
             tracing::info!(tls.fingerprint = %peer.fingerprint, reason, "clinic gate refused certificate");
+            if agent_api {
+                let refusal = match refusal {
+                    Refusal::CertRevoked => ApiRefusal::AgentCertRevoked,
+                    Refusal::ClinicDisabled => ApiRefusal::AgentClinicDisabled,
+                    _ => ApiRefusal::AgentCertNotRegistered,
+                };
+                return ApiError::from(refusal).into_response();
+            }
             AppError::Page(refusal, lang).into_response()
         }
     }

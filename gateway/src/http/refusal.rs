@@ -87,6 +87,54 @@ pub enum ApiRefusal {
     SessionEnded,
     /// The token was consumed already, or is unknown.
     TokenAlreadyUsed,
+    /// An OQS file name off the pattern (docs/design.md §3.13), or an answer's name that does not
+    /// pair with its request's.
+    OqsBadFileName(String),
+    /// An OQS file over `oqs.max_file_bytes`.
+    OqsTooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// An OQS file that is not a well-formed `XmlMsg` document.
+    OqsNotXml(String),
+    /// A live request of the clinic has this file name.
+    OqsNameInUse,
+    /// The clinic has `oqs.max_queued_per_clinic` live requests.
+    OqsQueueFull {
+        /// The limit.
+        max: i64,
+    },
+    /// No such clinic (a client may be configured for one that does not exist yet).
+    OqsClinicNotFound(String),
+    /// The clinic is disabled.
+    OqsClinicDisabled,
+    /// No OQS request with this id that the caller may see.
+    OqsRequestNotFound,
+    /// `wait` over `oqs.max_wait_secs`.
+    OqsBadWait {
+        /// The limit.
+        max: u64,
+    },
+    /// Agent API: the clinic certificate is not registered.
+    AgentCertNotRegistered,
+    /// Agent API: the clinic certificate was revoked.
+    AgentCertRevoked,
+    /// Agent API: the certificate's clinic is disabled.
+    AgentClinicDisabled,
+    /// Agent API: no or a malformed `X-Ninsho-Agent` header.
+    AgentBadId,
+    /// Agent API: another agent relays for the clinic.
+    RelayHeld {
+        /// Its id.
+        agent_id: String,
+        /// When it was last seen (Unix seconds).
+        last_seen: i64,
+    },
+    /// Agent API: the request has ended, or the step does not apply to it.
+    OqsRequestOver {
+        /// Its status.
+        status: &'static str,
+    },
     /// No such endpoint under `/api/`.
     NotFound,
     /// The database is unreachable or did not commit; a retry may work.
@@ -124,6 +172,20 @@ impl ApiRefusal {
             CnfMismatch => "cnf_mismatch",
             SessionEnded => "session_ended",
             TokenAlreadyUsed => "token_already_used",
+            OqsBadFileName(_) => "bad_file_name",
+            OqsTooLarge { .. } => "file_too_large",
+            OqsNotXml(_) => "not_xml",
+            OqsNameInUse => "name_in_use",
+            OqsQueueFull { .. } => "queue_full",
+            OqsClinicNotFound(_) => "clinic_not_found",
+            OqsClinicDisabled | AgentClinicDisabled => "clinic_disabled",
+            OqsRequestNotFound => "request_not_found",
+            OqsBadWait { .. } => "bad_wait",
+            AgentCertNotRegistered => "cert_not_registered",
+            AgentCertRevoked => "cert_revoked",
+            AgentBadId => "bad_agent_id",
+            RelayHeld { .. } => "relay_held",
+            OqsRequestOver { .. } => "request_over",
             NotFound => "not_found",
             Unavailable => "unavailable",
             Internal => "internal",
@@ -135,7 +197,13 @@ impl ApiRefusal {
         use ApiRefusal::*;
         match self {
             BadRequest(_) | PresenterMissing | PresenterNotAllowed | HashAlgWithoutHashes | HashCount | HashNotSha256 { .. }
-            | BadHashAlg | NumSignaturesRange | NumSignaturesMismatch | BadTtl | TtlTooLong { .. } => StatusCode::BAD_REQUEST,
+            | BadHashAlg | NumSignaturesRange | NumSignaturesMismatch | BadTtl | TtlTooLong { .. } | OqsBadFileName(_)
+            | OqsNotXml(_) | OqsBadWait { .. } | AgentBadId => StatusCode::BAD_REQUEST,
+            OqsTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            OqsQueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            OqsClinicDisabled | AgentCertNotRegistered | AgentCertRevoked | AgentClinicDisabled => StatusCode::FORBIDDEN,
+            OqsClinicNotFound(_) | OqsRequestNotFound => StatusCode::NOT_FOUND,
+            OqsNameInUse | RelayHeld { .. } | OqsRequestOver { .. } => StatusCode::CONFLICT,
             InvalidToken | TokenExpired | TokenNotYetValid => StatusCode::UNAUTHORIZED,
             ClientNotRegistered | ClientDisabled | WrongRole(_) | ClinicNotAllowed(_) | NotADoctor | DoctorDisabled
             | CnfMismatch => StatusCode::FORBIDDEN,
@@ -159,6 +227,16 @@ impl ApiRefusal {
             TtlTooLong { max } => return format!("ttl must be at most {max} seconds"),
             WrongRole(role) => return format!("this call needs a service client of role {}", role.as_str()),
             ClinicNotAllowed(clinic_id) => return format!("this client does not serve clinic {clinic_id}"),
+            OqsBadFileName(detail) => return detail.clone(),
+            OqsTooLarge { max } => return format!("the file is larger than {max} bytes"),
+            OqsNotXml(detail) => return format!("the file is not a well-formed XmlMsg document: {detail}"),
+            OqsQueueFull { max } => return format!("the clinic already has {max} requests waiting; retry when some are answered"),
+            OqsClinicNotFound(clinic_id) => return format!("no clinic {clinic_id}"),
+            OqsBadWait { max } => return format!("wait must be 0..={max} seconds"),
+            RelayHeld { agent_id, last_seen } => {
+                return format!("agent {agent_id} relays for this clinic (last seen at {last_seen}); only one agent per clinic may");
+            }
+            OqsRequestOver { status } => return format!("the request is {status}; this step no longer applies"),
             DoctorNotInClinic { doctor_id, clinic_id } => return format!("no doctor {doctor_id} at clinic {clinic_id}"),
             HashCount => return format!("hashes must hold 1..={MAX_HASHES} values"),
             NumSignaturesRange => return format!("num_signatures must be 1..={MAX_HASHES}"),
@@ -184,6 +262,13 @@ impl ApiRefusal {
             CnfMismatch => "the token is bound to another client certificate",
             SessionEnded => "the signing session this token was issued in has ended",
             TokenAlreadyUsed => "the token was already consumed or is unknown",
+            OqsNameInUse => "a request of this clinic with this file name is still queued or waiting for its answer",
+            OqsClinicDisabled => "the clinic is disabled",
+            OqsRequestNotFound => "no such OQS request",
+            AgentCertNotRegistered => "the TLS client certificate is not registered to a clinic",
+            AgentCertRevoked => "the TLS client certificate has been revoked",
+            AgentClinicDisabled => "the certificate's clinic is disabled",
+            AgentBadId => "the X-Ninsho-Agent header must carry the agent's id (8 to 64 letters, digits or '-')",
             NotFound => "no such API endpoint",
             Unavailable => "the service is temporarily unavailable; retry shortly",
             Internal => "internal error",

@@ -47,6 +47,21 @@ fn every_api_refusal() -> Vec<ApiRefusal> {
         CnfMismatch,
         SessionEnded,
         TokenAlreadyUsed,
+        OqsBadFileName("the file name must look like EPSsiDMP01req_<id>.xml".into()),
+        OqsTooLarge { max: 1_048_576 },
+        OqsNotXml("unexpected end of stream".into()),
+        OqsNameInUse,
+        OqsQueueFull { max: 1000 },
+        OqsClinicNotFound("C009".into()),
+        OqsClinicDisabled,
+        OqsRequestNotFound,
+        OqsBadWait { max: 30 },
+        AgentCertNotRegistered,
+        AgentCertRevoked,
+        AgentClinicDisabled,
+        AgentBadId,
+        RelayHeld { agent_id: "9b1c0d7e-agent".into(), last_seen: 1_700_000_000 },
+        OqsRequestOver { status: "expired" },
         NotFound,
         Unavailable,
         Internal,
@@ -60,6 +75,9 @@ fn every_api_refusal() -> Vec<ApiRefusal> {
             | SessionNotFound | SessionAlreadyEnded | NoSession | SessionJustEnded | SessionExpired | SessionIdleExpired
             | InvalidToken | TokenExpired | TokenNotYetValid | CnfMismatch | SessionEnded | TokenAlreadyUsed | NotFound
             | Unavailable | Internal => {}
+            OqsBadFileName(_) | OqsTooLarge { .. } | OqsNotXml(_) | OqsNameInUse | OqsQueueFull { .. } | OqsClinicNotFound(_)
+            | OqsClinicDisabled | OqsRequestNotFound | OqsBadWait { .. } | AgentCertNotRegistered | AgentCertRevoked
+            | AgentClinicDisabled | AgentBadId | RelayHeld { .. } | OqsRequestOver { .. } => {}
         }
     }
     all

@@ -132,6 +132,27 @@ pub enum AuditEvent {
         jti: Option<String>,
         reason: &'static str,
     },
+    /// An EMR queued a file for the clinic's OQS terminal (docs/design.md §3.13): its name and
+    /// size, never its content.
+    OqsEnqueued { clinic_id: String, client_id: String, request_id: String, file_name: String, size: i64 },
+    /// An EMR's file for the OQS terminal was refused at the door (`bad_file_name`, `too_large`,
+    /// `not_xml`, `name_in_use`, `queue_full`, `clinic_unknown`).
+    OqsRefused { clinic_id: String, client_id: String, file_name: Option<String>, reason: &'static str },
+    /// A clinic agent took over (or first took) its clinic's relay.
+    OqsRelayClaimed { clinic_id: String, agent_id: String, fingerprint: String, version: String, previous_agent: Option<String> },
+    /// The clinic agent leased a request (`lease` counts the leases of this request).
+    OqsLeased { clinic_id: String, request_id: String, agent_id: String, file_name: String, lease: i64 },
+    /// The clinic agent wrote the request into the terminal's `req` folder.
+    OqsDelivered { clinic_id: String, request_id: String, agent_id: String },
+    /// The clinic agent uploaded the terminal's answer.
+    OqsAnswered { clinic_id: String, request_id: String, agent_id: String, file_name: String, size: i64 },
+    /// A request failed: reported by the agent (`name_taken`, `answer_unreadable`,
+    /// `answer_too_large`) or, without `agent_id`, by the queue (`delivery_unknown`).
+    OqsFailed { clinic_id: String, request_id: String, agent_id: Option<String>, reason: &'static str },
+    /// A request expired unanswered (`not_taken`, `not_delivered`, `no_answer`).
+    OqsExpired { clinic_id: String, client_id: String, request_id: String, file_name: String, reason: &'static str },
+    /// An EMR read the answer of a request.
+    OqsAnswerRead { clinic_id: String, client_id: String, request_id: String },
     /// An operator started the keyed segment of a log written before keyed chaining
     /// (`gateway admin audit rekey`); the row links to the old head under the audit key.
     ChainKeyed { previous_rows: i64, previous_head: String },
@@ -322,6 +343,69 @@ impl AuditEvent {
                 clinic_id.as_deref(),
                 user_id.as_deref(),
                 json!({ "client_id": client_id, "jti": jti, "reason": reason }),
+            ),
+            AuditEvent::OqsEnqueued { clinic_id, client_id, request_id, file_name, size } => (
+                "oqs_enqueued",
+                Outcome::Success,
+                Some(clinic_id),
+                None,
+                json!({ "client_id": client_id, "request_id": request_id, "file_name": file_name, "size": size }),
+            ),
+            AuditEvent::OqsRefused { clinic_id, client_id, file_name, reason } => (
+                "oqs_enqueued",
+                Outcome::Failure,
+                Some(clinic_id),
+                None,
+                json!({ "client_id": client_id, "file_name": file_name, "reason": reason }),
+            ),
+            AuditEvent::OqsRelayClaimed { clinic_id, agent_id, fingerprint, version, previous_agent } => (
+                "oqs_relay_claimed",
+                Outcome::Success,
+                Some(clinic_id),
+                None,
+                json!({ "agent_id": agent_id, "fingerprint": fingerprint, "version": version, "previous_agent": previous_agent }),
+            ),
+            AuditEvent::OqsLeased { clinic_id, request_id, agent_id, file_name, lease } => (
+                "oqs_leased",
+                Outcome::Success,
+                Some(clinic_id),
+                None,
+                json!({ "request_id": request_id, "agent_id": agent_id, "file_name": file_name, "lease": lease }),
+            ),
+            AuditEvent::OqsDelivered { clinic_id, request_id, agent_id } => (
+                "oqs_delivered",
+                Outcome::Success,
+                Some(clinic_id),
+                None,
+                json!({ "request_id": request_id, "agent_id": agent_id }),
+            ),
+            AuditEvent::OqsAnswered { clinic_id, request_id, agent_id, file_name, size } => (
+                "oqs_answered",
+                Outcome::Success,
+                Some(clinic_id),
+                None,
+                json!({ "request_id": request_id, "agent_id": agent_id, "file_name": file_name, "size": size }),
+            ),
+            AuditEvent::OqsFailed { clinic_id, request_id, agent_id, reason } => (
+                "oqs_failed",
+                Outcome::Failure,
+                Some(clinic_id),
+                None,
+                json!({ "request_id": request_id, "agent_id": agent_id, "reason": reason }),
+            ),
+            AuditEvent::OqsExpired { clinic_id, client_id, request_id, file_name, reason } => (
+                "oqs_expired",
+                Outcome::Failure,
+                Some(clinic_id),
+                None,
+                json!({ "client_id": client_id, "request_id": request_id, "file_name": file_name, "reason": reason }),
+            ),
+            AuditEvent::OqsAnswerRead { clinic_id, client_id, request_id } => (
+                "oqs_answer_read",
+                Outcome::Success,
+                Some(clinic_id),
+                None,
+                json!({ "client_id": client_id, "request_id": request_id }),
             ),
             AuditEvent::ChainKeyed { previous_rows, previous_head } => (
                 CHAIN_KEYED_EVENT,

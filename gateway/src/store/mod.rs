@@ -20,6 +20,7 @@ mod enrollment;
 mod fido;
 mod inline;
 mod lockout;
+mod oqs;
 mod service_clients;
 mod sessions;
 mod signing;
@@ -37,6 +38,7 @@ pub use enrollment::{CodeCheck, EnrollmentCode, IssuedCode, ListedCode};
 pub use authenticators::LinkAuthorisation;
 pub use fido::{FidoCredential, NewFidoCredential};
 pub use lockout::{LockState, LockoutRules, LoginReservation};
+pub use oqs::{AgentCall, AgentStep, Claim, Enqueued, LeasedRequest, NewOqsRequest, OqsAnswer, OqsRequest, OqsStatus, QueueDepth, RelayHolder};
 pub use sessions::{LoadedSession, SessionMove, SessionSignIn};
 pub use signing::{
     AuthMethod, AuthenticatorUse, EndReason, NewSigningSession, OpenedSession, Opening, SessionFilter, SigningSession,
@@ -81,6 +83,7 @@ mod spellings {
             ]
         );
         assert_eq!(UserKind::VARIANTS, ["doctor", "staff"]);
+        assert_eq!(OqsStatus::VARIANTS, ["queued", "delivered", "answered", "failed", "expired"]);
     }
 
     #[test]
@@ -101,6 +104,7 @@ mod spellings {
         check(&[AuthMethod::Fido, AuthMethod::Hpki, AuthMethod::Jpki]);
         check(&[EndReason::Doctor, EndReason::Superseded, EndReason::PasswordChanged]);
         check(&[UserKind::Doctor, UserKind::Staff]);
+        check(&[OqsStatus::Queued, OqsStatus::Delivered, OqsStatus::Answered, OqsStatus::Failed, OqsStatus::Expired]);
         assert!("".parse::<AnchorKind>().is_err());
     }
 }

@@ -71,6 +71,16 @@ impl ServiceAuth {
         RefusalAudit { client_id: Some(&self.client.id), ..RefusalAudit::new(&self.route, &self.fingerprint) }
     }
 
+    /// The refusal of a call about `clinic_id`.
+    pub(super) fn clinic_refusal<'a>(&'a self, clinic_id: &'a str) -> RefusalAudit<'a> {
+        RefusalAudit { clinic_id: Some(clinic_id), ..self.refusal() }
+    }
+
+    /// Audits `refusal` of a call about `clinic_id` and returns it to answer with.
+    pub(super) async fn refuse_for_clinic(&self, state: &AppState, clinic_id: &str, refusal: ApiRefusal) -> ApiError {
+        self.clinic_refusal(clinic_id).audit(state, refusal).await
+    }
+
     /// The refusal of a call about a session of `clinic_id`, for `user_id`.
     pub(super) fn session_refusal<'a>(&'a self, clinic_id: &'a str, user_id: &'a str) -> RefusalAudit<'a> {
         RefusalAudit { clinic_id: Some(clinic_id), user_id: Some(user_id), ..self.refusal() }

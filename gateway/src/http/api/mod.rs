@@ -6,6 +6,7 @@
 //! Errors are `{"error": code, "message": text}` with stable codes.
 
 mod caller;
+mod oqs;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -45,6 +46,9 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/signing-sessions/{id}", delete(end_session))
         .route("/api/v1/signing-tokens", post(issue))
         .route("/api/v1/signing-tokens/consume", post(consume))
+        // The body reader has applied `oqs.body_limit()` to this route (`body.rs`).
+        .route("/api/v1/clinics/{clinic_id}/oqs/requests", post(oqs::enqueue).layer(axum::extract::DefaultBodyLimit::disable()))
+        .route("/api/v1/oqs/requests/{id}", get(oqs::status))
         .route("/api/{*rest}", get(api_not_found).post(api_not_found).delete(api_not_found))
 }
 
@@ -67,7 +71,9 @@ async fn api_not_found() -> ApiError {
     ApiRefusal::NotFound.into()
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+pub(crate) use oqs::file_refusal;
+
+pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     body.map(|Json(b)| b).map_err(|e| ApiRefusal::BadRequest(e.body_text()).into())
 }
 
