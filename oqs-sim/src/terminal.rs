@@ -61,7 +61,9 @@ impl Options {
 fn check_folder(path: &Path, what: &str) -> io::Result<()> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(io::Error::new(io::ErrorKind::NotADirectory, format!("the {what} folder {} is not a folder", path.display()))),
+        Ok(_) => {
+            Err(io::Error::new(io::ErrorKind::NotADirectory, format!("the {what} folder {} is not a folder", path.display())))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             Err(io::Error::new(io::ErrorKind::NotFound, format!("the {what} folder {} does not exist", path.display())))
         }
