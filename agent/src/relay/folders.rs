@@ -262,7 +262,8 @@ impl Folders {
                 removed_any = true;
             } else if let Some(stem) = name.strip_suffix(".json") {
                 let entry = read_entry(&path, stem)?;
-                if folders.done.join(&name).exists() {
+                let marker = folders.done.join(&name);
+                if exists(&marker).map_err(io_err("looking at the journal", &marker))? {
                     // `finish` or `abandon` stopped between the marker and dropping the entry.
                     fs::remove_file(&path).map_err(io_err("removing a finished journal entry", &path))?;
                     removed_any = true;
@@ -330,7 +331,7 @@ impl Folders {
     ) -> Result<Delivery, FolderError> {
         validate_id(id)?;
         let answer_name = answer_name_for(file_name)?;
-        if self.entries.contains_key(id) || self.is_done(id) {
+        if self.entries.contains_key(id) || self.is_done(id)? {
             return Ok(Delivery::AlreadyDelivered);
         }
         if self.entries.values().any(|e| e.request_name == file_name || e.answer_name == answer_name) {
@@ -546,7 +547,7 @@ impl Folders {
     pub fn finish(&mut self, answer: &Answer, today: time::Date) -> Result<(), FolderError> {
         validate_id(&answer.id)?;
         let Some(entry) = self.entries.get(&answer.id) else {
-            if self.is_done(&answer.id) {
+            if self.is_done(&answer.id)? {
                 return Ok(());
             }
             return Err(FolderError::UnknownId(answer.id.clone()));
@@ -597,8 +598,10 @@ impl Folders {
         Ok(())
     }
 
-    fn is_done(&self, id: &str) -> bool {
-        self.done.join(format!("{}.json", stem(id))).exists()
+    /// Whether `id` is over; an error (rather than `false`) when that cannot be known, so nothing is written twice.
+    fn is_done(&self, id: &str) -> Result<bool, FolderError> {
+        let marker = self.done.join(format!("{}.json", stem(id)));
+        exists(&marker).map_err(io_err("looking at the journal", &marker))
     }
 
     fn entry_path(&self, id: &str) -> PathBuf {
@@ -640,8 +643,8 @@ impl Folders {
         let temp_exists = exists(&temp).map_err(io_err("looking at the req folder", &temp))?;
         let target_exists = exists(&target).map_err(io_err("looking at the req folder", &target))?;
         if temp_exists && !target_exists {
-            let complete = fs::read(&temp)
-                .is_ok_and(|bytes| bytes.len() as u64 == entry.size && sha256_hex(&bytes) == entry.sha256);
+            let bytes = fs::read(&temp).map_err(io_err("reading the temporary request file", &temp))?;
+            let complete = bytes.len() as u64 == entry.size && sha256_hex(&bytes) == entry.sha256;
             if !complete {
                 tracing::warn!(id = %entry.id, path = %temp.display(),
                     "relay: a crash interrupted writing a request file; removed it, the request was not delivered");
