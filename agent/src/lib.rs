@@ -10,6 +10,7 @@ pub mod config;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod http;
+pub mod relay;
 
 use std::future::Future;
 

@@ -1,0 +1,3 @@
+//! The clinic relay's file-system side: request files into the OQS terminal's `req` folder, answers out of `res`.
+pub mod folders;
+pub mod watch;
