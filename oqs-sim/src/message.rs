@@ -26,8 +26,8 @@ pub enum Outcome {
 
 /// `SegmentOfResult` of a processed request.
 pub const SEGMENT_SUCCESS: &str = "1";
-/// `SegmentOfResult` of a request the terminal could not process (the simulator's contract; see the README).
-pub const SEGMENT_ERROR: &str = "2";
+/// `SegmentOfResult` of a request the terminal could not process: 9, 異常終了 (see the README).
+pub const SEGMENT_ERROR: &str = "9";
 /// `CharacterCodeIdentifier` of every answer: `0` is UTF-8 (`1` would be Shift_JIS).
 pub const CHARACTER_CODE_UTF8: &str = "0";
 /// `ErrorCode` of an answer to a request whose format is wrong.
