@@ -7,6 +7,8 @@
 -- log keeps ids, names and sizes, never content).
 CREATE TABLE oqs_requests (
     id                TEXT PRIMARY KEY,
+    -- The queue's order (first in, first out): one more than the largest, under SQLite's one writer.
+    seq               BIGINT NOT NULL UNIQUE,
     clinic_id         TEXT NOT NULL REFERENCES clinics(id),
     client_id         TEXT NOT NULL REFERENCES service_clients(id),
     file_name         TEXT NOT NULL,
@@ -16,7 +18,7 @@ CREATE TABLE oqs_requests (
     reason            TEXT,
     created_at        BIGINT NOT NULL,
     expires_at        BIGINT NOT NULL,
-    leases            INTEGER NOT NULL DEFAULT 0,
+    leases            BIGINT NOT NULL DEFAULT 0,
     lease_agent       TEXT,
     lease_until       BIGINT,
     delivered_at      BIGINT,
@@ -27,7 +29,7 @@ CREATE TABLE oqs_requests (
 );
 -- Two live requests of one clinic never share a file name: they would meet in the same folder.
 CREATE UNIQUE INDEX oqs_requests_live_name ON oqs_requests (clinic_id, file_name) WHERE status IN ('queued', 'delivered');
-CREATE INDEX oqs_requests_queue ON oqs_requests (clinic_id, created_at) WHERE status = 'queued';
+CREATE INDEX oqs_requests_queue ON oqs_requests (clinic_id, seq) WHERE status = 'queued';
 CREATE INDEX oqs_requests_due ON oqs_requests (expires_at) WHERE status IN ('queued', 'delivered');
 CREATE INDEX oqs_requests_finished ON oqs_requests (finished_at) WHERE finished_at IS NOT NULL;
 

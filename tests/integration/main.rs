@@ -22,6 +22,7 @@ mod login;
 mod login_form;
 mod login_ids;
 mod metrics;
+mod oqs;
 mod schema;
 mod sessions;
 mod signer;

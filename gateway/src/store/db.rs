@@ -371,6 +371,12 @@ const MIGRATIONS: infra::db::Migrations = &[
         include_str!("../../../migrations/sqlite/0011_test_accounts.sql"),
         include_str!("../../../migrations/postgres/0011_test_accounts.sql"),
     ),
+    (
+        12,
+        "oqs relay",
+        include_str!("../../../migrations/sqlite/0012_oqs_relay.sql"),
+        include_str!("../../../migrations/postgres/0012_oqs_relay.sql"),
+    ),
 ];
 
 impl Store {

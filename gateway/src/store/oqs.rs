@@ -212,19 +212,24 @@ const LOCK_CLINIC: &str = "SELECT id FROM clinics WHERE id = $1 FOR UPDATE";
 const LIVE_COUNT: &str = "SELECT count(*) AS n FROM oqs_requests WHERE clinic_id = $1 AND status IN ('queued', 'delivered')";
 const NAME_LIVE: &str =
     "SELECT id FROM oqs_requests WHERE clinic_id = $1 AND file_name = $2 AND status IN ('queued', 'delivered')";
-const INSERT: &str = "INSERT INTO oqs_requests (id, clinic_id, client_id, file_name, size, content, status, created_at, expires_at)
+const INSERT_POSTGRES: &str = "INSERT INTO oqs_requests (id, clinic_id, client_id, file_name, size, content, status, created_at, expires_at)
      VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8)";
+/// SQLite numbers the queue itself (it has no identity column besides the primary key's rowid);
+/// its one writer makes `max + 1` safe.
+const INSERT_SQLITE: &str = "INSERT INTO oqs_requests (id, clinic_id, client_id, file_name, size, content, status, created_at, expires_at, seq)
+     VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, (SELECT COALESCE(MAX(seq), 0) + 1 FROM oqs_requests))";
 
-/// The oldest queued request of the clinic that is free or was this agent's, leased to it. A lease
-/// that lapsed comes back to the agent that held it: its journal says whether the file was
-/// written. (PostgreSQL: rows another transaction is leasing are skipped, not waited for.)
+/// The oldest queued request of the clinic that is not leased (or whose lease lapsed), leased to
+/// the agent. Only the relay's holder takes, so a lapsed lease comes back to the agent that held
+/// it, whose journal says whether the file was written (a new holder fails the old holder's
+/// leases first). PostgreSQL: rows another transaction is leasing are skipped, not waited for.
 const TAKE_SQLITE: &str = "UPDATE oqs_requests SET lease_agent = $2, lease_until = $3, leases = leases + 1
      WHERE id = (SELECT id FROM oqs_requests WHERE clinic_id = $1 AND status = 'queued' AND expires_at > $4
-                 AND (lease_until IS NULL OR lease_until <= $4 OR lease_agent = $2) ORDER BY created_at, id LIMIT 1)
+                 AND (lease_until IS NULL OR lease_until <= $4) ORDER BY seq LIMIT 1)
      RETURNING id, file_name, content, lease_until, leases";
 const TAKE_POSTGRES: &str = "UPDATE oqs_requests SET lease_agent = $2, lease_until = $3, leases = leases + 1
      WHERE id = (SELECT id FROM oqs_requests WHERE clinic_id = $1 AND status = 'queued' AND expires_at > $4
-                 AND (lease_until IS NULL OR lease_until <= $4 OR lease_agent = $2) ORDER BY created_at, id LIMIT 1
+                 AND (lease_until IS NULL OR lease_until <= $4) ORDER BY seq LIMIT 1
                  FOR UPDATE SKIP LOCKED)
      RETURNING id, file_name, content, lease_until, leases";
 
@@ -285,7 +290,8 @@ impl Store {
             if live.n >= new.max_live {
                 return Ok(Enqueued::QueueFull);
             }
-            tx_execute!(tx, INSERT, &id, new.clinic_id, new.client_id, new.file_name, size, new.content, now, new.expires_at)?;
+            let insert = if tx.is_postgres() { INSERT_POSTGRES } else { INSERT_SQLITE };
+            tx_execute!(tx, insert, &id, new.clinic_id, new.client_id, new.file_name, size, new.content, now, new.expires_at)?;
             append_audit(tx, &self.audit_rows(&events)).await?;
             Ok(Enqueued::Queued(id.clone()))
         });
