@@ -431,6 +431,64 @@ def check_secrets_init() -> list[str]:
     return problems
 
 
+# --- the clinic agent's systemd unit ----------------------------------------------------------------
+
+
+def unit_settings(text: str) -> dict[tuple[str, str], list[str]]:
+    """(section, key) -> values, in order, of a systemd unit file."""
+    out: dict[tuple[str, str], list[str]] = {}
+    section = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault((section, key.strip()), []).append(value.strip())
+    return out
+
+
+def check_agent_unit(text: str) -> list[str]:
+    """deploy/clinic/ninsho-agent.service: what the clinic agent needs of its service manager, and
+    `systemd-analyze verify` (the binary path pointed at a stand-in, as it is not installed here)."""
+    problems = []
+    u = unit_settings(text)
+    one = lambda section, key: (u.get((section, key)) or [None])[-1]  # noqa: E731
+    wants = {
+        ("Service", "Restart"): "always",
+        ("Service", "KillSignal"): "SIGTERM",
+        ("Service", "NoNewPrivileges"): "yes",
+        ("Service", "UMask"): "0077",
+        ("Service", "StateDirectoryMode"): "0700",
+        ("Install", "WantedBy"): "multi-user.target",
+    }
+    for (section, key), value in wants.items():
+        if one(section, key) != value:
+            problems.append(f"ninsho-agent.service: [{section}] {key} must be {value}, is {one(section, key)}")
+    if one("Service", "DynamicUser") != "yes" and one("Service", "User") in (None, "root", "0"):
+        problems.append("ninsho-agent.service: the agent must run as a dedicated user, not root")
+    exec_start = one("Service", "ExecStart") or ""
+    for flag in ("--data-dir /var/lib/ninsho-agent", "--log-format json"):
+        if flag not in exec_start:
+            problems.append(f"ninsho-agent.service: ExecStart lacks {flag}")
+    if one("Service", "StateDirectory") != "ninsho-agent":
+        problems.append("ninsho-agent.service: StateDirectory must be ninsho-agent (the --data-dir)")
+    if shutil.which("systemd-analyze"):
+        with tempfile.TemporaryDirectory() as tmp:
+            stand_in = Path(tmp) / "card-agent"
+            stand_in.write_text("#!/bin/sh\nexit 0\n")
+            stand_in.chmod(0o755)
+            unit = Path(tmp) / "ninsho-agent.service"
+            unit.write_text(text.replace("/usr/local/bin/card-agent", str(stand_in)))
+            run = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+            said = (run.stdout + run.stderr).strip()
+            if run.returncode != 0 or said:
+                problems.append(f"ninsho-agent.service: systemd-analyze verify: {said or run.returncode}")
+    return problems
+
+
 # --- the checks, then the broken copies -----------------------------------------------------------
 
 
@@ -443,6 +501,7 @@ def files() -> dict[str, str]:
         "k8s_toml": (DEPLOY / "k8s" / "gateway.toml").read_text(),
         "dockerfile": (DEPLOY / "Dockerfile").read_text(),
         "workspace": (ROOT / "Cargo.toml").read_text(),
+        "agent_unit": (DEPLOY / "clinic" / "ninsho-agent.service").read_text(),
     }
 
 
@@ -452,6 +511,7 @@ def all_checks(f: dict[str, str], haproxy_path: Path) -> list[str]:
         + check_haproxy(haproxy_path)
         + check_k8s(f["k8s"], f["k8s_toml"])
         + check_dockerfile(f["dockerfile"], f["workspace"])
+        + check_agent_unit(f["agent_unit"])
     )
 
 
@@ -498,6 +558,11 @@ def broken_copies():
         ("Dockerfile: a baked-in GATEWAY_ variable", "dockerfile", sub("ENV GATEWAY_CONFIG=/etc/ninsho/gateway.toml", "ENV GATEWAY_CONFIG=/etc/ninsho/gateway.toml GATEWAY_OPS__LISTEN=0.0.0.0:9090")),
         ("Dockerfile: a member missing from the dependency layer", "dockerfile", sub("COPY trust/Cargo.toml trust/\n", "")),
         ("Dockerfile: a named user", "dockerfile", sub("USER 65532:65532", "USER nonroot")),
+        ("agent unit: not restarted", "agent_unit", sub("Restart=always", "Restart=on-failure")),
+        ("agent unit: a misspelt key (systemd-analyze)", "agent_unit", sub("RestartSec=2", "RestartSecs=2")),
+        ("agent unit: a bad value (systemd-analyze)", "agent_unit", sub("TimeoutStopSec=30", "TimeoutStopSec=thirty")),
+        ("agent unit: run as root", "agent_unit", sub("DynamicUser=yes", "User=root")),
+        ("agent unit: text logs", "agent_unit", sub(" --log-format json", "")),
     ]
 
 

@@ -20,7 +20,7 @@ log() { printf '\n== %s\n' "$*"; }
 # signer's key backend is tested against (keys/tests/pkcs11.rs, a token store per test). xmlsec1: the
 # independent XML-signature oracle for the e-prescription signature (xades/tests, the signDoc tests);
 # libxml2-utils: xmllint, the independent canonicalisation oracle (xades/tests/c14n.rs).
-PKGS=(libpcsclite-dev libssl-dev openssl pkg-config curl jq pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium haproxy python3-venv prometheus softhsm2 xmlsec1 libxml2-utils)
+PKGS=(libpcsclite-dev systemd libssl-dev openssl pkg-config curl jq pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium haproxy python3-venv prometheus softhsm2 xmlsec1 libxml2-utils)
 command -v npm >/dev/null || PKGS+=(nodejs npm)
 pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 pg_up || PKGS+=(postgresql)

@@ -31,6 +31,32 @@ pub struct Args {
     /// TOML file with `allow_origins = [...]`, `port = N`, `bind = "127.0.0.1"`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The OQS relay's configuration (TOML; docs/design.md §3.13), written by the set-up page
+    /// (default: relay.toml in the data directory); the relay runs when it exists.
+    #[arg(long, value_name = "FILE")]
+    pub relay: Option<PathBuf>,
+    /// Where the set-up stores the clinic's key, the relay's configuration, journal and archive
+    /// (default: the platform's per-user data folder, see agent/README.md).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The gateway the relay connects to, e.g. https://gateway.example:8443 (the set-up page asks it).
+    #[arg(long, value_name = "URL")]
+    pub gateway: Option<String>,
+    /// PEM of the CA of the gateway's server certificate (default: the system's roots).
+    #[arg(long, value_name = "FILE")]
+    pub gateway_ca: Option<PathBuf>,
+    /// Log lines on stderr as text or as JSON (one object per line, for a log collector).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -40,6 +66,10 @@ struct FileConfig {
     allow_origins: Vec<String>,
     port: Option<u16>,
     bind: Option<IpAddr>,
+    data_dir: Option<PathBuf>,
+    gateway: Option<String>,
+    gateway_ca: Option<PathBuf>,
+    relay: Option<PathBuf>,
 }
 
 /// The checked configuration.
@@ -49,6 +79,16 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Exact origins (scheme://host[:port]) allowed to call the agent.
     pub allowed_origins: Vec<String>,
+    /// The OQS relay's configuration file (explicit; else relay.toml in the data directory).
+    pub relay: Option<PathBuf>,
+    /// The set-up's data directory.
+    pub data_dir: PathBuf,
+    /// The gateway's origin, for the set-up.
+    pub gateway: Option<String>,
+    /// The gateway's CA, for the set-up.
+    pub gateway_ca: Option<PathBuf>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
 }
 
 /// Why the configuration was refused.
@@ -69,6 +109,12 @@ pub enum ConfigError {
         "no allowed origin: pass --allow-origin https://gateway.example:8443 or allow_origins in the config file"
     )]
     NoOrigins,
+    /// A gateway that is not an https origin.
+    #[error("the gateway must be an https:// origin (scheme://host[:port], no path): {0}")]
+    BadGateway(String),
+    /// No data directory given and none can be derived.
+    #[error("no data directory: pass --data-dir DIR")]
+    NoDataDir,
 }
 
 impl Config {
@@ -103,10 +149,45 @@ impl Config {
         if allowed_origins.is_empty() {
             return Err(ConfigError::NoOrigins);
         }
+        let gateway = args.gateway.or(file.gateway);
+        if let Some(g) = &gateway
+            && (!g.starts_with("https://")
+                || card::ClientData::new(card::CardKind::Jpki, "AAAA", g).is_err())
+        {
+            return Err(ConfigError::BadGateway(g.clone()));
+        }
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .or_else(default_data_dir)
+            .ok_or(ConfigError::NoDataDir)?;
         Ok(Config {
             listen: SocketAddr::new(ip, port),
             allowed_origins,
+            relay: args.relay.or(file.relay),
+            data_dir,
+            gateway,
+            gateway_ca: args.gateway_ca.or(file.gateway_ca),
+            log_format: args.log_format,
         })
+    }
+}
+
+/// The per-user data folder: `%LOCALAPPDATA%\Ninsho\Agent` on Windows,
+/// `$XDG_DATA_HOME/ninsho-agent` or `~/.local/share/ninsho-agent` elsewhere. The service unit
+/// passes its own (`--data-dir /var/lib/ninsho-agent`).
+fn default_data_dir() -> Option<PathBuf> {
+    #[cfg(windows)]
+    {
+        std::env::var_os("LOCALAPPDATA").map(|d| PathBuf::from(d).join("Ninsho").join("Agent"))
+    }
+    #[cfg(not(windows))]
+    {
+        std::env::var_os("XDG_DATA_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .map(|d| d.join("ninsho-agent"))
     }
 }
 

@@ -11,23 +11,45 @@ pub mod config;
 pub mod fuzzing;
 pub mod http;
 pub mod relay;
+pub mod setup;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-pub use config::{Args, Config, ConfigError, DEFAULT_PORT};
+pub use config::{Args, Config, ConfigError, DEFAULT_PORT, LogFormat};
 
-/// Serves the agent on `listener` until `shutdown` completes.
+/// Serves the agent on `listener` until `shutdown` completes: the card bridge for the gateway
+/// page, and the set-up and status pages of the OQS relay run by `supervisor`.
 pub async fn serve(
     config: &Config,
     listener: TcpListener,
+    supervisor: Arc<relay::supervisor::Supervisor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
     let cards = cards::Cards::start()?;
     let state = http::AppState::new(cards, config.allowed_origins.clone(), port);
-    axum::serve(listener, http::router(state))
+    let setup = setup::router(
+        setup::SetupContext {
+            target: setup_target(config),
+            supervisor,
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        port,
+    );
+    axum::serve(listener, setup.merge(http::router(state)))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Where the set-up stores its results, and which gateway it asks.
+pub fn setup_target(config: &Config) -> setup::Target {
+    setup::Target {
+        data_dir: config.data_dir.clone(),
+        relay_file: setup::relay_file_path(&config.data_dir, config.relay.as_ref()),
+        gateway: config.gateway.clone(),
+        gateway_ca: config.gateway_ca.clone(),
+    }
 }

@@ -3,8 +3,11 @@
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use card_agent::{Args, Config};
+use card_agent::relay::run::RelayFile;
+use card_agent::relay::supervisor::Supervisor;
+use card_agent::{Args, Config, LogFormat};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -17,12 +20,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("CARD_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_from_env("CARD_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -44,11 +47,33 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> std::io::Result<()> {
+    let target = card_agent::setup_target(&config);
+    // An explicit --relay file must be usable; the set-up's own file is re-made by the set-up.
+    let relay = match RelayFile::load(&target.relay_file) {
+        Ok(file) => Some(file),
+        Err(e) if config.relay.is_some() => return Err(std::io::Error::other(e)),
+        Err(e) => {
+            if target.relay_file.exists() {
+                tracing::warn!(error = %e, "the relay configuration cannot be used; set up again");
+            }
+            None
+        }
+    };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     println!("card-agent listening on http://{addr}");
     tracing::info!(%addr, origins = ?config.allowed_origins, "listening");
-    card_agent::serve(&config, listener, shutdown_signal()).await
+    let supervisor = Arc::new(Supervisor::new(env!("CARGO_PKG_VERSION")));
+    match relay {
+        Some(file) => supervisor.start(file).await,
+        None => {
+            tracing::info!(url = %format!("http://{addr}/setup"), "the OQS relay is not set up yet; open the set-up page");
+        }
+    }
+    let served = card_agent::serve(&config, listener, supervisor.clone(), shutdown_signal()).await;
+    // The relay finishes the file operation in progress before it returns.
+    supervisor.stop().await;
+    served
 }
 
 async fn shutdown_signal() {

@@ -83,6 +83,8 @@ impl Agent {
     fn start(socket: &Path) -> Res<Agent> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_card-agent"))
             .args(["--port", "0", "--allow-origin", ORIGIN])
+            // No set-up: a data directory that holds no relay configuration.
+            .env("XDG_DATA_HOME", std::env::temp_dir().join(format!("card-agent-test-{}", std::process::id())))
             .env(card::sim::harness::SOCKET_ENV, socket)
             .env("CARD_AGENT_LOG", "debug")
             .stdin(Stdio::null())
@@ -579,13 +581,15 @@ fn help_and_refused_configuration() -> Res {
         .output()?;
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout)?;
-    for flag in ["--allow-origin", "--port", "--config", "--bind"] {
+    for flag in ["--allow-origin", "--port", "--config", "--bind", "--relay", "--data-dir", "--gateway", "--gateway-ca"] {
         assert!(help.contains(flag), "{help}");
     }
     for args in [
         vec!["--allow-origin", ORIGIN, "--bind", "0.0.0.0"],
         vec![],
         vec!["--allow-origin", "gateway.example"],
+        vec!["--allow-origin", ORIGIN, "--gateway", "http://gateway.example"],
+        vec!["--allow-origin", ORIGIN, "--gateway", "https://gateway.example/path"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_card-agent"))
             .args(&args)

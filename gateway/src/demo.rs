@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::admin::{self, Admin, PasswordChoice};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat};
+use crate::demo_clinic::{DemoChild, first_exit};
 use clap::Args;
 use crate::password::PasswordHasher;
 use crate::store::{AnchorKind, RevocationPolicy, Store, UserKind};
@@ -53,6 +54,15 @@ pub struct DemoArgs {
     /// (Tests run the demo inside their own binary and point this at the built `gateway`.)
     #[arg(long, hide = true)]
     pub signer_exe: Option<PathBuf>,
+    /// The clinic agent's port on 127.0.0.1 (card bridge, OQS relay, set-up page).
+    #[arg(long, default_value_t = 18443)]
+    pub agent_port: u16,
+    /// The clinic agent executable; default: `card-agent` beside this one.
+    #[arg(long, value_name = "EXE")]
+    pub agent_exe: Option<PathBuf>,
+    /// The OQS terminal simulator executable; default: `oqs-sim` beside this one.
+    #[arg(long, value_name = "EXE")]
+    pub oqs_sim_exe: Option<PathBuf>,
 }
 
 pub const CLINIC_ID: &str = "21234";
@@ -138,7 +148,11 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     if secrets.signer.as_ref().is_some_and(|s| s.tsa_port.is_some()) {
         refresh_crls(&paths).await.context("issuing the demo's CRLs")?;
     }
+    let clinic = crate::demo_clinic::prepare(&paths.dir, secrets.port, CLINIC_ID).context("setting up the demo clinic's OQS relay")?;
     print_instructions(out, &paths, &secrets, fresh)?;
+    let d = paths.dir.display();
+    let emr = format!("curl --cert {d}/service/emr.pem --key {d}/service/emr.key --cacert {d}/tls/server-ca.pem");
+    crate::demo_clinic::print(out, &clinic, &emr, secrets.port, args.agent_port, CLINIC_ID)?;
     out.flush()?;
     if args.no_serve {
         return Ok(());
@@ -156,58 +170,32 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         Some(port) => Some(start_tsa(&paths, port).await?),
         None => None,
     };
-    let signer = SignerProcess::spawn(&exe, &paths.signer_config())?;
-    let served = serve_with_signer(app, signer).await;
+    let config_arg = paths.signer_config();
+    let signer = DemoChild::spawn("signer", &exe, &["--config".as_ref(), config_arg.as_os_str(), "demo-signer".as_ref(), "serve".as_ref()])?;
+    let mut children = vec![signer];
+    children.extend(crate::demo_clinic::spawn(out, &clinic, secrets.port, args.agent_port, args.agent_exe.as_deref(), args.oqs_sim_exe.as_deref())?);
+    out.flush()?;
+    let served = serve_with_children(app, children).await;
     if let Some(tsa) = tsa {
         tsa.abort();
     }
     served
 }
 
-/// The signer's child process. Dropped (the demo's task aborted, an error), it is killed:
-/// `kill_on_drop`.
-struct SignerProcess {
-    child: tokio::process::Child,
-}
-
-impl SignerProcess {
-    fn spawn(exe: &Path, config: &Path) -> anyhow::Result<Self> {
-        let child = tokio::process::Command::new(exe)
-            .arg("--config")
-            .arg(config)
-            .args(["demo-signer", "serve"])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting the signer ({} demo-signer)", exe.display()))?;
-        Ok(Self { child })
-    }
-
-    /// SIGTERM (the signer drains and exits 0), then waits; SIGKILL if it is still there after
-    /// `limit`. On Ctrl-C in a terminal the signer got the SIGINT too; a second signal is harmless.
-    async fn stop(mut self, limit: std::time::Duration) -> anyhow::Result<()> {
-        if let Some(pid) = self.child.id().and_then(|id| i32::try_from(id).ok()).and_then(rustix::process::Pid::from_raw) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+/// Serves the gateway until Ctrl-C or SIGTERM, or until one of its processes (the signer, the
+/// clinic agent, the simulator) ends on its own (then the demo stops too: half a demo would only
+/// confuse); stops the others and waits for all.
+async fn serve_with_children(app: crate::Application, mut children: Vec<DemoChild>) -> anyhow::Result<()> {
+    let limit = std::time::Duration::from_secs(10);
+    // All at once: each gets its SIGTERM now, and the slowest bounds the wait.
+    let stop_all = |children: Vec<DemoChild>| async move {
+        let tasks: Vec<_> = children.into_iter().map(|c| tokio::spawn(c.stop(limit))).collect();
+        let mut result = Ok(());
+        for task in tasks {
+            result = result.and(task.await.map_err(anyhow::Error::from).and_then(|r| r));
         }
-        match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => {
-                let status = status?;
-                if !status.success() {
-                    tracing::warn!(%status, "the demo signer exited with an error");
-                }
-            }
-            Err(_) => {
-                tracing::warn!("the demo signer did not stop in time; killing it");
-                self.child.kill().await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Serves the gateway until Ctrl-C or SIGTERM, or until the signer process ends on its own (then
-/// the demo stops too: half a demo would only confuse); stops the signer and waits for both.
-async fn serve_with_signer(app: crate::Application, mut signer: SignerProcess) -> anyhow::Result<()> {
+        result
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let gateway = app.run_until(async move {
         let _ = stop_rx.await;
@@ -218,23 +206,24 @@ async fn serve_with_signer(app: crate::Application, mut signer: SignerProcess) -
     tokio::select! {
         () = &mut signal => {
             let _ = stop_tx.send(());
-            let (gateway, signer) = tokio::join!(gateway, signer.stop(std::time::Duration::from_secs(10)));
-            gateway.and(signer)
+            let (gateway, children) = tokio::join!(gateway, stop_all(children));
+            gateway.and(children)
         }
-        status = signer.child.wait() => {
+        (name, status) = first_exit(&mut children) => {
             let status = status?;
             let _ = stop_tx.send(());
-            gateway.await?;
-            // Ctrl-C in a terminal reaches both processes; the signer, draining for 0 s, may
-            // exit before this one notices its own signal. Exit 0 is such a stop.
+            let (gateway, others) = tokio::join!(gateway, stop_all(children));
+            gateway.and(others)?;
+            // Ctrl-C in a terminal reaches every process; a child, draining for 0 s, may exit
+            // before this one notices its own signal. Exit 0 is such a stop.
             if status.success() {
                 Ok(())
             } else {
-                anyhow::bail!("the demo signer exited ({status}); its output above says why")
+                anyhow::bail!("the demo {name} exited ({status}); its output above says why")
             }
         }
         result = &mut gateway => {
-            signer.stop(std::time::Duration::from_secs(10)).await?;
+            stop_all(children).await?;
             result
         }
     }

@@ -14,6 +14,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+mod demo_clinic;
 pub mod enrollment;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

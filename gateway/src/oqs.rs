@@ -6,6 +6,7 @@
 //! instance: the database is the only truth, a wake-up only saves the wait.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -101,10 +102,12 @@ pub fn valid_agent_id(id: &str) -> bool {
 }
 
 /// Wake-ups per clinic: `queue` when a request is queued (for the agent's long-poll), `ended`
-/// when one ends (for the EMR's).
+/// when one ends (for the EMR's); and the instance's shutdown, which ends every long-poll.
 #[derive(Debug, Default)]
 pub struct Signals {
     clinics: Mutex<HashMap<String, Arc<ClinicSignals>>>,
+    closed: AtomicBool,
+    closing: Notify,
 }
 
 /// One clinic's wake-ups.
@@ -122,12 +125,37 @@ impl Signals {
         let mut map = self.clinics.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(clinic_id.to_owned()).or_default().clone()
     }
+
+    /// Ends every long-poll now and every later one at once: the instance is stopping, and a
+    /// held request would keep it from stopping (the client simply asks again, elsewhere).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.closing.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once [`Signals::close`] was called.
+    async fn closed(&self) {
+        loop {
+            let closing = self.closing.notified();
+            tokio::pin!(closing);
+            closing.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            closing.await;
+        }
+    }
 }
 
 /// Repeats `check` until it yields a value or `wait` has passed: after each miss it sleeps until
 /// `notify` fires or `poll` passes, whichever is first. The wake-up is armed before each check,
-/// so a change between the check and the sleep is not missed.
-pub async fn long_poll<T, E, F, Fut>(notify: &Notify, wait: Duration, poll: Duration, mut check: F) -> Result<Option<T>, E>
+/// so a change between the check and the sleep is not missed. It stops waiting (`None`) when the
+/// instance closes its `signals`.
+pub async fn long_poll<T, E, F, Fut>(signals: &Signals, notify: &Notify, wait: Duration, poll: Duration, mut check: F) -> Result<Option<T>, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, E>>,
@@ -141,13 +169,14 @@ where
             return Ok(Some(found));
         }
         let now = tokio::time::Instant::now();
-        if now >= deadline {
+        if now >= deadline || signals.is_closed() {
             return Ok(None);
         }
         let nap = poll.min(deadline - now);
         tokio::select! {
             () = &mut notified => {}
             () = tokio::time::sleep(nap) => {}
+            () = signals.closed() => return Ok(None),
         }
     }
 }
@@ -226,7 +255,8 @@ mod tests {
             f.store(true, std::sync::atomic::Ordering::SeqCst);
             n.notify_waiters();
         });
-        let found: Result<Option<()>, ()> = long_poll(&notify, Duration::from_secs(30), Duration::from_secs(30), || {
+        let signals = Signals::default();
+        let found: Result<Option<()>, ()> = long_poll(&signals, &notify, Duration::from_secs(30), Duration::from_secs(30), || {
             let flag = flag.clone();
             async move { Ok(flag.load(std::sync::atomic::Ordering::SeqCst).then_some(())) }
         })
@@ -234,7 +264,25 @@ mod tests {
         setter.await.unwrap();
         assert_eq!(found, Ok(Some(())));
         let none: Result<Option<()>, ()> =
-            long_poll(&notify, Duration::ZERO, Duration::from_secs(1), || async { Ok(None) }).await;
+            long_poll(&signals, &notify, Duration::ZERO, Duration::from_secs(1), || async { Ok(None) }).await;
         assert_eq!(none, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn closing_the_signals_ends_every_long_poll() {
+        let signals = Arc::new(Signals::default());
+        let clinic = signals.clinic("c1");
+        let waiting = {
+            let (signals, clinic) = (signals.clone(), clinic.clone());
+            tokio::spawn(async move {
+                long_poll(&signals, &clinic.queue, Duration::from_secs(3600), Duration::from_secs(3600), || async { Ok::<Option<()>, ()>(None) }).await
+            })
+        };
+        tokio::task::yield_now().await;
+        signals.close();
+        assert_eq!(waiting.await.unwrap(), Ok(None));
+        // Later ones end at once.
+        let later = long_poll(&signals, &clinic.queue, Duration::from_secs(3600), Duration::from_secs(3600), || async { Ok::<Option<()>, ()>(None) });
+        assert_eq!(later.await, Ok(None));
     }
 }

@@ -217,6 +217,8 @@ impl Application {
             drain_state.metrics.set_ready(false);
             tracing::info!(drain_secs, "shutting down: unready now, still serving while load balancers take this instance out");
             tokio::time::sleep(Duration::from_secs(drain_secs)).await;
+            // Long-polls (the OQS relay's) end now rather than hold the stop for their wait.
+            drain_state.oqs_signals.close();
         };
         let listener = infra::serve::Listener { tcp: main, admission, router, timeouts };
         listener.run(|| tls.acceptor(), events, &stop_tx, stop_accepting).await;

@@ -1,7 +1,8 @@
 //! `gateway demo` on a fresh directory: the printed client.p12 and password work with an
 //! independent HTTPS client (curl with OpenSSL), the remote signer runs as its own process (the
 //! built `gateway` binary's `demo-signer`), the printed signing commands sign a file that openssl
-//! verifies, and a second run reuses everything.
+//! verifies, the printed OQS relay commands are answered through the clinic agent and the OQS
+//! simulator (their own processes), and a second run reuses everything.
 
 use std::process::Command;
 
@@ -11,7 +12,7 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let ops_port = free_port();
-    let (signer_port, signer_ops_port, tsa_port) = (free_port(), free_port(), free_port());
+    let (signer_port, signer_ops_port, tsa_port, agent_port) = (free_port(), free_port(), free_port(), free_port());
     let demo_dir = dir.path().join("demo");
     // The demo runs in this process, whose executable is the test binary: its signer process is
     // the built gateway's.
@@ -22,6 +23,11 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
         a.extend(["--port".to_owned(), port.to_string(), "--ops-port".to_owned(), ops_port.to_string()]);
         a.extend(["--signer-port".to_owned(), signer_port.to_string(), "--signer-ops-port".to_owned(), signer_ops_port.to_string()]);
         a.extend(["--signer-exe".to_owned(), signer_exe.display().to_string(), "--tsa-port".to_owned(), tsa_port.to_string()]);
+        // The clinic side: the workspace's agent and simulator binaries, as processes.
+        a.extend(["--agent-port".to_owned(), agent_port.to_string(), "--agent-exe".to_owned()]);
+        a.push(crate::oqs_relay::workspace_bin("card-agent", "NINSHO_TEST_AGENT_BIN").display().to_string());
+        a.push("--oqs-sim-exe".to_owned());
+        a.push(crate::oqs_relay::workspace_bin("oqs-sim", "NINSHO_TEST_OQS_SIM_BIN").display().to_string());
         a.extend(extra.iter().map(|s| (*s).to_owned()));
         a
     };
@@ -178,13 +184,34 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
     .await;
     assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_request")), "{answer}");
 
-    // Stopping the demo stops its signer process.
+    // The printed OQS relay commands, as pasted into a shell: the request goes through the demo
+    // clinic's agent and the simulator, and its answer is readable.
+    let oqs: Vec<&str> = printed.lines().skip_while(|l| !l.starts_with("OQS relay:")).skip(1).take(2).map(str::trim).collect();
+    assert!(oqs.len() == 2 && oqs[0].contains("/oqs/requests"), "{printed}");
+    let enqueue = Command::new("bash").arg("-c").arg(oqs[0]).output().unwrap();
+    let queued: serde_json::Value = serde_json::from_slice(&enqueue.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&enqueue.stdout)));
+    let id = queued["request_id"].as_str().unwrap();
+    let read = oqs[1].split_once(": ").unwrap().1.replace("REQUEST_ID", id);
+    let mut answered = serde_json::Value::Null;
+    for _ in 0..6 {
+        let out = Command::new("bash").arg("-c").arg(&read).output().unwrap();
+        answered = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
+        if answered["status"] == "answered" {
+            break;
+        }
+    }
+    assert_eq!(answered["status"], "answered", "{answered}");
+    assert_eq!(answered["response"]["file_name"], "EPSsiDMP01res_000000000001.xml");
+
+    // Stopping the demo stops its signer, agent and simulator processes.
     serve.abort();
     let _ = serve.await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", signer_ops_port)).await.is_ok() {
-        assert!(std::time::Instant::now() < deadline, "the demo signer outlived the demo");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for (what, port) in [("signer", signer_ops_port), ("clinic agent", agent_port)] {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            assert!(std::time::Instant::now() < deadline, "the demo {what} outlived the demo");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     // A second run reuses the PKI and prints the same secrets.

@@ -258,6 +258,32 @@ impl TestApp {
         }
     }
 
+    /// Stops the server and starts it again on the same port, database, configuration and clock:
+    /// a restart, as a service manager would do it.
+    pub async fn restart(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let acquire = std::time::Duration::from_millis(self.config.database.acquire_timeout_ms);
+        let store = Store::connect_with(&self.config.database.url, 8, acquire).await.unwrap().with_audit_key(self.config.audit_key().unwrap());
+        let main = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let app = gateway::Application::with_parts(self.config.clone(), store, Arc::new(self.clock.clone()), main).await.unwrap();
+        self.ops_port = app.ops_addr().port();
+        self.state = app.state();
+        let (tx, rx) = oneshot::channel::<()>();
+        self.task = Some(tokio::spawn(async move {
+            app.run_until(async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        }));
+        self.shutdown = Some(tx);
+    }
+
     /// Stops the server and drops a PostgreSQL test database.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

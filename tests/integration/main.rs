@@ -8,6 +8,7 @@
 mod helpers;
 
 mod admin_cli;
+mod agent_setup;
 mod asvs_doc;
 mod audit;
 mod card_login;
@@ -23,6 +24,7 @@ mod login_form;
 mod login_ids;
 mod metrics;
 mod oqs;
+mod oqs_relay;
 mod schema;
 mod sessions;
 mod signer;

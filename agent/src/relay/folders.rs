@@ -802,6 +802,14 @@ pub enum AccessProblem {
 }
 
 impl AccessProblem {
+    /// Whether the problem is with `res` (else with `req`, or both for [`AccessProblem::SameFolder`]).
+    pub fn concerns_res(&self) -> bool {
+        matches!(
+            self,
+            AccessProblem::ResMissing | AccessProblem::ResNotDirectory | AccessProblem::ResNotReadable(_) | AccessProblem::ResCannotMove(_)
+        )
+    }
+
     /// For clinic staff, in Japanese.
     pub fn message_ja(&self) -> String {
         match self {

@@ -197,7 +197,7 @@ async fn next(State(state): State<AppState>, agent: Agent, query: Result<Query<N
     let poll = std::time::Duration::from_millis(cfg.sweep_ms);
     let wait = std::time::Duration::from_secs(query.wait);
     let call = agent.call();
-    let leased = oqs::long_poll(&signals.queue, wait, poll, || async {
+    let leased = oqs::long_poll(&state.oqs_signals, &signals.queue, wait, poll, || async {
         let now = state.clock.unix();
         Ok::<_, ApiError>(state.store.oqs_take(call, now + cfg.lease_secs, now).await?)
     })

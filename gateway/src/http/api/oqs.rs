@@ -163,7 +163,7 @@ pub(super) async fn status(
         let signals = state.oqs_signals.clinic(&row.clinic_id);
         let poll = std::time::Duration::from_millis(state.config.oqs.sweep_ms);
         let wait = std::time::Duration::from_secs(query.wait);
-        let ended = oqs::long_poll(&signals.ended, wait, poll, || async {
+        let ended = oqs::long_poll(&state.oqs_signals, &signals.ended, wait, poll, || async {
             match current(&state, &id).await? {
                 Some(r) if r.status()?.is_final() => Ok::<_, ApiError>(Some(r)),
                 _ => Ok(None),
