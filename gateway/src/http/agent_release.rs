@@ -49,8 +49,8 @@ pub(super) struct AgentIdentity {
 }
 
 impl AgentIdentity {
-    /// Reads the agent's headers behind the clinic gate (shared with the heartbeat).
-    pub(super) fn of(clinic: ClinicContext, parts: &Parts) -> ApiResult<Self> {
+    /// Reads the agent's headers (the same checks as the OQS routes' `Agent`).
+    fn of(clinic: ClinicContext, parts: &Parts) -> ApiResult<Self> {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
         let Some(agent_id) = header(AGENT_HEADER).filter(|id| crate::oqs::valid_agent_id(id)).map(str::to_owned) else {
             return Err(ApiRefusal::AgentBadId.into());
@@ -62,7 +62,7 @@ impl AgentIdentity {
         Ok(Self { clinic, agent_id, version })
     }
 
-    pub(super) fn as_ref(&self) -> AgentRef<'_> {
+    fn agent_ref(&self) -> AgentRef<'_> {
         AgentRef {
             clinic_id: &self.clinic.clinic_id,
             agent_id: &self.agent_id,
@@ -82,7 +82,7 @@ impl FromRequestParts<AppState> for AgentIdentity {
             .map_err(|_| ApiError::from(anyhow::anyhow!("clinic gate did not run")))?;
         let agent = Self::of(clinic, parts)?;
         tracing::Span::current().record("clinic.id", agent.clinic.clinic_id.as_str()).record("agent.id", agent.agent_id.as_str());
-        state.store.agent_seen(agent.as_ref(), state.clock.unix()).await?;
+        state.store.agent_seen(agent.agent_ref(), state.clock.unix()).await?;
         Ok(agent)
     }
 }
@@ -142,7 +142,7 @@ async fn binary(State(state): State<AppState>, agent: AgentIdentity, Path((versi
     if release::parse_version(&version).is_err() || target.parse::<release::Target>().is_err() {
         return Err(ApiRefusal::ReleaseNotFound.into());
     }
-    let Some(found) = state.store.agent_release_binary(agent.as_ref(), &version, &target, state.clock.unix()).await? else {
+    let Some(found) = state.store.agent_release_binary(agent.agent_ref(), &version, &target, state.clock.unix()).await? else {
         return Err(ApiRefusal::ReleaseNotFound.into());
     };
     tracing::info!(clinic.id = %agent.clinic.clinic_id, agent.id = %agent.agent_id, release.version = %version, release.target = %target, "agent release downloaded");
@@ -191,6 +191,6 @@ async fn update_report(State(state): State<AppState>, agent: AgentIdentity, body
     }
     let detail = body.detail.as_deref().map(str::trim).filter(|d| !d.is_empty());
     let report = UpdateReport { step, version: &body.version, outcome, detail };
-    state.store.agent_update_reported(agent.as_ref(), &report, state.clock.unix()).await?;
+    state.store.agent_update_reported(agent.agent_ref(), &report, state.clock.unix()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
