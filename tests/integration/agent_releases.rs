@@ -183,7 +183,9 @@ async fn refused_publications_store_nothing(db: Db) {
     let (big_manifest, big_signature) = signed(&trusted, "2.0.0", LINUX, &big);
     let audit_before = audit_rows(&app).await;
 
-    let cases: Vec<(&str, Vec<u8>, String, Vec<u8>, &str)> = vec![
+    // (name, manifest, signature, binary, what the refusal says)
+    type Case<'a> = (&'a str, Vec<u8>, String, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
         ("tampered", tampered, signature.clone(), binary.clone(), "does not match the manifest"),
         ("stranger", foreign_manifest, foreign_signature, binary.clone(), "not a trusted release key"),
         ("hash", manifest.clone(), signature.clone(), other_bytes, "SHA-256"),
