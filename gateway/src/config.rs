@@ -60,6 +60,42 @@ pub struct Config {
     pub log: LogConfig,
     /// The OQS relay.
     pub oqs: OqsConfig,
+    /// Clinic-agent releases (docs/design.md §3.14).
+    pub agent_releases: AgentReleasesConfig,
+}
+
+/// Most release public keys the gateway accepts releases under (a rotation needs two).
+pub const MAX_RELEASE_KEYS: usize = 4;
+/// Upper bound of `agent_releases.max_binary_bytes`: a binary is stored in the database and read
+/// whole into memory for a download (decision 0018).
+const MAX_RELEASE_BINARY_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// The `[agent_releases]` section: the clinic agent's signed releases, published with
+/// `gateway admin agent-release publish` and fetched by agents over their clinic mTLS connection
+/// (docs/design.md §3.14, decision 0018).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentReleasesConfig {
+    /// The release public keys a manifest's signature must verify under before a release is
+    /// accepted: minisign Ed25519 keys, each the one-line base64 form (`RWS…`, the second line of
+    /// `minisign.pub`); at most 4. Empty (the default) refuses every publication.
+    pub public_keys: Vec<String>,
+    /// Largest binary accepted, in bytes (at most 256 MiB).
+    pub max_binary_bytes: u64,
+}
+
+impl Default for AgentReleasesConfig {
+    fn default() -> Self {
+        Self { public_keys: Vec::new(), max_binary_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+impl AgentReleasesConfig {
+    /// The configured keys, parsed (checked at start-up by [`Config::validate`]); an error when
+    /// none is configured.
+    pub fn keys(&self) -> Result<Vec<release::PublicKey>, release::KeyError> {
+        release::PublicKey::parse_list(&self.public_keys, MAX_RELEASE_KEYS)
+    }
 }
 
 /// The `[oqs]` section: the relay of files between EMRs and clinics' OQS terminals through the
@@ -478,6 +514,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             log: LogConfig::default(),
             oqs: OqsConfig::default(),
+            agent_releases: AgentReleasesConfig::default(),
         }
     }
 }
@@ -636,6 +673,17 @@ impl Config {
         }
         if o.max_queued_per_clinic <= 0 || !(50..=60_000).contains(&o.sweep_ms) {
             return invalid("oqs.max_queued_per_clinic must be positive and oqs.sweep_ms between 50 and 60000");
+        }
+        let r = &self.agent_releases;
+        if !self.agent_releases.public_keys.is_empty()
+            && let Err(e) = r.keys()
+        {
+            return Err(ConfigError::Invalid(format!("agent_releases.public_keys: {e}")));
+        }
+        if !(1024 * 1024..=MAX_RELEASE_BINARY_LIMIT).contains(&r.max_binary_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "agent_releases.max_binary_bytes must be between 1048576 (1 MiB) and {MAX_RELEASE_BINARY_LIMIT}"
+            )));
         }
         let l = &self.login;
         if !(100..=60_000).contains(&self.database.acquire_timeout_ms) {

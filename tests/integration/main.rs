@@ -8,6 +8,7 @@
 mod helpers;
 
 mod admin_cli;
+mod agent_releases;
 mod agent_setup;
 mod asvs_doc;
 mod audit;

@@ -2,6 +2,7 @@
 //! arguments, its actions and its printing. Each action validates its input completely before it
 //! writes, so a refused command changes nothing, and each successful change is audited.
 
+mod agent_releases;
 mod anchors;
 mod audit;
 mod clinics;
@@ -19,6 +20,7 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use zeroize::Zeroizing;
 
+pub use agent_releases::{AgentCommand, AgentReleaseCommand};
 pub use anchors::{AnchorCommand, CertCommand};
 pub use audit::AuditCommand;
 pub use clinics::{ClinicCertCommand, ClinicCommand};
@@ -179,6 +181,12 @@ pub enum AdminCommand {
     /// Card certificates: what the gateway concludes about one, and why.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Signed clinic-agent releases: publish, list, withdraw.
+    #[command(subcommand, name = "agent-release")]
+    AgentRelease(AgentReleaseCommand),
+    /// Clinic agents: which agent of which clinic runs which version.
+    #[command(subcommand)]
+    Agent(AgentCommand),
 }
 
 /// Runs an `admin` command against `config`'s database (`config_file` is where `config` came
@@ -275,6 +283,8 @@ async fn admin_on(
         AdminCommand::ServiceClient(c) => service_clients::run(&admin, c, out).await,
         AdminCommand::Keys(c) => keys::run(store, config, admin.now, c, out).await,
         AdminCommand::Audit(c) => audit::run(&admin, config, c, out, err).await,
+        AdminCommand::AgentRelease(c) => agent_releases::run_release(&admin, config, c, out).await,
+        AdminCommand::Agent(c) => agent_releases::run_agent(&admin, c, out).await,
     }
 }
 

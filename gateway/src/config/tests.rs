@@ -307,3 +307,35 @@ fn password_hash_concurrency_is_configured_or_follows_the_cpus() {
     assert!(err.contains("password_hash_concurrency") && err.contains("256"), "{err}");
     assert!(Config::from_toml("[login]\npassword_hash_concurrency = -1\n").is_err());
 }
+
+/// Two real minisign public keys (made with `ninsho-release keygen`).
+const RELEASE_KEY_A: &str = "RWTxOueCbXZ0WWnrTKrsUXmpePiamc7bD5fn0TKavIeO+a61SUqQDko4";
+
+#[test]
+#[allow(clippy::result_large_err, reason = "figment::Jail's closure returns figment's own error type")]
+fn agent_release_keys_are_checked_and_come_from_the_environment() {
+    let c = Config::default();
+    assert!(c.agent_releases.public_keys.is_empty());
+    assert_eq!(c.agent_releases.max_binary_bytes, 64 * 1024 * 1024);
+    assert!(c.agent_releases.keys().is_err(), "no key, no publication");
+    let c = Config::from_toml(&format!("[agent_releases]\npublic_keys = [\"{RELEASE_KEY_A}\"]\n")).unwrap();
+    assert_eq!(c.agent_releases.keys().unwrap()[0].to_base64(), RELEASE_KEY_A);
+    for (toml, expect) in [
+        ("public_keys = [\"RWSnot-a-key\"]", "public_keys"),
+        (&*format!("public_keys = [\"{RELEASE_KEY_A}\", \"{RELEASE_KEY_A}\"]"), "same key id"),
+        (&*format!("public_keys = [\"{RELEASE_KEY_A}\"]\nmax_binary_bytes = 1000"), "max_binary_bytes"),
+        ("max_binary_bytes = 1073741824", "max_binary_bytes"),
+    ] {
+        let err = Config::from_toml(&format!("[agent_releases]\n{toml}\n")).unwrap_err();
+        assert!(err.to_string().contains(expect), "{toml}: {err}");
+    }
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("GATEWAY_DATA_DIR", jail.directory().display().to_string());
+        jail.set_env("GATEWAY_AGENT_RELEASES__PUBLIC_KEYS", format!("[\"{RELEASE_KEY_A}\"]"));
+        jail.set_env("GATEWAY_AGENT_RELEASES__MAX_BINARY_BYTES", "2097152");
+        let c = Config::load(None).map_err(|e| e.to_string())?;
+        assert_eq!(c.agent_releases.public_keys, [RELEASE_KEY_A]);
+        assert_eq!(c.agent_releases.max_binary_bytes, 2 * 1024 * 1024);
+        Ok(())
+    });
+}

@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::refusal::ApiRefusal;
 use super::{AppState, ClinicContext};
 use crate::oqs;
-use crate::store::{AgentCall, AgentStep, AuditEvent, Claim, OqsAnswer};
+use crate::store::{AgentCall, AgentRef, AgentStep, AuditEvent, Claim, OqsAnswer};
 
 /// The header naming the agent; `X-Ninsho-Agent-Version` carries its version.
 pub const AGENT_HEADER: &str = "x-ninsho-agent";
@@ -39,6 +39,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/agent/v1/oqs/{id}/response", post(response).layer(DefaultBodyLimit::disable()))
         .route("/agent/v1/oqs/{id}/failed", post(failed))
         .route("/agent/{*rest}", get(not_found).post(not_found))
+        .merge(super::agent_release::router())
 }
 
 async fn not_found() -> ApiError {
@@ -150,6 +151,14 @@ async fn heartbeat(
     body: Result<Json<HeartbeatRequest>, JsonRejection>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
     let req = json_body(body)?;
+    // The agent list (`gateway admin agent list`) shows the version each agent reports.
+    let seen = AgentRef {
+        clinic_id: &agent.clinic.clinic_id,
+        agent_id: &agent.agent_id,
+        fingerprint: &agent.clinic.fingerprint,
+        version: &agent.version,
+    };
+    state.store.agent_seen(seen, state.clock.unix()).await?;
     if req.pending.len() > MAX_PENDING {
         return Err(ApiRefusal::BadRequest(format!("at most {MAX_PENDING} pending ids")).into());
     }

@@ -6,6 +6,7 @@
 //! runs for every route, so no handler can skip the clinic check.
 
 mod agent;
+mod agent_release;
 pub mod api;
 mod body;
 mod card;

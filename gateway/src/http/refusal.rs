@@ -130,6 +130,8 @@ pub enum ApiRefusal {
         /// When it was last seen (Unix seconds).
         last_seen: i64,
     },
+    /// Agent API: no such agent release, or it was withdrawn.
+    ReleaseNotFound,
     /// Agent API: the request has ended, or the step does not apply to it.
     OqsRequestOver {
         /// Its status.
@@ -186,6 +188,7 @@ impl ApiRefusal {
             AgentBadId => "bad_agent_id",
             RelayHeld { .. } => "relay_held",
             OqsRequestOver { .. } => "request_over",
+            ReleaseNotFound => "release_not_found",
             NotFound => "not_found",
             Unavailable => "unavailable",
             Internal => "internal",
@@ -202,7 +205,7 @@ impl ApiRefusal {
             OqsTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             OqsQueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             OqsClinicDisabled | AgentCertNotRegistered | AgentCertRevoked | AgentClinicDisabled => StatusCode::FORBIDDEN,
-            OqsClinicNotFound(_) | OqsRequestNotFound => StatusCode::NOT_FOUND,
+            OqsClinicNotFound(_) | OqsRequestNotFound | ReleaseNotFound => StatusCode::NOT_FOUND,
             OqsNameInUse | RelayHeld { .. } | OqsRequestOver { .. } => StatusCode::CONFLICT,
             InvalidToken | TokenExpired | TokenNotYetValid => StatusCode::UNAUTHORIZED,
             ClientNotRegistered | ClientDisabled | WrongRole(_) | ClinicNotAllowed(_) | NotADoctor | DoctorDisabled
@@ -265,6 +268,7 @@ impl ApiRefusal {
             OqsNameInUse => "a request of this clinic with this file name is still queued or waiting for its answer",
             OqsClinicDisabled => "the clinic is disabled",
             OqsRequestNotFound => "no such OQS request",
+            ReleaseNotFound => "no such agent release (or it was withdrawn)",
             AgentCertNotRegistered => "the TLS client certificate is not registered to a clinic",
             AgentCertRevoked => "the TLS client certificate has been revoked",
             AgentClinicDisabled => "the certificate's clinic is disabled",

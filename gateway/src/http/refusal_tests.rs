@@ -62,6 +62,7 @@ fn every_api_refusal() -> Vec<ApiRefusal> {
         AgentBadId,
         RelayHeld { agent_id: "9b1c0d7e-agent".into(), last_seen: 1_700_000_000 },
         OqsRequestOver { status: "expired" },
+        ReleaseNotFound,
         NotFound,
         Unavailable,
         Internal,
@@ -78,6 +79,7 @@ fn every_api_refusal() -> Vec<ApiRefusal> {
             OqsBadFileName(_) | OqsTooLarge { .. } | OqsNotXml(_) | OqsNameInUse | OqsQueueFull { .. } | OqsClinicNotFound(_)
             | OqsClinicDisabled | OqsRequestNotFound | OqsBadWait { .. } | AgentCertNotRegistered | AgentCertRevoked
             | AgentClinicDisabled | AgentBadId | RelayHeld { .. } | OqsRequestOver { .. } => {}
+            ReleaseNotFound => {}
         }
     }
     all

@@ -153,6 +153,24 @@ pub enum AuditEvent {
     OqsExpired { clinic_id: String, client_id: String, request_id: String, file_name: String, reason: &'static str },
     /// An EMR read the answer of a request.
     OqsAnswerRead { clinic_id: String, client_id: String, request_id: String },
+    /// An operator published a clinic-agent release (docs/design.md §3.14), its signature checked
+    /// under the release key `key_id`.
+    AgentReleasePublished { version: String, target: String, sha256: String, size: i64, key_id: String },
+    /// An operator withdrew a clinic-agent release: agents are no longer offered it.
+    AgentReleaseWithdrawn { version: String, target: String },
+    /// A clinic agent downloaded a release's binary.
+    AgentReleaseDownloaded { clinic_id: String, agent_id: String, version: String, target: String },
+    /// A clinic agent reported a step of updating itself (`running`: the version it runs;
+    /// `version`: the one it updates to; `detail`: its own bounded words on a failure).
+    AgentUpdateReported {
+        clinic_id: String,
+        agent_id: String,
+        running: String,
+        step: &'static str,
+        version: String,
+        outcome: &'static str,
+        detail: Option<String>,
+    },
     /// An operator started the keyed segment of a log written before keyed chaining
     /// (`gateway admin audit rekey`); the row links to the old head under the audit key.
     ChainKeyed { previous_rows: i64, previous_head: String },
@@ -406,6 +424,30 @@ impl AuditEvent {
                 Some(clinic_id),
                 None,
                 json!({ "client_id": client_id, "request_id": request_id }),
+            ),
+            AuditEvent::AgentReleasePublished { version, target, sha256, size, key_id } => (
+                "agent_release_published",
+                Outcome::Success,
+                None,
+                None,
+                json!({ "version": version, "target": target, "sha256": sha256, "size": size, "key_id": key_id }),
+            ),
+            AuditEvent::AgentReleaseWithdrawn { version, target } => {
+                ("agent_release_withdrawn", Outcome::Success, None, None, json!({ "version": version, "target": target }))
+            }
+            AuditEvent::AgentReleaseDownloaded { clinic_id, agent_id, version, target } => (
+                "agent_release_downloaded",
+                Outcome::Success,
+                Some(clinic_id),
+                None,
+                json!({ "agent_id": agent_id, "version": version, "target": target }),
+            ),
+            AuditEvent::AgentUpdateReported { clinic_id, agent_id, running, step, version, outcome, detail } => (
+                "agent_update_reported",
+                if *outcome == "failure" { Outcome::Failure } else { Outcome::Success },
+                Some(clinic_id),
+                None,
+                json!({ "agent_id": agent_id, "running": running, "step": step, "version": version, "outcome": outcome, "detail": detail }),
             ),
             AuditEvent::ChainKeyed { previous_rows, previous_head } => (
                 CHAIN_KEYED_EVENT,

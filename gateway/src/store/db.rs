@@ -377,6 +377,12 @@ const MIGRATIONS: infra::db::Migrations = &[
         include_str!("../../../migrations/sqlite/0012_oqs_relay.sql"),
         include_str!("../../../migrations/postgres/0012_oqs_relay.sql"),
     ),
+    (
+        13,
+        "agent releases",
+        include_str!("../../../migrations/sqlite/0013_agent_releases.sql"),
+        include_str!("../../../migrations/postgres/0013_agent_releases.sql"),
+    ),
 ];
 
 impl Store {
