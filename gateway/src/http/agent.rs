@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::refusal::ApiRefusal;
 use super::{AppState, ClinicContext};
 use crate::oqs;
-use crate::store::{AgentCall, AgentRef, AgentStep, AuditEvent, Claim, OqsAnswer};
+use crate::store::{AgentCall, AgentStep, AuditEvent, Claim, OqsAnswer};
 
 /// The header naming the agent; `X-Ninsho-Agent-Version` carries its version.
 pub const AGENT_HEADER: &str = "x-ninsho-agent";
@@ -57,29 +57,18 @@ pub(super) fn carries_file(method: &axum::http::Method, path: &str) -> bool {
     inner(path, "/agent/v1/oqs/", "/response") || inner(path, "/api/v1/clinics/", "/oqs/requests")
 }
 
-/// The agent calling, holding its clinic's relay.
-pub(super) struct Agent {
-    clinic: ClinicContext,
-    agent_id: String,
-    version: String,
+/// The agent calling, as it names itself in its headers: its clinic (from the clinic gate), its
+/// id and its version. The OQS routes take [`Agent`] (which also holds the clinic's relay), the
+/// self-update routes this alone.
+pub(super) struct AgentIdentity {
+    pub(super) clinic: ClinicContext,
+    pub(super) agent_id: String,
+    pub(super) version: String,
 }
 
-impl Agent {
-    fn call(&self) -> AgentCall<'_> {
-        AgentCall {
-            clinic_id: &self.clinic.clinic_id,
-            agent_id: &self.agent_id,
-            fingerprint: &self.clinic.fingerprint,
-            version: &self.version,
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for Agent {
-    type Rejection = ApiError;
-
-    #[tracing::instrument(name = "auth.agent", skip_all, fields(clinic.id, agent.id))]
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+impl AgentIdentity {
+    /// Reads the agent's headers behind the clinic gate.
+    pub(super) async fn from_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         let clinic = ClinicContext::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::from(anyhow::anyhow!("clinic gate did not run")))?;
@@ -92,7 +81,37 @@ impl FromRequestParts<AppState> for Agent {
             .unwrap_or("unknown")
             .to_owned();
         tracing::Span::current().record("clinic.id", clinic.clinic_id.as_str()).record("agent.id", agent_id.as_str());
-        let agent = Self { clinic, agent_id, version };
+        Ok(Self { clinic, agent_id, version })
+    }
+
+    /// The store's view of the caller.
+    pub(super) fn call(&self) -> AgentCall<'_> {
+        AgentCall {
+            clinic_id: &self.clinic.clinic_id,
+            agent_id: &self.agent_id,
+            fingerprint: &self.clinic.fingerprint,
+            version: &self.version,
+        }
+    }
+}
+
+/// The agent calling, holding its clinic's relay.
+pub(super) struct Agent(AgentIdentity);
+
+impl std::ops::Deref for Agent {
+    type Target = AgentIdentity;
+
+    fn deref(&self) -> &AgentIdentity {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for Agent {
+    type Rejection = ApiError;
+
+    #[tracing::instrument(name = "auth.agent", skip_all, fields(clinic.id, agent.id))]
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let agent = Self(AgentIdentity::from_parts(parts, state).await?);
         let now = state.clock.unix();
         let stale_before = now - state.config.oqs.agent_hold_secs;
         match state.store.oqs_claim_relay(agent.call(), stale_before, now).await? {
@@ -152,13 +171,7 @@ async fn heartbeat(
 ) -> ApiResult<Json<HeartbeatResponse>> {
     let req = json_body(body)?;
     // The agent list (`gateway admin agent list`) shows the version each agent reports.
-    let seen = AgentRef {
-        clinic_id: &agent.clinic.clinic_id,
-        agent_id: &agent.agent_id,
-        fingerprint: &agent.clinic.fingerprint,
-        version: &agent.version,
-    };
-    state.store.agent_seen(seen, state.clock.unix()).await?;
+    state.store.agent_seen(agent.call(), state.clock.unix()).await?;
     if req.pending.len() > MAX_PENDING {
         return Err(ApiRefusal::BadRequest(format!("at most {MAX_PENDING} pending ids")).into());
     }
@@ -168,10 +181,11 @@ async fn heartbeat(
         .map(|(request_id, status)| Over { request_id, status: status.map_or("unknown", |s| s.as_str()) })
         .collect();
     let cfg = &state.config.oqs;
+    let Agent(AgentIdentity { clinic, agent_id, .. }) = agent;
     Ok(Json(HeartbeatResponse {
-        clinic_id: agent.clinic.clinic_id,
-        clinic_name: agent.clinic.clinic_name,
-        agent_id: agent.agent_id,
+        clinic_id: clinic.clinic_id,
+        clinic_name: clinic.clinic_name,
+        agent_id,
         over,
         lease_secs: cfg.lease_secs,
         max_file_bytes: cfg.max_file_bytes,

@@ -17,12 +17,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use super::agent::{AGENT_HEADER, VERSION_HEADER};
+use super::agent::AgentIdentity;
 use super::api::json_body;
 use super::error::ApiError;
 use super::refusal::ApiRefusal;
-use super::{AppState, ClinicContext};
-use crate::store::{AgentRef, UpdateReport};
+use super::AppState;
+use crate::store::UpdateReport;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -40,50 +40,18 @@ pub(super) fn router() -> Router<AppState> {
         .route("/agent/v1/update-report", post(update_report))
 }
 
-/// The agent calling, as it names itself (without claiming the clinic's relay). Recorded as
-/// seen with its version on every call.
-pub(super) struct AgentIdentity {
-    clinic: ClinicContext,
-    agent_id: String,
-    version: String,
-}
+/// The self-update routes' caller: the agent as it names itself, without claiming the clinic's
+/// relay; recorded as seen with its version on every call.
+pub(super) struct Updating(AgentIdentity);
 
-impl AgentIdentity {
-    /// Reads the agent's headers (the same checks as the OQS routes' `Agent`).
-    fn of(clinic: ClinicContext, parts: &Parts) -> ApiResult<Self> {
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-        let Some(agent_id) = header(AGENT_HEADER).filter(|id| crate::oqs::valid_agent_id(id)).map(str::to_owned) else {
-            return Err(ApiRefusal::AgentBadId.into());
-        };
-        let version = header(VERSION_HEADER)
-            .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .unwrap_or("unknown")
-            .to_owned();
-        Ok(Self { clinic, agent_id, version })
-    }
-
-    fn agent_ref(&self) -> AgentRef<'_> {
-        AgentRef {
-            clinic_id: &self.clinic.clinic_id,
-            agent_id: &self.agent_id,
-            fingerprint: &self.clinic.fingerprint,
-            version: &self.version,
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for AgentIdentity {
+impl FromRequestParts<AppState> for Updating {
     type Rejection = ApiError;
 
     #[tracing::instrument(name = "auth.agent", skip_all, fields(clinic.id, agent.id))]
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let clinic = ClinicContext::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::from(anyhow::anyhow!("clinic gate did not run")))?;
-        let agent = Self::of(clinic, parts)?;
-        tracing::Span::current().record("clinic.id", agent.clinic.clinic_id.as_str()).record("agent.id", agent.agent_id.as_str());
-        state.store.agent_seen(agent.agent_ref(), state.clock.unix()).await?;
-        Ok(agent)
+        let agent = AgentIdentity::from_parts(parts, state).await?;
+        state.store.agent_seen(agent.call(), state.clock.unix()).await?;
+        Ok(Self(agent))
     }
 }
 
@@ -109,7 +77,7 @@ struct Offer {
 
 /// `GET /agent/v1/releases/latest?target=…&current=…`: the newest live release for the target
 /// if it is newer than `current`, else `204`.
-async fn latest(State(state): State<AppState>, _agent: AgentIdentity, query: Result<Query<LatestQuery>, QueryRejection>) -> ApiResult<Response> {
+async fn latest(State(state): State<AppState>, _agent: Updating, query: Result<Query<LatestQuery>, QueryRejection>) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| ApiError::from(ApiRefusal::BadRequest(e.body_text())))?;
     let target = query.target.parse::<release::Target>().map_err(|e| ApiError::from(ApiRefusal::BadRequest(e.0)))?;
     // Any semantic version, pre-releases included: a development build (1.3.0-dev) is offered
@@ -137,12 +105,12 @@ async fn latest(State(state): State<AppState>, _agent: AgentIdentity, query: Res
 }
 
 /// `GET /agent/v1/releases/{version}/{target}/binary`: the binary of a live release (audited).
-async fn binary(State(state): State<AppState>, agent: AgentIdentity, Path((version, target)): Path<(String, String)>) -> ApiResult<Response> {
+async fn binary(State(state): State<AppState>, Updating(agent): Updating, Path((version, target)): Path<(String, String)>) -> ApiResult<Response> {
     // Names that could not have been published are simply not found.
     if release::parse_version(&version).is_err() || target.parse::<release::Target>().is_err() {
         return Err(ApiRefusal::ReleaseNotFound.into());
     }
-    let Some(found) = state.store.agent_release_binary(agent.agent_ref(), &version, &target, state.clock.unix()).await? else {
+    let Some(found) = state.store.agent_release_binary(agent.call(), &version, &target, state.clock.unix()).await? else {
         return Err(ApiRefusal::ReleaseNotFound.into());
     };
     tracing::info!(clinic.id = %agent.clinic.clinic_id, agent.id = %agent.agent_id, release.version = %version, release.target = %target, "agent release downloaded");
@@ -171,7 +139,7 @@ struct ReportBody {
 
 /// `POST /agent/v1/update-report {step, version, outcome, detail}`: how a step of an update went
 /// (recorded on the agent, shown by `gateway admin agent list`, audited).
-async fn update_report(State(state): State<AppState>, agent: AgentIdentity, body: Result<Json<ReportBody>, JsonRejection>) -> ApiResult<StatusCode> {
+async fn update_report(State(state): State<AppState>, Updating(agent): Updating, body: Result<Json<ReportBody>, JsonRejection>) -> ApiResult<StatusCode> {
     let body = json_body(body)?;
     let Some(&step) = UPDATE_STEPS.iter().find(|s| **s == body.step) else {
         return Err(ApiRefusal::BadRequest(format!("step must be one of {}", UPDATE_STEPS.join(", "))).into());
@@ -191,6 +159,6 @@ async fn update_report(State(state): State<AppState>, agent: AgentIdentity, body
     }
     let detail = body.detail.as_deref().map(str::trim).filter(|d| !d.is_empty());
     let report = UpdateReport { step, version: &body.version, outcome, detail };
-    state.store.agent_update_reported(agent.agent_ref(), &report, state.clock.unix()).await?;
+    state.store.agent_update_reported(agent.call(), &report, state.clock.unix()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

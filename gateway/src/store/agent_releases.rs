@@ -8,6 +8,7 @@
 //! transaction.
 
 use super::audit::append_audit;
+use super::oqs::AgentCall;
 use super::{AuditEvent, Backend, Error, Result, Store, read_all, read_optional, row, transaction, tx_execute, tx_fetch, with_reader, write_execute};
 
 /// A release to store, checked by the caller.
@@ -97,19 +98,6 @@ row! {
         pub update_detail: Option<String>,
         pub update_at: Option<i64>,
     }
-}
-
-/// The agent calling, as it names itself.
-#[derive(Debug, Clone, Copy)]
-pub struct AgentRef<'a> {
-    /// The clinic of its certificate.
-    pub clinic_id: &'a str,
-    /// Its id (`X-Ninsho-Agent`).
-    pub agent_id: &'a str,
-    /// Its certificate's fingerprint.
-    pub fingerprint: &'a str,
-    /// Its version (`X-Ninsho-Agent-Version`).
-    pub version: &'a str,
 }
 
 /// An update step an agent reported.
@@ -251,7 +239,7 @@ impl Store {
     /// A release's binary (not withdrawn), read through the pooled connections: it may be tens of
     /// megabytes, and the inline SQLite readers are for small hot-path rows. The download is
     /// audited (after the read: a failed read is no download).
-    pub async fn agent_release_binary(&self, agent: AgentRef<'_>, version: &str, target: &str, now: i64) -> Result<Option<ReleaseBinary>> {
+    pub async fn agent_release_binary(&self, agent: AgentCall<'_>, version: &str, target: &str, now: i64) -> Result<Option<ReleaseBinary>> {
         let binary: Option<ReleaseBinary> =
             with_reader!(self, |pool| sqlx::query_as(BINARY).bind(version).bind(target).fetch_optional(pool).await)?;
         if binary.is_some() {
@@ -268,13 +256,13 @@ impl Store {
 
     /// Records that the agent called (its version and certificate), at most once a minute unless
     /// they changed.
-    pub async fn agent_seen(&self, agent: AgentRef<'_>, now: i64) -> Result<()> {
+    pub async fn agent_seen(&self, agent: AgentCall<'_>, now: i64) -> Result<()> {
         write_execute!(self, SEEN, agent.clinic_id, agent.agent_id, agent.fingerprint, agent.version, now, now - SEEN_EVERY_SECS)?;
         Ok(())
     }
 
     /// Records an update step the agent reported, and audits it.
-    pub async fn agent_update_reported(&self, agent: AgentRef<'_>, report: &UpdateReport<'_>, now: i64) -> Result<()> {
+    pub async fn agent_update_reported(&self, agent: AgentCall<'_>, report: &UpdateReport<'_>, now: i64) -> Result<()> {
         let event = AuditEvent::AgentUpdateReported {
             clinic_id: agent.clinic_id.to_owned(),
             agent_id: agent.agent_id.to_owned(),

@@ -29,7 +29,7 @@ mod tokens;
 mod tx;
 mod users;
 
-pub use agent_releases::{AgentRef, AgentRelease, AgentSeen, NewAgentRelease, Published, ReleaseBinary, ReleaseOffer, UpdateReport};
+pub use agent_releases::{AgentRelease, AgentSeen, NewAgentRelease, Published, ReleaseBinary, ReleaseOffer, UpdateReport};
 pub use anchors::{AnchorKind, AnchorVersion, Dependents, RevocationPolicy, SubCrl, TrustAnchor};
 pub use audit::{AuditEvent, AuditHead, AuditKey, AuditRecord, AuditVerification, CHAIN_KEYED_EVENT, Outcome, RowFields, audit_link};
 pub use cards::{CardChallenge, CardCredential, CardPurpose, NewCardChallenge, NewCardCredential};
