@@ -20,7 +20,8 @@ import { check, env, run, shots, shotHere, state } from './lib.mjs';
 
 const base = env('BASE_URL');
 const pin = env('PIN');
-const answers = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const rl = createInterface({ input: process.stdin });
+const answers = rl[Symbol.asyncIterator]();
 
 async function ask(command) {
   console.log(`@@ ${command}`);
@@ -154,3 +155,6 @@ await run(async ({ ctx, page }) => {
   await Promise.all([page.waitForURL(/done=ended/), page.click('#end-signing')]);
   check((await page.textContent('p.notice')).includes('署名セッションを終了しました'), 'ended');
 });
+// Stop reading stdin, so node exits.
+rl.close();
+process.stdin.destroy();
