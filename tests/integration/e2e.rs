@@ -6,6 +6,7 @@
 //!
 //! Screenshots of every page (ja/en, desktop and 390 px) go to `<target>/screenshots/<db>/`.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -286,3 +287,63 @@ async fn browser_links_and_logs_in_with_cards(db: Db) {
 }
 
 db_tests!(browser_links_a_passkey_and_authenticates, browser_links_and_logs_in_with_cards);
+
+/// The README's card walk-through is a script (`tests/e2e/readme-cards.sh`) whose commands the
+/// README shows verbatim; run as a new user would run it, the card agent answers and sees the
+/// demo's My Number card in the virtual reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_card_walkthrough_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = e2e_dir().join("readme-cards.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    let shown = text.split("# --- README ---\n").nth(1).expect("the README part of the script");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains(&format!("```sh\n{shown}```")), "README.md must show the commands of tests/e2e/readme-cards.sh");
+
+    let sim = locate_card_sim().expect("card-sim is built (cargo build -p card --features sim,pcsc --bin card-sim)");
+    let bin = sim.parent().unwrap().to_owned();
+    assert!(bin.join("card-agent").exists(), "card-agent is built (cargo build -p card-agent)");
+    // The demo's card directory, as `gateway demo` writes it.
+    let demo = tempfile::tempdir().unwrap();
+    let now = gateway::clock::ManualClock::starting_now().now();
+    Jpki::new(now).unwrap().card(&CardSpec::new(now)).unwrap().write_sim_dir(&demo.path().join("cards/jpki")).unwrap();
+    let (port, agent_port) = (free_port(), free_port());
+    let walkthrough = std::process::Command::new("sh")
+        .arg(&script)
+        .current_dir(&root)
+        .env("DEMO", demo.path())
+        .env("PORT", port.to_string())
+        .env("AGENT_PORT", agent_port.to_string())
+        .env("BIN", &bin)
+        // Its own process group, so the whole walk-through (pcscd, card, agent) stops at the end.
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let origin = format!("https://localhost:{port}");
+    let client = reqwest::Client::new();
+    let mut seen = None;
+    for _ in 0..150 {
+        let status = client.get(format!("http://127.0.0.1:{agent_port}/v1/status")).header("origin", &origin).send().await;
+        if let Ok(res) = status
+            && let Ok(body) = res.json::<serde_json::Value>().await
+            && body["readers"].as_array().is_some_and(|r| r.iter().any(|r| r["card"] == "jpki"))
+        {
+            seen = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hello = client.get(format!("http://127.0.0.1:{agent_port}/v1/hello")).header("origin", "https://elsewhere.example").send().await;
+    let _ = std::process::Command::new("kill").args(["-TERM", "--", &format!("-{}", walkthrough.id())]).status();
+    let output = walkthrough.wait_with_output().unwrap();
+    let seen = seen.unwrap_or_else(|| panic!("the agent never saw the card:\n{}", String::from_utf8_lossy(&output.stderr)));
+    assert_eq!(seen["agent"], "card-agent", "{seen}");
+    // Any page may ask who listens there, and learns nothing else.
+    let hello = hello.unwrap();
+    assert_eq!(hello.headers()["access-control-allow-origin"], "*");
+    let hello: serde_json::Value = hello.json().await.unwrap();
+    assert_eq!(hello.as_object().unwrap().keys().collect::<Vec<_>>(), ["agent", "version"]);
+    assert_eq!(hello["agent"], "ninsho");
+}

@@ -238,7 +238,7 @@ struct MethodsQuery {
     done: Option<String>,
 }
 
-/// The doctor's linked authenticators, FIDO first, then cards, each in linking order.
+/// The doctor's linked authenticators.
 async fn linked_authenticators(state: &AppState, user_id: &str) -> Result<Vec<pages::LinkedView>> {
     let mut credentials: Vec<pages::LinkedView> = state
         .store
@@ -263,6 +263,9 @@ async fn linked_authenticators(state: &AppState, user_id: &str) -> Result<Vec<pa
         last_used_at: c.last_used_at,
         synced: false,
     }));
+    // Listed in the pages' order of the methods (HPKI card, FIDO, My Number card), then by age.
+    let rank = |m: Method| [Method::Hpki, Method::Fido, Method::Jpki].iter().position(|&x| x == m);
+    credentials.sort_by_key(|c| (rank(c.kind), c.created_at));
     Ok(credentials)
 }
 
