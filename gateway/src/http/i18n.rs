@@ -98,7 +98,12 @@ pub async fn keep_language(req: axum::extract::Request, next: axum::middleware::
     let cookie = Lang::from_cookie(req.headers());
     let mut res = next.run(req).await;
     if let Some(super::error::ErrorPage(r)) = res.extensions().get::<super::error::ErrorPage>().cloned() {
-        let page = super::pages::message(lang, r.title(), &r.message(lang));
+        // An outage page keeps both languages, as rendered (the doctor may be reading either).
+        let text = match r {
+            super::refusal::Refusal::Unavailable => format!("{} {}", r.message(Lang::Ja), r.message(Lang::En)),
+            _ => r.message(lang),
+        };
+        let page = super::pages::message(lang, r.title(), &text);
         let (mut parts, _) = res.into_parts();
         parts.headers.remove(axum::http::header::CONTENT_LENGTH);
         res = (parts, page).into_response();

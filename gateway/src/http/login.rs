@@ -1,5 +1,6 @@
 //! Doctor login and logout (docs/design.md §3.2), the change of a temporary password that a login may
-//! require first (issue 15), and the method page that follows a login.
+//! require first (issue 15), and the doctor's two pages that follow a login: 「本人確認」 (`/methods`,
+//! daily) and 「認証手段の管理」 (`/manage`, set-up; where a login with nothing linked lands).
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Query, State};

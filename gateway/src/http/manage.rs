@@ -1,6 +1,6 @@
-//! Managing linked authenticators from the methods page (docs/design.md §3.6, §3.7): renaming a
+//! Managing linked authenticators from 「認証手段の管理」 (docs/design.md §3.6, §3.7): renaming a
 //! FIDO authenticator, removing one of either kind, and ending the signing session. Form posts,
-//! answered with a redirect back to the methods page or a refusal page. Renaming and removing
+//! answered with a redirect back to the page the step belongs to ([`Done::page`]) or a refusal page. Renaming and removing
 //! need a recent proof (issue 15, `link::recently_proven`).
 
 use axum::extract::rejection::FormRejection;
