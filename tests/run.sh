@@ -10,7 +10,8 @@ log() { printf '\n== %s\n' "$*"; }
 # --- system packages --------------------------------------------------------------------------
 # libpcsclite-dev, pkg-config: the pcsc crate. libssl-dev, openssl: the trust crate (OpenSSL path
 # validation, decision 0012) and the tests' independent openssl oracle. pcscd, vsmartcard-vpcd, pcsc-tools, opensc: the
-# real PC/SC stack with a virtual reader and an independent card oracle. curl: the demo smoke
+# real PC/SC stack with a virtual reader and an independent card oracle. fonts-ipafont-gothic: a
+# Japanese font, so the browser tests' screenshots of the pages (target/screenshots) are readable. curl: the demo smoke
 # test's independent HTTPS client; jq: the demo test runs the printed signing commands, which use it. chromium: the browser tests (tests/e2e, driven by playwright-core;
 # never a downloaded browser). nodejs/npm: only when the machine has no Node.js.
 # postgresql: only when no server answers on 127.0.0.1:5432. haproxy, python3-venv: the offline
@@ -20,7 +21,7 @@ log() { printf '\n== %s\n' "$*"; }
 # signer's key backend is tested against (keys/tests/pkcs11.rs, a token store per test). xmlsec1: the
 # independent XML-signature oracle for the e-prescription signature (xades/tests, the signDoc tests);
 # libxml2-utils: xmllint, the independent canonicalisation oracle (xades/tests/c14n.rs).
-PKGS=(libpcsclite-dev systemd libssl-dev openssl pkg-config curl jq pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium haproxy python3-venv prometheus softhsm2 xmlsec1 libxml2-utils)
+PKGS=(libpcsclite-dev systemd libssl-dev openssl pkg-config curl jq pcscd vsmartcard-vpcd pcsc-tools opensc iproute2 util-linux chromium fonts-ipafont-gothic haproxy python3-venv prometheus softhsm2 xmlsec1 libxml2-utils)
 command -v npm >/dev/null || PKGS+=(nodejs npm)
 pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 pg_up || PKGS+=(postgresql)

@@ -1,4 +1,5 @@
-//! HTTP surface (docs/design.md §3.5): `GET /v1/status`, `POST /v1/sign`, CORS preflight with Private Network
+//! HTTP surface (docs/design.md §3.5): `GET /v1/hello` (any origin: name and version only),
+//! `GET /v1/status`, `POST /v1/sign`, CORS preflight with Private Network
 //! Access, the origin gate, and the JSON error format `{"error", "tries_left"?, "message", "message_en"}`.
 //!
 //! Gates, in order, on every request: the Host header must name the loopback listener (defeats DNS
@@ -69,6 +70,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sign", post(sign).options(preflight))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), gate))
+        // Outside the origin gate on purpose: answers every origin (see `hello`).
+        .route("/v1/hello", get(hello).options(hello))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
@@ -251,8 +254,19 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
         .is_some_and(|o| state.inner.allowed_origins.iter().any(|ok| ok == o));
     let origin = match origin {
         Some(origin) if host_ok && allowed => origin,
-        // No CORS headers: a foreign page cannot read the refusal.
-        _ => return ApiError::new(ErrorCode::OriginNotAllowed).into_response(),
+        // No CORS headers: a foreign page cannot read the refusal. The log names what was refused
+        // (Debug-escaped: it is whatever the client sent), so whoever set up the agent sees
+        // which origin to add with --allow-origin.
+        refused => {
+            let host = request.headers().get(header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+            let origin = refused.map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned());
+            if host_ok {
+                tracing::warn!(origin = ?origin, "refused a request from an origin not in --allow-origin");
+            } else {
+                tracing::warn!(host = ?host, origin = ?origin, "refused a request for a foreign Host");
+            }
+            return ApiError::new(ErrorCode::OriginNotAllowed).into_response();
+        }
     };
     let mut response = next.run(request).await;
     add_cors(response.headers_mut(), origin);
@@ -282,6 +296,29 @@ async fn preflight(headers: HeaderMap) -> Response {
     {
         h.insert(ALLOW_PRIVATE_NETWORK, HeaderValue::from_static("true"));
     }
+    response
+}
+
+/// `GET /v1/hello` (and its preflight): tells any page that a Ninsho card agent listens here,
+/// with nothing but its name and version, so the gateway's page can tell "no agent" from "the
+/// agent refuses this origin" and say which origin to allow. Answered for every origin (the
+/// allowlist guards `/v1/status` and `/v1/sign`), but only for our own Host (DNS rebinding).
+async fn hello(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
+    let host_ok = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| state.inner.hosts.iter().any(|ok| ok == h));
+    if !host_ok {
+        return ApiError::new(ErrorCode::OriginNotAllowed).into_response();
+    }
+    let mut response = if method == Method::OPTIONS {
+        let mut r = preflight(headers).await;
+        r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET"));
+        r
+    } else {
+        Json(json!({ "agent": "ninsho", "version": env!("CARGO_PKG_VERSION") })).into_response()
+    };
+    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     response
 }
 

@@ -36,7 +36,21 @@
     }
   }
 
+  // Is a card agent listening at all? `/v1/hello` answers every origin (with only its name and
+  // version), so a failure here means no agent at that address, while a failure of the real call
+  // after a good hello means the agent refuses this page's origin (its --allow-origin).
+  async function hello() {
+    try {
+      const res = await fetch(`${agentUrl}/v1/hello`, { method: 'GET', mode: 'cors', credentials: 'omit' });
+      const data = await res.json();
+      return res.ok && data && data.agent === 'ninsho';
+    } catch (_) {
+      return false;
+    }
+  }
+
   async function sign(challenge, pin) {
+    if (!(await hello())) throw new ShownError(msg.msgAgentDown);
     let res;
     try {
       res = await fetch(`${agentUrl}/v1/sign`, {
@@ -47,8 +61,9 @@
         body: JSON.stringify({ card: challenge.card, challenge: challenge.challenge, origin: challenge.origin, pin }),
       });
     } catch (_) {
-      // Connection refused, or a CORS refusal (origin not allowed answers without CORS headers).
-      throw new ShownError(msg.msgAgentDown);
+      // The agent answered hello a moment ago: this is its CORS refusal of this page's origin
+      // (refused origins get no CORS headers), or it stopped in between.
+      throw new ShownError((await hello()) ? msg.msgOrigin : msg.msgAgentDown);
     }
     let data = null;
     try { data = await res.json(); } catch (_) { /* not JSON */ }

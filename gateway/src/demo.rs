@@ -54,8 +54,10 @@ pub struct DemoArgs {
     /// (Tests run the demo inside their own binary and point this at the built `gateway`.)
     #[arg(long, hide = true)]
     pub signer_exe: Option<PathBuf>,
-    /// The clinic agent's port on 127.0.0.1 (card bridge, OQS relay, set-up page).
-    #[arg(long, default_value_t = 18443)]
+    /// The demo clinic agent's port on 127.0.0.1 (its OQS relay's set-up and status pages). Not
+    /// the card port of the login page (18443): the README's card walk-through runs its own agent
+    /// there, against a private pcscd.
+    #[arg(long, default_value_t = 18444)]
     pub agent_port: u16,
     /// The clinic agent executable; default: `card-agent` beside this one.
     #[arg(long, value_name = "EXE")]
@@ -139,12 +141,18 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     let paths = DemoPaths { dir };
     let secrets_path = paths.p("demo-secrets.json");
     let fresh = !secrets_path.exists();
-    let secrets = if fresh {
+    let mut secrets: DemoSecrets = if fresh {
         setup(&paths, args).await.context("setting up the demo")?
     } else {
         serde_json::from_slice(&std::fs::read(&secrets_path)?).context("reading demo-secrets.json")?
     };
     let config = Config::load(Some(&paths.config()))?;
+    if !fresh && let Some(code) = fresh_code(&config).await.context("checking the demo's registration code")? {
+        // The printed code was used (usually for the first passkey), voided or has expired: a
+        // second run prints one that works instead of the spent one.
+        secrets.enroll_code = Some(code);
+        write_file(&secrets_path, &serde_json::to_vec_pretty(&secrets)?, true)?;
+    }
     if secrets.signer.as_ref().is_some_and(|s| s.tsa_port.is_some()) {
         refresh_crls(&paths).await.context("issuing the demo's CRLs")?;
     }
@@ -180,6 +188,25 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         tsa.abort();
     }
     served
+}
+
+/// A new registration code for the demo doctor when no usable one is open (the saved one was
+/// used, voided or has expired); `None` when the saved one still works.
+async fn fresh_code(config: &Config) -> anyhow::Result<Option<String>> {
+    let store = Store::connect(&config.database_url()?, 1).await?.with_audit_key(config.audit_key()?);
+    let now = SystemClock.now().unix_timestamp();
+    let user = store.user_by_login(CLINIC_ID, DOCTOR_LOGIN).await?;
+    let usable = store.enrollment_code_of(&user.id).await?.is_some_and(|c| c.is_usable(now));
+    let issued = if usable {
+        None
+    } else {
+        let admin = Admin { store: &store, now };
+        let ttl = config.enrollment.code_ttl_secs;
+        let (code, _) = admin.enroll_code_issue(CLINIC_ID, DOCTOR_LOGIN, ttl, config.enrollment.code_max_failures).await?;
+        Some(code.to_string())
+    };
+    store.close().await;
+    Ok(issued)
 }
 
 /// Serves the gateway until Ctrl-C or SIGTERM, or until one of its processes (the signer, the
@@ -495,15 +522,15 @@ fn print_instructions(out: &mut dyn Write, paths: &DemoPaths, s: &DemoSecrets, f
     writeln!(out, "3. Sign in (clinic {CLINIC_ID}):")?;
     writeln!(out, "   - doctor: login ID {}  password {}", s.doctor_login, s.doctor_password)?;
     writeln!(out, "   - staff (refused, not a doctor): login ID {}  password {}", s.staff_login, s.staff_password)?;
-    writeln!(out, "4. Link a passkey or security key on the method page (FIDO認証器の登録):")?;
+    writeln!(out, "4. Link a passkey, a security key or a demo card on 「認証手段の管理」 (Manage authenticators):")?;
     if let Some(code) = &s.enroll_code {
-        writeln!(out, "   - registration code for doctor1 (valid 24 h from the first run, once): {code}")?;
+        writeln!(out, "   - registration code for doctor1 (valid 24 h, once; a run after it was used prints a new one): {code}")?;
     }
     writeln!(
         out,
         "   - a new code: gateway --config {d}/gateway.toml admin enroll-code issue --clinic {CLINIC_ID} --login-id doctor1"
     )?;
-    writeln!(out, "   then press FIDO認証 to open a signing session (認証済み).")?;
+    writeln!(out, "   then, on 「本人確認」, press FIDO認証 (or a card) to open a signing session (認証済み).")?;
     writeln!(out)?;
     writeln!(out, "Command line: curl --cert-type P12 --cert '{d}/clinic/client.p12:{}' --cacert {d}/tls/server-ca.pem https://localhost:{port}/login", s.p12_password)?;
     writeln!(out, "Card simulator files: {d}/cards/hpki and {d}/cards/jpki")?;

@@ -222,7 +222,6 @@ pub(crate) fn print(out: &mut dyn Write, files: &ClinicFiles, emr: &str, port: u
         files.sample.display()
     )?;
     writeln!(out, "   then, with the request_id it answers: {emr} 'https://localhost:{port}/api/v1/oqs/requests/REQUEST_ID?wait=10'")?;
-    writeln!(out, "   (the clinic agent is also the card bridge for the login page on port {agent_port}.)")?;
     Ok(())
 }
 

@@ -239,7 +239,10 @@ async fn hpki_link_with_code_then_login_opens_a_session_for_tokens(db: Db) {
     assert_eq!(keys, ["certificate", "chain", "client_data", "signature"]);
     let (status, done) = b.post("/auth/card/finish", &answer).await;
     assert_eq!(status, 200, "{done}");
-    assert_eq!(done["redirect"], "/methods?done=linked&lang=ja");
+    // Back to the management page, with the card's own notice (issue 24: not FIDO's).
+    assert_eq!(done["redirect"], "/manage?done=linked_hpki&lang=ja");
+    let page = b.client.get(app.url("/manage?done=linked_hpki&lang=ja")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("HPKIカードを登録しました。") && !page.contains("FIDO認証器を登録しました"), "{page}");
     let linked = app.store().card_credentials_of(&user).await.unwrap();
     assert_eq!(linked.len(), 1);
     assert_eq!((linked[0].kind.as_str(), linked[0].linked_via.as_str()), ("hpki", "code"));
@@ -251,15 +254,21 @@ async fn hpki_link_with_code_then_login_opens_a_session_for_tokens(db: Db) {
     with_pin["pin"] = json!("1234");
     assert_error(&b.post("/auth/card/finish", &with_pin).await, 400, "response_malformed", "正しくありません");
 
-    let page = b.client.get(app.url("/methods?lang=en")).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains("HPKIカード 1") && page.contains(&format!("/auth/card/credentials/{}/remove", linked[0].id)));
+    // The card's name is shown in the page's language, whichever it was linked in.
+    let page = b.client.get(app.url("/manage?lang=en")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("HPKI card 1") && page.contains(&format!("/auth/card/credentials/{}/remove", linked[0].id)), "{page}");
+    assert!(!page.contains("HPKIカード"), "no Japanese card names on the English page");
+    // The choice is kept (cookie) until the doctor switches back.
+    b.client.get(app.url("/manage?lang=ja")).send().await.unwrap();
 
     // Log in with the card: a signing session like FIDO's, with the card's amr.
     let cookie_before = b.client.get(app.url("/methods")).send().await.unwrap().status();
     assert_eq!(cookie_before, 200);
     let (status, done) = b.login("hpki", &c.doctor, &[c.hpki_pki.auth_ca().cert_der()]).await;
     assert_eq!(status, 200, "{done}");
-    assert_eq!(done["redirect"], "/methods?done=authenticated&lang=ja");
+    assert_eq!(done["redirect"], "/methods?done=authenticated_hpki&lang=ja");
+    let page = b.client.get(app.url("/methods?done=authenticated_hpki&lang=ja")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("HPKIカードで本人確認しました。") && !page.contains("FIDO認証に成功"), "{page}");
     let session = app.store().live_signing_session(&user, CLINIC, app.clock_now()).await.unwrap().unwrap();
     assert_eq!(session.method, AuthMethod::Hpki);
     assert_eq!((session.authenticator_kind.as_str(), session.authenticator_id.as_str()), ("hpki", linked[0].id.as_str()));
@@ -552,7 +561,7 @@ async fn removing_a_card_needs_a_fresh_card_proof(db: Db) {
     // Linked with the code, but no card proof in this browser session yet.
     let res = remove().await.unwrap();
     assert_eq!(res.status(), 403);
-    assert!(res.text().await.unwrap().contains("直前に登録済みのカードまたはFIDO認証器での認証が必要"));
+    assert!(res.text().await.unwrap().contains("直前に登録済みのカードまたはFIDO認証器での本人確認が必要"));
     // Nor adding a second one with a code.
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
     let refused = b.post("/auth/card/challenge", &json!({ "card": "hpki", "purpose": "link", "code": code })).await;

@@ -219,6 +219,14 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
     assert_eq!(gateway::cli::run(args(&["--no-serve"]), &mut out, &mut std::io::stderr(), &mut std::io::empty()).await, 0);
     let again = String::from_utf8(out).unwrap();
     assert!(again.contains("reused") && again.contains(&p12_password) && again.contains(&doctor_password));
+    // The printed code was spent on the passkey above: the second run prints a fresh one, and a
+    // third run (with that one still open) prints it again.
+    let printed_code = |text: &str| text.lines().find_map(|l| l.split_once("registration code for doctor1")).unwrap().1.rsplit(' ').next().unwrap().to_owned();
+    let fresh = printed_code(&again);
+    assert_ne!(fresh, code, "{again}");
+    let mut out = Vec::new();
+    assert_eq!(gateway::cli::run(args(&["--no-serve"]), &mut out, &mut std::io::stderr(), &mut std::io::empty()).await, 0);
+    assert_eq!(printed_code(&String::from_utf8(out).unwrap()), fresh);
 }
 
 async fn run_cli(args: Vec<String>) -> (i32, String) {

@@ -103,13 +103,13 @@ async fn link_with_code_then_authenticate_opens_a_signing_session(db: Db) {
     let app = TestApp::spawn(db).await;
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
     let doctor = Browser::doctor(&app).await;
-    assert!(doctor.methods().await.contains("まだ登録されていません"));
+    assert!(doctor.client.get(app.url("/manage")).send().await.unwrap().text().await.unwrap().contains("まだ登録されていません"));
     let mut key = authenticator(&app);
 
     let (status, done) = doctor.link_with_code(&mut key, &code).await;
     assert_eq!(status, 200, "{done}");
-    assert_eq!(done["redirect"], "/methods?done=linked&lang=ja");
-    let page = doctor.client.get(app.url("/methods?done=linked")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(done["redirect"], "/manage?done=linked_fido&lang=ja");
+    let page = doctor.client.get(app.url("/manage?done=linked_fido")).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("FIDO認証器を登録しました") && page.contains(">Key<"), "{page}");
     assert!(!page.contains("認証済み"));
     let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
@@ -127,7 +127,7 @@ async fn link_with_code_then_authenticate_opens_a_signing_session(db: Db) {
     assert_eq!(before.status(), 200);
     let (status, done) = doctor.authenticate(&mut key).await;
     assert_eq!(status, 200, "{done}");
-    assert_eq!(done["redirect"], "/methods?done=authenticated&lang=ja");
+    assert_eq!(done["redirect"], "/methods?done=authenticated_fido&lang=ja");
     let page = doctor.methods().await;
     assert!(page.contains("認証済み") && page.contains("署名セッションを終了"), "{page}");
     let session = app.store().live_signing_session(&uid, CLINIC, app.clock_now()).await.unwrap().expect("live session");
@@ -154,6 +154,8 @@ async fn link_with_code_then_authenticate_opens_a_signing_session(db: Db) {
     // The English page.
     let en = doctor.client.get(app.url("/methods?lang=en")).send().await.unwrap().text().await.unwrap();
     assert!(en.contains("Authenticated") && en.contains("End the signing session"));
+    // The choice is kept (cookie) until switched back.
+    doctor.client.get(app.url("/methods?lang=ja")).send().await.unwrap();
 
     // Ending it from the page.
     let res = doctor.form("/signing-session/end", &[]).await;
@@ -426,7 +428,8 @@ async fn removed_credential_is_refused_and_its_sessions_end(db: Db) {
     assert_eq!(res.status(), 400);
     let res = doctor.form(&format!("/fido/credentials/{}/rename", creds[0].id), &[("name", "診察室のキー")]).await;
     assert_eq!(res.status(), 303);
-    assert!(doctor.methods().await.contains("診察室のキー"));
+    let manage = doctor.client.get(app.url("/manage")).send().await.unwrap().text().await.unwrap();
+    assert!(manage.contains("診察室のキー"), "{manage}");
 
     let res = doctor.form(&format!("/fido/credentials/{}/remove", creds[0].id), &[]).await;
     assert_eq!(res.status(), 303);

@@ -20,20 +20,73 @@ async fn doctor_logs_in_and_sees_the_three_methods(db: Db) {
     let client = app.clinic_client();
     let res = app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await;
     assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/methods");
-
-    let page = client.get(app.url("/methods")).send().await.unwrap();
+    // Nothing linked yet: the set-up page, which says what to do and where the code comes from.
+    assert_eq!(res.headers()["location"], "/manage");
+    let page = client.get(app.url("/manage")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let body = page.text().await.unwrap();
-    for label in ["HPKIカード", "FIDO認証", "マイナンバーカード", "山田 太郎", "まだ登録されていません", "ログアウト"] {
+    for label in ["認証手段の管理", "まだ登録されていません", "医療機関の管理者", "登録コード", "ログアウト", r#"id="manage-first""#] {
         assert!(body.contains(label), "missing {label} in {body}");
     }
+    // One code field, then the kind: three buttons in the seed's order.
+    let at = |s: &str| body.find(s).unwrap_or_else(|| panic!("{s} missing"));
+    assert!(at(r#"id="enroll-code""#) < at(r#"id="link-code-hpki""#));
+    assert!(at(r#"id="link-code-hpki""#) < at(r#"id="link-code""#) && at(r#"id="link-code""#) < at(r#"id="link-code-jpki""#));
+
+    // The daily page: the three methods in order, the PIN field before the card buttons, the
+    // reminder, the session state; none of the set-up controls.
+    let body = client.get(app.url("/methods")).send().await.unwrap().text().await.unwrap();
+    for label in ["本人確認", "HPKIカード", "FIDO認証", "マイナンバーカード", "山田 太郎", "ログアウト", "カードリーダーに置き", r#"id="signing-none""#] {
+        assert!(body.contains(label), "missing {label} in {body}");
+    }
+    let at = |s: &str| body.find(s).unwrap_or_else(|| panic!("{s} missing"));
+    assert!(at(r#"id="card-pin""#) < at(r#"id="card-hpki""#), "PIN before the card buttons (tab order)");
+    assert!(at(r#"id="card-hpki""#) < at(r#"id="fido-auth""#) && at(r#"id="fido-auth""#) < at(r#"id="card-jpki""#));
+    for setup in ["enroll-code", "link-code", "link-existing", "/rename", "/remove"] {
+        assert!(!body.contains(setup), "{setup} belongs on the management page");
+    }
+    assert_eq!(body.matches("<button").count(), 4, "three methods and sign out (no session to end yet): {body}");
     let en = client.get(app.url("/methods?lang=en")).send().await.unwrap().text().await.unwrap();
-    assert!(en.contains("HPKI card") && en.contains("My Number card") && en.contains("Sign out"));
+    assert!(en.contains("HPKI card") && en.contains("My Number card") && en.contains("Sign out") && en.contains("Confirm it is you"));
 
     let audit = app.store().audit_tail(1).await.unwrap();
     assert_eq!((audit[0].event.as_str(), audit[0].outcome.as_str()), ("login", "success"));
     assert!(app.metrics().await.contains(r#"ninsho_logins_total{method="password",outcome="success",reason="none"} 1"#));
+    app.stop().await;
+}
+
+/// The language chosen with the link is kept by a cookie: through the login form (which posts
+/// without `?lang=`), its refusals, the redirect after it, and the error pages, which all have
+/// a way back.
+async fn english_is_kept_across_login_refusals_and_redirects(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let client = app.clinic_client();
+    let res = client.get(app.url("/login?lang=en")).send().await.unwrap();
+    let cookie = res.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+    assert!(cookie.iter().any(|c| c.starts_with("lang=en;")), "{cookie:?}");
+    assert!(res.text().await.unwrap().contains("Sign in"));
+
+    let refused = app.login(&client, DOCTOR_LOGIN, "not the password").await.text().await.unwrap();
+    assert!(refused.contains("The login ID or password is incorrect."), "{refused}");
+    assert!(refused.contains("After 4 more failed attempts this login ID is locked for 15 minutes."), "{refused}");
+    let res = app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await;
+    assert_eq!(res.headers()["location"], "/manage");
+    let page = client.get(app.url("/manage")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Manage authenticators") && page.contains("clinic's administrator") && page.contains(r#"lang="en""#), "{page}");
+
+    // Error pages: in English, in the product's layout, with a way back.
+    let res = client.get(app.url("/no-such-page")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Page not found.") && page.contains(r#"id="back""#) && page.contains("/assets/app.css"), "{page}");
+    let res = client.post(app.url("/signing-session/end")).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("did not come from this site") && page.contains(r#"id="back""#), "{page}");
+
+    // Switching back is kept the same way.
+    client.get(app.url("/methods?lang=ja")).send().await.unwrap();
+    assert!(client.get(app.url("/manage")).send().await.unwrap().text().await.unwrap().contains("認証手段の管理"));
     app.stop().await;
 }
 
@@ -54,6 +107,9 @@ async fn wrong_password_and_unknown_login_get_the_same_answer(db: Db) {
     let unknown = app.login(&client, "nobody", "not the password").await.text().await.unwrap();
     let msg = "ログインIDまたはパスワードが正しくありません";
     assert!(wrong.contains(msg) && unknown.contains(msg));
+    // Both say how many tries are left before the lock (the count is per typed login ID).
+    let left = "あと4回続けて失敗すると、このログインIDは15分間ロックされます。";
+    assert!(wrong.contains(left) && unknown.contains(left), "{wrong}");
     // Apart from the echoed login ID, the two pages are identical.
     assert_eq!(wrong.replace(DOCTOR_LOGIN, "X"), unknown.replace("nobody", "X"));
     assert!(client.get(app.url("/methods")).send().await.unwrap().status() == 303);
@@ -63,9 +119,9 @@ async fn wrong_password_and_unknown_login_get_the_same_answer(db: Db) {
 async fn five_failures_lock_the_login_id_until_the_shown_time(db: Db) {
     let app = TestApp::spawn(db).await;
     let client = app.clinic_client();
-    for _ in 0..4 {
+    for left in (1..=4).rev() {
         let body = app.login(&client, DOCTOR_LOGIN, "wrong password").await.text().await.unwrap();
-        assert!(body.contains("正しくありません"));
+        assert!(body.contains("正しくありません") && body.contains(&format!("あと{left}回続けて失敗すると")), "{body}");
     }
     let fifth = app.login(&client, DOCTOR_LOGIN, "wrong password").await;
     assert_eq!(fifth.status(), 403);
@@ -73,6 +129,7 @@ async fn five_failures_lock_the_login_id_until_the_shown_time(db: Db) {
     let shown = gateway::http::Lang::Ja.format_time(until);
     let body = fifth.text().await.unwrap();
     assert!(body.contains("ロックされています") && body.contains(&shown), "{body}");
+    assert!(body.contains("管理者にロックの解除を依頼"), "{body}");
 
     // Locked: even the right password is refused, and nothing is verified.
     let body = app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await.text().await.unwrap();
@@ -99,7 +156,7 @@ async fn failures_outside_the_window_do_not_add_up(db: Db) {
     }
     app.clock.advance(time::Duration::minutes(16));
     let body = app.login(&client, DOCTOR_LOGIN, "wrong password").await.text().await.unwrap();
-    assert!(!body.contains("ロック"), "a fresh window starts at one failure");
+    assert!(!body.contains("ロックされています") && body.contains("あと4回"), "a fresh window starts at one failure: {body}");
     app.stop().await;
 }
 
@@ -333,6 +390,7 @@ async fn unknown_login_and_wrong_password_each_run_one_verification(db: Db) {
 }
 
 db_tests!(
+    english_is_kept_across_login_refusals_and_redirects,
     a_burst_of_wrong_passwords_checks_at_most_max_failures,
     unknown_login_and_wrong_password_each_run_one_verification,
     doctor_logs_in_and_sees_the_three_methods,

@@ -28,9 +28,10 @@ async fn width_and_case_variants_log_in_as_the_one_account(db: Db) {
 async fn failures_under_any_spelling_count_against_the_one_account(db: Db) {
     let app = TestApp::spawn(db).await;
     let client = app.clinic_client();
-    for spelling in ["DOCTOR1", "Ｄｏｃｔｏｒ１", "doctor1", "ＤＯＣＴＯＲ１"] {
+    for (left, spelling) in [(4, "DOCTOR1"), (3, "Ｄｏｃｔｏｒ１"), (2, "doctor1"), (1, "ＤＯＣＴＯＲ１")] {
         let body = app.login(&client, spelling, "wrong password").await.text().await.unwrap();
-        assert!(!body.contains("ロック"), "{spelling}: not locked yet");
+        assert!(!body.contains("ロックされています"), "{spelling}: not locked yet");
+        assert!(body.contains(&format!("あと{left}回")), "{spelling}: one count for every spelling: {body}");
     }
     let fifth = app.login(&client, "Doctor1", "wrong password").await.text().await.unwrap();
     assert!(fifth.contains("ロックされています"), "the fifth failure under a fifth spelling locks: {fifth}");

@@ -54,7 +54,7 @@ async fn changing_authenticators_needs_a_fresh_proof(db: Db) {
     // Password only: renaming, removing and adding a second one are refused, and change nothing.
     let res = rename("診察室").await;
     assert_eq!(res.status(), 403);
-    assert!(res.text().await.unwrap().contains("直前に登録済みのカードまたはFIDO認証器での認証が必要"));
+    assert!(res.text().await.unwrap().contains("直前に登録済みのカードまたはFIDO認証器での本人確認が必要"));
     assert_eq!(doctor.form(&format!("/fido/credentials/{first_id}/remove"), &[]).await.status(), 403);
     let mut second = authenticator(&app);
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
@@ -245,7 +245,7 @@ async fn temporary_password_forces_the_change_page(db: Db) {
     // The other browsers signed in with the temporary password are signed out.
     assert_eq!(location(&elsewhere.get(app.url("/methods")).send().await.unwrap()), "/login");
     // The new password signs in straight to the methods; the temporary one no longer works.
-    assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, NEW_PASSWORD).await), "/methods");
+    assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, NEW_PASSWORD).await), "/manage");
     assert_eq!(app.login(&app.clinic_client(), DOCTOR_LOGIN, temporary).await.status(), 403);
     let user = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap();
     assert!(!user.password_temporary);
@@ -255,7 +255,7 @@ async fn temporary_password_forces_the_change_page(db: Db) {
     // --permanent, and what it sets is temporary.
     let (code, out) = cli(&app, &["admin", "user", "set-password", "--clinic", CLINIC, "--login-id", DOCTOR_LOGIN, "--password-stdin", "--permanent"], "amber lantern in the fog\n").await;
     assert_ne!(code, 0, "{out}");
-    assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, NEW_PASSWORD).await), "/methods", "nothing changed");
+    assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, NEW_PASSWORD).await), "/manage", "nothing changed");
     // A generated password is temporary too unless --permanent.
     let (code, out) = cli(&app, &["admin", "user", "add", "--clinic", CLINIC, "--login-id", "doctor3", "--name", "新井 三郎", "--medical-reg-no", "333333"], "").await;
     assert_eq!(code, 0, "{out}");
@@ -264,7 +264,7 @@ async fn temporary_password_forces_the_change_page(db: Db) {
     let (code, out) = cli(&app, &["admin", "user", "add", "--clinic", CLINIC, "--login-id", "doctor4", "--name", "新井 四郎", "--medical-reg-no", "444444", "--permanent"], "").await;
     assert_eq!(code, 0, "{out}");
     let generated = out.lines().find_map(|l| l.strip_prefix("password: ")).unwrap().to_owned();
-    assert_eq!(location(&app.login(&app.clinic_client(), "doctor4", &generated).await), "/methods");
+    assert_eq!(location(&app.login(&app.clinic_client(), "doctor4", &generated).await), "/manage");
 
     // A temporary password works only login.temporary_password_secs after it was set (ASVS
     // V6.4.1); the refusal says so, and a new one from the operator works again.
@@ -282,7 +282,7 @@ async fn temporary_password_forces_the_change_page(db: Db) {
     assert!(res.text().await.unwrap().contains("This temporary password has expired"));
     assert!(events(&app).await.iter().any(|(e, o, d)| e == "login" && o == "failure" && d["reason"] == "temporary_password_expired"));
     // A permanent password does not expire.
-    assert_eq!(location(&app.login(&app.clinic_client(), "doctor4", &generated).await), "/methods");
+    assert_eq!(location(&app.login(&app.clinic_client(), "doctor4", &generated).await), "/manage");
     let admin = Admin { store: app.store(), now: app.clock_now() };
     let renewed = admin.user_set_password(&app.state.passwords, CLINIC, "doctor3", PasswordChoice::Generate).await.unwrap();
     assert_eq!(location(&app.login(&app.clinic_client(), "doctor3", &renewed).await), "/password");
@@ -294,9 +294,9 @@ async fn temporary_password_forces_the_change_page(db: Db) {
 async fn voluntary_password_change_needs_the_current_password(db: Db) {
     let app = TestApp::spawn(db).await;
     let client = app.clinic_client();
-    assert_eq!(location(&app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await), "/methods");
+    assert_eq!(location(&app.login(&client, DOCTOR_LOGIN, DOCTOR_PASSWORD).await), "/manage");
     let elsewhere = app.clinic_client();
-    assert_eq!(location(&app.login(&elsewhere, DOCTOR_LOGIN, DOCTOR_PASSWORD).await), "/methods");
+    assert_eq!(location(&app.login(&elsewhere, DOCTOR_LOGIN, DOCTOR_PASSWORD).await), "/manage");
     let methods = client.get(app.url("/methods")).send().await.unwrap().text().await.unwrap();
     assert!(methods.contains(r#"href="/password?lang=ja""#) && methods.contains("パスワードの変更"), "{methods}");
     let page = client.get(app.url("/password?lang=en")).send().await.unwrap();
@@ -327,7 +327,7 @@ async fn voluntary_password_change_needs_the_current_password(db: Db) {
     assert_eq!(status, 403);
     assert!(body.contains("The current password is not correct"), "{body}");
     // Nothing changed: the old password still signs in (which also clears the failure count).
-    assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, DOCTOR_PASSWORD).await), "/methods");
+    assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, DOCTOR_PASSWORD).await), "/manage");
     // With the right current password the strength rule still applies.
     let (status, _, body) = change(DOCTOR_PASSWORD, "password123!", "en").await;
     assert_eq!(status, 400);
@@ -338,7 +338,7 @@ async fn voluntary_password_change_needs_the_current_password(db: Db) {
     assert_eq!(status_of(&client, &app, "/methods").await, 200, "this browser stays signed in");
     assert_eq!(status_of(&elsewhere, &app, "/methods").await, 303, "the other browser is signed out");
     assert_eq!(app.login(&app.clinic_client(), DOCTOR_LOGIN, DOCTOR_PASSWORD).await.status(), 403);
-    assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, NEW_PASSWORD).await), "/methods");
+    assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, NEW_PASSWORD).await), "/manage");
     let audit = events(&app).await;
     let reasons: Vec<_> =
         audit.iter().filter(|(e, o, _)| e == "password_changed" && o == "failure").map(|(_, _, d)| d["reason"].clone()).collect();
@@ -386,7 +386,7 @@ async fn weak_and_common_passwords_are_refused_by_the_admin_cli(db: Db) {
     assert!(out.contains("must not contain the login ID"), "{out}");
     // Nothing was written: no doctor9, and the old password still works.
     assert!(app.store().user_by_login(CLINIC, "doctor9").await.is_err());
-    assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, DOCTOR_PASSWORD).await), "/methods");
+    assert_eq!(location(&app.login(&app.clinic_client(), DOCTOR_LOGIN, DOCTOR_PASSWORD).await), "/manage");
     // Through the library as well.
     let admin = Admin { store: app.store(), now: app.clock_now() };
     let refused = admin.user_set_password(&app.state.passwords, CLINIC, DOCTOR_LOGIN, chosen("iloveyou2")).await;

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::ceremony::Ceremony;
 use super::error::{AppError, Result};
-use super::i18n::Msg;
+use super::i18n::{Done, Method, Msg};
 use super::link::{CodeOutcome, Presence, check_registration_code, code_link_refusal, open_signing_session};
 use super::refusal::Refusal;
 use crate::assurance::{Assurance, Proof};
@@ -54,6 +54,14 @@ fn anchor_of(kind: CardKind) -> AnchorKind {
     match kind {
         CardKind::Hpki => AnchorKind::Hpki,
         CardKind::Jpki => AnchorKind::Jpki,
+    }
+}
+
+/// The pages' name of a card kind (for the notice the page shows).
+fn page_method(kind: CardKind) -> Method {
+    match kind {
+        CardKind::Hpki => Method::Hpki,
+        CardKind::Jpki => Method::Jpki,
     }
 }
 
@@ -281,7 +289,7 @@ async fn open_session(ctx: &Ceremony, mut facts: Facts, taken: &CardChallenge, v
     if !open_signing_session(ctx, &presence, used, checked).await? {
         return Err(AppError::internal("card opening refused a FIDO counter"));
     }
-    Ok(ctx.redirect("authenticated"))
+    Ok(ctx.redirect(Done::Authenticated(page_method(v.kind))))
 }
 
 /// Links a verified card to the doctor, with the authorisation the challenge carries.
@@ -345,5 +353,5 @@ async fn link(ctx: &Ceremony, facts: Facts, taken: &CardChallenge, v: &VerifiedC
         via,
     })
     .await?;
-    Ok(ctx.redirect("linked"))
+    Ok(ctx.redirect(Done::Linked(page_method(v.kind))))
 }

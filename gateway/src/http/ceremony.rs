@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::{AppError, Result};
 use super::extract::CurrentDoctor;
-use super::i18n::Lang;
+use super::i18n::{Done, Lang};
 use super::refusal::Refusal;
 use crate::store::AuditEvent;
 
@@ -61,7 +61,7 @@ impl Ceremony {
     }
 
     /// The answer of a finished ceremony: where the page goes next.
-    pub(super) fn redirect(&self, done: &str) -> Json<Value> {
-        Json(json!({ "ok": true, "redirect": format!("/methods?done={done}&lang={}", self.lang.code()) }))
+    pub(super) fn redirect(&self, done: Done) -> Json<Value> {
+        Json(json!({ "ok": true, "redirect": done.location(self.lang) }))
     }
 }

@@ -26,6 +26,11 @@ pub enum AppError {
     Internal(anyhow::Error),
 }
 
+/// Marks an error page rendered without knowing the request's language (internal errors), so
+/// [`super::i18n::keep_language`] can render it again in the right one.
+#[derive(Debug, Clone)]
+pub struct ErrorPage(pub Refusal);
+
 /// Result of browser handlers.
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -78,12 +83,17 @@ impl IntoResponse for AppError {
                 // The request's language is not known here: both, Japanese first.
                 let text = format!("{} {}", Msg::Unavailable.text(Lang::Ja), Msg::Unavailable.text(Lang::En));
                 let r = Refusal::Unavailable;
-                (r.status(), [(header::RETRY_AFTER, "5")], pages::message(Lang::Ja, r.title(), &text)).into_response()
+                let mut res = (r.status(), [(header::RETRY_AFTER, "5")], pages::message(Lang::Ja, r.title(), &text)).into_response();
+                // The browser routes' language layer shows it in the request's language instead.
+                res.extensions_mut().insert(ErrorPage(r));
+                res
             }
             AppError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "internal error");
                 let (r, lang) = (Refusal::Internal, Lang::Ja);
-                (r.status(), pages::message(lang, r.title(), &r.message(lang))).into_response()
+                let mut res = (r.status(), pages::message(lang, r.title(), &r.message(lang))).into_response();
+                res.extensions_mut().insert(ErrorPage(r));
+                res
             }
         }
     }

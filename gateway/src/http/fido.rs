@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::ceremony::Ceremony;
 use super::error::{AppError, Result};
-use super::i18n::Msg;
+use super::i18n::{Done, Method, Msg};
 use super::link::{CodeOutcome, Presence, check_registration_code, code_link_refusal, open_signing_session};
 use super::manage::valid_name;
 use super::refusal::{Refusal, fido_refusal};
@@ -375,7 +375,7 @@ async fn register_finish(
         via,
     })
     .await?;
-    Ok(ctx.redirect("linked"))
+    Ok(ctx.redirect(Done::Linked(Method::Fido)))
 }
 
 #[tracing::instrument(name = "fido.link_start", skip_all, fields(principal.id = %ctx.doctor.user.id))]
@@ -437,7 +437,7 @@ async fn auth_finish(
         let step = Step::Authenticate(SIGNING_SESSION);
         return Err(ctx.refuse_step(step, Refusal::CounterRegression, None, Some(cred.id.clone())).await);
     }
-    Ok(ctx.redirect("authenticated"))
+    Ok(ctx.redirect(Done::Authenticated(Method::Fido)))
 }
 
 /// The browser reported a cancelled or timed-out ceremony: drop the state and audit it.

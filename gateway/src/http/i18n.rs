@@ -49,11 +49,7 @@ impl Lang {
         let from_query = query.and_then(|q| {
             url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "lang").and_then(|(_, v)| Lang::parse(&v))
         });
-        let from_cookie = || {
-            headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|c| {
-                c.split(';').find_map(|kv| kv.trim().strip_prefix("lang=").and_then(Lang::parse))
-            })
-        };
+        let from_cookie = || Lang::from_cookie(headers);
         // Accept-Language: the first supported tag in the client's order of preference.
         let from_accept = || {
             headers
@@ -62,6 +58,13 @@ impl Lang {
                 .and_then(|v| v.split(',').find_map(|tag| Lang::parse(tag.split(';').next().unwrap_or(""))))
         };
         from_query.or_else(from_cookie).or_else(from_accept).unwrap_or_default()
+    }
+
+    /// The language kept in the `lang` cookie, if any.
+    fn from_cookie(headers: &HeaderMap) -> Option<Lang> {
+        headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|c| {
+            c.split(';').find_map(|kv| kv.trim().strip_prefix("lang=").and_then(Lang::parse))
+        })
     }
 
     /// A time as doctors read it: Japan Standard Time.
@@ -77,11 +80,185 @@ impl Lang {
     }
 }
 
+/// Name of the cookie that keeps the language choice.
+pub const LANG_COOKIE: &str = "lang";
+
+/// Middleware of the browser routes: keeps the language chosen with `?lang=` in a cookie, so it
+/// holds across forms that post without it (the login form), refusals and redirects; and shows
+/// the error pages rendered without a language ([`super::error::ErrorPage`]) in the request's.
+pub async fn keep_language(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let lang = Lang::from_request(req.headers(), req.uri().query());
+    // Only a page visit chooses (the language link, a redirect's address); the scripts' POSTs
+    // carry the page's language along without choosing anew.
+    let visit = req.method() == axum::http::Method::GET;
+    let chosen = req.uri().query().filter(|_| visit).and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "lang").and_then(|(_, v)| Lang::parse(&v))
+    });
+    let cookie = Lang::from_cookie(req.headers());
+    let mut res = next.run(req).await;
+    if let Some(super::error::ErrorPage(r)) = res.extensions().get::<super::error::ErrorPage>().cloned() {
+        // An outage page keeps both languages, as rendered (the doctor may be reading either).
+        let text = match r {
+            super::refusal::Refusal::Unavailable => format!("{} {}", r.message(Lang::Ja), r.message(Lang::En)),
+            _ => r.message(lang),
+        };
+        let page = super::pages::message(lang, r.title(), &text);
+        let (mut parts, _) = res.into_parts();
+        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        res = (parts, page).into_response();
+    }
+    if let Some(chosen) = chosen.filter(|&c| cookie != Some(c)) {
+        // Not a secret, so readable by the page; a year, then the browser's language again.
+        let value = format!("{LANG_COOKIE}={}; Path=/; Max-Age=31536000; Secure; SameSite=Lax", chosen.code());
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            res.headers_mut().append(axum::http::header::SET_COOKIE, v);
+        }
+    }
+    res
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Lang {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Lang::from_request(&parts.headers, parts.uri.query()))
+    }
+}
+
+/// The three ways a doctor proves presence, in the order the pages list them (the seed's order:
+/// HPKI card, FIDO, My Number card).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// HPKI card.
+    Hpki,
+    /// A FIDO authenticator (passkey or security key).
+    Fido,
+    /// My Number card (JPKI).
+    Jpki,
+}
+
+impl Method {
+    /// `hpki`, `fido` or `jpki` (the store's and the pages' name).
+    pub fn code(self) -> &'static str {
+        match self {
+            Method::Hpki => "hpki",
+            Method::Fido => "fido",
+            Method::Jpki => "jpki",
+        }
+    }
+
+    /// The method's name on the pages (HPKIカード, FIDO認証器, マイナンバーカード).
+    pub fn name(self) -> Msg {
+        match self {
+            Method::Hpki => Msg::Hpki,
+            Method::Fido => Msg::FidoAuthenticator,
+            Method::Jpki => Msg::MyNumber,
+        }
+    }
+}
+
+/// What a finished step tells the doctor, per method and outcome: the one table of the pages'
+/// success notices. It travels as `?done=<code>` to the page the step returns to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// A signing session was opened with this method.
+    Authenticated(Method),
+    /// An authenticator of this kind was linked.
+    Linked(Method),
+    /// A FIDO authenticator was renamed.
+    Renamed,
+    /// An authenticator of this kind was removed.
+    Removed(Method),
+    /// The doctor ended the signing session.
+    Ended,
+    /// The doctor changed the password.
+    Password,
+}
+
+impl Done {
+    /// Every notice (tests walk it).
+    pub const ALL: [Done; 11] = [
+        Done::Authenticated(Method::Hpki),
+        Done::Authenticated(Method::Fido),
+        Done::Authenticated(Method::Jpki),
+        Done::Linked(Method::Hpki),
+        Done::Linked(Method::Fido),
+        Done::Linked(Method::Jpki),
+        Done::Renamed,
+        Done::Removed(Method::Hpki),
+        Done::Removed(Method::Fido),
+        Done::Removed(Method::Jpki),
+        Done::Ended,
+    ];
+
+    /// The `done` value in the address.
+    pub fn code(self) -> &'static str {
+        match self {
+            Done::Authenticated(Method::Hpki) => "authenticated_hpki",
+            Done::Authenticated(Method::Fido) => "authenticated_fido",
+            Done::Authenticated(Method::Jpki) => "authenticated_jpki",
+            Done::Linked(Method::Hpki) => "linked_hpki",
+            Done::Linked(Method::Fido) => "linked_fido",
+            Done::Linked(Method::Jpki) => "linked_jpki",
+            Done::Renamed => "renamed",
+            Done::Removed(Method::Hpki) => "removed_hpki",
+            Done::Removed(Method::Fido) => "removed_fido",
+            Done::Removed(Method::Jpki) => "removed_jpki",
+            Done::Ended => "ended",
+            Done::Password => "password",
+        }
+    }
+
+    /// The notice named by a `done` value; `None` for anything else (shown as no notice).
+    pub fn parse(code: &str) -> Option<Done> {
+        Done::ALL.into_iter().chain([Done::Password]).find(|d| d.code() == code)
+    }
+
+    /// The page the step returns to: set-up steps to the management page, the daily ones to
+    /// the identity-check page.
+    pub fn page(self) -> &'static str {
+        match self {
+            Done::Linked(_) | Done::Renamed | Done::Removed(_) => "/manage",
+            Done::Authenticated(_) | Done::Ended | Done::Password => "/methods",
+        }
+    }
+
+    /// Where the browser goes after the step (the language stays in the address as well as in
+    /// the `lang` cookie).
+    pub fn location(self, lang: Lang) -> String {
+        format!("{}?done={}&lang={}", self.page(), self.code(), lang.code())
+    }
+
+    /// The notice in `lang`.
+    pub fn text(self, lang: Lang) -> &'static str {
+        let (ja, en) = match self {
+            Done::Authenticated(Method::Hpki) => (
+                "HPKIカードで本人確認しました。署名セッションを開始しました。",
+                "Verified with your HPKI card. Your signing session has started.",
+            ),
+            Done::Authenticated(Method::Fido) => (
+                "FIDO認証器で本人確認しました。署名セッションを開始しました。",
+                "Verified with your FIDO authenticator. Your signing session has started.",
+            ),
+            Done::Authenticated(Method::Jpki) => (
+                "マイナンバーカードで本人確認しました。署名セッションを開始しました。",
+                "Verified with your My Number card. Your signing session has started.",
+            ),
+            Done::Linked(Method::Hpki) => ("HPKIカードを登録しました。", "Your HPKI card was linked."),
+            Done::Linked(Method::Fido) => ("FIDO認証器を登録しました。", "The FIDO authenticator was linked."),
+            Done::Linked(Method::Jpki) => ("マイナンバーカードを登録しました。", "Your My Number card was linked."),
+            Done::Renamed => ("名前を変更しました。", "The name was changed."),
+            Done::Removed(Method::Hpki) => ("HPKIカードの登録を削除しました。", "The HPKI card was removed."),
+            Done::Removed(Method::Fido) => ("FIDO認証器を削除しました。", "The FIDO authenticator was removed."),
+            Done::Removed(Method::Jpki) => ("マイナンバーカードの登録を削除しました。", "The My Number card was removed."),
+            Done::Ended => ("署名セッションを終了しました。", "The signing session has ended."),
+            Done::Password => ("パスワードを変更しました。", "Your password has been changed."),
+        };
+        match lang {
+            Lang::Ja => ja,
+            Lang::En => en,
+        }
     }
 }
 
@@ -166,11 +343,6 @@ pub enum Msg {
     SigningIdleNote,
     SigningEnd,
     SigningNone,
-    NoticeLinked,
-    NoticeRenamed,
-    NoticeRemoved,
-    NoticeEnded,
-    NoticeAuthenticated,
     Working,
     // Card login.
     CardBadRequest,
@@ -211,6 +383,27 @@ pub enum Msg {
     AgentCardRemoved,
     AgentCardError,
     AgentOriginNotAllowed,
+    // The two pages (issue 24).
+    FidoAuthenticator,
+    VerifyTitle,
+    VerifyLead,
+    VerifyNoneLinked,
+    CardReminder,
+    ManageTitle,
+    ManageLink,
+    ManageLead,
+    ManageNoneLead,
+    VerifyLink,
+    LinkCodeTitle,
+    LinkCodeLead,
+    LinkKindLabel,
+    LinkExistingTitle,
+    AgentOriginRefused,
+    LoginTriesLeft,
+    LoginLockedUnlock,
+    BackToStart,
+    BackToLogin,
+    DeviceHelp,
     // Re-authentication before changing authenticators (issue 15).
     ReauthRequired,
     // Choosing a new password.
@@ -234,7 +427,6 @@ pub enum Msg {
     PasswordSameAsOld,
     PasswordMismatch,
     PasswordChangedMeanwhile,
-    NoticePasswordChanged,
 }
 
 impl Msg {
@@ -423,13 +615,65 @@ impl Msg {
             ),
             SigningEnd => ("署名セッションを終了", "End the signing session"),
             SigningNone => ("署名セッションはありません（未認証）。", "No signing session (not authenticated)."),
-            NoticeLinked => ("FIDO認証器を登録しました。", "The FIDO authenticator was linked."),
-            NoticeRenamed => ("名前を変更しました。", "The name was changed."),
-            NoticeRemoved => ("認証器を削除しました。", "The authenticator was removed."),
-            NoticePasswordChanged => ("パスワードを変更しました。", "Your password has been changed."),
+            FidoAuthenticator => ("FIDO認証器", "FIDO authenticator"),
+            VerifyTitle => ("本人確認", "Confirm it is you"),
+            VerifyLead => (
+                "電子処方箋に署名するため、登録済みの方法で本人確認をしてください。",
+                "To sign e-prescriptions, confirm that it is you with one of your linked methods.",
+            ),
+            VerifyNoneLinked => (
+                "まだ認証手段が登録されていません。先に「認証手段の管理」で登録してください。",
+                "No authenticator is linked yet. Link one first under “Manage authenticators”.",
+            ),
+            CardReminder => (
+                "カードで確認するときは、先にカードをカードリーダーに置き、暗証番号を入力してから、カードのボタンを押してください。",
+                "For a card: first put the card on the reader, enter its PIN, then press the card's button.",
+            ),
+            ManageTitle => ("認証手段の管理", "Manage authenticators"),
+            ManageLink => (
+                "認証手段の管理（登録・名前の変更・削除）",
+                "Manage authenticators (link, rename, remove)",
+            ),
+            ManageLead => (
+                "認証手段の登録・名前の変更・削除は、最初の設定のときや機器を替えたときだけ行います。毎日の本人確認は「本人確認」のページで行います。",
+                "Linking, renaming and removing authenticators is only needed at set-up or when you change devices. The daily check is on the “Confirm it is you” page.",
+            ),
+            ManageNoneLead => (
+                "まだ認証手段が登録されていないため、署名のための本人確認ができません。医療機関の管理者から受け取った登録コードを下に入力し、登録する認証手段（HPKIカード・FIDO認証器・マイナンバーカード）を選んでください。登録コードをお持ちでない場合は、医療機関の管理者に発行を依頼してください。",
+                "No authenticator is linked yet, so you cannot confirm it is you for signing. Enter the registration code you received from your clinic's administrator below, then choose what to link (HPKI card, FIDO authenticator or My Number card). If you have no code, ask your clinic's administrator to issue one.",
+            ),
+            VerifyLink => ("本人確認のページへ", "Go to “Confirm it is you”"),
+            LinkCodeTitle => ("登録コードで登録", "Link with a registration code"),
+            LinkCodeLead => (
+                "医療機関の管理者から受け取った登録コードを入力し、登録する認証手段のボタンを押してください。カードの場合は、先にカードをリーダーに置いて暗証番号も入力してください。",
+                "Enter the registration code from your clinic's administrator, then press the button of what to link. For a card, first put it on the reader and enter its PIN as well.",
+            ),
+            LinkKindLabel => ("登録する認証手段：", "What to link:"),
+            LinkExistingTitle => (
+                "登録済みのFIDO認証器で確認して追加",
+                "Add another, confirming with a linked FIDO authenticator",
+            ),
+            AgentOriginRefused => (
+                "カードエージェントは起動していますが、このページ（{origin}）からの要求を許可していません。カードエージェントの起動オプションに「--allow-origin {origin}」を追加し（設定ファイルでは allow_origins）、エージェントを再起動してください。",
+                "The card agent is running but does not accept requests from this page ({origin}). Add “--allow-origin {origin}” to the card agent's start command (allow_origins in its configuration file) and restart the agent.",
+            ),
+            LoginTriesLeft => (
+                "あと{n}回続けて失敗すると、このログインIDは{minutes}分間ロックされます。",
+                "After {n} more failed attempts this login ID is locked for {minutes} minutes.",
+            ),
+            LoginLockedUnlock => (
+                "お急ぎの場合は、医療機関の管理者にロックの解除を依頼してください。",
+                "If it is urgent, ask your clinic's administrator to unlock it.",
+            ),
+            BackToStart => ("最初のページへ戻る", "Back to the start page"),
+            BackToLogin => ("ログインページへ", "Go to the sign-in page"),
+            DeviceHelp => (
+                "この端末の設定を確認してもらうため、医療機関の管理者に連絡してください。",
+                "Contact your clinic's administrator to have this computer's set-up checked.",
+            ),
             ReauthRequired => (
-                "認証器の追加・名前の変更・削除には、直前に登録済みのカードまたはFIDO認証器での認証が必要です。上のボタンで認証してから、もう一度操作してください。",
-                "Adding, renaming or removing an authenticator needs a recent sign-in with a linked card or FIDO authenticator. Authenticate with one of the buttons above, then try again.",
+                "認証器の追加・名前の変更・削除には、直前に登録済みのカードまたはFIDO認証器での本人確認が必要です。「本人確認」のページで確認してから、もう一度操作してください。",
+                "Adding, renaming or removing an authenticator needs a recent check with a linked card or FIDO authenticator. Confirm it is you on the “Confirm it is you” page, then try again.",
             ),
             PasswordChangeTitle => ("パスワードの変更", "Choose a new password"),
             PasswordChangeLead => (
@@ -478,8 +722,6 @@ impl Msg {
                 "パスワードが管理者により変更されました。もう一度ログインしてください。",
                 "Your password was changed by an administrator meanwhile. Please sign in again.",
             ),
-            NoticeEnded => ("署名セッションを終了しました。", "The signing session has ended."),
-            NoticeAuthenticated => ("FIDO認証に成功しました。", "FIDO authentication succeeded."),
             Working => ("認証器を操作してください…", "Use your authenticator…"),
             CardBadRequest => (
                 "カードの種類または要求の形式が正しくありません。",
@@ -655,6 +897,31 @@ mod tests {
         assert_eq!(Lang::from_request(&h, None), Lang::Ja);
         assert_eq!(Lang::from_request(&h, Some("lang=en")), Lang::En);
         assert_eq!(Lang::from_request(&HeaderMap::new(), None), Lang::Ja);
+    }
+
+    /// Issue 24: every notice names its own method (a card login never says FIDO), exists in both
+    /// languages, and survives the trip through the address.
+    #[test]
+    fn every_notice_is_its_methods_in_both_languages() {
+        for done in Done::ALL.into_iter().chain([Done::Password]) {
+            assert_eq!(Done::parse(done.code()), Some(done));
+            let (ja, en) = (done.text(Lang::Ja), done.text(Lang::En));
+            assert!(!ja.is_empty() && !en.is_empty() && ja != en, "{done:?}");
+            assert!(!ja.is_ascii() && en.is_ascii(), "{done:?}: ja is Japanese, en is English");
+            assert!(done.location(Lang::En).starts_with(done.page()) && done.location(Lang::En).ends_with("&lang=en"));
+            if let Done::Authenticated(m) | Done::Linked(m) | Done::Removed(m) = done {
+                let name = m.name();
+                assert!(ja.contains(name.text(Lang::Ja)), "{done:?}: {ja}");
+                assert!(en.contains(name.text(Lang::En)), "{done:?}: {en}");
+                if m != Method::Fido {
+                    assert!(!ja.contains("FIDO") && !en.contains("FIDO"), "{done:?} is a card's");
+                }
+            }
+        }
+        assert_eq!(Done::parse("authenticated"), None, "an unknown value shows no notice");
+        // Set-up steps return to the management page, the daily ones to the identity check.
+        assert_eq!(Done::Linked(Method::Jpki).page(), "/manage");
+        assert_eq!(Done::Authenticated(Method::Jpki).page(), "/methods");
     }
 
     #[test]

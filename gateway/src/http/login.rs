@@ -1,5 +1,6 @@
 //! Doctor login and logout (docs/design.md §3.2), the change of a temporary password that a login may
-//! require first (issue 15), and the method page that follows a login.
+//! require first (issue 15), and the doctor's two pages that follow a login: 「本人確認」 (`/methods`,
+//! daily) and 「認証手段の管理」 (`/manage`, set-up; where a login with nothing linked lands).
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Query, State};
@@ -13,7 +14,7 @@ use zeroize::Zeroizing;
 use super::AppState;
 use super::error::{AppError, Result};
 use super::extract::{ClinicContext, CurrentDoctor};
-use super::i18n::{Lang, Msg};
+use super::i18n::{Done, Lang, Method, Msg};
 use super::pages;
 use super::refusal::Refusal;
 use super::session::{BrowserSession, LoginState};
@@ -29,6 +30,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/methods", get(methods_page))
+        .route("/manage", get(manage_page))
         .route("/password", get(password_page).post(change_password))
 }
 
@@ -55,6 +57,11 @@ async fn login_page(
 struct LoginForm {
     login_id: String,
     password: String,
+}
+
+/// The lock's length as the login form states it, in whole minutes (at least one).
+fn lock_minutes(state: &AppState) -> i64 {
+    ((state.config.login.lockout_secs + 59) / 60).max(1)
 }
 
 /// The login form again, with the refusal's message.
@@ -93,8 +100,8 @@ async fn login(
     };
     // The attempt is reserved before the password is checked (issue 15, item 1): only a reserved
     // attempt runs argon2, so a burst of guesses checks at most `max_failures` of them.
-    let locks_until = match state.store.reserve_login_attempt(&key, now, &rules).await? {
-        LoginReservation::Reserved { locks_until } => locks_until,
+    let (locks_until, tries_left) = match state.store.reserve_login_attempt(&key, now, &rules).await? {
+        LoginReservation::Reserved { locks_until, tries_left } => (locks_until, tries_left),
         LoginReservation::Refused { until } => {
             count(Outcome::Failure, Some("locked"));
             let event = AuditEvent::LoginLocked {
@@ -145,7 +152,10 @@ async fn login(
                 state.store.audit(&event, now).await?;
                 return Ok(locked(until));
             }
-            return Ok(refused(Refusal::InvalidCredentials, lang, &clinic, login_id));
+            // How many tries are left before the lock, said for unknown login IDs just the same
+            // (the count is per typed login ID), so the answer tells nothing about the account.
+            let r = Refusal::InvalidCredentials { tries_left: Some(tries_left), lock_minutes: lock_minutes(&state) };
+            return Ok(refused(r, lang, &clinic, login_id));
         }
     };
     tracing::Span::current().record("principal.id", user.id.as_str());
@@ -184,8 +194,16 @@ async fn login(
     let login = LoginState { user_id: user.id.clone(), clinic_id: clinic.clinic_id.clone(), login_at: now, must_change_password };
     session.sign_in(login, &clinic).await?;
     count(Outcome::Success, None);
+    // A doctor with nothing linked yet cannot confirm presence: straight to the set-up page,
+    // which explains what to do.
+    let next = if must_change_password {
+        "/password"
+    } else if linked_authenticators(&state, &user.id).await?.is_empty() {
+        "/manage"
+    } else {
+        "/methods"
+    };
     state.store.audit(&AuditEvent::LoginSucceeded { clinic_id: clinic.clinic_id, user_id: user.id }, now).await?;
-    let next = if must_change_password { "/password" } else { "/methods" };
     Ok(Redirect::to(next).into_response())
 }
 
@@ -221,53 +239,76 @@ struct MethodsQuery {
     done: Option<String>,
 }
 
-async fn methods_page(
-    State(state): State<AppState>,
-    doctor: CurrentDoctor,
-    lang: Lang,
-    Query(q): Query<MethodsQuery>,
-) -> Result<Response> {
-    let now = state.clock.unix();
+/// The doctor's linked authenticators.
+async fn linked_authenticators(state: &AppState, user_id: &str) -> Result<Vec<pages::LinkedView>> {
     let mut credentials: Vec<pages::LinkedView> = state
         .store
-        .fido_credentials_of(&doctor.user.id)
+        .fido_credentials_of(user_id)
         .await?
         .into_iter()
         .map(|c| pages::LinkedView {
             id: c.id,
-            kind: "fido",
+            kind: Method::Fido,
             name: c.name,
             created_at: c.created_at,
             last_used_at: c.last_used_at,
             synced: c.backup_eligible,
         })
         .collect();
-    credentials.extend(state.store.card_credentials_of(&doctor.user.id).await?.into_iter().map(|c| pages::LinkedView {
-        kind: c.kind.parse().unwrap_or(CardKind::Jpki).as_str(),
+    credentials.extend(state.store.card_credentials_of(user_id).await?.into_iter().map(|c| pages::LinkedView {
+        // The store holds only the two card kinds here; anything else reads as My Number, as before.
+        kind: if c.kind.parse().unwrap_or(CardKind::Jpki) == CardKind::Hpki { Method::Hpki } else { Method::Jpki },
         id: c.id,
         name: c.name,
         created_at: c.created_at,
         last_used_at: c.last_used_at,
         synced: false,
     }));
+    // Listed in the pages' order of the methods (HPKI card, FIDO, My Number card), then by age.
+    let rank = |m: Method| [Method::Hpki, Method::Fido, Method::Jpki].iter().position(|&x| x == m);
+    credentials.sort_by_key(|c| (rank(c.kind), c.created_at));
+    Ok(credentials)
+}
+
+/// What both pages of a signed-in doctor show: the linked authenticators, the live signing
+/// session, and the notice of the step that led here (`?done=`, from [`Done`]'s one table).
+async fn doctor_view(state: &AppState, doctor: &CurrentDoctor, lang: Lang, done: Option<&str>) -> Result<pages::MethodsView<'static>> {
+    let now = state.clock.unix();
+    let credentials = linked_authenticators(state, &doctor.user.id).await?;
     // Only this doctor's session at this clinic (docs/design.md §3.7).
     let signing = state
         .store
         .live_signing_session(&doctor.user.id, &doctor.clinic.clinic_id, now)
         .await?
         .map(|s| pages::SigningView { expires_at: s.expires_at, idle_expires_at: s.idle_expires_at() });
-    let notice = match q.done.as_deref() {
-        Some("linked") => Some(Msg::NoticeLinked),
-        Some("renamed") => Some(Msg::NoticeRenamed),
-        Some("removed") => Some(Msg::NoticeRemoved),
-        Some("ended") => Some(Msg::NoticeEnded),
-        Some("authenticated") => Some(Msg::NoticeAuthenticated),
-        Some("password") => Some(Msg::NoticePasswordChanged),
-        _ => None,
-    };
-    let view = pages::MethodsView { credentials, signing, notice: notice.map(|m| m.text(lang)), error: None };
-    let agent_url = state.config.card.agent_origin();
-    Ok(pages::methods(lang, &doctor.clinic.clinic_name, &doctor.user, &agent_url, &view).into_response())
+    let notice = done.and_then(Done::parse).map(|d| d.text(lang));
+    Ok(pages::MethodsView { credentials, signing, notice, error: None })
+}
+
+/// 「本人確認」, the daily page.
+async fn methods_page(
+    State(state): State<AppState>,
+    doctor: CurrentDoctor,
+    lang: Lang,
+    Query(q): Query<MethodsQuery>,
+) -> Result<Response> {
+    let view = doctor_view(&state, &doctor, lang, q.done.as_deref()).await?;
+    let (agent_url, origin) = (state.config.card.agent_origin(), state.config.public_origin());
+    let agent = pages::AgentView { url: &agent_url, gateway_origin: &origin };
+    Ok(pages::methods(lang, &doctor.clinic.clinic_name, &doctor.user, agent, &view).into_response())
+}
+
+/// 「認証手段の管理」, the one-time set-up page.
+async fn manage_page(
+    State(state): State<AppState>,
+    doctor: CurrentDoctor,
+    lang: Lang,
+    Query(q): Query<MethodsQuery>,
+) -> Result<Response> {
+    let view = doctor_view(&state, &doctor, lang, q.done.as_deref()).await?;
+    let (agent_url, origin) = (state.config.card.agent_origin(), state.config.public_origin());
+    let agent = pages::AgentView { url: &agent_url, gateway_origin: &origin };
+    Ok(pages::manage(lang, &doctor.clinic.clinic_name, &doctor.user, agent, &view).into_response())
 }
 
 /// The doctor signed in here, for the password page: with a temporary password (who must
@@ -357,7 +398,7 @@ async fn change_password(
         lockout_secs: state.config.login.lockout_secs,
     };
     let locks_until = match state.store.reserve_login_attempt(&key, now, &rules).await? {
-        LoginReservation::Reserved { locks_until } => locks_until,
+        LoginReservation::Reserved { locks_until, .. } => locks_until,
         LoginReservation::Refused { until } => {
             let r = Refusal::LoginLocked { until };
             state.store.audit(&audit_failure(r.code()), now).await?;
@@ -418,5 +459,5 @@ async fn change_password(
         browser_sessions_ended: ended,
     };
     state.store.audit(&event, now).await?;
-    Ok(Redirect::to(&format!("/methods?done=password&lang={}", lang.code())).into_response())
+    Ok(Redirect::to(&Done::Password.location(lang)).into_response())
 }

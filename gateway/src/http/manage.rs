@@ -1,6 +1,6 @@
-//! Managing linked authenticators from the methods page (docs/design.md §3.6, §3.7): renaming a
+//! Managing linked authenticators from 「認証手段の管理」 (docs/design.md §3.6, §3.7): renaming a
 //! FIDO authenticator, removing one of either kind, and ending the signing session. Form posts,
-//! answered with a redirect back to the methods page or a refusal page. Renaming and removing
+//! answered with a redirect back to the page the step belongs to ([`Done::page`]) or a refusal page. Renaming and removing
 //! need a recent proof (issue 15, `link::recently_proven`).
 
 use axum::extract::rejection::FormRejection;
@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::{AppError, Result};
 use super::extract::CurrentDoctor;
 use super::fido::KIND;
-use super::i18n::Lang;
+use super::i18n::{Done, Lang, Method};
 use super::link::recently_proven;
 use super::refusal::Refusal;
 use crate::store::{self, AuditEvent, EndReason, SessionFilter};
@@ -46,8 +46,8 @@ async fn owns(state: &AppState, doctor: &CurrentDoctor, id: &str) -> Result<bool
     Ok(state.store.fido_credentials_of(&doctor.user.id).await?.iter().any(|c| c.id == id))
 }
 
-fn back(lang: Lang, done: &str) -> Response {
-    Redirect::to(&format!("/methods?done={done}&lang={}", lang.code())).into_response()
+fn back(lang: Lang, done: Done) -> Response {
+    Redirect::to(&done.location(lang)).into_response()
 }
 
 /// The change needs a recent proof (audited when missing as `action` on `id`).
@@ -83,7 +83,7 @@ async fn rename(
         authenticator_id: id,
     };
     state.store.audit(&event, now).await?;
-    Ok(back(lang, "renamed"))
+    Ok(back(lang, Done::Renamed))
 }
 
 async fn remove_fido(State(state): State<AppState>, lang: Lang, doctor: CurrentDoctor, Path(id): Path<String>) -> Result<Response> {
@@ -99,7 +99,7 @@ async fn remove_fido(State(state): State<AppState>, lang: Lang, doctor: CurrentD
         Err(e) => return Err(e.into()),
     };
     audit_removal(&state, &doctor, KIND, &id, &ended, now).await?;
-    Ok(back(lang, "removed"))
+    Ok(back(lang, Done::Removed(Method::Fido)))
 }
 
 async fn remove_card(State(state): State<AppState>, lang: Lang, doctor: CurrentDoctor, Path(id): Path<String>) -> Result<Response> {
@@ -116,7 +116,8 @@ async fn remove_card(State(state): State<AppState>, lang: Lang, doctor: CurrentD
     // The store holds only the two card kinds here; anything else reads as My Number, as before.
     let kind = card.kind.parse().unwrap_or(CardKind::Jpki);
     audit_removal(&state, &doctor, kind.as_str(), &id, &ended, now).await?;
-    Ok(back(lang, "removed"))
+    let method = if kind == CardKind::Hpki { Method::Hpki } else { Method::Jpki };
+    Ok(back(lang, Done::Removed(method)))
 }
 
 /// Audits a removed authenticator (`kind`: `fido`, `hpki`, `jpki`) and the signing sessions its
@@ -163,5 +164,5 @@ async fn end_signing_session(State(state): State<AppState>, lang: Lang, doctor: 
         };
         state.store.audit(&event, now).await?;
     }
-    Ok(back(lang, "ended"))
+    Ok(back(lang, Done::Ended))
 }

@@ -131,7 +131,8 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/fido.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::FIDO_JS) }))
         .route("/assets/card.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::CARD_JS) }))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), clinic_gate));
+        .layer(middleware::from_fn_with_state(state.clone(), clinic_gate))
+        .layer(middleware::from_fn(i18n::keep_language));
     // The clinic agent's API: behind the clinic gate (the clinic's certificate), JSON, no browser
     // session and no same-origin check (no browser calls it).
     let agent = agent::router()

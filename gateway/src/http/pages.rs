@@ -3,7 +3,7 @@
 
 use maud::{DOCTYPE, Markup, html};
 
-use super::i18n::{Lang, Msg};
+use super::i18n::{Lang, Method, Msg};
 use crate::store::User;
 
 /// The stylesheet served at `/assets/app.css`.
@@ -45,7 +45,9 @@ pub fn layout(lang: Lang, title: &str, body: Markup) -> Markup {
     }
 }
 
-/// A page with a single message (refusals and errors).
+/// A page with a single message (refusals and errors), in the product's layout, with a way back:
+/// the start page (the login form, or the identity-check page when signed in). A refusal of this
+/// device (`GateTitle`) also says whom to ask.
 pub fn message(lang: Lang, title: Msg, text: &str) -> Markup {
     layout(
         lang,
@@ -53,6 +55,8 @@ pub fn message(lang: Lang, title: Msg, text: &str) -> Markup {
         html! {
             h1 { (title.text(lang)) }
             p.error role="alert" { (text) }
+            @if title == Msg::GateTitle { p.hint { (Msg::DeviceHelp.text(lang)) } }
+            p.back { a #back href={ "/?lang=" (lang.code()) } { (Msg::BackToStart.text(lang)) } }
         },
     )
 }
@@ -115,14 +119,14 @@ pub fn change_password(lang: Lang, clinic_name: &str, user: &User, temporary: bo
     )
 }
 
-/// A linked authenticator as the method page lists it.
+/// A linked authenticator as the pages list it.
 #[derive(Debug, Clone)]
 pub struct LinkedView {
     /// `fido_credentials.id` or `card_credentials.id`.
     pub id: String,
-    /// `fido`, `hpki` or `jpki`.
-    pub kind: &'static str,
-    /// Name the doctor gave it.
+    /// What kind of authenticator it is.
+    pub kind: Method,
+    /// Name the doctor gave it (or the one given when it was linked).
     pub name: String,
     /// Unix seconds.
     pub created_at: i64,
@@ -132,7 +136,31 @@ pub struct LinkedView {
     pub synced: bool,
 }
 
-/// The live signing session, as the method page shows it.
+impl LinkedView {
+    /// The name as `lang` reads it. Names given at linking ("マイナンバーカード 1",
+    /// "FIDO authenticator 2": the kind and a number, in the language of that page) are shown
+    /// in `lang`; a name the doctor chose is shown as typed.
+    pub fn display_name(&self, lang: Lang) -> String {
+        let base = self.kind.name();
+        let given = [Lang::Ja, Lang::En].into_iter().find_map(|l| {
+            let number = self.name.strip_prefix(base.text(l))?.strip_prefix(' ')?;
+            (!number.is_empty() && number.chars().all(|c| c.is_ascii_digit())).then_some(number)
+        });
+        // FIDO authenticators linked before the kind was named 「FIDO認証器」 in both places.
+        let given = given.or_else(|| {
+            [Lang::Ja, Lang::En].into_iter().find_map(|l| {
+                let number = self.name.strip_prefix(Msg::DefaultCredentialName.text(l))?.strip_prefix(' ')?;
+                (self.kind == Method::Fido && number.chars().all(|c| c.is_ascii_digit()) && !number.is_empty()).then_some(number)
+            })
+        });
+        match given {
+            Some(number) => format!("{} {number}", base.text(lang)),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// The live signing session, as the identity-check page shows it.
 #[derive(Debug, Clone, Copy)]
 pub struct SigningView {
     /// Absolute expiry (Unix seconds).
@@ -141,7 +169,7 @@ pub struct SigningView {
     pub idle_expires_at: i64,
 }
 
-/// What the method page shows besides the buttons.
+/// What the two pages of a signed-in doctor show besides their controls.
 #[derive(Debug, Default)]
 pub struct MethodsView<'a> {
     /// Linked FIDO credentials and cards.
@@ -154,26 +182,123 @@ pub struct MethodsView<'a> {
     pub error: Option<&'a str>,
 }
 
-/// The method page: signing-session state, three buttons, the doctor's linked authenticators,
-/// linking, and sign-out. The FIDO flows run in `/assets/fido.js`; the messages it may show
-/// are handed to it in `data-msg-*` attributes so all text stays in [`Msg`].
-pub fn methods(lang: Lang, clinic_name: &str, user: &User, agent_url: &str, view: &MethodsView<'_>) -> Markup {
-    let has_fido = view.credentials.iter().any(|c| c.kind == "fido");
-    let has_hpki = view.credentials.iter().any(|c| c.kind == "hpki");
-    let has_jpki = view.credentials.iter().any(|c| c.kind == "jpki");
+impl MethodsView<'_> {
+    fn has(&self, kind: Method) -> bool {
+        self.credentials.iter().any(|c| c.kind == kind)
+    }
+}
+
+/// Where the pages' scripts run: the card agent's address and the gateway's own origin (which the
+/// agent must allow).
+#[derive(Debug, Clone, Copy)]
+pub struct AgentView<'a> {
+    /// The card agent's origin on this PC (`card.agent_url`).
+    pub url: &'a str,
+    /// This gateway's public origin, as the agent's `--allow-origin` must name it.
+    pub gateway_origin: &'a str,
+}
+
+/// A time that never wraps in the middle (narrow screens).
+fn when(lang: Lang, unix: i64) -> Markup {
+    html! { span.nowrap { (lang.format_time(unix)) } }
+}
+
+/// The status line and working indicator the scripts write to.
+fn status_lines(lang: Lang) -> Markup {
+    html! {
+        p #fido-status.error role="alert" aria-live="assertive" {}
+        p #fido-working.notice role="status" hidden { (Msg::Working.text(lang)) }
+    }
+}
+
+/// The card PIN field with the messages `/assets/card.js` may show (`data-msg-*`, so all text
+/// stays in [`Msg`]). The PIN is read by the script and sent to the local card agent only: the
+/// field is outside every form, so no submit can carry it to the gateway.
+fn card_pin(lang: Lang, agent: AgentView<'_>, view: &MethodsView<'_>) -> Markup {
+    let origin_msg = Msg::AgentOriginRefused.text(lang).replace("{origin}", agent.gateway_origin);
+    html! {
+        div #card
+            data-lang=(lang.code())
+            data-agent-url=(agent.url)
+            data-linked-hpki=(view.has(Method::Hpki))
+            data-linked-jpki=(view.has(Method::Jpki))
+            data-msg-not-linked=(Msg::CardNoneLinked.text(lang))
+            data-msg-agent-down=(Msg::AgentNotRunning.text(lang))
+            data-msg-no-reader=(Msg::AgentNoReader.text(lang))
+            data-msg-no-card=(Msg::AgentNoCard.text(lang))
+            data-msg-wrong-card=(Msg::AgentWrongCard.text(lang))
+            data-msg-pin-format=(Msg::AgentPinFormat.text(lang))
+            data-msg-wrong-pin=(Msg::AgentWrongPin.text(lang))
+            data-msg-tries-left=(Msg::AgentTriesLeft.text(lang))
+            data-msg-pin-locked=(Msg::AgentPinLocked.text(lang))
+            data-msg-card-removed=(Msg::AgentCardRemoved.text(lang))
+            data-msg-card-error=(Msg::AgentCardError.text(lang))
+            data-msg-origin=(origin_msg)
+            data-msg-failed=(Msg::InternalError.text(lang)) {
+            label for="card-pin" { (Msg::CardPinLabel.text(lang)) }
+            input #card-pin type="password" autocomplete="off" inputmode="text" maxlength="16" spellcheck="false";
+            p.hint { (Msg::CardPinHint.text(lang)) }
+        }
+    }
+}
+
+/// The FIDO script's root with its messages.
+fn fido_root(lang: Lang, body: Markup) -> Markup {
+    html! {
+        div #fido
+            data-lang=(lang.code())
+            data-msg-cancelled=(Msg::FidoCancelled.text(lang))
+            data-msg-unsupported=(Msg::FidoUnsupported.text(lang))
+            data-msg-failed=(Msg::InternalError.text(lang))
+            data-msg-already=(Msg::FidoAlreadyLinked.text(lang))
+            data-msg-working=(Msg::Working.text(lang)) {
+            (body)
+        }
+    }
+}
+
+/// Who is signed in, and the notice or refusal of the last step.
+fn header_lines(lang: Lang, clinic_name: &str, user: &User, view: &MethodsView<'_>) -> Markup {
+    html! {
+        p.who { (Msg::SignedInAs.text(lang)) " " (user.name) "（" (clinic_name) "）" }
+        @if let Some(n) = view.notice { p.notice role="status" { (n) } }
+        @if let Some(e) = view.error { p.error role="alert" { (e) } }
+    }
+}
+
+/// Password change and sign-out, at the foot of both pages.
+fn foot(lang: Lang, other_page: Markup) -> Markup {
+    html! {
+        nav.foot {
+            p { (other_page) }
+            p { a #change-password-link href={ "/password?lang=" (lang.code()) } { (Msg::PasswordChangeLink.text(lang)) } }
+        }
+        form method="post" action={ "/logout?lang=" (lang.code()) } {
+            button #sign-out.secondary type="submit" { (Msg::SignOut.text(lang)) }
+        }
+        script src="/assets/common.js" defer {}
+        script src="/assets/fido.js" defer {}
+        script src="/assets/card.js" defer {}
+    }
+}
+
+/// 「本人確認」, the daily page: the signing session's state with its end button, the card
+/// reminder, the PIN field, then the three method buttons (HPKI card, FIDO, My Number card). All
+/// set-up lives on [`manage`].
+pub fn methods(lang: Lang, clinic_name: &str, user: &User, agent: AgentView<'_>, view: &MethodsView<'_>) -> Markup {
     let q = format!("?lang={}", lang.code());
+    let has_fido = view.has(Method::Fido);
     layout(
         lang,
-        Msg::MethodsTitle.text(lang),
+        Msg::VerifyTitle.text(lang),
         html! {
-            p.who { (Msg::SignedInAs.text(lang)) " " (user.name) "（" (clinic_name) "）" }
-            @if let Some(n) = view.notice { p.notice role="status" { (n) } }
-            @if let Some(e) = view.error { p.error role="alert" { (e) } }
+            (header_lines(lang, clinic_name, user, view))
+            h1 { (Msg::VerifyTitle.text(lang)) }
             @if let Some(s) = view.signing {
                 section #signing-session.signed-in {
                     h2 #signing-state { (Msg::SigningActive.text(lang)) }
-                    p { (Msg::SigningExpiresAt.text(lang)) " " time #signing-expires { (lang.format_time(s.expires_at)) } }
-                    p { (Msg::SigningIdleAt.text(lang)) " " (lang.format_time(s.idle_expires_at)) }
+                    p { (Msg::SigningExpiresAt.text(lang)) " " time #signing-expires { (when(lang, s.expires_at)) } }
+                    p { (Msg::SigningIdleAt.text(lang)) " " (when(lang, s.idle_expires_at)) }
                     p.hint { (Msg::SigningIdleNote.text(lang)) }
                     form method="post" action={ "/signing-session/end" (q) } {
                         button #end-signing.secondary type="submit" { (Msg::SigningEnd.text(lang)) }
@@ -182,18 +307,16 @@ pub fn methods(lang: Lang, clinic_name: &str, user: &User, agent_url: &str, view
             } @else {
                 p #signing-none.hint { (Msg::SigningNone.text(lang)) }
             }
-            h1 { (Msg::MethodsTitle.text(lang)) }
-            p { (Msg::MethodsLead.text(lang)) }
-            div #fido
-                data-lang=(lang.code())
-                data-msg-cancelled=(Msg::FidoCancelled.text(lang))
-                data-msg-unsupported=(Msg::FidoUnsupported.text(lang))
-                data-msg-failed=(Msg::InternalError.text(lang))
-                data-msg-already=(Msg::FidoAlreadyLinked.text(lang))
-                data-msg-working=(Msg::Working.text(lang)) {
+            @if view.credentials.is_empty() {
+                p #verify-none.error { (Msg::VerifyNoneLinked.text(lang)) " "
+                    a href={ "/manage" (q) } { (Msg::ManageTitle.text(lang)) } }
+            }
+            p { (Msg::VerifyLead.text(lang)) }
+            (fido_root(lang, html! {
+                p #card-reminder.reminder { (Msg::CardReminder.text(lang)) }
+                (card_pin(lang, agent, view))
                 div.methods {
-                    // The three methods in the order doctors know them from other products;
-                    // card buttons are driven by /assets/card.js, FIDO by /assets/fido.js.
+                    // The seed's order; card buttons are driven by /assets/card.js, FIDO by /assets/fido.js.
                     button #card-hpki.method type="button" data-method="hpki" data-card="hpki" { (Msg::Hpki.text(lang)) }
                     @if has_fido {
                         button #fido-auth.method type="button" data-method="fido" { (Msg::Fido.text(lang)) }
@@ -202,52 +325,50 @@ pub fn methods(lang: Lang, clinic_name: &str, user: &User, agent_url: &str, view
                     }
                     button #card-jpki.method type="button" data-method="jpki" data-card="jpki" { (Msg::MyNumber.text(lang)) }
                 }
-                // The PIN is read by /assets/card.js and sent to the local card agent only: the
-                // field is outside every form, so no submit can carry it to the gateway.
-                div #card
-                    data-lang=(lang.code())
-                    data-agent-url=(agent_url)
-                    data-linked-hpki=(has_hpki)
-                    data-linked-jpki=(has_jpki)
-                    data-msg-not-linked=(Msg::CardNoneLinked.text(lang))
-                    data-msg-agent-down=(Msg::AgentNotRunning.text(lang))
-                    data-msg-no-reader=(Msg::AgentNoReader.text(lang))
-                    data-msg-no-card=(Msg::AgentNoCard.text(lang))
-                    data-msg-wrong-card=(Msg::AgentWrongCard.text(lang))
-                    data-msg-pin-format=(Msg::AgentPinFormat.text(lang))
-                    data-msg-wrong-pin=(Msg::AgentWrongPin.text(lang))
-                    data-msg-tries-left=(Msg::AgentTriesLeft.text(lang))
-                    data-msg-pin-locked=(Msg::AgentPinLocked.text(lang))
-                    data-msg-card-removed=(Msg::AgentCardRemoved.text(lang))
-                    data-msg-card-error=(Msg::AgentCardError.text(lang))
-                    data-msg-origin=(Msg::AgentOriginNotAllowed.text(lang))
-                    data-msg-failed=(Msg::InternalError.text(lang)) {
-                    label for="card-pin" { (Msg::CardPinLabel.text(lang)) }
-                    input #card-pin type="password" autocomplete="off" inputmode="text" maxlength="16" spellcheck="false";
-                    p.hint { (Msg::CardPinHint.text(lang)) }
-                }
-                @if !has_fido { p.hint { (Msg::FidoNeedsLink.text(lang)) } }
-                p #fido-status.error role="alert" aria-live="assertive" {}
-                p #fido-working.notice role="status" hidden { (Msg::Working.text(lang)) }
+                (status_lines(lang))
+            }))
+            (foot(lang, html! { a #manage-link href={ "/manage" (q) } { (Msg::ManageLink.text(lang)) } }))
+        },
+    )
+}
 
+/// 「認証手段の管理」, the one-time page: the linked authenticators (rename, remove), linking with
+/// a registration code (one code field, then the kind), and adding another after confirming with
+/// a linked FIDO authenticator. Without any linked authenticator it explains what to do first.
+pub fn manage(lang: Lang, clinic_name: &str, user: &User, agent: AgentView<'_>, view: &MethodsView<'_>) -> Markup {
+    let q = format!("?lang={}", lang.code());
+    let has_fido = view.has(Method::Fido);
+    layout(
+        lang,
+        Msg::ManageTitle.text(lang),
+        html! {
+            (header_lines(lang, clinic_name, user, view))
+            h1 { (Msg::ManageTitle.text(lang)) }
+            @if view.credentials.is_empty() {
+                p #manage-first.reminder { (Msg::ManageNoneLead.text(lang)) }
+            } @else {
+                p { (Msg::ManageLead.text(lang)) }
+            }
+            (fido_root(lang, html! {
                 h2 { (Msg::Linked.text(lang)) }
                 @if view.credentials.is_empty() {
                     p #linked-none { (Msg::NoneLinked.text(lang)) }
                 } @else {
                     ul #linked {
                         @for c in &view.credentials {
-                            li.credential data-id=(c.id) {
-                                span.name { (c.name) }
+                            li.credential data-id=(c.id) data-kind=(c.kind.code()) {
+                                span.name { (c.display_name(lang)) }
+                                " " small.tag { (c.kind.name().text(lang)) }
                                 @if c.synced { " " small.tag { (Msg::SyncedPasskey.text(lang)) } }
                                 br;
                                 small.meta {
-                                    (Msg::CreatedAt.text(lang)) " " (lang.format_time(c.created_at)) " · "
+                                    (Msg::CreatedAt.text(lang)) " " (when(lang, c.created_at)) " · "
                                     (Msg::LastUsed.text(lang)) " "
-                                    @if let Some(t) = c.last_used_at { (lang.format_time(t)) } @else { (Msg::NeverUsed.text(lang)) }
+                                    @if let Some(t) = c.last_used_at { (when(lang, t)) } @else { (Msg::NeverUsed.text(lang)) }
                                 }
-                                @if c.kind == "fido" {
+                                @if c.kind == Method::Fido {
                                     form.inline method="post" action={ "/fido/credentials/" (c.id) "/rename" (q) } {
-                                        input name="name" type="text" maxlength="64" required value=(c.name) aria-label=(Msg::Rename.text(lang));
+                                        input name="name" type="text" maxlength="64" required value=(c.display_name(lang)) aria-label=(Msg::Rename.text(lang));
                                         button.secondary type="submit" { (Msg::Rename.text(lang)) }
                                     }
                                     form.inline method="post" action={ "/fido/credentials/" (c.id) "/remove" (q) } {
@@ -264,33 +385,34 @@ pub fn methods(lang: Lang, clinic_name: &str, user: &User, agent_url: &str, view
                     p.hint { (Msg::RemoveConfirmNote.text(lang)) }
                 }
 
-                h2 { (Msg::LinkTitle.text(lang)) }
-                p { (Msg::LinkLead.text(lang)) }
+                h2 { (Msg::LinkCodeTitle.text(lang)) }
+                p { (Msg::LinkCodeLead.text(lang)) }
                 form #link-code-form {
                     label for="enroll-code" { (Msg::CodeLabel.text(lang)) }
                     input #enroll-code name="code" type="text" autocomplete="off" autocapitalize="characters" spellcheck="false" required placeholder="XXXX-XXXX-XXXX-XXXX-XXXX-XXXX";
                     label for="credential-name" { (Msg::CredentialNameLabel.text(lang)) }
                     input #credential-name name="name" type="text" maxlength="64" autocomplete="off";
-                    button #link-code type="submit" { (Msg::LinkWithCode.text(lang)) }
-                    button #link-code-hpki.secondary type="button" data-card="hpki" { (Msg::LinkCardHpki.text(lang)) }
-                    button #link-code-jpki.secondary type="button" data-card="jpki" { (Msg::LinkCardJpki.text(lang)) }
                 }
+                // Outside the form, like on the daily page (the PIN must never be submitted).
+                (card_pin(lang, agent, view))
+                p.kind-label { (Msg::LinkKindLabel.text(lang)) }
+                div.methods {
+                    button #link-code-hpki.method type="button" data-card="hpki" { (Msg::Hpki.text(lang)) }
+                    button #link-code.method type="submit" form="link-code-form" { (Msg::FidoAuthenticator.text(lang)) }
+                    button #link-code-jpki.method type="button" data-card="jpki" { (Msg::MyNumber.text(lang)) }
+                }
+                (status_lines(lang))
                 @if has_fido {
+                    h2 { (Msg::LinkExistingTitle.text(lang)) }
                     p.hint { (Msg::LinkWithExistingLead.text(lang)) }
-                    button #link-existing.secondary type="button" { (Msg::LinkWithExisting.text(lang)) }
-                    p.hint { (Msg::LinkCardWithFido.text(lang)) " "
-                        button #link-fido-hpki.secondary type="button" data-card="hpki" { (Msg::Hpki.text(lang)) } " "
+                    div.methods {
+                        button #link-fido-hpki.secondary type="button" data-card="hpki" { (Msg::Hpki.text(lang)) }
+                        button #link-existing.secondary type="button" { (Msg::FidoAuthenticator.text(lang)) }
                         button #link-fido-jpki.secondary type="button" data-card="jpki" { (Msg::MyNumber.text(lang)) }
                     }
                 }
-            }
-            p { a #change-password-link href={ "/password?lang=" (lang.code()) } { (Msg::PasswordChangeLink.text(lang)) } }
-            form method="post" action="/logout" {
-                button #sign-out.secondary type="submit" { (Msg::SignOut.text(lang)) }
-            }
-            script src="/assets/common.js" defer {}
-            script src="/assets/fido.js" defer {}
-            script src="/assets/card.js" defer {}
+            }))
+            (foot(lang, html! { a #verify-link href={ "/methods" (q) } { (Msg::VerifyLink.text(lang)) } }))
         },
     )
 }

@@ -311,8 +311,14 @@ pub enum Refusal {
     // ---- login and password forms (the password form audits the code) ----
     /// A field is missing or too long.
     MissingFields,
-    /// Wrong login ID or password (one answer for both).
-    InvalidCredentials,
+    /// Wrong login ID or password (one answer for both, with the same count: the lockout counts
+    /// per typed login ID whether or not it exists).
+    InvalidCredentials {
+        /// Failed attempts left before the lock, when the count is known.
+        tries_left: Option<i64>,
+        /// How long the lock lasts, in minutes.
+        lock_minutes: i64,
+    },
     /// Too many failures: locked until then.
     LoginLocked {
         /// Unix time the lock ends.
@@ -431,7 +437,7 @@ impl Refusal {
             ClinicDisabled => "clinic_disabled",
             CertNotRegistered => "not_registered",
             MissingFields => "missing",
-            InvalidCredentials => "invalid_credentials",
+            InvalidCredentials { .. } => "invalid_credentials",
             LoginLocked { .. } => "locked",
             DoctorOnly => "not_doctor",
             TemporaryPasswordExpired => "temporary_password_expired",
@@ -492,7 +498,7 @@ impl Refusal {
             | CodeMalformed | FidoBadRequest | CeremonyMissing | TimedOut | InvalidResponse | CardBadRequest | BadCardKind
             | ChallengeMissing | ChallengeExpired | ResponseMalformed => StatusCode::BAD_REQUEST,
             LoginRequired => StatusCode::UNAUTHORIZED,
-            BadOrigin | CertRevoked | ClinicDisabled | CertNotRegistered | InvalidCredentials | LoginLocked { .. }
+            BadOrigin | CertRevoked | ClinicDisabled | CertNotRegistered | InvalidCredentials { .. } | LoginLocked { .. }
             | DoctorOnly | TemporaryPasswordExpired | PasswordCurrentWrong | PasswordChangeRequired | ReauthRequired
             | CodeWrong { .. } | CodeExpired | CodeUsed | CodeExhausted | CodeVoided | UnknownCredential
             | CredentialOfAnotherDoctor | CounterRegression | PolicyRefused | UserNotVerified | LinkNotAuthorised
@@ -525,7 +531,7 @@ impl Refusal {
             ClinicDisabled => Msg::ClinicDisabled,
             CertNotRegistered => Msg::CertNotRegistered,
             MissingFields => Msg::MissingFields,
-            InvalidCredentials => Msg::InvalidCredentials,
+            InvalidCredentials { .. } => Msg::InvalidCredentials,
             LoginLocked { .. } => Msg::LoginLocked,
             DoctorOnly => Msg::DoctorOnly,
             TemporaryPasswordExpired => Msg::TemporaryPasswordExpired,
@@ -588,7 +594,15 @@ impl Refusal {
         let text = self.msg().text(lang);
         match self {
             Refusal::CodeWrong { tries_left: Some(n) } => format!("{text} {} {n}", Msg::CodeTriesLeft.text(lang)),
-            Refusal::LoginLocked { until } => format!("{text} {}", lang.format_time(*until)),
+            Refusal::LoginLocked { until } => {
+                let end = if lang == Lang::Ja { "。" } else { "." };
+                format!("{text} {}{end} {}", lang.format_time(*until), Msg::LoginLockedUnlock.text(lang))
+            }
+            Refusal::InvalidCredentials { tries_left: Some(n), lock_minutes } => {
+                let warning =
+                    Msg::LoginTriesLeft.text(lang).replace("{n}", &n.to_string()).replace("{minutes}", &lock_minutes.to_string());
+                format!("{text} {warning}")
+            }
             _ => text.to_owned(),
         }
     }

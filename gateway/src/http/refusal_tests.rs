@@ -100,7 +100,8 @@ fn every_refusal() -> Vec<Refusal> {
         ClinicDisabled,
         CertNotRegistered,
         MissingFields,
-        InvalidCredentials,
+        InvalidCredentials { tries_left: Some(2), lock_minutes: 15 },
+        InvalidCredentials { tries_left: None, lock_minutes: 15 },
         LoginLocked { until: 0 },
         DoctorOnly,
         TemporaryPasswordExpired,
@@ -170,7 +171,7 @@ fn every_refusal() -> Vec<Refusal> {
     for r in &all {
         match r {
             NotFound | BadOrigin | BodyIncomplete | BodyTimeout | PayloadTooLarge | Unavailable | Internal | CertRevoked
-            | ClinicDisabled | CertNotRegistered | MissingFields | InvalidCredentials | LoginLocked { .. } | DoctorOnly
+            | ClinicDisabled | CertNotRegistered | MissingFields | InvalidCredentials { .. } | LoginLocked { .. } | DoctorOnly
             | TemporaryPasswordExpired | PasswordCurrentWrong | PasswordMismatch | PasswordSameAsOld | PasswordWeak(_)
             | PasswordChangedMeanwhile | LoginRequired | PasswordChangeRequired | ReauthRequired | CredentialNotFound
             | NameInvalid | CodeMalformed | CodeWrong { .. } | CodeExpired | CodeUsed | CodeExhausted | CodeVoided

@@ -44,12 +44,13 @@ impl Store {
             WHERE (login_attempts.locked_until IS NULL AND login_attempts.window_start <= $2 - $4)
                OR login_attempts.locked_until <= $2
                OR (login_attempts.locked_until IS NULL AND login_attempts.failures < $3)
-            RETURNING locked_until";
+            RETURNING locked_until, failures";
         let max = i64::from(rules.max_failures);
         let reserved =
-            write_optional!(self, (Option<i64>,), SQL, login_key, now, max, rules.window_secs, rules.lockout_secs)?;
-        if let Some((locks_at,)) = reserved {
-            return Ok(LoginReservation::Reserved { locks_until: locks_at });
+            write_optional!(self, (Option<i64>, i64), SQL, login_key, now, max, rules.window_secs, rules.lockout_secs)?;
+        if let Some((locks_at, failures)) = reserved {
+            let tries_left = (max - failures).max(0);
+            return Ok(LoginReservation::Reserved { locks_until: locks_at, tries_left });
         }
         // Refused: say until when. A count at the limit without a lock (the limit was lowered
         // since) lasts until its window runs out.
@@ -104,6 +105,9 @@ pub enum LoginReservation {
     Reserved {
         /// The lock this attempt set, if it was the last one allowed.
         locks_until: Option<i64>,
+        /// Checks the window still allows after this one, should this one fail (0 when this
+        /// was the last).
+        tries_left: i64,
     },
     /// Locked, or at the limit: the password must not be checked.
     Refused {
