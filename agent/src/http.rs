@@ -258,7 +258,10 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
         // (Debug-escaped: it is whatever the client sent), so whoever set up the agent sees
         // which origin to add with --allow-origin.
         refused => {
-            let host = request.headers().get(header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+            let host = request
+                .headers()
+                .get(header::HOST)
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
             let origin = refused.map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned());
             if host_ok {
                 tracing::warn!(origin = ?origin, "refused a request from an origin not in --allow-origin");
@@ -313,12 +316,18 @@ async fn hello(State(state): State<AppState>, method: Method, headers: HeaderMap
     }
     let mut response = if method == Method::OPTIONS {
         let mut r = preflight(headers).await;
-        r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET"));
+        r.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET"),
+        );
         r
     } else {
         Json(json!({ "agent": "ninsho", "version": env!("CARGO_PKG_VERSION") })).into_response()
     };
-    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     response
 }
 

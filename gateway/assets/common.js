@@ -36,6 +36,8 @@ window.ninshoPage = (() => {
     if (busy) return;
     busy = true;
     show('');
+    // The notice of the previous step (「…で本人確認しました」) would sit above this flow's outcome.
+    for (const n of document.querySelectorAll('p.notice[role=status]')) if (n !== working) n.hidden = true;
     if (working) working.hidden = false;
     try {
       const next = await flow();
