@@ -70,6 +70,10 @@ pub struct OqsArgs {
     /// tmpfs, when it exists; else under --work). Removed at the end.
     #[arg(long)]
     pub folders: Option<PathBuf>,
+    /// Where the agent's data directory (key, `relay.toml`, journal, archive) goes, one per
+    /// database, kept across its settle times as one clinic PC's agent (default: --work).
+    #[arg(long)]
+    pub agent_data: Option<PathBuf>,
     /// Measured seconds per run.
     #[arg(long, default_value_t = 6.0)]
     pub duration: f64,
@@ -105,7 +109,7 @@ pub struct OqsArgs {
     /// Gateway and agent log level (`info` is the production default).
     #[arg(long, default_value = "info")]
     pub log_level: String,
-    /// A few-second harness check (SQLite, settle 20 ms, 1 and 4 clients, 1.5 s each); fails on
+    /// A few-second harness check (SQLite, settle 20 ms, 4 clients for 1.5 s); fails on
     /// any error or an unanswered run; writes no report.
     #[arg(long)]
     pub smoke: bool,
@@ -682,7 +686,7 @@ pub async fn oqs(mut args: OqsArgs) -> anyhow::Result<()> {
     if args.smoke {
         args.db = vec![OqsDb::Sqlite];
         args.settle_ms = vec![20];
-        args.clients = vec![1, 4];
+        args.clients = vec![4];
         args.duration = args.duration.min(1.5);
         args.warmup = args.warmup.min(0.5);
         args.out = None;
@@ -706,6 +710,14 @@ pub async fn oqs(mut args: OqsArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&folders);
     std::fs::create_dir_all(&folders)?;
     let folders = std::fs::canonicalize(&folders)?;
+    let agent_root = match &args.agent_data {
+        Some(d) => {
+            let _ = std::fs::remove_dir_all(d);
+            std::fs::create_dir_all(d)?;
+            std::fs::canonicalize(d)?
+        }
+        None => work.clone(),
+    };
     let load_before = run::load_average();
     let pki = setup::make_pki(&work.join("pki"), now)?;
     let cards = setup::CardPki::new(1, now)?;
@@ -717,7 +729,7 @@ pub async fn oqs(mut args: OqsArgs) -> anyhow::Result<()> {
         seconds: 0.0,
         args: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         folders: format!("{} ({})", folders.display(), fs_type(&folders)),
-        agent_data: format!("{} ({})", work.display(), fs_type(&work)),
+        agent_data: format!("{} ({})", agent_root.display(), fs_type(&agent_root)),
         request_bytes: request_xml("bench0c0n1").len(),
         answer_bytes: 0,
         rescan_secs: args.rescan_secs,
@@ -746,12 +758,15 @@ pub async fn oqs(mut args: OqsArgs) -> anyhow::Result<()> {
     }
     let mut result = Ok(());
     for db in dbs {
-        result = one_database(&args, db, &gateway_bin, &agent_bin, &work, &folders, &pki, &cards, &emr, now, &mut report).await;
+        result = one_database(&args, db, &gateway_bin, &agent_bin, &work, &agent_root, &folders, &pki, &cards, &emr, now, &mut report).await;
         if result.is_err() {
             break;
         }
     }
     let _ = std::fs::remove_dir_all(&folders);
+    if args.agent_data.is_some() {
+        let _ = std::fs::remove_dir_all(&agent_root);
+    }
     result?;
     report.seconds = started.elapsed().as_secs_f64();
     std::fs::write(work.join("results.json"), serde_json::to_vec_pretty(&report)?)?;
@@ -786,6 +801,7 @@ async fn one_database(
     gateway_bin: &Path,
     agent_bin: &Path,
     work: &Path,
+    agent_root: &Path,
     folders: &Path,
     pki: &PkiFiles,
     cards: &setup::CardPki,
@@ -816,7 +832,7 @@ async fn one_database(
     let result = async {
         run::wait_port(cfg.port, &mut gw, 60).await?;
         for &settle_ms in &args.settle_ms {
-            with_agent(args, db, settle_ms, agent_bin, work, folders, pki, &gw, cfg.port, emr, report).await?;
+            with_agent(args, db, settle_ms, agent_bin, agent_root, folders, pki, &gw, cfg.port, emr, report).await?;
         }
         anyhow::Ok(())
     }
@@ -829,14 +845,16 @@ async fn one_database(
 }
 
 /// Starts the terminal and an agent with `settle_ms`, checks one request, then measures each
-/// client count; at the end every answer must be archived and both folders empty.
+/// client count; at the end every answer must be archived and both folders empty. The agent's
+/// data directory (so its id) is one per database: a new agent id would be refused the clinic's
+/// relay while the previous one was seen within `oqs.agent_hold_secs`.
 #[allow(clippy::too_many_arguments, reason = "internal step of oqs()")]
 async fn with_agent(
     args: &OqsArgs,
     db: OqsDb,
     settle_ms: u64,
     agent_bin: &Path,
-    work: &Path,
+    agent_root: &Path,
     folders: &Path,
     pki: &PkiFiles,
     gw: &Proc,
@@ -849,15 +867,16 @@ async fn with_agent(
     for d in [&req, &res] {
         std::fs::create_dir_all(d)?;
     }
-    let data = work.join(format!("agent-{label}"));
+    let data = agent_root.join(format!("agent-{}", db.label()));
     std::fs::create_dir_all(&data)?;
+    let archived_before = count_files(&data.join("archive"));
     let identity = data.join("client.pem");
     let pem = format!("{}{}", std::fs::read_to_string(&pki.clinic_cert)?, std::fs::read_to_string(&pki.clinic_key)?);
     write_private(&identity, pem.as_bytes())?;
     let relay_toml = data.join("relay.toml");
     write_relay_toml(&relay_toml, port, pki, &identity, &req, &res, &data, args.rescan_secs, settle_ms)?;
     let terminal = Terminal::start(&req, &res, Duration::from_millis(args.terminal_rescan_ms.max(1)))?;
-    let log = data.join("agent.log");
+    let log = data.join(format!("agent-settle{settle_ms}.log"));
     let mut agent = run::spawn(
         "card-agent",
         Command::new(agent_bin)
@@ -912,18 +931,19 @@ async fn with_agent(
         }
         // Every request the terminal answered was uploaded once and archived once.
         let settled = count_answered(&data, &res, &req, Duration::from_secs(10)).await;
-        let fine = settled.folders_empty && settled.archived as u64 == total;
+        let archived = settled.archived.saturating_sub(archived_before);
+        let fine = settled.folders_empty && archived as u64 == total;
         report.checks.push(format!(
             "{}, settle {settle_ms} ms: the first request answered in {:.0} ms (the paired answer, identifier echoed, `SegmentOfResult` 1); at the end {} answers archived by the agent for {} requests answered to the EMR clients, `req` and `res` {}{}",
             db.label(),
             first.as_secs_f64() * 1000.0,
-            settled.archived,
+            archived,
             total,
             if settled.folders_empty { "empty" } else { "NOT empty" },
             if fine { "" } else { " — MISMATCH" },
         ));
         if args.smoke && !fine {
-            bail!("{label}: {} answers archived for {total} answered; folders empty: {}", settled.archived, settled.folders_empty);
+            bail!("{label}: {archived} answers archived for {total} answered; folders empty: {}", settled.folders_empty);
         }
         anyhow::Ok(())
     }
