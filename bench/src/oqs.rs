@@ -252,11 +252,19 @@ impl Terminal {
         let stamps: Stamps = Arc::default();
         let (wake, woken) = mpsc::channel::<()>();
         let seen = stamps.clone();
-        // The event is the moment the file appeared: stamp it in the watcher's thread.
+        // The event is the moment the file appeared: stamp it in the watcher's thread. Only
+        // creations and changes wake the terminal: listing `req` itself raises access events on
+        // the folder, which would make the terminal list it again at once, in a loop.
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let at = Instant::now();
-            if let Ok(event) = &event
-                && matches!(event.kind, notify::EventKind::Create(_) | notify::EventKind::Modify(_) | notify::EventKind::Any)
+            let Ok(event) = &event else {
+                let _ = wake.send(());
+                return;
+            };
+            if !matches!(event.kind, notify::EventKind::Create(_) | notify::EventKind::Modify(_) | notify::EventKind::Any) {
+                return;
+            }
+            let mut stamped = false;
             {
                 let mut stamps = lock(&seen);
                 for path in &event.paths {
@@ -264,10 +272,13 @@ impl Terminal {
                         && oqs_sim::is_request_name(name)
                     {
                         stamps.entry(name.to_owned()).or_default().seen.get_or_insert(at);
+                        stamped = true;
                     }
                 }
             }
-            let _ = wake.send(());
+            if stamped {
+                let _ = wake.send(());
+            }
         })?;
         notify::Watcher::watch(&mut watcher, req, notify::RecursiveMode::NonRecursive)?;
         let stop = Arc::new(AtomicBool::new(false));
