@@ -87,5 +87,10 @@ fi
 log "benchmark harness smoke run"
 "${CARGO_TARGET_DIR:-target}/debug/bench" run --smoke --gateway "${CARGO_TARGET_DIR:-target}/debug/gateway" \
   --work "${CARGO_TARGET_DIR:-target}/bench-smoke"
+# The OQS relay scenario (issue 21) likewise, a few seconds: the gateway on SQLite, the clinic agent
+# binary and the bench as EMR and terminal; fails on any error. Full run: `bench oqs --out BENCHMARKS.md`.
+log "benchmark harness smoke run: OQS relay"
+"${CARGO_TARGET_DIR:-target}/debug/bench" oqs --smoke --gateway "${CARGO_TARGET_DIR:-target}/debug/gateway" \
+  --agent "${CARGO_TARGET_DIR:-target}/debug/card-agent" --work "${CARGO_TARGET_DIR:-target}/bench-oqs-smoke" >/dev/null
 
 log "all tests passed"

@@ -1,13 +1,15 @@
 //! `bench`: the benchmark harness of issue 7. `bench run` is the whole comparison (see
 //! `bench/run.sh`); `bench load` drives one scenario against any server and prints JSON;
 //! `bench trivial-server` is the TLS + HTTP ceiling; `bench crypto` prints the crypto ceilings;
-//! `bench soak` is the long mixed load of issue 16. The hidden `signer-admin`, `signer-serve` and
+//! `bench soak` is the long mixed load of issue 16; `bench oqs` is the OQS relay of issue 21. The
+//! hidden `signer-admin`, `signer-serve` and
 //! `key-ceiling` run the remote signer and its key backend in a child process for the signHash
 //! scenario (`signhash.rs`).
 
 mod ceiling;
 mod conn;
 mod load;
+mod oqs;
 mod procstat;
 mod report;
 mod run;
@@ -41,6 +43,10 @@ enum Cmd {
     /// A long mixed load (tokens, consumes, FIDO and card logins) at half the measured maximum:
     /// errors, p99 over time and the gateway's RSS slope, as a `## Soak` section.
     Soak(soak::SoakArgs),
+    /// The OQS relay (issue 21): EMR clients → gateway → clinic agent → `req`/`res` folders → a
+    /// terminal in this process and back; relayed requests/s and the added latency, as JSON and
+    /// (`--out`) an `## OQS relay` section.
+    Oqs(oqs::OqsArgs),
     /// The trivial mTLS server (constant body).
     TrivialServer {
         #[arg(long)]
@@ -193,6 +199,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             run::run(args).await
         }
         Cmd::Soak(args) => soak::soak(args).await,
+        Cmd::Oqs(args) => oqs::oqs(args).await,
         Cmd::Load(a) => {
             let tls = tlsconf::client(&a.ca, &a.cert, &a.key, a.mode == load::Mode::KeepAlive)?;
             let target = conn::Target {

@@ -181,6 +181,15 @@ impl Proc {
         self.child.id()
     }
 
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The exit status, if the process has ended.
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     pub(crate) fn stop(mut self, grace: Duration) {
         let _ = Command::new("kill")
