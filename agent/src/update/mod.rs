@@ -146,15 +146,13 @@ pub fn on_start(settings: &Settings) -> Start {
             None
         }
     };
+    // Partial downloads, staged binaries and a `.new` copy are never needed again: a swap that
+    // reached its final rename no longer uses them, one that did not is abandoned.
+    files::remove_leftovers(&dir);
+    swap::remove_new(&settings.exe);
     match pending {
-        None => {
-            files::remove_leftovers(&dir);
-            swap::remove_new(&settings.exe);
-            Start::Normal
-        }
+        None => Start::Normal,
         Some(p) if p.version != VERSION => {
-            files::remove_leftovers(&dir);
-            swap::remove_new(&settings.exe);
             tracing::warn!(release.version = %p.version, running = VERSION, "update: the swap to this release did not complete; the running binary stays");
             if files::read_report(&dir).ok().flatten().is_none() {
                 let detail = format!("the swap did not complete; {VERSION} runs");
