@@ -481,7 +481,8 @@ def check_agent_unit(text: str) -> list[str]:
             stand_in.write_text("#!/bin/sh\nexit 0\n")
             stand_in.chmod(0o755)
             unit = Path(tmp) / "ninsho-agent.service"
-            unit.write_text(text.replace("/usr/local/bin/card-agent", str(stand_in)))
+            # The agent runs from its state directory (it updates itself, docs/design.md §3.15).
+            unit.write_text(text.replace("/var/lib/ninsho-agent/card-agent --config", f"{stand_in} --config"))
             run = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
             said = (run.stdout + run.stderr).strip()
             if run.returncode != 0 or said:

@@ -64,6 +64,11 @@ log "npm ci (tests/e2e)"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 log "building"
 cargo build --workspace --all-features --all-targets --locked
+# The self-update tests (tests/integration/agent_update.rs) run two more agent builds (other
+# versions, the test release keys, test crash hooks); the normal build is restored after them.
+log "agent builds for the self-update tests"
+./tests/build-update-agents.sh
+export NINSHO_TEST_AGENT_UPDATE_BINS=$(realpath "${CARGO_TARGET_DIR:-target}/agent-update-bins")
 # The process fault tests (tests/integration/faults/process.rs) run this gateway binary, just built.
 export NINSHO_GATEWAY_BIN=$(realpath "${CARGO_TARGET_DIR:-target}/debug/gateway")
 # The signer process tests (tests/integration/signer_process.rs) run this ninsho-signer. (Not

@@ -17,7 +17,7 @@ pub const DEFAULT_PORT: u16 = 18443;
 ///
 /// Listens on 127.0.0.1 only and answers only pages from the allowed gateway origins.
 #[derive(Debug, Parser)]
-#[command(name = "card-agent", version)]
+#[command(name = "card-agent", version = crate::VERSION)]
 pub struct Args {
     /// Gateway origin allowed to use the agent, e.g. https://gateway.clinic.example:8443 (repeatable).
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
@@ -48,6 +48,21 @@ pub struct Args {
     /// Log lines on stderr as text or as JSON (one object per line, for a log collector).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Hours between checks for a new release (1–168; default 6). Also checked at start.
+    #[arg(long, value_name = "HOURS")]
+    pub update_check_hours: Option<u64>,
+    /// Install an offered release automatically at this hour (0–23, Japan time) instead of
+    /// waiting for はい on the status page.
+    #[arg(long, value_name = "HOUR")]
+    pub auto_update_hour: Option<u8>,
+    /// Seconds a newly installed version has to become healthy before the previous one is put
+    /// back (10–3600; default 120).
+    #[arg(long, value_name = "SECS")]
+    pub update_health_secs: Option<u64>,
+    /// Check this binary (run by the updater on a new release before it is installed): prints
+    /// its version and target and exits 0 when it can run here.
+    #[arg(long)]
+    pub self_test: bool,
 }
 
 /// How log lines are written.
@@ -70,6 +85,20 @@ struct FileConfig {
     gateway: Option<String>,
     gateway_ca: Option<PathBuf>,
     relay: Option<PathBuf>,
+    update_check_hours: Option<u64>,
+    auto_update_hour: Option<u8>,
+    update_health_secs: Option<u64>,
+}
+
+/// The self-update's settings (docs/design.md §3.15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateOptions {
+    /// Time between checks.
+    pub check_every: std::time::Duration,
+    /// Install automatically at this hour (JST).
+    pub auto_update_hour: Option<u8>,
+    /// How long a new version has to become healthy.
+    pub health_bound: std::time::Duration,
 }
 
 /// The checked configuration.
@@ -89,6 +118,8 @@ pub struct Config {
     pub gateway_ca: Option<PathBuf>,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// The self-update.
+    pub update: UpdateOptions,
 }
 
 /// Why the configuration was refused.
@@ -112,6 +143,9 @@ pub enum ConfigError {
     /// A gateway that is not an https origin.
     #[error("the gateway must be an https:// origin (scheme://host[:port], no path): {0}")]
     BadGateway(String),
+    /// An update setting out of range.
+    #[error("{0}")]
+    BadUpdateSetting(String),
     /// No data directory given and none can be derived.
     #[error("no data directory: pass --data-dir DIR")]
     NoDataDir,
@@ -161,7 +195,24 @@ impl Config {
             .or(file.data_dir)
             .or_else(default_data_dir)
             .ok_or(ConfigError::NoDataDir)?;
+        let check_hours = args.update_check_hours.or(file.update_check_hours).unwrap_or(6);
+        if !(1..=168).contains(&check_hours) {
+            return Err(ConfigError::BadUpdateSetting(format!("update_check_hours must be 1..=168, got {check_hours}")));
+        }
+        let auto_update_hour = args.auto_update_hour.or(file.auto_update_hour);
+        if auto_update_hour.is_some_and(|h| h > 23) {
+            return Err(ConfigError::BadUpdateSetting("auto_update_hour must be 0..=23 (Japan time)".to_owned()));
+        }
+        let health_secs = args.update_health_secs.or(file.update_health_secs).unwrap_or(120);
+        if !(10..=3600).contains(&health_secs) {
+            return Err(ConfigError::BadUpdateSetting(format!("update_health_secs must be 10..=3600, got {health_secs}")));
+        }
         Ok(Config {
+            update: UpdateOptions {
+                check_every: std::time::Duration::from_secs(check_hours * 3600),
+                auto_update_hour,
+                health_bound: std::time::Duration::from_secs(health_secs),
+            },
             listen: SocketAddr::new(ip, port),
             allowed_origins,
             relay: args.relay.or(file.relay),

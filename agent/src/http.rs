@@ -348,7 +348,7 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
         .map_err(|_| ApiError::new(ErrorCode::CardError))??;
     Ok(Json(json!({
         "agent": "card-agent",
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": crate::VERSION,
         "readers": readers.iter().map(reader_json).collect::<Vec<_>>(),
     }))
     .into_response())

@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod relay;
 pub mod setup;
+pub mod update;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +20,13 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use config::{Args, Config, ConfigError, DEFAULT_PORT, LogFormat};
+
+/// The version this build reports (to the gateway, on the pages, in `--self-test`): the
+/// package's, unless the build set `NINSHO_AGENT_VERSION` (agent/build.rs).
+pub const VERSION: &str = env!("NINSHO_AGENT_BUILD_VERSION");
+
+/// The target triple this build runs on (the releases it installs must name it).
+pub const TARGET: &str = env!("NINSHO_AGENT_BUILD_TARGET");
 
 /// Serves the agent on `listener` until `shutdown` completes: the card bridge for the gateway
 /// page, and the set-up and status pages of the OQS relay run by `supervisor`.
@@ -28,6 +36,17 @@ pub async fn serve(
     supervisor: Arc<relay::supervisor::Supervisor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_updater(config, listener, supervisor, None, shutdown).await
+}
+
+/// [`serve`], with the self-update's offer and answers on the status page (docs/design.md §3.15).
+pub async fn serve_with_updater(
+    config: &Config,
+    listener: TcpListener,
+    supervisor: Arc<relay::supervisor::Supervisor>,
+    updater: Option<Arc<update::Updater>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
     let cards = cards::Cards::start()?;
     let state = http::AppState::new(cards, config.allowed_origins.clone(), port);
@@ -35,7 +54,8 @@ pub async fn serve(
         setup::SetupContext {
             target: setup_target(config),
             supervisor,
-            version: env!("CARGO_PKG_VERSION"),
+            version: VERSION,
+            updater,
         },
         port,
     );

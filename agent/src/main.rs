@@ -7,13 +7,17 @@ use std::sync::Arc;
 
 use card_agent::relay::run::RelayFile;
 use card_agent::relay::supervisor::Supervisor;
-use card_agent::{Args, Config, LogFormat};
+use card_agent::{Args, Config, LogFormat, update};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = match Config::from_args(Args::parse()) {
+    let args = Args::parse();
+    if args.self_test {
+        return card_agent::update::self_test();
+    }
+    let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("card-agent: {e}");
@@ -48,6 +52,20 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> std::io::Result<()> {
     let target = card_agent::setup_target(&config);
+    // The path the service manager starts, resolved before an update replaces the file.
+    let settings = update::Settings {
+        data_dir: config.data_dir.clone(),
+        relay_file: target.relay_file.clone(),
+        exe: std::env::current_exe()?,
+        check_every: config.update.check_every,
+        auto_update_hour: config.update.auto_update_hour,
+        health_bound: config.update.health_bound,
+    };
+    // An update may have been interrupted, or the new binary may not come up: settle that first.
+    let start = update::on_start(&settings);
+    if matches!(start, update::Start::Exit) {
+        return Ok(());
+    }
     // An explicit --relay file must be usable; the set-up's own file is re-made by the set-up.
     let relay = match RelayFile::load(&target.relay_file) {
         Ok(file) => Some(file),
@@ -63,14 +81,25 @@ async fn run(config: Config) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     println!("card-agent listening on http://{addr}");
     tracing::info!(%addr, origins = ?config.allowed_origins, "listening");
-    let supervisor = Arc::new(Supervisor::new(env!("CARGO_PKG_VERSION")));
+    let supervisor = Arc::new(Supervisor::new(card_agent::VERSION));
+    let updater = Arc::new(update::Updater::new(settings, &start));
+    tokio::spawn(updater.clone().run());
     match relay {
         Some(file) => supervisor.start(file).await,
         None => {
             tracing::info!(url = %format!("http://{addr}/setup"), "the OQS relay is not set up yet; open the set-up page");
         }
     }
-    let served = card_agent::serve(&config, listener, supervisor.clone(), shutdown_signal()).await;
+    let exit = updater.clone();
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown_signal() => {},
+            // An update is in place (or the previous binary is back): exit 0 for the service
+            // manager to start the binary now at this path.
+            () = exit.exit_requested() => {},
+        }
+    };
+    let served = card_agent::serve_with_updater(&config, listener, supervisor.clone(), Some(updater), shutdown).await;
     // The relay finishes the file operation in progress before it returns.
     supervisor.stop().await;
     served

@@ -40,7 +40,7 @@ async fn app_with_keys(db: Db, keys: &[&NewKeyPair]) -> TestApp {
 }
 
 /// Runs `gateway admin <args>` with the app's configuration (its release keys included).
-async fn admin(app: &TestApp, args: &[&str]) -> (i32, String) {
+pub(crate) async fn admin(app: &TestApp, args: &[&str]) -> (i32, String) {
     let config_path = app.dir.path().join("release-cli.toml");
     let c = &app.config;
     let keys: Vec<String> = c.agent_releases.public_keys.iter().map(|k| format!("{k:?}")).collect();
@@ -63,7 +63,7 @@ async fn admin(app: &TestApp, args: &[&str]) -> (i32, String) {
 }
 
 /// Writes the three files and runs `admin agent-release publish`.
-async fn publish(app: &TestApp, name: &str, manifest: &[u8], signature: &str, binary: &[u8]) -> (i32, String) {
+pub(crate) async fn publish(app: &TestApp, name: &str, manifest: &[u8], signature: &str, binary: &[u8]) -> (i32, String) {
     let dir = app.dir.path();
     let (m, s, b) = (dir.join(format!("{name}.json")), dir.join(format!("{name}.json.minisig")), dir.join(format!("{name}.bin")));
     std::fs::write(&m, manifest).unwrap();

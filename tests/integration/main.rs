@@ -10,6 +10,7 @@ mod helpers;
 mod admin_cli;
 mod agent_releases;
 mod agent_setup;
+mod agent_update;
 mod asvs_doc;
 mod audit;
 mod card_login;

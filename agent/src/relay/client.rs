@@ -68,6 +68,22 @@ pub struct Over {
     pub status: String,
 }
 
+/// A release the gateway offers (docs/design.md §3.14); nothing of it is trusted before the
+/// agent verifies the manifest's signature itself.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Offer {
+    /// The release's version, as the gateway says.
+    pub version: String,
+    /// Its target, as the gateway says.
+    pub target: String,
+    /// The manifest's exact signed bytes, base64.
+    pub manifest: String,
+    /// The minisign signature of those bytes.
+    pub signature: String,
+    /// The binary's size, as the gateway says.
+    pub size: u64,
+}
+
 /// The agent API of one gateway.
 #[derive(Clone)]
 pub struct Gateway {
@@ -153,6 +169,49 @@ impl Gateway {
         self.call(reqwest::Method::POST, &format!("/agent/v1/oqs/{id}/failed"), Some(json!({ "reason": reason })), Duration::from_secs(15))
             .await
             .map(drop)
+    }
+}
+
+impl Gateway {
+    /// The newest release for `target` if it is newer than `current` (`None`: nothing newer).
+    pub async fn latest_release(&self, target: &str, current: &str) -> Result<Option<Offer>, CallError> {
+        let path = format!("/agent/v1/releases/latest?target={target}&current={current}");
+        let body = self.call(reqwest::Method::GET, &path, None, Duration::from_secs(30)).await?;
+        body.map(|b| serde_json::from_value(b).map_err(|e| CallError::Unreachable(format!("unexpected release offer: {e}")))).transpose()
+    }
+
+    /// Starts the download of a release's binary: the response, its status checked, to be read
+    /// in chunks (`timeout` bounds the whole download).
+    pub async fn download_release(&self, version: &str, target: &str, timeout: Duration) -> Result<reqwest::Response, CallError> {
+        let url = format!("{}/agent/v1/releases/{version}/{target}/binary", self.base);
+        let res = self
+            .http
+            .get(url)
+            .header("x-ninsho-agent", &self.agent_id)
+            .header("x-ninsho-agent-version", &self.version)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(without_url(&e)))?;
+        let status = res.status().as_u16();
+        if status == 200 {
+            return Ok(res);
+        }
+        let body: Value = res.json().await.unwrap_or_default();
+        Err(CallError::Refused {
+            status,
+            code: body["error"].as_str().unwrap_or("unknown").to_owned(),
+            message: body["message"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+
+    /// Reports a step of an update: `step` (`prompt`, `download`, `verify`, `self_test`, `swap`,
+    /// `restart`, `rollback`), the release's `version`, `outcome` (`success`, `failure`,
+    /// `declined`) and a short detail (no control characters, at most 500 characters).
+    pub async fn update_report(&self, step: &str, version: &str, outcome: &str, detail: &str) -> Result<(), CallError> {
+        let detail: String = detail.chars().map(|c| if c.is_control() { ' ' } else { c }).take(500).collect();
+        let body = json!({ "step": step, "version": version, "outcome": outcome, "detail": detail });
+        self.call(reqwest::Method::POST, "/agent/v1/update-report", Some(body), Duration::from_secs(15)).await.map(drop)
     }
 }
 

@@ -40,6 +40,8 @@ pub struct SetupContext {
     pub supervisor: Arc<Supervisor>,
     /// The agent's version.
     pub version: &'static str,
+    /// The self-update (its offer and the answer buttons on the status page), if it runs.
+    pub updater: Option<Arc<crate::update::Updater>>,
 }
 
 #[derive(Clone)]
@@ -78,6 +80,7 @@ pub fn router(ctx: SetupContext, port: u16) -> Router {
         .route("/", get(home))
         .route("/setup", get(setup_form).post(setup_submit))
         .route("/status", get(status))
+        .route("/update", axum::routing::post(update_answer))
         .layer(middleware::from_fn_with_state(state.clone(), gate))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
         .with_state(state)
@@ -215,5 +218,38 @@ async fn read_form(mut multipart: Multipart) -> Result<(Form, Lang, Option<Strin
 async fn status(State(state): State<SetupState>, Query(q): Query<LangQuery>) -> Response {
     let ctx = &state.inner.ctx;
     let file = RelayFile::load(&ctx.target.relay_file).ok();
-    page::status(lang_of(&q), ctx, file.as_ref()).into_response()
+    page::status(lang_of(&q), ctx, &state.inner.token, file.as_ref()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct UpdateAnswer {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    answer: String,
+    #[serde(default)]
+    lang: Option<String>,
+}
+
+/// はい / いいえ on the update offer (docs/design.md §3.15): the same gate and token as the set-up.
+async fn update_answer(State(state): State<SetupState>, form: Result<axum::Form<UpdateAnswer>, axum::extract::rejection::FormRejection>) -> Response {
+    let inner = &state.inner;
+    let Ok(axum::Form(form)) = form else {
+        return page::refused(Lang::Ja, StatusCode::BAD_REQUEST).into_response();
+    };
+    let lang = Lang::parse(form.lang.as_deref());
+    if form.token != inner.token {
+        tracing::warn!("update answer without this page's token; refused");
+        return page::refused(lang, StatusCode::FORBIDDEN).into_response();
+    }
+    let yes = match form.answer.as_str() {
+        "yes" => true,
+        "no" => false,
+        _ => return page::refused(lang, StatusCode::BAD_REQUEST).into_response(),
+    };
+    let taken = inner.ctx.updater.as_ref().is_some_and(|u| u.answer(yes));
+    if !taken {
+        tracing::info!("update answer with no offer shown; ignored");
+    }
+    Redirect::to(&format!("/status{}", lang.query())).into_response()
 }

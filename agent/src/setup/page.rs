@@ -8,6 +8,7 @@ use super::SetupContext;
 use super::check::{Field, Form, Problem};
 use crate::relay::run::RelayFile;
 use crate::relay::status::Connection;
+use crate::update::Shown;
 
 /// The page language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,8 +187,64 @@ fn folder_state(lang: Lang, path: &std::path::Path) -> &'static str {
     if path.is_dir() { lang.t("利用可能", "available") } else { lang.t("見つかりません", "not found") }
 }
 
-/// The status page: version, gateway connection, folders, the last relayed requests.
-pub fn status(lang: Lang, ctx: &SetupContext, file: Option<&RelayFile>) -> Markup {
+/// The self-update's part of the status page: the offer with はい / いいえ, progress, refusals.
+fn update_section(lang: Lang, shown: &Shown, token: &str) -> Markup {
+    let say = |ja: &str, en: &str| match lang {
+        Lang::Ja => ja.to_owned(),
+        Lang::En => en.to_owned(),
+    };
+    html! {
+        h2 { (lang.t("更新", "Updates")) }
+        div #update {
+            @match shown {
+                Shown::Off { why } => p.box {
+                    (lang.t("このツールは自動更新が無効です（リリース鍵が組み込まれていません）。", "Updates are off for this tool (no release keys are built in)."))
+                    br; small { (why) }
+                },
+                Shown::Unknown => p { (lang.t("まだ更新を確認していません。", "Not checked for updates yet.")) },
+                Shown::UpToDate => p { (lang.t("最新のバージョンです。", "This is the newest version.")) },
+                Shown::Offered { version, notes_ja, notes_en, auto_hour } => div.ok role="alert" {
+                    p { strong { (lang.t("新しいツールがリリースされています。更新しますか?", "A new version of the tool has been released. Update now?")) } }
+                    p { "Version v" (version) }
+                    p style="white-space:pre-wrap" { (match lang { Lang::Ja => notes_ja, Lang::En => notes_en }) }
+                    @if let Some(h) = auto_hour {
+                        p { small { (match lang {
+                            Lang::Ja => format!("「いいえ」の場合も、{h} 時に自動で更新します。"),
+                            Lang::En => format!("If not answered, it is installed automatically at {h}:00."),
+                        }) } }
+                    }
+                    form method="post" action="/update" style="display:inline" {
+                        input type="hidden" name="token" value=(token);
+                        input type="hidden" name="lang" value=(lang.code());
+                        input type="hidden" name="answer" value="yes";
+                        button #update-yes type="submit" { (lang.t("はい", "Yes")) }
+                    }
+                    " "
+                    form method="post" action="/update" style="display:inline" {
+                        input type="hidden" name="token" value=(token);
+                        input type="hidden" name="lang" value=(lang.code());
+                        input type="hidden" name="answer" value="no";
+                        button #update-no type="submit" { (lang.t("いいえ", "No")) }
+                    }
+                },
+                Shown::Declined { version } => p { (say(&format!("v{version} への更新を見送りました。次の確認時にもう一度お知らせします。"), &format!("The update to v{version} was declined; it will be offered again at the next check."))) },
+                Shown::Working { version } => p role="status" { (say(&format!("v{version} に更新しています（ダウンロード・確認・自己診断）…"), &format!("Updating to v{version} (download, checks, self-test)…"))) },
+                Shown::Refused { version, ja, en } => div.box role="alert" {
+                    p { strong { (say(&format!("v{version} には更新しませんでした。何も変更していません。"), &format!("Not updated to v{version}; nothing was changed."))) } }
+                    p { (match lang { Lang::Ja => ja, Lang::En => en }) }
+                },
+                Shown::Ready { version } => div.ok role="status" {
+                    p { strong { (lang.t("新しいツールに更新する準備が完了しました。ツールを終了します。", "The new version of the tool is ready. The tool now exits and restarts.")) } }
+                    p { "Version v" (version) }
+                },
+                Shown::Probation { version } => p role="status" { (say(&format!("v{version} に更新しました。動作を確認しています…"), &format!("Updated to v{version}; checking that it works…"))) },
+            }
+        }
+    }
+}
+
+/// The status page: version, gateway connection, folders, the last relayed requests, updates.
+pub fn status(lang: Lang, ctx: &SetupContext, token: &str, file: Option<&RelayFile>) -> Markup {
     let title = lang.t("電子処方箋連携ツール 状態", "E-prescription relay: status");
     let relay = ctx.supervisor.status();
     let recent = relay.recent();
@@ -216,6 +273,9 @@ pub fn status(lang: Lang, ctx: &SetupContext, file: Option<&RelayFile>) -> Marku
                         tr { td { (r.at) } td { (r.file_name) } td { (r.outcome) } }
                     }
                 }
+            }
+            @if let Some(updater) = &ctx.updater {
+                (update_section(lang, &updater.shown(), token))
             }
             p { a href={ "/setup" (lang.query()) } { (lang.t("初期設定をやり直す", "Set up again")) } }
         },
