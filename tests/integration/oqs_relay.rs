@@ -117,8 +117,10 @@ pub(crate) fn sim_cmd(req: &Path, res: &Path, extra: &[&str]) -> Command {
 pub(crate) async fn enqueue(app: &TestApp, emr: &reqwest::Client, name: &str, ident: &str) -> String {
     let body = json!({ "file_name": name, "content": STANDARD.encode(request_xml(ident)) });
     let res = emr.post(app.url(&format!("/api/v1/clinics/{CLINIC}/oqs/requests"))).json(&body).send().await.unwrap();
-    assert_eq!(res.status(), 202);
-    res.json::<Value>().await.unwrap()["request_id"].as_str().unwrap().to_owned()
+    let status = res.status();
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(status, 202, "{answer}");
+    answer["request_id"].as_str().unwrap().to_owned()
 }
 
 /// Waits (bounded, by long-polls) for the request to end.
