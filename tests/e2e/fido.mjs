@@ -1,4 +1,4 @@
-// Browser test of FIDO login through the real pages (DESIGN §7, issues 3 and 24): Debian's headless
+// Browser test of FIDO login through the real pages (docs/design.md §7, issues 3 and 24): Debian's headless
 // Chromium driven by playwright-core, the clinic client certificate presented by Playwright, and
 // Chromium's CDP virtual WebAuthn authenticator (its real WebAuthn stack: RP ID checks,
 // browser-built clientData, a CTAP2 authenticator model).

@@ -286,29 +286,27 @@ async fn doctor_view(state: &AppState, doctor: &CurrentDoctor, lang: Lang, done:
 }
 
 /// 「本人確認」, the daily page.
-async fn methods_page(
-    State(state): State<AppState>,
-    doctor: CurrentDoctor,
-    lang: Lang,
-    Query(q): Query<MethodsQuery>,
-) -> Result<Response> {
-    let view = doctor_view(&state, &doctor, lang, q.done.as_deref()).await?;
-    let (agent_url, origin) = (state.config.card.agent_origin(), state.config.public_origin());
-    let agent = pages::AgentView { url: &agent_url, gateway_origin: &origin };
-    Ok(pages::methods(lang, &doctor.clinic.clinic_name, &doctor.user, agent, &view).into_response())
+async fn methods_page(state: State<AppState>, doctor: CurrentDoctor, lang: Lang, q: Query<MethodsQuery>) -> Result<Response> {
+    doctor_page(state, doctor, lang, q, pages::methods).await
 }
 
 /// 「認証手段の管理」, the one-time set-up page.
-async fn manage_page(
+async fn manage_page(state: State<AppState>, doctor: CurrentDoctor, lang: Lang, q: Query<MethodsQuery>) -> Result<Response> {
+    doctor_page(state, doctor, lang, q, pages::manage).await
+}
+
+/// One of the doctor's two pages, drawn by `render` from the same view.
+async fn doctor_page(
     State(state): State<AppState>,
     doctor: CurrentDoctor,
     lang: Lang,
     Query(q): Query<MethodsQuery>,
+    render: fn(Lang, &str, &User, pages::AgentView<'_>, &pages::MethodsView<'_>) -> maud::Markup,
 ) -> Result<Response> {
     let view = doctor_view(&state, &doctor, lang, q.done.as_deref()).await?;
     let (agent_url, origin) = (state.config.card.agent_origin(), state.config.public_origin());
     let agent = pages::AgentView { url: &agent_url, gateway_origin: &origin };
-    Ok(pages::manage(lang, &doctor.clinic.clinic_name, &doctor.user, agent, &view).into_response())
+    Ok(render(lang, &doctor.clinic.clinic_name, &doctor.user, agent, &view).into_response())
 }
 
 /// The doctor signed in here, for the password page: with a temporary password (who must
