@@ -83,14 +83,13 @@ fn toml_from_str(text: &str) -> Result<RelayFile, String> {
     figment::Figment::new().merge(Toml::string(text)).extract().map_err(|e| e.to_string())
 }
 
-/// The agent's stable id, made on first start in the state directory.
+/// The agent's stable id, made on first start in the state directory. The relay and the updater
+/// both ask for it as the agent starts; on a first start both get the one id written first.
 pub fn agent_id(state_dir: &Path) -> std::io::Result<String> {
     if let Some(id) = stored_agent_id(state_dir)? {
         return Ok(id);
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    store_agent_id(state_dir, &id)?;
-    Ok(id)
+    claim_agent_id(state_dir, &uuid::Uuid::new_v4().to_string())
 }
 
 /// The id stored in the state directory, if any.
@@ -103,10 +102,22 @@ pub fn stored_agent_id(state_dir: &Path) -> std::io::Result<Option<String>> {
     }
 }
 
-/// Stores the agent's id.
-pub fn store_agent_id(state_dir: &Path, id: &str) -> std::io::Result<()> {
+/// Stores `id` unless an id is stored already, and returns the id that holds. The id is written
+/// whole under a private name and then linked into place, which fails if the name exists: a reader
+/// never sees half an id and two first starts cannot each keep their own.
+pub fn claim_agent_id(state_dir: &Path, id: &str) -> std::io::Result<String> {
     std::fs::create_dir_all(state_dir)?;
-    std::fs::write(state_dir.join("agent-id"), id)
+    let draft = state_dir.join(format!(".agent-id.{}", uuid::Uuid::new_v4()));
+    std::fs::write(&draft, id)?;
+    let linked = std::fs::hard_link(&draft, state_dir.join("agent-id"));
+    // The draft is only a name for the same bytes now (or a leftover if linking failed).
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Ok(()) => Ok(id.to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => stored_agent_id(state_dir)?
+            .ok_or_else(|| std::io::Error::other(format!("{} is empty", state_dir.join("agent-id").display()))),
+        Err(e) => Err(e),
+    }
 }
 
 /// Today in Japan, for the archive's dated folders (the clinics are in JST, which has no DST).
@@ -364,5 +375,35 @@ async fn answer_loop(gateway: Gateway, folders: Arc<Mutex<Folders>>, file: Relay
         if is_stopped(&stop) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use super::*;
+
+    #[test]
+    fn first_starts_racing_for_the_id_all_get_the_same_one() {
+        for _ in 0..50 {
+            let dir = tempfile::tempdir().unwrap();
+            let state = dir.path().join("state");
+            let ids: Vec<String> = std::thread::scope(|s| {
+                let workers: Vec<_> = (0..4).map(|_| s.spawn(|| agent_id(&state).unwrap())).collect();
+                workers.into_iter().map(|w| w.join().unwrap()).collect()
+            });
+            assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+            assert_eq!(stored_agent_id(&state).unwrap().as_deref(), Some(ids[0].as_str()));
+            let names: Vec<_> = std::fs::read_dir(&state).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names, ["agent-id"], "no drafts are left behind");
+        }
+    }
+
+    #[test]
+    fn a_stored_id_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(claim_agent_id(dir.path(), "first").unwrap(), "first");
+        assert_eq!(claim_agent_id(dir.path(), "second").unwrap(), "first");
+        assert_eq!(agent_id(dir.path()).unwrap(), "first");
     }
 }

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::relay::client::{CallError, Gateway};
 use crate::relay::folders::check_access;
-use crate::relay::run::{RelayFile, store_agent_id, stored_agent_id};
+use crate::relay::run::{RelayFile, claim_agent_id, stored_agent_id};
 
 /// Largest accepted client.p12 (a certificate chain and one key are a few KiB).
 pub const MAX_P12_BYTES: usize = 64 * 1024;
@@ -131,7 +131,7 @@ pub async fn check_and_store(form: &Form, target: &Target, candidate_id: &str, v
     let (Some(identity), Some((req, res)), true) = (identity, folders, problems.is_empty()) else {
         return Err(problems);
     };
-    let stored = (if new_id { store_agent_id(&state_dir, &id) } else { Ok(()) }).and_then(|()| store(target, &identity, clinic_id, &req, &res));
+    let stored = (if new_id { claim_agent_id(&state_dir, &id).map(drop) } else { Ok(()) }).and_then(|()| store(target, &identity, clinic_id, &req, &res));
     stored.map_err(|e| {
         vec![problem(
             Field::Gateway,

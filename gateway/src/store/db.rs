@@ -383,6 +383,12 @@ const MIGRATIONS: infra::db::Migrations = &[
         include_str!("../../../migrations/sqlite/0013_agent_releases.sql"),
         include_str!("../../../migrations/postgres/0013_agent_releases.sql"),
     ),
+    (
+        14,
+        "external ids",
+        include_str!("../../../migrations/sqlite/0014_external_ids.sql"),
+        include_str!("../../../migrations/postgres/0014_external_ids.sql"),
+    ),
 ];
 
 impl Store {
