@@ -319,6 +319,7 @@ fn scan_waits_for_a_settled_and_well_formed_answer() {
     let answer = fx.res().join(RES_NAME);
     let t0 = Instant::now();
     assert!(folders.scan(t0).is_empty(), "no answer yet");
+    assert_eq!(folders.next_settled(t0), None, "nothing to wait for");
 
     // The terminal writes half the answer under its final name, flushes, and pauses.
     let half = &ANSWER[..ANSWER.len() / 2];
@@ -326,7 +327,9 @@ fn scan_waits_for_a_settled_and_well_formed_answer() {
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     fs::File::options().write(true).open(&answer).unwrap().set_modified(mtime).unwrap();
     assert!(folders.scan(t0 + SETTLE).is_empty(), "first sight");
+    assert_eq!(folders.next_settled(t0 + SETTLE), Some(t0 + 2 * SETTLE), "look again when it has settled");
     assert!(folders.scan(t0 + 2 * SETTLE).is_empty(), "settled but not well-formed");
+    assert_eq!(folders.next_settled(t0 + 2 * SETTLE), None, "a settled file waits for a change, not a time");
     assert!(folders.scan(t0 + 10 * SETTLE).is_empty(), "still not well-formed");
 
     // The rest arrives; same size would not hide it either: the modification time moves.
@@ -334,6 +337,7 @@ fn scan_waits_for_a_settled_and_well_formed_answer() {
     fs::File::options().write(true).open(&answer).unwrap().set_modified(mtime + Duration::from_secs(1)).unwrap();
     let t1 = t0 + 11 * SETTLE;
     assert!(folders.scan(t1).is_empty(), "changed: first sight again");
+    assert_eq!(folders.next_settled(t1), Some(t1 + SETTLE));
     assert!(folders.scan(t1 + SETTLE - Duration::from_millis(1)).is_empty(), "not settled yet");
     let answers = folders.scan(t1 + SETTLE);
     assert_eq!(answers, [Answer { id: "r-1".into(), file_name: RES_NAME.into(), content: ANSWER.to_vec() }]);

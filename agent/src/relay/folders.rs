@@ -532,6 +532,12 @@ impl Folders {
         answers
     }
 
+    /// When the earliest answer file that is waiting out its settle time will have settled, if one is: the
+    /// caller scans again then instead of a whole rescan interval later.
+    pub fn next_settled(&self, now: Instant) -> Option<Instant> {
+        self.seen.values().map(|s| s.since + self.config.settle).filter(|at| *at > now).min()
+    }
+
     /// Answer files over [`MAX_ANSWER_BYTES`] seen by the last [`Folders::scan`]: the caller fails these requests and
     /// [`Folders::abandon`]s them (the file stays in `res` for a person to look at).
     pub fn oversized(&self) -> Vec<Oversized> {

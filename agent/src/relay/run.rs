@@ -319,10 +319,11 @@ async fn answer_loop(gateway: Gateway, folders: Arc<Mutex<Folders>>, file: Relay
         for p in pending.iter().filter(|p| !p.reported) {
             report_delivered(&gateway, &folders, &p.id).await;
         }
-        let (answers, oversized) = {
+        let (answers, oversized, settled) = {
             let mut f = lock(&folders);
-            let answers = f.scan(Instant::now());
-            (answers, f.oversized())
+            let now = Instant::now();
+            let answers = f.scan(now);
+            (answers, f.oversized(), f.next_settled(now))
         };
         for answer in answers {
             match gateway.response(&answer.id, &answer.file_name, &answer.content).await {
@@ -371,6 +372,13 @@ async fn answer_loop(gateway: Gateway, folders: Arc<Mutex<Folders>>, file: Relay
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             () = tokio::time::sleep(nap) => {}
+            // An answer first seen by this scan is read the moment it has settled.
+            () = async {
+                match settled {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
         if is_stopped(&stop) {
             return;
