@@ -19,6 +19,9 @@ import { createServer } from 'node:http';
 import { createHmac, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import Provider from 'oidc-provider';
 
+// Standard output carries the `listening` line only; oidc-provider's own notices go to stderr.
+for (const level of ['log', 'info', 'warn']) console[level] = (...args) => process.stderr.write(`${args.join(' ')}\n`);
+
 const env = (name, fallback) => {
   const v = process.env[name] ?? fallback;
   if (v === undefined || v === '') throw new Error(`${name} must be set`);
@@ -124,5 +127,5 @@ server.listen(Number(process.env.OIDC_PORT || 0), '127.0.0.1', () => {
     }
   });
   server.on('request', provider.callback());
-  console.log(`listening ${issuer}`);
+  process.stdout.write(`listening ${issuer}\n`);
 });

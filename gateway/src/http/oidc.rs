@@ -77,6 +77,12 @@ impl Attempt<'_> {
     /// The refusal page (in the page's language, with the way back), audited with the
     /// refusal's code as the reason, counted, the flow cookie cleared; nothing else changes.
     async fn refuse(self, r: Refusal) -> Result<Response> {
+        Ok(with_cookie(self.refuse_keeping_cookie(r).await?, CLEAR_FLOW))
+    }
+
+    /// [`Self::refuse`] without touching the flow cookie: a callback that named no flow of
+    /// ours leaves the browser's own flow, if it has one, to its own callback.
+    async fn refuse_keeping_cookie(self, r: Refusal) -> Result<Response> {
         let now = self.state.clock.unix();
         self.state.metrics.login(OIDC, Outcome::Failure, Some(r.code()));
         let event = AuditEvent::UpstreamLoginFailed {
@@ -90,7 +96,7 @@ impl Attempt<'_> {
         };
         self.state.store.audit(&event, now).await?;
         let page = pages::message(self.lang, r.title(), &r.message(self.lang));
-        Ok(with_cookie((r.status(), page).into_response(), CLEAR_FLOW))
+        Ok((r.status(), page).into_response())
     }
 }
 
@@ -170,7 +176,7 @@ async fn callback(
         None => None,
     };
     let Some(flow) = flow else {
-        return attempt.refuse(Refusal::UpstreamFlowUnknown).await;
+        return attempt.refuse_keeping_cookie(Refusal::UpstreamFlowUnknown).await;
     };
     let same_browser = flow_cookie(&headers).is_some_and(|c| bool::from(oidc::hash(&c).ct_eq(flow.browser_hash.as_slice())));
     if !same_browser || flow.clinic_id != clinic.clinic_id || flow.device != clinic.fingerprint {
