@@ -59,6 +59,10 @@ psql "$TEST_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname L
 # playwright-core only (pinned in tests/e2e/package-lock.json); the tests use /usr/bin/chromium.
 log "npm ci (tests/e2e)"
 (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+# The EMR's OpenID Connect provider of the upstream sign-in tests (panva's oidc-provider, pinned in
+# tests/oidc/package-lock.json; tests/integration/oidc_login.rs, tests/e2e/oidc.mjs).
+log "npm ci (tests/oidc)"
+(cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 
 # --- Rust tests ---------------------------------------------------------------------------------
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}

@@ -547,7 +547,31 @@ fn print_instructions(out: &mut dyn Write, paths: &DemoPaths, s: &DemoSecrets, f
     } else {
         writeln!(out, "(This demo directory predates the remote signer; remove {d} and run `gateway demo` again to have one.)")?;
     }
+    print_upstream(out, paths, port)?;
     writeln!(out, "Admin: gateway --config {d}/gateway.toml admin --help")?;
+    Ok(())
+}
+
+/// How to try the sign-in through an EMR's OpenID Connect provider (docs/design.md §3.17) with the
+/// repository's test provider on Node.js; the demo itself runs without Node.
+fn print_upstream(out: &mut dyn Write, paths: &DemoPaths, port: u16) -> anyhow::Result<()> {
+    let d = paths.dir.display();
+    writeln!(out)?;
+    writeln!(out, "EMR sign-in (OpenID Connect) instead of passwords, with Node.js, from the repository's root:")?;
+    writeln!(out, "   (cd tests/oidc && npm ci)")?;
+    writeln!(
+        out,
+        "   OIDC_CLIENT_ID=ninsho-demo OIDC_CLIENT_SECRET=demo-secret OIDC_ACCOUNTS=doctor1 OIDC_PORT=9400 \\\n     \
+         OIDC_REDIRECT_URIS=https://localhost:{port}/login/oidc/callback node tests/oidc/provider.mjs &"
+    )?;
+    writeln!(out, "   (umask 077; printf demo-secret > {d}/oidc-secret)")?;
+    writeln!(
+        out,
+        "   gateway --config {d}/gateway.toml admin clinic set-login {CLINIC_ID} --oidc http://127.0.0.1:9400 \\\n     \
+         --client-id ninsho-demo --client-secret-file {d}/oidc-secret --match login-id"
+    )?;
+    writeln!(out, "   then 「EMRのアカウントでログイン」 signs doctor1 in; `… clinic set-login {CLINIC_ID} --embedded` switches back.")?;
+    writeln!(out)?;
     Ok(())
 }
 

@@ -23,6 +23,7 @@ pub mod handshake_audit;
 pub mod http;
 pub mod login_id;
 pub mod metrics;
+pub mod oidc;
 pub mod oqs;
 pub mod password;
 pub mod pki;

@@ -141,6 +141,8 @@ impl Application {
         let kek = config.token_kek().context("token key-encryption key")?;
         let publish_retired = config.tokens.max_ttl_secs + 2 * i64::try_from(config.tokens.key_refresh_secs).unwrap_or(60) + 60;
         let token_keys = crate::tokens::TokenKeys::load(&store, kek, publish_retired, clock.unix()).await.context("token keys")?;
+        // The same key opens the clinics' OpenID Connect client secrets (docs/design.md §3.17).
+        let upstream = crate::oidc::Upstream::new(config.token_kek().context("token key-encryption key")?).context("upstream sign-in")?;
         let group_commit = crate::group_commit::GroupCommit::start(store.clone(), metrics.group_commit());
         let state = AppState(Arc::new(App {
             config,
@@ -155,6 +157,7 @@ impl Application {
             draining: std::sync::atomic::AtomicBool::new(false),
             handshake_failures: crate::handshake_audit::HandshakeFailures::default(),
             oqs_signals: crate::oqs::Signals::default(),
+            upstream,
         }));
         state.metrics.observe_anchors(&anchors);
         Ok(Self { main, ops, tls, state, checkpoint_key })
@@ -276,6 +279,9 @@ async fn purge_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
         }
         if let Err(e) = state.store.purge_expired_ceremonies(state.clock.unix()).await {
             tracing::warn!(error = %e, "purging expired WebAuthn ceremonies failed");
+        }
+        if let Err(e) = state.store.purge_expired_oidc_flows(state.clock.unix()).await {
+            tracing::warn!(error = %e, "purging expired OpenID Connect flows failed");
         }
         if let Err(e) = state.store.purge_expired_card_challenges(state.clock.unix()).await {
             tracing::warn!(error = %e, "purging expired card challenges failed");

@@ -286,7 +286,52 @@ async fn browser_links_and_logs_in_with_cards(db: Db) {
     app.stop().await;
 }
 
-db_tests!(browser_links_a_passkey_and_authenticates, browser_links_and_logs_in_with_cards);
+/// The EMR's OpenID Connect provider signs the doctor in (docs/design.md §3.17); the presence
+/// step and the signing session follow as after a password (`tests/e2e/oidc.mjs`).
+async fn browser_signs_in_through_the_emr_and_authenticates(db: Db) {
+    require_browser_tools();
+    let (app, provider) = crate::oidc_login::upstream_app(db, 3600).await;
+    let admin = Admin { store: app.store(), now: app.clock_now() };
+    let (code, _) = admin.enroll_code_issue(CLINIC, DOCTOR_LOGIN, 24 * 3600, 5).await.unwrap();
+    let cert = app.dir.path().join("client.pem");
+    let key = app.dir.path().join("client.key");
+    std::fs::write(&cert, &app.pki.clinic_client.cert_pem).unwrap();
+    std::fs::write(&key, &app.pki.clinic_client.key_pem).unwrap();
+    let mut node = tokio::process::Command::new("node");
+    node.arg("oidc.mjs")
+        .current_dir(e2e_dir())
+        .env("BASE_URL", app.origin())
+        .env("CLIENT_CERT", &cert)
+        .env("CLIENT_KEY", &key)
+        .env("ENROLL_CODE", code.as_str())
+        .env("ISSUER", &provider.issuer)
+        .env("CHROMIUM", CHROMIUM)
+        .env("ARTIFACTS", screenshots(db, "oidc"))
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(180), node.output())
+        .await
+        .expect("the browser test finished within 3 minutes")
+        .expect("node runs (is Node.js installed?)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "oidc.mjs failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+
+    // Two sign-ins through the provider, on the record; the signing session came of FIDO.
+    let uid = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap().id;
+    let tail = app.store().audit_tail(50).await.unwrap();
+    let upstream = tail.iter().filter(|r| r.event == "login" && r.outcome == "success" && r.detail["method"] == "oidc").count();
+    assert_eq!(upstream, 2, "two EMR sign-ins");
+    let session = app.store().current_signing_session(&uid, CLINIC).await.unwrap().expect("a signing session");
+    assert_eq!(session.state(app.clock_now()), SigningSessionState::Live);
+    app.stop().await;
+}
+
+db_tests!(
+    browser_links_a_passkey_and_authenticates,
+    browser_links_and_logs_in_with_cards,
+    browser_signs_in_through_the_emr_and_authenticates,
+);
 
 /// The README's card walk-through is a script (`tests/e2e/readme-cards.sh`) whose commands the
 /// README shows verbatim; run as a new user would run it, the card agent answers and sees the

@@ -25,6 +25,7 @@ mod login;
 mod login_form;
 mod login_ids;
 mod metrics;
+mod oidc_login;
 mod oqs;
 mod oqs_relay;
 mod schema;

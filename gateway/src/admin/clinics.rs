@@ -39,6 +39,66 @@ pub enum ClinicCommand {
         #[arg(long)]
         id: String,
     },
+    /// One clinic: its state and how its doctors sign in.
+    Show {
+        /// Clinic code.
+        clinic: String,
+    },
+    /// How the clinic's doctors sign in: `--embedded` (the gateway's own passwords, the default)
+    /// or `--oidc ISSUER` (the EMR's OpenID Connect provider; docs/design.md §3.17).
+    #[command(name = "set-login")]
+    SetLogin(SetLogin),
+}
+
+/// `clinic set-login`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["oidc", "embedded"])))]
+pub struct SetLogin {
+    /// Clinic code.
+    pub clinic: String,
+    /// Back to the gateway's own passwords.
+    #[arg(long)]
+    pub embedded: bool,
+    /// The provider's issuer URL (https; http only on a loopback address).
+    #[arg(long, value_name = "ISSUER", requires_all = ["client_id", "client_secret_file"])]
+    pub oidc: Option<String>,
+    /// The gateway's client id at the provider.
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// A file holding the client secret (mode 0600; read once, stored sealed under the token
+    /// key-encryption key).
+    #[arg(long, value_name = "FILE")]
+    pub client_secret_file: Option<PathBuf>,
+    /// The ID token claim that names the user.
+    #[arg(long, default_value = "sub", conflicts_with = "embedded")]
+    pub claim: String,
+    /// What the claim is compared with: the user's external id (set by SCIM) or login ID.
+    #[arg(long = "match", value_enum, default_value = "external-id", conflicts_with = "embedded")]
+    pub match_on: MatchArg,
+    /// Scopes to ask for (space-separated; `openid` is always included).
+    #[arg(long, default_value = "openid", conflicts_with = "embedded")]
+    pub scopes: String,
+    /// How the gateway authenticates at the token endpoint.
+    #[arg(long, value_enum, default_value = "client-secret-basic", conflicts_with = "embedded")]
+    pub token_auth: TokenAuthArg,
+}
+
+/// `--match`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MatchArg {
+    /// `users.external_id` (SCIM's `externalId`).
+    ExternalId,
+    /// The login ID.
+    LoginId,
+}
+
+/// `--token-auth`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TokenAuthArg {
+    /// HTTP Basic.
+    ClientSecretBasic,
+    /// In the form body.
+    ClientSecretPost,
 }
 
 /// `admin clinic-cert …`.
@@ -74,7 +134,12 @@ pub enum ClinicCertCommand {
 }
 
 /// Runs a `clinic` command.
-pub(super) async fn run_clinic(admin: &Admin<'_>, cmd: ClinicCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+pub(super) async fn run_clinic(
+    admin: &Admin<'_>,
+    config: &crate::config::Config,
+    cmd: ClinicCommand,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     let store = admin.store;
     match cmd {
         ClinicCommand::Add { id, name } => {
@@ -82,8 +147,25 @@ pub(super) async fn run_clinic(admin: &Admin<'_>, cmd: ClinicCommand, out: &mut 
             writeln!(out, "added clinic {id}")?;
         }
         ClinicCommand::List => {
+            let logins = store.clinic_logins().await?;
             for c in store.list_clinics().await? {
-                writeln!(out, "{}\t{}\t{}", c.id, if c.enabled { "enabled" } else { "disabled" }, c.name)?;
+                let login = login_text(logins.iter().find(|l| l.clinic_id == c.id), false);
+                writeln!(out, "{}\t{}\t{login}\t{}", c.id, if c.enabled { "enabled" } else { "disabled" }, c.name)?;
+            }
+        }
+        ClinicCommand::Show { clinic } => {
+            let c = match store.clinic(&clinic).await {
+                Err(store::Error::NotFound) => bail!("no clinic {clinic}"),
+                r => r?,
+            };
+            writeln!(out, "clinic: {}\nname: {}\nstate: {}", c.id, c.name, if c.enabled { "enabled" } else { "disabled" })?;
+            writeln!(out, "login: {}", login_text(store.clinic_login(&clinic).await?.as_ref(), true))?;
+        }
+        ClinicCommand::SetLogin(args) => {
+            let clinic = args.clinic.clone();
+            match admin.clinic_set_login(config, args).await? {
+                Some(l) => writeln!(out, "clinic {clinic} signs in through {} (client {})", l.issuer, l.client_id)?,
+                None => writeln!(out, "clinic {clinic} signs in with the gateway's own passwords")?,
             }
         }
         ClinicCommand::Disable { id } => {
@@ -131,7 +213,89 @@ pub(super) async fn run_clinic_cert(
     Ok(())
 }
 
+/// How a clinic signs in, as `list` (short) and `show` (`full`) print it; never the secret.
+fn login_text(login: Option<&store::ClinicLogin>, full: bool) -> String {
+    match login {
+        None => "embedded".to_owned(),
+        Some(l) if !full => format!("oidc {}", l.issuer),
+        Some(l) => format!(
+            "oidc {} client {} ({}) claim {} matched to {} scopes \"{}\"",
+            l.issuer,
+            l.client_id,
+            l.auth_method.as_str(),
+            l.claim,
+            l.match_on.as_str(),
+            l.scopes
+        ),
+    }
+}
+
 impl Admin<'_> {
+    /// `clinic set-login`: validates everything first, then stores the provider and client (the
+    /// secret sealed under the token key-encryption key) or, with `--embedded`, removes them.
+    /// Returns the stored login, `None` for embedded passwords.
+    pub async fn clinic_set_login(&self, config: &crate::config::Config, args: SetLogin) -> anyhow::Result<Option<store::ClinicLogin>> {
+        let clinic = args.clinic;
+        let Some(issuer) = args.oidc else {
+            match self.store.clear_clinic_login(&clinic).await {
+                Err(store::Error::NotFound) => bail!("no clinic {clinic}"),
+                r => r?,
+            };
+            self.audit("clinic.set_login", format!("{clinic} embedded")).await?;
+            return Ok(None);
+        };
+        let url = url::Url::parse(&issuer).with_context(|| format!("--oidc {issuer:?} is not a URL"))?;
+        if !crate::oidc::allowed_url(&url) || url.query().is_some() || url.fragment().is_some() {
+            bail!("--oidc must be an https URL without query or fragment (http only on a loopback address), got {issuer:?}");
+        }
+        let client_id = args.client_id.unwrap_or_default();
+        if client_id.is_empty() || client_id.len() > 255 || client_id.chars().any(char::is_control) {
+            bail!("--client-id must be 1–255 characters without control characters");
+        }
+        let claim = args.claim;
+        if claim.is_empty() || claim.len() > 64 || !claim.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            bail!("--claim must be a claim name (letters, digits, '_', '-', '.'), got {claim:?}");
+        }
+        let mut scopes: Vec<&str> = args.scopes.split(' ').filter(|s| !s.is_empty()).collect();
+        if scopes.iter().any(|s| s.len() > 64 || !s.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')) {
+            bail!("--scopes must be space-separated scope names");
+        }
+        if !scopes.contains(&"openid") {
+            scopes.insert(0, "openid");
+        }
+        let Some(file) = args.client_secret_file else { bail!("--client-secret-file is required with --oidc") };
+        let secret = crate::audit_checkpoint::read_existing_private_file(&file, "client secret")?;
+        let secret = zeroize::Zeroizing::new(secret.trim_end_matches(['\r', '\n']).to_owned());
+        if secret.is_empty() {
+            bail!("{}: the client secret file is empty", file.display());
+        }
+        match self.store.clinic(&clinic).await {
+            Err(store::Error::NotFound) => bail!("no clinic {clinic}"),
+            r => r?,
+        };
+        let kek = config.token_kek().context("token key-encryption key (it seals the client secret)")?;
+        let login = store::ClinicLogin {
+            sealed_secret: crate::oidc::Upstream::seal_secret(&kek, &clinic, &secret)?,
+            clinic_id: clinic.clone(),
+            issuer,
+            client_id,
+            claim,
+            match_on: match args.match_on {
+                MatchArg::ExternalId => store::UpstreamMatch::ExternalId,
+                MatchArg::LoginId => store::UpstreamMatch::LoginId,
+            },
+            scopes: scopes.join(" "),
+            auth_method: match args.token_auth {
+                TokenAuthArg::ClientSecretBasic => store::ClientAuthMethod::ClientSecretBasic,
+                TokenAuthArg::ClientSecretPost => store::ClientAuthMethod::ClientSecretPost,
+            },
+        };
+        self.store.set_clinic_login(&login, self.now).await?;
+        // The provider and client, never the secret.
+        self.audit("clinic.set_login", format!("{clinic} oidc {} client {}", login.issuer, login.client_id)).await?;
+        Ok(Some(login))
+    }
+
     /// `clinic add`.
     pub async fn clinic_add(&self, id: &str, name: &str) -> anyhow::Result<()> {
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || id.len() > 32 {

@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 pub use agent_releases::{AgentCommand, AgentReleaseCommand};
 pub use anchors::{AnchorCommand, CertCommand};
 pub use audit::AuditCommand;
-pub use clinics::{ClinicCertCommand, ClinicCommand};
+pub use clinics::{ClinicCertCommand, ClinicCommand, MatchArg, SetLogin, TokenAuthArg};
 pub use enrollment::EnrollCodeCommand;
 pub use fido::FidoCommand;
 pub use keys::KeysCommand;
@@ -272,7 +272,7 @@ async fn admin_on(
         bail!("the audit log was written before keyed chaining: run `gateway admin audit rekey` first (nothing was changed)");
     }
     match command {
-        AdminCommand::Clinic(c) => clinics::run_clinic(&admin, c, out).await,
+        AdminCommand::Clinic(c) => clinics::run_clinic(&admin, config, c, out).await,
         AdminCommand::ClinicCert(c) => clinics::run_clinic_cert(&admin, c, out, input).await,
         AdminCommand::User(c) => users::run(&admin, config, c, out, input).await,
         AdminCommand::Anchor(c) => anchors::run_anchor(&admin, c, out, err).await,

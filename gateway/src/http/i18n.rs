@@ -427,6 +427,22 @@ pub enum Msg {
     PasswordSameAsOld,
     PasswordMismatch,
     PasswordChangedMeanwhile,
+    // Upstream sign-in (docs/design.md §3.17).
+    LoginWithEmr,
+    LoginLeadUpstream,
+    UpstreamNotConfigured,
+    PasswordLoginOff,
+    UpstreamFlowUnknown,
+    UpstreamFlowMismatch,
+    UpstreamFlowExpired,
+    UpstreamProviderError,
+    UpstreamUnavailable,
+    UpstreamTokenRefused,
+    UpstreamIdTokenInvalid,
+    UpstreamIdTokenExpired,
+    UpstreamNonceMismatch,
+    UpstreamUnknownUser,
+    UpstreamUserDisabled,
 }
 
 impl Msg {
@@ -503,6 +519,66 @@ impl Msg {
             BodyTooLarge => (
                 "送信されたデータが大きすぎるため、受け付けられません。",
                 "The request was refused because its body is too large.",
+            ),
+            LoginWithEmr => (
+                "EMRのアカウントでログイン",
+                "Sign in with your EMR account",
+            ),
+            LoginLeadUpstream => (
+                "このクリニックでは、電子カルテ（EMR）のアカウントでログインします。ボタンを押すと電子カルテのログイン画面に移ります。",
+                "This clinic signs in with your EMR account. The button takes you to the EMR's sign-in page.",
+            ),
+            UpstreamNotConfigured => (
+                "このクリニックは電子カルテのアカウントによるログインを使用していません。ログインIDとパスワードでログインしてください。",
+                "This clinic does not sign in through the EMR. Sign in with your login ID and password.",
+            ),
+            PasswordLoginOff => (
+                "このクリニックでは、パスワードではなく電子カルテのアカウントでログインします。",
+                "This clinic signs in with your EMR account, not with a password here.",
+            ),
+            UpstreamFlowUnknown => (
+                "ログインの手続きが見つかりません（使用済みか、別の画面で開始されたものです）。もう一度ログインしてください。",
+                "This sign-in could not be found (it was used already or started elsewhere). Please sign in again.",
+            ),
+            UpstreamFlowMismatch => (
+                "このログインの手続きは別のブラウザまたは端末で開始されたものです。もう一度ログインしてください。",
+                "This sign-in was started in another browser or on another device. Please sign in again.",
+            ),
+            UpstreamFlowExpired => (
+                "ログインの手続きの有効期限が切れました。もう一度ログインしてください。",
+                "The sign-in took too long and has expired. Please sign in again.",
+            ),
+            UpstreamProviderError => (
+                "電子カルテ側でログインが完了しませんでした（取り消しまたは拒否）。もう一度お試しください。",
+                "The EMR did not complete the sign-in (cancelled or refused). Please try again.",
+            ),
+            UpstreamUnavailable => (
+                "電子カルテのログインサービスに接続できません。しばらくしてから再度お試しください。",
+                "The EMR's sign-in service cannot be reached. Please try again later.",
+            ),
+            UpstreamTokenRefused => (
+                "電子カルテがログインを確認できませんでした（使用済みまたは無効な認可コード）。もう一度ログインしてください。",
+                "The EMR could not confirm the sign-in (the authorization code was used or is invalid). Please sign in again.",
+            ),
+            UpstreamIdTokenInvalid => (
+                "電子カルテから受け取ったログイン情報を検証できませんでした。管理者にお問い合わせください。",
+                "The sign-in information from the EMR could not be verified. Please contact your administrator.",
+            ),
+            UpstreamIdTokenExpired => (
+                "電子カルテから受け取ったログイン情報の有効期限が切れています。もう一度ログインしてください。",
+                "The sign-in information from the EMR has expired. Please sign in again.",
+            ),
+            UpstreamNonceMismatch => (
+                "電子カルテから受け取ったログイン情報は、このログインの手続きのものではありません。もう一度ログインしてください。",
+                "The sign-in information from the EMR does not belong to this sign-in. Please sign in again.",
+            ),
+            UpstreamUnknownUser => (
+                "この電子カルテのアカウントは、このゲートウェイに登録されていません。管理者にお問い合わせください。",
+                "This EMR account is not registered with this gateway. Please contact your administrator.",
+            ),
+            UpstreamUserDisabled => (
+                "このアカウントは無効になっています。管理者にお問い合わせください。",
+                "This account is disabled. Please contact your administrator.",
             ),
             BodyTimeout => (
                 "データの受信が時間内に終わらなかったため、リクエストを打ち切りました。",

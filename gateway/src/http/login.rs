@@ -40,6 +40,7 @@ struct LoginPageQuery {
 }
 
 async fn login_page(
+    State(state): State<AppState>,
     clinic: ClinicContext,
     lang: Lang,
     session: BrowserSession,
@@ -49,6 +50,10 @@ async fn login_page(
         return Ok(Redirect::to("/methods").into_response());
     }
     let notice = q.signed_out.map(|_| Msg::SignedOut.text(lang));
+    // A clinic that signs in through its EMR's provider gets that button instead of the form.
+    if state.store.clinic_login(&clinic.clinic_id).await?.is_some() {
+        return Ok(pages::login_upstream(lang, &clinic.clinic_name, None, notice).into_response());
+    }
     Ok(pages::login(lang, &clinic.clinic_name, None, notice, "").into_response())
 }
 
@@ -79,6 +84,15 @@ async fn login(
 ) -> Result<Response> {
     // docs/metrics.md: every outcome is counted by reason code (never by login ID).
     let count = |outcome: Outcome, reason: Option<&'static str>| state.metrics.login(PASSWORD, outcome, reason);
+    // docs/design.md §3.17: a clinic that signs in through its EMR's provider has no password
+    // form here, and a posted one is refused before anything is counted or checked.
+    if state.store.clinic_login(&clinic.clinic_id).await?.is_some() {
+        let r = Refusal::PasswordLoginOff;
+        count(Outcome::Failure, Some(r.code()));
+        let event = AuditEvent::LoginFailed { clinic_id: clinic.clinic_id.clone(), user_id: None, reason: r.code(), device: clinic.fingerprint.clone() };
+        state.store.audit(&event, state.clock.unix()).await?;
+        return Ok((r.status(), pages::login_upstream(lang, &clinic.clinic_name, Some(&r.message(lang)), None)).into_response());
+    }
     let Ok(Form(form)) = form else {
         count(Outcome::Failure, Some(Refusal::MissingFields.code()));
         return Ok(refused(Refusal::MissingFields, lang, &clinic, ""));
@@ -240,7 +254,7 @@ struct MethodsQuery {
 }
 
 /// The doctor's linked authenticators.
-async fn linked_authenticators(state: &AppState, user_id: &str) -> Result<Vec<pages::LinkedView>> {
+pub(super) async fn linked_authenticators(state: &AppState, user_id: &str) -> Result<Vec<pages::LinkedView>> {
     let mut credentials: Vec<pages::LinkedView> = state
         .store
         .fido_credentials_of(user_id)

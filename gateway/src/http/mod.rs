@@ -18,6 +18,7 @@ mod i18n;
 mod link;
 mod login;
 mod manage;
+mod oidc;
 pub mod ops;
 mod pages;
 mod refusal;
@@ -78,6 +79,8 @@ pub struct App {
     pub handshake_failures: crate::handshake_audit::HandshakeFailures,
     /// Wake-ups of the OQS relay's long-polls.
     pub oqs_signals: crate::oqs::Signals,
+    /// The clinics' OpenID Connect providers (docs/design.md §3.17).
+    pub upstream: crate::oidc::Upstream,
 }
 
 impl App {
@@ -123,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .merge(fido::router())
         .merge(card::router())
         .merge(manage::router())
+        .merge(oidc::router())
         .route_layer(middleware::from_fn(tag_route))
         .layer(middleware::from_fn_with_state(state.clone(), session::layer))
         .layer(middleware::from_fn_with_state(state.clone(), same_origin))

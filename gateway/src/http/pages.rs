@@ -83,6 +83,24 @@ pub fn login(lang: Lang, clinic_name: &str, error: Option<&str>, notice: Option<
     )
 }
 
+/// The login page of a clinic that signs in through its EMR's OpenID Connect provider
+/// (docs/design.md §3.17): a link that starts the sign-in there instead of the password form (a
+/// link, not a form: `form-action 'self'` would stop a form's redirect to the provider).
+pub fn login_upstream(lang: Lang, clinic_name: &str, error: Option<&str>, notice: Option<&str>) -> Markup {
+    layout(
+        lang,
+        Msg::LoginTitle.text(lang),
+        html! {
+            h1 { (Msg::LoginTitle.text(lang)) }
+            p.clinic { (Msg::Clinic.text(lang)) "：" (clinic_name) }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            @if let Some(n) = notice { p.notice role="status" { (n) } }
+            p { (Msg::LoginLeadUpstream.text(lang)) }
+            p { a #upstream-login .button href={ "/login/oidc?lang=" (lang.code()) } { (Msg::LoginWithEmr.text(lang)) } }
+        },
+    )
+}
+
 /// The page where a doctor changes the password: after signing in with a temporary one
 /// (`temporary`, nothing else is open until then), or by choice from the methods page. Both ask
 /// for the current password.

@@ -419,6 +419,33 @@ pub enum Refusal {
     CardAlreadyLinked,
     /// The card is linked to another doctor.
     CardLinkedToAnotherDoctor,
+    // ---- upstream sign-in (docs/design.md §3.17; the code is the audit reason) ----
+    /// The clinic signs in with embedded passwords (`/login/oidc` on such a clinic).
+    UpstreamNotConfigured,
+    /// The clinic signs in through its OpenID Connect provider: the password form is off.
+    PasswordLoginOff,
+    /// No authorization request with this `state` (wrong, or its callback came already).
+    UpstreamFlowUnknown,
+    /// The request was started in another browser, through another certificate or clinic.
+    UpstreamFlowMismatch,
+    /// The authorization request timed out.
+    UpstreamFlowExpired,
+    /// The provider answered with an error (`error=access_denied`, …) or without a code.
+    UpstreamProviderError,
+    /// The provider's discovery, JWKS or token endpoint cannot be used.
+    UpstreamUnavailable,
+    /// The token endpoint refused the code (`invalid_grant`: used already).
+    UpstreamTokenRefused,
+    /// The ID token does not verify (signature, algorithm, issuer, audience).
+    UpstreamIdTokenInvalid,
+    /// The ID token expired.
+    UpstreamIdTokenExpired,
+    /// The ID token's nonce is not the request's.
+    UpstreamNonceMismatch,
+    /// No user of the clinic matches the provider's claim.
+    UpstreamUnknownUser,
+    /// The matched user is disabled.
+    UpstreamUserDisabled,
 }
 
 impl Refusal {
@@ -487,6 +514,19 @@ impl Refusal {
             RoleMissingNeedsCode => "role_missing_needs_code",
             CardAlreadyLinked => "card_already_linked",
             CardLinkedToAnotherDoctor => "card_linked_to_another_doctor",
+            UpstreamNotConfigured => "oidc_not_configured",
+            PasswordLoginOff => "password_login_off",
+            UpstreamFlowUnknown => "oidc_flow_unknown",
+            UpstreamFlowMismatch => "oidc_flow_mismatch",
+            UpstreamFlowExpired => "oidc_flow_expired",
+            UpstreamProviderError => "oidc_provider_error",
+            UpstreamUnavailable => "oidc_unavailable",
+            UpstreamTokenRefused => "oidc_token_refused",
+            UpstreamIdTokenInvalid => "oidc_id_token_invalid",
+            UpstreamIdTokenExpired => "oidc_id_token_expired",
+            UpstreamNonceMismatch => "oidc_nonce_mismatch",
+            UpstreamUnknownUser => "oidc_unknown_user",
+            UpstreamUserDisabled => "oidc_user_disabled",
         }
     }
 
@@ -513,6 +553,11 @@ impl Refusal {
             // Never sent: the page asked to drop the ceremony, and gets `{"ok": true}`.
             Cancelled => StatusCode::OK,
             CardVerify(e) => card_failure(e).0,
+            UpstreamFlowUnknown | UpstreamFlowMismatch | UpstreamFlowExpired => StatusCode::BAD_REQUEST,
+            UpstreamNotConfigured => StatusCode::NOT_FOUND,
+            UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            PasswordLoginOff | UpstreamProviderError | UpstreamTokenRefused | UpstreamIdTokenInvalid | UpstreamIdTokenExpired
+            | UpstreamNonceMismatch | UpstreamUnknownUser | UpstreamUserDisabled => StatusCode::FORBIDDEN,
         }
     }
 
@@ -578,6 +623,19 @@ impl Refusal {
             RoleMissingNeedsCode => Msg::CardNoRoleNeedsCode,
             CardAlreadyLinked => Msg::CardAlreadyLinked,
             CardLinkedToAnotherDoctor => Msg::CardLinkedToOther,
+            UpstreamNotConfigured => Msg::UpstreamNotConfigured,
+            PasswordLoginOff => Msg::PasswordLoginOff,
+            UpstreamFlowUnknown => Msg::UpstreamFlowUnknown,
+            UpstreamFlowMismatch => Msg::UpstreamFlowMismatch,
+            UpstreamFlowExpired => Msg::UpstreamFlowExpired,
+            UpstreamProviderError => Msg::UpstreamProviderError,
+            UpstreamUnavailable => Msg::UpstreamUnavailable,
+            UpstreamTokenRefused => Msg::UpstreamTokenRefused,
+            UpstreamIdTokenInvalid => Msg::UpstreamIdTokenInvalid,
+            UpstreamIdTokenExpired => Msg::UpstreamIdTokenExpired,
+            UpstreamNonceMismatch => Msg::UpstreamNonceMismatch,
+            UpstreamUnknownUser => Msg::UpstreamUnknownUser,
+            UpstreamUserDisabled => Msg::UpstreamUserDisabled,
         }
     }
 

@@ -146,6 +146,19 @@ fn every_refusal() -> Vec<Refusal> {
         RoleMissingNeedsCode,
         CardAlreadyLinked,
         CardLinkedToAnotherDoctor,
+        UpstreamNotConfigured,
+        PasswordLoginOff,
+        UpstreamFlowUnknown,
+        UpstreamFlowMismatch,
+        UpstreamFlowExpired,
+        UpstreamProviderError,
+        UpstreamUnavailable,
+        UpstreamTokenRefused,
+        UpstreamIdTokenInvalid,
+        UpstreamIdTokenExpired,
+        UpstreamNonceMismatch,
+        UpstreamUnknownUser,
+        UpstreamUserDisabled,
     ];
     all.extend(
         [Weakness::Length, Weakness::Common, Weakness::Personal, Weakness::Context, Weakness::Guessable].map(PasswordWeak),
@@ -179,7 +192,10 @@ fn every_refusal() -> Vec<Refusal> {
             | CredentialOfAnotherDoctor | CounterRegression | PolicyRefused | UserNotVerified | AlreadyLinked
             | InvalidResponse | CardBadRequest | BadCardKind | NoCardLinked | LinkNotAuthorised | ChallengeMissing
             | ChallengeExpired | ResponseMalformed | CardVerify(_) | CardNotLinked | CardOfAnotherDoctor | CardKeyMismatch
-            | RoleMissingNeedsCode | CardAlreadyLinked | CardLinkedToAnotherDoctor => {}
+            | RoleMissingNeedsCode | CardAlreadyLinked | CardLinkedToAnotherDoctor | UpstreamNotConfigured | PasswordLoginOff
+            | UpstreamFlowUnknown | UpstreamFlowMismatch | UpstreamFlowExpired | UpstreamProviderError | UpstreamUnavailable
+            | UpstreamTokenRefused | UpstreamIdTokenInvalid | UpstreamIdTokenExpired | UpstreamNonceMismatch
+            | UpstreamUnknownUser | UpstreamUserDisabled => {}
         }
     }
     all

@@ -32,6 +32,28 @@ pub enum AuditEvent {
     /// `device` is the fingerprint of the clinic certificate it came through, so an operator can
     /// find the device that locks accounts out.
     LoginFailed { clinic_id: String, user_id: Option<String>, reason: &'static str, device: String },
+    /// A doctor signed in through the clinic's OpenID Connect provider (docs/design.md §3.17):
+    /// the provider's `iss` and `sub`, and its `acr`/`amr` as it stated them (recorded, never
+    /// trusted in place of the presence step).
+    UpstreamLoginSucceeded {
+        clinic_id: String,
+        user_id: String,
+        issuer: String,
+        sub: String,
+        acr: Option<String>,
+        amr: Vec<String>,
+    },
+    /// An upstream sign-in was refused: `reason` is the refusal's code; `sub` once a verified ID
+    /// token named one; `provider_error` the provider's `error` code of an error callback.
+    UpstreamLoginFailed {
+        clinic_id: String,
+        user_id: Option<String>,
+        reason: &'static str,
+        device: String,
+        issuer: Option<String>,
+        sub: Option<String>,
+        provider_error: Option<String>,
+    },
     /// A login ID got locked by this failure, or a login was tried while locked (`device` as above).
     LoginLocked { clinic_id: String, user_id: Option<String>, locked_until: i64, device: String },
     /// A doctor logged out.
@@ -183,6 +205,20 @@ impl AuditEvent {
             AuditEvent::LoginSucceeded { clinic_id, user_id } => {
                 ("login", Outcome::Success, Some(clinic_id), Some(user_id), json!({}))
             }
+            AuditEvent::UpstreamLoginSucceeded { clinic_id, user_id, issuer, sub, acr, amr } => (
+                "login",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "method": "oidc", "issuer": issuer, "sub": sub, "acr": acr, "amr": amr }),
+            ),
+            AuditEvent::UpstreamLoginFailed { clinic_id, user_id, reason, device, issuer, sub, provider_error } => (
+                "login",
+                Outcome::Failure,
+                Some(clinic_id),
+                user_id.as_deref(),
+                json!({ "method": "oidc", "reason": reason, "device": device, "issuer": issuer, "sub": sub, "provider_error": provider_error }),
+            ),
             AuditEvent::LoginFailed { clinic_id, user_id, reason, device } => (
                 "login",
                 Outcome::Failure,

@@ -27,6 +27,7 @@ mod sessions;
 mod signing;
 mod tokens;
 mod tx;
+mod upstream;
 mod users;
 
 pub use agent_releases::{AgentRelease, AgentSeen, NewAgentRelease, Published, ReleaseBinary, ReleaseOffer, UpdateReport};
@@ -48,6 +49,7 @@ pub use signing::{
 };
 pub use service_clients::{ClientAccess, EmrContext, IssueContext, OpenSession, ServiceClient, ServiceRole};
 pub use tokens::{ConsumedToken, Consumption, NewConsume, NewIssuedToken, SigningKeyRow};
+pub use upstream::{ClientAuthMethod, ClinicLogin, NewFlow, TakenFlow, UpstreamMatch};
 pub use users::{NewUser, User, UserKind};
 
 pub(crate) use db::batch_chunks;
@@ -86,6 +88,8 @@ mod spellings {
         );
         assert_eq!(UserKind::VARIANTS, ["doctor", "staff"]);
         assert_eq!(OqsStatus::VARIANTS, ["queued", "delivered", "answered", "failed", "expired"]);
+        assert_eq!(UpstreamMatch::VARIANTS, ["external_id", "login_id"]);
+        assert_eq!(ClientAuthMethod::VARIANTS, ["client_secret_basic", "client_secret_post"]);
     }
 
     #[test]
