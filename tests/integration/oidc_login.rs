@@ -220,6 +220,16 @@ async fn doctor_signs_in_through_the_emr_and_continues_to_presence(db: Db) {
     assert_eq!(manage.status(), 200);
     let body = manage.text().await.unwrap();
     assert!(body.contains("山田 太郎") && body.contains("登録コード"), "{body}");
+    // The password is the EMR's: the gateway's password page neither shows nor changes one.
+    let before = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap().password_hash;
+    let res = client.get(app.url("/password")).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("パスワードではなく電子カルテのアカウント"));
+    let form = [("current_password", DOCTOR_PASSWORD), ("new_password", "an-entirely-new-passphrase-2026"), ("confirm", "an-entirely-new-passphrase-2026")];
+    let res = client.post(app.url("/password")).header("origin", app.origin()).form(&form).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("パスワードではなく電子カルテのアカウント"));
+    assert_eq!(app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap().password_hash, before, "nothing changed");
     // The presence step is still required: no signing session came of the sign-in.
     let uid = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap().id;
     assert!(app.store().current_signing_session(&uid, CLINIC).await.unwrap().is_none());

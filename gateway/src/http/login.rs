@@ -350,11 +350,19 @@ async fn password_page(
     session: BrowserSession,
 ) -> Result<Response> {
     match signed_in_doctor(&state, &clinic, &session).await? {
+        Some(_) if state.store.clinic_login(&clinic.clinic_id).await?.is_some() => Ok(password_kept_upstream(lang)),
         Some((user, login)) => {
             Ok(pages::change_password(lang, &clinic.clinic_name, &user, login.must_change_password, None).into_response())
         }
         None => Ok(Redirect::to("/login").into_response()),
     }
+}
+
+/// docs/design.md §3.17: where the clinic signs in through its EMR's provider, the password is
+/// the EMR's; the gateway's own (if an account has one) is neither shown nor changed here.
+fn password_kept_upstream(lang: Lang) -> Response {
+    let r = Refusal::PasswordLoginOff;
+    (r.status(), pages::message(lang, Msg::PasswordChangeLink, &r.message(lang))).into_response()
 }
 
 /// The change form; every field goes into a zeroizing buffer straight away.
@@ -380,6 +388,9 @@ async fn change_password(
         return Err(AppError::LoginRequired);
     };
     tracing::Span::current().record("principal.id", user.id.as_str());
+    if state.store.clinic_login(&clinic.clinic_id).await?.is_some() {
+        return Ok(password_kept_upstream(lang));
+    }
     let now = state.clock.unix();
     let temporary = login.must_change_password;
     // The form again with the refusal's message; the audit row carries its code.
