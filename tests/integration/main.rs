@@ -28,6 +28,7 @@ mod metrics;
 mod oqs;
 mod oqs_relay;
 mod schema;
+mod scim;
 mod sessions;
 mod signer;
 mod signer_harness;
