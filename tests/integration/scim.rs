@@ -488,6 +488,28 @@ async fn roles_are_kept_apart(db: Db) {
     app.stop().await;
 }
 
+async fn the_cli_registers_a_provisioner(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let now = time::OffsetDateTime::from_unix_timestamp(app.clock_now()).unwrap();
+    let leaf = app.pki.service_ca.issue(&LeafSpec::new("prov-cli", LeafUsage::TlsClient, now, 30)).unwrap();
+    let pem = app.dir.path().join("prov.pem");
+    std::fs::write(&pem, &leaf.cert_pem).unwrap();
+    let pem = pem.display().to_string();
+    let add = ["admin", "service-client", "add", "--id", "prov-cli", "--name", "ACME provisioning", "--role", "provisioner", "--cert", &pem];
+    let (code, out) = crate::admin_cli::cli(&app, &add, "").await;
+    assert_ne!(code, 0);
+    assert!(out.contains("a provisioner client needs at least one --clinic"), "{out}");
+    let with_clinic: Vec<&str> = add.iter().copied().chain(["--clinic", CLINIC]).collect();
+    let (code, out) = crate::admin_cli::cli(&app, &with_clinic, "").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("added provisioner client prov-cli"), "{out}");
+    let (_, list) = crate::admin_cli::cli(&app, &["admin", "service-client", "list"], "").await;
+    assert!(list.lines().any(|l| l.starts_with("prov-cli\tprovisioner\t")), "{list}");
+    let prov = Prov { client: app.client(Some(&leaf)), base: app.url("/scim/v2"), leaf };
+    assert_eq!(prov.get("/Users").await.body["totalResults"], 2, "the clinic's doctor1 and staff1");
+    app.stop().await;
+}
+
 /// The virtualenv tests/run.sh made with scim2-tester (tests/scim/requirements.txt).
 fn tester_venv() -> PathBuf {
     let dir = std::env::var("NINSHO_TEST_SCIM_VENV").map(PathBuf::from).unwrap_or_else(|_| {
@@ -555,5 +577,6 @@ db_tests!(
     a_stale_if_match_gets_412_and_changes_nothing,
     lists_filter_and_page,
     roles_are_kept_apart,
+    the_cli_registers_a_provisioner,
     independent_conformance_tester_passes,
 );

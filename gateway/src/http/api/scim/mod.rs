@@ -3,10 +3,13 @@
 //! their clinics.
 //!
 //! `errors.rs` answers RFC 7644 §3.12 errors, `filter.rs` parses the supported filters,
-//! `schema.rs` holds the discovery documents and `users.rs` the `Users` endpoints.
+//! `schema.rs` holds the discovery documents, `users.rs` the `Users` endpoints, `input.rs` what
+//! request bodies mean and `resource.rs` how a user looks.
 
 mod errors;
 mod filter;
+mod input;
+mod resource;
 mod schema;
 mod users;
 
