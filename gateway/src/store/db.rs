@@ -389,6 +389,12 @@ const MIGRATIONS: infra::db::Migrations = &[
         include_str!("../../../migrations/sqlite/0014_external_ids.sql"),
         include_str!("../../../migrations/postgres/0014_external_ids.sql"),
     ),
+    (
+        15,
+        "scim",
+        include_str!("../../../migrations/sqlite/0015_scim.sql"),
+        include_str!("../../../migrations/postgres/0015_scim.sql"),
+    ),
 ];
 
 impl Store {
