@@ -65,7 +65,7 @@ pub(super) async fn run(admin: &Admin<'_>, cmd: ServiceClientCommand, out: &mut 
                 bail!("name must not be empty");
             }
             if matches!(role, ServiceRole::Emr | ServiceRole::Provisioner) && clinics.is_empty() {
-                bail!("an {} client needs at least one --clinic", role.as_str());
+                bail!("{} client needs at least one --clinic", if role == ServiceRole::Emr { "an emr" } else { "a provisioner" });
             }
             let bytes = std::fs::read(&cert).with_context(|| format!("cannot read {}", cert.display()))?;
             let mut ders = crate::pki::read_certificates(&bytes).with_context(|| cert.display().to_string())?;

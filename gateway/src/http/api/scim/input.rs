@@ -175,6 +175,10 @@ impl Draft {
             Attr::Extension => match v {
                 Value::Object(m) => {
                     for (k, v) in m {
+                        // Some clients send the extension's object with its own `schemas`.
+                        if ignored(&k.to_ascii_lowercase()) {
+                            continue;
+                        }
                         let sub = attr_of(&format!("{EXTENSION_SCHEMA}:{k}"))
                             .ok_or_else(|| ScimError::bad(ScimType::InvalidSyntax, format!("unknown attribute {k} of {EXTENSION_SCHEMA}")))?;
                         self.set(sub, v)?;
@@ -281,7 +285,11 @@ impl Draft {
             .ok_or_else(|| invalid(format!("{EXTENSION_SCHEMA}:userKind is required (doctor or staff)")))?
             .parse()
             .map_err(|_| invalid("userKind is doctor or staff"))?;
-        let name = self.display_name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).unwrap_or_else(|| login_id.clone());
+        let name = self
+            .display_name
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| invalid("displayName (or name) is required"))?;
         let medical_reg_no = self.medical_reg_no;
         match (kind, &medical_reg_no) {
             (UserKind::Doctor, None) => return Err(invalid("a doctor needs medicalRegistrationNumber (医籍番号)")),

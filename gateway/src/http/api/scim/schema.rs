@@ -84,11 +84,6 @@ fn attribute(
 /// The core User schema as the gateway keeps it: only these attributes are stored; others are
 /// refused (`invalidValue`) rather than silently dropped.
 pub fn user_schema(base: &str) -> Value {
-    let mut name = attribute("name", "complex", false, false, "readWrite", "default", "none", "The user's name");
-    name["subAttributes"] = json!([attribute(
-        "formatted", "string", false, false, "readWrite", "default", "none",
-        "The full name, as shown to the doctor (the same value as displayName)"
-    )]);
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
         "id": USER_SCHEMA,
@@ -97,11 +92,10 @@ pub fn user_schema(base: &str) -> Value {
         "attributes": [
             attribute("userName", "string", true, false, "readWrite", "default", "server",
                 "Login ID: unique within the clinic, compared ignoring width and case"),
-            name,
-            attribute("displayName", "string", false, false, "readWrite", "default", "none",
-                "The full name (the same value as name.formatted)"),
-            attribute("active", "boolean", false, false, "readWrite", "default", "none",
-                "Whether the user may sign in"),
+            attribute("displayName", "string", true, false, "readWrite", "default", "none",
+                "The full name, as shown to the doctor (name.formatted, or familyName givenName, is accepted instead)"),
+            attribute("active", "boolean", true, false, "readWrite", "default", "none",
+                "Whether the user may sign in (true where a create or replace leaves it out)"),
             attribute("password", "string", false, false, "writeOnly", "never", "none",
                 "Sets the password, where the clinic signs in with the gateway's own password step"),
         ],
