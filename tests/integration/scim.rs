@@ -526,7 +526,10 @@ fn tester_venv() -> PathBuf {
 }
 
 /// Checks the tester may report without it being a fault, each with its reason. Everything else
-/// must be SUCCESS, COMPLIANT, ACCEPTABLE or SKIPPED.
+/// must be SUCCESS, COMPLIANT, ACCEPTABLE or SKIPPED. (With scim2-tester 0.5.2 all 42 checks run;
+/// one is SKIPPED by the tester itself: `search_with_attributes`, POST `/.search` across resource
+/// types, which the gateway answers 501 as RFC 7644 §3.4.3 allows: User is its only type, and
+/// `POST /Users/.search` is supported.)
 const EXPLAINED: &[(&str, &str)] = &[];
 
 async fn independent_conformance_tester_passes(db: Db) {
@@ -562,8 +565,12 @@ async fn independent_conformance_tester_passes(db: Db) {
         .filter(|r| !EXPLAINED.iter().any(|(title, _)| r["title"] == *title))
         .collect();
     assert!(faults.is_empty(), "scim2-tester found faults: {faults:#?}");
+    for r in results.iter().filter(|r| r["status"] != "SUCCESS") {
+        eprintln!("scim2-tester: {} {} ({})", r["status"], r["title"], r["reason"]);
+    }
     let passed = results.iter().filter(|r| r["status"] == "SUCCESS").count();
-    assert!(passed >= 20, "too few checks ran: {results:#?}");
+    eprintln!("scim2-tester: {passed} of {} checks succeeded", results.len());
+    assert!(passed >= 40, "too few checks succeeded: {results:#?}");
     // What the tester did shows in the audit log as provisioning.
     let audit = app.store().audit_tail(500).await.unwrap();
     assert!(audit.iter().any(|r| r.event == "scim_user_created" && r.detail["client_id"] == "prov-conformance"));
