@@ -405,6 +405,20 @@ async fn lists_filter_and_page(db: Db) {
         assert_eq!(prov.post("/Users", &body).await.status, 201);
         app.clock.advance(time::Duration::seconds(1));
     }
+    // A test account (docs/design.md §3.10) is the operator's: never listed or shown.
+    let test_account = gateway::store::NewUser {
+        id: "test-account",
+        clinic_id: CLINIC,
+        login_id: "check",
+        kind: gateway::store::UserKind::Doctor,
+        name: "gateway check",
+        medical_reg_no: None,
+        password_hash: "x",
+        password_temporary: false,
+        test_account: true,
+    };
+    app.store().add_user(&test_account, app.clock_now()).await.unwrap();
+    assert_error(&prov.get("/Users/test-account").await, 404, None);
     let all = prov.get("/Users").await;
     assert_eq!(all.body["schemas"], json!(["urn:ietf:params:scim:api:messages:2.0:ListResponse"]));
     assert_eq!(all.body["totalResults"], 7);

@@ -162,7 +162,7 @@ impl TryFrom<ScimRow> for ScimUser {
 
 macro_rules! scim_filter {
     () => {
-        "deprovisioned_at IS NULL
+        "deprovisioned_at IS NULL AND test_account = FALSE
          AND clinic_id IN (SELECT clinic_id FROM service_client_clinics WHERE client_id = $1)
          AND ($2 IS NULL OR login_folded = $2) AND ($3 IS NULL OR external_id = $3) AND ($4 IS NULL OR enabled = $4)"
     };
@@ -182,7 +182,8 @@ impl Store {
         row.ok_or(Error::NotFound)?.try_into()
     }
 
-    /// The total matching `q`, and its page (oldest first).
+    /// The total matching `q`, and its page (oldest first). Deprovisioned users and test accounts
+    /// are not listed.
     pub async fn scim_users(&self, q: &ScimQuery<'_>) -> Result<(i64, Vec<ScimUser>)> {
         const COUNT: &str = concat!("SELECT COUNT(*) AS n FROM users WHERE ", scim_filter!());
         const PAGE: &str =

@@ -25,7 +25,6 @@ fn meta(resource_type: &str, location: &str) -> Value {
 pub fn service_provider_config(base: &str) -> Value {
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-        "documentationUri": "https://github.com/ninsho/gateway/blob/main/docs/design.md#316-emr-accounts-scim-provisioning",
         "patch": { "supported": true },
         "bulk": { "supported": false, "maxOperations": 0, "maxPayloadSize": 0 },
         "filter": { "supported": true, "maxResults": MAX_RESULTS },

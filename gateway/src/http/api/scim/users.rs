@@ -215,7 +215,7 @@ async fn list_users(state: &AppState, caller: &Provisioner, request: ListRequest
     query.external_id = external.as_deref();
     let (total, users) = if contradiction { (0, Vec::new()) } else { state.store.scim_users(&query).await? };
     let base = base_url(state);
-    let resources: Vec<Value> = users.iter().filter(|u| !u.test_account).map(|u| request.projection.apply(resource(&base, u))).collect();
+    let resources: Vec<Value> = users.iter().map(|u| request.projection.apply(resource(&base, u))).collect();
     Ok(scim_json(json!({
         "schemas": [LIST_SCHEMA],
         "totalResults": total,
