@@ -84,7 +84,7 @@ pub struct ScimQuery<'a> {
 #[derive(Debug)]
 pub enum ScimWrite {
     /// Written: the user as stored now, and how many browser and signing sessions it ended.
-    Done { user: ScimUser, browser_sessions_ended: u64, signing_sessions_ended: usize },
+    Done { user: Box<ScimUser>, browser_sessions_ended: u64, signing_sessions_ended: usize },
     /// The version was no longer the one expected (or the user was deprovisioned meanwhile):
     /// nothing was written.
     Stale,
@@ -282,7 +282,7 @@ impl Store {
                     (0, 0)
                 }
             };
-            Ok(ScimWrite::Done { user: user.clone(), browser_sessions_ended: browser, signing_sessions_ended: signing })
+            Ok(ScimWrite::Done { user: Box::new(user.clone()), browser_sessions_ended: browser, signing_sessions_ended: signing })
         });
         self.count_scim_failure(&result);
         written(self, result?).await
@@ -305,7 +305,7 @@ impl Store {
                 return Ok(ScimWrite::Stale);
             }
             let (browser, signing) = end_sessions(self, tx, user, EndReason::AccountDisabled, event, now).await?;
-            Ok(ScimWrite::Done { user: user.clone(), browser_sessions_ended: browser, signing_sessions_ended: signing })
+            Ok(ScimWrite::Done { user: Box::new(user.clone()), browser_sessions_ended: browser, signing_sessions_ended: signing })
         });
         self.count_scim_failure(&result);
         written(self, result?).await
@@ -323,7 +323,7 @@ impl Store {
 async fn written(store: &Store, w: ScimWrite) -> Result<ScimWrite> {
     Ok(match w {
         ScimWrite::Done { user, browser_sessions_ended, signing_sessions_ended } => {
-            ScimWrite::Done { user: store.scim_user(&user.id).await?, browser_sessions_ended, signing_sessions_ended }
+            ScimWrite::Done { user: Box::new(store.scim_user(&user.id).await?), browser_sessions_ended, signing_sessions_ended }
         }
         ScimWrite::Stale => ScimWrite::Stale,
     })

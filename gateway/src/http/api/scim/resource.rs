@@ -106,10 +106,10 @@ pub(super) fn user_response(state: &AppState, status: StatusCode, u: &ScimUser, 
     if let Ok(v) = HeaderValue::from_str(&etag(u.version)) {
         res.headers_mut().insert(header::ETAG, v);
     }
-    if status == StatusCode::CREATED {
-        if let Ok(v) = HeaderValue::from_str(&format!("{base}/Users/{}", u.id)) {
-            res.headers_mut().insert(header::LOCATION, v);
-        }
+    if status == StatusCode::CREATED
+        && let Ok(v) = HeaderValue::from_str(&format!("{base}/Users/{}", u.id))
+    {
+        res.headers_mut().insert(header::LOCATION, v);
     }
     res
 }
