@@ -558,7 +558,7 @@ async fn independent_conformance_tester_passes(db: Db) {
     };
     let cert = file("prov.pem", &prov.leaf.cert_pem);
     let key = file("prov.key", &prov.leaf.key_pem);
-    let ca = file("ca.pem", &app.pki.server_ca.cert_pem());
+    let ca = file("ca.pem", app.pki.server_ca.cert_pem());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scim/conformance.py");
     let out = tokio::process::Command::new(venv.join("bin/python"))
         .arg(&script)
