@@ -16,7 +16,7 @@ log() { printf '\n== %s\n' "$*"; }
 # never a downloaded browser). nodejs/npm: only when the machine has no Node.js.
 # postgresql: only when no server answers on 127.0.0.1:5432. haproxy, python3-venv: the offline
 # checks of deploy/ (deploy/check.sh: `haproxy -c` of the compose load balancer, and a virtualenv
-# for the Kubernetes and Compose schema checks). prometheus: its promtool checks and unit-tests the
+# for the Kubernetes and Compose schema checks; python3-venv also for the SCIM conformance tester). prometheus: its promtool checks and unit-tests the
 # alert rules of deploy/monitoring (tests/integration/metrics.rs). softhsm2: the PKCS#11 module the
 # signer's key backend is tested against (keys/tests/pkcs11.rs, a token store per test). xmlsec1: the
 # independent XML-signature oracle for the e-prescription signature (xades/tests, the signDoc tests);
@@ -63,6 +63,16 @@ log "npm ci (tests/e2e)"
 # tests/oidc/package-lock.json; tests/integration/oidc_login.rs, tests/e2e/oidc.mjs).
 log "npm ci (tests/oidc)"
 (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+
+# --- SCIM conformance tester ----------------------------------------------------------------------
+# scim2-tester from PyPI (pinned in tests/scim/requirements.txt), an independent check of the SCIM
+# endpoints, run by tests/integration/scim.rs through tests/scim/conformance.py; in a virtualenv
+# under the target directory (python3-venv above).
+log "SCIM conformance tester (tests/scim)"
+SCIM_VENV=${CARGO_TARGET_DIR:-target}/scim-tester/venv
+[ -x "$SCIM_VENV/bin/python" ] || python3 -m venv "$SCIM_VENV"
+"$SCIM_VENV/bin/pip" install -q --disable-pip-version-check -r tests/scim/requirements.txt
+export NINSHO_TEST_SCIM_VENV=$(realpath "$SCIM_VENV")
 
 # --- Rust tests ---------------------------------------------------------------------------------
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}

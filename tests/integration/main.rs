@@ -29,6 +29,7 @@ mod oidc_login;
 mod oqs;
 mod oqs_relay;
 mod schema;
+mod scim;
 mod sessions;
 mod signer;
 mod signer_harness;

@@ -324,7 +324,7 @@ pub fn normalise_fingerprint(fp: &str) -> anyhow::Result<String> {
     Ok(hex)
 }
 
-fn validate_login_id(login_id: &str) -> anyhow::Result<()> {
+pub(crate) fn validate_login_id(login_id: &str) -> anyhow::Result<()> {
     if login_id.is_empty() || login_id.len() > 128 || login_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
         bail!("login ID must be 1–128 characters without spaces or control characters");
     }

@@ -14,7 +14,7 @@ use crate::tls::PeerCert;
 /// `admin service-client …`.
 #[derive(Debug, Subcommand)]
 pub enum ServiceClientCommand {
-    /// Register an EMR backend or remote signer by its TLS client certificate.
+    /// Register an EMR backend, remote signer or provisioner by its TLS client certificate.
     Add {
         /// Client id, e.g. emr-acme (letters, digits, '-', '_').
         #[arg(long)]
@@ -22,7 +22,8 @@ pub enum ServiceClientCommand {
         /// Display name.
         #[arg(long)]
         name: String,
-        /// emr (obtains tokens) or signer (consumes tokens).
+        /// emr (obtains tokens), signer (consumes tokens) or provisioner (manages the users of its
+        /// clinics through SCIM, /scim/v2).
         #[arg(long, value_parser = spelled::<ServiceRole>("service role"), default_value = "emr")]
         role: ServiceRole,
         /// Its TLS client certificate (PEM or DER), issued under a `service` trust anchor.
@@ -63,8 +64,8 @@ pub(super) async fn run(admin: &Admin<'_>, cmd: ServiceClientCommand, out: &mut 
             if name.trim().is_empty() {
                 bail!("name must not be empty");
             }
-            if role == ServiceRole::Emr && clinics.is_empty() {
-                bail!("an emr client needs at least one --clinic");
+            if matches!(role, ServiceRole::Emr | ServiceRole::Provisioner) && clinics.is_empty() {
+                bail!("{} client needs at least one --clinic", if role == ServiceRole::Emr { "an emr" } else { "a provisioner" });
             }
             let bytes = std::fs::read(&cert).with_context(|| format!("cannot read {}", cert.display()))?;
             let mut ders = crate::pki::read_certificates(&bytes).with_context(|| cert.display().to_string())?;

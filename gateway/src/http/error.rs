@@ -131,6 +131,14 @@ impl ApiError {
     pub fn refusal(&self) -> &ApiRefusal {
         &self.refusal
     }
+
+    /// Logs the internal error behind it, if any, once (for callers that answer it in another
+    /// format, such as SCIM's).
+    pub(crate) fn log_internal(&self) {
+        if let Some(e) = &self.internal {
+            tracing::error!(error = %format!("{e:#}"), "internal error");
+        }
+    }
 }
 
 impl From<ApiRefusal> for ApiError {

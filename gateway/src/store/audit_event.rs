@@ -193,6 +193,30 @@ pub enum AuditEvent {
         outcome: &'static str,
         detail: Option<String>,
     },
+    /// A provisioner (SCIM, docs/design.md §3.16) created a user. `fingerprint` is the
+    /// provisioner's certificate; never the password.
+    ScimUserCreated { clinic_id: String, user_id: String, client_id: String, fingerprint: String, password_set: bool },
+    /// A provisioner changed a user (PUT or PATCH): the SCIM attributes that changed, whether a
+    /// password was set (never which), and the sessions the change ended.
+    ScimUserChanged {
+        clinic_id: String,
+        user_id: String,
+        client_id: String,
+        fingerprint: String,
+        changed: Vec<&'static str>,
+        browser_sessions_ended: u64,
+        signing_sessions_ended: usize,
+    },
+    /// A provisioner deleted a user: disabled and marked deprovisioned, its sessions ended; the
+    /// row stays so the log keeps naming it.
+    ScimUserDeprovisioned {
+        clinic_id: String,
+        user_id: String,
+        client_id: String,
+        fingerprint: String,
+        browser_sessions_ended: u64,
+        signing_sessions_ended: usize,
+    },
     /// An operator started the keyed segment of a log written before keyed chaining
     /// (`gateway admin audit rekey`); the row links to the old head under the audit key.
     ChainKeyed { previous_rows: i64, previous_head: String },
@@ -397,6 +421,53 @@ impl AuditEvent {
                 clinic_id.as_deref(),
                 user_id.as_deref(),
                 json!({ "client_id": client_id, "jti": jti, "reason": reason }),
+            ),
+            AuditEvent::ScimUserCreated { clinic_id, user_id, client_id, fingerprint, password_set } => (
+                "scim_user_created",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({ "client_id": client_id, "fingerprint": fingerprint, "password_set": password_set }),
+            ),
+            AuditEvent::ScimUserChanged {
+                clinic_id,
+                user_id,
+                client_id,
+                fingerprint,
+                changed,
+                browser_sessions_ended,
+                signing_sessions_ended,
+            } => (
+                "scim_user_changed",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({
+                    "client_id": client_id,
+                    "fingerprint": fingerprint,
+                    "changed": changed,
+                    "browser_sessions_ended": browser_sessions_ended,
+                    "signing_sessions_ended": signing_sessions_ended,
+                }),
+            ),
+            AuditEvent::ScimUserDeprovisioned {
+                clinic_id,
+                user_id,
+                client_id,
+                fingerprint,
+                browser_sessions_ended,
+                signing_sessions_ended,
+            } => (
+                "scim_user_deprovisioned",
+                Outcome::Success,
+                Some(clinic_id),
+                Some(user_id),
+                json!({
+                    "client_id": client_id,
+                    "fingerprint": fingerprint,
+                    "browser_sessions_ended": browser_sessions_ended,
+                    "signing_sessions_ended": signing_sessions_ended,
+                }),
             ),
             AuditEvent::OqsEnqueued { clinic_id, client_id, request_id, file_name, size } => (
                 "oqs_enqueued",

@@ -390,6 +390,12 @@ const MIGRATIONS: infra::db::Migrations = &[
         include_str!("../../../migrations/postgres/0014_external_ids.sql"),
     ),
     (
+        15,
+        "scim",
+        include_str!("../../../migrations/sqlite/0015_scim.sql"),
+        include_str!("../../../migrations/postgres/0015_scim.sql"),
+    ),
+    (
         16,
         "upstream login",
         include_str!("../../../migrations/sqlite/0016_upstream_login.sql"),

@@ -22,6 +22,7 @@ mod fido;
 mod inline;
 mod lockout;
 mod oqs;
+mod scim;
 mod service_clients;
 mod sessions;
 mod signing;
@@ -43,6 +44,7 @@ pub use fido::{FidoCredential, NewFidoCredential};
 pub use lockout::{LockState, LockoutRules, LoginReservation};
 pub use oqs::{AgentCall, AgentStep, Claim, Enqueued, LeasedRequest, NewOqsRequest, OqsAnswer, OqsRequest, OqsStatus, QueueDepth, RelayHolder};
 pub use sessions::{LoadedSession, SessionMove, SessionSignIn};
+pub use scim::{ScimFields, ScimQuery, ScimUser, ScimWrite};
 pub use signing::{
     AuthMethod, AuthenticatorUse, EndReason, NewSigningSession, OpenedSession, Opening, SessionFilter, SigningSession,
     SigningSessionState, TouchOutcome,
@@ -71,7 +73,7 @@ mod spellings {
         assert_eq!(Outcome::VARIANTS, ["success", "failure"]);
         assert_eq!(CardPurpose::VARIANTS, ["signing_session", "link"]);
         assert_eq!(CeremonyPurpose::VARIANTS, ["register", "authenticate", "link"]);
-        assert_eq!(ServiceRole::VARIANTS, ["emr", "signer"]);
+        assert_eq!(ServiceRole::VARIANTS, ["emr", "signer", "provisioner"]);
         assert_eq!(AuthMethod::VARIANTS, ["fido", "hpki", "jpki"]);
         assert_eq!(
             EndReason::VARIANTS,
@@ -106,7 +108,7 @@ mod spellings {
         check(&[RevocationPolicy::Crl, RevocationPolicy::None]);
         check(&[CardPurpose::SigningSession, CardPurpose::Link]);
         check(&[CeremonyPurpose::Register, CeremonyPurpose::Authenticate, CeremonyPurpose::Link]);
-        check(&[ServiceRole::Emr, ServiceRole::Signer]);
+        check(&[ServiceRole::Emr, ServiceRole::Signer, ServiceRole::Provisioner]);
         check(&[AuthMethod::Fido, AuthMethod::Hpki, AuthMethod::Jpki]);
         check(&[EndReason::Doctor, EndReason::Superseded, EndReason::PasswordChanged]);
         check(&[UserKind::Doctor, UserKind::Staff]);

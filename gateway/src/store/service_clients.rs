@@ -13,6 +13,9 @@ pub enum ServiceRole {
     Emr,
     /// A remote signer: consumes tokens.
     Signer,
+    /// An EMR's account provisioning: manages the users of its clinics through SCIM
+    /// (`/scim/v2`, docs/design.md §3.16), and nothing else.
+    Provisioner,
 }
 
 impl ServiceRole {

@@ -126,7 +126,7 @@ impl Store {
     /// Enables or disables a user.
     pub async fn set_user_enabled(&self, clinic_id: &str, login_id: &str, enabled: bool, now: i64) -> Result<User> {
         let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE users SET enabled = $3, updated_at = $4 WHERE clinic_id = $1 AND login_folded = $2")
+            sqlx::query("UPDATE users SET enabled = $3, updated_at = $4, version = version + 1 WHERE clinic_id = $1 AND login_folded = $2")
                 .bind(clinic_id)
                 .bind(crate::login_id::fold(login_id))
                 .bind(enabled)
@@ -143,7 +143,8 @@ impl Store {
     pub async fn set_user_password(&self, clinic_id: &str, login_id: &str, hash: &str, temporary: bool, now: i64) -> Result<User> {
         let done = with_pool!(self, |pool| {
             sqlx::query(
-                "UPDATE users SET password_hash = $3, password_temporary = $5, password_set_at = $4, updated_at = $4
+                "UPDATE users SET password_hash = $3, password_temporary = $5, password_set_at = $4, updated_at = $4,
+                    version = version + 1
                  WHERE clinic_id = $1 AND login_folded = $2",
             )
                 .bind(clinic_id)
@@ -165,7 +166,8 @@ impl Store {
     pub async fn replace_own_password(&self, user_id: &str, old_hash: &str, hash: &str, now: i64) -> Result<bool> {
         let done = write_execute!(
             self,
-            "UPDATE users SET password_hash = $3, password_temporary = FALSE, password_set_at = $4, updated_at = $4
+            "UPDATE users SET password_hash = $3, password_temporary = FALSE, password_set_at = $4, updated_at = $4,
+                version = version + 1
              WHERE id = $1 AND password_hash = $2",
             user_id,
             old_hash,

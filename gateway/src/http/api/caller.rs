@@ -90,6 +90,11 @@ impl ServiceAuth {
         if self.client.role == role { Ok(()) } else { Err(self.refusal().audit(state, ApiRefusal::WrongRole(role)).await) }
     }
 
+    /// SHA-256 fingerprint of the certificate it connected with.
+    pub(super) fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
     pub(super) fn serves(&self, clinic_id: &str) -> bool {
         self.client.clinics.iter().any(|c| c == clinic_id)
     }

@@ -7,6 +7,7 @@
 
 mod caller;
 mod oqs;
+mod scim;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -50,6 +51,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/clinics/{clinic_id}/oqs/requests", post(oqs::enqueue).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/api/v1/oqs/requests/{id}", get(oqs::status))
         .route("/api/{*rest}", get(api_not_found).post(api_not_found).delete(api_not_found))
+        .merge(scim::router())
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {
@@ -411,6 +413,10 @@ async fn consume_token(
     auth: ServiceAuth,
     body: Result<Json<ConsumeRequest>, JsonRejection>,
 ) -> ApiResult<Json<ConsumeResponse>> {
+    // A provisioner manages accounts only (docs/design.md §3.16): refused before the token is read.
+    if auth.client.role == ServiceRole::Provisioner {
+        auth.require(state, ServiceRole::Signer).await?;
+    }
     let req = json_body(body)?;
     let now = state.clock.unix();
     let refusal = |claims: Option<&Claims>, reason: &'static str| AuditEvent::TokenConsumeRefused {
@@ -438,6 +444,7 @@ async fn consume_token(
         (ServiceRole::Signer, None) => return Err(ApiRefusal::PresenterMissing.into()),
         (ServiceRole::Emr, None) => auth.x5t_s256.clone(),
         (ServiceRole::Emr, Some(_)) => return Err(ApiRefusal::PresenterNotAllowed.into()),
+        (ServiceRole::Provisioner, _) => return Err(ApiRefusal::WrongRole(ServiceRole::Signer).into()),
     };
     let audit_refusal = |reason: &'static str| refusal(Some(&claims), reason);
     if presenter != claims.cnf.x5t_s256 {
