@@ -389,6 +389,12 @@ const MIGRATIONS: infra::db::Migrations = &[
         include_str!("../../../migrations/sqlite/0014_external_ids.sql"),
         include_str!("../../../migrations/postgres/0014_external_ids.sql"),
     ),
+    (
+        16,
+        "card confirm",
+        include_str!("../../../migrations/sqlite/0016_card_confirm.sql"),
+        include_str!("../../../migrations/postgres/0016_card_confirm.sql"),
+    ),
 ];
 
 impl Store {
