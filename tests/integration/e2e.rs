@@ -298,7 +298,7 @@ async fn browser_links_and_logs_in_with_cards(db: Db) {
     let links: Vec<String> = audit
         .iter()
         .rev()
-        .filter(|r| r.event == "authenticator_linked")
+        .filter(|r| r.event == "authenticator_linked" && r.outcome == "success")
         .map(|r| format!("{} {}", r.detail["kind"].as_str().unwrap(), r.detail["via"].as_str().unwrap().split(':').next().unwrap()))
         .collect();
     assert_eq!(links, ["jpki code", "fido code", "hpki fido", "fido jpki", "hpki jpki"], "{audit:?}");
