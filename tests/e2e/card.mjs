@@ -255,6 +255,8 @@ await run(async ({ browser, ctx, page }) => {
   const refused = await devicePage.goto(`${base}/login?lang=ja`);
   check(refused.status() === 403 && (await devicePage.isVisible('#back')), 'unregistered device refused, with a way back');
   check((await devicePage.textContent('main')).includes('登録'), 'the device page explains registration');
+  const styled = await devicePage.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  check(styled === 'rgb(245, 247, 250)', `the device page has the product's stylesheet: ${styled}`);
   await shots(devicePage, 'forbidden-device');
   await device.close();
 
@@ -262,6 +264,8 @@ await run(async ({ browser, ctx, page }) => {
   await ask('outage');
   const outage = await page.goto(`${base}/methods?lang=ja`);
   check(outage.status() === 503 && (await page.isVisible('#back')), 'outage page with a way back');
+  const css = await page.request.get(`${base}/assets/app.css`);
+  check(css.status() === 200, 'the stylesheet is served during the outage');
   await shots(page, 'unavailable');
 });
 // Stop reading stdin, so node exits.
