@@ -1,5 +1,10 @@
 // Card flows of the method page (docs/design.md §3.3, §3.5): log in with an HPKI or My Number card, or
-// link one (with a registration code, or after confirming with a linked FIDO authenticator).
+// link one with a registration code; and adding another authenticator after confirming with a
+// linked one (FIDO through fido.js's helpers, or a card with its PIN):
+//   confirm with FIDO:  /fido/link/start → get() → /fido/link/finish {credential, card?}
+//   confirm with a card: /auth/card/challenge {card, purpose: "confirm", then} → agent → /auth/card/finish
+// either answering the next step: creation options (FIDO to add) or a card link challenge. After a
+// card confirmation the card to add goes on the reader first ("Continue").
 //   1. POST /auth/card/challenge (gateway)      → {challenge, origin, agent_url, card}
 //   2. POST <agent>/v1/sign {card, challenge, origin, pin} (card agent on this PC)
 //   3. POST /auth/card/finish with the agent's answer unchanged (gateway)
@@ -14,6 +19,10 @@
   const agentUrl = msg.agentUrl;
   const pinInput = document.getElementById('card-pin');
   const codeInput = document.getElementById('enroll-code');
+  const nameInput = document.getElementById('credential-name');
+  const confirmWith = document.getElementById('confirm-with');
+  const swap = document.getElementById('confirm-swap');
+  const continueButton = document.getElementById('confirm-continue');
   const { ShownError, post } = window.ninshoPage;
   const gateway = (path, body) => post(path, body, { lang, failed: msg.msgFailed });
 
@@ -71,22 +80,27 @@
     return { client_data: data.client_data, signature: data.signature, certificate: data.certificate, chain: data.chain || [] };
   }
 
-  // Reads the PIN, gets a challenge, has the agent sign it and the gateway check it.
-  const run = (challengeRequest) => window.ninshoPage.run(async () => {
+  // Runs `flow(pin)` with the PIN as typed (required unless `needPin` is false); the PIN is not
+  // kept on the page once used. `describe` turns a failure into the text to show.
+  const withPin = (flow, { needPin = true, describe } = {}) => window.ninshoPage.run(async () => {
     const pin = pinInput.value;
     try {
-      if (!pin) {
+      if (needPin && !pin) {
         pinInput.focus();
         throw new ShownError(msg.msgPinFormat);
       }
-      const challenge = await challengeRequest();
-      const answer = await sign(challenge, pin);
-      return (await gateway('/auth/card/finish', answer)).redirect;
+      return await flow(pin);
     } finally {
-      // The PIN is not kept on the page once used.
       pinInput.value = '';
     }
-  }, (e) => (e instanceof ShownError ? e.message : msg.msgFailed));
+  }, describe || ((e) => (e instanceof ShownError ? e.message : msg.msgFailed)));
+
+  // Gets a challenge, has the agent sign it and the gateway check it.
+  const run = (challengeRequest) => withPin(async (pin) => {
+    const challenge = await challengeRequest();
+    const answer = await sign(challenge, pin);
+    return (await gateway('/auth/card/finish', answer)).redirect;
+  });
 
   for (const card of ['hpki', 'jpki']) {
     const login = document.getElementById(`card-${card}`);
@@ -97,14 +111,63 @@
         () => gateway('/auth/card/challenge', { card, purpose: 'link', code: codeInput.value }),
       ));
     }
-    const byFido = document.getElementById(`link-fido-${card}`);
-    if (byFido && window.PublicKeyCredential) {
-      byFido.addEventListener('click', () => run(async () => {
+  }
+
+  // Adding another authenticator after confirming with a linked one.
+  const fido = () => window.ninshoFido;
+  const describeAdd = (e) => {
+    if (e instanceof ShownError) return e.message;
+    return fido() ? fido().describe(e) : msg.msgFailed;
+  };
+  let pending = null; // a card link challenge waiting for the card to add (after a card confirmation)
+  const showSwap = (on) => {
+    if (swap) swap.hidden = !on;
+    if (continueButton) continueButton.hidden = !on;
+  };
+
+  function addAnother(add) {
+    const by = confirmWith.value;
+    pending = null;
+    showSwap(false);
+    // A PIN is needed for a card to confirm with, or for the card to add right after a FIDO check.
+    withPin(async (pin) => {
+      let next;
+      if (by === 'fido') {
         const request = await gateway('/fido/link/start');
-        const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(request.publicKey);
-        const assertion = await navigator.credentials.get({ publicKey });
-        return gateway('/fido/link/finish', { credential: assertion.toJSON(), card });
-      }));
+        const assertion = await fido().get(request);
+        next = await gateway('/fido/link/finish', add === 'fido' ? { credential: assertion } : { credential: assertion, card: add });
+      } else {
+        const challenge = await gateway('/auth/card/challenge', { card: by, purpose: 'confirm', then: add });
+        next = await gateway('/auth/card/finish', await sign(challenge, pin));
+      }
+      if (add === 'fido') {
+        const credential = await fido().create(next);
+        return (await gateway('/fido/register/finish', { credential, name: nameInput ? nameInput.value : '' })).redirect;
+      }
+      if (by === 'fido') {
+        // The card to add is on the reader already, with its PIN typed.
+        return (await gateway('/auth/card/finish', await sign(next, pin))).redirect;
+      }
+      // Confirmed with a card: the card to add goes on the reader first.
+      pending = next;
+      showSwap(true);
+      return null;
+    }, { needPin: !(by === 'fido' && add === 'fido'), describe: describeAdd });
+  }
+
+  if (confirmWith) {
+    for (const b of document.querySelectorAll('#link-existing-section button[data-add]')) {
+      b.addEventListener('click', () => addAnother(b.dataset.add));
     }
+  }
+  if (continueButton) {
+    continueButton.addEventListener('click', () => withPin(async (pin) => {
+      if (!pending) return null;
+      // A refusal by the agent (wrong PIN, no card) leaves the challenge for another try.
+      const answer = await sign(pending, pin);
+      pending = null;
+      showSwap(false);
+      return (await gateway('/auth/card/finish', answer)).redirect;
+    }));
   }
 })();

@@ -1,5 +1,6 @@
-// FIDO (WebAuthn) flows of the method page: authenticate (opens a signing session), link an
-// authenticator with a registration code, or link another one after confirming with a linked one.
+// FIDO (WebAuthn) flows of the method page: authenticate (opens a signing session) and link an
+// authenticator with a registration code. Adding another after confirming with a linked one (FIDO
+// or a card) is in card.js, which uses this file's helpers (window.ninshoFido).
 // The server's options JSON (webauthn-rs) goes through PublicKeyCredential.parse*OptionsFromJSON
 // and the browser's credential back through toJSON(); the server checks everything. All text
 // comes from the page (data-msg-* and server error messages), so this file has no language.
@@ -13,7 +14,6 @@
   const codeForm = document.getElementById('link-code-form');
   const codeInput = document.getElementById('enroll-code');
   const nameInput = document.getElementById('credential-name');
-  const existingButton = document.getElementById('link-existing');
   const { ShownError, show } = window.ninshoPage;
   const post = (path, body) => window.ninshoPage.post(path, body, { lang, failed: msg.msgFailed });
 
@@ -40,12 +40,23 @@
     return msg.msgFailed;
   }
   const run = (flow) => window.ninshoPage.run(flow, describe);
+  const supported = !!(window.PublicKeyCredential && PublicKeyCredential.parseCreationOptionsFromJSON);
+  window.ninshoFido = { supported, create, get, describe };
 
-  if (!window.PublicKeyCredential || !PublicKeyCredential.parseCreationOptionsFromJSON) {
+  if (!supported) {
     show(msg.msgUnsupported);
-    // Only the FIDO buttons need WebAuthn; card login and linking by code go through the card agent.
-    for (const b of root.querySelectorAll('button')) {
-      if (!b.dataset.card || b.id.startsWith('link-fido')) b.disabled = true;
+    // Only the FIDO steps need WebAuthn; card login and linking by code go through the card agent,
+    // and a linked card can still confirm adding another card.
+    for (const id of ['fido-auth', 'link-code', 'link-existing']) {
+      const b = document.getElementById(id);
+      if (b) b.disabled = true;
+    }
+    const confirmWith = document.getElementById('confirm-with');
+    if (confirmWith) {
+      for (const o of confirmWith.querySelectorAll('option[value=fido]')) o.remove();
+      if (!confirmWith.options.length) {
+        for (const b of document.querySelectorAll('#link-existing-section button')) b.disabled = true;
+      }
     }
     return;
   }
@@ -67,15 +78,5 @@
         return (await post('/fido/register/finish', { credential, name: nameInput.value })).redirect;
       });
     });
-  }
-
-  if (existingButton) {
-    existingButton.addEventListener('click', () => run(async () => {
-      const request = await post('/fido/link/start');
-      const assertion = await get(request);
-      const creation = await post('/fido/link/finish', { credential: assertion });
-      const credential = await create(creation);
-      return (await post('/fido/register/finish', { credential, name: nameInput.value })).redirect;
-    }));
   }
 })();

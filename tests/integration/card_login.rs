@@ -578,6 +578,157 @@ async fn removing_a_card_needs_a_fresh_card_proof(db: Db) {
     app.stop().await;
 }
 
+async fn cards_are_renamed_like_fido_authenticators(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    assert_eq!(b.link_with_code("jpki", &issue_code(&app, CLINIC, DOCTOR_LOGIN).await, &c.jpki, &[]).await.0, 200);
+    let id = app.store().card_credentials_of(&user).await.unwrap()[0].id.clone();
+    let path = format!("/auth/card/credentials/{id}/rename");
+    let rename = |client: &reqwest::Client, name: &str| {
+        client.post(app.url(&format!("{path}?lang=ja"))).header("origin", app.origin()).form(&[("name", name)]).send()
+    };
+    // The management page offers it, in both languages.
+    let page = b.client.get(app.url("/manage?lang=en")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(&format!(r#"action="{path}?lang=en""#)) && page.contains("My Number card 1"), "{page}");
+    let page = b.client.get(app.url("/manage?lang=ja")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(&format!(r#"action="{path}?lang=ja""#)) && page.contains("マイナンバーカード 1"), "{page}");
+    // Linked with the code alone: no proof in this browser session yet.
+    let res = rename(&b.client, "受付の端末").await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("直前に登録済みのカードまたはFIDO認証器での本人確認が必要"));
+    assert_eq!(b.login("jpki", &c.jpki, &[]).await.0, 200);
+    // A bad name is refused and changes nothing; another doctor's card is not found (before
+    // anything else is said about it), and so is a card id on the FIDO route.
+    assert_eq!(rename(&b.client, " \t ").await.unwrap().status(), 400);
+    let long = "あ".repeat(65);
+    assert_eq!(rename(&b.client, &long).await.unwrap().status(), 400);
+    let other = Browser::other_doctor(&app).await;
+    assert_eq!(rename(&other.client, "x").await.unwrap().status(), 404);
+    let fido_route = b.client.post(app.url(&format!("/fido/credentials/{id}/rename"))).header("origin", app.origin()).form(&[("name", "x")]);
+    assert_eq!(fido_route.send().await.unwrap().status(), 404);
+    assert_eq!(app.store().card_credentials_of(&user).await.unwrap()[0].name, "マイナンバーカード 1");
+    // Renamed: the card's own notice, the new name shown as typed in both languages.
+    let res = rename(&b.client, "  受付の端末 ").await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/manage?done=renamed_jpki&lang=ja");
+    let page = b.client.get(app.url("/manage?done=renamed_jpki&lang=ja")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("マイナンバーカードの名前を変更しました。") && page.contains("受付の端末"), "{page}");
+    let page = b.client.get(app.url("/manage?done=renamed_jpki&lang=en")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("The My Number card was renamed.") && page.contains("受付の端末"), "{page}");
+    assert_eq!(app.store().card_credentials_of(&user).await.unwrap()[0].name, "受付の端末");
+    // It still logs in (the name is only a label).
+    assert_eq!(b.login("jpki", &c.jpki, &[]).await.0, 200);
+    let audit = app.store().audit_tail(100).await.unwrap();
+    let renamed: Vec<_> = audit.iter().filter(|r| r.event == "authenticator_renamed").collect();
+    assert_eq!(renamed.len(), 1, "{audit:?}");
+    assert_eq!((renamed[0].detail["kind"].as_str(), renamed[0].detail["authenticator_id"].as_str()), (Some("jpki"), Some(id.as_str())));
+    let refused = audit.iter().filter(|r| r.event == "authenticator_change_refused" && r.detail["action"] == "rename").count();
+    assert_eq!(refused, 1, "{audit:?}");
+    app.stop().await;
+}
+
+/// Issue 24: a doctor whose only linked authenticator is a card confirms with it (PIN through the
+/// agent) to add another — a card (the card to add answers the challenge the confirmation gave)
+/// or a FIDO authenticator (the confirmation answers the creation options).
+async fn a_linked_card_confirms_adding_another_authenticator(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let user = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let hpki_chain: &[&[u8]] = &[c.hpki_pki.auth_ca().cert_der()];
+    assert_eq!(b.link_with_code("jpki", &issue_code(&app, CLINIC, DOCTOR_LOGIN).await, &c.jpki, &[]).await.0, 200);
+    let jpki_id = app.store().card_credentials_of(&user).await.unwrap()[0].id.clone();
+    let confirm = |card: &str, then: &str| json!({ "card": card, "purpose": "confirm", "then": then });
+
+    // The page offers it with the linked card to confirm with (no FIDO authenticator linked).
+    let page = b.client.get(app.url("/manage")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(r#"<option value="jpki">マイナンバーカード</option>"#) && !page.contains(r#"<option value="fido">"#), "{page}");
+    assert!(page.contains(r#"id="link-existing-hpki""#) && page.contains(r#"id="confirm-continue""#), "{page}");
+
+    // Malformed requests: `then` only with a confirmation, and one of the three kinds.
+    for body in [
+        json!({ "card": "jpki", "purpose": "confirm" }),
+        json!({ "card": "jpki", "then": "hpki" }),
+        json!({ "card": "jpki", "purpose": "link", "code": "x", "then": "hpki" }),
+        confirm("jpki", "password"),
+    ] {
+        assert_error(&b.post("/auth/card/challenge", &body).await, 400, "bad_request", "");
+    }
+    // Only with a linked card of that kind.
+    assert_error(&b.post("/auth/card/challenge", &confirm("hpki", "jpki")).await, 409, "no_card_linked", "まだ登録されていません");
+    // Another card of that kind than the linked one, or another doctor's, confirms nothing.
+    assert_error(&b.present(confirm("jpki", "hpki"), &c.jpki2, &[]).await, 403, "card_not_linked", "登録されていません");
+    let other = Browser::other_doctor(&app).await;
+    let other_id = user_id(&app, OTHER_CLINIC, OTHER_DOCTOR_LOGIN).await;
+    assert_eq!(other.link_with_code("hpki", &issue_code(&app, OTHER_CLINIC, OTHER_DOCTOR_LOGIN).await, &c.doctor2, hpki_chain).await.0, 200);
+    // A refused confirmation is no proof: a code still cannot add a second one.
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    assert_error(&b.post("/auth/card/challenge", &json!({ "card": "hpki", "purpose": "link", "code": code })).await, 403, "reauth_required", "");
+    assert_eq!(app.store().card_credentials_of(&user).await.unwrap().len(), 1);
+
+    // Confirm with the My Number card, then add an HPKI card: the answer is the HPKI card's link
+    // challenge, which the HPKI card (now on the reader) answers.
+    let (status, next) = b.present(confirm("jpki", "hpki"), &c.jpki, &[]).await;
+    assert_eq!(status, 200, "{next}");
+    assert_eq!((next["card"].as_str(), next["purpose"].as_str()), (Some("hpki"), Some("link")), "{next}");
+    assert_eq!(next["origin"], app.origin());
+    // The confirmation is a presence check, no login: no signing session, no login metric.
+    assert!(app.store().current_signing_session(&user, CLINIC).await.unwrap().is_none());
+    assert!(app.store().card_credentials_of(&user).await.unwrap()[0].last_used_at.is_some(), "the card's use is recorded");
+    let (status, done) = b.post("/auth/card/finish", &agent(&next, &c.doctor, hpki_chain)).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["redirect"], "/manage?done=linked_hpki&lang=ja");
+    let linked = app.store().card_credentials_of(&user).await.unwrap();
+    let hpki = linked.iter().find(|c| c.kind == "hpki").unwrap();
+    assert_eq!(hpki.linked_via, format!("jpki:{jpki_id}"));
+    assert_eq!(app.store().count_card_challenges().await.unwrap(), 0);
+    // The permission was single use: the same answer again finds no challenge.
+    assert_error(&b.post("/auth/card/finish", &agent(&next, &c.doctor, hpki_chain)).await, 400, "challenge_missing", "");
+
+    // A confirmation whose next challenge is answered by the wrong card links nothing.
+    let (status, next) = b.present(confirm("hpki", "jpki"), &c.doctor, hpki_chain).await;
+    assert_eq!(status, 200, "{next}");
+    let finished = b.post("/auth/card/finish", &agent(&next, &c.jpki, &[])).await;
+    assert_error(&finished, 409, "card_already_linked", "");
+    assert_eq!(app.store().card_credentials_of(&user).await.unwrap().len(), 2);
+
+    // Confirm with the HPKI card, then add a FIDO authenticator: the answer is the creation options.
+    let (status, options) = b.present(confirm("hpki", "fido"), &c.doctor, hpki_chain).await;
+    assert_eq!(status, 200, "{options}");
+    let mut key = crate::fido_login::authenticator(&app);
+    let credential: Value = serde_json::from_str(&key.create(&options)).unwrap();
+    let (status, done) = b.post("/fido/register/finish", &json!({ "credential": credential, "name": "診察室のキー" })).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["redirect"], "/manage?done=linked_fido&lang=ja");
+    let fido = app.store().fido_credentials_of(&user).await.unwrap();
+    assert_eq!((fido.len(), fido[0].linked_via.clone()), (1, format!("hpki:{}", hpki.id)));
+
+    // Audited: the confirmations as card authentications of purpose confirm (one refused), the links with
+    // what authorised them; and the metrics count no login.
+    let events = card_events(&app).await;
+    let confirms: Vec<(&str, Option<&str>)> =
+        events.iter().filter(|(_, d)| d["purpose"] == "confirm").map(|(o, d)| (o.as_str(), d["reason"].as_str())).collect();
+    assert_eq!(
+        confirms,
+        [("failure", Some("no_card_linked")), ("failure", Some("card_not_linked")), ("success", None), ("success", None), ("success", None)],
+        "{events:?}"
+    );
+    let audit = app.store().audit_tail(200).await.unwrap();
+    let mut via: Vec<String> = audit
+        .iter()
+        .filter(|r| r.event == "authenticator_linked" && r.outcome == "success" && r.user_id.as_deref() == Some(user.as_str()))
+        .map(|r| format!("{} {}", r.detail["kind"].as_str().unwrap(), r.detail["via"].as_str().unwrap().split(':').next().unwrap()))
+        .collect();
+    via.sort();
+    assert_eq!(via, ["fido hpki", "hpki jpki", "jpki code"]);
+    let m = crate::metrics::Scrape::of(&app).await;
+    assert_eq!(m.samples_of("ninsho_logins_total").filter(|l| l.iter().any(|(k, v)| k == "method" && (v == "hpki" || v == "jpki"))).count(), 0);
+    assert!(app.store().current_signing_session(&other_id, OTHER_CLINIC).await.unwrap().is_none());
+    app.stop().await;
+}
+
 async fn admin_cert_check_explains_and_names_the_linked_account(db: Db) {
     let app = app(db).await;
     let c = cards();
@@ -812,4 +963,6 @@ db_tests!(
     cards_of_other_doctors_and_unlinked_cards_are_refused,
     removing_a_card_ends_the_sessions_opened_with_it,
     removing_a_card_needs_a_fresh_card_proof,
+    cards_are_renamed_like_fido_authenticators,
+    a_linked_card_confirms_adding_another_authenticator,
 );

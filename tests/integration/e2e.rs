@@ -200,6 +200,11 @@ async fn browser_links_and_logs_in_with_cards(db: Db) {
     std::fs::write(&cert, &app.pki.clinic_client.cert_pem).unwrap();
     std::fs::write(&key, &app.pki.clinic_client.key_pem).unwrap();
     let agent_log = app.dir.path().join("card-agent.log");
+    // A device certificate from the clinic CA that no clinic registered (the 403 device page).
+    let device_cert = app.dir.path().join("device.pem");
+    let device_key = app.dir.path().join("device.key");
+    std::fs::write(&device_cert, &app.pki.unregistered_client.cert_pem).unwrap();
+    std::fs::write(&device_key, &app.pki.unregistered_client.key_pem).unwrap();
     let mut rig = CardRig {
         sandbox: Sandbox::start().expect("a private pcscd (root, pcscd, vsmartcard-vpcd, util-linux)"),
         sim,
@@ -221,6 +226,8 @@ async fn browser_links_and_logs_in_with_cards(db: Db) {
         .env("LOGIN_ID", DOCTOR_LOGIN)
         .env("PASSWORD", DOCTOR_PASSWORD)
         .env("PIN", CARD_PIN)
+        .env("DEVICE_CERT", &device_cert)
+        .env("DEVICE_KEY", &device_key)
         .env("CHROMIUM", CHROMIUM)
         .env("ARTIFACTS", screenshots(db, "card"))
         .stdin(std::process::Stdio::piped())
@@ -250,6 +257,11 @@ async fn browser_links_and_logs_in_with_cards(db: Db) {
                 "agent ok" => rig.agent(Some(&app.origin())).map(|()| "ok".to_owned()),
                 "agent off" => rig.agent(None).map(|()| "ok".to_owned()),
                 "agent wrong-origin" => rig.agent(Some("https://other-gateway.example:8443")).map(|()| "ok".to_owned()),
+                // The database "goes away": the gateway's pools are closed (the pages answer 503).
+                "outage" => {
+                    app.store().close().await;
+                    Ok("ok".to_owned())
+                }
                 other => Err(format!("unknown command {other}")),
             };
             let answer = answer.unwrap_or_else(|e| format!("error: {e}"));
@@ -264,16 +276,33 @@ async fn browser_links_and_logs_in_with_cards(db: Db) {
     assert!(transcript.contains(" passed, 0 failed"), "{transcript}");
     drop(rig);
 
-    // What the browser did is what the database says.
-    let uid = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap().id;
-    let cards = app.store().card_credentials_of(&uid).await.unwrap();
-    let mut linked: Vec<(&str, &str)> = cards.iter().map(|c| (c.kind.as_str(), c.linked_via.split(':').next().unwrap())).collect();
+    // What the browser did is what the database says (read through a store of its own: the
+    // gateway's pools were closed for the outage page).
+    let store = app.other_store(2).await;
+    let uid = store.user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap().id;
+    let cards = store.card_credentials_of(&uid).await.unwrap();
+    let jpki = cards.iter().find(|c| c.kind == "jpki").unwrap();
+    assert_eq!((jpki.linked_via.as_str(), jpki.name.as_str()), ("code", "外来用"));
+    let mut linked: Vec<(&str, &str)> = cards.iter().map(|c| (c.kind.as_str(), c.linked_via.as_str())).collect();
     linked.sort_unstable();
-    assert_eq!(linked, [("hpki", "fido"), ("jpki", "code")]);
+    let by_jpki = format!("jpki:{}", jpki.id);
+    assert_eq!(linked, [("hpki", by_jpki.as_str()), ("jpki", "code")]);
+    let fido = store.fido_credentials_of(&uid).await.unwrap();
+    assert_eq!(fido.iter().map(|c| c.linked_via.as_str()).collect::<Vec<_>>(), [by_jpki.as_str()]);
     // Two card logins (the test's clock stands still, so both opened at the same second: the
     // audit rows tell them apart), the second ended from the page.
-    assert!(app.store().live_signing_session(&uid, CLINIC, app.clock_now()).await.unwrap().is_none());
-    let audit = app.store().audit_tail(200).await.unwrap();
+    assert!(store.live_signing_session(&uid, CLINIC, app.clock_now()).await.unwrap().is_none());
+    let audit = store.audit_tail(300).await.unwrap();
+    // Every way of linking, in order: code, code, confirming with FIDO, then twice confirming
+    // with the My Number card.
+    let links: Vec<String> = audit
+        .iter()
+        .rev()
+        .filter(|r| r.event == "authenticator_linked" && r.outcome == "success")
+        .map(|r| format!("{} {}", r.detail["kind"].as_str().unwrap(), r.detail["via"].as_str().unwrap().split(':').next().unwrap()))
+        .collect();
+    assert_eq!(links, ["jpki code", "fido code", "hpki fido", "fido jpki", "hpki jpki"], "{audit:?}");
+    assert!(audit.iter().any(|r| r.event == "authenticator_renamed" && r.detail["kind"] == "jpki"), "{audit:?}");
     let opened: Vec<&str> =
         audit.iter().rev().filter(|r| r.event == "signing_session_opened").filter_map(|r| r.detail["method"].as_str()).collect();
     assert_eq!(opened, ["jpki", "hpki"], "{audit:?}");

@@ -110,6 +110,16 @@ async fn unregistered_certificate_gets_a_refusal_page(db: Db) {
     let res = client.get(app.url("/login?lang=en")).send().await.unwrap();
     assert!(res.text().await.unwrap().contains("client certificate is not registered"));
 
+    // The refusal page keeps the product's layout: its stylesheet (fixed, the same for everyone)
+    // is served before the gate, and nothing else is.
+    let audit_before = app.store().audit_tail(1).await.unwrap()[0].seq;
+    let css = client.get(app.url("/assets/app.css")).send().await.unwrap();
+    assert_eq!(css.status(), 200);
+    assert!(css.text().await.unwrap().contains("--accent"));
+    assert_eq!(client.get(app.url("/assets/other.css")).send().await.unwrap().status(), 403);
+    assert_eq!(client.get(app.url("/methods")).send().await.unwrap().status(), 403);
+    assert_eq!(app.store().audit_tail(1).await.unwrap()[0].seq, audit_before + 2, "the asset was no gate refusal");
+
     let audit = app.store().audit_tail(1).await.unwrap();
     assert_eq!(audit[0].event, "clinic_gate");
     assert_eq!(audit[0].detail["reason"], "not_registered");

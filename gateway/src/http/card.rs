@@ -7,6 +7,7 @@
 //! | challenge | `POST /auth/card/challenge {"card","purpose"?,"code"?}` | `{"challenge","origin","agent_url","card","purpose"}` |
 //! | (page → agent) | `POST http://127.0.0.1:PORT/v1/sign {"card","challenge","origin","pin"}` | `{"client_data","signature","certificate","chain"}` |
 //! | finish | `POST /auth/card/finish` with the agent's answer unchanged | `{"ok","redirect"}` |
+//! | confirm to add another | `POST /auth/card/challenge {"card","purpose":"confirm","then"}` → agent → finish | creation options (`then = "fido"`) or a link challenge (`"hpki"`, `"jpki"`) |
 //!
 //! The PIN goes from the page to the agent only; the finish body is exactly
 //! `card::verify::CardResponse` (unknown keys refused), so it cannot carry a PIN here.
@@ -15,8 +16,9 @@
 //! card kind and the purpose, lives 120 s and is taken with one `DELETE … RETURNING` before
 //! anything else is looked at: a replay, a second instance or another browser session finds
 //! nothing. Linking (`purpose = "link"`) needs a registration code with the challenge, or comes
-//! from `/fido/link/finish {"credential","card"}` after a FIDO presence check (the shared rule in
-//! `http::link`). Every outcome is audited with the reason code and the certificate fingerprint.
+//! after a presence check with a linked authenticator: from `/fido/link/finish {"credential","card"}`
+//! (FIDO), or from the finish of a `confirm` challenge (a linked card), whose answer is then the
+//! next step instead of a redirect (the shared rule in `http::link`). Every outcome is audited with the reason code and the certificate fingerprint.
 
 use axum::extract::rejection::JsonRejection;
 use axum::routing::post;
@@ -120,6 +122,8 @@ impl Ceremony {
                 reason: r.code(),
                 code_id: f.code_id.clone(),
             });
+        } else if f.purpose == Some(CardPurpose::Confirm) {
+            // A presence check before linking another authenticator: audited, but no login.
         } else {
             // A refused login (docs/metrics.md); `card` while the challenge, and so the kind, is
             // unknown. Presence checks for linking are no logins.
@@ -139,6 +143,19 @@ struct ChallengeBody {
     /// A registration code, for `purpose = "link"`.
     #[serde(default)]
     code: Option<String>,
+    /// For `purpose = "confirm"`: what to link after the check (`fido`, `hpki`, `jpki`).
+    #[serde(default)]
+    then: Option<String>,
+}
+
+/// What a confirmation with a linked card allows linking next (the stored spelling).
+fn then_link(s: &str) -> Option<&'static str> {
+    match s {
+        "fido" => Some("fido"),
+        "hpki" => Some("hpki"),
+        "jpki" => Some("jpki"),
+        _ => None,
+    }
 }
 
 /// Stores a new challenge for this browser session and returns what the page passes to the agent.
@@ -148,6 +165,7 @@ async fn issue(
     purpose: CardPurpose,
     enrollment_code_id: Option<&str>,
     linked_via: Option<&str>,
+    then_link: Option<&str>,
 ) -> Result<Value> {
     let challenge: [u8; 32] = rand::random();
     let config = &ctx.state.config;
@@ -160,6 +178,7 @@ async fn issue(
         challenge: &challenge,
         enrollment_code_id,
         linked_via,
+        then_link,
         expires_at: ctx.now + config.card.challenge_timeout_secs,
     };
     ctx.state.store.put_card_challenge(&row, ctx.now).await?;
@@ -179,7 +198,7 @@ pub(super) async fn link_challenge(ctx: &Ceremony, card: &str, via: &str) -> Res
         let f = Facts { purpose: Some(CardPurpose::Link), ..Facts::default() };
         return Err(ctx.refuse_card(&f, Refusal::BadCardKind).await);
     };
-    issue(ctx, kind, CardPurpose::Link, None, Some(via)).await
+    issue(ctx, kind, CardPurpose::Link, None, Some(via), None).await
 }
 
 #[tracing::instrument(name = "card.challenge", skip_all, fields(principal.id = %ctx.doctor.user.id))]
@@ -188,17 +207,25 @@ async fn challenge(ctx: Ceremony, body: std::result::Result<Json<ChallengeBody>,
     let Ok(Json(body)) = body else { return Err(bad()) };
     let Ok(kind) = body.card.parse::<CardKind>() else { return Err(bad()) };
     let Ok(purpose) = body.purpose.as_deref().unwrap_or("signing_session").parse::<CardPurpose>() else { return Err(bad()) };
+    // `then` belongs to a confirmation and to nothing else.
+    if body.then.is_some() != (purpose == CardPurpose::Confirm) {
+        return Err(bad());
+    }
     let (state, doctor) = (&ctx.state, &ctx.doctor);
     let facts = Facts { method: Some(method_of(kind)), purpose: Some(purpose), ..Facts::default() };
     match purpose {
-        CardPurpose::SigningSession => {
+        CardPurpose::SigningSession | CardPurpose::Confirm => {
+            let then = match body.then.as_deref() {
+                None => None,
+                Some(t) => Some(then_link(t).ok_or_else(bad)?),
+            };
             // Refused before the doctor types a PIN: without a linked card of this kind the
-            // login cannot succeed.
+            // login (or confirmation) cannot succeed.
             let linked = state.store.card_credentials_of(&doctor.user.id).await?;
             if !linked.iter().any(|c| c.kind == kind.as_str()) {
                 return Err(ctx.refuse_card(&facts, Refusal::NoCardLinked).await);
             }
-            Ok(Json(issue(&ctx, kind, purpose, None, None).await?))
+            Ok(Json(issue(&ctx, kind, purpose, None, None, then).await?))
         }
         CardPurpose::Link => {
             let Some(code) = body.code.as_deref() else {
@@ -210,7 +237,7 @@ async fn challenge(ctx: Ceremony, body: std::result::Result<Json<ChallengeBody>,
                 return Err(ctx.refuse_card(&facts, r).await);
             }
             match check_registration_code(state, &doctor.user.id, code, ctx.now).await? {
-                CodeOutcome::Valid { code_id } => Ok(Json(issue(&ctx, kind, purpose, Some(&code_id), None).await?)),
+                CodeOutcome::Valid { code_id } => Ok(Json(issue(&ctx, kind, purpose, Some(&code_id), None, None).await?)),
                 CodeOutcome::Refused(r, code_id) => Err(ctx.refuse_card(&Facts { code_id, ..facts }, r).await),
             }
         }
@@ -263,24 +290,32 @@ async fn finish(ctx: Ceremony, body: std::result::Result<Json<Value>, JsonReject
     match taken.purpose {
         CardPurpose::SigningSession => open_session(&ctx, facts, &taken, &verified).await,
         CardPurpose::Link => link(&ctx, facts, &taken, &verified).await,
+        CardPurpose::Confirm => confirm(&ctx, facts, &taken, &verified).await,
     }
 }
 
-/// Maps a verified card to the doctor's linked credential and opens a signing session.
-async fn open_session(ctx: &Ceremony, mut facts: Facts, taken: &CardChallenge, v: &VerifiedCard) -> Result<Json<Value>> {
+/// The doctor's linked credential of a verified card (refused, and audited, when the card is not
+/// linked, is another doctor's, or carries another key).
+async fn linked_card(ctx: &Ceremony, facts: &mut Facts, taken: &CardChallenge, v: &VerifiedCard) -> Result<store::CardCredential> {
     let cred = match ctx.state.store.card_credential_by_card(taken.kind, &v.cert.issuer_sha256, &v.cert.serial_hex).await {
         Ok(c) => c,
-        Err(store::Error::NotFound) => return Err(ctx.refuse_card(&facts, Refusal::CardNotLinked).await),
+        Err(store::Error::NotFound) => return Err(ctx.refuse_card(facts, Refusal::CardNotLinked).await),
         Err(e) => return Err(e.into()),
     };
     facts.authenticator_id = Some(cred.id.clone());
     if cred.user_id != ctx.doctor.user.id {
-        return Err(ctx.refuse_card(&facts, Refusal::CardOfAnotherDoctor).await);
+        return Err(ctx.refuse_card(facts, Refusal::CardOfAnotherDoctor).await);
     }
     if cred.spki_sha256 != v.cert.spki_sha256 {
         // Same issuer and serial with another key: a mis-issued or forged certificate.
-        return Err(ctx.refuse_card(&facts, Refusal::CardKeyMismatch).await);
+        return Err(ctx.refuse_card(facts, Refusal::CardKeyMismatch).await);
     }
+    Ok(cred)
+}
+
+/// Maps a verified card to the doctor's linked credential and opens a signing session.
+async fn open_session(ctx: &Ceremony, mut facts: Facts, taken: &CardChallenge, v: &VerifiedCard) -> Result<Json<Value>> {
+    let cred = linked_card(ctx, &mut facts, taken, v).await?;
     let checked = ctx.authentication(&facts, Outcome::Success, None);
     // The card's key is generated on and never leaves the card: a device-bound hardware key.
     let assurance = Assurance::of(Proof::Card, &ctx.state.config.signing_session);
@@ -354,4 +389,23 @@ async fn link(ctx: &Ceremony, facts: Facts, taken: &CardChallenge, v: &VerifiedC
     })
     .await?;
     Ok(ctx.redirect(Done::Linked(page_method(v.kind))))
+}
+
+/// A confirmation with one of the doctor's linked cards: the proof (which also allows renaming and
+/// removing for a while) and the permission to link what the challenge names — a FIDO
+/// registration ceremony or a card link challenge, each carrying `<kind>:<card id>` as its
+/// single-use, 120 s authorisation, like a confirmation with FIDO (`/fido/link/finish`).
+async fn confirm(ctx: &Ceremony, mut facts: Facts, taken: &CardChallenge, v: &VerifiedCard) -> Result<Json<Value>> {
+    let cred = linked_card(ctx, &mut facts, taken, v).await?;
+    let Some(then) = taken.then_link.as_deref() else {
+        return Err(AppError::internal("card confirmation without what to link next"));
+    };
+    ctx.state.store.record_use(&AuthenticatorUse::Card { id: &cred.id }, ctx.now).await?;
+    ctx.audit(ctx.authentication(&facts, Outcome::Success, None)).await?;
+    ctx.doctor.session.mark_proven().await?;
+    let via = format!("{}:{}", method_of(v.kind).as_str(), cred.id);
+    if then == super::fido::KIND {
+        return Ok(Json(super::fido::start_registration(ctx, None, Some(&via)).await?));
+    }
+    Ok(Json(link_challenge(ctx, then, &via).await?))
 }

@@ -158,7 +158,7 @@ async fn stored_credentials(ctx: &Ceremony) -> Result<(Vec<FidoCredential>, Vec<
 
 /// Starts a registration for the doctor (authorised by a code or a linked authenticator) and
 /// returns the creation options.
-async fn start_registration(ctx: &Ceremony, code_id: Option<&str>, linked_via: Option<&str>) -> Result<Value> {
+pub(super) async fn start_registration(ctx: &Ceremony, code_id: Option<&str>, linked_via: Option<&str>) -> Result<Value> {
     let (_, existing) = stored_credentials(ctx).await?;
     let user = &ctx.doctor.user;
     let info = fido::UserInfo {

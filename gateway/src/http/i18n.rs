@@ -166,8 +166,8 @@ pub enum Done {
     Authenticated(Method),
     /// An authenticator of this kind was linked.
     Linked(Method),
-    /// A FIDO authenticator was renamed.
-    Renamed,
+    /// An authenticator of this kind was renamed.
+    Renamed(Method),
     /// An authenticator of this kind was removed.
     Removed(Method),
     /// The doctor ended the signing session.
@@ -178,14 +178,16 @@ pub enum Done {
 
 impl Done {
     /// Every notice (tests walk it).
-    pub const ALL: [Done; 11] = [
+    pub const ALL: [Done; 13] = [
         Done::Authenticated(Method::Hpki),
         Done::Authenticated(Method::Fido),
         Done::Authenticated(Method::Jpki),
         Done::Linked(Method::Hpki),
         Done::Linked(Method::Fido),
         Done::Linked(Method::Jpki),
-        Done::Renamed,
+        Done::Renamed(Method::Hpki),
+        Done::Renamed(Method::Fido),
+        Done::Renamed(Method::Jpki),
         Done::Removed(Method::Hpki),
         Done::Removed(Method::Fido),
         Done::Removed(Method::Jpki),
@@ -201,7 +203,9 @@ impl Done {
             Done::Linked(Method::Hpki) => "linked_hpki",
             Done::Linked(Method::Fido) => "linked_fido",
             Done::Linked(Method::Jpki) => "linked_jpki",
-            Done::Renamed => "renamed",
+            Done::Renamed(Method::Hpki) => "renamed_hpki",
+            Done::Renamed(Method::Fido) => "renamed_fido",
+            Done::Renamed(Method::Jpki) => "renamed_jpki",
             Done::Removed(Method::Hpki) => "removed_hpki",
             Done::Removed(Method::Fido) => "removed_fido",
             Done::Removed(Method::Jpki) => "removed_jpki",
@@ -219,7 +223,7 @@ impl Done {
     /// the identity-check page.
     pub fn page(self) -> &'static str {
         match self {
-            Done::Linked(_) | Done::Renamed | Done::Removed(_) => "/manage",
+            Done::Linked(_) | Done::Renamed(_) | Done::Removed(_) => "/manage",
             Done::Authenticated(_) | Done::Ended | Done::Password => "/methods",
         }
     }
@@ -248,7 +252,9 @@ impl Done {
             Done::Linked(Method::Hpki) => ("HPKIカードを登録しました。", "Your HPKI card was linked."),
             Done::Linked(Method::Fido) => ("FIDO認証器を登録しました。", "The FIDO authenticator was linked."),
             Done::Linked(Method::Jpki) => ("マイナンバーカードを登録しました。", "Your My Number card was linked."),
-            Done::Renamed => ("名前を変更しました。", "The name was changed."),
+            Done::Renamed(Method::Hpki) => ("HPKIカードの名前を変更しました。", "The HPKI card was renamed."),
+            Done::Renamed(Method::Fido) => ("FIDO認証器の名前を変更しました。", "The FIDO authenticator was renamed."),
+            Done::Renamed(Method::Jpki) => ("マイナンバーカードの名前を変更しました。", "The My Number card was renamed."),
             Done::Removed(Method::Hpki) => ("HPKIカードの登録を削除しました。", "The HPKI card was removed."),
             Done::Removed(Method::Fido) => ("FIDO認証器を削除しました。", "The FIDO authenticator was removed."),
             Done::Removed(Method::Jpki) => ("マイナンバーカードの登録を削除しました。", "The My Number card was removed."),
@@ -398,6 +404,9 @@ pub enum Msg {
     LinkCodeLead,
     LinkKindLabel,
     LinkExistingTitle,
+    ConfirmWithLabel,
+    ConfirmSwapCard,
+    ConfirmContinue,
     AgentOriginRefused,
     LoginTriesLeft,
     LoginLockedUnlock,
@@ -663,8 +672,8 @@ impl Msg {
             LinkWithCode => ("登録コードで登録", "Link with the code"),
             LinkWithExisting => ("登録済みの認証器で確認して追加", "Add another, confirming with a linked one"),
             LinkWithExistingLead => (
-                "登録済みの認証器で本人確認すると、登録コードなしで別の認証器を追加できます。",
-                "Confirm with a linked authenticator to add another one without a code.",
+                "登録済みの認証手段（カードの場合は暗証番号も入力）で本人確認すると、登録コードなしで別の認証手段を追加できます。確認に使うものを選び、追加するもののボタンを押してください。",
+                "Confirm with a linked authenticator (for a card, enter its PIN too) to add another one without a code. Choose what to confirm with, then press the button of what to add.",
             ),
             Rename => ("名前を変更", "Rename"),
             Remove => ("削除", "Remove"),
@@ -726,9 +735,15 @@ impl Msg {
             ),
             LinkKindLabel => ("登録する認証手段：", "What to link:"),
             LinkExistingTitle => (
-                "登録済みのFIDO認証器で確認して追加",
-                "Add another, confirming with a linked FIDO authenticator",
+                "登録済みの認証手段で確認して追加",
+                "Add another, confirming with a linked authenticator",
             ),
+            ConfirmWithLabel => ("確認に使う登録済みの認証手段：", "Confirm with:"),
+            ConfirmSwapCard => (
+                "本人確認できました。2分以内に、追加するカードをカードリーダーに置き替え、そのカードの暗証番号を入力して「続ける」を押してください。",
+                "Confirmed. Within 2 minutes, put the card to add on the reader instead, enter that card's PIN and press “Continue”.",
+            ),
+            ConfirmContinue => ("続ける", "Continue"),
             AgentOriginRefused => (
                 "カードエージェントは起動していますが、このページ（{origin}）からの要求を許可していません。カードエージェントの起動オプションに「--allow-origin {origin}」を追加し（設定ファイルでは allow_origins）、エージェントを再起動してください。",
                 "The card agent is running but does not accept requests from this page ({origin}). Add “--allow-origin {origin}” to the card agent's start command (allow_origins in its configuration file) and restart the agent.",
@@ -985,7 +1000,7 @@ mod tests {
             assert!(!ja.is_empty() && !en.is_empty() && ja != en, "{done:?}");
             assert!(!ja.is_ascii() && en.is_ascii(), "{done:?}: ja is Japanese, en is English");
             assert!(done.location(Lang::En).starts_with(done.page()) && done.location(Lang::En).ends_with("&lang=en"));
-            if let Done::Authenticated(m) | Done::Linked(m) | Done::Removed(m) = done {
+            if let Done::Authenticated(m) | Done::Linked(m) | Done::Renamed(m) | Done::Removed(m) = done {
                 let name = m.name();
                 assert!(ja.contains(name.text(Lang::Ja)), "{done:?}: {ja}");
                 assert!(en.contains(name.text(Lang::En)), "{done:?}: {en}");

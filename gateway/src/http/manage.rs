@@ -1,5 +1,5 @@
-//! Managing linked authenticators from 「認証手段の管理」 (docs/design.md §3.6, §3.7): renaming a
-//! FIDO authenticator, removing one of either kind, and ending the signing session. Form posts,
+//! Managing linked authenticators from 「認証手段の管理」 (docs/design.md §3.6, §3.7): renaming and
+//! removing one of either kind (FIDO, HPKI card, My Number card), and ending the signing session. Form posts,
 //! answered with a redirect back to the page the step belongs to ([`Done::page`]) or a refusal page. Renaming and removing
 //! need a recent proof (issue 15, `link::recently_proven`).
 
@@ -22,7 +22,8 @@ use crate::store::{self, AuditEvent, EndReason, SessionFilter};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
-        .route("/fido/credentials/{id}/rename", post(rename))
+        .route("/fido/credentials/{id}/rename", post(rename_fido))
+        .route("/auth/card/credentials/{id}/rename", post(rename_card))
         .route("/fido/credentials/{id}/remove", post(remove_fido))
         .route("/auth/card/credentials/{id}/remove", post(remove_card))
         .route("/signing-session/end", post(end_signing_session))
@@ -55,23 +56,67 @@ async fn need_recent_proof(state: &AppState, doctor: &CurrentDoctor, lang: Lang,
     if recently_proven(state, doctor, action, id).await? { Ok(()) } else { Err(AppError::Page(Refusal::ReauthRequired, lang)) }
 }
 
-async fn rename(
+/// The pages' name of an authenticator kind (`fido`, `hpki`, `jpki`).
+fn method_of(kind: &str) -> Method {
+    match kind {
+        KIND => Method::Fido,
+        "hpki" => Method::Hpki,
+        _ => Method::Jpki,
+    }
+}
+
+/// The kind of a linked card as its row spells it (the store holds only the two card kinds;
+/// anything else reads as My Number, as before).
+fn card_kind(kind: &str) -> CardKind {
+    kind.parse().unwrap_or(CardKind::Jpki)
+}
+
+async fn rename_fido(
     State(state): State<AppState>,
     lang: Lang,
     doctor: CurrentDoctor,
     Path(id): Path<String>,
     form: std::result::Result<Form<RenameForm>, FormRejection>,
 ) -> Result<Response> {
+    let kind = owns(&state, &doctor, &id).await?.then_some(KIND);
+    rename(&state, lang, doctor, &id, kind, form).await
+}
+
+async fn rename_card(
+    State(state): State<AppState>,
+    lang: Lang,
+    doctor: CurrentDoctor,
+    Path(id): Path<String>,
+    form: std::result::Result<Form<RenameForm>, FormRejection>,
+) -> Result<Response> {
+    let linked = state.store.card_credentials_of(&doctor.user.id).await?;
+    let kind = linked.iter().find(|c| c.id == id).map(|c| card_kind(&c.kind).as_str());
+    rename(&state, lang, doctor, &id, kind, form).await
+}
+
+/// Renames the doctor's authenticator `id` of `kind` (`fido`, `hpki`, `jpki`; `None`: not one of
+/// theirs, "not found" before any other answer but a bad name's).
+async fn rename(
+    state: &AppState,
+    lang: Lang,
+    doctor: CurrentDoctor,
+    id: &str,
+    kind: Option<&'static str>,
+    form: std::result::Result<Form<RenameForm>, FormRejection>,
+) -> Result<Response> {
     let not_found = AppError::Page(Refusal::CredentialNotFound, lang);
     let Some(name) = form.ok().and_then(|Form(f)| valid_name(&f.name)) else {
         return Err(AppError::Page(Refusal::NameInvalid, lang));
     };
-    if !owns(&state, &doctor, &id).await? {
-        return Err(not_found);
-    }
-    need_recent_proof(&state, &doctor, lang, "rename", &id).await?;
+    let Some(kind) = kind else { return Err(not_found) };
+    need_recent_proof(state, &doctor, lang, "rename", id).await?;
     let now = state.clock.unix();
-    match state.store.rename_fido_credential(&doctor.user.id, &id, &name, now).await {
+    let renamed = if kind == KIND {
+        state.store.rename_fido_credential(&doctor.user.id, id, &name, now).await
+    } else {
+        state.store.rename_card_credential(&doctor.user.id, id, &name, now).await
+    };
+    match renamed {
         Ok(()) => {}
         Err(store::Error::NotFound) => return Err(not_found),
         Err(e) => return Err(e.into()),
@@ -79,11 +124,11 @@ async fn rename(
     let event = AuditEvent::AuthenticatorRenamed {
         clinic_id: doctor.clinic.clinic_id,
         user_id: doctor.user.id,
-        kind: KIND,
-        authenticator_id: id,
+        kind,
+        authenticator_id: id.to_owned(),
     };
     state.store.audit(&event, now).await?;
-    Ok(back(lang, Done::Renamed))
+    Ok(back(lang, Done::Renamed(method_of(kind))))
 }
 
 async fn remove_fido(State(state): State<AppState>, lang: Lang, doctor: CurrentDoctor, Path(id): Path<String>) -> Result<Response> {
@@ -113,11 +158,9 @@ async fn remove_card(State(state): State<AppState>, lang: Lang, doctor: CurrentD
         Err(store::Error::NotFound) => return Err(not_found),
         Err(e) => return Err(e.into()),
     };
-    // The store holds only the two card kinds here; anything else reads as My Number, as before.
-    let kind = card.kind.parse().unwrap_or(CardKind::Jpki);
+    let kind = card_kind(&card.kind);
     audit_removal(&state, &doctor, kind.as_str(), &id, &ended, now).await?;
-    let method = if kind == CardKind::Hpki { Method::Hpki } else { Method::Jpki };
-    Ok(back(lang, Done::Removed(method)))
+    Ok(back(lang, Done::Removed(method_of(kind.as_str()))))
 }
 
 /// Audits a removed authenticator (`kind`: `fido`, `hpki`, `jpki`) and the signing sessions its

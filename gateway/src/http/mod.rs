@@ -130,13 +130,18 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(tag_route))
         .layer(middleware::from_fn_with_state(state.clone(), session::layer))
         .layer(middleware::from_fn_with_state(state.clone(), same_origin))
-        .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], pages::CSS) }))
-        .route("/assets/common.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::COMMON_JS) }))
-        .route("/assets/fido.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::FIDO_JS) }))
-        .route("/assets/card.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::CARD_JS) }))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), clinic_gate))
         .layer(middleware::from_fn(i18n::keep_language));
+    // The pages' stylesheet and scripts: fixed files compiled in, the same for everyone, so they
+    // are served before the clinic gate and without the database. The refusal pages of the gate
+    // (403 device) and of an outage (503) keep the product's layout that way; the TLS handshake
+    // still required a client certificate from a trusted chain.
+    let assets = Router::new()
+        .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], pages::CSS) }))
+        .route("/assets/common.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::COMMON_JS) }))
+        .route("/assets/fido.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::FIDO_JS) }))
+        .route("/assets/card.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], pages::CARD_JS) }));
     // The clinic agent's API: behind the clinic gate (the clinic's certificate), JSON, no browser
     // session and no same-origin check (no browser calls it).
     let agent = agent::router()
@@ -156,6 +161,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(agent)
+        .merge(assets)
         .merge(browser)
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), body::read_whole_body))

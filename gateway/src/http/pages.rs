@@ -352,10 +352,9 @@ pub fn methods(lang: Lang, clinic_name: &str, user: &User, agent: AgentView<'_>,
 
 /// 「認証手段の管理」, the one-time page: the linked authenticators (rename, remove), linking with
 /// a registration code (one code field, then the kind), and adding another after confirming with
-/// a linked FIDO authenticator. Without any linked authenticator it explains what to do first.
+/// a linked authenticator of any kind (FIDO, or a card with its PIN). Without any linked authenticator it explains what to do first.
 pub fn manage(lang: Lang, clinic_name: &str, user: &User, agent: AgentView<'_>, view: &MethodsView<'_>) -> Markup {
     let q = format!("?lang={}", lang.code());
-    let has_fido = view.has(Method::Fido);
     layout(
         lang,
         Msg::ManageTitle.text(lang),
@@ -384,18 +383,13 @@ pub fn manage(lang: Lang, clinic_name: &str, user: &User, agent: AgentView<'_>, 
                                     (Msg::LastUsed.text(lang)) " "
                                     @if let Some(t) = c.last_used_at { (when(lang, t)) } @else { (Msg::NeverUsed.text(lang)) }
                                 }
-                                @if c.kind == Method::Fido {
-                                    form.inline method="post" action={ "/fido/credentials/" (c.id) "/rename" (q) } {
-                                        input name="name" type="text" maxlength="64" required value=(c.display_name(lang)) aria-label=(Msg::Rename.text(lang));
-                                        button.secondary type="submit" { (Msg::Rename.text(lang)) }
-                                    }
-                                    form.inline method="post" action={ "/fido/credentials/" (c.id) "/remove" (q) } {
-                                        button.danger type="submit" title=(Msg::RemoveConfirmNote.text(lang)) { (Msg::Remove.text(lang)) }
-                                    }
-                                } @else {
-                                    form.inline method="post" action={ "/auth/card/credentials/" (c.id) "/remove" (q) } {
-                                        button.danger type="submit" title=(Msg::RemoveConfirmNote.text(lang)) { (Msg::Remove.text(lang)) }
-                                    }
+                                @let base = if c.kind == Method::Fido { "/fido/credentials/" } else { "/auth/card/credentials/" };
+                                form.inline method="post" action={ (base) (c.id) "/rename" (q) } {
+                                    input name="name" type="text" maxlength="64" required value=(c.display_name(lang)) aria-label=(Msg::Rename.text(lang));
+                                    button.secondary type="submit" { (Msg::Rename.text(lang)) }
+                                }
+                                form.inline method="post" action={ (base) (c.id) "/remove" (q) } {
+                                    button.danger type="submit" title=(Msg::RemoveConfirmNote.text(lang)) { (Msg::Remove.text(lang)) }
                                 }
                             }
                         }
@@ -420,13 +414,26 @@ pub fn manage(lang: Lang, clinic_name: &str, user: &User, agent: AgentView<'_>, 
                     button #link-code-jpki.method type="button" data-card="jpki" { (Msg::MyNumber.text(lang)) }
                 }
                 (status_lines(lang))
-                @if has_fido {
-                    h2 { (Msg::LinkExistingTitle.text(lang)) }
-                    p.hint { (Msg::LinkWithExistingLead.text(lang)) }
-                    div.methods {
-                        button #link-fido-hpki.secondary type="button" data-card="hpki" { (Msg::Hpki.text(lang)) }
-                        button #link-existing.secondary type="button" { (Msg::FidoAuthenticator.text(lang)) }
-                        button #link-fido-jpki.secondary type="button" data-card="jpki" { (Msg::MyNumber.text(lang)) }
+                @if !view.credentials.is_empty() {
+                    section #link-existing-section {
+                        h2 { (Msg::LinkExistingTitle.text(lang)) }
+                        p.hint { (Msg::LinkWithExistingLead.text(lang)) }
+                        label for="confirm-with" { (Msg::ConfirmWithLabel.text(lang)) }
+                        // A linked FIDO authenticator first (no PIN to type), else a linked card.
+                        select #confirm-with {
+                            @for m in [Method::Fido, Method::Hpki, Method::Jpki] {
+                                @if view.has(m) { option value=(m.code()) { (m.name().text(lang)) } }
+                            }
+                        }
+                        p.kind-label { (Msg::LinkKindLabel.text(lang)) }
+                        div.methods {
+                            button #link-existing-hpki.secondary type="button" data-card="hpki" data-add="hpki" { (Msg::Hpki.text(lang)) }
+                            button #link-existing.secondary type="button" data-add="fido" { (Msg::FidoAuthenticator.text(lang)) }
+                            button #link-existing-jpki.secondary type="button" data-card="jpki" data-add="jpki" { (Msg::MyNumber.text(lang)) }
+                        }
+                        // After confirming with a card, the card to add goes on the reader (card.js).
+                        p #confirm-swap.reminder hidden { (Msg::ConfirmSwapCard.text(lang)) }
+                        button #confirm-continue.method type="button" hidden { (Msg::ConfirmContinue.text(lang)) }
                     }
                 }
             }))

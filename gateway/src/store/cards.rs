@@ -7,7 +7,7 @@
 //! *after* taking, so an expired challenge is consumed too.
 
 use super::authenticators::{AuthenticatorTable, LinkAuthorisation, NewAuthenticator};
-use super::{AnchorKind, Backend, Result, Store, read_all, read_one, row, with_pool, write_execute, write_optional};
+use super::{AnchorKind, Backend, Error, Result, Store, read_all, read_one, row, with_pool, write_execute, write_optional};
 
 /// What a card challenge is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
@@ -17,6 +17,9 @@ pub enum CardPurpose {
     SigningSession,
     /// Linking the presented card to the doctor (authorised by a code or an authenticator).
     Link,
+    /// A presence check with a linked card that allows linking another authenticator
+    /// ([`NewCardChallenge::then_link`]).
+    Confirm,
 }
 
 impl CardPurpose {
@@ -45,6 +48,9 @@ pub struct NewCardChallenge<'a> {
     pub enrollment_code_id: Option<&'a str>,
     /// A link authorised by this authenticator (`<kind>:<id>`).
     pub linked_via: Option<&'a str>,
+    /// For [`CardPurpose::Confirm`] (and only then): what is linked after the check, `fido`,
+    /// `hpki` or `jpki`.
+    pub then_link: Option<&'a str>,
     /// Unix seconds.
     pub expires_at: i64,
 }
@@ -62,6 +68,8 @@ pub struct CardChallenge {
     pub enrollment_code_id: Option<String>,
     /// See [`NewCardChallenge::linked_via`].
     pub linked_via: Option<String>,
+    /// See [`NewCardChallenge::then_link`].
+    pub then_link: Option<String>,
     /// Unix seconds; the caller refuses a challenge with `expires_at <= now`.
     pub expires_at: i64,
 }
@@ -134,6 +142,7 @@ row! {
         challenge: Vec<u8>,
         enrollment_code_id: Option<String>,
         linked_via: Option<String>,
+        then_link: Option<String>,
         expires_at: i64,
     }
 }
@@ -154,12 +163,12 @@ impl Store {
         write_execute!(
             self,
             "INSERT INTO card_challenges (session_hash, user_id, clinic_id, kind, purpose, challenge,
-                enrollment_code_id, linked_via, expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                enrollment_code_id, linked_via, expires_at, created_at, then_link)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (session_hash) DO UPDATE SET user_id = excluded.user_id, clinic_id = excluded.clinic_id,
                 kind = excluded.kind, purpose = excluded.purpose, challenge = excluded.challenge,
                 enrollment_code_id = excluded.enrollment_code_id, linked_via = excluded.linked_via,
-                expires_at = excluded.expires_at, created_at = excluded.created_at",
+                expires_at = excluded.expires_at, created_at = excluded.created_at, then_link = excluded.then_link",
             &c.session_hash[..],
             c.user_id,
             c.clinic_id,
@@ -170,6 +179,7 @@ impl Store {
             c.linked_via,
             c.expires_at,
             now,
+            c.then_link,
         )?;
         Ok(())
     }
@@ -187,7 +197,7 @@ impl Store {
             self,
             ChallengeRow,
             "DELETE FROM card_challenges WHERE session_hash = $1 AND user_id = $2 AND clinic_id = $3
-             RETURNING kind, purpose, challenge, enrollment_code_id, linked_via, expires_at",
+             RETURNING kind, purpose, challenge, enrollment_code_id, linked_via, then_link, expires_at",
             &session_hash[..],
             user_id,
             clinic_id,
@@ -199,6 +209,7 @@ impl Store {
                 challenge: r.challenge,
                 enrollment_code_id: r.enrollment_code_id,
                 linked_via: r.linked_via,
+                then_link: r.then_link,
                 expires_at: r.expires_at,
             })
         })
@@ -250,6 +261,21 @@ impl Store {
             issuer_sha256,
             serial_hex,
         )
+    }
+
+    /// Renames a card of `user_id`; `NotFound` if it is not theirs.
+    pub async fn rename_card_credential(&self, user_id: &str, id: &str, name: &str, now: i64) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query("UPDATE card_credentials SET name = $3, updated_at = $4 WHERE id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(user_id)
+                .bind(name)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if done == 1 { Ok(()) } else { Err(Error::NotFound) }
     }
 
     /// Removes a card of `user_id` and, in the same transaction, ends the open signing sessions

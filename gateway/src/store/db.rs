@@ -401,6 +401,12 @@ const MIGRATIONS: infra::db::Migrations = &[
         include_str!("../../../migrations/sqlite/0016_upstream_login.sql"),
         include_str!("../../../migrations/postgres/0016_upstream_login.sql"),
     ),
+    (
+        17,
+        "card confirm",
+        include_str!("../../../migrations/sqlite/0017_card_confirm.sql"),
+        include_str!("../../../migrations/postgres/0017_card_confirm.sql"),
+    ),
 ];
 
 impl Store {

@@ -71,7 +71,7 @@ mod spellings {
         assert_eq!(AnchorKind::VARIANTS, ["clinic", "service", "hpki", "jpki"]);
         assert_eq!(RevocationPolicy::VARIANTS, ["crl", "none"]);
         assert_eq!(Outcome::VARIANTS, ["success", "failure"]);
-        assert_eq!(CardPurpose::VARIANTS, ["signing_session", "link"]);
+        assert_eq!(CardPurpose::VARIANTS, ["signing_session", "link", "confirm"]);
         assert_eq!(CeremonyPurpose::VARIANTS, ["register", "authenticate", "link"]);
         assert_eq!(ServiceRole::VARIANTS, ["emr", "signer", "provisioner"]);
         assert_eq!(AuthMethod::VARIANTS, ["fido", "hpki", "jpki"]);
@@ -106,7 +106,7 @@ mod spellings {
         }
         check(&[AnchorKind::Clinic, AnchorKind::Service, AnchorKind::Hpki, AnchorKind::Jpki]);
         check(&[RevocationPolicy::Crl, RevocationPolicy::None]);
-        check(&[CardPurpose::SigningSession, CardPurpose::Link]);
+        check(&[CardPurpose::SigningSession, CardPurpose::Link, CardPurpose::Confirm]);
         check(&[CeremonyPurpose::Register, CeremonyPurpose::Authenticate, CeremonyPurpose::Link]);
         check(&[ServiceRole::Emr, ServiceRole::Signer, ServiceRole::Provisioner]);
         check(&[AuthMethod::Fido, AuthMethod::Hpki, AuthMethod::Jpki]);
