@@ -228,7 +228,8 @@ await run(async ({ browser, ctx, page }) => {
   await shots(page, 'card-manage-renamed');
 
   state.step = 'password page';
-  await page.goto(`${base}/password?lang=ja`);
+  await page.goto(`${base}/manage?lang=ja`);
+  await Promise.all([page.waitForURL('**/password?lang=ja'), page.click('#change-password-link')]);
   check(await page.isVisible('#change-password'), 'the password change page');
   await shots(page, 'password');
 

@@ -220,6 +220,7 @@ async fn doctor_signs_in_through_the_emr_and_continues_to_presence(db: Db) {
     assert_eq!(manage.status(), 200);
     let body = manage.text().await.unwrap();
     assert!(body.contains("山田 太郎") && body.contains("登録コード"), "{body}");
+    assert!(!body.contains("change-password-link"), "no password to change here: {body}");
     // The password is the EMR's: the gateway's password page neither shows nor changes one.
     let before = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap().password_hash;
     let res = client.get(app.url("/password")).send().await.unwrap();

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use devpki::{LeafSpec, LeafUsage};
-use gateway::store::{AuthMethod, NewSigningSession, ServiceClient, ServiceRole};
+use gateway::store::{AuthMethod, ClientAuthMethod, ClinicLogin, NewSigningSession, ServiceClient, ServiceRole, UpstreamMatch};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -591,7 +591,47 @@ async fn independent_conformance_tester_passes(db: Db) {
     app.stop().await;
 }
 
+/// A clinic that signs in through its EMR's provider keeps no passwords: SCIM refuses one on
+/// create, replace and patch, and provisions the user without one.
+async fn no_password_where_the_clinic_signs_in_upstream(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let prov = provisioner(&app, "prov-a", ServiceRole::Provisioner, &[CLINIC]).await;
+    let upstream = ClinicLogin {
+        clinic_id: CLINIC.into(),
+        issuer: "https://emr-idp.example.jp".into(),
+        client_id: "ninsho".into(),
+        sealed_secret: vec![1; 48],
+        claim: "sub".into(),
+        match_on: UpstreamMatch::ExternalId,
+        scopes: "openid".into(),
+        auth_method: ClientAuthMethod::ClientSecretBasic,
+    };
+    app.store().set_clinic_login(&upstream, app.clock_now()).await.unwrap();
+    let before = snapshot(&app).await;
+    assert_error(&prov.post("/Users", &doctor("up1", "emr-up1", "300001")).await, 400, Some("mutability"));
+    assert_eq!(snapshot(&app).await, before, "nothing created");
+
+    let mut without = doctor("up1", "emr-up1", "300001");
+    without.as_object_mut().unwrap().remove("password");
+    let created = prov.post("/Users", &without).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let etag = created.etag.clone().unwrap();
+    let before = snapshot(&app).await;
+    let patch = json!({ "schemas": [PATCH], "Operations": [{ "op": "replace", "path": "password", "value": PASSWORD }] });
+    let patched = prov.call(Method::PATCH, &format!("/Users/{id}"), Some(&patch.to_string()), Some(&etag)).await;
+    assert_error(&patched, 400, Some("mutability"));
+    let replaced = prov.call(Method::PUT, &format!("/Users/{id}"), Some(&doctor("up1", "emr-up1", "300001").to_string()), Some(&etag)).await;
+    assert_error(&replaced, 400, Some("mutability"));
+    assert_eq!(snapshot(&app).await, before, "nothing changed");
+    // The password form is off for this clinic, so no password of this user can be used here.
+    let res = app.login(&app.clinic_client(), "up1", PASSWORD).await;
+    assert_eq!(res.status(), 403);
+    app.stop().await;
+}
+
 db_tests!(
+    no_password_where_the_clinic_signs_in_upstream,
     provisioned_doctor_signs_in_until_deprovisioned,
     provisioners_touch_only_their_clinics,
     bad_requests_get_scim_errors_and_change_nothing,

@@ -296,7 +296,8 @@ async fn doctor_view(state: &AppState, doctor: &CurrentDoctor, lang: Lang, done:
         .await?
         .map(|s| pages::SigningView { expires_at: s.expires_at, idle_expires_at: s.idle_expires_at() });
     let notice = done.and_then(Done::parse).map(|d| d.text(lang));
-    Ok(pages::MethodsView { credentials, signing, notice, error: None })
+    let password_here = state.store.clinic_login(&doctor.clinic.clinic_id).await?.is_none();
+    Ok(pages::MethodsView { credentials, signing, notice, error: None, password_here })
 }
 
 /// 「本人確認」, the daily page.

@@ -198,6 +198,9 @@ pub struct MethodsView<'a> {
     pub notice: Option<&'a str>,
     /// A refusal message.
     pub error: Option<&'a str>,
+    /// The clinic signs in with the gateway's password form (not through its EMR's provider),
+    /// so the password-change link is shown.
+    pub password_here: bool,
 }
 
 impl MethodsView<'_> {
@@ -285,11 +288,13 @@ fn header_lines(lang: Lang, clinic_name: &str, user: &User, view: &MethodsView<'
 }
 
 /// Password change and sign-out, at the foot of both pages.
-fn foot(lang: Lang, other_page: Markup) -> Markup {
+fn foot(lang: Lang, other_page: Markup, password_here: bool) -> Markup {
     html! {
         nav.foot {
             p { (other_page) }
-            p { a #change-password-link href={ "/password?lang=" (lang.code()) } { (Msg::PasswordChangeLink.text(lang)) } }
+            @if password_here {
+                p { a #change-password-link href={ "/password?lang=" (lang.code()) } { (Msg::PasswordChangeLink.text(lang)) } }
+            }
         }
         form method="post" action={ "/logout?lang=" (lang.code()) } {
             button #sign-out.secondary type="submit" { (Msg::SignOut.text(lang)) }
@@ -345,7 +350,7 @@ pub fn methods(lang: Lang, clinic_name: &str, user: &User, agent: AgentView<'_>,
                 }
                 (status_lines(lang))
             }))
-            (foot(lang, html! { a #manage-link href={ "/manage" (q) } { (Msg::ManageLink.text(lang)) } }))
+            (foot(lang, html! { a #manage-link href={ "/manage" (q) } { (Msg::ManageLink.text(lang)) } }, view.password_here))
         },
     )
 }
@@ -437,7 +442,7 @@ pub fn manage(lang: Lang, clinic_name: &str, user: &User, agent: AgentView<'_>, 
                     }
                 }
             }))
-            (foot(lang, html! { a #verify-link href={ "/methods" (q) } { (Msg::VerifyLink.text(lang)) } }))
+            (foot(lang, html! { a #verify-link href={ "/methods" (q) } { (Msg::VerifyLink.text(lang)) } }, view.password_here))
         },
     )
 }

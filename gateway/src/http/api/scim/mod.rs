@@ -85,12 +85,10 @@ impl Provisioner {
 }
 
 /// Whether `clinic_id` signs its users in with the gateway's embedded password step, so a
-/// password set through SCIM is one its users can use. True for every clinic today; the per-clinic
-/// login mode (the upstream OpenID Connect sign-in, built in parallel) decides it once merged: a
-/// clinic whose users sign in at the EMR's provider keeps no passwords here, and SCIM refuses one.
-#[allow(clippy::unused_async, reason = "the per-clinic login mode it will read is in the database")]
-pub(crate) async fn embedded_password_step(_state: &AppState, _clinic_id: &str) -> ScimResult<bool> {
-    Ok(true)
+/// password set through SCIM is one its users can use. A clinic whose users sign in at the EMR's
+/// provider (docs/design.md §3.17) keeps no passwords here, and SCIM refuses one.
+pub(crate) async fn embedded_password_step(state: &AppState, clinic_id: &str) -> ScimResult<bool> {
+    Ok(state.store.clinic_login(clinic_id).await?.is_none())
 }
 
 /// The absolute base of the SCIM endpoints, for `meta.location`.
