@@ -16,10 +16,10 @@ use devpki::cards::{CaOptions, CardSpec, Hpki, Jpki};
 use devpki::{Authority, KeyAlg, LeafSpec, LeafUsage, pkcs12};
 use serde::{Deserialize, Serialize};
 
-use crate::admin::{self, Admin, PasswordChoice};
+use crate::admin::{self, Admin, MatchArg, PasswordChoice, SetLogin, TokenAuthArg};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat};
-use crate::demo_clinic::{DemoChild, first_exit};
+use crate::demo_clinic::{DemoChild, find_on_path, first_exit};
 use clap::Args;
 use crate::password::PasswordHasher;
 use crate::store::{AnchorKind, RevocationPolicy, Store, UserKind};
@@ -65,6 +65,14 @@ pub struct DemoArgs {
     /// The OQS terminal simulator executable; default: `oqs-sim` beside this one.
     #[arg(long, value_name = "EXE")]
     pub oqs_sim_exe: Option<PathBuf>,
+    /// The port on 127.0.0.1 of the second clinic's OpenID Connect provider (its EMR sign-in),
+    /// fixed when the demo directory is made.
+    #[arg(long, default_value_t = 9446)]
+    pub oidc_port: u16,
+    /// The provider script run with Node.js; default: `tests/oidc/provider.mjs` under the current
+    /// directory (the repository's root), with its packages installed (`npm ci` there).
+    #[arg(long, value_name = "FILE")]
+    pub oidc_provider: Option<PathBuf>,
 }
 
 pub const CLINIC_ID: &str = "21234";
@@ -74,6 +82,15 @@ const DOCTOR_LOGIN: &str = "doctor1";
 const DOCTOR_REG_NO: &str = "123456";
 /// The demo doctor's credential at the signer (CSC `credentialID`).
 const CREDENTIAL_ID: &str = "cred-doctor1";
+/// The demo's second clinic, whose doctors sign in through their EMR's OpenID Connect provider
+/// (docs/design.md §3.17) instead of a password: the repository's test provider on Node.js.
+const UPSTREAM_CLINIC_ID: &str = "21235";
+const UPSTREAM_DOCTOR_LOGIN: &str = "doctor2";
+const UPSTREAM_DOCTOR_REG_NO: &str = "654321";
+/// doctor2's id at the EMR: the provider's `sub`, stored as the user's external id.
+const UPSTREAM_SUB: &str = "emr-user-0002";
+/// The gateway's client id at that provider.
+const UPSTREAM_CLIENT_ID: &str = "ninsho-demo";
 /// CSC OIDs of the printed signHash call: SHA-256, and RSASSA-PKCS1-v1_5 with SHA-256.
 const SHA256_OID: &str = "2.16.840.1.101.3.4.2.1";
 const RSA_SHA256_OID: &str = "1.2.840.113549.1.1.11";
@@ -93,6 +110,20 @@ struct DemoSecrets {
     /// The remote signer; absent in a demo directory made before the demo had one.
     #[serde(default)]
     signer: Option<DemoSigner>,
+    /// The clinic that signs in through its EMR's provider; absent in an older demo directory.
+    #[serde(default)]
+    upstream: Option<DemoUpstream>,
+}
+
+/// The second clinic's EMR sign-in, as set up.
+#[derive(Serialize, Deserialize)]
+struct DemoUpstream {
+    /// The provider's port on 127.0.0.1 (its issuer is `http://127.0.0.1:PORT`).
+    port: u16,
+    /// The gateway's client secret at the provider, which the demo starts with it.
+    client_secret: String,
+    /// doctor2's registration code (demo only, like doctor1's).
+    enroll_code: Option<String>,
 }
 
 /// The demo's remote signer, as set up.
@@ -147,11 +178,23 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         serde_json::from_slice(&std::fs::read(&secrets_path)?).context("reading demo-secrets.json")?
     };
     let config = Config::load(Some(&paths.config()))?;
-    if !fresh && let Some(code) = fresh_code(&config).await.context("checking the demo's registration code")? {
-        // The printed code was used (usually for the first passkey), voided or has expired: a
+    if !fresh {
+        // A printed code that was used (usually for the first passkey), voided or has expired: a
         // second run prints one that works instead of the spent one.
-        secrets.enroll_code = Some(code);
-        write_file(&secrets_path, &serde_json::to_vec_pretty(&secrets)?, true)?;
+        let mut renewed = false;
+        if let Some(code) = fresh_code(&config, CLINIC_ID, DOCTOR_LOGIN).await.context("checking the demo's registration code")? {
+            secrets.enroll_code = Some(code);
+            renewed = true;
+        }
+        if let Some(upstream) = secrets.upstream.as_mut()
+            && let Some(code) = fresh_code(&config, UPSTREAM_CLINIC_ID, UPSTREAM_DOCTOR_LOGIN).await.context("checking doctor2's registration code")?
+        {
+            upstream.enroll_code = Some(code);
+            renewed = true;
+        }
+        if renewed {
+            write_file(&secrets_path, &serde_json::to_vec_pretty(&secrets)?, true)?;
+        }
     }
     if secrets.signer.as_ref().is_some_and(|s| s.tsa_port.is_some()) {
         refresh_crls(&paths).await.context("issuing the demo's CRLs")?;
@@ -182,6 +225,9 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     let signer = DemoChild::spawn("signer", &exe, &["--config".as_ref(), config_arg.as_os_str(), "demo-signer".as_ref(), "serve".as_ref()])?;
     let mut children = vec![signer];
     children.extend(crate::demo_clinic::spawn(out, &clinic, secrets.port, args.agent_port, args.agent_exe.as_deref(), args.oqs_sim_exe.as_deref())?);
+    if let Some(upstream) = &secrets.upstream {
+        children.extend(spawn_provider(out, args, secrets.port, upstream)?);
+    }
     out.flush()?;
     let served = serve_with_children(app, children).await;
     if let Some(tsa) = tsa {
@@ -190,19 +236,19 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     served
 }
 
-/// A new registration code for the demo doctor when no usable one is open (the saved one was
+/// A new registration code for a demo doctor when no usable one is open (the saved one was
 /// used, voided or has expired); `None` when the saved one still works.
-async fn fresh_code(config: &Config) -> anyhow::Result<Option<String>> {
+async fn fresh_code(config: &Config, clinic_id: &str, login_id: &str) -> anyhow::Result<Option<String>> {
     let store = Store::connect(&config.database_url()?, 1).await?.with_audit_key(config.audit_key()?);
     let now = SystemClock.now().unix_timestamp();
-    let user = store.user_by_login(CLINIC_ID, DOCTOR_LOGIN).await?;
+    let user = store.user_by_login(clinic_id, login_id).await?;
     let usable = store.enrollment_code_of(&user.id).await?.is_some_and(|c| c.is_usable(now));
     let issued = if usable {
         None
     } else {
         let admin = Admin { store: &store, now };
         let ttl = config.enrollment.code_ttl_secs;
-        let (code, _) = admin.enroll_code_issue(CLINIC_ID, DOCTOR_LOGIN, ttl, config.enrollment.code_max_failures).await?;
+        let (code, _) = admin.enroll_code_issue(clinic_id, login_id, ttl, config.enrollment.code_max_failures).await?;
         Some(code.to_string())
     };
     store.close().await;
@@ -387,6 +433,7 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
     let (enroll_code, _) = admin
         .enroll_code_issue(CLINIC_ID, DOCTOR_LOGIN, config.enrollment.code_ttl_secs, config.enrollment.code_max_failures)
         .await?;
+    let upstream = setup_upstream(paths, args, &config, &admin, &hasher, &clinic_ca, &p12_password, now).await.context("setting up the EMR sign-in clinic")?;
     store.close().await;
     let signer = setup_signer(paths, args, &config).await.context("setting up the demo signer")?;
 
@@ -399,9 +446,86 @@ async fn setup(paths: &DemoPaths, args: &DemoArgs) -> anyhow::Result<DemoSecrets
         port: args.port,
         enroll_code: Some(enroll_code.to_string()),
         signer: Some(signer),
+        upstream: Some(upstream),
     };
     write_file(&paths.p("demo-secrets.json"), &serde_json::to_vec_pretty(&secrets)?, true)?;
     Ok(secrets)
+}
+
+/// The second clinic (docs/design.md §3.17): its own device certificate from the demo clinic CA
+/// (`clinic2/`), doctor2 with the EMR's id as external id and a registration code, and sign-in
+/// through the provider on `args.oidc_port` (the client secret sealed in the database; the demo
+/// keeps a copy to start the provider with).
+#[allow(clippy::too_many_arguments, reason = "the pieces setup() already made, handed on")]
+async fn setup_upstream(
+    paths: &DemoPaths,
+    args: &DemoArgs,
+    config: &Config,
+    admin: &Admin<'_>,
+    hasher: &PasswordHasher,
+    clinic_ca: &Authority,
+    p12_password: &str,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<DemoUpstream> {
+    let name = format!("clinic-{UPSTREAM_CLINIC_ID}");
+    let client = clinic_ca.issue(&LeafSpec::new(&name, LeafUsage::TlsClient, now, 365).organization("Demo EMR Clinic"))?;
+    write_file(&paths.p("clinic2/client.pem"), client.cert_pem.as_bytes(), false)?;
+    write_file(&paths.p("clinic2/client.key"), client.key_pem.as_bytes(), true)?;
+    write_file(&paths.p("clinic2/client.p12"), &pkcs12(&client, &[clinic_ca.cert_der()], &name, p12_password)?, true)?;
+    admin.clinic_add(UPSTREAM_CLINIC_ID, "デモ電子カルテ連携クリニック").await?;
+    admin.clinic_cert_add(UPSTREAM_CLINIC_ID, &paths.p("clinic2/client.pem"), None).await?;
+    // A password is made as for any account, but the clinic's password form is off: it is never used.
+    let (user_id, _) = admin
+        .user_add(hasher, UPSTREAM_CLINIC_ID, UPSTREAM_DOCTOR_LOGIN, UserKind::Doctor, "鈴木 花子", Some(UPSTREAM_DOCTOR_REG_NO), PasswordChoice::Generate, true)
+        .await?;
+    admin.store.set_user_external_id(&user_id, Some(UPSTREAM_SUB), admin.now).await?;
+    let (code, _) = admin
+        .enroll_code_issue(UPSTREAM_CLINIC_ID, UPSTREAM_DOCTOR_LOGIN, config.enrollment.code_ttl_secs, config.enrollment.code_max_failures)
+        .await?;
+    let secret = admin::generate_password();
+    let secret_file = paths.p("clinic2/oidc-client-secret");
+    write_file(&secret_file, secret.as_bytes(), true)?;
+    let login = SetLogin {
+        clinic: UPSTREAM_CLINIC_ID.into(),
+        embedded: false,
+        oidc: Some(format!("http://127.0.0.1:{}", args.oidc_port)),
+        client_id: Some(UPSTREAM_CLIENT_ID.into()),
+        client_secret_file: Some(secret_file),
+        claim: "sub".into(),
+        match_on: MatchArg::ExternalId,
+        scopes: "openid profile".into(),
+        token_auth: TokenAuthArg::ClientSecretBasic,
+    };
+    admin.clinic_set_login(config, login).await?;
+    Ok(DemoUpstream { port: args.oidc_port, client_secret: secret.to_string(), enroll_code: Some(code.to_string()) })
+}
+
+/// Starts the second clinic's provider (the repository's test provider on Node.js), or says what
+/// it needs: the rest of the demo runs without Node.
+fn spawn_provider(out: &mut (dyn Write + Send), args: &DemoArgs, gateway_port: u16, upstream: &DemoUpstream) -> anyhow::Result<Option<DemoChild>> {
+    let script = match &args.oidc_provider {
+        Some(path) => path.clone(),
+        None => std::env::current_dir()?.join("tests/oidc/provider.mjs"),
+    };
+    let installed = script.is_file() && script.parent().is_some_and(|d| d.join("node_modules/oidc-provider").is_dir());
+    let (Some(node), true) = (find_on_path("node"), installed) else {
+        writeln!(
+            out,
+            "(Clinic {UPSTREAM_CLINIC_ID}'s EMR sign-in needs Node.js and the test provider's packages: run `(cd tests/oidc && npm ci)` \
+             in the repository, then the demo again from the repository's root.)"
+        )?;
+        return Ok(None);
+    };
+    let port = upstream.port.to_string();
+    let redirect = format!("https://localhost:{gateway_port}/login/oidc/callback");
+    let env = [
+        ("OIDC_CLIENT_ID", UPSTREAM_CLIENT_ID),
+        ("OIDC_CLIENT_SECRET", upstream.client_secret.as_str()),
+        ("OIDC_ACCOUNTS", UPSTREAM_SUB),
+        ("OIDC_PORT", port.as_str()),
+        ("OIDC_REDIRECT_URIS", redirect.as_str()),
+    ];
+    Ok(Some(DemoChild::spawn_with_env("EMR's OpenID Connect provider", &node, &[script.as_os_str()], &env)?))
 }
 
 /// The signer's configuration under `signer/`, its database (SQLite, with its key-encryption and
@@ -547,30 +671,32 @@ fn print_instructions(out: &mut dyn Write, paths: &DemoPaths, s: &DemoSecrets, f
     } else {
         writeln!(out, "(This demo directory predates the remote signer; remove {d} and run `gateway demo` again to have one.)")?;
     }
-    print_upstream(out, paths, port)?;
+    print_upstream(out, paths, s)?;
     writeln!(out, "Admin: gateway --config {d}/gateway.toml admin --help")?;
     Ok(())
 }
 
-/// How to try the sign-in through an EMR's OpenID Connect provider (docs/design.md §3.17) with the
-/// repository's test provider on Node.js; the demo itself runs without Node.
-fn print_upstream(out: &mut dyn Write, paths: &DemoPaths, port: u16) -> anyhow::Result<()> {
+/// The second clinic, which signs in through its EMR's OpenID Connect provider (docs/design.md §3.17).
+fn print_upstream(out: &mut dyn Write, paths: &DemoPaths, s: &DemoSecrets) -> anyhow::Result<()> {
     let d = paths.dir.display();
     writeln!(out)?;
-    writeln!(out, "EMR sign-in (OpenID Connect) instead of passwords, with Node.js, from the repository's root:")?;
-    writeln!(out, "   (cd tests/oidc && npm ci)")?;
+    let Some(up) = &s.upstream else {
+        writeln!(out, "(This demo directory predates the EMR sign-in clinic; remove {d} and run `gateway demo` again to have one.)")?;
+        return Ok(());
+    };
     writeln!(
         out,
-        "   OIDC_CLIENT_ID=ninsho-demo OIDC_CLIENT_SECRET=demo-secret OIDC_ACCOUNTS=doctor1 OIDC_PORT=9400 \\\n     \
-         OIDC_REDIRECT_URIS=https://localhost:{port}/login/oidc/callback node tests/oidc/provider.mjs &"
+        "Clinic {UPSTREAM_CLINIC_ID} signs in through its EMR's OpenID Connect provider (the repository's test provider, run with Node.js on http://127.0.0.1:{}):",
+        up.port
     )?;
-    writeln!(out, "   (umask 077; printf demo-secret > {d}/oidc-secret)")?;
-    writeln!(
-        out,
-        "   gateway --config {d}/gateway.toml admin clinic set-login {CLINIC_ID} --oidc http://127.0.0.1:9400 \\\n     \
-         --client-id ninsho-demo --client-secret-file {d}/oidc-secret --match login-id"
-    )?;
-    writeln!(out, "   then 「EMRのアカウントでログイン」 signs doctor1 in; `… clinic set-login {CLINIC_ID} --embedded` switches back.")?;
+    writeln!(out, "   - client certificate: {d}/clinic2/client.p12 (the same PKCS#12 password); choose clinic-{UPSTREAM_CLINIC_ID} at https://localhost:{}/", s.port)?;
+    writeln!(out, "     (a browser keeps the certificate it chose for a site until it restarts: use another browser profile)")?;
+    writeln!(out, "   - 「EMRのアカウントでログイン」 (Sign in with your EMR account) signs in {UPSTREAM_DOCTOR_LOGIN}, the EMR's user {UPSTREAM_SUB},")?;
+    writeln!(out, "     without a form (the EMR has signed its user in); then link an authenticator and prove presence as doctor1 does")?;
+    if let Some(code) = &up.enroll_code {
+        writeln!(out, "   - registration code for {UPSTREAM_DOCTOR_LOGIN} (valid 24 h, once): {code}")?;
+    }
+    writeln!(out, "   - passwords instead: gateway --config {d}/gateway.toml admin clinic set-login {UPSTREAM_CLINIC_ID} --embedded")?;
     writeln!(out)?;
     Ok(())
 }

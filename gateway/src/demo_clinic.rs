@@ -105,6 +105,12 @@ pub(crate) fn find_exe(name: &str, explicit: Option<&Path>) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// `name` in a directory of `PATH`, if there is one.
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(&file)).find(|path| path.is_file())
+}
+
 /// A child process of the demo. Dropped (the demo's task aborted, an error), it is killed.
 pub(crate) struct DemoChild {
     pub name: &'static str,
@@ -114,8 +120,14 @@ pub(crate) struct DemoChild {
 impl DemoChild {
     /// Starts `exe args…` with the terminal's stdout and stderr.
     pub fn spawn(name: &'static str, exe: &Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<Self> {
+        Self::spawn_with_env(name, exe, args, &[])
+    }
+
+    /// [`DemoChild::spawn`] with these environment variables added.
+    pub fn spawn_with_env(name: &'static str, exe: &Path, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let child = tokio::process::Command::new(exe)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()

@@ -12,7 +12,7 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let ops_port = free_port();
-    let (signer_port, signer_ops_port, tsa_port, agent_port) = (free_port(), free_port(), free_port(), free_port());
+    let (signer_port, signer_ops_port, tsa_port, agent_port, oidc_port) = (free_port(), free_port(), free_port(), free_port(), free_port());
     let demo_dir = dir.path().join("demo");
     // The demo runs in this process, whose executable is the test binary: its signer process is
     // the built gateway's.
@@ -28,6 +28,10 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
         a.push(crate::oqs_relay::workspace_bin("card-agent", "NINSHO_TEST_AGENT_BIN").display().to_string());
         a.push("--oqs-sim-exe".to_owned());
         a.push(crate::oqs_relay::workspace_bin("oqs-sim", "NINSHO_TEST_OQS_SIM_BIN").display().to_string());
+        // The second clinic's EMR provider: the repository's test provider (tests/run.sh installs
+        // Node.js and its packages).
+        a.extend(["--oidc-port".to_owned(), oidc_port.to_string(), "--oidc-provider".to_owned()]);
+        a.push(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc/provider.mjs").display().to_string());
         a.extend(extra.iter().map(|s| (*s).to_owned()));
         a
     };
@@ -203,11 +207,54 @@ async fn demo_sets_up_a_working_installation_and_reuses_it() {
     assert_eq!(answered["status"], "answered", "{answered}");
     assert_eq!(answered["response"]["file_name"], "EPSsiDMP01res_000000000001.xml");
 
-    // Stopping the demo stops its signer, agent and simulator processes.
+    // The second clinic signs in through its EMR's provider, started by the demo: the login page
+    // sends the browser there, the provider (consent-free, its user signed in) sends it back, and
+    // doctor2 is signed in, on to linking an authenticator as after a password.
+    assert!(printed.contains("Clinic 21235 signs in through its EMR's OpenID Connect provider"), "{printed}");
+    let code2 = printed.lines().find_map(|l| l.split_once("registration code for doctor2")).unwrap().1.rsplit(' ').next().unwrap().to_owned();
+    wait_for_port(oidc_port).await;
+    let clinic2_identity = std::fs::read_to_string(demo_dir.join("clinic2/client.pem")).unwrap()
+        + &std::fs::read_to_string(demo_dir.join("clinic2/client.key")).unwrap();
+    let clinic2 = crate::signer_process::https_client(port, &ca_pem, &clinic2_identity);
+    let base = format!("https://localhost:{port}");
+    let page = clinic2.get(format!("{base}/login")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("デモ電子カルテ連携クリニック") && page.contains("EMRのアカウントでログイン"), "{page}");
+    let mut at = url::Url::parse(&format!("{base}/login/oidc")).unwrap();
+    let mut hops = Vec::new();
+    let landed = loop {
+        let res = clinic2.get(at.clone()).send().await.unwrap();
+        let status = res.status();
+        let location = res.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+        hops.push(format!("{at} → {status}"));
+        let Some(location) = location.filter(|_| status.is_redirection()) else {
+            panic!("no redirect: {hops:?}: {}", res.text().await.unwrap_or_default());
+        };
+        if at.path() == "/login/oidc/callback" {
+            break location;
+        }
+        assert!(hops.len() < 12, "{hops:?}");
+        at = at.join(&location).unwrap();
+    };
+    assert!(hops.iter().any(|h| h.starts_with(&format!("http://127.0.0.1:{oidc_port}/"))), "through the provider: {hops:?}");
+    assert_eq!(landed, "/manage", "{hops:?}");
+    let manage = clinic2.get(format!("{base}/manage")).send().await.unwrap().text().await.unwrap();
+    assert!(manage.contains("鈴木 花子") && manage.contains("登録コード"), "{manage}");
+    assert!(!code2.is_empty());
+    // Its password form is off.
+    let refused = clinic2
+        .post(format!("{base}/login"))
+        .header("origin", &base)
+        .form(&[("login_id", "doctor2"), ("password", "whatever-it-may-be")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
+    // Stopping the demo stops its signer, agent, simulator and provider processes.
     serve.abort();
     let _ = serve.await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    for (what, port) in [("signer", signer_ops_port), ("clinic agent", agent_port)] {
+    for (what, port) in [("signer", signer_ops_port), ("clinic agent", agent_port), ("OpenID Connect provider", oidc_port)] {
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             assert!(std::time::Instant::now() < deadline, "the demo {what} outlived the demo");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
