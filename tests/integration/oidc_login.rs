@@ -430,7 +430,38 @@ async fn set_login_is_validated_shown_and_undone(db: Db) {
     app.stop().await;
 }
 
+/// `--match login-id`: the claim is compared with login IDs (folded, as the password form
+/// compares them) instead of external ids, so the same `sub` that named a user by external id
+/// names nobody, and one equal to a login ID names that user.
+async fn the_claim_can_name_the_login_id_instead(db: Db) {
+    let (app, provider) = upstream_app(db, 3600).await;
+    set_login(&app, &provider.issuer, MatchArg::LoginId).await;
+    // A doctor whose login ID is what the EMR sends as `sub` (in another case: folded).
+    let admin = Admin { store: app.store(), now: app.clock_now() };
+    let hasher = gateway::password::PasswordHasher::new(8 * 1024, 1).unwrap();
+    let pw = gateway::admin::PasswordChoice::Chosen(zeroize::Zeroizing::new("a long unused password".to_owned()));
+    admin.user_add(&hasher, CLINIC, &UNKNOWN_SUB.to_uppercase(), UserKind::Doctor, "木村 次郎", Some("888888"), pw, true).await.unwrap();
+
+    let client = app.clinic_client();
+    provider.next(serde_json::json!({ "login_as": DOCTOR_SUB })).await;
+    let callback = begin(&app, &client).await;
+    let res = client.get(&callback).send().await.unwrap();
+    refused(&app, &client, res, 403, "oidc_unknown_user", "このゲートウェイに登録されていません").await;
+
+    let client = app.clinic_client();
+    provider.next(serde_json::json!({ "login_as": UNKNOWN_SUB })).await;
+    let callback = begin(&app, &client).await;
+    let res = client.get(&callback).send().await.unwrap();
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap());
+    let body = client.get(app.url("/manage")).send().await.unwrap().text().await.unwrap();
+    assert!(body.contains("木村 次郎"), "{body}");
+    let row = &app.store().audit_tail(1).await.unwrap()[0];
+    assert_eq!((row.event.as_str(), row.outcome.as_str(), row.detail["sub"].as_str()), ("login", "success", Some(UNKNOWN_SUB)));
+    app.stop().await;
+}
+
 db_tests!(
+    the_claim_can_name_the_login_id_instead,
     doctor_signs_in_through_the_emr_and_continues_to_presence,
     refused_upstream_sign_ins_change_nothing,
     set_login_is_validated_shown_and_undone,
