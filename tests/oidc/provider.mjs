@@ -129,3 +129,6 @@ server.listen(Number(process.env.OIDC_PORT || 0), '127.0.0.1', () => {
   server.on('request', provider.callback());
   process.stdout.write(`listening ${issuer}\n`);
 });
+
+// A service manager's stop (the demo stops its processes with SIGTERM) is a normal exit.
+for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => server.close(() => process.exit(0)));
