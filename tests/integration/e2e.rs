@@ -44,28 +44,22 @@ fn require_browser_tools() {
     );
 }
 
-async fn browser_links_a_passkey_and_authenticates(db: Db) {
-    require_browser_tools();
-    let app = TestApp::spawn(db).await;
-    let admin = Admin { store: app.store(), now: app.clock_now() };
-    let (code, _) = admin.enroll_code_issue(CLINIC, DOCTOR_LOGIN, 24 * 3600, 5).await.unwrap();
+/// Runs `tests/e2e/<name>.mjs` against `app` in Chromium with the clinic's certificate and `env`,
+/// its screenshots under [`screenshots`]; fails unless the script reports no failure.
+async fn run_script(app: &TestApp, db: Db, name: &str, env: &[(&str, &str)]) {
     let cert = app.dir.path().join("client.pem");
     let key = app.dir.path().join("client.key");
     std::fs::write(&cert, &app.pki.clinic_client.cert_pem).unwrap();
     std::fs::write(&key, &app.pki.clinic_client.key_pem).unwrap();
-    let artifacts = screenshots(db, "fido");
-
     let mut node = tokio::process::Command::new("node");
-    node.arg("fido.mjs")
+    node.arg(format!("{name}.mjs"))
         .current_dir(e2e_dir())
         .env("BASE_URL", app.origin())
         .env("CLIENT_CERT", &cert)
         .env("CLIENT_KEY", &key)
-        .env("LOGIN_ID", DOCTOR_LOGIN)
-        .env("PASSWORD", DOCTOR_PASSWORD)
-        .env("ENROLL_CODE", code.as_str())
+        .envs(env.iter().copied())
         .env("CHROMIUM", CHROMIUM)
-        .env("ARTIFACTS", &artifacts)
+        .env("ARTIFACTS", screenshots(db, name))
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(180), node.output())
         .await
@@ -73,8 +67,16 @@ async fn browser_links_a_passkey_and_authenticates(db: Db) {
         .expect("node runs (is Node.js installed?)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "fido.mjs failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(out.status.success(), "{name}.mjs failed ({}):\n{stdout}\n{stderr}", out.status);
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
+
+async fn browser_links_a_passkey_and_authenticates(db: Db) {
+    require_browser_tools();
+    let app = TestApp::spawn(db).await;
+    let admin = Admin { store: app.store(), now: app.clock_now() };
+    let (code, _) = admin.enroll_code_issue(CLINIC, DOCTOR_LOGIN, 24 * 3600, 5).await.unwrap();
+    run_script(&app, db, "fido", &[("LOGIN_ID", DOCTOR_LOGIN), ("PASSWORD", DOCTOR_PASSWORD), ("ENROLL_CODE", code.as_str())]).await;
 
     // What the browser did is what the database says.
     let uid = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap().id;
@@ -322,29 +324,7 @@ async fn browser_signs_in_through_the_emr_and_authenticates(db: Db) {
     let (app, provider) = crate::oidc_login::upstream_app(db, 3600).await;
     let admin = Admin { store: app.store(), now: app.clock_now() };
     let (code, _) = admin.enroll_code_issue(CLINIC, DOCTOR_LOGIN, 24 * 3600, 5).await.unwrap();
-    let cert = app.dir.path().join("client.pem");
-    let key = app.dir.path().join("client.key");
-    std::fs::write(&cert, &app.pki.clinic_client.cert_pem).unwrap();
-    std::fs::write(&key, &app.pki.clinic_client.key_pem).unwrap();
-    let mut node = tokio::process::Command::new("node");
-    node.arg("oidc.mjs")
-        .current_dir(e2e_dir())
-        .env("BASE_URL", app.origin())
-        .env("CLIENT_CERT", &cert)
-        .env("CLIENT_KEY", &key)
-        .env("ENROLL_CODE", code.as_str())
-        .env("ISSUER", &provider.issuer)
-        .env("CHROMIUM", CHROMIUM)
-        .env("ARTIFACTS", screenshots(db, "oidc"))
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(180), node.output())
-        .await
-        .expect("the browser test finished within 3 minutes")
-        .expect("node runs (is Node.js installed?)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "oidc.mjs failed ({}):\n{stdout}\n{stderr}", out.status);
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    run_script(&app, db, "oidc", &[("ENROLL_CODE", code.as_str()), ("ISSUER", provider.issuer.as_str())]).await;
 
     // Two sign-ins through the provider, on the record; the signing session came of FIDO.
     let uid = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap().id;
