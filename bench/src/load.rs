@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::pgserver::{self, DbProbe, StatementStat};
 use crate::procstat;
 use crate::conn::{Conn, OpError, Target};
 use crate::workload::{WorkerState, Workload};
@@ -57,6 +58,8 @@ pub struct Spec {
     pub server_pid: Option<u32>,
     /// A second server process whose CPU to sample (the gateway behind the remote signer).
     pub second_pid: Option<u32>,
+    /// The PostgreSQL server behind the server, whose CPU and statements to sample.
+    pub db: Option<DbProbe>,
 }
 
 /// What one run measured (the JSON output of `bench load`).
@@ -86,6 +89,12 @@ pub struct LoadResult {
     /// The second server's CPU time per operation, microseconds (0 without one).
     #[serde(default)]
     pub second_cpu_us_per_op: f64,
+    /// The PostgreSQL server's CPU time per operation, microseconds (0 without one).
+    #[serde(default)]
+    pub db_cpu_us_per_op: f64,
+    /// The statements the PostgreSQL server ran in the window, busiest first.
+    #[serde(default)]
+    pub db_statements: Vec<StatementStat>,
 }
 
 impl LoadResult {
@@ -171,13 +180,25 @@ pub async fn run(
         .and_then(|p| procstat::process_cpu(p, ticks));
     let busy0 = procstat::machine_busy(ticks);
     let second0 = spec.second_pid.and_then(|p| procstat::process_cpu(p, ticks));
+    let db0 = spec.db.as_ref().and_then(|d| d.cpu(ticks));
+    let statements0 = match &spec.db {
+        Some(d) => Some(d.statements().await.context("pg_stat_statements before the window")?),
+        None => None,
+    };
     tokio::time::sleep_until(end).await;
     let second1 = spec.second_pid.and_then(|p| procstat::process_cpu(p, ticks));
+    let db1 = spec.db.as_ref().and_then(|d| d.cpu(ticks));
     let cpu1 = spec
         .server_pid
         .and_then(|p| procstat::process_cpu(p, ticks));
     let busy1 = procstat::machine_busy(ticks);
     let rss = spec.server_pid.and_then(procstat::rss_kib).unwrap_or(0);
+    let db_statements = match (&spec.db, statements0) {
+        (Some(d), Some(before)) => {
+            pgserver::window(&before, &d.statements().await.context("pg_stat_statements after the window")?)
+        }
+        _ => Vec::new(),
+    };
 
     let mut hist = template;
     let mut ops = 0;
@@ -203,6 +224,10 @@ pub async fn run(
         (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
         _ => 0.0,
     };
+    let db = match (db0, db1) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+        _ => 0.0,
+    };
     let per_op = |s: f64| if ops > 0 { s * 1e6 / ops as f64 } else { 0.0 };
     let ms = |us: u64| us as f64 / 1000.0;
     Ok(LoadResult {
@@ -219,6 +244,8 @@ pub async fn run(
         machine_cpu_us_per_op: per_op(busy),
         server_rss_end_kib: rss,
         second_cpu_us_per_op: per_op(second),
+        db_cpu_us_per_op: per_op(db),
+        db_statements,
     })
 }
 

@@ -10,6 +10,7 @@ mod ceiling;
 mod conn;
 mod load;
 mod oqs;
+mod pgserver;
 mod procstat;
 mod report;
 mod run;
@@ -224,6 +225,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 rate: a.rate,
                 server_pid: a.pid,
                 second_pid: None,
+                db: None,
             };
             let result = load::run(&target, Arc::new(workload), &spec).await?;
             println!("{}", serde_json::to_string_pretty(&result)?);

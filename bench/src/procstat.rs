@@ -28,6 +28,32 @@ pub fn process_cpu(pid: u32, ticks: u64) -> Option<Duration> {
     ))
 }
 
+/// `utime stime cutime cstime` and the parent id of a process (fields 14–17 and 4).
+fn stat_fields(pid: u32) -> Option<([u64; 4], u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| -> Option<u64> { fields.get(i)?.parse().ok() };
+    Some(([n(11)?, n(12)?, n(13)?, n(14)?], fields.get(1)?.parse().ok()?))
+}
+
+/// CPU time of a process tree one level deep (a server and its worker processes, such as
+/// PostgreSQL's postmaster and backends): the parent's own and collected children's time, plus
+/// each live child's own time.
+pub fn tree_cpu(parent: u32, ticks: u64) -> Option<Duration> {
+    let (own, _) = stat_fields(parent)?;
+    let mut total = own.iter().sum::<u64>();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if let Some((t, ppid)) = stat_fields(pid)
+            && ppid == parent
+        {
+            total += t[0] + t[1];
+        }
+    }
+    Some(Duration::from_secs_f64(total as f64 / ticks as f64))
+}
+
 /// Resident set size in KiB (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

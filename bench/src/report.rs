@@ -68,11 +68,11 @@ pub fn markdown(m: &Measurements, took: Duration) -> String {
     let _ = writeln!(s, "## Results\n");
     let _ = writeln!(
         s,
-        "| server | scenario | DB | rows | mode | C | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU (cores) | CPU µs/op | RSS end MiB | ÷ peer | ÷ trivial server | ÷ crypto ceiling |"
+        "| server | scenario | DB | rows | mode | C | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU (cores) | CPU µs/op | DB CPU µs/op | RSS end MiB | ÷ peer | ÷ trivial server | ÷ crypto ceiling |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---|--:|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|"
+        "|---|---|---|--:|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|"
     );
     for r in &m.rows {
         let res = &r.result;
@@ -106,7 +106,7 @@ pub fn markdown(m: &Measurements, took: Duration) -> String {
         };
         let _ = writeln!(
             s,
-            "| {server} | {scenario} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {:.2} | {:.0} | {} | {} | {} | {} |",
+            "| {server} | {scenario} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {:.2} | {:.0} | {} | {} | {} | {} | {} |",
             r.db,
             if r.rows == 0 {
                 "–".into()
@@ -123,6 +123,7 @@ pub fn markdown(m: &Measurements, took: Duration) -> String {
             res.errors_text(),
             res.server_cpu_s / res.seconds.max(1e-9),
             res.server_cpu_us_per_op,
+            if res.db_cpu_us_per_op > 0.0 { format!("{:.0}", res.db_cpu_us_per_op) } else { "–".into() },
             res.server_rss_end_kib / 1024,
             peer.unwrap_or_else(|| "–".into()),
             trivial.unwrap_or_else(|| "–".into()),
@@ -392,6 +393,9 @@ pub fn markdown(m: &Measurements, took: Duration) -> String {
         mark(max_load <= 150 * 1024)
     );
 
+    postgres_targets(&mut s, m, &scale_ok);
+    postgres_statements(&mut s, m);
+
     if !m.signer.runs.is_empty() {
         let _ = writeln!(s, "\n{}", signer_section(m, None).trim_end());
     }
@@ -427,6 +431,94 @@ pub fn markdown(m: &Measurements, took: Duration) -> String {
     }
     let _ = writeln!(s, "- Command line: `bench {}`.", m.args);
     s
+}
+
+/// The goals of issue 25 for the PostgreSQL rows (and the scale goal on both databases).
+fn postgres_targets(s: &mut String, m: &Measurements, scale: &[(&str, f64)]) {
+    let db = "postgres";
+    let row = |scenario: &str, mode: Mode, paced: bool| find(m, "gateway", scenario, db, Some(small(m)), mode, paced);
+    if row("token", Mode::KeepAlive, false).is_none() {
+        return;
+    }
+    let _ = writeln!(s, "\n## Targets (issue 25: PostgreSQL)\n");
+    let peer = |mode| find(m, "peer", "token", "", None, mode, false).map(|p| p.result.rate);
+    for (mode, goal) in [(Mode::KeepAlive, 5.0), (Mode::NewConnection, 4.0)] {
+        if let (Some(r), Some(p)) = (row("token", mode, false), peer(mode)) {
+            let x = r.result.rate / p.max(1e-9);
+            let _ = writeln!(
+                s,
+                "- tokens, {}: ≥ {goal:.0}× the peer: {:.0}/s ÷ {p:.0}/s = {x:.2}× — {}",
+                mode.label(),
+                r.result.rate,
+                mark(x >= goal)
+            );
+        }
+    }
+    if let Some(p) = row("token", Mode::KeepAlive, true) {
+        let due = p.paced.unwrap_or(0.0);
+        let _ = writeln!(
+            s,
+            "- tokens: p99 ≤ 10 ms at {due:.0}/s: p99 {:.2} ms at {:.0}/s achieved — {}",
+            p.result.p99_ms,
+            p.result.rate,
+            mark(p.result.p99_ms <= 10.0 && p.result.rate >= 0.95 * due)
+        );
+    }
+    for scenario in ["fido login", "card login"] {
+        if let Some(r) = row(scenario, Mode::KeepAlive, false) {
+            let _ = writeln!(s, "- {scenario} ≥ 1 000/s: {:.0}/s — {}", r.result.rate, mark(r.result.rate >= 1_000.0));
+        }
+    }
+    for (db, cost) in scale {
+        let _ = writeln!(s, "- {db}: tokens at 1 M rows ÷ at 1 k rows ≤ ×1.2: ×{cost:.2} — {}", mark(*cost <= 1.2));
+    }
+}
+
+/// Where the PostgreSQL rows' database time goes: `pg_stat_statements` over each measured window.
+fn postgres_statements(s: &mut String, m: &Measurements) {
+    let rows: Vec<&Row> = m
+        .rows
+        .iter()
+        .filter(|r| r.server == "gateway" && r.db == "postgres" && r.paced.is_none() && !r.result.db_statements.is_empty())
+        .filter(|r| r.rows == small(m))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n## PostgreSQL: statements per operation (pg_stat_statements over each measured window, same run)\n");
+    let _ = writeln!(
+        s,
+        "Each statement is one round trip from the gateway (sqlx runs one statement at a time on a connection); \
+         `server ms/op` is the server's execution and planning time, not its whole CPU (the table's `DB CPU µs/op` is that: \
+         every PostgreSQL process, parsing, the protocol and the commit's WAL flush included).\n"
+    );
+    for r in rows {
+        let res = &r.result;
+        let ops = res.ops.max(1) as f64;
+        let calls: u64 = res.db_statements.iter().map(|st| st.calls).sum();
+        let time: f64 = res.db_statements.iter().map(|st| st.time_ms).sum();
+        let _ = writeln!(
+            s,
+            "**{} ({}, c={})**: {:.2} statements per operation, {:.0} µs of execution per operation, {:.0} µs of PostgreSQL CPU per operation.\n",
+            r.scenario,
+            r.mode.label(),
+            r.concurrency,
+            calls as f64 / ops,
+            time * 1000.0 / ops,
+            res.db_cpu_us_per_op
+        );
+        let _ = writeln!(s, "| per op | µs/op | statement |\n|--:|--:|---|");
+        for st in res.db_statements.iter().filter(|st| st.calls as f64 / ops >= 0.005).take(16) {
+            let _ = writeln!(
+                s,
+                "| {:.2} | {:.1} | `{}` |",
+                st.calls as f64 / ops,
+                st.time_ms * 1000.0 / ops,
+                st.query.replace('|', "\\|").replace('`', "'")
+            );
+        }
+        let _ = writeln!(s);
+    }
 }
 
 fn mark(ok: bool) -> &'static str {

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::ceiling::{self, CryptoRates};
 use crate::conn::Target;
 use crate::load::{self, LoadResult, Mode, Spec};
+use crate::pgserver::{DbProbe, PgServer};
 use crate::report;
 use crate::setup::{self, GatewayConfig, PkiFiles};
 use crate::signhash::{KeyCeiling, KeyKind, Signer};
@@ -64,13 +65,14 @@ pub struct RunArgs {
     /// Token rate for the latency-at-half-rate check (the target is p99 ≤ 10 ms at 5 000/s).
     #[arg(long, default_value_t = 5_000.0)]
     pub paced_rate: f64,
-    /// PostgreSQL server URL (a database per scale is created and dropped); empty = skip.
-    #[arg(
-        long,
-        env = "BENCH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
+    /// PostgreSQL: `own` starts a server of the harness's own for the run (a fresh cluster under
+    /// the work directory, tuned and durable, with pg_stat_statements: see `pgserver`); a URL uses
+    /// that server (a database per scale is created and dropped); empty = skip.
+    #[arg(long, env = "BENCH_DATABASE_URL", default_value = "own")]
     pub pg: String,
+    /// Measure only the gateway on this database (`sqlite` or `postgres`; profiling runs).
+    #[arg(long)]
+    pub only_db: Option<String>,
     /// The peer's directory (`npm ci` done); skipped when absent or with --no-peer.
     #[arg(long, default_value = "bench/peer")]
     pub peer_dir: PathBuf,
@@ -274,6 +276,8 @@ struct Ctx {
     clinic: Arc<rustls::ClientConfig>,
     clinic_fresh: Arc<rustls::ClientConfig>,
     rows: Vec<Row>,
+    /// The PostgreSQL server behind the gateway being measured, when the harness runs it.
+    db: Option<DbProbe>,
 }
 
 impl Ctx {
@@ -286,6 +290,7 @@ impl Ctx {
             rate,
             server_pid: pid,
             second_pid: None,
+            db: self.db.clone(),
         }
     }
 
@@ -388,6 +393,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args: args.clone(),
         pki,
         rows: Vec::new(),
+        db: None,
     };
     let exe = std::env::current_exe()?;
     let mut notes = Vec::new();
@@ -516,9 +522,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut seed_seconds = Vec::new();
     let mut signer = SignerResults::default();
     let mut dbs = vec!["sqlite"];
-    if !args.smoke && !args.sign_hash_only && !args.pg.is_empty() {
+    let mut own_pg = None;
+    let mut pg_url = args.pg.clone();
+    if !args.smoke && !args.sign_hash_only && !args.pg.is_empty() && args.only_db.as_deref() != Some("sqlite") {
         dbs.push("postgres");
-        notes.push(pg_settings(&args.pg).await?);
+        if args.pg == "own" {
+            eprintln!("-- starting the benchmark's own PostgreSQL server");
+            let server = PgServer::start(&work.join("pg"), free_port()?).await?;
+            notes.push(server.describe());
+            pg_url = server.url();
+            own_pg = Some(server);
+        } else {
+            notes.push(pg_settings(&args.pg).await?);
+        }
     }
     let small = if args.smoke {
         args.small.min(300)
@@ -529,13 +545,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if !args.smoke && !args.sign_hash_only && args.large > 0 {
         scales.push(args.large);
     }
+    if let Some(only) = &args.only_db {
+        dbs.retain(|d| d == only);
+    }
     for db in dbs {
         for &rows in &scales {
             let dir = work.join(format!("gw-{db}-{rows}"));
             std::fs::create_dir_all(&dir)?;
             let db_url = match db {
                 "sqlite" => format!("sqlite://{}", dir.join("gateway.db").display()),
-                _ => pg_database(&args.pg, &format!("ninsho_bench_{rows}"), true).await?,
+                _ => pg_database(&pg_url, &format!("ninsho_bench_{rows}"), true).await?,
             };
             let argon2_kib = 8 * 1024;
             eprintln!("-- seeding {db} with {rows} doctors");
@@ -571,6 +590,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     .arg(&config_path),
                 &dir.join("gateway.log"),
             )?;
+            ctx.db = own_pg.as_ref().filter(|_| db == "postgres").map(|s| DbProbe { postmaster: s.pid(), admin_url: s.url() });
             let result = if args.sign_hash_only {
                 wait_port(cfg.port, &mut gw, 60).await
             } else {
@@ -597,11 +617,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 other => other,
             };
             gw.stop(Duration::from_secs(35));
+            ctx.db = None;
             if db == "postgres" {
-                let _ = pg_database(&args.pg, &format!("ninsho_bench_{rows}"), false).await;
+                let _ = pg_database(&pg_url, &format!("ninsho_bench_{rows}"), false).await;
             }
-            result?;
+            if let Err(e) = result {
+                if let Some(server) = own_pg.take() {
+                    server.stop();
+                }
+                return Err(e);
+            }
         }
+    }
+    if let Some(server) = own_pg.take() {
+        server.stop();
     }
 
     let m = Measurements {

@@ -471,6 +471,7 @@ async fn drive(
                 rate: None,
                 server_pid: Some(pid),
                 second_pid: None,
+                db: None,
             };
             let pairs = Arc::new(Workload::TokenConsume {
                 clinic: setup::CLINIC.into(),

@@ -94,7 +94,15 @@ pub enum ConnectError {
 /// A PostgreSQL pool for `url` whose requests wait at most `acquire_timeout` for a connection:
 /// during an outage requests fail fast instead of queueing.
 pub async fn connect_postgres(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<PgPool, ConnectError> {
-    let options = PgConnectOptions::from_str(url)?;
+    let mut options = PgConnectOptions::from_str(url)?;
+    // Every statement is prepared once per connection and run with parameters. With the default
+    // `plan_cache_mode = auto` PostgreSQL plans most of them again at every execution (a custom
+    // plan per set of values); ours are key lookups whose generic plan is the custom plan, so the
+    // planning is wasted CPU on the server (about a third of it per token, BENCHMARKS.md). An
+    // operator's own `options=-c plan_cache_mode=…` in the URL wins.
+    if !url.contains("plan_cache_mode") {
+        options = options.options([("plan_cache_mode", "force_generic_plan")]);
+    }
     // One connection first, outside the pool: the pool retries until its timeout and then
     // reports only "pool timed out", while an operator needs the cause ("connection refused",
     // "password authentication failed").
