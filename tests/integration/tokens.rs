@@ -423,6 +423,48 @@ async fn concurrent_tokens_are_each_recorded_and_audited(db: Db) {
     app.stop().await;
 }
 
+/// Many EMR requests at once about different doctors and from different callers: on PostgreSQL
+/// their reads go out together (`store::batched`), and each still gets the answer its own read
+/// would have given, in the same order of checks.
+async fn concurrent_requests_each_get_their_own_answer(db: Db) {
+    let app = TestApp::spawn(db).await;
+    open_session(&app).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let cases: Vec<(reqwest::Client, Value, u16, Option<&str>)> = vec![
+        (emr.clone(), doctor(), 200, None),
+        (emr.clone(), json!({ "clinic_id": CLINIC, "doctor_id": "nobody" }), 404, Some("doctor_not_in_clinic")),
+        (emr.clone(), json!({ "clinic_id": CLINIC, "doctor_id": STAFF_LOGIN }), 403, Some("not_a_doctor")),
+        (emr.clone(), json!({ "clinic_id": OTHER_CLINIC, "doctor_id": OTHER_DOCTOR_LOGIN }), 403, Some("clinic_not_allowed")),
+        (app.clinic_client(), doctor(), 403, Some("client_not_registered")),
+        (app.client(Some(&app.pki.signer)), doctor(), 403, Some("wrong_role")),
+        // The doctor's login ID is compared folded, as at login.
+        (emr.clone(), json!({ "clinic_id": CLINIC, "doctor_id": DOCTOR_LOGIN.to_uppercase() }), 200, None),
+    ];
+    for round in 0..3 {
+        let mut requests = tokio::task::JoinSet::new();
+        for (i, (client, body, status, code)) in cases.iter().cloned().enumerate() {
+            for _ in 0..6 {
+                let (client, body, url) = (client.clone(), body.clone(), app.url("/api/v1/signing-tokens"));
+                requests.spawn(async move {
+                    let res = client.post(url).json(&body).send().await.unwrap();
+                    (i, status, code, res.status().as_u16(), res.json::<Value>().await.unwrap())
+                });
+            }
+        }
+        while let Some(done) = requests.join_next().await {
+            let (i, status, code, got, body) = done.unwrap();
+            assert_eq!(got, status, "round {round}, case {i}: {body}");
+            match code {
+                Some(code) => assert_eq!(body["error"], code, "round {round}, case {i}: {body}"),
+                None => assert!(body["token"].as_str().is_some_and(|t| t.split('.').count() == 3), "{body}"),
+            }
+        }
+    }
+    app.state.group_commit.flush().await;
+    assert!(matches!(app.store().audit_verify().await.unwrap(), AuditVerification::Intact { .. }));
+    app.stop().await;
+}
+
 /// One batch in the store: tokens whose session closed after the caller's read are refused (and
 /// audited as such) while the others in the same batch are recorded; batches larger than one
 /// multi-row statement are split; the session's activity moves to its latest token.
@@ -744,6 +786,7 @@ async fn forged_headers_and_out_of_time_tokens_are_refused_at_consume(db: Db) {
 }
 
 db_tests!(
+    concurrent_requests_each_get_their_own_answer,
     tokens_of_an_ended_session_are_refused_at_consume,
     forged_headers_and_out_of_time_tokens_are_refused_at_consume,
     no_signing_session_opens_unaudited,

@@ -55,10 +55,13 @@ impl FromRequestParts<AppState> for CurrentDoctor {
         if login.clinic_id != clinic.clinic_id {
             return Err(AppError::LoginRequired);
         }
-        let user = match state.store.user(&login.user_id).await {
-            Ok(user) => user,
-            Err(store::Error::NotFound) => return Err(AppError::LoginRequired),
-            Err(e) => return Err(e.into()),
+        let user = match session.loaded_user(&login.user_id) {
+            Some(user) => user,
+            None => match state.store.user(&login.user_id).await {
+                Ok(user) => user,
+                Err(store::Error::NotFound) => return Err(AppError::LoginRequired),
+                Err(e) => return Err(e.into()),
+            },
         };
         if !user.enabled || user.kind != UserKind::Doctor || user.clinic_id != clinic.clinic_id {
             session.sign_out().await?;

@@ -116,12 +116,14 @@ struct Current {
     reauth_at: Option<i64>,
     /// When the session ends however active it is (Unix seconds).
     absolute_expires_at: Option<i64>,
+    /// The signed-in user's account, read with the session ([`store::LoadedSession::user`]).
+    user: Option<store::User>,
     cookie: CookieChange,
 }
 
 impl Current {
     fn none(cookie: CookieChange) -> Self {
-        Self { id: None, data: Data::default(), reauth_at: None, absolute_expires_at: None, cookie }
+        Self { id: None, data: Data::default(), reauth_at: None, absolute_expires_at: None, user: None, cookie }
     }
 }
 
@@ -178,6 +180,12 @@ impl BrowserSession {
     /// The login this session carries, if any.
     pub fn login(&self) -> Option<LoginState> {
         self.current().data.login.clone()
+    }
+
+    /// The account of `user_id` as this request's session load read it, if it is that user's
+    /// (saves reading it again on every page; a session changed since reads it anew).
+    pub fn loaded_user(&self, user_id: &str) -> Option<store::User> {
+        self.current().user.as_ref().filter(|u| u.id == user_id).cloned()
     }
 
     /// SHA-256 of the id of this stored session; `None` without one.
@@ -239,7 +247,7 @@ impl BrowserSession {
             }
         }
         *self.current() =
-            Current { id: Some(to), data, reauth_at: None, absolute_expires_at: Some(absolute_expires_at), cookie: CookieChange::Set };
+            Current { id: Some(to), data, reauth_at: None, absolute_expires_at: Some(absolute_expires_at), user: None, cookie: CookieChange::Set };
         Ok(())
     }
 
@@ -322,6 +330,7 @@ pub(super) async fn layer(State(state): State<AppState>, mut req: Request, next:
                         data,
                         reauth_at: loaded.reauth_at,
                         absolute_expires_at: Some(loaded.absolute_expires_at),
+                        user: loaded.user,
                         cookie: CookieChange::Keep,
                     };
                 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 pub use infra::audit_chain::{AuditKey, RowFields, audit_link};
 
 pub use super::audit_event::{AuditEvent, Outcome};
-use super::tx::Tx;
+use super::tx::{Conn, Tx};
 use super::{Backend, Error, Result, Store, row, transaction, tx_execute, tx_fetch, tx_rows, with_pool, with_reader};
 
 /// One stored audit row.
@@ -163,8 +163,13 @@ macro_rules! insert_rows {
     };
 }
 const INSERT_ROWS: &str = insert_rows!();
-/// [`INSERT_ROWS`] that also moves the head to `$1` (PostgreSQL: a data-modifying `WITH`).
-const INSERT_ROWS_MOVING_HEAD: &str = concat!("WITH head AS (UPDATE audit_head SET hash = $1 WHERE id = 1) ", insert_rows!());
+/// PostgreSQL: the rows as one array per column, and the head moved to `$1` (a data-modifying
+/// `WITH`), in one statement.
+const INSERT_ARRAYS_MOVING_HEAD: &str = concat!(
+    "WITH head AS (UPDATE audit_head SET hash = $1 WHERE id = 1) ",
+    insert_rows!(),
+    " SELECT * FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[])"
+);
 
 /// Checks the head `(last, prev, keyed_from)` returned by [`TAKE_HEAD`] before `batch` is chained
 /// after it, and returns the audit key and the row that starts a keyed segment, if this batch does.
@@ -219,33 +224,48 @@ fn head_args(rows: &[PendingRow<'_>]) -> (i64, i64) {
 
 /// Appends `batch` (from [`Store::audit_rows`], not empty) in the open transaction `tx`: the head
 /// row is taken first, the batch is chained in memory and written with multi-row INSERTs
-/// (power-of-two chunks, so each connection caches a handful of statement texts), and the head
-/// moves to the last link.
+/// (one statement of column arrays on PostgreSQL; power-of-two chunks on SQLite, so each
+/// connection caches a handful of statement texts), and the head moves to the last link.
 pub(super) async fn append_audit(tx: &mut Tx<'_>, batch: &AuditBatch<'_>) -> Result<()> {
     let rows = &batch.rows;
     let (count, updated_at) = head_args(rows);
     let head = tx_fetch!(tx, one, HeadRow, TAKE_HEAD, count, updated_at)?;
     let (key, starts_keyed) = check_head(batch, head.seq, &head.hash, head.keyed_from)?;
     let (chained, link) = chain(key, rows, head.seq, head.hash);
-    // On PostgreSQL the last INSERT moves the head as well: one round trip less while the head
-    // row is locked. SQLite has no data-modifying WITH and moves it after.
-    let head_in_insert = tx.is_postgres();
-    let mut chunks = super::batch_chunks(&chained).peekable();
-    while let Some(chunk) = chunks.next() {
-        let moves_head = head_in_insert && chunks.peek().is_none();
-        let insert = if moves_head { INSERT_ROWS_MOVING_HEAD } else { INSERT_ROWS };
-        tx_rows!(
-            tx,
-            execute,
-            insert,
-            with moves_head.then_some(link.as_slice()),
-            chunk,
-            |r| [r.seq, r.at, r.event, r.outcome, r.clinic_id, r.user_id, r.detail, r.prev_hash, r.hash],
-            "",
-        )?;
-    }
-    if !head_in_insert {
-        tx_execute!(tx, SET_HEAD, &link)?;
+    match &mut tx.conn {
+        // On PostgreSQL one statement writes the whole batch and moves the head: the rows go as
+        // one array per column (one statement text for any batch size), and a data-modifying
+        // WITH moves the head, so the head row stays locked for one round trip less.
+        Conn::Postgres(conn) => {
+            sqlx::query(INSERT_ARRAYS_MOVING_HEAD)
+                .bind(link.as_slice())
+                .bind(chained.iter().map(|r| r.seq).collect::<Vec<i64>>())
+                .bind(chained.iter().map(|r| r.at).collect::<Vec<i64>>())
+                .bind(chained.iter().map(|r| r.event).collect::<Vec<&str>>())
+                .bind(chained.iter().map(|r| r.outcome).collect::<Vec<&str>>())
+                .bind(chained.iter().map(|r| r.clinic_id).collect::<Vec<Option<&str>>>())
+                .bind(chained.iter().map(|r| r.user_id).collect::<Vec<Option<&str>>>())
+                .bind(chained.iter().map(|r| r.detail).collect::<Vec<&str>>())
+                .bind(chained.iter().map(|r| r.prev_hash.as_slice()).collect::<Vec<&[u8]>>())
+                .bind(chained.iter().map(|r| r.hash.as_slice()).collect::<Vec<&[u8]>>())
+                .execute(&mut **conn)
+                .await?;
+        }
+        // SQLite has no data-modifying WITH: multi-row INSERTs in power-of-two chunks (a handful
+        // of cached statement texts), then the head moves.
+        Conn::Sqlite(_) => {
+            for chunk in super::batch_chunks(&chained) {
+                tx_rows!(
+                    tx,
+                    execute,
+                    INSERT_ROWS,
+                    chunk,
+                    |r| [r.seq, r.at, r.event, r.outcome, r.clinic_id, r.user_id, r.detail, r.prev_hash, r.hash],
+                    "",
+                )?;
+            }
+            tx_execute!(tx, SET_HEAD, &link)?;
+        }
     }
     if let Some(first) = starts_keyed {
         tx_execute!(tx, SET_KEYED_FROM, first)?;

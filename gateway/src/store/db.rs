@@ -288,6 +288,8 @@ pub struct Store {
     pub(super) audit_key: Option<Arc<AuditKey>>,
     /// Audit rows written and failed, and waits for the write path (docs/metrics.md).
     pub(super) metrics: StoreMetrics,
+    /// PostgreSQL: the EMR context reads of concurrent token requests, one statement per batch.
+    pub(super) emr_reads: Option<super::batched::Batcher<super::service_clients::EmrKey, super::service_clients::EmrRow>>,
 }
 
 /// How full one connection pool is, for the metrics (read at scrape time).
@@ -420,6 +422,7 @@ impl Store {
     /// request waits at most `acquire_timeout` for a connection: during an outage requests fail
     /// fast (503) instead of queueing.
     pub async fn connect_with(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Self> {
+        let mut emr_reads = None;
         let backend = if url.starts_with("sqlite:") {
             let options = infra::db::sqlite_options(url)?;
             // The writer opens (and creates) the file first and switches it to WAL, which lets the
@@ -450,9 +453,10 @@ impl Store {
             Backend::Sqlite { write, read, inline, writer, checkpointer }
         } else {
             let pool = infra::db::connect_postgres(url, max_connections, acquire_timeout).await?;
+            emr_reads = Some(super::batched::Batcher::start(pool.clone(), Arc::new(super::service_clients::emr_context_batch)));
             Backend::Postgres(pool)
         };
-        Ok(Self { backend, audit_key: None, metrics: StoreMetrics::default() })
+        Ok(Self { backend, audit_key: None, metrics: StoreMetrics::default(), emr_reads })
     }
 
     /// This store recording into `metrics` (docs/metrics.md): audit rows committed and failed,

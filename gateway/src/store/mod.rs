@@ -13,6 +13,7 @@ mod anchors;
 mod audit;
 mod audit_event;
 mod authenticators;
+mod batched;
 mod cards;
 mod ceremonies;
 mod clinics;

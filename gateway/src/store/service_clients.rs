@@ -2,6 +2,7 @@
 //! service API with a TLS client certificate, the clinics each serves, and the one read every
 //! EMR call starts with ([`Store::emr_context`]).
 
+use super::batched;
 use super::{Backend, Error, Result, Store, corrupt, read_optional, row, transaction, tx_execute, with_pool, with_reader};
 
 /// What a service client may do.
@@ -144,7 +145,7 @@ row! {
 
 row! {
     /// [`Store::emr_context`]'s join: the client, and the doctor and open session where found.
-    struct EmrRow {
+    pub(super) struct EmrRow {
         client_id: String,
         role: String,
         client_enabled: bool,
@@ -163,6 +164,67 @@ row! {
         idle_secs: Option<i64>,
         last_activity_at: Option<i64>,
     }
+}
+
+/// [`Store::emr_context`]'s read of one key.
+const EMR_CONTEXT: &str = "SELECT c.id AS client_id, c.role AS role, c.enabled AS client_enabled,
+        EXISTS (SELECT 1 FROM service_client_clinics cc WHERE cc.client_id = c.id AND cc.clinic_id = $2) AS serves_clinic,
+        u.id AS user_id, u.enabled AS user_enabled, u.kind AS kind, u.medical_reg_no AS medical_reg_no,
+        u.test_account AS test_account,
+        s.id AS session_id, s.method AS method, s.amr AS amr, s.acr AS acr, s.auth_time AS auth_time,
+        s.expires_at AS expires_at, s.idle_secs AS idle_secs, s.last_activity_at AS last_activity_at
+ FROM service_clients c
+ LEFT JOIN users u ON u.clinic_id = $2 AND u.login_folded = $3
+ LEFT JOIN signing_sessions s ON s.user_id = u.id AND s.clinic_id = u.clinic_id AND s.ended_at IS NULL
+ WHERE c.fingerprint = $1";
+
+/// [`EMR_CONTEXT`] for many keys at once (PostgreSQL): `idx` says whose row it is.
+const EMR_CONTEXT_BATCH: &str = "SELECT v.idx AS idx, c.id AS client_id, c.role AS role, c.enabled AS client_enabled,
+        EXISTS (SELECT 1 FROM service_client_clinics cc WHERE cc.client_id = c.id AND cc.clinic_id = v.clinic_id) AS serves_clinic,
+        u.id AS user_id, u.enabled AS user_enabled, u.kind AS kind, u.medical_reg_no AS medical_reg_no,
+        u.test_account AS test_account,
+        s.id AS session_id, s.method AS method, s.amr AS amr, s.acr AS acr, s.auth_time AS auth_time,
+        s.expires_at AS expires_at, s.idle_secs AS idle_secs, s.last_activity_at AS last_activity_at
+ FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[]) AS v(idx, fingerprint, clinic_id, login_folded)
+ JOIN service_clients c ON c.fingerprint = v.fingerprint
+ LEFT JOIN users u ON u.clinic_id = v.clinic_id AND u.login_folded = v.login_folded
+ LEFT JOIN signing_sessions s ON s.user_id = u.id AND s.clinic_id = u.clinic_id AND s.ended_at IS NULL";
+
+/// The key of [`Store::emr_context`]: certificate fingerprint, clinic, folded login ID.
+pub(super) type EmrKey = (String, String, String);
+
+/// [`EMR_CONTEXT_BATCH`] on `pool`: per key, in order, its row if there is one; `None` if the
+/// statement failed (each request then reads on its own and meets the error itself).
+pub(super) fn emr_context_batch(pool: sqlx::postgres::PgPool, keys: Vec<EmrKey>) -> batched::BatchFuture<EmrRow> {
+    Box::pin(async move {
+        use sqlx::{FromRow as _, Row as _};
+        let n = keys.len();
+        let idx: Vec<i64> = (0..n as i64).collect();
+        let (mut fingerprints, mut clinics, mut logins) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for (f, c, l) in keys {
+            fingerprints.push(f);
+            clinics.push(c);
+            logins.push(l);
+        }
+        let rows = match sqlx::query(EMR_CONTEXT_BATCH).bind(idx).bind(fingerprints).bind(clinics).bind(logins).fetch_all(&pool).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, keys = n, "batched EMR context read failed; each request reads on its own");
+                return None;
+            }
+        };
+        let mut out: Vec<Option<EmrRow>> = (0..n).map(|_| None).collect();
+        for row in rows {
+            let (Ok(i), Ok(r)) = (row.try_get::<i64, _>("idx"), EmrRow::from_row(&row)) else { return None };
+            // The first row of a key, as the single read's `fetch_optional` takes it.
+            if let Some(slot) = usize::try_from(i).ok().and_then(|i| out.get_mut(i))
+                && slot.is_none()
+            {
+                *slot = Some(r);
+            }
+        }
+        Some(out)
+    })
 }
 
 fn role(s: &str) -> Result<ServiceRole> {
@@ -277,24 +339,16 @@ impl Store {
     /// with their open signing session (login IDs compared folded, as at login). `None` if no client
     /// has that certificate.
     pub async fn emr_context(&self, fingerprint: &str, clinic_id: &str, login_id: &str) -> Result<Option<EmrContext>> {
-        let row = read_optional!(
-            self,
-            EmrRow,
-            "SELECT c.id AS client_id, c.role AS role, c.enabled AS client_enabled,
-                    EXISTS (SELECT 1 FROM service_client_clinics cc WHERE cc.client_id = c.id AND cc.clinic_id = $2)
-                        AS serves_clinic,
-                    u.id AS user_id, u.enabled AS user_enabled, u.kind AS kind, u.medical_reg_no AS medical_reg_no,
-                    u.test_account AS test_account,
-                    s.id AS session_id, s.method AS method, s.amr AS amr, s.acr AS acr, s.auth_time AS auth_time,
-                    s.expires_at AS expires_at, s.idle_secs AS idle_secs, s.last_activity_at AS last_activity_at
-             FROM service_clients c
-             LEFT JOIN users u ON u.clinic_id = $2 AND u.login_folded = $3
-             LEFT JOIN signing_sessions s ON s.user_id = u.id AND s.clinic_id = u.clinic_id AND s.ended_at IS NULL
-             WHERE c.fingerprint = $1",
-            fingerprint,
-            clinic_id,
-            crate::login_id::fold(login_id),
-        )?;
+        let folded = crate::login_id::fold(login_id);
+        // On PostgreSQL the concurrent requests' reads go out as one statement (`batched`).
+        let batched = match &self.emr_reads {
+            Some(batcher) => batcher.get((fingerprint.to_owned(), clinic_id.to_owned(), folded.clone())).await,
+            None => None,
+        };
+        let row = match batched {
+            Some(row) => row,
+            None => read_optional!(self, EmrRow, EMR_CONTEXT, fingerprint, clinic_id, folded)?,
+        };
         let Some(r) = row else { return Ok(None) };
         let client = ClientAccess { id: r.client_id, role: role(&r.role)?, enabled: r.client_enabled, serves_clinic: r.serves_clinic };
         let doctor = match (r.user_id, r.user_enabled, r.kind) {

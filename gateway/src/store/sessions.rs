@@ -1,7 +1,8 @@
 //! Browser-session rows for `http::session`. Ids arrive already hashed: the database never sees
 //! a usable session id.
 
-use super::{Backend, Result, Store, read_optional, row, with_pool, write_execute};
+use super::users::UserRow;
+use super::{Backend, Result, Store, User, read_optional, row, with_pool, write_execute};
 
 /// A browser session moving to a new id after a card or FIDO presence check (docs/design.md §3.2: at
 /// every privilege change), by hashes. The move also records the check as the session's latest
@@ -50,6 +51,9 @@ pub struct LoadedSession {
     pub client_cert_sha256: Vec<u8>,
     /// The latest card or FIDO proof in this session, Unix seconds.
     pub reauth_at: Option<i64>,
+    /// The signed-in user's account as it is now, read with the session (one round trip for
+    /// both on every page); `None` without a login or if the account is gone.
+    pub user: Option<User>,
 }
 
 row! {
@@ -60,6 +64,18 @@ row! {
         absolute_expires_at: i64,
         client_cert_sha256: Vec<u8>,
         reauth_at: Option<i64>,
+        u_id: Option<String>,
+        u_clinic_id: Option<String>,
+        u_login_id: Option<String>,
+        u_kind: Option<String>,
+        u_name: Option<String>,
+        u_medical_reg_no: Option<String>,
+        u_password_hash: Option<String>,
+        u_enabled: Option<bool>,
+        u_created_at: Option<i64>,
+        u_password_temporary: Option<bool>,
+        u_password_set_at: Option<i64>,
+        u_test_account: Option<bool>,
     }
 }
 
@@ -129,17 +145,66 @@ impl Store {
         let row = read_optional!(
             self,
             LoadedRow,
-            "SELECT data, expires_at, absolute_expires_at, client_cert_sha256, reauth_at FROM browser_sessions
-             WHERE id_hash = $1 AND expires_at > $2 AND absolute_expires_at > $2 AND client_cert_sha256 IS NOT NULL",
+            "SELECT b.data AS data, b.expires_at AS expires_at, b.absolute_expires_at AS absolute_expires_at,
+                    b.client_cert_sha256 AS client_cert_sha256, b.reauth_at AS reauth_at,
+                    u.id AS u_id, u.clinic_id AS u_clinic_id, u.login_id AS u_login_id, u.kind AS u_kind, u.name AS u_name,
+                    u.medical_reg_no AS u_medical_reg_no, u.password_hash AS u_password_hash, u.enabled AS u_enabled,
+                    u.created_at AS u_created_at, u.password_temporary AS u_password_temporary,
+                    u.password_set_at AS u_password_set_at, u.test_account AS u_test_account
+             FROM browser_sessions b LEFT JOIN users u ON u.id = b.user_id
+             WHERE b.id_hash = $1 AND b.expires_at > $2 AND b.absolute_expires_at > $2 AND b.client_cert_sha256 IS NOT NULL",
             id_hash,
             now,
         )?;
-        Ok(row.map(|r| LoadedSession {
+        let Some(r) = row else { return Ok(None) };
+        let user = match (
+            r.u_id,
+            r.u_clinic_id,
+            r.u_login_id,
+            r.u_kind,
+            r.u_name,
+            r.u_password_hash,
+            r.u_enabled,
+            r.u_created_at,
+            r.u_password_temporary,
+            r.u_password_set_at,
+            r.u_test_account,
+        ) {
+            (
+                Some(id),
+                Some(clinic_id),
+                Some(login_id),
+                Some(kind),
+                Some(name),
+                Some(password_hash),
+                Some(enabled),
+                Some(created_at),
+                Some(password_temporary),
+                Some(password_set_at),
+                Some(test_account),
+            ) => Some(User::try_from(UserRow {
+                id,
+                clinic_id,
+                login_id,
+                kind,
+                name,
+                medical_reg_no: r.u_medical_reg_no,
+                password_hash,
+                enabled,
+                created_at,
+                password_temporary,
+                password_set_at,
+                test_account,
+            })?),
+            _ => None,
+        };
+        Ok(Some(LoadedSession {
             data: r.data,
             expires_at: r.expires_at,
             absolute_expires_at: r.absolute_expires_at,
             client_cert_sha256: r.client_cert_sha256,
             reauth_at: r.reauth_at,
+            user,
         }))
     }
 

@@ -262,19 +262,19 @@ use user_columns;
 
 row! {
     /// A `users` row as `user_columns!` selects it.
-    struct UserRow {
-        id: String,
-        clinic_id: String,
-        login_id: String,
-        kind: String,
-        name: String,
-        medical_reg_no: Option<String>,
-        password_hash: String,
-        enabled: bool,
-        created_at: i64,
-        password_temporary: bool,
-        password_set_at: i64,
-        test_account: bool,
+    pub(super) struct UserRow {
+        pub(super) id: String,
+        pub(super) clinic_id: String,
+        pub(super) login_id: String,
+        pub(super) kind: String,
+        pub(super) name: String,
+        pub(super) medical_reg_no: Option<String>,
+        pub(super) password_hash: String,
+        pub(super) enabled: bool,
+        pub(super) created_at: i64,
+        pub(super) password_temporary: bool,
+        pub(super) password_set_at: i64,
+        pub(super) test_account: bool,
     }
 }
 
