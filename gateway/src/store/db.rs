@@ -8,6 +8,7 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::AuditKey;
+use super::cache::GateCache;
 use super::inline;
 use crate::metrics::{Metrics, StoreMetrics};
 
@@ -288,6 +289,9 @@ pub struct Store {
     pub(super) audit_key: Option<Arc<AuditKey>>,
     /// Audit rows written and failed, and waits for the write path (docs/metrics.md).
     pub(super) metrics: StoreMetrics,
+    /// The clinic gate's and the service clients' lookups, invalidated on every change
+    /// (docs/decisions/0020-cached-gate-lookups.md).
+    pub(super) cache: Arc<GateCache>,
 }
 
 /// How full one connection pool is, for the metrics (read at scrape time).
@@ -420,7 +424,7 @@ impl Store {
     /// request waits at most `acquire_timeout` for a connection: during an outage requests fail
     /// fast (503) instead of queueing.
     pub async fn connect_with(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Self> {
-        let backend = if url.starts_with("sqlite:") {
+        let (backend, cache) = if url.starts_with("sqlite:") {
             let options = infra::db::sqlite_options(url)?;
             // The writer opens (and creates) the file first and switches it to WAL, which lets the
             // readers run beside it.
@@ -442,17 +446,19 @@ impl Store {
             let inline = Arc::new(inline::InlineReaders::open(options.get_filename())?);
             let writer = Arc::new(tokio::sync::Mutex::new(inline::InlineWriter::open(options.get_filename())?));
             let checkpointer = Arc::new(inline::Checkpointer::start(options.get_filename(), writer.clone())?);
+            let cache = GateCache::sqlite(options.get_filename())?;
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .min_connections(1)
                 .connect_with(options.read_only(true))
                 .await?;
-            Backend::Sqlite { write, read, inline, writer, checkpointer }
+            (Backend::Sqlite { write, read, inline, writer, checkpointer }, cache)
         } else {
             let pool = infra::db::connect_postgres(url, max_connections, acquire_timeout).await?;
-            Backend::Postgres(pool)
+            let cache = GateCache::listening(&pool);
+            (Backend::Postgres(pool), cache)
         };
-        Ok(Self { backend, audit_key: None, metrics: StoreMetrics::default() })
+        Ok(Self { backend, audit_key: None, metrics: StoreMetrics::default(), cache })
     }
 
     /// This store recording into `metrics` (docs/metrics.md): audit rows committed and failed,
@@ -573,6 +579,7 @@ impl Store {
 
     /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
+        self.cache.stop().await;
         match &self.backend {
             Backend::Sqlite { write, read, inline, checkpointer, .. } => {
                 checkpointer.stop();
