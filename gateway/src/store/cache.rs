@@ -270,7 +270,11 @@ impl GateCache {
         let listener = lock(&self.listener).take();
         if let Some(l) = listener {
             l.task.abort();
-            l.pool.close().await;
+            // The aborted listener hands its connection back after an `UNLISTEN`; a server that
+            // no longer answers does not hold up the store's closing.
+            let _ = tokio::time::timeout(Duration::from_secs(2), l.pool.close()).await;
+            // Nothing is heard any more: bypassed from now on.
+            self.set_live(None);
         }
         lock(&self.maps).clear();
     }
