@@ -36,7 +36,7 @@ pub(super) const CHANNEL: &str = "ninsho_cache";
 pub(super) const CAPACITY: usize = 4096;
 /// Longest an entry is served (a backstop: a notification normally clears it long before).
 pub(super) const TTL: Duration = Duration::from_secs(5);
-/// Waits between the listener's attempts to (re)subscribe, doubling up to the second.
+/// Waits between the listener's attempts to (re)subscribe: the first, doubling up to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
