@@ -168,6 +168,12 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     pool: &'static str,
 }
@@ -236,11 +242,18 @@ pub struct StoreMetrics {
     audit_failures: Counter,
     wait: Histogram,
     timeouts: Counter,
+    gate_cache: Family<CacheLabels, Counter>,
 }
 
 impl Default for StoreMetrics {
     fn default() -> Self {
-        Self { audit_rows: Family::default(), audit_failures: Counter::default(), wait: wait_histogram(), timeouts: Counter::default() }
+        Self {
+            audit_rows: Family::default(),
+            audit_failures: Counter::default(),
+            wait: wait_histogram(),
+            timeouts: Counter::default(),
+            gate_cache: Family::default(),
+        }
     }
 }
 
@@ -269,6 +282,18 @@ impl StoreMetrics {
     /// Counts a wait that gave up (`database.acquire_timeout_ms` passed).
     pub(crate) fn timed_out(&self) {
         self.timeouts.inc();
+    }
+
+    /// Counts a lookup of the gate cache (`clinic_cert`, `service_client`): a `hit`, a `miss`,
+    /// or a `bypass` (the cache not in use while its listener is away, decision 0020).
+    pub(crate) fn gate_cache(&self, cache: &'static str, result: &'static str) {
+        self.gate_cache.get_or_create(&CacheLabels { cache, result }).inc();
+    }
+
+    /// The lookups of the gate cache counted so far with these labels.
+    #[cfg(test)]
+    pub(crate) fn gate_cache_count(&self, cache: &'static str, result: &'static str) -> u64 {
+        self.gate_cache.get_or_create(&CacheLabels { cache, result }).get()
     }
 }
 
@@ -318,6 +343,7 @@ pub struct Metrics {
     pool_max: Family<PoolLabels, Gauge>,
     pool_wait: HistogramFamily<PoolLabels>,
     pool_timeouts: Family<PoolLabels, Counter>,
+    gate_cache: Family<CacheLabels, Counter>,
     ready: Gauge,
     readiness_checks: Family<ResultLabels, Counter>,
     /// nextUpdate (Unix seconds) of every CRL, as last read from the anchors; the seconds left
@@ -429,6 +455,17 @@ impl Metrics {
             "Waits for a database connection that gave up after database.acquire_timeout_ms (the request got 503)",
             pool_timeouts.clone(),
         );
+        let gate_cache = Family::<CacheLabels, Counter>::default();
+        for cache in ["clinic_cert", "service_client"] {
+            for result in ["hit", "miss", "bypass"] {
+                drop(gate_cache.get_or_create(&CacheLabels { cache, result }));
+            }
+        }
+        r.register(
+            "gate_cache_lookups",
+            "Lookups of the gate cache (cache clinic_cert, service_client) by result: hit, miss (read from the database), bypass (the cache's listener not connected)",
+            gate_cache.clone(),
+        );
         let ready = Gauge::default();
         r.register(
             "ready",
@@ -512,6 +549,7 @@ impl Metrics {
             pool_max,
             pool_wait,
             pool_timeouts,
+            gate_cache,
             ready,
             readiness_checks,
             crls: Mutex::new(Vec::new()),
@@ -629,6 +667,7 @@ impl Metrics {
             audit_failures: self.audit_failures.clone(),
             wait: self.pool_wait.get_or_create(&labels).clone(),
             timeouts: self.pool_timeouts.get_or_create(&labels).clone(),
+            gate_cache: self.gate_cache.clone(),
         }
     }
 
@@ -750,6 +789,28 @@ mod tests {
         assert!(text.contains(r#"ninsho_db_pool_acquire_wait_seconds_count{pool="postgres"} 1"#), "{text}");
         assert!(text.contains(r#"ninsho_db_pool_acquire_wait_seconds_bucket{le="0.00005",pool="postgres"} 1"#), "{text}");
         assert!(text.contains(r#"ninsho_db_pool_acquire_timeouts_total{pool="postgres"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn gate_cache_lookups_are_counted_and_every_metric_documented() {
+        let m = Metrics::new();
+        let text = m.render(0, &[]);
+        assert!(text.contains(r#"ninsho_gate_cache_lookups_total{cache="service_client",result="bypass"} 0"#), "{text}");
+        let store = m.store("postgres");
+        store.gate_cache("clinic_cert", "hit");
+        store.gate_cache("clinic_cert", "hit");
+        store.gate_cache("clinic_cert", "miss");
+        let text = m.render(0, &[]);
+        assert!(text.contains(r#"ninsho_gate_cache_lookups_total{cache="clinic_cert",result="hit"} 2"#), "{text}");
+        assert!(text.contains(r#"ninsho_gate_cache_lookups_total{cache="clinic_cert",result="miss"} 1"#), "{text}");
+        assert_eq!(store.gate_cache_count("clinic_cert", "hit"), 2);
+        // docs/metrics.md names every family (tests/integration/metrics.rs checks a live scrape too).
+        let doc = include_str!("../../docs/metrics.md");
+        for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (family, kind) = line.split_once(' ').unwrap();
+            let name = if kind == "counter" { format!("{family}_total") } else { family.to_owned() };
+            assert!(doc.contains(&format!("`{name}`")), "docs/metrics.md does not describe {name}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! an anchor.
 
 
-use super::{Backend, Error, Result, Store, corrupt, read_all, row, with_pool, with_reader};
+use super::{Backend, Error, Result, Store, corrupt, read_all, row, transaction, tx_execute, with_pool, with_reader};
 
 /// What was registered under an anchor (rows from before migration 0007 whose anchor is unknown
 /// are counted as possibly depending on every anchor of their kind).
@@ -226,7 +226,17 @@ impl Store {
             AnchorKind::Service => "UPDATE service_clients SET anchor_fingerprint = $2 WHERE fingerprint = $1",
             AnchorKind::Hpki | AnchorKind::Jpki => "UPDATE card_credentials SET anchor_fingerprint = $2 WHERE id = $1",
         };
-        with_pool!(self, |pool| sqlx::query(sql).bind(key).bind(anchor).execute(pool).await.map(|r| r.rows_affected()))?;
+        // A clinic certificate's or service client's row: the gate cache does not hold the
+        // anchor, but every write of those tables invalidates it (docs/decisions/0020-cached-gate-lookups.md).
+        if matches!(kind, AnchorKind::Clinic | AnchorKind::Service) {
+            transaction!(self, |tx| {
+                tx_execute!(tx, sql, key, anchor)?;
+                super::cache::notify(tx).await
+            })?;
+            self.gate_changed();
+        } else {
+            with_pool!(self, |pool| sqlx::query(sql).bind(key).bind(anchor).execute(pool).await.map(|r| r.rows_affected()))?;
+        }
         Ok(())
     }
 

@@ -1,17 +1,19 @@
 //! Clinics and the TLS client certificates registered to them (the clinic gate).
+//!
+//! Every write here clears the gate cache once it has committed and, on PostgreSQL, notifies the
+//! other instances inside its transaction (`cache`, docs/decisions/0020-cached-gate-lookups.md).
 
-use super::{Backend, Error, Result, Store, read_one, row, with_pool, with_reader};
+use super::cache;
+use super::{Backend, Error, Result, Store, read_one, row, transaction, tx_execute, with_reader};
 
 impl Store {
     /// Adds a clinic.
     pub async fn add_clinic(&self, id: &str, name: &str, now: i64) -> Result<()> {
-        with_pool!(self, |pool| {
-            sqlx::query("INSERT INTO clinics (id, name, enabled, created_at, updated_at) VALUES ($1, $2, TRUE, $3, $3)")
-                .bind(id)
-                .bind(name)
-                .bind(now)
-                .execute(pool).await.map(|r| r.rows_affected())
+        transaction!(self, |tx| {
+            tx_execute!(tx, "INSERT INTO clinics (id, name, enabled, created_at, updated_at) VALUES ($1, $2, TRUE, $3, $3)", id, name, now)?;
+            cache::notify(tx).await
         })?;
+        self.gate_changed();
         Ok(())
     }
 
@@ -37,13 +39,12 @@ impl Store {
 
     /// Enables or disables a clinic; `NotFound` if there is none.
     pub async fn set_clinic_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<()> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE clinics SET enabled = $2, updated_at = $3 WHERE id = $1")
-                .bind(id)
-                .bind(enabled)
-                .bind(now)
-                .execute(pool).await.map(|r| r.rows_affected())
+        let done = transaction!(self, |tx| {
+            let done = tx_execute!(tx, "UPDATE clinics SET enabled = $2, updated_at = $3 WHERE id = $1", id, enabled, now)?;
+            cache::notify(tx).await?;
+            Ok(done)
         })?;
+        self.gate_changed();
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
@@ -51,24 +52,31 @@ impl Store {
 
     /// Registers a clinic certificate by fingerprint.
     pub async fn add_clinic_cert(&self, cert: &NewClinicCert<'_>, now: i64) -> Result<()> {
-        with_pool!(self, |pool| {
-            sqlx::query(
+        transaction!(self, |tx| {
+            tx_execute!(
+                tx,
                 "INSERT INTO clinic_certs (fingerprint, clinic_id, subject, serial, not_after, revoked_at, created_at)
                  VALUES ($1, $2, $3, $4, $5, NULL, $6)",
-            )
-            .bind(cert.fingerprint)
-            .bind(cert.clinic_id)
-            .bind(cert.subject)
-            .bind(cert.serial)
-            .bind(cert.not_after)
-            .bind(now)
-            .execute(pool).await.map(|r| r.rows_affected())
+                cert.fingerprint,
+                cert.clinic_id,
+                cert.subject,
+                cert.serial,
+                cert.not_after,
+                now,
+            )?;
+            cache::notify(tx).await
         })?;
+        self.gate_changed();
         Ok(())
     }
 
-    /// The registration of a certificate fingerprint, joined with its clinic.
+    /// The registration of a certificate fingerprint, joined with its clinic. The clinic gate
+    /// asks on every request: served from the gate cache (`cache`) while nothing changed.
     pub async fn clinic_cert(&self, fingerprint: &str) -> Result<ClinicCertBinding> {
+        self.cached(fingerprint, self.read_clinic_cert(fingerprint)).await
+    }
+
+    async fn read_clinic_cert(&self, fingerprint: &str) -> Result<ClinicCertBinding> {
         let row = read_one!(
             self,
             BindingRow,
@@ -102,24 +110,24 @@ impl Store {
     /// Lifts the revocation of a registered certificate; `NotFound` if it is not registered or
     /// not revoked.
     pub async fn restore_clinic_cert(&self, fingerprint: &str) -> Result<()> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE clinic_certs SET revoked_at = NULL WHERE fingerprint = $1 AND revoked_at IS NOT NULL")
-                .bind(fingerprint)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+        let done = transaction!(self, |tx| {
+            let done =
+                tx_execute!(tx, "UPDATE clinic_certs SET revoked_at = NULL WHERE fingerprint = $1 AND revoked_at IS NOT NULL", fingerprint)?;
+            cache::notify(tx).await?;
+            Ok(done)
         })?;
+        self.gate_changed();
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
     /// Marks a registered certificate revoked; `NotFound` if it is not registered or already revoked.
     pub async fn revoke_clinic_cert(&self, fingerprint: &str, now: i64) -> Result<()> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE clinic_certs SET revoked_at = $2 WHERE fingerprint = $1 AND revoked_at IS NULL")
-                .bind(fingerprint)
-                .bind(now)
-                .execute(pool).await.map(|r| r.rows_affected())
+        let done = transaction!(self, |tx| {
+            let done = tx_execute!(tx, "UPDATE clinic_certs SET revoked_at = $2 WHERE fingerprint = $1 AND revoked_at IS NULL", fingerprint, now)?;
+            cache::notify(tx).await?;
+            Ok(done)
         })?;
+        self.gate_changed();
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 }

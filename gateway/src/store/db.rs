@@ -8,6 +8,7 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::AuditKey;
+use super::cache::GateCache;
 use super::inline;
 use crate::metrics::{Metrics, StoreMetrics};
 
@@ -288,8 +289,12 @@ pub struct Store {
     pub(super) audit_key: Option<Arc<AuditKey>>,
     /// Audit rows written and failed, and waits for the write path (docs/metrics.md).
     pub(super) metrics: StoreMetrics,
-    /// PostgreSQL: the EMR context reads of concurrent token requests, one statement per batch.
+    /// PostgreSQL: the EMR context reads of concurrent token requests, one statement per batch
+    /// (docs/decisions/0021-fewer-round-trips-on-postgresql.md).
     pub(super) emr_reads: Option<super::batched::Batcher<super::service_clients::EmrKey, super::service_clients::EmrRow>>,
+    /// The clinic gate's and the service clients' lookups, invalidated on every change
+    /// (docs/decisions/0020-cached-gate-lookups.md).
+    pub(super) cache: Arc<GateCache>,
 }
 
 /// How full one connection pool is, for the metrics (read at scrape time).
@@ -423,7 +428,7 @@ impl Store {
     /// fast (503) instead of queueing.
     pub async fn connect_with(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Self> {
         let mut emr_reads = None;
-        let backend = if url.starts_with("sqlite:") {
+        let (backend, cache) = if url.starts_with("sqlite:") {
             let options = infra::db::sqlite_options(url)?;
             // The writer opens (and creates) the file first and switches it to WAL, which lets the
             // readers run beside it.
@@ -445,18 +450,20 @@ impl Store {
             let inline = Arc::new(inline::InlineReaders::open(options.get_filename())?);
             let writer = Arc::new(tokio::sync::Mutex::new(inline::InlineWriter::open(options.get_filename())?));
             let checkpointer = Arc::new(inline::Checkpointer::start(options.get_filename(), writer.clone())?);
+            let cache = GateCache::sqlite(options.get_filename())?;
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .min_connections(1)
                 .connect_with(options.read_only(true))
                 .await?;
-            Backend::Sqlite { write, read, inline, writer, checkpointer }
+            (Backend::Sqlite { write, read, inline, writer, checkpointer }, cache)
         } else {
             let pool = infra::db::connect_postgres(url, max_connections, acquire_timeout).await?;
             emr_reads = Some(super::batched::Batcher::start(pool.clone(), Arc::new(super::service_clients::emr_context_batch)));
-            Backend::Postgres(pool)
+            let cache = GateCache::listening(&pool);
+            (Backend::Postgres(pool), cache)
         };
-        Ok(Self { backend, audit_key: None, metrics: StoreMetrics::default(), emr_reads })
+        Ok(Self { backend, audit_key: None, metrics: StoreMetrics::default(), emr_reads, cache })
     }
 
     /// This store recording into `metrics` (docs/metrics.md): audit rows committed and failed,
@@ -577,6 +584,7 @@ impl Store {
 
     /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
+        self.cache.stop().await;
         match &self.backend {
             Backend::Sqlite { write, read, inline, checkpointer, .. } => {
                 checkpointer.stop();

@@ -2,8 +2,8 @@
 //! service API with a TLS client certificate, the clinics each serves, and the one read every
 //! EMR call starts with ([`Store::emr_context`]).
 
-use super::batched;
-use super::{Backend, Error, Result, Store, corrupt, read_optional, row, transaction, tx_execute, with_pool, with_reader};
+use super::{Backend, Error, Result, Store, corrupt, read_optional, row, transaction, tx_execute, with_reader};
+use super::{batched, cache};
 
 /// What a service client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
@@ -255,14 +255,21 @@ impl Store {
                     now,
                 )?;
             }
-            Ok(())
-        })
+            cache::notify(tx).await
+        })?;
+        self.gate_changed();
+        Ok(())
     }
 
     /// The enabled-or-not service client presenting `fingerprint`.
     ///
-    /// One query (client and clinics joined): it runs on every API request.
+    /// One query (client and clinics joined): it runs on every API request, and is served from
+    /// the gate cache (`cache`) while nothing changed.
     pub async fn service_client_by_fingerprint(&self, fingerprint: &str) -> Result<ServiceClient> {
+        self.cached(fingerprint, self.read_service_client(fingerprint)).await
+    }
+
+    async fn read_service_client(&self, fingerprint: &str) -> Result<ServiceClient> {
         let rows: Vec<ClientClinicRow> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT c.id AS id, c.name AS name, c.role AS role, c.fingerprint AS fingerprint, c.subject AS subject,
@@ -322,15 +329,12 @@ impl Store {
 
     /// Enables or disables a service client.
     pub async fn set_service_client_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<()> {
-        let n = with_pool!(self, |pool| {
-            sqlx::query("UPDATE service_clients SET enabled = $2, updated_at = $3 WHERE id = $1")
-                .bind(id)
-                .bind(enabled)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+        let n = transaction!(self, |tx| {
+            let n = tx_execute!(tx, "UPDATE service_clients SET enabled = $2, updated_at = $3 WHERE id = $1", id, enabled, now)?;
+            cache::notify(tx).await?;
+            Ok(n)
         })?;
+        self.gate_changed();
         if n == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
