@@ -12,9 +12,13 @@
 #   ./bench/run.sh soak --duration 30m --out BENCHMARKS.md   # only the soak (issue 16)
 #   BENCH_SOAK=30m ./bench/run.sh       # the full run, then a soak of that length on SQLite
 #
-# PostgreSQL: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres) must
-# accept CREATE DATABASE; pass --pg '' to skip it. Set BENCH_SKIP_BUILD=1 to reuse the binaries
-# in $BENCH_BIN (default $CARGO_TARGET_DIR/release).
+# PostgreSQL: by default the harness starts a server of its own for the run (a fresh cluster
+# under the work directory, tuned like a small production server, fsync and synchronous_commit
+# on, pg_stat_statements loaded; bench/src/pgserver.rs), so other users of a shared server do not
+# move the figures. BENCH_DATABASE_URL=postgres://… (or --pg URL) uses that server instead; it
+# must accept CREATE DATABASE. --pg '' skips PostgreSQL. BENCH_PG_SETTINGS=name=value,… adds
+# server settings for a side measurement (the report lists them). Set BENCH_SKIP_BUILD=1 to reuse
+# the binaries in $BENCH_BIN (default $CARGO_TARGET_DIR/release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}

@@ -9,9 +9,10 @@
 //! its batch as soon as it wakes. The answer of each request is what its own read would have
 //! returned at that moment; nothing is kept after the batch.
 //!
-//! If a batch statement fails, each request of it reads on its own instead, so it gets the error
-//! its own read would have given (a pool timeout, a lost connection) and the caller's handling
-//! of those is unchanged.
+//! If the database is unavailable (no connection within the acquire timeout, a lost connection),
+//! every request of the batch gets that as its error at once, as its own read would have; any
+//! other failure of the batch statement makes each request read on its own, so it meets its own
+//! error.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,21 +21,35 @@ use std::sync::Arc;
 use sqlx::postgres::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::Error;
+use crate::metrics::StoreMetrics;
+
 /// Requests queued before senders wait.
 const CAPACITY: usize = 4 * 1024;
 /// Most keys in one statement.
 const MAX_KEYS: usize = 256;
 
-/// What a batch statement returns: per key, in the keys' order, its row if there is one. `None`
-/// when the statement failed (each request then reads on its own).
-pub(super) type BatchFuture<V> = Pin<Box<dyn Future<Output = Option<Vec<Option<V>>>> + Send>>;
+/// What a batch statement returns: per key, in the keys' order, its row if there is one.
+pub(super) type BatchFuture<V> = Pin<Box<dyn Future<Output = Result<Vec<Option<V>>, Error>> + Send>>;
 
-/// Answers a batch of keys on a pool.
-pub(super) type BatchQuery<K, V> = Arc<dyn Fn(PgPool, Vec<K>) -> BatchFuture<V> + Send + Sync>;
+/// Answers a batch of keys on a pool, taking its connection with [`acquire`].
+pub(super) type BatchQuery<K, V> = Arc<dyn Fn(PgPool, StoreMetrics, Vec<K>) -> BatchFuture<V> + Send + Sync>;
+
+/// What a request gets from its batch.
+pub(super) enum Answer<V> {
+    /// The row of its key, if there is one.
+    Row(Option<V>),
+    /// The database is unavailable (what its own read would have met: the caller answers 503).
+    Unavailable(String),
+    /// The batch could not answer otherwise: the request reads on its own.
+    ReadAlone,
+}
+
+type Request<K, V> = (K, StoreMetrics, oneshot::Sender<Answer<V>>);
 
 /// The handle of one batching task: cheap to clone, the task ends when the last handle is dropped.
 pub(super) struct Batcher<K, V> {
-    tx: mpsc::Sender<(K, oneshot::Sender<Option<Option<V>>>)>,
+    tx: mpsc::Sender<Request<K, V>>,
 }
 
 impl<K, V> Clone for Batcher<K, V> {
@@ -57,27 +72,40 @@ impl<K: Send + 'static, V: Send + 'static> Batcher<K, V> {
         Self { tx }
     }
 
-    /// The row of `key` as the next batch finds it: `Some(row or none)`, or `None` when the batch
-    /// could not answer (the task is gone or its statement failed): the caller then reads on its
-    /// own.
-    pub(super) async fn get(&self, key: K) -> Option<Option<V>> {
+    /// The row of `key` as the next batch finds it. `metrics` records the batch's wait for a
+    /// connection, as the request's own read would.
+    pub(super) async fn get(&self, key: K, metrics: &StoreMetrics) -> Answer<V> {
         let (done, answer) = oneshot::channel();
-        self.tx.send((key, done)).await.ok()?;
-        answer.await.ok().flatten()
+        if self.tx.send((key, metrics.clone(), done)).await.is_err() {
+            return Answer::ReadAlone;
+        }
+        answer.await.unwrap_or(Answer::ReadAlone)
     }
 }
 
-async fn run<K, V>(pool: PgPool, query: BatchQuery<K, V>, mut rx: mpsc::Receiver<(K, oneshot::Sender<Option<Option<V>>>)>) {
+/// A connection from `pool` for a batch, its wait recorded like every request path's
+/// (`Store::acquire`).
+pub(super) async fn acquire(pool: &PgPool, metrics: &StoreMetrics) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, Error> {
+    let start = std::time::Instant::now();
+    let conn = pool.acquire().await;
+    metrics.waited(start.elapsed());
+    if matches!(conn, Err(sqlx::Error::PoolTimedOut)) {
+        metrics.timed_out();
+    }
+    Ok(conn?)
+}
+
+async fn run<K, V>(pool: PgPool, query: BatchQuery<K, V>, mut rx: mpsc::Receiver<Request<K, V>>) {
     let mut keys = Vec::with_capacity(MAX_KEYS);
     let mut replies = Vec::with_capacity(MAX_KEYS);
-    while let Some((key, done)) = rx.recv().await {
+    while let Some((key, metrics, done)) = rx.recv().await {
         keys.push(key);
         replies.push(done);
         // Let the requests that are ready to run queue their keys first (one scheduling round).
         tokio::task::yield_now().await;
         while keys.len() < MAX_KEYS {
             match rx.try_recv() {
-                Ok((key, done)) => {
+                Ok((key, _, done)) => {
                     keys.push(key);
                     replies.push(done);
                 }
@@ -86,15 +114,24 @@ async fn run<K, V>(pool: PgPool, query: BatchQuery<K, V>, mut rx: mpsc::Receiver
         }
         let batch = std::mem::replace(&mut keys, Vec::with_capacity(MAX_KEYS));
         let n = batch.len();
-        match query(pool.clone(), batch).await {
-            Some(rows) if rows.len() == n => {
+        match query(pool.clone(), metrics, batch).await {
+            Ok(rows) if rows.len() == n => {
                 for (done, row) in replies.drain(..).zip(rows) {
-                    let _ = done.send(Some(row));
+                    let _ = done.send(Answer::Row(row));
                 }
             }
-            _ => {
+            Err(e) if e.is_unavailable() => {
+                let why = e.to_string();
                 for done in replies.drain(..) {
-                    let _ = done.send(None);
+                    let _ = done.send(Answer::Unavailable(why.clone()));
+                }
+            }
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!(error = %e, keys = n, "a batched read failed; each request reads on its own");
+                }
+                for done in replies.drain(..) {
+                    let _ = done.send(Answer::ReadAlone);
                 }
             }
         }

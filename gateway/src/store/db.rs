@@ -33,6 +33,10 @@ pub enum Error {
     /// Anything else the database reported.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// The database was unavailable to a batched read (`batched`): what every request of the
+    /// batch would have met on its own (no connection in time, a lost connection).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// An inline SQLite read failed (see `inline`).
     #[error("database error: {0}")]
     Inline(#[source] rusqlite::Error),
@@ -54,7 +58,7 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         match self {
             Error::Database(e) => sqlx_unavailable(e),
-            Error::Connect { .. } => true,
+            Error::Connect { .. } | Error::Unavailable(_) => true,
             Error::Inline(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DatabaseBusy

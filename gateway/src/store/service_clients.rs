@@ -193,9 +193,8 @@ const EMR_CONTEXT_BATCH: &str = "SELECT v.idx AS idx, c.id AS client_id, c.role 
 /// The key of [`Store::emr_context`]: certificate fingerprint, clinic, folded login ID.
 pub(super) type EmrKey = (String, String, String);
 
-/// [`EMR_CONTEXT_BATCH`] on `pool`: per key, in order, its row if there is one; `None` if the
-/// statement failed (each request then reads on its own and meets the error itself).
-pub(super) fn emr_context_batch(pool: sqlx::postgres::PgPool, keys: Vec<EmrKey>) -> batched::BatchFuture<EmrRow> {
+/// [`EMR_CONTEXT_BATCH`] on `pool`: per key, in order, its row if there is one.
+pub(super) fn emr_context_batch(pool: sqlx::postgres::PgPool, metrics: crate::metrics::StoreMetrics, keys: Vec<EmrKey>) -> batched::BatchFuture<EmrRow> {
     Box::pin(async move {
         use sqlx::{FromRow as _, Row as _};
         let n = keys.len();
@@ -206,16 +205,12 @@ pub(super) fn emr_context_batch(pool: sqlx::postgres::PgPool, keys: Vec<EmrKey>)
             clinics.push(c);
             logins.push(l);
         }
-        let rows = match sqlx::query(EMR_CONTEXT_BATCH).bind(idx).bind(fingerprints).bind(clinics).bind(logins).fetch_all(&pool).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, keys = n, "batched EMR context read failed; each request reads on its own");
-                return None;
-            }
-        };
+        let mut conn = batched::acquire(&pool, &metrics).await?;
+        let rows = sqlx::query(EMR_CONTEXT_BATCH).bind(idx).bind(fingerprints).bind(clinics).bind(logins).fetch_all(&mut *conn).await?;
         let mut out: Vec<Option<EmrRow>> = (0..n).map(|_| None).collect();
         for row in rows {
-            let (Ok(i), Ok(r)) = (row.try_get::<i64, _>("idx"), EmrRow::from_row(&row)) else { return None };
+            let i: i64 = row.try_get("idx")?;
+            let r = EmrRow::from_row(&row)?;
             // The first row of a key, as the single read's `fetch_optional` takes it.
             if let Some(slot) = usize::try_from(i).ok().and_then(|i| out.get_mut(i))
                 && slot.is_none()
@@ -223,7 +218,7 @@ pub(super) fn emr_context_batch(pool: sqlx::postgres::PgPool, keys: Vec<EmrKey>)
                 *slot = Some(r);
             }
         }
-        Some(out)
+        Ok(out)
     })
 }
 
@@ -346,12 +341,13 @@ impl Store {
         let folded = crate::login_id::fold(login_id);
         // On PostgreSQL the concurrent requests' reads go out as one statement (`batched`).
         let batched = match &self.emr_reads {
-            Some(batcher) => batcher.get((fingerprint.to_owned(), clinic_id.to_owned(), folded.clone())).await,
-            None => None,
+            Some(batcher) => batcher.get((fingerprint.to_owned(), clinic_id.to_owned(), folded.clone()), &self.metrics).await,
+            None => batched::Answer::ReadAlone,
         };
         let row = match batched {
-            Some(row) => row,
-            None => read_optional!(self, EmrRow, EMR_CONTEXT, fingerprint, clinic_id, folded)?,
+            batched::Answer::Row(row) => row,
+            batched::Answer::Unavailable(why) => return Err(Error::Unavailable(why)),
+            batched::Answer::ReadAlone => read_optional!(self, EmrRow, EMR_CONTEXT, fingerprint, clinic_id, folded)?,
         };
         let Some(r) = row else { return Ok(None) };
         let client = ClientAccess { id: r.client_id, role: role(&r.role)?, enabled: r.client_enabled, serves_clinic: r.serves_clinic };
