@@ -56,10 +56,6 @@ impl InlineReaders {
         let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(Error::Inline)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(Error::Inline)?;
-        // Pages not in the WAL are read from a shared mapping of the file instead of being
-        // copied into each connection's page cache, which every commit empties: at a million
-        // doctors the hot paths' rows are spread over more pages than any cache holds.
-        conn.pragma_update(None, "mmap_size", MMAP_SIZE).map_err(Error::Inline)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }
@@ -99,10 +95,6 @@ impl InlineReaders {
         self.with(|conn| all(conn, sql, params))
     }
 }
-
-/// Bytes of the database file the inline readers map (`PRAGMA mmap_size`); SQLite caps it at its
-/// compile-time maximum.
-const MMAP_SIZE: i64 = 1 << 30;
 
 /// The read-write connection for inline writes. Only used while holding the store's write lock
 /// (`Backend::Sqlite::writer`, a `tokio::sync::Mutex` around this), which sqlx writes take too.
