@@ -465,6 +465,58 @@ async fn concurrent_requests_each_get_their_own_answer(db: Db) {
     app.stop().await;
 }
 
+/// Issues and consumptions racing each other, with replays and a session whose activity is due,
+/// so the group commit's batches mix new tokens, consumptions of the same token and activity
+/// updates. Every request is answered (no 503), each token is consumed exactly once, and the
+/// chain is intact.
+async fn racing_issues_and_replayed_consumptions_are_each_answered_once(db: Db) {
+    let app = TestApp::spawn(db).await;
+    open_session(&app).await;
+    let emr = app.client(Some(&app.pki.emr_a));
+    let mut tokens = Vec::new();
+    for _ in 0..24 {
+        let (status, body) = issue(&app, &emr, doctor()).await;
+        assert_eq!(status, 200, "{body}");
+        tokens.push(body["token"].as_str().unwrap().to_owned());
+    }
+    for round in 0..2 {
+        // The session's activity is due again: each batch of this round touches it.
+        app.clock.advance(time::Duration::seconds(6));
+        let mut requests = tokio::task::JoinSet::new();
+        for (i, token) in tokens.iter().enumerate() {
+            for _ in 0..2 {
+                let (emr, url, token) = (emr.clone(), app.url("/api/v1/signing-tokens/consume"), token.clone());
+                requests.spawn(async move {
+                    let res = emr.post(url).json(&json!({ "token": token })).send().await.unwrap();
+                    ("consume", i, res.status().as_u16(), res.json::<Value>().await.unwrap())
+                });
+            }
+            let (emr, url) = (emr.clone(), app.url("/api/v1/signing-tokens"));
+            requests.spawn(async move {
+                let res = emr.post(url).json(&doctor()).send().await.unwrap();
+                ("issue", i, res.status().as_u16(), res.json::<Value>().await.unwrap())
+            });
+        }
+        let mut consumed = vec![0; tokens.len()];
+        let mut fresh = Vec::new();
+        while let Some(done) = requests.join_next().await {
+            let (kind, i, status, body) = done.unwrap();
+            assert_ne!(status, 503, "round {round}: {kind} {i}: {body}");
+            match (kind, status) {
+                ("consume", 200) => consumed[i] += 1,
+                ("consume", 409) => assert_eq!(body["error"], "token_already_used", "{body}"),
+                ("issue", 200) => fresh.push(body["token"].as_str().unwrap().to_owned()),
+                _ => panic!("round {round}: {kind} {i}: {status} {body}"),
+            }
+        }
+        assert!(consumed.iter().all(|&n| n == 1), "round {round}: each token consumed exactly once: {consumed:?}");
+        tokens = fresh;
+    }
+    app.state.group_commit.flush().await;
+    assert!(matches!(app.store().audit_verify().await.unwrap(), AuditVerification::Intact { .. }));
+    app.stop().await;
+}
+
 /// One batch in the store: tokens whose session closed after the caller's read are refused (and
 /// audited as such) while the others in the same batch are recorded; batches larger than one
 /// multi-row statement are split; the session's activity moves to its latest token.
@@ -787,6 +839,7 @@ async fn forged_headers_and_out_of_time_tokens_are_refused_at_consume(db: Db) {
 
 db_tests!(
     concurrent_requests_each_get_their_own_answer,
+    racing_issues_and_replayed_consumptions_are_each_answered_once,
     tokens_of_an_ended_session_are_refused_at_consume,
     forged_headers_and_out_of_time_tokens_are_refused_at_consume,
     no_signing_session_opens_unaudited,

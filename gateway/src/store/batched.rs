@@ -83,8 +83,8 @@ impl<K: Send + 'static, V: Send + 'static> Batcher<K, V> {
     }
 }
 
-/// A connection from `pool` for a batch, its wait recorded like every request path's
-/// (`Store::acquire`).
+/// A connection from `pool`, its wait (and a timeout) recorded in `metrics`: every request path
+/// takes its connection here (`Store::acquire`), and so do the batches.
 pub(super) async fn acquire(pool: &PgPool, metrics: &StoreMetrics) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, Error> {
     let start = std::time::Instant::now();
     let conn = pool.acquire().await;

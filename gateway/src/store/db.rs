@@ -500,13 +500,7 @@ impl Store {
     /// (the `read_*!`, `write_*!` and `transaction!` macros) take theirs here; sqlx would take
     /// the same one inside `execute(pool)`.
     pub(super) async fn acquire(&self, pool: &PgPool) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-        let start = Instant::now();
-        let conn = pool.acquire().await;
-        self.metrics.waited(start.elapsed());
-        if matches!(conn, Err(sqlx::Error::PoolTimedOut)) {
-            self.metrics.timed_out();
-        }
-        Ok(conn?)
+        super::batched::acquire(pool, &self.metrics).await
     }
 
     /// SQLite's write lock, its wait recorded (every write takes it: decision 0007).
