@@ -166,29 +166,37 @@ row! {
     }
 }
 
+/// [`Store::emr_context`]'s join, written once: `$first` columns before the row's, the clinic
+/// and folded login ID as expressions, what the clients are read from, and what follows the joins.
+macro_rules! emr_context_sql {
+    ($first:literal, $clinic:literal, $login:literal, $from:literal, $tail:literal) => {
+        concat!(
+            "SELECT ", $first, "c.id AS client_id, c.role AS role, c.enabled AS client_enabled,
+                EXISTS (SELECT 1 FROM service_client_clinics cc WHERE cc.client_id = c.id AND cc.clinic_id = ", $clinic, ") AS serves_clinic,
+                u.id AS user_id, u.enabled AS user_enabled, u.kind AS kind, u.medical_reg_no AS medical_reg_no,
+                u.test_account AS test_account,
+                s.id AS session_id, s.method AS method, s.amr AS amr, s.acr AS acr, s.auth_time AS auth_time,
+                s.expires_at AS expires_at, s.idle_secs AS idle_secs, s.last_activity_at AS last_activity_at
+             FROM ", $from, "
+             LEFT JOIN users u ON u.clinic_id = ", $clinic, " AND u.login_folded = ", $login, "
+             LEFT JOIN signing_sessions s ON s.user_id = u.id AND s.clinic_id = u.clinic_id AND s.ended_at IS NULL",
+            $tail
+        )
+    };
+}
+
 /// [`Store::emr_context`]'s read of one key.
-const EMR_CONTEXT: &str = "SELECT c.id AS client_id, c.role AS role, c.enabled AS client_enabled,
-        EXISTS (SELECT 1 FROM service_client_clinics cc WHERE cc.client_id = c.id AND cc.clinic_id = $2) AS serves_clinic,
-        u.id AS user_id, u.enabled AS user_enabled, u.kind AS kind, u.medical_reg_no AS medical_reg_no,
-        u.test_account AS test_account,
-        s.id AS session_id, s.method AS method, s.amr AS amr, s.acr AS acr, s.auth_time AS auth_time,
-        s.expires_at AS expires_at, s.idle_secs AS idle_secs, s.last_activity_at AS last_activity_at
- FROM service_clients c
- LEFT JOIN users u ON u.clinic_id = $2 AND u.login_folded = $3
- LEFT JOIN signing_sessions s ON s.user_id = u.id AND s.clinic_id = u.clinic_id AND s.ended_at IS NULL
- WHERE c.fingerprint = $1";
+const EMR_CONTEXT: &str = emr_context_sql!("", "$2", "$3", "service_clients c", " WHERE c.fingerprint = $1");
 
 /// [`EMR_CONTEXT`] for many keys at once (PostgreSQL): `idx` says whose row it is.
-const EMR_CONTEXT_BATCH: &str = "SELECT v.idx AS idx, c.id AS client_id, c.role AS role, c.enabled AS client_enabled,
-        EXISTS (SELECT 1 FROM service_client_clinics cc WHERE cc.client_id = c.id AND cc.clinic_id = v.clinic_id) AS serves_clinic,
-        u.id AS user_id, u.enabled AS user_enabled, u.kind AS kind, u.medical_reg_no AS medical_reg_no,
-        u.test_account AS test_account,
-        s.id AS session_id, s.method AS method, s.amr AS amr, s.acr AS acr, s.auth_time AS auth_time,
-        s.expires_at AS expires_at, s.idle_secs AS idle_secs, s.last_activity_at AS last_activity_at
- FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[]) AS v(idx, fingerprint, clinic_id, login_folded)
- JOIN service_clients c ON c.fingerprint = v.fingerprint
- LEFT JOIN users u ON u.clinic_id = v.clinic_id AND u.login_folded = v.login_folded
- LEFT JOIN signing_sessions s ON s.user_id = u.id AND s.clinic_id = u.clinic_id AND s.ended_at IS NULL";
+const EMR_CONTEXT_BATCH: &str = emr_context_sql!(
+    "v.idx AS idx, ",
+    "v.clinic_id",
+    "v.login_folded",
+    "UNNEST($1::int8[], $2::text[], $3::text[], $4::text[]) AS v(idx, fingerprint, clinic_id, login_folded)
+     JOIN service_clients c ON c.fingerprint = v.fingerprint",
+    ""
+);
 
 /// The key of [`Store::emr_context`]: certificate fingerprint, clinic, folded login ID.
 pub(super) type EmrKey = (String, String, String);
