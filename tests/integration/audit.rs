@@ -105,6 +105,95 @@ async fn a_batch_chains_like_single_appends(db: Db) {
     app.stop().await;
 }
 
+/// Appends racing from two instances are each chained once, in one intact chain, and each is
+/// chained before its caller is answered: a plain count of `audit_log` (no reader that chains
+/// first) already holds every row, and nothing is left pending (decision 0022).
+async fn concurrent_appends_of_two_instances_are_each_chained_once_before_the_answer(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let other = match db {
+        Db::Postgres => app.other_store(4).await,
+        // One SQLite file has one writer: the second "instance" is a clone.
+        Db::Sqlite => app.store().clone(),
+    };
+    let before = app.store().audit_head().await.unwrap().rows;
+    let now = app.clock_now();
+    let appends: Vec<_> = (0..60).map(|i| {
+        let store = if i % 2 == 0 { app.store().clone() } else { other.clone() };
+        tokio::spawn(async move {
+            let event = gateway::store::AuditEvent::Admin { action: "test.race", target: format!("race-{i}") };
+            store.audit_batch(&[(event.clone(), now), (event, now + 1)]).await
+        })
+    }).collect();
+    for done in appends {
+        done.await.unwrap().unwrap();
+    }
+    let count = |sql: &'static str| {
+        let url = app.config.database.url.clone();
+        async move { raw_count(&url, sql).await }
+    };
+    assert_eq!(count("SELECT COUNT(*) FROM audit_log WHERE detail LIKE '%race-%'").await, 120);
+    if db == Db::Postgres {
+        assert_eq!(count("SELECT COUNT(*) FROM audit_pending").await, 0);
+    }
+    let AuditVerification::Intact { rows, .. } = app.store().audit_verify().await.unwrap() else { panic!("tampered") };
+    assert_eq!(rows, before + 120);
+    // Each append's two rows, in its own order.
+    let rows = all_rows(app.store()).await;
+    for i in 0..60 {
+        let target = format!("race-{i}");
+        let mine: Vec<i64> = rows.iter().filter(|r| r.detail["target"] == target).map(|r| r.at).collect();
+        assert_eq!(mine, [now, now + 1], "{target}");
+    }
+    app.stop().await;
+}
+
+/// Rows an instance queued but did not chain (it stopped between its commit and the chaining)
+/// are chained by the next reader of the log, after what was chained before; a log whose
+/// pending rows cannot be chained (no audit key) is refused, not half-read.
+async fn rows_left_pending_are_chained_by_the_next_reader(db: Db) {
+    if db == Db::Sqlite {
+        // SQLite chains in the writing transaction: nothing is ever pending there.
+        return;
+    }
+    let app = app_with_events(db).await;
+    let store = app.store();
+    let before = store.audit_head().await.unwrap().rows;
+    store
+        .execute_unchecked(
+            "INSERT INTO audit_pending (created_at, event, outcome, clinic_id, user_id, detail)
+             VALUES (5, 'admin', 'success', NULL, NULL, '{\"action\":\"left\",\"target\":\"a\"}'),
+                    (6, 'admin', 'success', NULL, NULL, '{\"action\":\"left\",\"target\":\"b\"}')",
+        )
+        .await
+        .unwrap();
+    // Without the audit key they cannot be chained: the reader is refused and they stay.
+    let keyless = Store::connect(&app.config.database.url, 2).await.unwrap();
+    let err = keyless.audit_verify().await.unwrap_err();
+    assert!(err.to_string().contains("no audit key"), "{err}");
+    assert_eq!(raw_count(&app.config.database.url, "SELECT COUNT(*) FROM audit_pending").await, 2);
+    keyless.close().await;
+
+    let AuditVerification::Intact { rows, .. } = store.audit_verify().await.unwrap() else { panic!("tampered") };
+    assert_eq!(rows, before + 2);
+    let tail = store.audit_tail(2).await.unwrap();
+    assert_eq!((tail[0].at, tail[0].detail["target"].as_str()), (6, Some("b")));
+    assert_eq!((tail[1].at, tail[1].detail["target"].as_str()), (5, Some("a")));
+    assert_eq!(raw_count(&app.config.database.url, "SELECT COUNT(*) FROM audit_pending").await, 0);
+    app.stop().await;
+}
+
+/// `SELECT COUNT(*) …` on its own connection, past every store.
+async fn raw_count(url: &str, sql: &'static str) -> i64 {
+    use sqlx::Connection as _;
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    }
+}
+
 /// Every row as stored, in order.
 async fn all_rows(store: &Store) -> Vec<AuditRecord> {
     let mut rows = Vec::new();
@@ -351,6 +440,8 @@ async fn store_rows(app: &TestApp) -> i64 {
 }
 
 db_tests!(
+    concurrent_appends_of_two_instances_are_each_chained_once_before_the_answer,
+    rows_left_pending_are_chained_by_the_next_reader,
     a_rewrite_without_the_audit_key_is_found,
     a_rewrite_with_the_audit_key_is_found_by_an_earlier_checkpoint,
     an_old_plain_log_is_keyed_by_an_explicit_audited_rekey,

@@ -97,10 +97,10 @@ row! {
 
 row! {
     /// The `audit_head` row: the last sequence number, its link, and the first keyed row.
-    struct HeadRow {
-        seq: i64,
-        hash: Vec<u8>,
-        keyed_from: Option<i64>,
+    pub(super) struct HeadRow {
+        pub(super) seq: i64,
+        pub(super) hash: Vec<u8>,
+        pub(super) keyed_from: Option<i64>,
     }
 }
 
@@ -138,12 +138,15 @@ fn pending_rows(events: &[(AuditEvent, i64)]) -> Vec<PendingRow<'_>> {
         .collect()
 }
 
+/// A row's fields before it is chained: (at, event, outcome, clinic, user, detail).
+pub(super) type RowView<'a> = (i64, &'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+
 /// A row chained into the log, as inserted.
-struct ChainedRow<'a> {
+pub(super) struct ChainedRow<'a> {
     seq: i64,
     at: i64,
-    event: &'static str,
-    outcome: &'static str,
+    event: &'a str,
+    outcome: &'a str,
     clinic_id: Option<&'a str>,
     user_id: Option<&'a str>,
     detail: &'a str,
@@ -163,13 +166,35 @@ macro_rules! insert_rows {
     };
 }
 const INSERT_ROWS: &str = insert_rows!();
+macro_rules! unnest_rows {
+    () => {
+        " SELECT * FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[])"
+    };
+}
 /// PostgreSQL: the rows as one array per column, and the head moved to `$1` (a data-modifying
 /// `WITH`), in one statement.
-const INSERT_ARRAYS_MOVING_HEAD: &str = concat!(
-    "WITH head AS (UPDATE audit_head SET hash = $1 WHERE id = 1) ",
+const INSERT_ARRAYS_MOVING_HEAD: &str =
+    concat!("WITH head AS (UPDATE audit_head SET hash = $1 WHERE id = 1) ", insert_rows!(), unnest_rows!());
+/// The same, for a head that was only locked: its sequence number moves too (`audit_pending`).
+const INSERT_ARRAYS_SETTING_HEAD: &str = concat!(
+    "WITH head AS (UPDATE audit_head SET hash = $1, seq = $11, updated_at = $12 WHERE id = 1) ",
     insert_rows!(),
-    " SELECT * FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[])"
+    unnest_rows!()
 );
+
+/// The refusal of an append without an audit key.
+pub(super) fn no_key() -> Error {
+    Error::AuditChain("no audit key is configured (audit.key or audit.key_file)".to_owned())
+}
+
+/// The refusal of an append to a log written before keyed chaining (`rows` in it, if known).
+pub(super) fn not_keyed(rows: Option<i64>) -> Error {
+    let held = rows.map_or_else(|| "rows".to_owned(), |n| format!("{n} rows"));
+    Error::AuditChain(format!(
+        "the audit log holds {held} chained before keyed chaining; stop instances of older versions and run \
+         `gateway admin audit rekey` once to start the keyed segment (nothing was written)"
+    ))
+}
 
 /// Checks the head `(last, prev, keyed_from)` returned by [`TAKE_HEAD`] before `batch` is chained
 /// after it, and returns the audit key and the row that starts a keyed segment, if this batch does.
@@ -177,16 +202,12 @@ const INSERT_ARRAYS_MOVING_HEAD: &str = concat!(
 /// runs `gateway admin audit rekey` (docs/design.md §3.9), so nothing is ever appended as plain SHA-256.
 fn check_head<'a>(batch: &AuditBatch<'a>, last: i64, prev: &[u8], keyed_from: Option<i64>) -> Result<(&'a AuditKey, Option<i64>)> {
     let Some(key) = batch.key else {
-        return Err(Error::AuditChain("no audit key is configured (audit.key or audit.key_file)".to_owned()));
+        return Err(no_key());
     };
     let first = last - i64::try_from(batch.rows.len()).unwrap_or(i64::MAX) + 1;
     match (&batch.rekey, keyed_from) {
         (None, Some(_)) => Ok((key, None)),
-        (None, None) => Err(Error::AuditChain(format!(
-            "the audit log holds {} rows chained before keyed chaining; stop instances of older versions and run \
-             `gateway admin audit rekey` once to start the keyed segment (nothing was written)",
-            first - 1
-        ))),
+        (None, None) => Err(not_keyed(Some(first - 1))),
         (Some(_), Some(from)) => Err(Error::AuditChain(format!("the audit chain is already keyed from row {from}"))),
         (Some(expected), None) if expected.as_slice() != prev => {
             Err(Error::AuditChain("the audit log changed meanwhile; nothing was done, run the command again".to_owned()))
@@ -195,62 +216,88 @@ fn check_head<'a>(batch: &AuditBatch<'a>, last: i64, prev: &[u8], keyed_from: Op
     }
 }
 
-/// Chains `rows` after the head `(last, prev)` returned by [`TAKE_HEAD`] for `rows.len()` numbers.
-fn chain<'a>(key: &AuditKey, rows: &'a [PendingRow<'a>], last: i64, mut prev: Vec<u8>) -> (Vec<ChainedRow<'a>>, Vec<u8>) {
-    let mut seq = last - i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    let mut chained = Vec::with_capacity(rows.len());
-    for (at, name, outcome, clinic_id, user_id, detail) in rows {
+/// Chains `rows` after the row `after` whose link is `prev`; returns them and the last link.
+pub(super) fn chain_after<'a>(
+    key: &AuditKey,
+    rows: impl IntoIterator<Item = RowView<'a>>,
+    after: i64,
+    mut prev: Vec<u8>,
+) -> (Vec<ChainedRow<'a>>, Vec<u8>) {
+    let mut seq = after;
+    let mut chained = Vec::new();
+    for (at, event, outcome, clinic_id, user_id, detail) in rows {
         seq += 1;
-        let hash = audit_link(Some(key), &prev, (seq, *at, name, outcome.as_str(), *clinic_id, *user_id, detail));
-        chained.push(ChainedRow {
-            seq,
-            at: *at,
-            event: name,
-            outcome: outcome.as_str(),
-            clinic_id: *clinic_id,
-            user_id: *user_id,
-            detail: detail.as_str(),
-            prev_hash: prev,
-            hash: hash.clone(),
-        });
+        let hash = audit_link(Some(key), &prev, (seq, at, event, outcome, clinic_id, user_id, detail));
+        chained.push(ChainedRow { seq, at, event, outcome, clinic_id, user_id, detail, prev_hash: prev, hash: hash.clone() });
         prev = hash;
     }
     (chained, prev)
+}
+
+/// PostgreSQL: writes `chained` with one statement of column arrays and moves the head to `link`
+/// in it (a data-modifying `WITH`); `set_seq` (sequence number, time) also moves its sequence
+/// number, for a head that was only locked.
+pub(super) async fn insert_chained(
+    conn: &mut sqlx::PgConnection,
+    chained: &[ChainedRow<'_>],
+    link: &[u8],
+    set_seq: Option<(i64, i64)>,
+) -> Result<()> {
+    let sql = if set_seq.is_some() { INSERT_ARRAYS_SETTING_HEAD } else { INSERT_ARRAYS_MOVING_HEAD };
+    let mut query = sqlx::query(sql)
+        .bind(link)
+        .bind(chained.iter().map(|r| r.seq).collect::<Vec<i64>>())
+        .bind(chained.iter().map(|r| r.at).collect::<Vec<i64>>())
+        .bind(chained.iter().map(|r| r.event).collect::<Vec<&str>>())
+        .bind(chained.iter().map(|r| r.outcome).collect::<Vec<&str>>())
+        .bind(chained.iter().map(|r| r.clinic_id).collect::<Vec<Option<&str>>>())
+        .bind(chained.iter().map(|r| r.user_id).collect::<Vec<Option<&str>>>())
+        .bind(chained.iter().map(|r| r.detail).collect::<Vec<&str>>())
+        .bind(chained.iter().map(|r| r.prev_hash.as_slice()).collect::<Vec<&[u8]>>())
+        .bind(chained.iter().map(|r| r.hash.as_slice()).collect::<Vec<&[u8]>>());
+    if let Some((seq, at)) = set_seq {
+        query = query.bind(seq).bind(at);
+    }
+    query.execute(conn).await?;
+    Ok(())
 }
 
 fn head_args(rows: &[PendingRow<'_>]) -> (i64, i64) {
     (i64::try_from(rows.len()).unwrap_or(i64::MAX), rows.iter().map(|r| r.0).max().unwrap_or_default())
 }
 
-/// Appends `batch` (from [`Store::audit_rows`], not empty) in the open transaction `tx`: the head
-/// row is taken first, the batch is chained in memory and written with multi-row INSERTs
-/// (one statement of column arrays on PostgreSQL; power-of-two chunks on SQLite, so each
-/// connection caches a handful of statement texts), and the head moves to the last link.
+/// Appends `batch` (from [`Store::audit_rows`], not empty) in the open transaction `tx`. On
+/// PostgreSQL the rows go to `audit_pending` and are chained after the commit, before the caller
+/// is answered (`audit_pending`; decision 0022); on SQLite, and for `audit rekey`, they are
+/// chained here ([`append_chained`]).
 pub(super) async fn append_audit(tx: &mut Tx<'_>, batch: &AuditBatch<'_>) -> Result<()> {
+    if tx.is_postgres() && batch.rekey.is_none() {
+        super::audit_pending::queue(tx, batch.key, &batch.rows).await?;
+        tx.audited(batch.rows.iter().map(|r| (r.1, r.2.as_str())));
+        return Ok(());
+    }
+    append_chained(tx, batch).await
+}
+
+/// Appends `batch` (not empty) in the open transaction `tx`, chained: the head row is taken
+/// first, the batch is chained in memory and written with multi-row INSERTs (one statement of
+/// column arrays on PostgreSQL; power-of-two chunks on SQLite, so each connection caches a
+/// handful of statement texts), and the head moves to the last link. The group commit appends
+/// this way: it is one transaction per batch already.
+pub(super) async fn append_chained(tx: &mut Tx<'_>, batch: &AuditBatch<'_>) -> Result<()> {
     let rows = &batch.rows;
     let (count, updated_at) = head_args(rows);
     let head = tx_fetch!(tx, one, HeadRow, TAKE_HEAD, count, updated_at)?;
     let (key, starts_keyed) = check_head(batch, head.seq, &head.hash, head.keyed_from)?;
-    let (chained, link) = chain(key, rows, head.seq, head.hash);
+    let views = rows.iter().map(|(at, name, outcome, clinic_id, user_id, detail)| {
+        (*at, *name, outcome.as_str(), *clinic_id, *user_id, detail.as_str())
+    });
+    let (chained, link) = chain_after(key, views, head.seq - count, head.hash);
     match &mut tx.conn {
         // On PostgreSQL one statement writes the whole batch and moves the head: the rows go as
         // one array per column (one statement text for any batch size), and a data-modifying
         // WITH moves the head, so the head row stays locked for one round trip less.
-        Conn::Postgres(conn) => {
-            sqlx::query(INSERT_ARRAYS_MOVING_HEAD)
-                .bind(link.as_slice())
-                .bind(chained.iter().map(|r| r.seq).collect::<Vec<i64>>())
-                .bind(chained.iter().map(|r| r.at).collect::<Vec<i64>>())
-                .bind(chained.iter().map(|r| r.event).collect::<Vec<&str>>())
-                .bind(chained.iter().map(|r| r.outcome).collect::<Vec<&str>>())
-                .bind(chained.iter().map(|r| r.clinic_id).collect::<Vec<Option<&str>>>())
-                .bind(chained.iter().map(|r| r.user_id).collect::<Vec<Option<&str>>>())
-                .bind(chained.iter().map(|r| r.detail).collect::<Vec<&str>>())
-                .bind(chained.iter().map(|r| r.prev_hash.as_slice()).collect::<Vec<&[u8]>>())
-                .bind(chained.iter().map(|r| r.hash.as_slice()).collect::<Vec<&[u8]>>())
-                .execute(&mut **conn)
-                .await?;
-        }
+        Conn::Postgres(conn) => insert_chained(conn, &chained, &link, None).await?,
         // SQLite has no data-modifying WITH: multi-row INSERTs in power-of-two chunks (a handful
         // of cached statement texts), then the head moves.
         Conn::Sqlite(_) => {
@@ -316,8 +363,21 @@ impl Store {
         appended
     }
 
-    /// The chain's head.
+    /// Waits until the audit rows queued so far are chained (PostgreSQL; decision 0022): a batch
+    /// that begins after this call chains everything pending, of every instance.
+    pub(super) async fn audit_chained(&self) -> Result<()> {
+        let Backend::Postgres(pool) = &self.backend else { return Ok(()) };
+        let chained = match &self.audit_chainer {
+            Some(chainer) => chainer.chained(pool, self.audit_key.clone()).await,
+            None => super::audit_pending::chain_pending(pool, self.audit_key.as_deref()).await,
+        };
+        self.count_audit_failure(&chained);
+        chained
+    }
+
+    /// The chain's head, after every pending row is chained.
     pub async fn audit_head(&self) -> Result<AuditHead> {
+        self.audit_chained().await?;
         let head: HeadRow = with_pool!(self, |pool| {
             sqlx::query_as("SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1").fetch_one(pool).await
         })?;
@@ -427,6 +487,7 @@ impl Store {
 
     /// Calls `each` for every audit row in order.
     pub async fn audit_export(&self, mut each: impl FnMut(AuditRecord) -> std::io::Result<()>) -> Result<i64> {
+        self.audit_chained().await?;
         let mut after = 0;
         loop {
             let rows = self.audit_page(after).await?;
@@ -444,6 +505,7 @@ impl Store {
 
     /// The most recent audit rows, newest first (for tests and operators).
     pub async fn audit_tail(&self, limit: i64) -> Result<Vec<AuditRecord>> {
+        self.audit_chained().await?;
         let rows: Vec<AuditRow> = with_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT seq, created_at, event, outcome, clinic_id, user_id, detail, prev_hash, hash

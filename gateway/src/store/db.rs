@@ -299,6 +299,9 @@ pub struct Store {
     /// The clinic gate's and the service clients' lookups, invalidated on every change
     /// (docs/decisions/0020-cached-gate-lookups.md).
     pub(super) cache: Arc<GateCache>,
+    /// PostgreSQL: chains the audit rows that transactions queued, in batches
+    /// (docs/decisions/0022-audit-rows-chained-in-batches.md).
+    pub(super) audit_chainer: Option<super::audit_pending::AuditChainer>,
 }
 
 /// How full one connection pool is, for the metrics (read at scrape time).
@@ -418,6 +421,12 @@ const MIGRATIONS: infra::db::Migrations = &[
         include_str!("../../../migrations/sqlite/0017_card_confirm.sql"),
         include_str!("../../../migrations/postgres/0017_card_confirm.sql"),
     ),
+    (
+        18,
+        "audit pending",
+        include_str!("../../../migrations/sqlite/0018_audit_pending.sql"),
+        include_str!("../../../migrations/postgres/0018_audit_pending.sql"),
+    ),
 ];
 
 impl Store {
@@ -431,7 +440,7 @@ impl Store {
     /// request waits at most `acquire_timeout` for a connection: during an outage requests fail
     /// fast (503) instead of queueing.
     pub async fn connect_with(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Self> {
-        let mut emr_reads = None;
+        let (mut emr_reads, mut audit_chainer) = (None, None);
         let (backend, cache) = if url.starts_with("sqlite:") {
             let options = infra::db::sqlite_options(url)?;
             // The writer opens (and creates) the file first and switches it to WAL, which lets the
@@ -464,10 +473,11 @@ impl Store {
         } else {
             let pool = infra::db::connect_postgres(url, max_connections, acquire_timeout).await?;
             emr_reads = Some(super::batched::Batcher::start(pool.clone(), Arc::new(super::service_clients::emr_context_batch)));
+            audit_chainer = Some(super::audit_pending::AuditChainer::start(pool.clone()));
             let cache = GateCache::listening(&pool);
             (Backend::Postgres(pool), cache)
         };
-        Ok(Self { backend, audit_key: None, metrics: StoreMetrics::default(), emr_reads, cache })
+        Ok(Self { backend, audit_key: None, metrics: StoreMetrics::default(), emr_reads, cache, audit_chainer })
     }
 
     /// This store recording into `metrics` (docs/metrics.md): audit rows committed and failed,

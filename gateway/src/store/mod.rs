@@ -12,6 +12,7 @@ mod agent_releases;
 mod anchors;
 mod audit;
 mod audit_event;
+mod audit_pending;
 mod authenticators;
 mod batched;
 mod cache;

@@ -7,7 +7,7 @@
 //! Consumption is one conditional `UPDATE … RETURNING`: only one presentation, on any instance,
 //! can succeed, and only while the token's signing session is open.
 
-use super::audit::append_audit;
+use super::audit::append_chained;
 use super::{AuditEvent, Backend, Error, Result, Store, read_optional, row, transaction, tx_execute, tx_rows, with_pool, with_reader};
 
 row! {
@@ -252,7 +252,8 @@ impl Store {
             let consumed = consumed(won_map(won));
             let all = audit(&recorded, &consumed);
             if !all.is_empty() {
-                append_audit(tx, &self.audit_rows(&all)).await?;
+                // The group commit is one transaction per batch already: it chains in it.
+                append_chained(tx, &self.audit_rows(&all)).await?;
             }
             Ok((recorded, consumed))
         });

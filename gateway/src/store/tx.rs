@@ -16,6 +16,9 @@ pub(super) struct Tx<'c> {
     pub(super) conn: Conn<'c>,
     /// Event names and outcomes of the audit rows appended so far ([`Tx::audited`]).
     audited: Vec<(&'static str, &'static str)>,
+    /// Audit rows were queued to `audit_pending`: after the commit the caller waits until they
+    /// are chained (PostgreSQL; decision 0022).
+    chain: bool,
 }
 
 /// The connection of an open transaction.
@@ -28,7 +31,7 @@ pub(super) enum Conn<'c> {
 
 impl<'c> Tx<'c> {
     pub(super) fn new(conn: Conn<'c>) -> Self {
-        Self { conn, audited: Vec::new() }
+        Self { conn, audited: Vec::new(), chain: false }
     }
 
     /// Whether this is PostgreSQL (for the rare statement only one dialect has).
@@ -41,9 +44,15 @@ impl<'c> Tx<'c> {
         self.audited.extend(rows);
     }
 
-    /// The audit rows appended, for the count after the commit.
-    pub(super) fn into_audited(self) -> Vec<(&'static str, &'static str)> {
-        self.audited
+    /// Notes audit rows queued to be chained after the commit.
+    pub(super) fn chain_after_commit(&mut self) {
+        self.chain = true;
+    }
+
+    /// The audit rows appended, for the count after the commit, and whether they wait to be
+    /// chained.
+    pub(super) fn into_audited(self) -> (Vec<(&'static str, &'static str)>, bool) {
+        (self.audited, self.chain)
     }
 }
 
@@ -88,7 +97,7 @@ macro_rules! transaction {
                         let $tx = &mut open;
                         $crate::store::tx::run(async { $body }).await
                     };
-                    (out, open.into_audited())
+                    (out, open.into_audited().0)
                 };
                 let done = writer.finish(out.is_ok()).and(out);
                 if done.is_ok() {
@@ -97,25 +106,34 @@ macro_rules! transaction {
                 done
             }
             Backend::Postgres(pool) => {
-                let mut pooled = $store.acquire(pool).await?;
-                let mut conn = sqlx::Connection::begin(&mut *pooled).await?;
-                let (out, audited) = {
-                    let mut open = $crate::store::tx::Tx::new($crate::store::tx::Conn::Postgres(&mut *conn));
-                    let out = {
-                        let $tx = &mut open;
-                        $crate::store::tx::run(async { $body }).await
+                // The connection goes back to the pool before the wait for the chaining, which
+                // needs one of its own.
+                let (done, audited, chain) = {
+                    let mut pooled = $store.acquire(pool).await?;
+                    let mut conn = sqlx::Connection::begin(&mut *pooled).await?;
+                    let (out, (audited, chain)) = {
+                        let mut open = $crate::store::tx::Tx::new($crate::store::tx::Conn::Postgres(&mut *conn));
+                        let out = {
+                            let $tx = &mut open;
+                            $crate::store::tx::run(async { $body }).await
+                        };
+                        (out, open.into_audited())
                     };
-                    (out, open.into_audited())
-                };
-                // Dropping an uncommitted sqlx transaction rolls it back.
-                let done = match out {
-                    Ok(v) => conn.commit().await.map(|()| v).map_err($crate::store::Error::from),
-                    Err(e) => Err(e),
+                    // Dropping an uncommitted sqlx transaction rolls it back.
+                    let done = match out {
+                        Ok(v) => conn.commit().await.map(|()| v).map_err($crate::store::Error::from),
+                        Err(e) => Err(e),
+                    };
+                    (done, audited, chain)
                 };
                 if done.is_ok() {
                     $store.metrics.audit_written(&audited);
                 }
-                done
+                // Queued audit rows are chained before the caller is answered (decision 0022).
+                match done {
+                    Ok(v) if chain => $store.audit_chained().await.map(|()| v),
+                    done => done,
+                }
             }
         }
     };
