@@ -3,7 +3,9 @@
 //! migrations (each service embeds its own list and runs the same `sqlx` migrator over it).
 
 use std::str::FromStr as _;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -116,7 +118,68 @@ pub async fn connect_postgres(url: &str, max_connections: u32, acquire_timeout: 
         Ok(Err(e)) => return Err(unreachable(e)),
         Err(_) => return Err(unreachable(sqlx::Error::PoolTimedOut)),
     }
-    Ok(PgPoolOptions::new().max_connections(max_connections).acquire_timeout(acquire_timeout).connect_with(options).await?)
+    // sqlx tests a pooled connection with a round trip each time it hands it out (and again when
+    // it comes back, which cannot be turned off). Under load a connection is handed out hundreds
+    // of times a second, and each test costs the server and the gateway a wake-up like a
+    // statement's (BENCHMARKS.md, issue 25). So a connection is tested only when it may have
+    // broken unseen: after `TEST_IF_IDLE_FOR` idle, or while a lost connection was seen lately
+    // ([`connection_lost`]), so that after a server restart the dead connections are found and
+    // replaced by the next requests, as before. One that fails is closed and another taken.
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= TEST_IF_IDLE_FOR || testing_all() {
+                    if let Err(e) = sqlx::Connection::ping(conn).await {
+                        connection_lost();
+                        return Err(e);
+                    }
+                }
+                Ok(true)
+            })
+        })
+        .connect_with(options)
+        .await?)
+}
+
+/// How long a pooled PostgreSQL connection may stay idle before it is tested when handed out.
+const TEST_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+/// How long after a lost connection every pooled connection is tested when handed out.
+const TEST_ALL_FOR: Duration = Duration::from_secs(10);
+/// Until when (milliseconds on [`monotonic_ms`]) every connection is tested.
+static TEST_ALL_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// Milliseconds since this process first asked; only differences are used.
+fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn testing_all() -> bool {
+    monotonic_ms() < TEST_ALL_UNTIL.load(Ordering::Relaxed)
+}
+
+/// Calls [`connection_lost`] when `e` says the connection itself failed (not a pool that timed
+/// out waiting: that is load or an outage already seen). Both stores run every sqlx error here.
+pub fn note_if_connection_lost(e: &sqlx::Error) {
+    let lost = match e {
+        sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    };
+    if lost {
+        connection_lost();
+    }
+}
+
+/// Notes that a PostgreSQL statement failed on a lost connection (a server restart, a cut
+/// network): for the next `TEST_ALL_FOR`, every pooled connection of this process is tested
+/// before it is handed out, so the other dead ones are closed instead of failing requests.
+pub fn connection_lost() {
+    let until = monotonic_ms().saturating_add(u64::try_from(TEST_ALL_FOR.as_millis()).unwrap_or(u64::MAX));
+    TEST_ALL_UNTIL.fetch_max(until, Ordering::Relaxed);
 }
 
 /// The options every SQLite connection starts from: `url`, a 10 s busy timeout, foreign keys on.

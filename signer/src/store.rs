@@ -65,6 +65,7 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        infra::db::note_if_connection_lost(&e);
         match &e {
             sqlx::Error::RowNotFound => Error::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => {

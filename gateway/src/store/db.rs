@@ -112,6 +112,7 @@ impl From<infra::db::ConnectError> for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        infra::db::note_if_connection_lost(&e);
         match &e {
             sqlx::Error::RowNotFound => Error::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => {
