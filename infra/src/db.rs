@@ -131,7 +131,7 @@ pub async fn connect_postgres(url: &str, max_connections: u32, acquire_timeout: 
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
-                if meta.idle_for >= TEST_IF_IDLE_FOR || testing_all() {
+                if meta.idle_for >= TEST_IF_IDLE_FOR || connections_suspect() {
                     if let Err(e) = sqlx::Connection::ping(conn).await {
                         connection_lost();
                         return Err(e);
@@ -157,7 +157,9 @@ fn monotonic_ms() -> u64 {
     u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn testing_all() -> bool {
+/// Whether a lost connection was seen lately ([`connection_lost`]): every pooled connection is
+/// tested before use, and none is kept aside.
+pub fn connections_suspect() -> bool {
     monotonic_ms() < TEST_ALL_UNTIL.load(Ordering::Relaxed)
 }
 

@@ -514,6 +514,11 @@ async fn an_opening_refused_in_its_transaction_changes_nothing(db: Db) {
     let opening = Opening { checked: Some(&checked), used: Some(used), session_move: Some(&gone) };
     let refused = app.store().open_signing_session(&new, now, &opening).await;
     assert!(matches!(refused, Err(gateway::store::Error::Precondition(p)) if p.code() == "browser session"), "{refused:?}");
+    // Both at once (on PostgreSQL one statement writes both): the counter is the refusal named.
+    let used = AuthenticatorUse::Fido { id: &cred.id, stored: None, counter: cred.counter, strict: true, required: true };
+    let opening = Opening { checked: Some(&checked), used: Some(used), session_move: Some(&gone) };
+    let refused = app.store().open_signing_session(&new, now, &opening).await;
+    assert!(matches!(refused, Err(gateway::store::Error::Precondition(p)) if p.code() == "fido counter"), "{refused:?}");
 
     let still = app.store().current_signing_session(&uid, CLINIC).await.unwrap().unwrap();
     assert_eq!((still.state(now), still.id), (SigningSessionState::Live, open.id), "the open session was not superseded");

@@ -158,7 +158,8 @@ fn then_link(s: &str) -> Option<&'static str> {
     }
 }
 
-/// Stores a new challenge for this browser session and returns what the page passes to the agent.
+/// Stores a new challenge for this browser session and returns what the page passes to the agent;
+/// `None` if `only_if_linked` and the doctor has no linked card of this kind (nothing is stored).
 async fn issue(
     ctx: &Ceremony,
     kind: CardKind,
@@ -166,7 +167,8 @@ async fn issue(
     enrollment_code_id: Option<&str>,
     linked_via: Option<&str>,
     then_link: Option<&str>,
-) -> Result<Value> {
+    only_if_linked: bool,
+) -> Result<Option<Value>> {
     let challenge: [u8; 32] = rand::random();
     let config = &ctx.state.config;
     let row = NewCardChallenge {
@@ -181,14 +183,22 @@ async fn issue(
         then_link,
         expires_at: ctx.now + config.card.challenge_timeout_secs,
     };
-    ctx.state.store.put_card_challenge(&row, ctx.now).await?;
-    Ok(json!({
+    if !ctx.state.store.put_card_challenge(&row, only_if_linked, ctx.now).await? {
+        return Ok(None);
+    }
+    Ok(Some(json!({
         "challenge": URL_SAFE_NO_PAD.encode(challenge),
         "origin": config.public_origin(),
         "agent_url": config.card.agent_origin(),
         "card": kind.as_str(),
         "purpose": purpose.as_str(),
-    }))
+    })))
+}
+
+/// A challenge stored unconditionally that was not (cannot happen: `issue` answers `None` only
+/// when asked to check for a linked card).
+fn not_stored() -> AppError {
+    AppError::internal("card challenge not stored")
 }
 
 /// A link challenge authorised by a presence check with an already-linked authenticator
@@ -198,7 +208,7 @@ pub(super) async fn link_challenge(ctx: &Ceremony, card: &str, via: &str) -> Res
         let f = Facts { purpose: Some(CardPurpose::Link), ..Facts::default() };
         return Err(ctx.refuse_card(&f, Refusal::BadCardKind).await);
     };
-    issue(ctx, kind, CardPurpose::Link, None, Some(via), None).await
+    issue(ctx, kind, CardPurpose::Link, None, Some(via), None, false).await?.ok_or_else(not_stored)
 }
 
 #[tracing::instrument(name = "card.challenge", skip_all, fields(principal.id = %ctx.doctor.user.id))]
@@ -220,12 +230,11 @@ async fn challenge(ctx: Ceremony, body: std::result::Result<Json<ChallengeBody>,
                 Some(t) => Some(then_link(t).ok_or_else(bad)?),
             };
             // Refused before the doctor types a PIN: without a linked card of this kind the
-            // login (or confirmation) cannot succeed.
-            let linked = state.store.card_credentials_of(&doctor.user.id).await?;
-            if !linked.iter().any(|c| c.kind == kind.as_str()) {
-                return Err(ctx.refuse_card(&facts, Refusal::NoCardLinked).await);
+            // login (or confirmation) cannot succeed. The check is part of the challenge's insert.
+            match issue(&ctx, kind, purpose, None, None, then, true).await? {
+                Some(challenge) => Ok(Json(challenge)),
+                None => Err(ctx.refuse_card(&facts, Refusal::NoCardLinked).await),
             }
-            Ok(Json(issue(&ctx, kind, purpose, None, None, then).await?))
         }
         CardPurpose::Link => {
             let Some(code) = body.code.as_deref() else {
@@ -237,7 +246,9 @@ async fn challenge(ctx: Ceremony, body: std::result::Result<Json<ChallengeBody>,
                 return Err(ctx.refuse_card(&facts, r).await);
             }
             match check_registration_code(state, &doctor.user.id, code, ctx.now).await? {
-                CodeOutcome::Valid { code_id } => Ok(Json(issue(&ctx, kind, purpose, Some(&code_id), None, None).await?)),
+                CodeOutcome::Valid { code_id } => {
+                    Ok(Json(issue(&ctx, kind, purpose, Some(&code_id), None, None, false).await?.ok_or_else(not_stored)?))
+                }
                 CodeOutcome::Refused(r, code_id) => Err(ctx.refuse_card(&Facts { code_id, ..facts }, r).await),
             }
         }

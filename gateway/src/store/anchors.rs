@@ -4,6 +4,7 @@
 //! an anchor.
 
 
+use super::cache::{self, AnchorVersions};
 use super::{Backend, Error, Result, Store, corrupt, read_all, row, transaction, tx_execute, with_pool, with_reader};
 
 /// What was registered under an anchor (rows from before migration 0007 whose anchor is unknown
@@ -72,52 +73,54 @@ row! {
 impl Store {
     /// Adds a trust anchor.
     pub async fn add_anchor(&self, anchor: &TrustAnchor, now: i64) -> Result<()> {
-        with_pool!(self, |pool| {
-            sqlx::query(
+        transaction!(self, |tx| {
+            tx_execute!(
+                tx,
                 "INSERT INTO trust_anchors (kind, fingerprint, subject, cert_der, revocation, crl_der, crl_next_update, policies,
                                             created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-            )
-            .bind(anchor.kind.as_str())
-            .bind(&anchor.fingerprint)
-            .bind(&anchor.subject)
-            .bind(&anchor.cert_der)
-            .bind(anchor.revocation.as_str())
-            .bind(&anchor.crl_der)
-            .bind(anchor.crl_next_update)
-            .bind(&anchor.policies)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
+                anchor.kind.as_str(),
+                &anchor.fingerprint,
+                &anchor.subject,
+                &anchor.cert_der,
+                anchor.revocation.as_str(),
+                &anchor.crl_der,
+                anchor.crl_next_update,
+                &anchor.policies,
+                now,
+            )?;
+            cache::notify(tx).await
         })?;
+        self.gate_changed();
         Ok(())
     }
 
     /// Replaces the anchor's own CRL (checked by the caller) and sets policy `crl`.
     pub async fn set_anchor_crl(&self, kind: AnchorKind, fingerprint: &str, crl_der: &[u8], next_update: i64, now: i64) -> Result<()> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query(
+        let done = transaction!(self, |tx| {
+            let done = tx_execute!(
+                tx,
                 "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl', updated_at = CASE WHEN $5 > updated_at THEN $5 ELSE updated_at + 1 END
                  WHERE kind = $1 AND fingerprint = $2",
-            )
-            .bind(kind.as_str())
-            .bind(fingerprint)
-            .bind(crl_der)
-            .bind(next_update)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
+                kind.as_str(),
+                fingerprint,
+                crl_der,
+                next_update,
+                now,
+            )?;
+            cache::notify(tx).await?;
+            Ok(done)
         })?;
+        self.gate_changed();
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
     /// Stores or replaces the CRL of a CA below an anchor. A CRL older than the stored one (by
     /// thisUpdate) changes nothing and returns `false`: no rollback, even from a racing instance.
     pub async fn put_sub_crl(&self, kind: AnchorKind, anchor: &str, crl: &SubCrl, now: i64) -> Result<bool> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query(
+        let done = transaction!(self, |tx| {
+            let done = tx_execute!(
+                tx,
                 "INSERT INTO anchor_crls (kind, anchor_fingerprint, issuer_sha256, issuer_subject, issuer_cert_der, crl_der,
                                           this_update, next_update, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
@@ -127,59 +130,50 @@ impl Store {
                      updated_at = CASE WHEN excluded.updated_at > anchor_crls.updated_at THEN excluded.updated_at
                                        ELSE anchor_crls.updated_at + 1 END
                  WHERE anchor_crls.this_update <= excluded.this_update",
-            )
-            .bind(kind.as_str())
-            .bind(anchor)
-            .bind(&crl.issuer_sha256)
-            .bind(&crl.issuer_subject)
-            .bind(&crl.issuer_cert_der)
-            .bind(&crl.crl_der)
-            .bind(crl.this_update)
-            .bind(crl.next_update)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
+                kind.as_str(),
+                anchor,
+                &crl.issuer_sha256,
+                &crl.issuer_subject,
+                &crl.issuer_cert_der,
+                &crl.crl_der,
+                crl.this_update,
+                crl.next_update,
+                now,
+            )?;
+            cache::notify(tx).await?;
+            Ok(done)
         })?;
+        self.gate_changed();
         Ok(done == 1)
     }
 
     /// Sets an anchor's end-entity policies (`None`: the kind's default).
     pub async fn set_anchor_policies(&self, kind: AnchorKind, fingerprint: &str, policies: Option<&str>, now: i64) -> Result<()> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE trust_anchors SET policies = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2")
-                .bind(kind.as_str())
-                .bind(fingerprint)
-                .bind(policies)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+        let done = transaction!(self, |tx| {
+            let done = tx_execute!(
+                tx,
+                "UPDATE trust_anchors SET policies = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2",
+                kind.as_str(),
+                fingerprint,
+                policies,
+                now,
+            )?;
+            cache::notify(tx).await?;
+            Ok(done)
         })?;
+        self.gate_changed();
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
     /// Removes an anchor and its sub-CRLs.
     pub async fn remove_anchor(&self, kind: AnchorKind, fingerprint: &str) -> Result<()> {
-        let done = with_pool!(self, |pool| {
-            async {
-                let mut tx = pool.begin().await?;
-                sqlx::query("DELETE FROM anchor_crls WHERE kind = $1 AND anchor_fingerprint = $2")
-                    .bind(kind.as_str())
-                    .bind(fingerprint)
-                    .execute(&mut *tx)
-                    .await?;
-                let done = sqlx::query("DELETE FROM trust_anchors WHERE kind = $1 AND fingerprint = $2")
-                    .bind(kind.as_str())
-                    .bind(fingerprint)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                tx.commit().await?;
-                Ok::<u64, sqlx::Error>(done)
-            }
-            .await
+        let done = transaction!(self, |tx| {
+            tx_execute!(tx, "DELETE FROM anchor_crls WHERE kind = $1 AND anchor_fingerprint = $2", kind.as_str(), fingerprint)?;
+            let done = tx_execute!(tx, "DELETE FROM trust_anchors WHERE kind = $1 AND fingerprint = $2", kind.as_str(), fingerprint)?;
+            cache::notify(tx).await?;
+            Ok(done)
         })?;
+        self.gate_changed();
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
@@ -293,50 +287,61 @@ impl Store {
 
     /// A cheap summary of the anchors of `kinds` that changes whenever an anchor is added, changed
     /// or removed, or one of its CRLs replaced; the trust caches compare it instead of re-reading and
-    /// re-parsing certificates and CRLs.
+    /// re-parsing certificates and CRLs. It is itself held in the gate cache (every anchor write
+    /// invalidates it like a clinic's, `cache`), so a card login does not read it each time.
     pub async fn anchor_versions(&self, kinds: &[AnchorKind]) -> Result<Vec<AnchorVersion>> {
-        let mut out = Vec::new();
-        for kind in kinds {
-            out.extend(read_all!(
-                self,
-                AnchorVersion,
-                "SELECT t.fingerprint, t.updated_at, CAST(LENGTH(t.crl_der) AS BIGINT),
-                        (SELECT CAST(COALESCE(SUM(c.updated_at), 0) + COUNT(*) AS BIGINT) FROM anchor_crls c
-                          WHERE c.kind = t.kind AND c.anchor_fingerprint = t.fingerprint)
-                 FROM trust_anchors t WHERE t.kind = $1 ORDER BY t.fingerprint",
-                kind.as_str(),
-            )?);
-        }
-        Ok(out)
+        let key = kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",");
+        let read = async {
+            let mut out = Vec::new();
+            for kind in kinds {
+                out.extend(read_all!(
+                    self,
+                    AnchorVersion,
+                    "SELECT t.fingerprint, t.updated_at, CAST(LENGTH(t.crl_der) AS BIGINT),
+                            (SELECT CAST(COALESCE(SUM(c.updated_at), 0) + COUNT(*) AS BIGINT) FROM anchor_crls c
+                              WHERE c.kind = t.kind AND c.anchor_fingerprint = t.fingerprint)
+                     FROM trust_anchors t WHERE t.kind = $1 ORDER BY t.fingerprint",
+                    kind.as_str(),
+                )?);
+            }
+            Ok(AnchorVersions(out))
+        };
+        Ok(self.cached(&key, read).await?.0)
     }
 
     /// Sets (or clears) the URL an anchor's CRL is fetched from.
     pub async fn set_anchor_crl_url(&self, kind: AnchorKind, fingerprint: &str, url: Option<&str>, now: i64) -> Result<()> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE trust_anchors SET crl_url = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2")
-                .bind(kind.as_str())
-                .bind(fingerprint)
-                .bind(url)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+        let done = transaction!(self, |tx| {
+            let done = tx_execute!(
+                tx,
+                "UPDATE trust_anchors SET crl_url = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2",
+                kind.as_str(),
+                fingerprint,
+                url,
+                now,
+            )?;
+            cache::notify(tx).await?;
+            Ok(done)
         })?;
+        self.gate_changed();
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
     /// Sets an anchor's revocation policy.
     pub async fn set_anchor_revocation(&self, kind: AnchorKind, fingerprint: &str, policy: super::RevocationPolicy, now: i64) -> Result<()> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query("UPDATE trust_anchors SET revocation = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2")
-                .bind(kind.as_str())
-                .bind(fingerprint)
-                .bind(policy.as_str())
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+        let done = transaction!(self, |tx| {
+            let done = tx_execute!(
+                tx,
+                "UPDATE trust_anchors SET revocation = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2",
+                kind.as_str(),
+                fingerprint,
+                policy.as_str(),
+                now,
+            )?;
+            cache::notify(tx).await?;
+            Ok(done)
         })?;
+        self.gate_changed();
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
@@ -361,21 +366,22 @@ impl Store {
     /// Stores a fetched CRL with its nextUpdate. Only replaces an older CRL (by nextUpdate), so two
     /// instances fetching at once, or a fetch racing `anchor set-crl`, never go backwards.
     pub async fn store_fetched_crl(&self, kind: AnchorKind, fingerprint: &str, crl_der: &[u8], next_update: i64, now: i64) -> Result<bool> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query(
+        let done = transaction!(self, |tx| {
+            let done = tx_execute!(
+                tx,
                 "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl',
                      updated_at = CASE WHEN $5 > updated_at THEN $5 ELSE updated_at + 1 END
                  WHERE kind = $1 AND fingerprint = $2 AND (crl_next_update IS NULL OR crl_next_update < $4)",
-            )
-            .bind(kind.as_str())
-            .bind(fingerprint)
-            .bind(crl_der)
-            .bind(next_update)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
+                kind.as_str(),
+                fingerprint,
+                crl_der,
+                next_update,
+                now,
+            )?;
+            cache::notify(tx).await?;
+            Ok(done)
         })?;
+        self.gate_changed();
         Ok(done == 1)
     }
 }

@@ -1,11 +1,12 @@
 //! The cache of the two lookups every request starts with: the clinic gate's [`Store::clinic_cert`]
 //! (every browser request) and [`Store::service_client_by_fingerprint`] (every service-client API
-//! call). Decision 0020 and docs/design.md §3.1 explain it; in short:
+//! call); and of [`Store::anchor_versions`], which every card login reads to know that the trust
+//! store it verifies against is current. Decision 0020 and docs/design.md §3.1 explain it; in short:
 //!
 //! - Only found rows are cached (a `NotFound` or an error never is), at most [`CAPACITY`] per map,
 //!   each for at most [`TTL`] (a backstop, not the means of invalidation).
-//! - Every store method that writes `clinics`, `clinic_certs`, `service_clients` or
-//!   `service_client_clinics` clears this instance's cache once it has committed and, on
+//! - Every store method that writes `clinics`, `clinic_certs`, `service_clients`,
+//!   `service_client_clinics`, `trust_anchors` or `anchor_crls` clears this instance's cache once it has committed and, on
 //!   PostgreSQL, sends `NOTIFY` on [`CHANNEL`] inside its transaction ([`notify`]), so the other
 //!   instances hear of the change exactly when it commits.
 //! - On PostgreSQL each store runs a listener task on that channel: any notification clears the
@@ -55,6 +56,18 @@ impl Cached for ClinicCertBinding {
     }
 }
 
+/// The version summary of some anchor kinds ([`Store::anchor_versions`]), which the card trust
+/// cache and the TLS gate compare before every use of what they built from the anchors.
+#[derive(Clone)]
+pub(super) struct AnchorVersions(pub(super) Vec<super::anchors::AnchorVersion>);
+
+impl Cached for AnchorVersions {
+    const NAME: &'static str = "anchor_versions";
+    fn map(maps: &mut Maps) -> &mut HashMap<String, Entry<Self>> {
+        &mut maps.anchor_versions
+    }
+}
+
 impl Cached for ServiceClient {
     const NAME: &'static str = "service_client";
     fn map(maps: &mut Maps) -> &mut HashMap<String, Entry<Self>> {
@@ -84,6 +97,7 @@ pub(super) struct Maps {
     data_version: i64,
     clinic_certs: HashMap<String, Entry<ClinicCertBinding>>,
     service_clients: HashMap<String, Entry<ServiceClient>>,
+    anchor_versions: HashMap<String, Entry<AnchorVersions>>,
 }
 
 impl Maps {
@@ -91,6 +105,7 @@ impl Maps {
         self.generation += 1;
         self.clinic_certs.clear();
         self.service_clients.clear();
+        self.anchor_versions.clear();
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{CAPACITY, GateCacheState, GateCache, Lookup};
-use crate::store::{ClinicCertBinding, Error, NewClinicCert, ServiceClient, ServiceRole, Store};
+use crate::store::{AnchorKind, ClinicCertBinding, Error, NewClinicCert, RevocationPolicy, ServiceClient, ServiceRole, Store, SubCrl};
 
 const CERT: &str = "aa11";
 const CLIENT_CERT: &str = "bb22";
@@ -151,6 +151,116 @@ async fn cache_two_postgres_instances_refuse_at_once() {
     a.close().await;
     b.close().await;
     db.drop_database().await;
+}
+
+/// An HPKI anchor as the store keeps it (the store does not parse it; the trust crate does).
+fn hpki_anchor() -> crate::store::TrustAnchor {
+    crate::store::TrustAnchor {
+        kind: AnchorKind::Hpki,
+        fingerprint: "cc33".into(),
+        subject: "CN=HPKI test root".into(),
+        cert_der: vec![0x30, 0x00],
+        revocation: RevocationPolicy::Crl,
+        crl_der: Some(vec![0x30, 0x01]),
+        updated_at: 0,
+        crl_url: None,
+        crl_next_update: Some(5_000),
+        policies: None,
+        sub_crls: Vec::new(),
+    }
+}
+
+/// A CRL of a CA under the anchor, issued at `this_update`.
+fn sub_crl(this_update: i64) -> SubCrl {
+    SubCrl {
+        issuer_sha256: "dd44".into(),
+        issuer_subject: "CN=HPKI test CA".into(),
+        issuer_cert_der: vec![0x30, 0x02],
+        crl_der: vec![0x30, 0x03],
+        this_update,
+        next_update: this_update + 86_400,
+    }
+}
+
+/// Two instances: the anchors' version summary that A caches (every card login compares it) moves
+/// as soon as B stores a new CRL, changes the anchor or removes it; a CRL that changes nothing
+/// (older than the stored one) moves nothing.
+#[tokio::test]
+async fn cache_anchor_versions_follow_the_other_instance() {
+    let db = PgDb::new().await;
+    let a = db.store().await;
+    a.migrate().await.unwrap();
+    let b = db.store().await;
+    until(&a, "live", |s| s.live).await;
+    until(&b, "live", |s| s.live).await;
+    let kinds = [AnchorKind::Hpki];
+    let hits = |s: &Store| s.metrics.gate_cache_count("anchor_versions", "hit");
+    assert!(a.anchor_versions(&kinds).await.unwrap().is_empty());
+    let mut sent = 0;
+
+    b.add_anchor(&hpki_anchor(), 10).await.unwrap();
+    sent += 1;
+    heard(&a, sent).await;
+    let added = a.anchor_versions(&kinds).await.unwrap();
+    assert_eq!(added.len(), 1, "A still serves the summary from before the anchor was added");
+    assert_eq!(a.anchor_versions(&kinds).await.unwrap(), added);
+    assert_eq!(hits(&a), 1);
+
+    // A sub-CRL stored on B (the CRL fetcher of another instance) is seen by A's next login.
+    assert!(b.put_sub_crl(AnchorKind::Hpki, "cc33", &sub_crl(100), 11).await.unwrap());
+    sent += 1;
+    heard(&a, sent).await;
+    let with_crl = a.anchor_versions(&kinds).await.unwrap();
+    assert_ne!(with_crl, added, "A missed the new CRL");
+    assert_eq!(a.anchor_versions(&kinds).await.unwrap(), with_crl);
+    assert_eq!(hits(&a), 2);
+    // An older CRL is not stored, and the summary stays.
+    assert!(!b.put_sub_crl(AnchorKind::Hpki, "cc33", &sub_crl(50), 12).await.unwrap());
+    sent += 1;
+    heard(&a, sent).await;
+    assert_eq!(a.anchor_versions(&kinds).await.unwrap(), with_crl);
+
+    // The anchor's own CRL, its policies, and its removal.
+    b.set_anchor_crl(AnchorKind::Hpki, "cc33", &[0x30, 0x04, 0x00], 6_000, 12).await.unwrap();
+    sent += 1;
+    heard(&a, sent).await;
+    let own_crl = a.anchor_versions(&kinds).await.unwrap();
+    assert_ne!(own_crl, with_crl, "A missed the anchor's new CRL");
+    b.set_anchor_policies(AnchorKind::Hpki, "cc33", Some("any"), 12).await.unwrap();
+    sent += 1;
+    heard(&a, sent).await;
+    assert_ne!(a.anchor_versions(&kinds).await.unwrap(), own_crl, "A missed the new policies");
+    b.remove_anchor(AnchorKind::Hpki, "cc33").await.unwrap();
+    sent += 1;
+    heard(&a, sent).await;
+    assert!(a.anchor_versions(&kinds).await.unwrap().is_empty(), "A still trusts the removed anchor");
+    // Refused writes answer as before.
+    assert!(matches!(b.remove_anchor(AnchorKind::Hpki, "cc33").await, Err(Error::NotFound)));
+    assert!(matches!(b.set_anchor_crl(AnchorKind::Hpki, "cc33", &[0x30, 0x00], 1, 13).await, Err(Error::NotFound)));
+
+    a.close().await;
+    b.close().await;
+    db.drop_database().await;
+}
+
+/// SQLite: an anchor change committed by another store on the file (`gateway admin anchor …`) is
+/// seen by the next read of the summary.
+#[tokio::test]
+async fn cache_anchor_versions_sqlite_see_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let store = Store::connect(&url, 2).await.unwrap();
+    store.migrate().await.unwrap();
+    let kinds = [AnchorKind::Hpki];
+    store.add_anchor(&hpki_anchor(), 10).await.unwrap();
+    let first = store.anchor_versions(&kinds).await.unwrap();
+    assert_eq!(store.anchor_versions(&kinds).await.unwrap(), first);
+    assert_eq!(store.metrics.gate_cache_count("anchor_versions", "hit"), 1);
+    let admin = Store::connect(&url, 2).await.unwrap();
+    assert!(admin.put_sub_crl(AnchorKind::Hpki, "cc33", &sub_crl(100), 11).await.unwrap());
+    assert_ne!(store.anchor_versions(&kinds).await.unwrap(), first, "a CRL stored by another process went unseen");
+    admin.close().await;
+    store.close().await;
 }
 
 /// While the listener is not connected the cache is not used: a change made meanwhile without any

@@ -158,13 +158,16 @@ fn card_kind(s: &str) -> Result<AnchorKind> {
 pub(super) const CARD_USE: &str = "UPDATE card_credentials SET last_used_at = $2, updated_at = $2 WHERE id = $1";
 
 impl Store {
-    /// Stores a challenge for a browser session, replacing any pending one of that session.
-    pub async fn put_card_challenge(&self, c: &NewCardChallenge<'_>, now: i64) -> Result<()> {
-        write_execute!(
+    /// Stores a challenge for a browser session, replacing any pending one of that session; with
+    /// `only_if_linked`, only if the doctor has a linked card of its kind (a login or confirmation
+    /// needs one), checked in the same statement. Returns whether it was stored.
+    pub async fn put_card_challenge(&self, c: &NewCardChallenge<'_>, only_if_linked: bool, now: i64) -> Result<bool> {
+        let stored = write_execute!(
             self,
             "INSERT INTO card_challenges (session_hash, user_id, clinic_id, kind, purpose, challenge,
                 enrollment_code_id, linked_via, expires_at, created_at, then_link)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+             WHERE NOT $12 OR EXISTS (SELECT 1 FROM card_credentials WHERE user_id = $2 AND kind = $4)
              ON CONFLICT (session_hash) DO UPDATE SET user_id = excluded.user_id, clinic_id = excluded.clinic_id,
                 kind = excluded.kind, purpose = excluded.purpose, challenge = excluded.challenge,
                 enrollment_code_id = excluded.enrollment_code_id, linked_via = excluded.linked_via,
@@ -180,8 +183,9 @@ impl Store {
             c.expires_at,
             now,
             c.then_link,
+            only_if_linked,
         )?;
-        Ok(())
+        Ok(stored == 1)
     }
 
     /// Takes (deletes and returns) the browser session's challenge, in one statement, if it was

@@ -182,7 +182,9 @@ macro_rules! read_optional {
             Backend::Sqlite { inline, .. } => inline.optional::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
             Backend::Postgres(pool) => match $store.acquire(pool).await {
                 Ok(mut conn) => {
-                    sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(&mut *conn).await.map_err($crate::store::Error::from)
+                    let r = sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(&mut *conn).await.map_err($crate::store::Error::from);
+                    conn.done(&r);
+                    r
                 }
                 Err(e) => Err(e),
             },
@@ -205,7 +207,11 @@ macro_rules! read_all {
         match &$store.backend {
             Backend::Sqlite { inline, .. } => inline.all::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
             Backend::Postgres(pool) => match $store.acquire(pool).await {
-                Ok(mut conn) => sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_all(&mut *conn).await.map_err($crate::store::Error::from),
+                Ok(mut conn) => {
+                    let r = sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_all(&mut *conn).await.map_err($crate::store::Error::from);
+                    conn.done(&r);
+                    r
+                }
                 Err(e) => Err(e),
             },
         }
@@ -221,7 +227,9 @@ macro_rules! write_execute {
             Backend::Sqlite { writer, .. } => $store.lock_writer(writer).await.execute($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
             Backend::Postgres(pool) => match $store.acquire(pool).await {
                 Ok(mut conn) => {
-                    sqlx::query($sql)$(.bind($param))*.execute(&mut *conn).await.map(|r| r.rows_affected()).map_err($crate::store::Error::from)
+                    let r = sqlx::query($sql)$(.bind($param))*.execute(&mut *conn).await.map(|r| r.rows_affected()).map_err($crate::store::Error::from);
+                    conn.done(&r);
+                    r
                 }
                 Err(e) => Err(e),
             },
@@ -238,7 +246,9 @@ macro_rules! write_optional {
             Backend::Sqlite { writer, .. } => $store.lock_writer(writer).await.optional::<$row>($sql, &[$(&$param as &dyn rusqlite::ToSql),*]),
             Backend::Postgres(pool) => match $store.acquire(pool).await {
                 Ok(mut conn) => {
-                    sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(&mut *conn).await.map_err($crate::store::Error::from)
+                    let r = sqlx::query_as::<_, $row>($sql)$(.bind($param))*.fetch_optional(&mut *conn).await.map_err($crate::store::Error::from);
+                    conn.done(&r);
+                    r
                 }
                 Err(e) => Err(e),
             },
@@ -303,6 +313,9 @@ pub struct Store {
     /// PostgreSQL: chains the audit rows that transactions queued, in batches
     /// (docs/decisions/0022-audit-rows-chained-in-batches.md).
     pub(super) audit_chainer: Option<super::audit_pending::AuditChainer>,
+    /// PostgreSQL: connections kept between statements, saving sqlx's test on each return
+    /// (`store/warm.rs`).
+    pub(super) warm: Option<Arc<super::warm::Warm>>,
 }
 
 /// How full one connection pool is, for the metrics (read at scrape time).
@@ -441,7 +454,7 @@ impl Store {
     /// request waits at most `acquire_timeout` for a connection: during an outage requests fail
     /// fast (503) instead of queueing.
     pub async fn connect_with(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Self> {
-        let (mut emr_reads, mut audit_chainer) = (None, None);
+        let (mut emr_reads, mut audit_chainer, mut warm) = (None, None, None);
         let (backend, cache) = if url.starts_with("sqlite:") {
             let options = infra::db::sqlite_options(url)?;
             // The writer opens (and creates) the file first and switches it to WAL, which lets the
@@ -475,10 +488,11 @@ impl Store {
             let pool = infra::db::connect_postgres(url, max_connections, acquire_timeout).await?;
             emr_reads = Some(super::batched::Batcher::start(pool.clone(), Arc::new(super::service_clients::emr_context_batch)));
             audit_chainer = Some(super::audit_pending::AuditChainer::start(pool.clone()));
+            warm = super::warm::Warm::new(max_connections).map(Arc::new);
             let cache = GateCache::listening(&pool);
             (Backend::Postgres(pool), cache)
         };
-        Ok(Self { backend, audit_key: None, metrics: StoreMetrics::default(), emr_reads, cache, audit_chainer })
+        Ok(Self { backend, audit_key: None, metrics: StoreMetrics::default(), emr_reads, cache, audit_chainer, warm })
     }
 
     /// This store recording into `metrics` (docs/metrics.md): audit rows committed and failed,
@@ -510,8 +524,15 @@ impl Store {
     /// A PostgreSQL connection from `pool`, its wait recorded. The request paths' statements
     /// (the `read_*!`, `write_*!` and `transaction!` macros) take theirs here; sqlx would take
     /// the same one inside `execute(pool)`.
-    pub(super) async fn acquire(&self, pool: &PgPool) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-        super::batched::acquire(pool, &self.metrics).await
+    pub(super) async fn acquire(&self, pool: &PgPool) -> Result<super::warm::Pooled<'_>> {
+        let warm = self.warm.as_deref();
+        let start = Instant::now();
+        if let Some(conn) = warm.and_then(super::warm::Warm::take) {
+            // Every hand-out is one acquisition in the metrics, a kept connection's too.
+            self.metrics.waited(start.elapsed());
+            return Ok(super::warm::Pooled::new(conn, warm));
+        }
+        Ok(super::warm::Pooled::new(super::batched::acquire(pool, &self.metrics).await?, warm))
     }
 
     /// SQLite's write lock, its wait recorded (every write takes it: decision 0007).
@@ -601,7 +622,12 @@ impl Store {
                 read.close().await;
                 write.close().await;
             }
-            Backend::Postgres(pool) => pool.close().await,
+            Backend::Postgres(pool) => {
+                if let Some(warm) = &self.warm {
+                    warm.close();
+                }
+                pool.close().await;
+            }
         }
     }
 

@@ -33,6 +33,7 @@ mod tokens;
 mod tx;
 mod upstream;
 mod users;
+mod warm;
 
 pub use agent_releases::{AgentRelease, AgentSeen, NewAgentRelease, Published, ReleaseBinary, ReleaseOffer, UpdateReport};
 pub use anchors::{AnchorKind, AnchorVersion, Dependents, RevocationPolicy, SubCrl, TrustAnchor};

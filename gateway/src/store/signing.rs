@@ -306,6 +306,38 @@ impl AuthenticatorUse<'_> {
     }
 }
 
+row! {
+    /// Rows written by [`FIDO_USE_AND_MOVE`] or [`CARD_USE_AND_MOVE`].
+    struct UseAndMove {
+        used: i64,
+        moved: i64,
+    }
+}
+
+/// A row count as the statements' own counts are.
+fn rows(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// PostgreSQL: [`FIDO_USE`] ($1–$5) and [`MOVE_SESSION`] ($6 → $7, $8 expiry, now $4) in one
+/// statement, returning how many rows each wrote. The same statements as those two, renumbered.
+const FIDO_USE_AND_MOVE: &str = "WITH used AS (
+        UPDATE fido_credentials SET stored = COALESCE($2, stored), counter = $3, last_used_at = $4, updated_at = $4
+        WHERE id = $1 AND (counter < $3 OR (NOT $5 AND counter = $3)) RETURNING 1),
+     moved AS (
+        UPDATE browser_sessions SET id_hash = $7, expires_at = $8, updated_at = $4, reauth_at = $4
+        WHERE id_hash = $6 RETURNING 1)
+     SELECT (SELECT COUNT(*) FROM used) AS used, (SELECT COUNT(*) FROM moved) AS moved";
+
+/// PostgreSQL: [`CARD_USE`] ($1, now $2) and [`MOVE_SESSION`] ($3 → $4, $5 expiry) in one
+/// statement, returning how many rows each wrote. The same statements as those two, renumbered.
+const CARD_USE_AND_MOVE: &str = "WITH used AS (
+        UPDATE card_credentials SET last_used_at = $2, updated_at = $2 WHERE id = $1 RETURNING 1),
+     moved AS (
+        UPDATE browser_sessions SET id_hash = $4, expires_at = $5, updated_at = $2, reauth_at = $2
+        WHERE id_hash = $3 RETURNING 1)
+     SELECT (SELECT COUNT(*) FROM used) AS used, (SELECT COUNT(*) FROM moved) AS moved";
+
 impl Store {
     /// Records an authenticator's use on its own (when the check unlocks something other than a
     /// signing session); errors like [`Store::open_signing_session`] does for it.
@@ -382,17 +414,38 @@ impl Store {
             let id = uuid::Uuid::new_v4().to_string();
             // One transaction; on SQLite inline on the writer connection (decision 0008).
             let result: Result<(SessionRow, Vec<SessionRow>)> = transaction!(self, |tx| {
-                match &with.used {
-                    Some(u @ AuthenticatorUse::Fido { id, stored, counter, strict, .. }) => {
-                        u.check(tx_execute!(tx, FIDO_USE, id, stored, counter, now, strict)?)?;
+                match (&with.used, with.session_move) {
+                    // PostgreSQL: the use and the move in one round trip (decision 0021). They
+                    // write other tables than each other and than the rest of this transaction,
+                    // so their order within the statement does not matter; both still come before
+                    // the signing sessions, the order authenticator removal locks them in.
+                    (Some(u), Some(m)) if tx.is_postgres() => {
+                        let counts = match u {
+                            AuthenticatorUse::Fido { id, stored, counter, strict, .. } => tx_fetch!(
+                                tx, one, UseAndMove, FIDO_USE_AND_MOVE, id, stored, counter, now, strict,
+                                &m.from[..], &m.to[..], m.expires_at,
+                            )?,
+                            AuthenticatorUse::Card { id } => {
+                                tx_fetch!(tx, one, UseAndMove, CARD_USE_AND_MOVE, id, now, &m.from[..], &m.to[..], m.expires_at)?
+                            }
+                        };
+                        u.check(rows(counts.used))?;
+                        moved(rows(counts.moved))?;
                     }
-                    Some(AuthenticatorUse::Card { id }) => {
-                        tx_execute!(tx, CARD_USE, id, now)?;
+                    (used, session_move) => {
+                        match used {
+                            Some(u @ AuthenticatorUse::Fido { id, stored, counter, strict, .. }) => {
+                                u.check(tx_execute!(tx, FIDO_USE, id, stored, counter, now, strict)?)?;
+                            }
+                            Some(AuthenticatorUse::Card { id }) => {
+                                tx_execute!(tx, CARD_USE, id, now)?;
+                            }
+                            None => {}
+                        }
+                        if let Some(m) = session_move {
+                            moved(tx_execute!(tx, MOVE_SESSION, &m.from[..], &m.to[..], m.expires_at, now)?)?;
+                        }
                     }
-                    None => {}
-                }
-                if let Some(m) = with.session_move {
-                    moved(tx_execute!(tx, MOVE_SESSION, &m.from[..], &m.to[..], m.expires_at, now)?)?;
                 }
                 let ended = tx_fetch!(tx, all, SessionRow, END_OPEN, new.user_id, new.clinic_id, now, expired, superseded)?;
                 let opened = tx_fetch!(

@@ -119,11 +119,16 @@ macro_rules! transaction {
                         };
                         (out, open.into_audited())
                     };
-                    // Dropping an uncommitted sqlx transaction rolls it back.
+                    // Dropping an uncommitted sqlx transaction rolls it back (sqlx sends the
+                    // rollback when the connection goes back to its pool).
                     let done = match out {
                         Ok(v) => conn.commit().await.map(|()| v).map_err($crate::store::Error::from),
-                        Err(e) => Err(e),
+                        Err(e) => {
+                            drop(conn);
+                            Err(e)
+                        }
                     };
+                    pooled.done(&done);
                     (done, audited, chain)
                 };
                 if done.is_ok() {

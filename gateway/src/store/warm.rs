@@ -1,0 +1,127 @@
+//! PostgreSQL connections kept warm between statements (issue 25; docs/decisions/0021-fewer-round-trips-on-postgresql.md).
+//!
+//! sqlx tests every connection that goes back to its pool with a round trip (a `Sync` and its
+//! answer), which it offers no way to turn off. A request path takes a connection for each
+//! statement or transaction, so under load that test was one more wake-up of the server and of
+//! the gateway per statement. A connection whose statement or transaction finished cleanly (it
+//! returned, was not cancelled, left no transaction open and nothing unsent) is instead kept here,
+//! for a short while, and the next [`super::Store::acquire`] takes it first. Anything else (an
+//! error on the connection, a request dropped mid-statement, a rollback still to send) goes back
+//! to sqlx as before, whose test then flushes or discards it.
+//!
+//! Only a few connections are kept ([`Warm::new`]) and none for longer than [`KEEP_FOR`], so the
+//! pool always has most of its connections for the paths that use it directly, and a connection
+//! that sat unused is tested by sqlx like any other. While a lost connection was seen lately
+//! (`infra::db::connection_lost`) none is kept or handed out.
+
+use std::time::{Duration, Instant};
+
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
+
+/// Longest a connection waits here; an older one goes back to the pool (and its test).
+const KEEP_FOR: Duration = Duration::from_millis(250);
+
+/// The kept connections, newest last.
+#[derive(Debug)]
+pub(super) struct Warm {
+    kept: std::sync::Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
+    most: usize,
+    /// Set by [`Warm::close`]: nothing is kept any more.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Warm {
+    /// Keeps at most a quarter of a pool of `max_connections`; `None` for a pool of fewer than
+    /// four (a command's), which needs every connection it has.
+    pub(super) fn new(max_connections: u32) -> Option<Self> {
+        let most = usize::try_from(max_connections / 4).unwrap_or(0);
+        (most > 0).then(|| Self {
+            kept: std::sync::Mutex::new(Vec::with_capacity(most)),
+            most,
+            closed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The most recently kept connection that is still fresh; stale ones go back to the pool.
+    pub(super) fn take(&self) -> Option<PoolConnection<Postgres>> {
+        let mut stale = Vec::new();
+        let taken = {
+            let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if infra::db::connections_suspect() {
+                stale.extend(kept.drain(..).map(|(c, _)| c));
+                None
+            } else {
+                let now = Instant::now();
+                let fresh = kept.iter().position(|(_, at)| now.duration_since(*at) < KEEP_FOR).unwrap_or(kept.len());
+                stale.extend(kept.drain(..fresh).map(|(c, _)| c));
+                kept.pop().map(|(c, _)| c)
+            }
+        };
+        // Dropped outside the lock: sqlx tests them on their way back.
+        drop(stale);
+        taken
+    }
+
+    /// Keeps `conn` if it finished cleanly and there is room; otherwise it goes back to the pool.
+    fn put(&self, conn: PoolConnection<Postgres>) {
+        use sqlx::Connection as _;
+        if conn.is_in_transaction() || conn.should_flush() || infra::db::connections_suspect() {
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Checked under the lock, so nothing is kept after `close` has emptied it.
+        if kept.len() < self.most && !self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            kept.push((conn, Instant::now()));
+        }
+    }
+
+    /// Gives every kept connection back and keeps none from now on: the pool's `close` waits for
+    /// all of its connections.
+    pub(super) fn close(&self) {
+        let kept = {
+            let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.closed.store(true, std::sync::atomic::Ordering::Release);
+            std::mem::take(&mut *kept)
+        };
+        drop(kept);
+    }
+}
+
+/// A connection for one statement or transaction: dropped, it goes back to sqlx's pool; passed
+/// to [`Pooled::done`] after a clean finish, it may be kept warm.
+pub(super) struct Pooled<'w> {
+    conn: Option<PoolConnection<Postgres>>,
+    warm: Option<&'w Warm>,
+}
+
+impl<'w> Pooled<'w> {
+    pub(super) fn new(conn: PoolConnection<Postgres>, warm: Option<&'w Warm>) -> Self {
+        Self { conn: Some(conn), warm }
+    }
+
+    /// The statement or transaction finished (returned, not cancelled): keep the connection warm
+    /// unless `result` says the connection itself failed.
+    pub(super) fn done<T>(mut self, result: &super::Result<T>) {
+        if matches!(result, Err(e) if e.is_unavailable()) {
+            return;
+        }
+        if let (Some(conn), Some(warm)) = (self.conn.take(), self.warm) {
+            warm.put(conn);
+        }
+    }
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = sqlx::PgConnection;
+
+    fn deref(&self) -> &Self::Target {
+        self.conn.as_ref().expect("a pooled connection until done")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.conn.as_mut().expect("a pooled connection until done")
+    }
+}
