@@ -131,11 +131,11 @@ pub async fn connect_postgres(url: &str, max_connections: u32, acquire_timeout: 
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
-                if meta.idle_for >= TEST_IF_IDLE_FOR || connections_suspect() {
-                    if let Err(e) = sqlx::Connection::ping(conn).await {
-                        connection_lost();
-                        return Err(e);
-                    }
+                if (meta.idle_for >= TEST_IF_IDLE_FOR || connections_suspect())
+                    && let Err(e) = sqlx::Connection::ping(conn).await
+                {
+                    connection_lost();
+                    return Err(e);
                 }
                 Ok(true)
             })

@@ -91,22 +91,23 @@ impl Warm {
 /// A connection for one statement or transaction: dropped, it goes back to sqlx's pool; passed
 /// to [`Pooled::done`] after a clean finish, it may be kept warm.
 pub(super) struct Pooled<'w> {
-    conn: Option<PoolConnection<Postgres>>,
+    conn: PoolConnection<Postgres>,
     warm: Option<&'w Warm>,
 }
 
 impl<'w> Pooled<'w> {
     pub(super) fn new(conn: PoolConnection<Postgres>, warm: Option<&'w Warm>) -> Self {
-        Self { conn: Some(conn), warm }
+        Self { conn, warm }
     }
 
     /// The statement or transaction finished (returned, not cancelled): keep the connection warm
     /// unless `result` says the connection itself failed.
-    pub(super) fn done<T>(mut self, result: &super::Result<T>) {
+    pub(super) fn done<T>(self, result: &super::Result<T>) {
+        let Self { conn, warm } = self;
         if matches!(result, Err(e) if e.is_unavailable()) {
             return;
         }
-        if let (Some(conn), Some(warm)) = (self.conn.take(), self.warm) {
+        if let Some(warm) = warm {
             warm.put(conn);
         }
     }
@@ -116,12 +117,12 @@ impl std::ops::Deref for Pooled<'_> {
     type Target = sqlx::PgConnection;
 
     fn deref(&self) -> &Self::Target {
-        self.conn.as_ref().expect("a pooled connection until done")
+        &self.conn
     }
 }
 
 impl std::ops::DerefMut for Pooled<'_> {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        self.conn.as_mut().expect("a pooled connection until done")
+        &mut self.conn
     }
 }
