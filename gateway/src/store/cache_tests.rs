@@ -74,6 +74,14 @@ fn hits(store: &Store, cache: &'static str) -> u64 {
     store.metrics.gate_cache_count(cache, "hit")
 }
 
+/// A migrated SQLite store on a file in `dir`, and its URL (for a second store on the file).
+async fn sqlite_store(dir: &tempfile::TempDir) -> (Store, String) {
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let store = Store::connect(&url, 2).await.unwrap();
+    store.migrate().await.unwrap();
+    (store, url)
+}
+
 /// A clinic with one registered certificate, and a service client serving it.
 async fn set_up(store: &Store) {
     store.add_clinic("c1", "Clinic One", 1).await.unwrap();
@@ -248,9 +256,7 @@ async fn cache_anchor_versions_follow_the_other_instance() {
 #[tokio::test]
 async fn cache_anchor_versions_sqlite_see_another_process() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("g.db").display());
-    let store = Store::connect(&url, 2).await.unwrap();
-    store.migrate().await.unwrap();
+    let (store, url) = sqlite_store(&dir).await;
     let kinds = [AnchorKind::Hpki];
     store.add_anchor(&hpki_anchor(), 10).await.unwrap();
     let first = store.anchor_versions(&kinds).await.unwrap();
@@ -350,9 +356,7 @@ async fn cache_listener_stops_with_the_store() {
 #[tokio::test]
 async fn cache_sqlite_changes_are_seen_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("g.db").display());
-    let store = Store::connect(&url, 2).await.unwrap();
-    store.migrate().await.unwrap();
+    let (store, url) = sqlite_store(&dir).await;
     assert!(store.gate_cache_state().borrow().live);
     // A certificate not registered is not cached.
     assert!(matches!(store.clinic_cert(CERT).await, Err(Error::NotFound)));
@@ -394,8 +398,7 @@ async fn cache_sqlite_changes_are_seen_at_once() {
 #[tokio::test]
 async fn cache_a_read_overlapping_an_invalidation_is_not_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("g.db").display()), 2).await.unwrap();
-    store.migrate().await.unwrap();
+    let (store, _) = sqlite_store(&dir).await;
     set_up(&store).await;
     overlapping_read_is_not_stored(&store).await;
     store.close().await;
