@@ -42,6 +42,16 @@ impl PgDb {
         Store::connect(&self.url, 4).await.unwrap()
     }
 
+    /// Two stores on the database (migrated), each with its listener subscribed.
+    async fn two_live_instances(&self) -> (Store, Store) {
+        let a = self.store().await;
+        a.migrate().await.unwrap();
+        let b = self.store().await;
+        until(&a, "live", |s| s.live).await;
+        until(&b, "live", |s| s.live).await;
+        (a, b)
+    }
+
     /// A plain connection to the database (no store, no cache, no NOTIFY).
     async fn conn(&self) -> sqlx::PgConnection {
         <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap()
@@ -107,11 +117,7 @@ const SET_UP_WRITES: u64 = 3;
 #[tokio::test]
 async fn cache_two_postgres_instances_refuse_at_once() {
     let db = PgDb::new().await;
-    let a = db.store().await;
-    a.migrate().await.unwrap();
-    let b = db.store().await;
-    until(&a, "live", |s| s.live).await;
-    until(&b, "live", |s| s.live).await;
+    let (a, b) = db.two_live_instances().await;
     set_up(&b).await;
     let mut sent = SET_UP_WRITES;
     heard(&a, sent).await;
@@ -196,11 +202,7 @@ fn sub_crl(this_update: i64) -> SubCrl {
 #[tokio::test]
 async fn cache_anchor_versions_follow_the_other_instance() {
     let db = PgDb::new().await;
-    let a = db.store().await;
-    a.migrate().await.unwrap();
-    let b = db.store().await;
-    until(&a, "live", |s| s.live).await;
-    until(&b, "live", |s| s.live).await;
+    let (a, b) = db.two_live_instances().await;
     let kinds = [AnchorKind::Hpki];
     let hits = |s: &Store| s.metrics.gate_cache_count("anchor_versions", "hit");
     assert!(a.anchor_versions(&kinds).await.unwrap().is_empty());
