@@ -1,14 +1,18 @@
 //! The cache of the two lookups every request starts with: the clinic gate's [`Store::clinic_cert`]
 //! (every browser request) and [`Store::service_client_by_fingerprint`] (every service-client API
-//! call); and of [`Store::anchor_versions`], which every card login reads to know that the trust
-//! store it verifies against is current. Decision 0020 and docs/design.md §3.1 explain it; in short:
+//! call); of [`Store::anchor_versions`], which every card login reads to know that the trust
+//! store it verifies against is current; and of [`Store::clinic_login`], which every login page
+//! and password sign-in reads to know whether the clinic signs in upstream. Decision 0020 and
+//! docs/design.md §3.1 explain it; in short:
 //!
-//! - Only found rows are cached (a `NotFound` or an error never is), at most [`CAPACITY`] per map,
+//! - Only found rows are cached (a `NotFound` or an error never is; a clinic's absent upstream
+//!   login is an answer and is cached), at most [`CAPACITY`] per map,
 //!   each for at most [`TTL`] (a backstop, not the means of invalidation).
 //! - Every store method that writes `clinics`, `clinic_certs`, `service_clients`,
-//!   `service_client_clinics`, `trust_anchors` or `anchor_crls` clears this instance's cache once it has committed and, on
-//!   PostgreSQL, sends `NOTIFY` on [`CHANNEL`] inside its transaction ([`notify`]), so the other
-//!   instances hear of the change exactly when it commits.
+//!   `service_client_clinics`, `trust_anchors`, `anchor_crls` or `clinic_logins` clears this
+//!   instance's cache once it has committed and, on PostgreSQL, sends `NOTIFY` on [`CHANNEL`]
+//!   inside its transaction ([`notify`]), so the other instances hear of the change exactly when
+//!   it commits.
 //! - On PostgreSQL each store runs a listener task on that channel: any notification clears the
 //!   cache. It fails closed: while the listener is not connected the cache is bypassed (every
 //!   lookup reads the database), and once it has (re)subscribed it clears the cache before the
@@ -68,6 +72,18 @@ impl Cached for AnchorVersions {
     }
 }
 
+/// A clinic's upstream login, or `None` for embedded passwords ([`Store::clinic_login`]), which
+/// decides whether the password form is offered.
+#[derive(Clone)]
+pub(super) struct UpstreamLogin(pub(super) Option<super::ClinicLogin>);
+
+impl Cached for UpstreamLogin {
+    const NAME: &'static str = "clinic_login";
+    fn map(maps: &mut Maps) -> &mut HashMap<String, Entry<Self>> {
+        &mut maps.clinic_logins
+    }
+}
+
 impl Cached for ServiceClient {
     const NAME: &'static str = "service_client";
     fn map(maps: &mut Maps) -> &mut HashMap<String, Entry<Self>> {
@@ -98,6 +114,7 @@ pub(super) struct Maps {
     clinic_certs: HashMap<String, Entry<ClinicCertBinding>>,
     service_clients: HashMap<String, Entry<ServiceClient>>,
     anchor_versions: HashMap<String, Entry<AnchorVersions>>,
+    clinic_logins: HashMap<String, Entry<UpstreamLogin>>,
 }
 
 impl Maps {
@@ -106,6 +123,7 @@ impl Maps {
         self.clinic_certs.clear();
         self.service_clients.clear();
         self.anchor_versions.clear();
+        self.clinic_logins.clear();
     }
 }
 

@@ -253,6 +253,54 @@ async fn cache_anchor_versions_follow_the_other_instance() {
     db.drop_database().await;
 }
 
+/// Two instances: whether a clinic signs in upstream (which decides whether the password form is
+/// offered) follows the other instance's change as soon as it commits, both ways; the absent login
+/// is cached too.
+#[tokio::test]
+async fn cache_clinic_login_follows_the_other_instance() {
+    let db = PgDb::new().await;
+    let (a, b) = db.two_live_instances().await;
+    b.add_clinic("c1", "Clinic One", 1).await.unwrap();
+    let mut sent = 1;
+    heard(&a, sent).await;
+    let hits = |s: &Store| s.metrics.gate_cache_count("clinic_login", "hit");
+    assert!(a.clinic_login("c1").await.unwrap().is_none());
+    assert!(a.clinic_login("c1").await.unwrap().is_none());
+    assert_eq!(hits(&a), 1, "an absent upstream login is an answer, cached");
+
+    let login = crate::store::ClinicLogin {
+        clinic_id: "c1".into(),
+        issuer: "https://emr.example".into(),
+        client_id: "ninsho".into(),
+        sealed_secret: vec![1, 2, 3],
+        claim: "sub".into(),
+        match_on: crate::store::UpstreamMatch::ExternalId,
+        scopes: "openid".into(),
+        auth_method: crate::store::ClientAuthMethod::ClientSecretBasic,
+    };
+    b.set_clinic_login(&login, 2).await.unwrap();
+    sent += 1;
+    heard(&a, sent).await;
+    let upstream = a.clinic_login("c1").await.unwrap().expect("A still offers the password form");
+    assert_eq!(upstream.issuer, "https://emr.example");
+    assert!(a.clinic_login("c1").await.unwrap().is_some());
+    assert_eq!(hits(&a), 2);
+
+    assert!(b.clear_clinic_login("c1").await.unwrap());
+    sent += 1;
+    heard(&a, sent).await;
+    assert!(a.clinic_login("c1").await.unwrap().is_none(), "A still refuses passwords");
+    // The writer's own cache is cleared at once.
+    b.set_clinic_login(&login, 3).await.unwrap();
+    assert!(b.clinic_login("c1").await.unwrap().is_some());
+    // Refused writes answer as before.
+    assert!(matches!(b.clear_clinic_login("nope").await, Err(Error::NotFound)));
+
+    a.close().await;
+    b.close().await;
+    db.drop_database().await;
+}
+
 /// SQLite: an anchor change committed by another store on the file (`gateway admin anchor …`) is
 /// seen by the next read of the summary.
 #[tokio::test]

@@ -2,7 +2,8 @@
 //! provider, and the authorization requests in flight. A flow is taken with one
 //! `DELETE … RETURNING`, so a replayed callback, on this or any other instance, finds nothing.
 
-use super::{Backend, Error, Result, Store, User, with_pool, with_reader, write_optional};
+use super::cache::{self, UpstreamLogin};
+use super::{Backend, Error, Result, Store, User, transaction, tx_execute, with_pool, with_reader, write_optional};
 
 /// How the provider's claim finds the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
@@ -111,30 +112,32 @@ type LoginRow = (String, String, String, Vec<u8>, String, String, String, String
 
 impl Store {
     /// Sets a clinic's upstream login (replacing an earlier one); `NotFound` without the clinic.
+    /// Like every write of `clinic_logins`, it clears the gate cache, which holds each clinic's
+    /// login (docs/decisions/0020-cached-gate-lookups.md).
     pub async fn set_clinic_login(&self, l: &ClinicLogin, now: i64) -> Result<()> {
         // The clinic first, for a clear answer (the foreign key would refuse it too).
         self.clinic(&l.clinic_id).await?;
-        with_pool!(self, |pool| {
-            sqlx::query(
+        transaction!(self, |tx| {
+            tx_execute!(
+                tx,
                 "INSERT INTO clinic_logins (clinic_id, issuer, client_id, client_secret, claim, match_on, scopes, auth_method, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (clinic_id) DO UPDATE SET issuer = excluded.issuer, client_id = excluded.client_id,
                     client_secret = excluded.client_secret, claim = excluded.claim, match_on = excluded.match_on,
                     scopes = excluded.scopes, auth_method = excluded.auth_method, updated_at = excluded.updated_at",
-            )
-            .bind(&l.clinic_id)
-            .bind(&l.issuer)
-            .bind(&l.client_id)
-            .bind(&l.sealed_secret)
-            .bind(&l.claim)
-            .bind(l.match_on.as_str())
-            .bind(&l.scopes)
-            .bind(l.auth_method.as_str())
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
+                &l.clinic_id,
+                &l.issuer,
+                &l.client_id,
+                &l.sealed_secret,
+                &l.claim,
+                l.match_on.as_str(),
+                &l.scopes,
+                l.auth_method.as_str(),
+                now,
+            )?;
+            cache::notify(tx).await
         })?;
+        self.gate_changed();
         Ok(())
     }
 
@@ -142,24 +145,32 @@ impl Store {
     /// the clinic.
     pub async fn clear_clinic_login(&self, clinic_id: &str) -> Result<bool> {
         self.clinic(clinic_id).await?;
-        let n = with_pool!(self, |pool| {
-            sqlx::query("DELETE FROM clinic_logins WHERE clinic_id = $1").bind(clinic_id).execute(pool).await.map(|r| r.rows_affected())
+        let n = transaction!(self, |tx| {
+            let n = tx_execute!(tx, "DELETE FROM clinic_logins WHERE clinic_id = $1", clinic_id)?;
+            cache::notify(tx).await?;
+            Ok(n)
         })?;
+        self.gate_changed();
         Ok(n > 0)
     }
 
-    /// The clinic's upstream login, `None` for embedded passwords.
+    /// The clinic's upstream login, `None` for embedded passwords. Every login page and password
+    /// sign-in asks, so it is held in the gate cache, `None` included (the key is a registered
+    /// clinic's, and every write of `clinic_logins` clears the cache).
     pub async fn clinic_login(&self, clinic_id: &str) -> Result<Option<ClinicLogin>> {
-        let row: Option<LoginRow> = with_reader!(self, |pool| {
-            sqlx::query_as(
-                "SELECT clinic_id, issuer, client_id, client_secret, claim, match_on, scopes, auth_method
-                 FROM clinic_logins WHERE clinic_id = $1",
-            )
-            .bind(clinic_id)
-            .fetch_optional(pool)
-            .await
-        })?;
-        row.map(login_from_row).transpose()
+        let read = async {
+            let row: Option<LoginRow> = with_reader!(self, |pool| {
+                sqlx::query_as(
+                    "SELECT clinic_id, issuer, client_id, client_secret, claim, match_on, scopes, auth_method
+                     FROM clinic_logins WHERE clinic_id = $1",
+                )
+                .bind(clinic_id)
+                .fetch_optional(pool)
+                .await
+            })?;
+            Ok(UpstreamLogin(row.map(login_from_row).transpose()?))
+        };
+        Ok(self.cached(clinic_id, read).await?.0)
     }
 
     /// Every clinic's upstream login.
