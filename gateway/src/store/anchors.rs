@@ -4,25 +4,8 @@
 //! an anchor.
 
 
-use super::cache::{self, AnchorVersions};
-use super::{Backend, Error, Result, Store, corrupt, read_all, row, transaction, tx_execute, with_pool, with_reader};
-
-/// Runs one statement that writes `trust_anchors` or `anchor_crls` in a transaction that sends the
-/// gate cache's `NOTIFY` (the anchors' version summary is cached there), then clears this
-/// instance's cache once it has committed; the rows the statement changed.
-macro_rules! anchor_write {
-    ($store:expr, $sql:expr $(, $param:expr)* $(,)?) => {{
-        let done = transaction!($store, |tx| {
-            let done = tx_execute!(tx, $sql $(, $param)*)?;
-            cache::notify(tx).await?;
-            Ok(done)
-        });
-        if done.is_ok() {
-            $store.gate_changed();
-        }
-        done
-    }};
-}
+use super::cache::AnchorVersions;
+use super::{Backend, Error, Result, Store, corrupt, gate_transaction, read_all, row, tx_execute, with_pool, with_reader};
 
 /// What was registered under an anchor (rows from before migration 0007 whose anchor is unknown
 /// are counted as possibly depending on every anchor of their kind).
@@ -90,88 +73,102 @@ row! {
 impl Store {
     /// Adds a trust anchor.
     pub async fn add_anchor(&self, anchor: &TrustAnchor, now: i64) -> Result<()> {
-        anchor_write!(
-            self,
-            "INSERT INTO trust_anchors (kind, fingerprint, subject, cert_der, revocation, crl_der, crl_next_update, policies,
-                                        created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-            anchor.kind.as_str(),
-            &anchor.fingerprint,
-            &anchor.subject,
-            &anchor.cert_der,
-            anchor.revocation.as_str(),
-            &anchor.crl_der,
-            anchor.crl_next_update,
-            &anchor.policies,
-            now,
-        )?;
+        gate_transaction!(self, |tx| {
+            tx_execute!(
+                tx,
+                "INSERT INTO trust_anchors (kind, fingerprint, subject, cert_der, revocation, crl_der, crl_next_update, policies,
+                                            created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                anchor.kind.as_str(),
+                &anchor.fingerprint,
+                &anchor.subject,
+                &anchor.cert_der,
+                anchor.revocation.as_str(),
+                &anchor.crl_der,
+                anchor.crl_next_update,
+                &anchor.policies,
+                now,
+            )
+        })?;
         Ok(())
     }
 
     /// Replaces the anchor's own CRL (checked by the caller) and sets policy `crl`.
     pub async fn set_anchor_crl(&self, kind: AnchorKind, fingerprint: &str, crl_der: &[u8], next_update: i64, now: i64) -> Result<()> {
-        let done = anchor_write!(
-            self,
-            "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl', updated_at = CASE WHEN $5 > updated_at THEN $5 ELSE updated_at + 1 END
-             WHERE kind = $1 AND fingerprint = $2",
-            kind.as_str(),
-            fingerprint,
-            crl_der,
-            next_update,
-            now,
-        )?;
+        let done = self.put_anchor_crl(kind, fingerprint, crl_der, next_update, now, false).await?;
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
+    }
+
+    /// Sets the anchor's own CRL and policy `crl`; with `only_newer`, only over a CRL with an
+    /// earlier nextUpdate (or none). The rows changed.
+    async fn put_anchor_crl(&self, kind: AnchorKind, fingerprint: &str, crl_der: &[u8], next_update: i64, now: i64, only_newer: bool) -> Result<u64> {
+        gate_transaction!(self, |tx| {
+            tx_execute!(
+                tx,
+                "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl',
+                     updated_at = CASE WHEN $5 > updated_at THEN $5 ELSE updated_at + 1 END
+                 WHERE kind = $1 AND fingerprint = $2 AND (NOT $6 OR crl_next_update IS NULL OR crl_next_update < $4)",
+                kind.as_str(),
+                fingerprint,
+                crl_der,
+                next_update,
+                now,
+                only_newer,
+            )
+        })
     }
 
     /// Stores or replaces the CRL of a CA below an anchor. A CRL older than the stored one (by
     /// thisUpdate) changes nothing and returns `false`: no rollback, even from a racing instance.
     pub async fn put_sub_crl(&self, kind: AnchorKind, anchor: &str, crl: &SubCrl, now: i64) -> Result<bool> {
-        let done = anchor_write!(
-            self,
-            "INSERT INTO anchor_crls (kind, anchor_fingerprint, issuer_sha256, issuer_subject, issuer_cert_der, crl_der,
-                                      this_update, next_update, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
-             ON CONFLICT (kind, anchor_fingerprint, issuer_sha256) DO UPDATE SET
-                 issuer_subject = excluded.issuer_subject, issuer_cert_der = excluded.issuer_cert_der,
-                 crl_der = excluded.crl_der, this_update = excluded.this_update, next_update = excluded.next_update,
-                 updated_at = CASE WHEN excluded.updated_at > anchor_crls.updated_at THEN excluded.updated_at
-                                   ELSE anchor_crls.updated_at + 1 END
-             WHERE anchor_crls.this_update <= excluded.this_update",
-            kind.as_str(),
-            anchor,
-            &crl.issuer_sha256,
-            &crl.issuer_subject,
-            &crl.issuer_cert_der,
-            &crl.crl_der,
-            crl.this_update,
-            crl.next_update,
-            now,
-        )?;
+        let done = gate_transaction!(self, |tx| {
+            tx_execute!(
+                tx,
+                "INSERT INTO anchor_crls (kind, anchor_fingerprint, issuer_sha256, issuer_subject, issuer_cert_der, crl_der,
+                                          this_update, next_update, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+                 ON CONFLICT (kind, anchor_fingerprint, issuer_sha256) DO UPDATE SET
+                     issuer_subject = excluded.issuer_subject, issuer_cert_der = excluded.issuer_cert_der,
+                     crl_der = excluded.crl_der, this_update = excluded.this_update, next_update = excluded.next_update,
+                     updated_at = CASE WHEN excluded.updated_at > anchor_crls.updated_at THEN excluded.updated_at
+                                       ELSE anchor_crls.updated_at + 1 END
+                 WHERE anchor_crls.this_update <= excluded.this_update",
+                kind.as_str(),
+                anchor,
+                &crl.issuer_sha256,
+                &crl.issuer_subject,
+                &crl.issuer_cert_der,
+                &crl.crl_der,
+                crl.this_update,
+                crl.next_update,
+                now,
+            )
+        })?;
         Ok(done == 1)
     }
 
     /// Sets an anchor's end-entity policies (`None`: the kind's default).
     pub async fn set_anchor_policies(&self, kind: AnchorKind, fingerprint: &str, policies: Option<&str>, now: i64) -> Result<()> {
-        let done = anchor_write!(
-            self,
-            "UPDATE trust_anchors SET policies = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2",
-            kind.as_str(),
-            fingerprint,
-            policies,
-            now,
-        )?;
+        let done = gate_transaction!(self, |tx| {
+            tx_execute!(
+                tx,
+                "UPDATE trust_anchors SET policies = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2",
+                kind.as_str(),
+                fingerprint,
+                policies,
+                now,
+            )
+        })?;
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
     /// Removes an anchor and its sub-CRLs.
     pub async fn remove_anchor(&self, kind: AnchorKind, fingerprint: &str) -> Result<()> {
-        let done = transaction!(self, |tx| {
+        let done = gate_transaction!(self, |tx| {
             tx_execute!(tx, "DELETE FROM anchor_crls WHERE kind = $1 AND anchor_fingerprint = $2", kind.as_str(), fingerprint)?;
             let done = tx_execute!(tx, "DELETE FROM trust_anchors WHERE kind = $1 AND fingerprint = $2", kind.as_str(), fingerprint)?;
-            cache::notify(tx).await?;
             Ok(done)
         })?;
-        self.gate_changed();
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
@@ -221,11 +218,7 @@ impl Store {
         // A clinic certificate's or service client's row: the gate cache does not hold the
         // anchor, but every write of those tables invalidates it (docs/decisions/0020-cached-gate-lookups.md).
         if matches!(kind, AnchorKind::Clinic | AnchorKind::Service) {
-            transaction!(self, |tx| {
-                tx_execute!(tx, sql, key, anchor)?;
-                super::cache::notify(tx).await
-            })?;
-            self.gate_changed();
+            gate_transaction!(self, |tx| tx_execute!(tx, sql, key, anchor))?;
         } else {
             with_pool!(self, |pool| sqlx::query(sql).bind(key).bind(anchor).execute(pool).await.map(|r| r.rows_affected()))?;
         }
@@ -309,27 +302,31 @@ impl Store {
 
     /// Sets (or clears) the URL an anchor's CRL is fetched from.
     pub async fn set_anchor_crl_url(&self, kind: AnchorKind, fingerprint: &str, url: Option<&str>, now: i64) -> Result<()> {
-        let done = anchor_write!(
-            self,
-            "UPDATE trust_anchors SET crl_url = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2",
-            kind.as_str(),
-            fingerprint,
-            url,
-            now,
-        )?;
+        let done = gate_transaction!(self, |tx| {
+            tx_execute!(
+                tx,
+                "UPDATE trust_anchors SET crl_url = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2",
+                kind.as_str(),
+                fingerprint,
+                url,
+                now,
+            )
+        })?;
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
     /// Sets an anchor's revocation policy.
     pub async fn set_anchor_revocation(&self, kind: AnchorKind, fingerprint: &str, policy: super::RevocationPolicy, now: i64) -> Result<()> {
-        let done = anchor_write!(
-            self,
-            "UPDATE trust_anchors SET revocation = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2",
-            kind.as_str(),
-            fingerprint,
-            policy.as_str(),
-            now,
-        )?;
+        let done = gate_transaction!(self, |tx| {
+            tx_execute!(
+                tx,
+                "UPDATE trust_anchors SET revocation = $3, updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END WHERE kind = $1 AND fingerprint = $2",
+                kind.as_str(),
+                fingerprint,
+                policy.as_str(),
+                now,
+            )
+        })?;
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
@@ -354,18 +351,7 @@ impl Store {
     /// Stores a fetched CRL with its nextUpdate. Only replaces an older CRL (by nextUpdate), so two
     /// instances fetching at once, or a fetch racing `anchor set-crl`, never go backwards.
     pub async fn store_fetched_crl(&self, kind: AnchorKind, fingerprint: &str, crl_der: &[u8], next_update: i64, now: i64) -> Result<bool> {
-        let done = anchor_write!(
-            self,
-            "UPDATE trust_anchors SET crl_der = $3, crl_next_update = $4, revocation = 'crl',
-                 updated_at = CASE WHEN $5 > updated_at THEN $5 ELSE updated_at + 1 END
-             WHERE kind = $1 AND fingerprint = $2 AND (crl_next_update IS NULL OR crl_next_update < $4)",
-            kind.as_str(),
-            fingerprint,
-            crl_der,
-            next_update,
-            now,
-        )?;
-        Ok(done == 1)
+        Ok(self.put_anchor_crl(kind, fingerprint, crl_der, next_update, now, true).await? == 1)
     }
 }
 

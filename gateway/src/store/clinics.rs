@@ -3,17 +3,14 @@
 //! Every write here clears the gate cache once it has committed and, on PostgreSQL, notifies the
 //! other instances inside its transaction (`cache`, docs/decisions/0020-cached-gate-lookups.md).
 
-use super::cache;
-use super::{Backend, Error, Result, Store, read_one, row, transaction, tx_execute, with_reader};
+use super::{Backend, Error, Result, Store, gate_transaction, read_one, row, tx_execute, with_reader};
 
 impl Store {
     /// Adds a clinic.
     pub async fn add_clinic(&self, id: &str, name: &str, now: i64) -> Result<()> {
-        transaction!(self, |tx| {
-            tx_execute!(tx, "INSERT INTO clinics (id, name, enabled, created_at, updated_at) VALUES ($1, $2, TRUE, $3, $3)", id, name, now)?;
-            cache::notify(tx).await
+        gate_transaction!(self, |tx| {
+            tx_execute!(tx, "INSERT INTO clinics (id, name, enabled, created_at, updated_at) VALUES ($1, $2, TRUE, $3, $3)", id, name, now)
         })?;
-        self.gate_changed();
         Ok(())
     }
 
@@ -39,12 +36,7 @@ impl Store {
 
     /// Enables or disables a clinic; `NotFound` if there is none.
     pub async fn set_clinic_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<()> {
-        let done = transaction!(self, |tx| {
-            let done = tx_execute!(tx, "UPDATE clinics SET enabled = $2, updated_at = $3 WHERE id = $1", id, enabled, now)?;
-            cache::notify(tx).await?;
-            Ok(done)
-        })?;
-        self.gate_changed();
+        let done = gate_transaction!(self, |tx| tx_execute!(tx, "UPDATE clinics SET enabled = $2, updated_at = $3 WHERE id = $1", id, enabled, now))?;
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
@@ -52,7 +44,7 @@ impl Store {
 
     /// Registers a clinic certificate by fingerprint.
     pub async fn add_clinic_cert(&self, cert: &NewClinicCert<'_>, now: i64) -> Result<()> {
-        transaction!(self, |tx| {
+        gate_transaction!(self, |tx| {
             tx_execute!(
                 tx,
                 "INSERT INTO clinic_certs (fingerprint, clinic_id, subject, serial, not_after, revoked_at, created_at)
@@ -63,10 +55,8 @@ impl Store {
                 cert.serial,
                 cert.not_after,
                 now,
-            )?;
-            cache::notify(tx).await
+            )
         })?;
-        self.gate_changed();
         Ok(())
     }
 
@@ -110,24 +100,13 @@ impl Store {
     /// Lifts the revocation of a registered certificate; `NotFound` if it is not registered or
     /// not revoked.
     pub async fn restore_clinic_cert(&self, fingerprint: &str) -> Result<()> {
-        let done = transaction!(self, |tx| {
-            let done =
-                tx_execute!(tx, "UPDATE clinic_certs SET revoked_at = NULL WHERE fingerprint = $1 AND revoked_at IS NOT NULL", fingerprint)?;
-            cache::notify(tx).await?;
-            Ok(done)
-        })?;
-        self.gate_changed();
+        let done = gate_transaction!(self, |tx| tx_execute!(tx, "UPDATE clinic_certs SET revoked_at = NULL WHERE fingerprint = $1 AND revoked_at IS NOT NULL", fingerprint))?;
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 
     /// Marks a registered certificate revoked; `NotFound` if it is not registered or already revoked.
     pub async fn revoke_clinic_cert(&self, fingerprint: &str, now: i64) -> Result<()> {
-        let done = transaction!(self, |tx| {
-            let done = tx_execute!(tx, "UPDATE clinic_certs SET revoked_at = $2 WHERE fingerprint = $1 AND revoked_at IS NULL", fingerprint, now)?;
-            cache::notify(tx).await?;
-            Ok(done)
-        })?;
-        self.gate_changed();
+        let done = gate_transaction!(self, |tx| tx_execute!(tx, "UPDATE clinic_certs SET revoked_at = $2 WHERE fingerprint = $1 AND revoked_at IS NULL", fingerprint, now))?;
         if done == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 }

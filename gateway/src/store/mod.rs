@@ -61,7 +61,7 @@ pub use users::{NewUser, User, UserKind};
 
 pub(crate) use db::batch_chunks;
 use db::{Backend, corrupt, read_all, read_one, read_optional, row, with_pool, with_reader, write_execute, write_optional};
-use tx::{transaction, tx_execute, tx_fetch, tx_rows};
+use tx::{gate_transaction, transaction, tx_execute, tx_fetch, tx_rows};
 
 /// The database spellings of the enums stored as text. Rows written by every earlier version hold
 /// these strings, so a renamed variant must not change them (strum derives them from the names).

@@ -2,8 +2,8 @@
 //! service API with a TLS client certificate, the clinics each serves, and the one read every
 //! EMR call starts with ([`Store::emr_context`]).
 
-use super::{Backend, Error, Result, Store, corrupt, read_optional, row, transaction, tx_execute, with_reader};
-use super::{batched, cache};
+use super::{Backend, Error, Result, Store, corrupt, gate_transaction, read_optional, row, tx_execute, with_reader};
+use super::batched;
 
 /// What a service client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
@@ -237,7 +237,7 @@ fn role(s: &str) -> Result<ServiceRole> {
 impl Store {
     /// Registers a service client serving `clinics`, in one transaction.
     pub async fn add_service_client(&self, client: &ServiceClient, now: i64) -> Result<()> {
-        transaction!(self, |tx| {
+        gate_transaction!(self, |tx| {
             tx_execute!(
                 tx,
                 "INSERT INTO service_clients (id, name, role, fingerprint, subject, enabled, created_at, updated_at)
@@ -258,9 +258,8 @@ impl Store {
                     now,
                 )?;
             }
-            cache::notify(tx).await
+            Ok(())
         })?;
-        self.gate_changed();
         Ok(())
     }
 
@@ -332,12 +331,7 @@ impl Store {
 
     /// Enables or disables a service client.
     pub async fn set_service_client_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<()> {
-        let n = transaction!(self, |tx| {
-            let n = tx_execute!(tx, "UPDATE service_clients SET enabled = $2, updated_at = $3 WHERE id = $1", id, enabled, now)?;
-            cache::notify(tx).await?;
-            Ok(n)
-        })?;
-        self.gate_changed();
+        let n = gate_transaction!(self, |tx| tx_execute!(tx, "UPDATE service_clients SET enabled = $2, updated_at = $3 WHERE id = $1", id, enabled, now))?;
         if n == 0 { Err(Error::NotFound) } else { Ok(()) }
     }
 

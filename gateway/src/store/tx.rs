@@ -145,6 +145,25 @@ macro_rules! transaction {
 }
 pub(crate) use transaction;
 
+/// [`transaction!`] for a write of what the gate cache holds (`cache`, decision 0020): after the
+/// body, the cache's `NOTIFY` in the same transaction, so other instances hear of the change when
+/// it commits; once committed, this instance's cache is cleared.
+macro_rules! gate_transaction {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let done = $crate::store::tx::transaction!($store, |$tx| {
+            let out: $crate::store::Result<_> = $body;
+            let out = out?;
+            $crate::store::cache::notify($tx).await?;
+            Ok(out)
+        });
+        if done.is_ok() {
+            $store.gate_changed();
+        }
+        done
+    }};
+}
+pub(crate) use gate_transaction;
+
 /// One statement in `$tx`; the rows changed.
 macro_rules! tx_execute {
     ($tx:expr, $sql:expr $(, $param:expr)* $(,)?) => {

@@ -2,8 +2,8 @@
 //! provider, and the authorization requests in flight. A flow is taken with one
 //! `DELETE … RETURNING`, so a replayed callback, on this or any other instance, finds nothing.
 
-use super::cache::{self, UpstreamLogin};
-use super::{Backend, Error, Result, Store, User, transaction, tx_execute, with_pool, with_reader, write_optional};
+use super::cache::UpstreamLogin;
+use super::{Backend, Error, Result, Store, User, gate_transaction, tx_execute, with_pool, with_reader, write_optional};
 
 /// How the provider's claim finds the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantNames)]
@@ -117,7 +117,7 @@ impl Store {
     pub async fn set_clinic_login(&self, l: &ClinicLogin, now: i64) -> Result<()> {
         // The clinic first, for a clear answer (the foreign key would refuse it too).
         self.clinic(&l.clinic_id).await?;
-        transaction!(self, |tx| {
+        gate_transaction!(self, |tx| {
             tx_execute!(
                 tx,
                 "INSERT INTO clinic_logins (clinic_id, issuer, client_id, client_secret, claim, match_on, scopes, auth_method, updated_at)
@@ -134,10 +134,8 @@ impl Store {
                 &l.scopes,
                 l.auth_method.as_str(),
                 now,
-            )?;
-            cache::notify(tx).await
+            )
         })?;
-        self.gate_changed();
         Ok(())
     }
 
@@ -145,12 +143,7 @@ impl Store {
     /// the clinic.
     pub async fn clear_clinic_login(&self, clinic_id: &str) -> Result<bool> {
         self.clinic(clinic_id).await?;
-        let n = transaction!(self, |tx| {
-            let n = tx_execute!(tx, "DELETE FROM clinic_logins WHERE clinic_id = $1", clinic_id)?;
-            cache::notify(tx).await?;
-            Ok(n)
-        })?;
-        self.gate_changed();
+        let n = gate_transaction!(self, |tx| tx_execute!(tx, "DELETE FROM clinic_logins WHERE clinic_id = $1", clinic_id))?;
         Ok(n > 0)
     }
 

@@ -22,13 +22,15 @@ use sqlx::pool::PoolConnection;
 /// Longest a connection waits here; an older one goes back to the pool (and its test).
 const KEEP_FOR: Duration = Duration::from_millis(250);
 
+/// Kept connections with when each was kept, newest last; `None` once closed.
+type Kept = Option<Vec<(PoolConnection<Postgres>, Instant)>>;
+
 /// The kept connections, newest last.
 #[derive(Debug)]
 pub(super) struct Warm {
-    kept: std::sync::Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
+    /// `None` once [`Warm::close`] ran: nothing is kept any more.
+    kept: std::sync::Mutex<Kept>,
     most: usize,
-    /// Set by [`Warm::close`]: nothing is kept any more.
-    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Warm {
@@ -36,27 +38,28 @@ impl Warm {
     /// four (a command's), which needs every connection it has.
     pub(super) fn new(max_connections: u32) -> Option<Self> {
         let most = usize::try_from(max_connections / 4).unwrap_or(0);
-        (most > 0).then(|| Self {
-            kept: std::sync::Mutex::new(Vec::with_capacity(most)),
-            most,
-            closed: std::sync::atomic::AtomicBool::new(false),
-        })
+        (most > 0).then(|| Self { kept: std::sync::Mutex::new(Some(Vec::with_capacity(most))), most })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // A panic while holding this lock cannot leave the list inconsistent (pushes and drains).
+        self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The most recently kept connection that is still fresh; stale ones go back to the pool.
     pub(super) fn take(&self) -> Option<PoolConnection<Postgres>> {
-        let mut stale = Vec::new();
-        let taken = {
-            let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if infra::db::connections_suspect() {
-                stale.extend(kept.drain(..).map(|(c, _)| c));
-                None
+        let (taken, stale) = {
+            let mut guard = self.lock();
+            let kept = guard.as_mut()?;
+            // While connections are suspect every kept one goes back, to be tested.
+            let fresh = if infra::db::connections_suspect() {
+                kept.len()
             } else {
                 let now = Instant::now();
-                let fresh = kept.iter().position(|(_, at)| now.duration_since(*at) < KEEP_FOR).unwrap_or(kept.len());
-                stale.extend(kept.drain(..fresh).map(|(c, _)| c));
-                kept.pop().map(|(c, _)| c)
-            }
+                kept.iter().position(|(_, at)| now.duration_since(*at) < KEEP_FOR).unwrap_or(kept.len())
+            };
+            let stale: Vec<_> = kept.drain(..fresh).collect();
+            (kept.pop().map(|(c, _)| c), stale)
         };
         // Dropped outside the lock: sqlx tests them on their way back.
         drop(stale);
@@ -69,9 +72,10 @@ impl Warm {
         if conn.is_in_transaction() || conn.should_flush() || infra::db::connections_suspect() {
             return;
         }
-        let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Checked under the lock, so nothing is kept after `close` has emptied it.
-        if kept.len() < self.most && !self.closed.load(std::sync::atomic::Ordering::Acquire) {
+        if let Some(kept) = self.lock().as_mut()
+            && kept.len() < self.most
+        {
             kept.push((conn, Instant::now()));
         }
     }
@@ -79,11 +83,7 @@ impl Warm {
     /// Gives every kept connection back and keeps none from now on: the pool's `close` waits for
     /// all of its connections.
     pub(super) fn close(&self) {
-        let kept = {
-            let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.closed.store(true, std::sync::atomic::Ordering::Release);
-            std::mem::take(&mut *kept)
-        };
+        let kept = self.lock().take();
         drop(kept);
     }
 }
