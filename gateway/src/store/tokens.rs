@@ -51,8 +51,9 @@ pub struct NewIssuedToken {
     pub expires_at: i64,
     /// Issue time: the session must be live at this time.
     pub issued_at: i64,
-    /// Whether to move the session's last activity to `issued_at` too (done at most once a
-    /// minute per session, so most issues write nothing to the session row).
+    /// Whether to move the session's last activity to `issued_at` too (at most once per
+    /// `ACTIVITY_GRANULARITY_SECS` per session, so a session's frequent issues mostly write
+    /// nothing to its row).
     pub touch: bool,
     /// Whether a refusal (its session closed before the commit) is audited with the batch;
     /// `false` when the caller will try once more with the doctor's new session.
