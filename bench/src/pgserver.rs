@@ -7,6 +7,8 @@
 //! `full_page_writes`. `pg_stat_statements` is preloaded so the report can say where a
 //! request's database time goes, and the harness samples the CPU time of the whole server
 //! (postmaster and backends).
+//! Statements over 20 ms are logged, so a paced window's p99 can be told apart from the WAL
+//! flush's tail (`commit_stalls`).
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt as _;
@@ -39,6 +41,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("shared_preload_libraries", "pg_stat_statements"),
     ("pg_stat_statements.max", "1000"),
     ("pg_stat_statements.track", "top"),
+    // Statements over 20 ms go to the server's log with their end time, which is how the report
+    // counts commits held by a slow WAL flush in a paced window (`commit_stalls`).
+    ("log_min_duration_statement", "20ms"),
+    ("log_timezone", "UTC"),
 ];
 
 /// `BENCH_PG_SETTINGS` (`name=value,…`): settings added for a side measurement, never for the
@@ -193,6 +199,11 @@ impl PgServer {
         self.child.id()
     }
 
+    /// The server's log (beside the data directory).
+    pub fn log(&self) -> PathBuf {
+        self.data.with_file_name("server.log")
+    }
+
     /// What the report says of this server.
     pub fn describe(&self) -> String {
         let settings = SETTINGS
@@ -229,6 +240,44 @@ impl PgServer {
 pub struct DbProbe {
     pub postmaster: u32,
     pub admin_url: String,
+    /// The server's log (`commit_stalls` reads it).
+    pub log: PathBuf,
+}
+
+/// Commits that took over 20 ms in a window, from the server's log.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CommitStalls {
+    /// Slow commits that ended in the window.
+    pub commits: usize,
+    /// Groups of them that ended within 5 ms of each other: each group waited on one WAL flush.
+    pub flushes: usize,
+    /// The longest, in milliseconds.
+    pub max_ms: f64,
+}
+
+/// Reads `log` (the default `log_line_prefix`, `%m [%p] `, in UTC) for `COMMIT`s over
+/// `log_min_duration_statement` that ended between `from` and `to`.
+pub fn commit_stalls(log: &str, from: time::OffsetDateTime, to: time::OffsetDateTime) -> CommitStalls {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]");
+    let mut ends = Vec::new();
+    let mut stalls = CommitStalls::default();
+    for line in log.lines() {
+        let Some((stamp, rest)) = line.split_once(" UTC ") else { continue };
+        let Some(ms) = rest.split_once("duration: ").and_then(|(_, d)| d.strip_suffix(" ms  statement: COMMIT")) else {
+            continue;
+        };
+        let (Ok(at), Ok(ms)) = (time::PrimitiveDateTime::parse(stamp, &format), ms.parse::<f64>()) else { continue };
+        let at = at.assume_utc();
+        if at < from || at > to {
+            continue;
+        }
+        stalls.commits += 1;
+        stalls.max_ms = stalls.max_ms.max(ms);
+        ends.push(at);
+    }
+    ends.sort();
+    stalls.flushes = ends.windows(2).filter(|w| w[1] - w[0] > time::Duration::milliseconds(5)).count() + usize::from(!ends.is_empty());
+    stalls
 }
 
 /// One statement's share of a measured window.
@@ -295,5 +344,41 @@ fn shorten(query: &str) -> String {
         flat
     } else {
         format!("{}…", flat.chars().take(109).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines as PostgreSQL 15 writes them with the default `log_line_prefix` and
+    /// `log_min_duration_statement`.
+    const LOG: &str = "\
+2026-12-07 14:45:29.559 UTC [21743] LOG:  duration: 43.810 ms  statement: COMMIT
+2026-12-07 14:45:34.743 UTC [21801] LOG:  duration: 121.858 ms  statement: COMMIT
+2026-12-07 14:45:34.746 UTC [21750] LOG:  duration: 122.523 ms  statement: COMMIT
+2026-12-07 14:45:34.747 UTC [21748] LOG:  duration: 123.823 ms  statement: COMMIT
+2026-12-07 14:45:35.000 UTC [21737] LOG:  duration: 161.320 ms  execute sqlx_s_1: ANALYZE
+2026-12-07 14:45:37.319 UTC [21805] LOG:  duration: 39.583 ms  statement: COMMIT
+2026-12-07 14:45:37.319 UTC [21747] LOG:  duration: 50.415 ms  statement: COMMIT
+\tSTATEMENT:  COMMIT
+2026-12-07 14:45:48.955 UTC [21802] LOG:  duration: 32.152 ms  statement: COMMIT
+";
+
+    fn at(hms: &str) -> time::OffsetDateTime {
+        let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+        time::PrimitiveDateTime::parse(&format!("2026-12-07 {hms}"), &format).expect("test time").assume_utc()
+    }
+
+    #[test]
+    fn slow_commits_in_the_window_are_grouped_by_flush() {
+        let s = commit_stalls(LOG, at("14:45:30"), at("14:45:40"));
+        assert_eq!(s, CommitStalls { commits: 5, flushes: 2, max_ms: 123.823 });
+    }
+
+    #[test]
+    fn a_window_without_slow_commits_reports_none() {
+        assert_eq!(commit_stalls(LOG, at("14:45:49"), at("14:46:00")), CommitStalls::default());
+        assert_eq!(commit_stalls("", at("14:45:00"), at("14:46:00")), CommitStalls::default());
     }
 }

@@ -278,6 +278,8 @@ struct Ctx {
     rows: Vec<Row>,
     /// The PostgreSQL server behind the gateway being measured, when the harness runs it.
     db: Option<DbProbe>,
+    /// Per paced run on the harness's own PostgreSQL server: its commits held by a slow WAL flush.
+    stalls: Vec<String>,
 }
 
 impl Ctx {
@@ -328,6 +330,20 @@ impl Ctx {
             spec.rate.map(|r| format!(" rate={r}")).unwrap_or_default()
         );
         let result = load::run(target, Arc::new(workload), &spec).await?;
+        if let (Some(rate), Some(probe)) = (spec.rate, &self.db) {
+            // The measured window ends as the run returns (within its teardown's milliseconds).
+            let to = SystemClock.now();
+            let from = to - spec.duration;
+            let log = std::fs::read_to_string(&probe.log).unwrap_or_default();
+            let s = crate::pgserver::commit_stalls(&log, from, to);
+            self.stalls.push(format!(
+                "{server} {scenario} on {db}, {rows} rows, paced {rate}/s: {} commits over 20 ms in the measured window, \
+                 ending in {} WAL flushes (longest {:.0} ms)",
+                s.commits,
+                s.flushes,
+                s.max_ms,
+            ));
+        }
         eprintln!(
             "   {:.0}/s p50 {:.2} p90 {:.2} p99 {:.2} max {:.1} ms, errors {}, cpu {:.0} µs/op, rss {} MiB",
             result.rate,
@@ -393,6 +409,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args: args.clone(),
         pki,
         rows: Vec::new(),
+        stalls: Vec::new(),
         db: None,
     };
     let exe = std::env::current_exe()?;
@@ -590,7 +607,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     .arg(&config_path),
                 &dir.join("gateway.log"),
             )?;
-            ctx.db = own_pg.as_ref().filter(|_| db == "postgres").map(|s| DbProbe { postmaster: s.pid(), admin_url: s.url() });
+            ctx.db = own_pg.as_ref().filter(|_| db == "postgres").map(|s| DbProbe { postmaster: s.pid(), admin_url: s.url(), log: s.log() });
             let result = if args.sign_hash_only {
                 wait_port(cfg.port, &mut gw, 60).await
             } else {
@@ -632,6 +649,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(server) = own_pg.take() {
         server.stop();
     }
+    // Slow commits in the paced windows: the WAL flush's tail, which decides their p99.
+    notes.extend(ctx.stalls.iter().map(|s| {
+        format!("PostgreSQL's log (commits that ended within 5 ms of each other waited on one WAL flush): {s}.")
+    }));
 
     let m = Measurements {
         date: now.date().to_string(),
