@@ -337,8 +337,8 @@ impl Ctx {
             let log = std::fs::read_to_string(&probe.log).unwrap_or_default();
             let s = crate::pgserver::commit_stalls(&log, from, to);
             self.stalls.push(format!(
-                "{server} {scenario} on {db}, {rows} rows, paced {rate}/s: {} commits over 20 ms in the measured window, \
-                 ending in {} WAL flushes (longest {:.0} ms)",
+                "{server} {scenario} on {db}, {rows} rows, paced {rate}/s: commits over 20 ms in the measured window {}, \
+                 WAL flushes they waited on {}, longest {:.0} ms",
                 s.commits,
                 s.flushes,
                 s.max_ms,
