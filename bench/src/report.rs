@@ -480,7 +480,6 @@ fn postgres_statements(s: &mut String, m: &Measurements) {
         .rows
         .iter()
         .filter(|r| r.server == "gateway" && r.db == "postgres" && r.paced.is_none() && !r.result.db_statements.is_empty())
-        .filter(|r| r.rows == small(m))
         .collect();
     if rows.is_empty() {
         return;
@@ -499,10 +498,11 @@ fn postgres_statements(s: &mut String, m: &Measurements) {
         let time: f64 = res.db_statements.iter().map(|st| st.time_ms).sum();
         let _ = writeln!(
             s,
-            "**{} ({}, c={})**: {:.2} statements per operation, {:.0} µs of execution per operation, {:.0} µs of PostgreSQL CPU per operation.\n",
+            "**{} ({}, c={}, {} doctors)**: {:.2} statements per operation, {:.0} µs of execution per operation, {:.0} µs of PostgreSQL CPU per operation.\n",
             r.scenario,
             r.mode.label(),
             r.concurrency,
+            r.rows,
             calls as f64 / ops,
             time * 1000.0 / ops,
             res.db_cpu_us_per_op

@@ -518,8 +518,9 @@ async fn racing_issues_and_replayed_consumptions_are_each_answered_once(db: Db) 
 }
 
 /// One batch in the store: tokens whose session closed after the caller's read are refused (and
-/// audited as such) while the others in the same batch are recorded; batches larger than one
-/// multi-row statement are split; the session's activity moves to its latest token.
+/// audited as such) while the others in the same batch are recorded; a batch of any size is
+/// recorded whole (SQLite splits it into multi-row statements, PostgreSQL sends it as arrays); the
+/// session's activity moves to its latest token, and never for a refused one.
 async fn a_batch_records_live_sessions_and_refuses_closed_ones(db: Db) {
     let app = TestApp::spawn(db).await;
     let sid = open_session(&app).await;
@@ -552,8 +553,12 @@ async fn a_batch_records_live_sessions_and_refuses_closed_ones(db: Db) {
     }
 
     app.store().end_signing_sessions(SessionFilter::Id(&sid), EndReason::Doctor, now).await.unwrap();
-    let later = [token(200, &sid), token(201, "no-such-session")];
+    // Refused tokens move no activity, even when flagged to.
+    let mut later = [token(200, &sid), token(201, "no-such-session")];
+    later[0].touch = true;
+    later[0].issued_at = now + 30;
     assert_eq!(app.store().record_issued_tokens(&later, &[]).await.unwrap(), vec![false, false]);
+    assert_eq!(app.store().signing_session(&sid).await.unwrap().last_activity_at, now + 7);
     // Recorded before the session ended, and still unused: refused now that it has ended.
     assert!(matches!(app.store().consume_token(&consuming("batch-jti-1", "emr-a", &user.id, now)).await.unwrap(), Consumption::SessionEnded));
     assert!(matches!(app.store().consume_token(&consuming("batch-jti-200", "emr-a", &user.id, now)).await.unwrap(), Consumption::NotConsumable));

@@ -441,6 +441,12 @@ const MIGRATIONS: infra::db::Migrations = &[
         include_str!("../../../migrations/sqlite/0018_audit_pending.sql"),
         include_str!("../../../migrations/postgres/0018_audit_pending.sql"),
     ),
+    (
+        19,
+        "token session reference",
+        include_str!("../../../migrations/sqlite/0019_token_session_reference.sql"),
+        include_str!("../../../migrations/postgres/0019_token_session_reference.sql"),
+    ),
 ];
 
 impl Store {

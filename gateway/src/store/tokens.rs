@@ -8,6 +8,7 @@
 //! can succeed, and only while the token's signing session is open.
 
 use super::audit::append_chained;
+use super::tx::Conn;
 use super::{AuditEvent, Backend, Error, Result, Store, read_optional, row, transaction, tx_execute, tx_rows, with_pool, with_reader};
 
 row! {
@@ -139,6 +140,58 @@ row! {
 }
 
 
+/// [`Store::commit_batch`]'s tokens on PostgreSQL, in one statement: each token is inserted while
+/// its session is open at its issue time (as `HEAD`/`TAIL` do on SQLite), and each session that
+/// got a token flagged `touch` moves its activity to its latest such token's time (`$6`: those
+/// tokens' ids). A data-modifying WITH reads the insert's output, so the activity never moves
+/// for a token that was refused.
+const PG_RECORD: &str = "WITH ins AS (
+        INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
+        SELECT v.jti, s.id, v.client_id, v.expires_at, NULL, NULL, v.issued_at
+        FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[]) AS v(jti, session_id, client_id, expires_at, issued_at)
+        JOIN signing_sessions s ON s.id = v.session_id
+        WHERE s.ended_at IS NULL AND s.expires_at > v.issued_at AND s.last_activity_at + s.idle_secs > v.issued_at
+        RETURNING jti, session_id, created_at
+     ), touched AS (
+        UPDATE signing_sessions SET last_activity_at = t.at, updated_at = t.at
+        FROM (SELECT session_id, MAX(created_at) AS at FROM ins WHERE jti = ANY($6::text[]) GROUP BY session_id) AS t
+        WHERE signing_sessions.id = t.session_id AND signing_sessions.last_activity_at < t.at
+     )
+     SELECT jti FROM ins";
+
+/// [`Store::commit_batch`]'s consumption on PostgreSQL, in one statement (see `CONSUME_HEAD`).
+const PG_CONSUME: &str = "UPDATE issued_tokens SET consumed_at = v.at, consumed_by = v.consumer
+     FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS v(jti, consumer, at)
+     WHERE issued_tokens.jti = v.jti AND issued_tokens.consumed_at IS NULL AND issued_tokens.expires_at > v.at
+       AND EXISTS (SELECT 1 FROM signing_sessions s JOIN users u ON u.id = s.user_id
+                   WHERE s.id = issued_tokens.session_id AND s.ended_at IS NULL AND u.enabled)
+     RETURNING issued_tokens.jti AS jti, issued_tokens.session_id AS session_id, issued_tokens.client_id AS client_id";
+
+/// Runs [`PG_RECORD`] for `tokens` (not empty): the ids recorded.
+async fn pg_record(conn: &mut sqlx::PgConnection, tokens: &[NewIssuedToken]) -> Result<std::collections::HashSet<String>> {
+    let column = |f: fn(&NewIssuedToken) -> &str| tokens.iter().map(f).collect::<Vec<&str>>();
+    let rows: Vec<IssuedJti> = sqlx::query_as(PG_RECORD)
+        .bind(column(|t| &t.jti))
+        .bind(column(|t| &t.session_id))
+        .bind(column(|t| &t.client_id))
+        .bind(tokens.iter().map(|t| t.expires_at).collect::<Vec<i64>>())
+        .bind(tokens.iter().map(|t| t.issued_at).collect::<Vec<i64>>())
+        .bind(tokens.iter().filter(|t| t.touch).map(|t| t.jti.as_str()).collect::<Vec<&str>>())
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|r| r.jti).collect())
+}
+
+/// Runs [`PG_CONSUME`] for `consumes` (not empty, each jti once): the tokens consumed.
+async fn pg_consume(conn: &mut sqlx::PgConnection, consumes: &[&NewConsume]) -> Result<Vec<ConsumedRow>> {
+    Ok(sqlx::query_as(PG_CONSUME)
+        .bind(consumes.iter().map(|c| c.jti.as_str()).collect::<Vec<&str>>())
+        .bind(consumes.iter().map(|c| c.consumer.as_str()).collect::<Vec<&str>>())
+        .bind(consumes.iter().map(|c| c.at).collect::<Vec<i64>>())
+        .fetch_all(conn)
+        .await?)
+}
+
 impl Store {
     /// Records issued tokens and appends audit events, in one transaction (see
     /// [`Store::commit_batch`]). Returns, per token, whether it was recorded.
@@ -230,26 +283,40 @@ impl Store {
         };
         // One transaction; on SQLite inline on the writer connection (decision 0008).
         let committed = transaction!(self, |tx| {
-            let mut inserted = std::collections::HashSet::with_capacity(tokens.len());
-            for chunk in super::batch_chunks(tokens) {
-                let jtis = tx_rows!(
-                    tx,
-                    all<IssuedJti>,
-                    HEAD,
-                    chunk,
-                    |t| [t.jti, t.session_id, t.client_id, t.expires_at, t.issued_at],
-                    TAIL,
-                )?;
-                inserted.extend(jtis.into_iter().map(|r| r.jti));
-            }
-            let recorded = outcome(inserted);
-            for chunk in super::batch_chunks(&touched(&recorded)) {
-                tx_rows!(tx, execute, TOUCH_HEAD, chunk, |t| [t.0, t.1], TOUCH_TAIL)?;
-            }
-            let mut won = Vec::new();
-            for chunk in super::batch_chunks(&first_consumes) {
-                won.extend(tx_rows!(tx, all<ConsumedRow>, CONSUME_HEAD, chunk, |c| [c.jti, c.consumer, c.at], CONSUME_TAIL)?);
-            }
+            let (recorded, won) = match &mut tx.conn {
+                // One statement records the tokens and moves their sessions' activity, one
+                // consumes: each column as an array, one statement text for any batch size.
+                Conn::Postgres(conn) => {
+                    let recorded = if tokens.is_empty() { Vec::new() } else { outcome(pg_record(conn, tokens).await?) };
+                    let won = if first_consumes.is_empty() { Vec::new() } else { pg_consume(conn, &first_consumes).await? };
+                    (recorded, won)
+                }
+                // SQLite (no data-modifying WITH, no arrays): multi-row statements in power-of-two
+                // chunks, a handful of cached statement texts.
+                Conn::Sqlite(_) => {
+                    let mut inserted = std::collections::HashSet::with_capacity(tokens.len());
+                    for chunk in super::batch_chunks(tokens) {
+                        let jtis = tx_rows!(
+                            tx,
+                            all<IssuedJti>,
+                            HEAD,
+                            chunk,
+                            |t| [t.jti, t.session_id, t.client_id, t.expires_at, t.issued_at],
+                            TAIL,
+                        )?;
+                        inserted.extend(jtis.into_iter().map(|r| r.jti));
+                    }
+                    let recorded = outcome(inserted);
+                    for chunk in super::batch_chunks(&touched(&recorded)) {
+                        tx_rows!(tx, execute, TOUCH_HEAD, chunk, |t| [t.0, t.1], TOUCH_TAIL)?;
+                    }
+                    let mut won = Vec::new();
+                    for chunk in super::batch_chunks(&first_consumes) {
+                        won.extend(tx_rows!(tx, all<ConsumedRow>, CONSUME_HEAD, chunk, |c| [c.jti, c.consumer, c.at], CONSUME_TAIL)?);
+                    }
+                    (recorded, won)
+                }
+            };
             let consumed = consumed(won_map(won));
             let all = audit(&recorded, &consumed);
             if !all.is_empty() {
