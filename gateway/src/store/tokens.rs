@@ -231,7 +231,8 @@ impl Store {
         consumes: &[NewConsume],
         events: &[(AuditEvent, i64)],
     ) -> Result<(Vec<bool>, Vec<Option<ConsumedToken>>)> {
-        // VALUES columns are column1… on both databases.
+        // SQLite's multi-row statements (PostgreSQL sends arrays: `PG_RECORD`, `PG_CONSUME`);
+        // VALUES columns are column1….
         const HEAD: &str = "INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
              SELECT v.column1, s.id, v.column3, v.column4, NULL, NULL, v.column5 FROM (";
         const TAIL: &str = ") AS v JOIN signing_sessions s ON s.id = v.column2
