@@ -68,6 +68,8 @@ pub struct PgServer {
     child: Child,
     port: u16,
     data: PathBuf,
+    /// Where the server writes its log (beside the data directory).
+    log: PathBuf,
     version: String,
 }
 
@@ -156,14 +158,15 @@ impl PgServer {
         for setting in &extra {
             postgres.args(["-c", setting]);
         }
-        let log = std::fs::File::create(dir.join("server.log"))?;
+        let log_path = dir.join("server.log");
+        let log = std::fs::File::create(&log_path)?;
         if let Some((uid, gid)) = ids {
-            std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(&log_path, Some(uid), Some(gid))?;
         }
         postgres.stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
         as_postgres(&mut postgres);
         let child = postgres.spawn().context("start postgres")?;
-        let mut server = Self { child, port, data, version: String::new() };
+        let mut server = Self { child, port, data, log: log_path, version: String::new() };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match server.admin().await {
@@ -176,11 +179,11 @@ impl PgServer {
                     return Ok(server);
                 }
                 Err(e) if Instant::now() > deadline => {
-                    return Err(e).context(format!("the benchmark's PostgreSQL server (log: {})", dir.join("server.log").display()));
+                    return Err(e).context(format!("the benchmark's PostgreSQL server (log: {})", server.log.display()));
                 }
                 Err(_) => {
                     if let Ok(Some(status)) = server.child.try_wait() {
-                        bail!("postgres exited with {status}; see {}", dir.join("server.log").display());
+                        bail!("postgres exited with {status}; see {}", server.log.display());
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -205,7 +208,7 @@ impl PgServer {
 
     /// The server's log (beside the data directory).
     pub fn log(&self) -> PathBuf {
-        self.data.with_file_name("server.log")
+        self.log.clone()
     }
 
     /// What the report says of this server.

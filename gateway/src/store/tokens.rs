@@ -140,32 +140,56 @@ row! {
 }
 
 
+/// The condition on session `s` for a token issued at `$at` to be recorded: open, unexpired and
+/// not idle (docs/design.md §3.7). One text for both databases' statements.
+macro_rules! session_open_at {
+    ($at:literal) => {
+        concat!("s.ended_at IS NULL AND s.expires_at > ", $at, " AND s.last_activity_at + s.idle_secs > ", $at)
+    };
+}
+
+/// The end of a consuming `UPDATE issued_tokens`: the row is consumed at `$at` only while unused,
+/// unexpired, its signing session open and its doctor enabled, and it is returned as
+/// [`ConsumedRow`] reads it. One text for both databases' statements.
+macro_rules! consumable_at {
+    ($at:literal) => {
+        concat!(
+            "issued_tokens.consumed_at IS NULL AND issued_tokens.expires_at > ", $at, "
+               AND EXISTS (SELECT 1 FROM signing_sessions s JOIN users u ON u.id = s.user_id
+                           WHERE s.id = issued_tokens.session_id AND s.ended_at IS NULL AND u.enabled)
+             RETURNING issued_tokens.jti AS jti, issued_tokens.session_id AS session_id, issued_tokens.client_id AS client_id"
+        )
+    };
+}
+
 /// [`Store::commit_batch`]'s tokens on PostgreSQL, in one statement: each token is inserted while
 /// its session is open at its issue time (as `HEAD`/`TAIL` do on SQLite), and each session that
 /// got a token flagged `touch` moves its activity to its latest such token's time (`$6`: those
 /// tokens' ids). A data-modifying WITH reads the insert's output, so the activity never moves
 /// for a token that was refused.
-const PG_RECORD: &str = "WITH ins AS (
+const PG_RECORD: &str = concat!(
+    "WITH ins AS (
         INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
         SELECT v.jti, s.id, v.client_id, v.expires_at, NULL, NULL, v.issued_at
         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[]) AS v(jti, session_id, client_id, expires_at, issued_at)
         JOIN signing_sessions s ON s.id = v.session_id
-        WHERE s.ended_at IS NULL AND s.expires_at > v.issued_at AND s.last_activity_at + s.idle_secs > v.issued_at
+        WHERE ", session_open_at!("v.issued_at"), "
         RETURNING jti, session_id, created_at
      ), touched AS (
         UPDATE signing_sessions SET last_activity_at = t.at, updated_at = t.at
         FROM (SELECT session_id, MAX(created_at) AS at FROM ins WHERE jti = ANY($6::text[]) GROUP BY session_id) AS t
         WHERE signing_sessions.id = t.session_id AND signing_sessions.last_activity_at < t.at
      )
-     SELECT jti FROM ins";
+     SELECT jti FROM ins"
+);
 
-/// [`Store::commit_batch`]'s consumption on PostgreSQL, in one statement (see `CONSUME_HEAD`).
-const PG_CONSUME: &str = "UPDATE issued_tokens SET consumed_at = v.at, consumed_by = v.consumer
+/// [`Store::commit_batch`]'s consumption on PostgreSQL, in one statement of column arrays.
+const PG_CONSUME: &str = concat!(
+    "UPDATE issued_tokens SET consumed_at = v.at, consumed_by = v.consumer
      FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS v(jti, consumer, at)
-     WHERE issued_tokens.jti = v.jti AND issued_tokens.consumed_at IS NULL AND issued_tokens.expires_at > v.at
-       AND EXISTS (SELECT 1 FROM signing_sessions s JOIN users u ON u.id = s.user_id
-                   WHERE s.id = issued_tokens.session_id AND s.ended_at IS NULL AND u.enabled)
-     RETURNING issued_tokens.jti AS jti, issued_tokens.session_id AS session_id, issued_tokens.client_id AS client_id";
+     WHERE issued_tokens.jti = v.jti AND ",
+    consumable_at!("v.at"),
+);
 
 /// Runs [`PG_RECORD`] for `tokens` (not empty): the ids recorded.
 async fn pg_record(conn: &mut sqlx::PgConnection, tokens: &[NewIssuedToken]) -> Result<std::collections::HashSet<String>> {
@@ -235,19 +259,14 @@ impl Store {
         // VALUES columns are column1….
         const HEAD: &str = "INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
              SELECT v.column1, s.id, v.column3, v.column4, NULL, NULL, v.column5 FROM (";
-        const TAIL: &str = ") AS v JOIN signing_sessions s ON s.id = v.column2
-             WHERE s.ended_at IS NULL AND s.expires_at > v.column5 AND s.last_activity_at + s.idle_secs > v.column5
-             RETURNING jti";
+        const TAIL: &str =
+            concat!(") AS v JOIN signing_sessions s ON s.id = v.column2 WHERE ", session_open_at!("v.column5"), " RETURNING jti");
         // Activity: one statement for the batch, (session id, time) per touched session.
         const TOUCH_HEAD: &str = "UPDATE signing_sessions SET last_activity_at = v.column2, updated_at = v.column2 FROM (";
         const TOUCH_TAIL: &str = ") AS v WHERE signing_sessions.id = v.column1 AND signing_sessions.last_activity_at < v.column2";
         // Consumption: (jti, consumer, time) rows, each jti once per statement.
         const CONSUME_HEAD: &str = "UPDATE issued_tokens SET consumed_at = v.column3, consumed_by = v.column2 FROM (";
-        const CONSUME_TAIL: &str = ") AS v WHERE issued_tokens.jti = v.column1 AND issued_tokens.consumed_at IS NULL
-               AND issued_tokens.expires_at > v.column3
-               AND EXISTS (SELECT 1 FROM signing_sessions s JOIN users u ON u.id = s.user_id
-                           WHERE s.id = issued_tokens.session_id AND s.ended_at IS NULL AND u.enabled)
-             RETURNING issued_tokens.jti AS jti, issued_tokens.session_id AS session_id, issued_tokens.client_id AS client_id";
+        const CONSUME_TAIL: &str = concat!(") AS v WHERE issued_tokens.jti = v.column1 AND ", consumable_at!("v.column3"));
         let outcome = |inserted: std::collections::HashSet<String>| -> Vec<bool> {
             tokens.iter().map(|t| inserted.contains(&t.jti)).collect()
         };
