@@ -19,11 +19,17 @@
 //! - the end entity's certificatePolicies against the anchor's [`Policies`].
 //!
 //! x509-parser only *reads* fields (policies, validity, names) of certificates and CRLs.
+//!
+//! A store remembers its successful verdicts per presented chain while no certificate or CRL they
+//! involve can change state (`verdicts.rs`, decision 0025).
 
 mod crl;
 mod ffi;
 mod policy;
 mod profile;
+mod verdicts;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
@@ -31,6 +37,8 @@ use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
 use openssl::x509::{X509, X509Crl, X509PurposeId, X509StoreContext, X509VerifyResult};
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
+
+use verdicts::{Verdicts, first_bound_from};
 
 pub use crl::{CrlError, CrlInfo, check_crl, inspect_crl, is_newer};
 pub use policy::{BadPolicy, Policies, PolicyPattern};
@@ -297,10 +305,17 @@ struct Anchor {
 }
 
 /// The anchors of one trust domain (clinic + service TLS clients, or one card kind), parsed once.
-/// Build a new one when an anchor or CRL changes; share it in an `Arc`.
+/// Build a new one when an anchor or CRL changes; share it in an `Arc`. It remembers its successful
+/// validations per presented chain for as long as a fresh one would give the same answer
+/// (`verdicts.rs`, decision 0025).
 pub struct TrustStore {
     anchors: Vec<Anchor>,
     problems: Vec<AnchorProblem>,
+    /// Every validity bound of the anchors' certificates and CRLs (notBefore, notAfter, thisUpdate,
+    /// nextUpdate), Unix seconds: where a remembered verdict may stop holding.
+    bounds: Vec<i64>,
+    verdicts: Verdicts,
+    full_validations: AtomicU64,
 }
 
 impl std::fmt::Debug for TrustStore {
@@ -317,23 +332,33 @@ impl TrustStore {
     /// refuses only the paths that end at it.
     pub fn new(specs: Vec<AnchorSpec>) -> TrustStore {
         let mut problems = Vec::new();
+        let mut bounds = Vec::new();
         let anchors = specs
             .into_iter()
             .enumerate()
             .map(|(index, spec)| {
                 let sha256 = sha256_hex(&spec.certificate);
                 let (subject_der, subject) = match X509Certificate::from_der(&spec.certificate) {
-                    Ok((_, c)) => (Some(c.subject().as_raw().to_vec()), c.subject().to_string()),
+                    Ok((_, c)) => {
+                        bounds.extend(validity_bounds(&c));
+                        (Some(c.subject().as_raw().to_vec()), c.subject().to_string())
+                    }
                     Err(e) => (None, format!("(unparsable: {e})")),
                 };
                 let usable = build_anchor(&spec);
-                if let Err(reason) = &usable {
-                    problems.push(AnchorProblem { index, anchor_sha256: sha256.clone(), reason: reason.clone() });
+                match &usable {
+                    Ok(UsableAnchor { crls: Some(crls), .. }) => {
+                        bounds.extend(crls.iter().flat_map(|c| std::iter::once(c.info.this_update).chain(c.info.next_update)));
+                    }
+                    Ok(_) => {}
+                    Err(reason) => {
+                        problems.push(AnchorProblem { index, anchor_sha256: sha256.clone(), reason: reason.clone() })
+                    }
                 }
                 Anchor { index, sha256, der: spec.certificate, subject_der, subject, policies: spec.policies, usable }
             })
             .collect();
-        TrustStore { anchors, problems }
+        TrustStore { anchors, problems, bounds, verdicts: Verdicts::default(), full_validations: AtomicU64::new(0) }
     }
 
     /// Anchors that cannot be used.
@@ -374,12 +399,46 @@ impl TrustStore {
         if intermediates.len() > MAX_INTERMEDIATES {
             return Err(PathError::Malformed { reason: format!("more than {MAX_INTERMEDIATES} intermediate certificates") });
         }
+        let key = Verdicts::key(leaf, intermediates, purpose, checks);
+        if let Some(remembered) = self.verdicts.get(&key, at_unix) {
+            return Ok(remembered);
+        }
+        self.full_validations.fetch_add(1, Ordering::Relaxed);
+        let mut bounds = Vec::with_capacity(2 * (1 + intermediates.len()));
+        let validated = self.validate_fresh(leaf, intermediates, at_unix, purpose, checks, &mut bounds)?;
+        let until = first_bound_from(at_unix, self.bounds.iter().copied().chain(bounds)).unwrap_or(i64::MAX);
+        self.verdicts.put(key, at_unix, until, &validated);
+        Ok(validated)
+    }
+
+    /// How many validations ran in full (the others were answered from remembered verdicts).
+    pub fn full_validations(&self) -> u64 {
+        self.full_validations.load(Ordering::Relaxed)
+    }
+
+    /// How many successful verdicts are remembered.
+    pub fn remembered_verdicts(&self) -> usize {
+        self.verdicts.len()
+    }
+
+    /// The validation itself; `bounds` receives the presented certificates' validity bounds.
+    fn validate_fresh(
+        &self,
+        leaf: &[u8],
+        intermediates: &[Vec<u8>],
+        at_unix: i64,
+        purpose: Purpose,
+        checks: Checks,
+        bounds: &mut Vec<i64>,
+    ) -> Result<Validated, PathError> {
         let leaf_parsed = parse(leaf, "certificate")?;
+        bounds.extend(validity_bounds(&leaf_parsed));
         let leaf_x509 = X509::from_der(leaf).map_err(|e| PathError::Malformed { reason: e.to_string() })?;
         let mut issuers: Vec<Vec<u8>> = vec![leaf_parsed.issuer().as_raw().to_vec()];
         let mut chain = Stack::new().map_err(openssl_failure)?;
         for der in intermediates {
             let parsed = parse(der, "intermediate certificate")?;
+            bounds.extend(validity_bounds(&parsed));
             issuers.push(parsed.issuer().as_raw().to_vec());
             let x = X509::from_der(der).map_err(|e| PathError::Malformed { reason: e.to_string() })?;
             chain.push(x).map_err(openssl_failure)?;
@@ -685,6 +744,11 @@ fn end_entity_policies(cert: &X509Certificate<'_>) -> Result<Vec<String>, PathEr
         }
     }
     Ok(out)
+}
+
+/// A certificate's notBefore and notAfter, Unix seconds.
+fn validity_bounds(cert: &X509Certificate<'_>) -> [i64; 2] {
+    [cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()]
 }
 
 /// Parses one DER certificate; trailing bytes are an error.

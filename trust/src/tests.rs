@@ -438,3 +438,101 @@ fn a_document_signing_certificate_needs_non_repudiation() {
     let no_usage = leaf(&root, &LeafOpts { policies: vec![HPKI_SIGN], key_usage: vec![], ..LeafOpts::default() });
     assert_eq!(store.validate(&no_usage.der, &[], NOW, Purpose::DocumentSigning).unwrap_err().code(), "wrong_purpose");
 }
+
+/// A store built afresh from the same anchors: the oracle a remembered verdict must agree with.
+fn fresh(specs: &[AnchorSpec]) -> TrustStore {
+    TrustStore::new(specs.to_vec())
+}
+
+#[test]
+fn a_success_is_remembered_until_the_first_validity_bound_and_never_before_it_was_made() {
+    let root = root("Root");
+    let cert = leaf(&root, &LeafOpts { not_before: NOW - DAY, not_after: NOW + DAY, ..LeafOpts::default() });
+    let specs = vec![anchor(&root, Revocation::Crl(vec![crl(&root, &[], NOW - DAY, NOW + 60, 1)]), "any")];
+    let store = fresh(&specs);
+
+    let first = store.validate(&cert.der, &[], NOW, Purpose::ClientTls).unwrap();
+    assert_eq!((store.full_validations(), store.remembered_verdicts()), (1, 1));
+    // Inside the window: answered from memory, the same answer.
+    assert_eq!(store.validate(&cert.der, &[], NOW + 59, Purpose::ClientTls), Ok(first.clone()));
+    assert_eq!(store.full_validations(), 1);
+    // At the CRL's nextUpdate: validated again, and refused like a fresh store refuses.
+    let stale = store.validate(&cert.der, &[], NOW + 60, Purpose::ClientTls);
+    assert_eq!(store.full_validations(), 2);
+    assert_eq!(stale.as_ref().unwrap_err().code(), "crl_stale");
+    assert_eq!(stale, fresh(&specs).validate(&cert.der, &[], NOW + 60, Purpose::ClientTls));
+    // Never for a time before the verdict was made (a clock set back).
+    assert_eq!(store.validate(&cert.der, &[], NOW - 1, Purpose::ClientTls), Ok(first));
+    assert_eq!(store.full_validations(), 3);
+    let early = store.validate(&cert.der, &[], NOW - 2 * DAY, Purpose::ClientTls);
+    assert!(early.is_err());
+    assert_eq!(early, fresh(&specs).validate(&cert.der, &[], NOW - 2 * DAY, Purpose::ClientTls));
+
+    // The certificate's own notAfter ends a verdict too, and no verdict outlives MAX_AGE_SECS.
+    let lax = fresh(&[anchor(&root, Revocation::None, "any")]);
+    let near_end = NOW + DAY - 10;
+    assert!(lax.validate(&cert.der, &[], near_end, Purpose::ClientTls).is_ok());
+    assert!(lax.validate(&cert.der, &[], near_end + 9, Purpose::ClientTls).is_ok());
+    assert_eq!(lax.full_validations(), 1);
+    assert_eq!(
+        lax.validate(&cert.der, &[], NOW + DAY + 1, Purpose::ClientTls),
+        Err(PathError::Expired { depth: 0, not_after: NOW + DAY })
+    );
+    let lax = fresh(&[anchor(&root, Revocation::None, "any")]);
+    assert!(lax.validate(&cert.der, &[], NOW, Purpose::ClientTls).is_ok());
+    assert!(lax.validate(&cert.der, &[], NOW + verdicts::MAX_AGE_SECS - 1, Purpose::ClientTls).is_ok());
+    assert_eq!(lax.full_validations(), 1);
+    assert!(lax.validate(&cert.der, &[], NOW + verdicts::MAX_AGE_SECS, Purpose::ClientTls).is_ok());
+    assert_eq!(lax.full_validations(), 2);
+}
+
+#[test]
+fn a_crl_that_becomes_current_later_ends_a_remembered_verdict() {
+    let root = root("Root");
+    let cert = leaf(&root, &LeafOpts::default());
+    // The CRL in force does not list the certificate; a newer one, current from NOW + 100, does.
+    let specs = vec![anchor(
+        &root,
+        Revocation::Crl(vec![crl(&root, &[], NOW - DAY, NOW + DAY, 1), crl(&root, &[&cert.serial], NOW + 100, NOW + DAY, 2)]),
+        "any",
+    )];
+    let store = fresh(&specs);
+    assert!(store.validate(&cert.der, &[], NOW, Purpose::CardAuth).is_ok());
+    assert!(store.validate(&cert.der, &[], NOW + 99, Purpose::CardAuth).is_ok());
+    assert_eq!(store.full_validations(), 1);
+    let later = store.validate(&cert.der, &[], NOW + 100, Purpose::CardAuth);
+    assert_eq!(later, fresh(&specs).validate(&cert.der, &[], NOW + 100, Purpose::CardAuth));
+    assert_eq!(later, Err(PathError::Revoked { depth: 0 }));
+}
+
+#[test]
+fn a_remembered_verdict_answers_only_the_same_chain_purpose_and_checks() {
+    let root = root("Root");
+    let sub = sub_ca(&root, "Sub CA");
+    let revoked = leaf(&sub, &LeafOpts::default());
+    let store = fresh(&[anchor(
+        &root,
+        Revocation::Crl(vec![fresh_crl(&root, &[]), fresh_crl(&sub, &[&revoked.serial])]),
+        "any",
+    )]);
+    let chain = std::slice::from_ref(&sub.der);
+
+    // Refusals are not remembered.
+    assert_eq!(store.validate(&revoked.der, chain, NOW, Purpose::CardAuth), Err(PathError::Revoked { depth: 0 }));
+    assert_eq!(store.remembered_verdicts(), 0);
+
+    // An explanation without revocation succeeds; it does not answer for the full checks.
+    let explain = Checks { revocation: false, ..Checks::ALL };
+    assert!(store.validate_with(&revoked.der, chain, NOW, Purpose::CardAuth, explain).is_ok());
+    assert_eq!(store.remembered_verdicts(), 1);
+    assert_eq!(store.validate(&revoked.der, chain, NOW + 1, Purpose::CardAuth), Err(PathError::Revoked { depth: 0 }));
+
+    // Fit for card authentication is not fit for signing documents.
+    let good = leaf(&sub, &LeafOpts::default());
+    assert!(store.validate(&good.der, chain, NOW, Purpose::CardAuth).is_ok());
+    assert_eq!(store.validate(&good.der, chain, NOW + 1, Purpose::DocumentSigning).unwrap_err().code(), "wrong_purpose");
+    // Without the intermediate there is no path, whatever was remembered with it.
+    assert_eq!(store.validate(&good.der, &[], NOW + 1, Purpose::CardAuth).unwrap_err().code(), "untrusted_issuer");
+    assert!(store.validate(&good.der, chain, NOW + 2, Purpose::CardAuth).is_ok());
+    assert_eq!(store.full_validations(), 6);
+}
