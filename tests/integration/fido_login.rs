@@ -760,6 +760,55 @@ async fn operators_manage_codes_credentials_and_sessions(db: Db) {
     app.stop().await;
 }
 
+/// The last three audit rows as (event, outcome, session id, reason).
+async fn last_three(app: &TestApp) -> Vec<(String, String, Option<String>, Option<String>)> {
+    let events = events(app).await;
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    events[events.len() - 3..].iter().map(|(e, o, d)| (e.clone(), o.clone(), text(&d["session_id"]), text(&d["reason"]))).collect()
+}
+
+/// What an opening that ended `old` for `reason` and opened `new` audits, in order, in its commit.
+fn opening_rows(old: &str, reason: &str, new: &str) -> Vec<(String, String, Option<String>, Option<String>)> {
+    let row = |e: &str, session: &str, reason: Option<&str>| (e.to_owned(), "success".to_owned(), Some(session.to_owned()), reason.map(str::to_owned));
+    vec![
+        ("authentication".to_owned(), "success".to_owned(), None, None),
+        row("signing_session_ended", old, Some(reason)),
+        row("signing_session_opened", new, None),
+    ]
+}
+
+/// An opening ends the doctor's open session at the clinic in its own commit: as `superseded`
+/// while it is live, as `expired` once it is past its idle timeout, audited in order between the
+/// check and the opening (on PostgreSQL the end and the opening are separate statements of one
+/// transaction, decision 0026).
+async fn an_opening_ends_the_open_session_superseded_or_expired(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let first = Browser::doctor(&app).await;
+    let mut key = authenticator(&app);
+    assert_eq!(first.link_with_code(&mut key, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
+    assert_eq!(first.authenticate(&mut key).await.0, 200);
+    let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let live = async |app: &TestApp| app.store().live_signing_session(&uid, CLINIC, app.clock_now()).await.unwrap().unwrap().id;
+    let one = live(&app).await;
+    app.clock.advance(time::Duration::seconds(1));
+    let second = Browser::doctor(&app).await;
+    assert_eq!(second.authenticate(&mut key).await.0, 200);
+    let two = live(&app).await;
+    assert_eq!(last_three(&app).await, opening_rows(&one, "superseded", &two));
+
+    app.clock.advance(time::Duration::seconds(app.config.signing_session.idle_secs + 1));
+    let third = Browser::doctor(&app).await;
+    assert_eq!(third.authenticate(&mut key).await.0, 200);
+    let three = live(&app).await;
+    assert_eq!(last_three(&app).await, opening_rows(&two, "expired", &three));
+    for (id, state) in [(&one, "superseded"), (&two, "expired")] {
+        assert_eq!(app.store().signing_session(id).await.unwrap().state(app.clock_now()), SigningSessionState::Ended(state.into()));
+    }
+    let current = app.store().current_signing_session(&uid, CLINIC).await.unwrap().unwrap();
+    assert_eq!((current.id, current.ended_at), (three, None));
+    app.stop().await;
+}
+
 db_tests!(
     operators_manage_codes_credentials_and_sessions,
     link_with_code_then_authenticate_opens_a_signing_session,
@@ -777,5 +826,6 @@ db_tests!(
     signing_session_absolute_lifetime_holds_despite_activity,
     sessions_beyond_aal3_are_issued_as_aal2,
     logout_and_account_disable_end_the_signing_session,
+    an_opening_ends_the_open_session_superseded_or_expired,
     json_endpoints_refuse_bad_requests_clearly,
 );

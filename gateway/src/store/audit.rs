@@ -126,6 +126,20 @@ impl Store {
     }
 }
 
+impl<'a> AuditBatch<'a> {
+    /// The rows, for a PostgreSQL statement that queues them to `audit_pending` beside its own
+    /// write (`audit_pending::queue_rows!`), as [`append_audit`] would queue them: `None` for the
+    /// batch that starts the keyed segment (it is chained in its own transaction), and without an
+    /// audit key the refusal [`append_audit`] gives.
+    pub(super) fn queueable(&self) -> Result<Option<&[PendingRow<'a>]>> {
+        match (self.key, &self.rekey) {
+            (_, Some(_)) => Ok(None),
+            (None, None) => Err(no_key()),
+            (Some(_), None) => Ok(Some(&self.rows)),
+        }
+    }
+}
+
 fn pending_rows(events: &[(AuditEvent, i64)]) -> Vec<PendingRow<'_>> {
     events
         .iter()
@@ -272,9 +286,7 @@ fn head_args(rows: &[PendingRow<'_>]) -> (i64, i64) {
 /// chained here ([`append_chained`]).
 pub(super) async fn append_audit(tx: &mut Tx<'_>, batch: &AuditBatch<'_>) -> Result<()> {
     if tx.is_postgres() && batch.rekey.is_none() {
-        super::audit_pending::queue(tx, batch.key, &batch.rows).await?;
-        tx.audited(batch.rows.iter().map(|r| (r.1, r.2.as_str())));
-        return Ok(());
+        return super::audit_pending::queue(tx, batch.key, &batch.rows).await;
     }
     append_chained(tx, batch).await
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use sqlx::postgres::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::audit::{AuditKey, HeadRow, chain_after, insert_chained};
+use super::audit::{AuditKey, HeadRow, PendingRow, chain_after, insert_chained};
 use super::tx::{Conn, Tx};
 use super::{Error, Result, row};
 
@@ -26,13 +26,25 @@ use super::{Error, Result, row};
 const BATCH: i64 = 1000;
 
 /// The rows of an [`super::audit::AuditBatch`] into `audit_pending`, in order, only while the
-/// chain is keyed (a log written before keyed chaining takes no rows until `audit rekey`).
-const QUEUE: &str = "INSERT INTO audit_pending (created_at, event, outcome, clinic_id, user_id, detail)
-     SELECT u.at, u.event, u.outcome, u.clinic_id, u.user_id, u.detail
-     FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-          WITH ORDINALITY AS u(at, event, outcome, clinic_id, user_id, detail, n)
-     WHERE EXISTS (SELECT 1 FROM audit_head WHERE id = 1 AND keyed_from IS NOT NULL)
-     ORDER BY u.n";
+/// chain is keyed (a log written before keyed chaining takes no rows until `audit rekey`). The
+/// arguments name the six parameters that carry the rows, one array per column, as
+/// [`bind_rows`] binds them: a statement that writes something else may queue its audit rows in
+/// a WITH query of this text (`Store::open_signing_session`).
+macro_rules! queue_rows {
+    ($at:literal, $event:literal, $outcome:literal, $clinic:literal, $user:literal, $detail:literal) => {
+        concat!(
+            "INSERT INTO audit_pending (created_at, event, outcome, clinic_id, user_id, detail)
+             SELECT u.at, u.event, u.outcome, u.clinic_id, u.user_id, u.detail
+             FROM UNNEST(", $at, "::int8[], ", $event, "::text[], ", $outcome, "::text[], ", $clinic, "::text[], ",
+            $user, "::text[], ", $detail, "::text[])
+                  WITH ORDINALITY AS u(at, event, outcome, clinic_id, user_id, detail, n)
+             WHERE EXISTS (SELECT 1 FROM audit_head WHERE id = 1 AND keyed_from IS NOT NULL)
+             ORDER BY u.n"
+        )
+    };
+}
+pub(super) use queue_rows;
+const QUEUE: &str = queue_rows!("$1", "$2", "$3", "$4", "$5", "$6");
 /// The head, locked for the batch: chainers of several instances take turns here.
 const LOCK_HEAD: &str = "SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1 FOR UPDATE";
 /// The oldest pending rows, taken.
@@ -55,27 +67,39 @@ row! {
 /// Writes `rows` (at, event, outcome, clinic, user, detail) to `audit_pending` in the open
 /// PostgreSQL transaction `tx`, and marks it to wait for the chaining after its commit. Refused,
 /// writing nothing, without an audit key or before the chain is keyed.
-pub(super) async fn queue(tx: &mut Tx<'_>, key: Option<&AuditKey>, rows: &[super::audit::PendingRow<'_>]) -> Result<()> {
+pub(super) async fn queue(tx: &mut Tx<'_>, key: Option<&AuditKey>, rows: &[PendingRow<'_>]) -> Result<()> {
     if key.is_none() {
         return Err(super::audit::no_key());
     }
     let Conn::Postgres(conn) = &mut tx.conn else {
         unreachable!("audit rows are queued on PostgreSQL only");
     };
-    let written = sqlx::query(QUEUE)
+    let written = bind_rows(sqlx::query(QUEUE), rows).execute(&mut **conn).await?.rows_affected();
+    queued(tx, rows, written)
+}
+
+/// Binds `rows` as [`queue_rows!`] reads them: six parameters, after those `query` has bound.
+pub(super) fn bind_rows<'q>(query: PgQuery<'q>, rows: &'q [PendingRow<'_>]) -> PgQuery<'q> {
+    query
         .bind(rows.iter().map(|r| r.0).collect::<Vec<i64>>())
         .bind(rows.iter().map(|r| r.1).collect::<Vec<&str>>())
         .bind(rows.iter().map(|r| r.2.as_str()).collect::<Vec<&str>>())
         .bind(rows.iter().map(|r| r.3).collect::<Vec<Option<&str>>>())
         .bind(rows.iter().map(|r| r.4).collect::<Vec<Option<&str>>>())
         .bind(rows.iter().map(|r| r.5.as_str()).collect::<Vec<&str>>())
-        .execute(&mut **conn)
-        .await?
-        .rows_affected();
+}
+
+/// A PostgreSQL statement being bound.
+pub(super) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// After a statement queued `written` of `rows` in `tx`: refused unless it queued them all (the
+/// chain is not keyed), else noted for the count and the chaining after the commit.
+pub(super) fn queued(tx: &mut Tx<'_>, rows: &[PendingRow<'_>], written: u64) -> Result<()> {
     if written != rows.len() as u64 {
         return Err(super::audit::not_keyed(None));
     }
     tx.chain_after_commit();
+    tx.audited(rows.iter().map(|r| (r.1, r.2.as_str())));
     Ok(())
 }
 

@@ -9,9 +9,11 @@
 
 
 use super::audit::append_audit;
+use super::audit_pending::{bind_rows, queue_rows, queued};
 use super::cards::CARD_USE;
 use super::fido::FIDO_USE;
 use super::sessions::{MOVE_SESSION, SessionMove};
+use super::tx::Conn;
 use super::{
     AuditEvent, Backend, Error, Precondition, Result, Store, corrupt, row, transaction, tx_execute, tx_fetch, with_pool,
     with_reader, write_execute,
@@ -177,8 +179,8 @@ impl SigningSession {
 pub struct OpenedSession {
     /// The new session.
     pub session: SigningSession,
-    /// The sessions it ended (at most one: the doctor's open one at the clinic, if any).
-    pub ended: Vec<SigningSession>,
+    /// The ids of the sessions it ended (at most one: the doctor's open one at the clinic, if any).
+    pub ended: Vec<String>,
 }
 
 /// Result of [`Store::touch_signing_session`].
@@ -306,37 +308,138 @@ impl AuthenticatorUse<'_> {
     }
 }
 
-row! {
-    /// Rows written by [`FIDO_USE_AND_MOVE`] or [`CARD_USE_AND_MOVE`].
-    struct UseAndMove {
-        used: i64,
-        moved: i64,
-    }
-}
-
 /// A row count as the statements' own counts are.
 fn rows(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// PostgreSQL: [`FIDO_USE`] ($1–$5) and [`MOVE_SESSION`] ($6 → $7, $8 expiry, now $4) in one
-/// statement, returning how many rows each wrote. The same statements as those two, renumbered.
-const FIDO_USE_AND_MOVE: &str = "WITH used AS (
+/// Ends the doctor's open session at a clinic at `$now`: as `$expired` if it was no longer live,
+/// else as `$superseded`. The arguments name the statement's parameters.
+macro_rules! end_open {
+    ($user:literal, $clinic:literal, $now:literal, $expired:literal, $superseded:literal) => {
+        concat!(
+            "UPDATE signing_sessions SET ended_at = ", $now, ", updated_at = ", $now, ",
+                ended_reason = CASE WHEN expires_at <= ", $now, " OR last_activity_at + idle_secs <= ", $now,
+            " THEN ", $expired, " ELSE ", $superseded, " END
+             WHERE user_id = ", $user, " AND clinic_id = ", $clinic, " AND ended_at IS NULL"
+        )
+    };
+}
+
+/// [`end_open!`] as a statement of its own: user `$1`, clinic `$2`, now `$3`, reasons `$4`, `$5`.
+const END_OPEN: &str = concat!(end_open!("$1", "$2", "$3", "$4", "$5"), " RETURNING id, ended_reason");
+
+/// The new session ($1 id … $12 now), returned as [`SessionRow`] reads it.
+macro_rules! insert_session {
+    () => {
+        concat!(
+            "INSERT INTO signing_sessions (id, user_id, clinic_id, method, authenticator_kind, authenticator_id,
+                amr, acr, auth_time, expires_at, idle_secs, last_activity_at, ended_at, ended_reason,
+                created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, $12, $12)
+             RETURNING ",
+            session_columns!()
+        )
+    };
+}
+const INSERT_SESSION: &str = insert_session!();
+
+/// What the opening's first statement on PostgreSQL returns: the rows each write changed, and
+/// the sessions it ended.
+macro_rules! first_writes {
+    () => {
+        "SELECT (SELECT COUNT(*) FROM used) AS used, (SELECT COUNT(*) FROM moved) AS moved,
+                ARRAY(SELECT id FROM ended ORDER BY id) AS ended_ids,
+                ARRAY(SELECT ended_reason FROM ended ORDER BY id) AS ended_reasons"
+    };
+}
+
+/// PostgreSQL, the opening's first statement for a FIDO login (decisions 0021, 0026):
+/// [`FIDO_USE`] ($1–$5), [`MOVE_SESSION`] ($6 → $7, $8 expiry, now $4) and [`END_OPEN`] (user
+/// $9, clinic $10, reasons $11, $12). The old session ends only once the browser session has moved
+/// and at least `$13` counters were written, the conditions the opening checks before it goes on;
+/// reading `used` and `moved` there also runs them first (a WITH query runs when it is first
+/// read), so the credential and the browser session are locked before the signing session, the
+/// order authenticator removal locks them in.
+const FIDO_FIRST: &str = concat!(
+    "WITH used AS (
         UPDATE fido_credentials SET stored = COALESCE($2, stored), counter = $3, last_used_at = $4, updated_at = $4
         WHERE id = $1 AND (counter < $3 OR (NOT $5 AND counter = $3)) RETURNING 1),
      moved AS (
         UPDATE browser_sessions SET id_hash = $7, expires_at = $8, updated_at = $4, reauth_at = $4
-        WHERE id_hash = $6 RETURNING 1)
-     SELECT (SELECT COUNT(*) FROM used) AS used, (SELECT COUNT(*) FROM moved) AS moved";
+        WHERE id_hash = $6 RETURNING 1),
+     ended AS (",
+    end_open!("$9", "$10", "$4", "$11", "$12"),
+    " AND (SELECT COUNT(*) FROM moved) = 1 AND (SELECT COUNT(*) FROM used) >= $13 RETURNING id, ended_reason)
+     ",
+    first_writes!()
+);
 
-/// PostgreSQL: [`CARD_USE`] ($1, now $2) and [`MOVE_SESSION`] ($3 → $4, $5 expiry) in one
-/// statement, returning how many rows each wrote. The same statements as those two, renumbered.
-const CARD_USE_AND_MOVE: &str = "WITH used AS (
+/// PostgreSQL, [`FIDO_FIRST`] for a card login: [`CARD_USE`] ($1, now $2), [`MOVE_SESSION`]
+/// ($3 → $4, $5 expiry) and [`END_OPEN`] (user $6, clinic $7, reasons $8, $9), under the same
+/// conditions (a card's use is recorded, never required).
+const CARD_FIRST: &str = concat!(
+    "WITH used AS (
         UPDATE card_credentials SET last_used_at = $2, updated_at = $2 WHERE id = $1 RETURNING 1),
      moved AS (
         UPDATE browser_sessions SET id_hash = $4, expires_at = $5, updated_at = $2, reauth_at = $2
-        WHERE id_hash = $3 RETURNING 1)
-     SELECT (SELECT COUNT(*) FROM used) AS used, (SELECT COUNT(*) FROM moved) AS moved";
+        WHERE id_hash = $3 RETURNING 1),
+     ended AS (",
+    end_open!("$6", "$7", "$2", "$8", "$9"),
+    " AND (SELECT COUNT(*) FROM moved) = 1 AND (SELECT COUNT(*) FROM used) >= 0 RETURNING id, ended_reason)
+     ",
+    first_writes!()
+);
+
+/// PostgreSQL, the opening's second statement: [`INSERT_SESSION`] ($1–$12) and the audit rows
+/// queued ($13–$18, `audit_pending::queue_rows!`), with how many were queued. The two write
+/// different tables, so their order within the statement does not matter.
+const PG_INSERT_AND_QUEUE: &str = concat!(
+    "WITH opened AS (",
+    insert_session!(),
+    "), queued AS (",
+    queue_rows!("$13", "$14", "$15", "$16", "$17", "$18"),
+    " RETURNING 1)
+     SELECT opened.*, (SELECT COUNT(*) FROM queued) AS queued FROM opened"
+);
+
+row! {
+    /// A session [`END_OPEN`] ended.
+    struct EndedRow {
+        id: String,
+        ended_reason: Option<String>,
+    }
+}
+
+/// [`FIDO_FIRST`]'s or [`CARD_FIRST`]'s row.
+struct FirstWrites {
+    used: i64,
+    moved: i64,
+    ended: Vec<EndedRow>,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for FirstWrites {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        use sqlx::Row as _;
+        let ids: Vec<String> = row.try_get("ended_ids")?;
+        let reasons: Vec<String> = row.try_get("ended_reasons")?;
+        let ended = ids.into_iter().zip(reasons).map(|(id, reason)| EndedRow { id, ended_reason: Some(reason) }).collect();
+        Ok(Self { used: row.try_get("used")?, moved: row.try_get("moved")?, ended })
+    }
+}
+
+/// [`PG_INSERT_AND_QUEUE`]'s row.
+struct Inserted {
+    session: SessionRow,
+    queued: i64,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Inserted {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        use sqlx::Row as _;
+        Ok(Self { session: <SessionRow as sqlx::FromRow<_>>::from_row(row)?, queued: row.try_get("queued")? })
+    }
+}
 
 impl Store {
     /// Records an authenticator's use on its own (when the check unlocks something other than a
@@ -367,41 +470,27 @@ impl Store {
         with: &Opening<'_>,
     ) -> Result<OpenedSession> {
         let amr = serde_json::to_string(new.amr).map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))?;
-        const END_OPEN: &str = concat!(
-            "UPDATE signing_sessions SET ended_at = $3, updated_at = $3,
-                ended_reason = CASE WHEN expires_at <= $3 OR last_activity_at + idle_secs <= $3 THEN $4 ELSE $5 END
-             WHERE user_id = $1 AND clinic_id = $2 AND ended_at IS NULL
-             RETURNING ",
-            session_columns!()
-        );
-        const INSERT: &str = concat!(
-            "INSERT INTO signing_sessions (id, user_id, clinic_id, method, authenticator_kind, authenticator_id,
-                amr, acr, auth_time, expires_at, idle_secs, last_activity_at, ended_at, ended_reason,
-                created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, $12, $12)
-             RETURNING ",
-            session_columns!()
-        );
         let (expired, superseded) = (EndReason::Expired.as_str(), EndReason::Superseded.as_str());
         let expires_at = new.auth_time.saturating_add(new.absolute_secs);
-        let events = |opened: &SessionRow, ended: &[SessionRow]| -> Vec<(AuditEvent, i64)> {
+        // The audit events, in order: the check, each session ended, the opening.
+        let events = |id: &str, ended: &[EndedRow]| -> Vec<(AuditEvent, i64)> {
             let mut events: Vec<_> = with.checked.map(|e| (e.clone(), now)).into_iter().collect();
             for r in ended {
                 let reason = if r.ended_reason.as_deref() == Some(expired) { EndReason::Expired } else { EndReason::Superseded };
                 let event = AuditEvent::SigningSessionEnded {
-                    clinic_id: r.clinic_id.clone(),
-                    user_id: r.user_id.clone(),
+                    clinic_id: new.clinic_id.to_owned(),
+                    user_id: new.user_id.to_owned(),
                     session_id: r.id.clone(),
                     reason: reason.as_str(),
                 };
                 events.push((event, now));
             }
             let event = AuditEvent::SigningSessionOpened {
-                clinic_id: opened.clinic_id.clone(),
-                user_id: opened.user_id.clone(),
-                session_id: opened.id.clone(),
+                clinic_id: new.clinic_id.to_owned(),
+                user_id: new.user_id.to_owned(),
+                session_id: id.to_owned(),
                 method: new.method.as_str(),
-                acr: opened.acr.clone(),
+                acr: new.acr.to_owned(),
             };
             events.push((event, now));
             events
@@ -412,25 +501,47 @@ impl Store {
         let mut attempt = 0;
         loop {
             let id = uuid::Uuid::new_v4().to_string();
-            // One transaction; on SQLite inline on the writer connection (decision 0008).
-            let result: Result<(SessionRow, Vec<SessionRow>)> = transaction!(self, |tx| {
-                match (&with.used, with.session_move) {
-                    // PostgreSQL: the use and the move in one round trip (decision 0021). They
-                    // write other tables than each other and than the rest of this transaction,
-                    // so their order within the statement does not matter; both still come before
-                    // the signing sessions, the order authenticator removal locks them in.
+            // One transaction; on SQLite inline on the writer connection (decision 0008). On
+            // PostgreSQL a login's is two statements between BEGIN and COMMIT (decision 0026):
+            // the authenticator's use, the browser session's move and the old session's end in
+            // one, the new session and its audit rows in the other.
+            let result: Result<(SessionRow, Vec<EndedRow>)> = transaction!(self, |tx| {
+                let ended = match (&with.used, with.session_move) {
                     (Some(u), Some(m)) if tx.is_postgres() => {
-                        let counts = match u {
-                            AuthenticatorUse::Fido { id, stored, counter, strict, .. } => tx_fetch!(
-                                tx, one, UseAndMove, FIDO_USE_AND_MOVE, id, stored, counter, now, strict,
-                                &m.from[..], &m.to[..], m.expires_at,
-                            )?,
-                            AuthenticatorUse::Card { id } => {
-                                tx_fetch!(tx, one, UseAndMove, CARD_USE_AND_MOVE, id, now, &m.from[..], &m.to[..], m.expires_at)?
-                            }
+                        let Conn::Postgres(conn) = &mut tx.conn else { unreachable!("checked above") };
+                        let first = match u {
+                            AuthenticatorUse::Fido { id, stored, counter, strict, required } => sqlx::query_as::<_, FirstWrites>(FIDO_FIRST)
+                                .bind(id)
+                                .bind(stored)
+                                .bind(counter)
+                                .bind(now)
+                                .bind(strict)
+                                .bind(&m.from[..])
+                                .bind(&m.to[..])
+                                .bind(m.expires_at)
+                                .bind(new.user_id)
+                                .bind(new.clinic_id)
+                                .bind(expired)
+                                .bind(superseded)
+                                .bind(i64::from(*required))
+                                .fetch_one(&mut **conn)
+                                .await?,
+                            AuthenticatorUse::Card { id } => sqlx::query_as::<_, FirstWrites>(CARD_FIRST)
+                                .bind(id)
+                                .bind(now)
+                                .bind(&m.from[..])
+                                .bind(&m.to[..])
+                                .bind(m.expires_at)
+                                .bind(new.user_id)
+                                .bind(new.clinic_id)
+                                .bind(expired)
+                                .bind(superseded)
+                                .fetch_one(&mut **conn)
+                                .await?,
                         };
-                        u.check(rows(counts.used))?;
-                        moved(rows(counts.moved))?;
+                        u.check(rows(first.used))?;
+                        moved(rows(first.moved))?;
+                        first.ended
                     }
                     (used, session_move) => {
                         match used {
@@ -445,36 +556,61 @@ impl Store {
                         if let Some(m) = session_move {
                             moved(tx_execute!(tx, MOVE_SESSION, &m.from[..], &m.to[..], m.expires_at, now)?)?;
                         }
+                        tx_fetch!(tx, all, EndedRow, END_OPEN, new.user_id, new.clinic_id, now, expired, superseded)?
                     }
-                }
-                let ended = tx_fetch!(tx, all, SessionRow, END_OPEN, new.user_id, new.clinic_id, now, expired, superseded)?;
-                let opened = tx_fetch!(
-                    tx,
-                    one,
-                    SessionRow,
-                    INSERT,
-                    &id,
-                    new.user_id,
-                    new.clinic_id,
-                    new.method.as_str(),
-                    new.authenticator_kind,
-                    new.authenticator_id,
-                    &amr,
-                    new.acr,
-                    new.auth_time,
-                    expires_at,
-                    new.idle_secs,
-                    now,
-                )?;
-                append_audit(tx, &self.audit_rows(&events(&opened, &ended))).await?;
+                };
+                let events = events(&id, &ended);
+                let batch = self.audit_rows(&events);
+                let (method, acr) = (new.method.as_str(), new.acr);
+                let pending = if tx.is_postgres() { batch.queueable()? } else { None };
+                let opened = match (&mut tx.conn, pending) {
+                    (Conn::Postgres(conn), Some(pending)) => {
+                        let query = sqlx::query(PG_INSERT_AND_QUEUE)
+                            .bind(&id)
+                            .bind(new.user_id)
+                            .bind(new.clinic_id)
+                            .bind(method)
+                            .bind(new.authenticator_kind)
+                            .bind(new.authenticator_id)
+                            .bind(&amr)
+                            .bind(acr)
+                            .bind(new.auth_time)
+                            .bind(expires_at)
+                            .bind(new.idle_secs)
+                            .bind(now);
+                        let row = bind_rows(query, pending).fetch_one(&mut **conn).await?;
+                        let inserted = <Inserted as sqlx::FromRow<_>>::from_row(&row)?;
+                        queued(tx, pending, rows(inserted.queued))?;
+                        inserted.session
+                    }
+                    _ => {
+                        let opened = tx_fetch!(
+                            tx,
+                            one,
+                            SessionRow,
+                            INSERT_SESSION,
+                            &id,
+                            new.user_id,
+                            new.clinic_id,
+                            method,
+                            new.authenticator_kind,
+                            new.authenticator_id,
+                            &amr,
+                            acr,
+                            new.auth_time,
+                            expires_at,
+                            new.idle_secs,
+                            now,
+                        )?;
+                        append_audit(tx, &batch).await?;
+                        opened
+                    }
+                };
                 Ok((opened, ended))
             });
             match result {
                 Ok((opened, ended)) => {
-                    return Ok(OpenedSession {
-                        session: opened.try_into()?,
-                        ended: ended.into_iter().map(SigningSession::try_from).collect::<Result<_>>()?,
-                    });
+                    return Ok(OpenedSession { session: opened.try_into()?, ended: ended.into_iter().map(|r| r.id).collect() });
                 }
                 Err(Error::Conflict(_)) if attempt == 0 => attempt += 1,
                 Err(e) => {
