@@ -344,51 +344,46 @@ macro_rules! insert_session {
 }
 const INSERT_SESSION: &str = insert_session!();
 
-/// What the opening's first statement on PostgreSQL returns: the rows each write changed, and
-/// the sessions it ended.
-macro_rules! first_writes {
-    () => {
-        "SELECT (SELECT COUNT(*) FROM used) AS used, (SELECT COUNT(*) FROM moved) AS moved,
-                ARRAY(SELECT id FROM ended ORDER BY id) AS ended_ids,
-                ARRAY(SELECT ended_reason FROM ended ORDER BY id) AS ended_reasons"
+/// PostgreSQL, the end of the opening's first statement (decisions 0021, 0026): after `used`
+/// (the authenticator's use, `$9` on), [`MOVE_SESSION`] ($1 → $2, $3 expiry, now $4) and
+/// [`END_OPEN`] (user $5, clinic $6, reasons $7, $8). The old session ends only once the browser
+/// session has moved and `used` wrote at least `$least` rows, the conditions the opening checks
+/// before it goes on; reading `used` and `moved` there also runs them first (a WITH query runs
+/// when it is first read), so the credential and the browser session are locked before the
+/// signing session, the order authenticator removal locks them in.
+macro_rules! move_and_end {
+    ($least:literal) => {
+        concat!(
+            ", moved AS (
+                UPDATE browser_sessions SET id_hash = $2, expires_at = $3, updated_at = $4, reauth_at = $4
+                WHERE id_hash = $1 RETURNING 1),
+             ended AS (",
+            end_open!("$5", "$6", "$4", "$7", "$8"),
+            " AND (SELECT COUNT(*) FROM moved) = 1 AND (SELECT COUNT(*) FROM used) >= ",
+            $least,
+            " RETURNING id, ended_reason)
+             SELECT (SELECT COUNT(*) FROM used) AS used, (SELECT COUNT(*) FROM moved) AS moved,
+                    ARRAY(SELECT id FROM ended ORDER BY id) AS ended_ids,
+                    ARRAY(SELECT ended_reason FROM ended ORDER BY id) AS ended_reasons"
+        )
     };
 }
 
-/// PostgreSQL, the opening's first statement for a FIDO login (decisions 0021, 0026):
-/// [`FIDO_USE`] ($1–$5), [`MOVE_SESSION`] ($6 → $7, $8 expiry, now $4) and [`END_OPEN`] (user
-/// $9, clinic $10, reasons $11, $12). The old session ends only once the browser session has moved
-/// and at least `$13` counters were written, the conditions the opening checks before it goes on;
-/// reading `used` and `moved` there also runs them first (a WITH query runs when it is first
-/// read), so the credential and the browser session are locked before the signing session, the
-/// order authenticator removal locks them in.
+/// The opening's first statement for a FIDO login: [`FIDO_USE`] (id $9, stored $10, counter
+/// $11, now $4, strict $12) and [`move_and_end!`], ending the old session only if at least `$13`
+/// counters were written (1 when the counter is required).
 const FIDO_FIRST: &str = concat!(
     "WITH used AS (
-        UPDATE fido_credentials SET stored = COALESCE($2, stored), counter = $3, last_used_at = $4, updated_at = $4
-        WHERE id = $1 AND (counter < $3 OR (NOT $5 AND counter = $3)) RETURNING 1),
-     moved AS (
-        UPDATE browser_sessions SET id_hash = $7, expires_at = $8, updated_at = $4, reauth_at = $4
-        WHERE id_hash = $6 RETURNING 1),
-     ended AS (",
-    end_open!("$9", "$10", "$4", "$11", "$12"),
-    " AND (SELECT COUNT(*) FROM moved) = 1 AND (SELECT COUNT(*) FROM used) >= $13 RETURNING id, ended_reason)
-     ",
-    first_writes!()
+        UPDATE fido_credentials SET stored = COALESCE($10, stored), counter = $11, last_used_at = $4, updated_at = $4
+        WHERE id = $9 AND (counter < $11 OR (NOT $12 AND counter = $11)) RETURNING 1)",
+    move_and_end!("$13")
 );
 
-/// PostgreSQL, [`FIDO_FIRST`] for a card login: [`CARD_USE`] ($1, now $2), [`MOVE_SESSION`]
-/// ($3 → $4, $5 expiry) and [`END_OPEN`] (user $6, clinic $7, reasons $8, $9), under the same
-/// conditions (a card's use is recorded, never required).
+/// [`FIDO_FIRST`] for a card login: [`CARD_USE`] (id $9, now $4); a card's use is recorded,
+/// never required.
 const CARD_FIRST: &str = concat!(
-    "WITH used AS (
-        UPDATE card_credentials SET last_used_at = $2, updated_at = $2 WHERE id = $1 RETURNING 1),
-     moved AS (
-        UPDATE browser_sessions SET id_hash = $4, expires_at = $5, updated_at = $2, reauth_at = $2
-        WHERE id_hash = $3 RETURNING 1),
-     ended AS (",
-    end_open!("$6", "$7", "$2", "$8", "$9"),
-    " AND (SELECT COUNT(*) FROM moved) = 1 AND (SELECT COUNT(*) FROM used) >= 0 RETURNING id, ended_reason)
-     ",
-    first_writes!()
+    "WITH used AS (UPDATE card_credentials SET last_used_at = $4, updated_at = $4 WHERE id = $9 RETURNING 1)",
+    move_and_end!("0")
 );
 
 /// PostgreSQL, the opening's second statement: [`INSERT_SESSION`] ($1–$12) and the audit rows
@@ -426,6 +421,25 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for FirstWrites {
         let ended = ids.into_iter().zip(reasons).map(|(id, reason)| EndedRow { id, ended_reason: Some(reason) }).collect();
         Ok(Self { used: row.try_get("used")?, moved: row.try_get("moved")?, ended })
     }
+}
+
+/// [`FIDO_FIRST`] or [`CARD_FIRST`] with the parameters [`move_and_end!`] reads ($1–$8) bound.
+fn first_statement<'q>(
+    sql: &'static str,
+    m: &'q SessionMove,
+    new: &'q NewSigningSession<'_>,
+    now: i64,
+    (expired, superseded): (&'static str, &'static str),
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, FirstWrites, sqlx::postgres::PgArguments> {
+    sqlx::query_as(sql)
+        .bind(&m.from[..])
+        .bind(&m.to[..])
+        .bind(m.expires_at)
+        .bind(now)
+        .bind(new.user_id)
+        .bind(new.clinic_id)
+        .bind(expired)
+        .bind(superseded)
 }
 
 /// [`PG_INSERT_AND_QUEUE`]'s row.
@@ -510,35 +524,14 @@ impl Store {
                     (Some(u), Some(m)) if tx.is_postgres() => {
                         let Conn::Postgres(conn) = &mut tx.conn else { unreachable!("checked above") };
                         let first = match u {
-                            AuthenticatorUse::Fido { id, stored, counter, strict, required } => sqlx::query_as::<_, FirstWrites>(FIDO_FIRST)
-                                .bind(id)
-                                .bind(stored)
-                                .bind(counter)
-                                .bind(now)
-                                .bind(strict)
-                                .bind(&m.from[..])
-                                .bind(&m.to[..])
-                                .bind(m.expires_at)
-                                .bind(new.user_id)
-                                .bind(new.clinic_id)
-                                .bind(expired)
-                                .bind(superseded)
-                                .bind(i64::from(*required))
-                                .fetch_one(&mut **conn)
-                                .await?,
-                            AuthenticatorUse::Card { id } => sqlx::query_as::<_, FirstWrites>(CARD_FIRST)
-                                .bind(id)
-                                .bind(now)
-                                .bind(&m.from[..])
-                                .bind(&m.to[..])
-                                .bind(m.expires_at)
-                                .bind(new.user_id)
-                                .bind(new.clinic_id)
-                                .bind(expired)
-                                .bind(superseded)
-                                .fetch_one(&mut **conn)
-                                .await?,
-                        };
+                            AuthenticatorUse::Fido { id, stored, counter, strict, required } => {
+                                let query = first_statement(FIDO_FIRST, m, new, now, (expired, superseded));
+                                query.bind(id).bind(stored).bind(counter).bind(strict).bind(i64::from(*required))
+                            }
+                            AuthenticatorUse::Card { id } => first_statement(CARD_FIRST, m, new, now, (expired, superseded)).bind(id),
+                        }
+                        .fetch_one(&mut **conn)
+                        .await?;
                         u.check(rows(first.used))?;
                         moved(rows(first.moved))?;
                         first.ended
