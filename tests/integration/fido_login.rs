@@ -480,11 +480,7 @@ async fn counter_regression_is_reported_when_the_policy_allows_it(db: Db) {
 
 async fn an_opening_refused_in_its_transaction_changes_nothing(db: Db) {
     let app = TestApp::spawn(db).await;
-    let doctor = Browser::doctor(&app).await;
-    let mut key = authenticator(&app);
-    assert_eq!(doctor.link_with_code(&mut key, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
-    assert_eq!(doctor.authenticate(&mut key).await.0, 200);
-    let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let (doctor, _key, uid) = signed_in_with_a_key(&app).await;
     let cred = app.store().fido_credentials_of(&uid).await.unwrap().remove(0);
     let open = app.store().current_signing_session(&uid, CLINIC).await.unwrap().unwrap();
     let last_seq = app.store().audit_tail(1).await.unwrap()[0].seq;
@@ -529,12 +525,19 @@ async fn an_opening_refused_in_its_transaction_changes_nothing(db: Db) {
 }
 
 /// Links and authenticates; returns the signing session id.
-async fn open_session(app: &TestApp) -> (String, String) {
+/// The doctor signed in, a software authenticator linked with a registration code and used
+/// once (a signing session open): the browser, the authenticator and the doctor's user id.
+async fn signed_in_with_a_key(app: &TestApp) -> (Browser<'_>, SoftAuthenticator, String) {
     let doctor = Browser::doctor(app).await;
     let mut key = authenticator(app);
     assert_eq!(doctor.link_with_code(&mut key, &issue_code(app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
     assert_eq!(doctor.authenticate(&mut key).await.0, 200);
     let uid = user_id(app, CLINIC, DOCTOR_LOGIN).await;
+    (doctor, key, uid)
+}
+
+async fn open_session(app: &TestApp) -> (String, String) {
+    let (_, _, uid) = signed_in_with_a_key(app).await;
     (app.store().live_signing_session(&uid, CLINIC, app.clock_now()).await.unwrap().unwrap().id, uid)
 }
 
@@ -596,11 +599,7 @@ async fn sessions_beyond_aal3_are_issued_as_aal2(db: Db) {
 
 async fn logout_and_account_disable_end_the_signing_session(db: Db) {
     let app = TestApp::spawn(db).await;
-    let first = Browser::doctor(&app).await;
-    let mut key = authenticator(&app);
-    assert_eq!(first.link_with_code(&mut key, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
-    assert_eq!(first.authenticate(&mut key).await.0, 200);
-    let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let (_first, mut key, uid) = signed_in_with_a_key(&app).await;
     let sid = app.store().live_signing_session(&uid, CLINIC, app.clock_now()).await.unwrap().unwrap().id;
     app.clock.advance(time::Duration::seconds(1)); // sessions of one second would tie in "most recent"
     let doctor = Browser::doctor(&app).await; // a second browser of the same doctor
@@ -783,11 +782,7 @@ fn opening_rows(old: &str, reason: &str, new: &str) -> Vec<(String, String, Opti
 /// transaction, decision 0026).
 async fn an_opening_ends_the_open_session_superseded_or_expired(db: Db) {
     let app = TestApp::spawn(db).await;
-    let first = Browser::doctor(&app).await;
-    let mut key = authenticator(&app);
-    assert_eq!(first.link_with_code(&mut key, &issue_code(&app, CLINIC, DOCTOR_LOGIN).await).await.0, 200);
-    assert_eq!(first.authenticate(&mut key).await.0, 200);
-    let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let (_first, mut key, uid) = signed_in_with_a_key(&app).await;
     let live = async |app: &TestApp| app.store().live_signing_session(&uid, CLINIC, app.clock_now()).await.unwrap().unwrap().id;
     let one = live(&app).await;
     app.clock.advance(time::Duration::seconds(1));

@@ -402,7 +402,7 @@ row! {
     /// A session [`END_OPEN`] ended.
     struct EndedRow {
         id: String,
-        ended_reason: Option<String>,
+        ended_reason: String,
     }
 }
 
@@ -418,7 +418,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for FirstWrites {
         use sqlx::Row as _;
         let ids: Vec<String> = row.try_get("ended_ids")?;
         let reasons: Vec<String> = row.try_get("ended_reasons")?;
-        let ended = ids.into_iter().zip(reasons).map(|(id, reason)| EndedRow { id, ended_reason: Some(reason) }).collect();
+        let ended = ids.into_iter().zip(reasons).map(|(id, ended_reason)| EndedRow { id, ended_reason }).collect();
         Ok(Self { used: row.try_get("used")?, moved: row.try_get("moved")?, ended })
     }
 }
@@ -490,7 +490,7 @@ impl Store {
         let events = |id: &str, ended: &[EndedRow]| -> Vec<(AuditEvent, i64)> {
             let mut events: Vec<_> = with.checked.map(|e| (e.clone(), now)).into_iter().collect();
             for r in ended {
-                let reason = if r.ended_reason.as_deref() == Some(expired) { EndReason::Expired } else { EndReason::Superseded };
+                let reason = if r.ended_reason == expired { EndReason::Expired } else { EndReason::Superseded };
                 let event = AuditEvent::SigningSessionEnded {
                     clinic_id: new.clinic_id.to_owned(),
                     user_id: new.user_id.to_owned(),
