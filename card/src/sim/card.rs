@@ -162,7 +162,7 @@ impl SimCard {
                     },
                 );
                 efs.insert(jpki::EF_AUTH_PIN, pin_object(pin, jpki::AUTH_PIN_MAX_TRIES));
-                // OpenSC reads the signing password's counter at enumeration: EF 001B must exist (§6.5).
+                // OpenSC reads the signing password's counter at enumeration: EF 001B must exist (docs/cards.md §1.2).
                 efs.insert(
                     JPKI_EF_SIGN_PIN,
                     pin_object(sign_pin, JPKI_SIGN_PIN_MAX_TRIES),

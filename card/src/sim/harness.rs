@@ -5,7 +5,7 @@
 //! private run directory over `/run/pcscd`, and execs `pcscd --foreground --debug`. vpcd listens on
 //! 0.0.0.0 inside that network namespace only. [`Sandbox::insert_card`] starts `card-sim` inside the same
 //! network namespace with `nsenter --net=/proc/<pcscd>/ns/net`. Clients reach this pcscd through
-//! `PCSCLITE_CSOCK_NAME=<run dir>/pcscd.comm` (recipes.md §1.4).
+//! `PCSCLITE_CSOCK_NAME=<run dir>/pcscd.comm`.
 //!
 //! Needs root and the Debian packages `pcscd`, `vsmartcard-vpcd`, `util-linux` (unshare, nsenter),
 //! `iproute2` (ip), and `opensc` for the OpenSC oracle test.
