@@ -350,6 +350,59 @@ async fn replayed_finish_is_refused_even_when_concurrent(db: Db) {
     app.stop().await;
 }
 
+/// The take that a FIDO finish makes (one statement on PostgreSQL): the ceremony is taken whatever
+/// the credential, the credential is the stored row or `None`, and a mismatched browser session,
+/// doctor or clinic takes nothing.
+async fn a_finish_takes_its_ceremony_and_reads_the_credential_together(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
+    let doctor = Browser::doctor(&app).await;
+    let mut key = authenticator(&app);
+    assert_eq!(doctor.link_with_code(&mut key, &code).await.0, 200);
+    let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let stored = app.store().fido_credentials_of(&uid).await.unwrap().remove(0);
+    let store = app.store();
+    let put = || async {
+        let c = gateway::store::NewCeremony {
+            session_hash: &[9; 32],
+            user_id: &uid,
+            clinic_id: CLINIC,
+            purpose: gateway::store::CeremonyPurpose::Authenticate,
+            state: "{\"s\":1}",
+            enrollment_code_id: None,
+            linked_via: Some("code:x"),
+            expires_at: app.clock_now() + 120,
+        };
+        store.put_ceremony(&c, app.clock_now()).await.unwrap();
+    };
+    let take = |hash: [u8; 32], user: String, clinic: &'static str, cred: Vec<u8>| async move {
+        store.take_ceremony_and_credential(&hash, &user, clinic, &cred).await.unwrap()
+    };
+    let before = store.count_ceremonies().await.unwrap();
+
+    put().await;
+    // Another clinic, doctor or browser session takes nothing and leaves the ceremony.
+    assert!(take([9; 32], uid.clone(), OTHER_CLINIC, stored.credential_id.clone()).await.is_none());
+    assert!(take([9; 32], "someone-else".into(), CLINIC, stored.credential_id.clone()).await.is_none());
+    assert!(take([8; 32], uid.clone(), CLINIC, stored.credential_id.clone()).await.is_none());
+    assert_eq!(store.count_ceremonies().await.unwrap(), before + 1);
+
+    // A credential ID nobody has: the ceremony is taken, with no credential.
+    let (taken, cred) = take([9; 32], uid.clone(), CLINIC, vec![1, 2, 3]).await.unwrap();
+    assert_eq!((taken.purpose, taken.state.as_str(), taken.linked_via.as_deref()), (gateway::store::CeremonyPurpose::Authenticate, "{\"s\":1}", Some("code:x")));
+    assert_eq!(taken.expires_at, app.clock_now() + 120);
+    assert!(cred.is_none());
+    assert_eq!(store.count_ceremonies().await.unwrap(), before);
+
+    // The doctor's credential: the row as stored, and the ceremony taken once.
+    put().await;
+    let (_, cred) = take([9; 32], uid.clone(), CLINIC, stored.credential_id.clone()).await.unwrap();
+    assert_eq!(cred.as_ref(), Some(&stored));
+    assert!(take([9; 32], uid.clone(), CLINIC, stored.credential_id.clone()).await.is_none());
+    assert_eq!(store.count_ceremonies().await.unwrap(), before);
+    app.stop().await;
+}
+
 async fn finish_after_120_seconds_is_refused(db: Db) {
     let app = TestApp::spawn(db).await;
     let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
@@ -811,6 +864,7 @@ db_tests!(
     link_another_authenticator_after_confirming_with_a_linked_one,
     wrong_expired_and_exhausted_codes_are_refused,
     replayed_finish_is_refused_even_when_concurrent,
+    a_finish_takes_its_ceremony_and_reads_the_credential_together,
     finish_after_120_seconds_is_refused,
     credential_of_another_doctor_is_refused,
     removed_credential_is_refused_and_its_sessions_end,

@@ -134,8 +134,31 @@ async fn begin(
 /// Takes this browser session's ceremony out of the database (single use, whatever its purpose:
 /// a finish of the wrong kind uses it up too) and checks it is a live one of `purpose`.
 async fn take(ctx: &Ceremony, purpose: CeremonyPurpose) -> Result<TakenCeremony> {
-    let missing = || Refusal::CeremonyMissing;
     let taken = ctx.state.store.take_ceremony(&ctx.session_hash()?, &ctx.doctor.user.id, &ctx.doctor.clinic.clinic_id).await?;
+    live(ctx, purpose, taken).await
+}
+
+/// The ceremony taken, as [`take`] checks it, and the credential the assertion `response`
+/// names, read with the take: `Ok(None)` when no credential has that ID, the parse error when
+/// the response names none (the ceremony is taken all the same).
+async fn take_for_assertion(
+    ctx: &Ceremony,
+    purpose: CeremonyPurpose,
+    response: &str,
+) -> Result<(TakenCeremony, std::result::Result<Option<FidoCredential>, fido::Error>)> {
+    let raw_id = match fido::credential_id_from_response(response) {
+        Ok(id) => id,
+        Err(e) => return Ok((take(ctx, purpose).await?, Err(e))),
+    };
+    let (user, clinic) = (&ctx.doctor.user.id, &ctx.doctor.clinic.clinic_id);
+    let both = ctx.state.store.take_ceremony_and_credential(&ctx.session_hash()?, user, clinic, raw_id.as_bytes()).await?;
+    let (taken, cred) = both.unzip();
+    Ok((live(ctx, purpose, taken).await?, Ok(cred.flatten())))
+}
+
+/// A taken ceremony that is live and of `purpose`; anything else is refused and audited.
+async fn live(ctx: &Ceremony, purpose: CeremonyPurpose, taken: Option<TakenCeremony>) -> Result<TakenCeremony> {
+    let missing = || Refusal::CeremonyMissing;
     match taken {
         // Never started here, taken already (a replayed or concurrent finish, on this or another
         // instance), or started for something else.
@@ -211,23 +234,20 @@ impl Assertion {
     }
 }
 
-/// Verifies an assertion against a taken authentication ceremony: the credential must exist and
-/// be the doctor's, and the `fido` policies must pass. The caller stores the counter so it only
+/// Takes the browser session's ceremony of `purpose` and verifies the assertion against it: the
+/// credential must exist and be the doctor's, and the `fido` policies must pass. The caller stores the counter so it only
 /// goes up ([`Assertion::used`]).
-async fn verify_assertion(ctx: &Ceremony, purpose: CeremonyPurpose, taken: TakenCeremony, response: &str) -> Result<Assertion> {
+async fn verify_assertion(ctx: &Ceremony, purpose: CeremonyPurpose, response: &str) -> Result<Assertion> {
     let step = Step::of(purpose);
+    let (taken, cred) = take_for_assertion(ctx, purpose, response).await?;
     let auth_state = fido::AuthenticationState::from_json(&taken.state).map_err(internal)?;
-    let raw_id = match fido::credential_id_from_response(response) {
-        Ok(id) => id,
-        Err(e) => return Err(match fido_refusal(&e) { Some(r) => ctx.refuse_step(step, r, None, None).await, None => internal(e) }),
-    };
-    let cred = match ctx.state.store.fido_credential_by_credential_id(raw_id.as_bytes()).await {
-        Ok(c) => c,
-        Err(store::Error::NotFound) => {
+    let cred = match cred {
+        Ok(Some(c)) => c,
+        Ok(None) => {
             let r = Refusal::UnknownCredential;
             return Err(ctx.refuse_step(step, r, None, None).await);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(match fido_refusal(&e) { Some(r) => ctx.refuse_step(step, r, None, None).await, None => internal(e) }),
     };
     if cred.user_id != ctx.doctor.user.id {
         let r = Refusal::CredentialOfAnotherDoctor;
@@ -391,8 +411,7 @@ async fn link_finish(
     body: std::result::Result<Json<CredentialBody>, JsonRejection>,
 ) -> Result<Json<Value>> {
     let Ok(Json(body)) = body else { return Err(AppError::Json(Refusal::FidoBadRequest, ctx.lang)) };
-    let taken = take(&ctx, CeremonyPurpose::Link).await?;
-    let a = verify_assertion(&ctx, CeremonyPurpose::Link, taken, &body.credential.to_string()).await?;
+    let a = verify_assertion(&ctx, CeremonyPurpose::Link, &body.credential.to_string()).await?;
     match ctx.state.store.record_use(&a.used(ctx.state.config.fido.counter_policy), ctx.now).await {
         Ok(()) => {}
         Err(store::Error::Precondition(store::Precondition::FidoCounter)) => {
@@ -426,8 +445,7 @@ async fn auth_finish(
     body: std::result::Result<Json<CredentialBody>, JsonRejection>,
 ) -> Result<Json<Value>> {
     let Ok(Json(body)) = body else { return Err(AppError::Json(Refusal::FidoBadRequest, ctx.lang)) };
-    let taken = take(&ctx, CeremonyPurpose::Authenticate).await?;
-    let a = verify_assertion(&ctx, CeremonyPurpose::Authenticate, taken, &body.credential.to_string()).await?;
+    let a = verify_assertion(&ctx, CeremonyPurpose::Authenticate, &body.credential.to_string()).await?;
     let cred = &a.cred;
 
     let assurance = Assurance::of(Proof::Fido { synced: cred.backup_eligible }, &ctx.state.config.signing_session);

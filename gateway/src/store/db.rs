@@ -447,6 +447,12 @@ const MIGRATIONS: infra::db::Migrations = &[
         include_str!("../../../migrations/sqlite/0019_token_session_reference.sql"),
         include_str!("../../../migrations/postgres/0019_token_session_reference.sql"),
     ),
+    (
+        20,
+        "login rows",
+        include_str!("../../../migrations/sqlite/0020_login_rows.sql"),
+        include_str!("../../../migrations/postgres/0020_login_rows.sql"),
+    ),
 ];
 
 impl Store {
