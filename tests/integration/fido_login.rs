@@ -355,11 +355,7 @@ async fn replayed_finish_is_refused_even_when_concurrent(db: Db) {
 /// doctor or clinic takes nothing.
 async fn a_finish_takes_its_ceremony_and_reads_the_credential_together(db: Db) {
     let app = TestApp::spawn(db).await;
-    let code = issue_code(&app, CLINIC, DOCTOR_LOGIN).await;
-    let doctor = Browser::doctor(&app).await;
-    let mut key = authenticator(&app);
-    assert_eq!(doctor.link_with_code(&mut key, &code).await.0, 200);
-    let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let (_, _, uid) = signed_in_with_a_key(&app).await;
     let stored = app.store().fido_credentials_of(&uid).await.unwrap().remove(0);
     let store = app.store();
     let put = || async {
