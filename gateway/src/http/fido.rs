@@ -235,8 +235,8 @@ impl Assertion {
 }
 
 /// Takes the browser session's ceremony of `purpose` and verifies the assertion against it: the
-/// credential must exist and be the doctor's, and the `fido` policies must pass. The caller stores the counter so it only
-/// goes up ([`Assertion::used`]).
+/// credential must exist and be the doctor's, and the `fido` policies must pass. The caller
+/// stores the counter so it only goes up ([`Assertion::used`]).
 async fn verify_assertion(ctx: &Ceremony, purpose: CeremonyPurpose, response: &str) -> Result<Assertion> {
     let step = Step::of(purpose);
     let (taken, cred) = take_for_assertion(ctx, purpose, response).await?;

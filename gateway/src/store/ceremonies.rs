@@ -9,7 +9,7 @@
 
 use sqlx::{FromRow as _, Row as _};
 
-use super::fido::{FidoCredential, prefixed_cred_columns};
+use super::fido::{FidoCredential, cred_columns};
 use super::{Backend, Result, Store, with_pool, with_reader, write_execute, write_optional};
 
 /// What a ceremony is for.
@@ -134,13 +134,15 @@ impl Store {
             return Ok(Some((taken, cred)));
         };
         let mut conn = self.acquire(pool).await?;
+        // The ceremony's columns are renamed so that the credential's keep the names
+        // `FidoCredential` decodes.
         let row = sqlx::query(concat!(
             "WITH taken AS (DELETE FROM webauthn_ceremonies WHERE session_hash = $1 AND user_id = $2 AND clinic_id = $3
-                 RETURNING purpose, state, enrollment_code_id, linked_via, expires_at)
-             SELECT t.purpose AS ceremony_purpose, t.state AS ceremony_state, t.enrollment_code_id AS ceremony_code,
-                    t.linked_via AS ceremony_linked_via, t.expires_at AS ceremony_expires_at, ",
-            prefixed_cred_columns!(),
-            " FROM taken t LEFT JOIN fido_credentials c ON c.credential_id = $4"
+                 RETURNING purpose AS ceremony_purpose, state AS ceremony_state, enrollment_code_id AS ceremony_code,
+                           linked_via AS ceremony_linked_via, expires_at AS ceremony_expires_at)
+             SELECT t.*, c.* FROM taken t LEFT JOIN (SELECT ",
+            cred_columns!(),
+            " FROM fido_credentials WHERE credential_id = $4) c ON TRUE"
         ))
         .bind(session_hash)
         .bind(user_id)

@@ -66,15 +66,7 @@ macro_rules! cred_columns {
     };
 }
 
-/// [`cred_columns!`] of a table aliased `c`, named as [`FidoCredential`]'s fields.
-macro_rules! prefixed_cred_columns {
-    () => {
-        "c.id AS id, c.credential_id AS credential_id, c.user_id AS user_id, c.name AS name, c.aaguid AS aaguid,
-         c.aaguid_attested AS aaguid_attested, c.backup_eligible AS backup_eligible, c.stored AS stored, c.counter AS counter,
-         c.linked_via AS linked_via, c.last_used_at AS last_used_at, c.created_at AS created_at"
-    };
-}
-pub(super) use prefixed_cred_columns;
+pub(super) use cred_columns;
 
 /// Records an assertion: $1 id, $2 new stored state or NULL, $3 counter, $4 now, $5 strict. The
 /// row changes only if the stored counter is still below the new one (strict, for an increasing
