@@ -487,6 +487,79 @@ async fn challenges_are_single_use_bound_to_the_browser_session_and_expire(db: D
     app.stop().await;
 }
 
+async fn a_finish_takes_its_challenge_and_reads_the_card_together(db: Db) {
+    let app = app(db).await;
+    let c = cards();
+    let b = Browser::doctor(&app).await;
+    let uid = user_id(&app, CLINIC, DOCTOR_LOGIN).await;
+    let chain = [c.hpki_pki.auth_ca().cert_der()];
+    assert_eq!(b.link_with_code("hpki", &issue_code(&app, CLINIC, DOCTOR_LOGIN).await, &c.doctor, &chain).await.0, 200);
+    let stored = app.store().card_credentials_of(&uid).await.unwrap().remove(0);
+    let (store, now, issuer) = (app.store(), app.clock_now(), &stored.issuer_sha256);
+    let put = |kind: AnchorKind| {
+        let uid = uid.clone();
+        async move {
+            let ch = gateway::store::NewCardChallenge {
+                session_hash: &[9; 32],
+                user_id: &uid,
+                clinic_id: CLINIC,
+                kind,
+                purpose: gateway::store::CardPurpose::Confirm,
+                challenge: &[5; 32],
+                enrollment_code_id: None,
+                linked_via: Some("fido:x"),
+                then_link: Some("jpki"),
+                expires_at: now + 120,
+            };
+            assert!(store.put_card_challenge(&ch, false, now).await.unwrap());
+        }
+    };
+    let take = |hash: [u8; 32], user: String, clinic: &'static str, serial: String| async move {
+        store.take_card_challenge_and_credential(&hash, &user, clinic, issuer, &serial).await.unwrap()
+    };
+    let serial = stored.serial_hex.clone();
+
+    put(AnchorKind::Hpki).await;
+    // Another clinic, doctor or browser session takes nothing and leaves the challenge.
+    assert!(take([9; 32], uid.clone(), OTHER_CLINIC, serial.clone()).await.is_none());
+    assert!(take([9; 32], "someone-else".into(), CLINIC, serial.clone()).await.is_none());
+    assert!(take([8; 32], uid.clone(), CLINIC, serial.clone()).await.is_none());
+    assert_eq!(store.count_card_challenges().await.unwrap(), 1);
+
+    // A card nobody linked: the challenge is taken, as stored, with no card.
+    let (taken, cred) = take([9; 32], uid.clone(), CLINIC, "7f".into()).await.unwrap();
+    assert_eq!((taken.kind, taken.purpose, taken.challenge.as_slice()), (AnchorKind::Hpki, gateway::store::CardPurpose::Confirm, &[5; 32][..]));
+    assert_eq!((taken.linked_via.as_deref(), taken.then_link.as_deref(), taken.enrollment_code_id), (Some("fido:x"), Some("jpki"), None));
+    assert_eq!(taken.expires_at, now + 120);
+    assert!(cred.is_none());
+    assert_eq!(store.count_card_challenges().await.unwrap(), 0);
+
+    // The linked card's issuer and serial under a challenge of the other kind: no card.
+    put(AnchorKind::Jpki).await;
+    let (taken, cred) = take([9; 32], uid.clone(), CLINIC, serial.clone()).await.unwrap();
+    assert_eq!((taken.kind, cred), (AnchorKind::Jpki, None));
+
+    // Its own kind: the row as stored, and the challenge taken once.
+    put(AnchorKind::Hpki).await;
+    let (_, cred) = take([9; 32], uid.clone(), CLINIC, serial.clone()).await.unwrap();
+    assert_eq!(cred.as_ref(), Some(&stored));
+    assert!(take([9; 32], uid.clone(), CLINIC, serial.clone()).await.is_none());
+
+    // Through the finish: an answer whose certificate does not parse (so nothing is read with
+    // the take) still uses the challenge up.
+    let ch = b.challenge(json!({ "card": "hpki" })).await;
+    let answer = agent(&ch, &c.doctor, &chain);
+    let mut broken = answer.clone();
+    broken["certificate"] = json!(URL_SAFE_NO_PAD.encode(b"no certificate"));
+    assert_error(&b.post("/auth/card/finish", &broken).await, 403, "cert_malformed", "");
+    assert_error(&b.post("/auth/card/finish", &answer).await, 400, "challenge_missing", "");
+    // And a good answer opens the session with the card read together with its challenge.
+    assert_eq!(b.login("hpki", &c.doctor, &chain).await.0, 200);
+    let session = store.live_signing_session(&uid, CLINIC, app.clock_now()).await.unwrap().unwrap();
+    assert_eq!(session.authenticator_id, stored.id);
+    app.stop().await;
+}
+
 async fn cards_of_other_doctors_and_unlinked_cards_are_refused(db: Db) {
     let app = app(db).await;
     let c = cards();
@@ -960,6 +1033,7 @@ db_tests!(
     certificate_problems_are_refused_with_their_reason,
     tampered_answers_are_refused,
     challenges_are_single_use_bound_to_the_browser_session_and_expire,
+    a_finish_takes_its_challenge_and_reads_the_card_together,
     cards_of_other_doctors_and_unlinked_cards_are_refused,
     removing_a_card_ends_the_sessions_opened_with_it,
     removing_a_card_needs_a_fresh_card_proof,

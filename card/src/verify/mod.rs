@@ -544,6 +544,27 @@ fn check_role(cert: &X509Certificate<'_>, policy: &Policy) -> Result<Option<Stri
     }
 }
 
+/// How a linked card is found: the lowercase hex SHA-256 of the certificate's DER issuer Name and
+/// its serial, lowercase hex, as [`VerifiedCard::cert`] has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardKey {
+    /// See [`CertSummary::issuer_sha256`].
+    pub issuer_sha256: String,
+    /// See [`CertSummary::serial_hex`].
+    pub serial_hex: String,
+}
+
+/// The [`CardKey`] of a certificate *before* any check, so that a caller can look the linked card
+/// up while the login is being verified; `None` if it does not parse. It decides nothing: only a
+/// [`VerifiedCard`] whose key is equal may use what was looked up.
+pub fn card_key(certificate: &[u8]) -> Option<CardKey> {
+    let cert = parse_certificate(certificate).ok()?;
+    Some(CardKey {
+        issuer_sha256: sha256_hex(cert.issuer().as_raw()),
+        serial_hex: hex(cert.raw_serial()),
+    })
+}
+
 /// Parses one DER certificate; trailing bytes are an error.
 fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, VerifyError> {
     match X509Certificate::from_der(der) {

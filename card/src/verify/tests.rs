@@ -325,6 +325,21 @@ fn hpki_doctor_through_intermediate_with_crls() {
 }
 
 #[test]
+fn the_card_key_read_before_verification_is_the_verified_one() {
+    let leaf = doctor();
+    let cert = leaf.issue(&pki().hpki_int);
+    let v = hpki_login(&leaf, &hpki_store(&[999], &[998], fresh()), &Policy::default()).unwrap();
+    let key = card_key(&cert).unwrap();
+    assert_eq!(key, CardKey { issuer_sha256: v.cert.issuer_sha256, serial_hex: v.cert.serial_hex });
+    // Nothing is trusted: another issuer's certificate has its own key, and bytes that are no
+    // certificate, or a certificate with bytes after it, have none.
+    let other = Leaf::good(101).role(MEDICAL_DOCTOR).issue(&pki().hpki_root);
+    assert_ne!(card_key(&other).unwrap().issuer_sha256, key.issuer_sha256);
+    assert_eq!(card_key(&cert[..cert.len() - 1]), None);
+    assert_eq!(card_key(&[cert.clone(), vec![0]].concat()), None);
+}
+
+#[test]
 fn hpki_intermediate_missing_or_wrong_anchor_is_untrusted() {
     let p = pki();
     let cert = doctor().issue(&p.hpki_int);

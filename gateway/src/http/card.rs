@@ -14,7 +14,7 @@
 //!
 //! A challenge is bound to the browser session (SHA-256 of its id), the doctor, the clinic, the
 //! card kind and the purpose, lives 120 s and is taken with one `DELETE … RETURNING` before
-//! anything else is looked at: a replay, a second instance or another browser session finds
+//! anything is decided: a replay, a second instance or another browser session finds
 //! nothing. Linking (`purpose = "link"`) needs a registration code with the challenge, or comes
 //! after a presence check with a linked authenticator: from `/fido/link/finish {"credential","card"}`
 //! (FIDO), or from the finish of a `confirm` challenge (a linked card), whose answer is then the
@@ -258,9 +258,19 @@ async fn challenge(ctx: Ceremony, body: std::result::Result<Json<ChallengeBody>,
 #[tracing::instrument(name = "card.finish", skip_all, fields(principal.id = %ctx.doctor.user.id, card.cert_sha256))]
 async fn finish(ctx: Ceremony, body: std::result::Result<Json<Value>, JsonRejection>) -> Result<Json<Value>> {
     let (state, doctor) = (&ctx.state, &ctx.doctor);
-    // The challenge is taken first, whatever the body: every finish attempt uses it up.
-    let taken = state.store.take_card_challenge(&ctx.session_hash()?, &doctor.user.id, &doctor.clinic.clinic_id).await?;
-    let Some(taken) = taken else {
+    let response = body.ok().and_then(|Json(v)| serde_json::from_value::<CardResponse>(v).ok());
+    // The challenge is taken first, whatever the body: every finish attempt uses it up. When the
+    // certificate parses, the same statement reads the linked card it names (docs/decisions/0029-card-finish-reads-with-its-take.md);
+    // nothing read here is used before the card is verified.
+    let key = response.as_ref().and_then(|r| card::verify::card_key(&r.certificate));
+    let (session_hash, user_id, clinic_id) = (&ctx.session_hash()?, &doctor.user.id, &doctor.clinic.clinic_id);
+    let taken = match &key {
+        Some(k) => {
+            state.store.take_card_challenge_and_credential(session_hash, user_id, clinic_id, &k.issuer_sha256, &k.serial_hex).await?
+        }
+        None => state.store.take_card_challenge(session_hash, user_id, clinic_id).await?.map(|t| (t, None)),
+    };
+    let Some((taken, linked)) = taken else {
         // Never issued to this browser session, taken already (replay, another instance), or
         // issued to another browser session.
         return Err(ctx.refuse_card(&Facts::default(), Refusal::ChallengeMissing).await);
@@ -275,7 +285,7 @@ async fn finish(ctx: Ceremony, body: std::result::Result<Json<Value>, JsonReject
     if taken.expires_at <= ctx.now {
         return Err(ctx.refuse_card(&facts, Refusal::ChallengeExpired).await);
     }
-    let Ok(Ok(response)) = body.map(|Json(v)| serde_json::from_value::<CardResponse>(v)) else {
+    let Some(response) = response else {
         return Err(ctx.refuse_card(&facts, Refusal::ResponseMalformed).await);
     };
     // Fingerprint of the presented certificate, for the audit row even when it is refused.
@@ -298,17 +308,34 @@ async fn finish(ctx: Ceremony, body: std::result::Result<Json<Value>, JsonReject
         tracing::warn!(card.cert_sha256 = %verified.cert.cert_sha256, card.anchor_sha256 = %verified.anchor_sha256,
             "card accepted without revocation check (anchor policy none)");
     }
+    // What the take read belongs to this card only if the verified certificate has the same key
+    // (it always has, being the same bytes); otherwise it is read again.
+    let linked = key.filter(|k| k.issuer_sha256 == verified.cert.issuer_sha256 && k.serial_hex == verified.cert.serial_hex).map(|_| linked);
     match taken.purpose {
-        CardPurpose::SigningSession => open_session(&ctx, facts, &taken, &verified).await,
+        CardPurpose::SigningSession => open_session(&ctx, facts, &taken, &verified, linked).await,
         CardPurpose::Link => link(&ctx, facts, &taken, &verified).await,
-        CardPurpose::Confirm => confirm(&ctx, facts, &taken, &verified).await,
+        CardPurpose::Confirm => confirm(&ctx, facts, &taken, &verified, linked).await,
     }
 }
 
+/// The linked card read together with the challenge, for the verified card (`Some(None)`: none is
+/// linked), or `None` when it has to be read now.
+type Linked = Option<Option<store::CardCredential>>;
+
 /// The doctor's linked credential of a verified card (refused, and audited, when the card is not
 /// linked, is another doctor's, or carries another key).
-async fn linked_card(ctx: &Ceremony, facts: &mut Facts, taken: &CardChallenge, v: &VerifiedCard) -> Result<store::CardCredential> {
-    let cred = match ctx.state.store.card_credential_by_card(taken.kind, &v.cert.issuer_sha256, &v.cert.serial_hex).await {
+async fn linked_card(
+    ctx: &Ceremony,
+    facts: &mut Facts,
+    taken: &CardChallenge,
+    v: &VerifiedCard,
+    linked: Linked,
+) -> Result<store::CardCredential> {
+    let read = match linked {
+        Some(cred) => cred.ok_or(store::Error::NotFound),
+        None => ctx.state.store.card_credential_by_card(taken.kind, &v.cert.issuer_sha256, &v.cert.serial_hex).await,
+    };
+    let cred = match read {
         Ok(c) => c,
         Err(store::Error::NotFound) => return Err(ctx.refuse_card(facts, Refusal::CardNotLinked).await),
         Err(e) => return Err(e.into()),
@@ -325,8 +352,8 @@ async fn linked_card(ctx: &Ceremony, facts: &mut Facts, taken: &CardChallenge, v
 }
 
 /// Maps a verified card to the doctor's linked credential and opens a signing session.
-async fn open_session(ctx: &Ceremony, mut facts: Facts, taken: &CardChallenge, v: &VerifiedCard) -> Result<Json<Value>> {
-    let cred = linked_card(ctx, &mut facts, taken, v).await?;
+async fn open_session(ctx: &Ceremony, mut facts: Facts, taken: &CardChallenge, v: &VerifiedCard, linked: Linked) -> Result<Json<Value>> {
+    let cred = linked_card(ctx, &mut facts, taken, v, linked).await?;
     let checked = ctx.authentication(&facts, Outcome::Success, None);
     // The card's key is generated on and never leaves the card: a device-bound hardware key.
     let assurance = Assurance::of(Proof::Card, &ctx.state.config.signing_session);
@@ -406,8 +433,8 @@ async fn link(ctx: &Ceremony, facts: Facts, taken: &CardChallenge, v: &VerifiedC
 /// removing for a while) and the permission to link what the challenge names — a FIDO
 /// registration ceremony or a card link challenge, each carrying `<kind>:<card id>` as its
 /// single-use, 120 s authorisation, like a confirmation with FIDO (`/fido/link/finish`).
-async fn confirm(ctx: &Ceremony, mut facts: Facts, taken: &CardChallenge, v: &VerifiedCard) -> Result<Json<Value>> {
-    let cred = linked_card(ctx, &mut facts, taken, v).await?;
+async fn confirm(ctx: &Ceremony, mut facts: Facts, taken: &CardChallenge, v: &VerifiedCard, linked: Linked) -> Result<Json<Value>> {
+    let cred = linked_card(ctx, &mut facts, taken, v, linked).await?;
     let Some(then) = taken.then_link.as_deref() else {
         return Err(AppError::internal("card confirmation without what to link next"));
     };

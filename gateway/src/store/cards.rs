@@ -6,6 +6,8 @@
 //! replayed or concurrent finish, on any instance, finds nothing. Expiry is checked by the caller
 //! *after* taking, so an expired challenge is consumed too.
 
+use sqlx::{FromRow as _, Row as _};
+
 use super::authenticators::{AuthenticatorTable, LinkAuthorisation, NewAuthenticator};
 use super::{AnchorKind, Backend, Error, Result, Store, read_all, read_one, row, with_pool, write_execute, write_optional};
 
@@ -154,6 +156,19 @@ fn card_kind(s: &str) -> Result<AnchorKind> {
     }
 }
 
+/// A taken row as a [`CardChallenge`]; an unknown kind or purpose is corruption.
+fn challenge(r: ChallengeRow) -> Result<CardChallenge> {
+    Ok(CardChallenge {
+        kind: card_kind(&r.kind)?,
+        purpose: r.purpose.parse().map_err(|_| super::corrupt("card_challenges.purpose"))?,
+        challenge: r.challenge,
+        enrollment_code_id: r.enrollment_code_id,
+        linked_via: r.linked_via,
+        then_link: r.then_link,
+        expires_at: r.expires_at,
+    })
+}
+
 /// Records a card's use: $1 id, $2 now.
 pub(super) const CARD_USE: &str = "UPDATE card_credentials SET last_used_at = $2, updated_at = $2 WHERE id = $1";
 
@@ -206,18 +221,68 @@ impl Store {
             user_id,
             clinic_id,
         )?;
-        row.map(|r| {
-            Ok(CardChallenge {
-                kind: card_kind(&r.kind)?,
-                purpose: r.purpose.parse().map_err(|_| super::corrupt("card_challenges.purpose"))?,
-                challenge: r.challenge,
-                enrollment_code_id: r.enrollment_code_id,
-                linked_via: r.linked_via,
-                then_link: r.then_link,
-                expires_at: r.expires_at,
-            })
-        })
-        .transpose()
+        row.map(challenge).transpose()
+    }
+
+    /// Takes the browser session's challenge, as [`Store::take_card_challenge`], and reads the
+    /// linked card of the challenge's kind with this issuer and serial, whoever it belongs to
+    /// (`None` when there is none). On PostgreSQL this is one statement, a round trip fewer on
+    /// every card login (docs/decisions/0029-card-finish-reads-with-its-take.md); the read never
+    /// decides whether the challenge is taken. On SQLite both run in-process.
+    pub async fn take_card_challenge_and_credential(
+        &self,
+        session_hash: &[u8; 32],
+        user_id: &str,
+        clinic_id: &str,
+        issuer_sha256: &str,
+        serial_hex: &str,
+    ) -> Result<Option<(CardChallenge, Option<CardCredential>)>> {
+        let Backend::Postgres(pool) = &self.backend else {
+            let Some(taken) = self.take_card_challenge(session_hash, user_id, clinic_id).await? else { return Ok(None) };
+            let cred = match self.card_credential_by_card(taken.kind, issuer_sha256, serial_hex).await {
+                Ok(c) => Some(c),
+                Err(Error::NotFound) => None,
+                Err(e) => return Err(e),
+            };
+            return Ok(Some((taken, cred)));
+        };
+        let mut conn = self.acquire(pool).await?;
+        // The challenge's columns are renamed so that the credential's keep the names
+        // `CardCredential` decodes (both have `kind` and `linked_via`).
+        let row = sqlx::query(concat!(
+            "WITH taken AS (DELETE FROM card_challenges WHERE session_hash = $1 AND user_id = $2 AND clinic_id = $3
+                 RETURNING kind AS challenge_kind, purpose AS challenge_purpose, challenge,
+                           enrollment_code_id AS challenge_code, linked_via AS challenge_linked_via,
+                           then_link AS challenge_then_link, expires_at AS challenge_expires_at)
+             SELECT t.*, c.* FROM taken t LEFT JOIN (SELECT ",
+            card_columns!(),
+            " FROM card_credentials WHERE issuer_sha256 = $4 AND serial_hex = $5) c ON c.kind = t.challenge_kind"
+        ))
+        .bind(&session_hash[..])
+        .bind(user_id)
+        .bind(clinic_id)
+        .bind(issuer_sha256)
+        .bind(serial_hex)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(Error::from);
+        conn.done(&row);
+        let Some(row) = row? else { return Ok(None) };
+        let taken = challenge(ChallengeRow {
+            kind: row.try_get("challenge_kind")?,
+            purpose: row.try_get("challenge_purpose")?,
+            challenge: row.try_get("challenge")?,
+            enrollment_code_id: row.try_get("challenge_code")?,
+            linked_via: row.try_get("challenge_linked_via")?,
+            then_link: row.try_get("challenge_then_link")?,
+            expires_at: row.try_get("challenge_expires_at")?,
+        })?;
+        // The LEFT JOIN leaves every credential column NULL when no card matches.
+        let cred = match row.try_get::<Option<String>, _>("id")? {
+            Some(_) => Some(CardCredential::from_row(&row)?),
+            None => None,
+        };
+        Ok(Some((taken, cred)))
     }
 
     /// Deletes challenges that expired before `now`; returns how many.
