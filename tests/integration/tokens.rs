@@ -570,6 +570,68 @@ async fn a_batch_records_live_sessions_and_refuses_closed_ones(db: Db) {
     app.stop().await;
 }
 
+/// Token commits of two instances racing each other and appends that are queued and chained
+/// (decision 0022): each token is recorded once and audited once, in one intact chain, and none
+/// waits on another for ever (on PostgreSQL the tokens' statement locks the audit head before it
+/// touches a session; decision 0030).
+async fn token_commits_of_two_instances_and_queued_appends_chain_once(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let sid = open_session(&app).await;
+    let other = match db {
+        Db::Postgres => app.other_store(4).await,
+        // One SQLite file has one writer: the second "instance" is a clone.
+        Db::Sqlite => app.store().clone(),
+    };
+    let user = app.store().user_by_login(CLINIC, DOCTOR_LOGIN).await.unwrap();
+    let before = app.store().audit_head().await.unwrap().rows;
+    let now = app.clock_now();
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..40_i64 {
+        let store = if i % 2 == 0 { app.store().clone() } else { other.clone() };
+        let (sid, user_id) = (sid.clone(), user.id.clone());
+        writes.spawn(async move {
+            if i % 4 == 3 {
+                let event = gateway::store::AuditEvent::Admin { action: "test.race", target: format!("race-{i}") };
+                return store.audit_batch(&[(event, now)]).await.map(|()| Vec::new());
+            }
+            let tokens: Vec<_> = (0..3)
+                .map(|k| NewIssuedToken {
+                    jti: format!("race-jti-{i}-{k}"),
+                    session_id: sid.clone(),
+                    client_id: "emr-a".to_owned(),
+                    clinic_id: CLINIC.to_owned(),
+                    user_id: user_id.clone(),
+                    expires_at: now + 60,
+                    issued_at: now + i,
+                    touch: true,
+                    audit_refusal: true,
+                })
+                .collect();
+            store.record_issued_tokens(&tokens, &[]).await
+        });
+    }
+    let mut recorded = 0;
+    while let Some(done) = writes.join_next().await {
+        let flags = done.unwrap().unwrap();
+        assert!(flags.iter().all(|r| *r), "{flags:?}");
+        recorded += flags.len();
+    }
+    assert_eq!(recorded, 90);
+    // The session's activity is the latest token's.
+    assert_eq!(app.store().signing_session(&sid).await.unwrap().last_activity_at, now + 38);
+    let AuditVerification::Intact { rows, .. } = app.store().audit_verify().await.unwrap() else { panic!("tampered") };
+    // (Other rows, such as the instance's aggregated handshake failures, may be appended meanwhile.)
+    assert!(rows >= before + 90 + 10);
+    let tail = app.store().audit_tail(300).await.unwrap();
+    let mut jtis: Vec<_> = tail.iter().filter(|r| r.event == "token_issued").map(|r| r.detail["jti"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(jtis.len(), 90);
+    jtis.sort();
+    jtis.dedup();
+    assert_eq!(jtis.len(), 90, "each token audited once");
+    assert_eq!(tail.iter().filter(|r| r.detail["target"].as_str().is_some_and(|t| t.starts_with("race-"))).count(), 10);
+    app.stop().await;
+}
+
 /// Fail closed: a token whose id and audit row cannot be committed is not handed out, a
 /// consumption whose audit row cannot be committed is not answered as done (and not made), and
 /// refusals wait for their audit rows too. Each is a fast 503 the client may retry, and the
@@ -844,6 +906,7 @@ async fn forged_headers_and_out_of_time_tokens_are_refused_at_consume(db: Db) {
 
 db_tests!(
     concurrent_requests_each_get_their_own_answer,
+    token_commits_of_two_instances_and_queued_appends_chain_once,
     racing_issues_and_replayed_consumptions_are_each_answered_once,
     tokens_of_an_ended_session_are_refused_at_consume,
     forged_headers_and_out_of_time_tokens_are_refused_at_consume,

@@ -297,19 +297,35 @@ pub(super) async fn append_audit(tx: &mut Tx<'_>, batch: &AuditBatch<'_>) -> Res
 /// handful of statement texts), and the head moves to the last link. The group commit appends
 /// this way: it is one transaction per batch already.
 pub(super) async fn append_chained(tx: &mut Tx<'_>, batch: &AuditBatch<'_>) -> Result<()> {
+    let (count, updated_at) = head_args(&batch.rows);
+    let head = tx_fetch!(tx, one, HeadRow, TAKE_HEAD, count, updated_at)?;
+    write_chained(tx, batch, head, true).await
+}
+
+/// [`append_chained`] after a head that the open transaction `tx` (PostgreSQL) has only locked,
+/// `head` as it read it: its sequence number moves with the rows. The group commit locks the head
+/// in the statement that records its tokens (docs/decisions/0030-token-commit-locks-the-head-with-its-tokens.md).
+pub(super) async fn append_chained_after(tx: &mut Tx<'_>, batch: &AuditBatch<'_>, head: HeadRow) -> Result<()> {
+    write_chained(tx, batch, head, false).await
+}
+
+/// Chains `batch` after `head` and writes it: `taken` when [`TAKE_HEAD`] already moved the head's
+/// sequence number past the batch, otherwise the head was only locked and its number moves here.
+async fn write_chained(tx: &mut Tx<'_>, batch: &AuditBatch<'_>, head: HeadRow, taken: bool) -> Result<()> {
     let rows = &batch.rows;
     let (count, updated_at) = head_args(rows);
-    let head = tx_fetch!(tx, one, HeadRow, TAKE_HEAD, count, updated_at)?;
-    let (key, starts_keyed) = check_head(batch, head.seq, &head.hash, head.keyed_from)?;
+    let last = if taken { head.seq } else { head.seq + count };
+    let (key, starts_keyed) = check_head(batch, last, &head.hash, head.keyed_from)?;
     let views = rows.iter().map(|(at, name, outcome, clinic_id, user_id, detail)| {
         (*at, *name, outcome.as_str(), *clinic_id, *user_id, detail.as_str())
     });
-    let (chained, link) = chain_after(key, views, head.seq - count, head.hash);
+    let (chained, link) = chain_after(key, views, last - count, head.hash);
     match &mut tx.conn {
         // On PostgreSQL one statement writes the whole batch and moves the head: the rows go as
         // one array per column (one statement text for any batch size), and a data-modifying
         // WITH moves the head, so the head row stays locked for one round trip less.
-        Conn::Postgres(conn) => insert_chained(conn, &chained, &link, None).await?,
+        Conn::Postgres(conn) => insert_chained(conn, &chained, &link, (!taken).then_some((last, updated_at))).await?,
+        Conn::Sqlite(_) if !taken => return Err(Error::AuditChain("a locked head is PostgreSQL's only".to_owned())),
         // SQLite has no data-modifying WITH: multi-row INSERTs in power-of-two chunks (a handful
         // of cached statement texts), then the head moves.
         Conn::Sqlite(_) => {

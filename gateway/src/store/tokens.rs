@@ -7,7 +7,7 @@
 //! Consumption is one conditional `UPDATE … RETURNING`: only one presentation, on any instance,
 //! can succeed, and only while the token's signing session is open.
 
-use super::audit::append_chained;
+use super::audit::{HeadRow, append_chained, append_chained_after};
 use super::tx::Conn;
 use super::{AuditEvent, Backend, Error, Result, Store, read_optional, row, transaction, tx_execute, tx_rows, with_pool, with_reader};
 
@@ -167,8 +167,14 @@ macro_rules! consumable_at {
 /// got a token flagged `touch` moves its activity to its latest such token's time (`$6`: those
 /// tokens' ids). A data-modifying WITH reads the insert's output, so the activity never moves
 /// for a token that was refused.
+///
+/// The same statement locks the audit chain's head and returns it, for the batch's audit rows
+/// (docs/decisions/0030-token-commit-locks-the-head-with-its-tokens.md). The head is the first
+/// row it locks: the main query reads `head` first, and `touched`, which nothing reads, runs
+/// after the main query. So every writer of the chain locks the head before any signing session.
 const PG_RECORD: &str = concat!(
-    "WITH ins AS (
+    "WITH head AS (SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1 FOR UPDATE),
+     ins AS (
         INSERT INTO issued_tokens (jti, session_id, client_id, expires_at, consumed_at, consumed_by, created_at)
         SELECT v.jti, s.id, v.client_id, v.expires_at, NULL, NULL, v.issued_at
         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[]) AS v(jti, session_id, client_id, expires_at, issued_at)
@@ -180,7 +186,7 @@ const PG_RECORD: &str = concat!(
         FROM (SELECT session_id, MAX(created_at) AS at FROM ins WHERE jti = ANY($6::text[]) GROUP BY session_id) AS t
         WHERE signing_sessions.id = t.session_id AND signing_sessions.last_activity_at < t.at
      )
-     SELECT jti FROM ins"
+     SELECT head.seq, head.hash, head.keyed_from, ARRAY(SELECT jti FROM ins) AS recorded FROM head"
 );
 
 /// [`Store::commit_batch`]'s consumption on PostgreSQL, in one statement of column arrays.
@@ -191,19 +197,21 @@ const PG_CONSUME: &str = concat!(
     consumable_at!("v.at"),
 );
 
-/// Runs [`PG_RECORD`] for `tokens` (not empty): the ids recorded.
-async fn pg_record(conn: &mut sqlx::PgConnection, tokens: &[NewIssuedToken]) -> Result<std::collections::HashSet<String>> {
+/// Runs [`PG_RECORD`] for `tokens` (perhaps none): the ids recorded, and the audit chain's head,
+/// now locked by the open transaction.
+async fn pg_record(conn: &mut sqlx::PgConnection, tokens: &[NewIssuedToken]) -> Result<(std::collections::HashSet<String>, HeadRow)> {
     let column = |f: fn(&NewIssuedToken) -> &str| tokens.iter().map(f).collect::<Vec<&str>>();
-    let rows: Vec<IssuedJti> = sqlx::query_as(PG_RECORD)
+    // The head's seq, hash and keyed_from, and the ids recorded.
+    let (seq, hash, keyed_from, recorded): (i64, Vec<u8>, Option<i64>, Vec<String>) = sqlx::query_as(PG_RECORD)
         .bind(column(|t| &t.jti))
         .bind(column(|t| &t.session_id))
         .bind(column(|t| &t.client_id))
         .bind(tokens.iter().map(|t| t.expires_at).collect::<Vec<i64>>())
         .bind(tokens.iter().map(|t| t.issued_at).collect::<Vec<i64>>())
         .bind(tokens.iter().filter(|t| t.touch).map(|t| t.jti.as_str()).collect::<Vec<&str>>())
-        .fetch_all(conn)
+        .fetch_one(conn)
         .await?;
-    Ok(rows.into_iter().map(|r| r.jti).collect())
+    Ok((recorded.into_iter().collect(), HeadRow { seq, hash, keyed_from }))
 }
 
 /// Runs [`PG_CONSUME`] for `consumes` (not empty, each jti once): the tokens consumed.
@@ -303,13 +311,13 @@ impl Store {
         };
         // One transaction; on SQLite inline on the writer connection (decision 0008).
         let committed = transaction!(self, |tx| {
-            let (recorded, won) = match &mut tx.conn {
+            let (recorded, won, head) = match &mut tx.conn {
                 // One statement records the tokens and moves their sessions' activity, one
                 // consumes: each column as an array, one statement text for any batch size.
                 Conn::Postgres(conn) => {
-                    let recorded = if tokens.is_empty() { Vec::new() } else { outcome(pg_record(conn, tokens).await?) };
+                    let (recorded, head) = pg_record(conn, tokens).await?;
                     let won = if first_consumes.is_empty() { Vec::new() } else { pg_consume(conn, &first_consumes).await? };
-                    (recorded, won)
+                    (outcome(recorded), won, Some(head))
                 }
                 // SQLite (no data-modifying WITH, no arrays): multi-row statements in power-of-two
                 // chunks, a handful of cached statement texts.
@@ -334,14 +342,17 @@ impl Store {
                     for chunk in super::batch_chunks(&first_consumes) {
                         won.extend(tx_rows!(tx, all<ConsumedRow>, CONSUME_HEAD, chunk, |c| [c.jti, c.consumer, c.at], CONSUME_TAIL)?);
                     }
-                    (recorded, won)
+                    (recorded, won, None)
                 }
             };
             let consumed = consumed(won_map(won));
             let all = audit(&recorded, &consumed);
-            if !all.is_empty() {
-                // The group commit is one transaction per batch already: it chains in it.
-                append_chained(tx, &self.audit_rows(&all)).await?;
+            // The group commit is one transaction per batch already: it chains in it, after the
+            // head that PostgreSQL's first statement locked.
+            match (all.is_empty(), head) {
+                (true, _) => {}
+                (false, Some(head)) => append_chained_after(tx, &self.audit_rows(&all), head).await?,
+                (false, None) => append_chained(tx, &self.audit_rows(&all)).await?,
             }
             Ok((recorded, consumed))
         });
