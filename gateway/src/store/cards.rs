@@ -246,10 +246,9 @@ impl Store {
             };
             return Ok(Some((taken, cred)));
         };
-        let mut conn = self.acquire(pool).await?;
         // The challenge's columns are renamed so that the credential's keep the names
         // `CardCredential` decodes (both have `kind` and `linked_via`).
-        let row = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "WITH taken AS (DELETE FROM card_challenges WHERE session_hash = $1 AND user_id = $2 AND clinic_id = $3
                  RETURNING kind AS challenge_kind, purpose AS challenge_purpose, challenge,
                            enrollment_code_id AS challenge_code, linked_via AS challenge_linked_via,
@@ -262,12 +261,8 @@ impl Store {
         .bind(user_id)
         .bind(clinic_id)
         .bind(issuer_sha256)
-        .bind(serial_hex)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(Error::from);
-        conn.done(&row);
-        let Some(row) = row? else { return Ok(None) };
+        .bind(serial_hex);
+        let Some(row) = self.pg_optional(pool, query).await? else { return Ok(None) };
         let taken = challenge(ChallengeRow {
             kind: row.try_get("challenge_kind")?,
             purpose: row.try_get("challenge_purpose")?,

@@ -133,10 +133,9 @@ impl Store {
             };
             return Ok(Some((taken, cred)));
         };
-        let mut conn = self.acquire(pool).await?;
         // The ceremony's columns are renamed so that the credential's keep the names
         // `FidoCredential` decodes.
-        let row = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "WITH taken AS (DELETE FROM webauthn_ceremonies WHERE session_hash = $1 AND user_id = $2 AND clinic_id = $3
                  RETURNING purpose AS ceremony_purpose, state AS ceremony_state, enrollment_code_id AS ceremony_code,
                            linked_via AS ceremony_linked_via, expires_at AS ceremony_expires_at)
@@ -147,12 +146,8 @@ impl Store {
         .bind(session_hash)
         .bind(user_id)
         .bind(clinic_id)
-        .bind(credential_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(super::Error::from);
-        conn.done(&row);
-        let Some(row) = row? else { return Ok(None) };
+        .bind(credential_id);
+        let Some(row) = self.pg_optional(pool, query).await? else { return Ok(None) };
         let ceremony = taken(
             row.try_get("ceremony_purpose")?,
             row.try_get("ceremony_state")?,

@@ -547,6 +547,20 @@ impl Store {
         Ok(super::warm::Pooled::new(super::batched::acquire(pool, &self.metrics).await?, warm))
     }
 
+    /// PostgreSQL: runs one statement built by the caller on a connection from [`Store::acquire`]
+    /// (kept warm when it succeeds) and returns its row, if it returned one. For the statements
+    /// whose row no `row!` type decodes, such as a take joined with a read.
+    pub(super) async fn pg_optional(
+        &self,
+        pool: &PgPool,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Option<sqlx::postgres::PgRow>> {
+        let mut conn = self.acquire(pool).await?;
+        let row = query.fetch_optional(&mut *conn).await.map_err(Error::from);
+        conn.done(&row);
+        row
+    }
+
     /// SQLite's write lock, its wait recorded (every write takes it: decision 0007).
     pub(super) async fn lock_writer<'w>(
         &self,
